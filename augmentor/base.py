@@ -1,0 +1,205 @@
+"""Base models: a local diffusers Stable Diffusion directory, a hub id, or `tiny`.
+
+`tiny` is a faithful miniature of Stable Diffusion v1.x built from config in code: the real
+CLIP BPE vocabulary (the file open_clip_torch ships) as a `CLIPTokenizer`, a small
+`CLIPTextModel`, a small `UNet2DConditionModel` and a 1-channel `AutoencoderKL`. It exists
+so the whole study runs without downloads; its autoencoder has no pretrained weights, so
+fine-tuning from `tiny` first fits it on the training images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from manifests.errors import UserError
+
+PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_IMAGE_SIZE = 64
+CLIP_CONTEXT_LENGTH = 77
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def clip_vocab_files(folder: Path) -> tuple[Path, Path]:
+    """Write CLIP's `vocab.json` and `merges.txt` from open_clip_torch's shipped BPE file.
+
+    The result is the same 49,408-token vocabulary that `openai/clip-vit-large-patch14`
+    (Stable Diffusion v1's tokenizer) uses, so tokenisation of reports is the real one.
+    """
+    import open_clip
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    if not bpe.is_file():
+        raise UserError(f"{bpe}: CLIP BPE vocabulary missing; reinstall open_clip_torch")
+    with gzip.open(bpe, "rt", encoding="utf-8") as f:
+        merges = f.read().split("\n")
+    merges = merges[1 : 49152 - 256 - 2 + 1]
+    vocab = list(_bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab]
+    vocab += ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path.write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
+    merges_path.write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return vocab_path, merges_path
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """The real CLIP tokenizer (vocabulary from open_clip_torch), max length 77."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_vocab_files(Path(tmp))
+        # from_pretrained reads vocab.json/merges.txt in transformers 4.x and 5.x alike.
+        return CLIPTokenizer.from_pretrained(
+            tmp, model_max_length=CLIP_CONTEXT_LENGTH, pad_token="<|endoftext|>"
+        )
+
+
+def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """A randomly initialised miniature Stable Diffusion v1.x for 64x64 grayscale images.
+
+    Same architecture family and interfaces as SD v1.x (CLIP text encoder with 77 tokens,
+    cross-attention UNet on 4-channel latents, KL autoencoder, PNDM scheduler), only small:
+    the autoencoder downsamples 4x (64 px -> 16x16x4 latents) and takes 1 channel.
+    """
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=CLIP_CONTEXT_LENGTH,
+            projection_dim=64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=TINY_IMAGE_SIZE,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=TINY_IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def check_pipeline_dir(path: Path) -> None:
+    """Raise UserError naming what a diffusers SD directory lacks."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: model directory not found")
+    if not (path / "model_index.json").is_file():
+        raise UserError(f"{path}: not a diffusers pipeline directory (missing model_index.json)")
+    missing = [c for c in PIPELINE_COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        raise UserError(f"{path}: missing component folder(s) {', '.join(missing)}")
+    for component in ("unet", "vae", "text_encoder"):
+        folder = path / component
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{folder}: missing config.json")
+        weights = [f for f in os.listdir(folder) if f.endswith((".safetensors", ".bin"))]
+        if not weights:
+            raise UserError(f"{folder}: no weights (*.safetensors)")
+
+
+def load_pipeline(
+    spec: str | Path,
+    allow_download: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> StableDiffusionPipeline:
+    """Load a base or generator: `tiny`, a local diffusers directory, or a hub id.
+
+    Offline by default: a hub id is only fetched with `allow_download`, otherwise the error
+    says which local folder was looked for.
+    """
+    spec = str(spec)
+    if spec == "tiny":
+        return build_tiny_pipeline()
+    path = Path(spec)
+    looks_local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1
+    if looks_local:
+        check_pipeline_dir(path)
+        return StableDiffusionPipeline.from_pretrained(
+            path,
+            torch_dtype=dtype,
+            safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
+    if not allow_download:
+        raise UserError(
+            f"--base {spec}: no local directory {path} and downloads are off; "
+            "pass a local diffusers folder, 'tiny', or --allow-download to fetch the hub id"
+        )
+    return StableDiffusionPipeline.from_pretrained(
+        spec, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
+
+
+def image_channels(pipe: StableDiffusionPipeline) -> int:
+    """Channels the autoencoder takes: 1 for `tiny`, 3 for Stable Diffusion's RGB VAE."""
+    return int(pipe.vae.config.in_channels)
