@@ -156,9 +156,9 @@ def validate_frame(frame: pd.DataFrame, labels: Sequence[str], where: str = "man
     for column, (_, nullable) in CORE_COLUMNS.items():
         values = frame[column]
         if not nullable:
-            bad = values.isna().to_numpy()
+            bad = values.isna().to_numpy().copy()
             if column != "age":
-                bad |= values.astype("string").str.len().fillna(0).to_numpy() == 0
+                bad = bad | (values.astype("string").str.len().fillna(0).to_numpy() == 0)
             if bad.any():
                 _fail(where, column, _first_bad(bad), "empty value (required)")
 

@@ -1,0 +1,48 @@
+"""Small builders shared by tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manifests.images import save_png
+from manifests.io import Manifest
+from manifests.schema import CHEXPERT_LABELS
+
+
+def make_rows(n: int, patients: int, seed: int = 0, labels=CHEXPERT_LABELS) -> pd.DataFrame:
+    """`n` valid real rows over `patients` patients with random 1/0/-1/NaN labels."""
+    rng = np.random.default_rng(seed)
+    patient = [f"p{i % patients:05d}" for i in range(n)]
+    rows = pd.DataFrame(
+        {
+            "image_path": [f"images/{i:06d}.png" for i in range(n)],
+            "source": "real",
+            "dataset": "test",
+            "patient_id": patient,
+            "study_id": [f"{p}-s{i // patients}" for i, p in enumerate(patient)],
+            "split": "train",
+            "view": "PA",
+            "sex": rng.choice(["M", "F"], size=n),
+            "age": rng.integers(20, 90, size=n).astype(float),
+            "report": "No acute cardiopulmonary process.",
+        }
+    )
+    for label in labels:
+        rows[label] = rng.choice(np.array([1.0, 0.0, -1.0, np.nan], dtype=np.float32), size=n)
+    return rows
+
+
+def make_manifest(
+    root: Path, n: int = 20, patients: int = 8, seed: int = 0, images: bool = False
+) -> Manifest:
+    """A valid manifest rooted at `root`; with `images`, also writes small PNGs."""
+    rows = make_rows(n, patients, seed)
+    if images:
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for p in rows["image_path"]:
+            save_png(rng.integers(0, 255, size=(16, 16), dtype=np.uint8), root / p)
+    return Manifest(rows=rows, labels=CHEXPERT_LABELS, root=root)
