@@ -1,0 +1,332 @@
+"""Generator metrics as plain maths on arrays: FID, MS-SSIM, nearest neighbours, probes.
+
+Nothing here reads files or models; `augmentor.features` turns images into arrays and
+`augmentor.evaluate` wires the two together. Every function is deterministic given its
+inputs (and `seed` where one is taken).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- fidelity: FID
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased, float64) of row-wise features."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need at least 2 feature rows, got shape {x.shape}")
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between two Gaussians (Heusel et al. 2017, the 'F' of FID).
+
+    d = |mu1 - mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2)). With fewer samples than feature
+    dimensions the covariances are singular and `sqrtm` may return non-finite values; then
+    `eps` is added to both diagonals (as pytorch-fid does). The matrix square root of a
+    product of PSD matrices is real in exact arithmetic, so a small imaginary part is
+    numerical noise and dropped; a large one is a bug and raises.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1 = np.atleast_2d(sigma1).astype(np.float64)
+    sigma2 = np.atleast_2d(sigma2).astype(np.float64)
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(sigma1)) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = np.max(np.abs(np.diagonal(covmean).imag))
+        scale = max(1.0, float(np.max(np.abs(covmean.real))))
+        if imag > 1e-3 * scale:
+            raise ValueError(f"sqrtm has a large imaginary component ({imag:.3g})")
+        covmean = covmean.real
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    # Tiny negative values are rounding error of a distance that is 0.
+    return float(max(value, 0.0))
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two feature sets (rows are images)."""
+    return frechet_distance(*feature_stats(a), *feature_stats(b))
+
+
+# ---------------------------------------------------------------- diversity: MS-SSIM
+
+# Wang, Simoncelli & Bovik 2003, "Multi-scale structural similarity for image quality
+# assessment": weights of the 5 scales, finest first.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return (g / g.sum()).to(torch.float32)
+
+
+def ms_ssim_scales(height: int, width: int, window: int = SSIM_WINDOW) -> int:
+    """How many of the 5 scales fit: the coarsest image must stay at least `window` wide.
+
+    At 256 px all 5 fit; at 128 px 4 (128, 64, 32, 16); at 64 px 3; below 11 px none, and
+    `ms_ssim` then shrinks the window instead.
+    """
+    side = min(height, width)
+    scales = 0
+    while scales < len(MS_SSIM_WEIGHTS) and side >= window:
+        scales += 1
+        side //= 2
+    return scales
+
+
+def _ssim_components(
+    x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: mean SSIM and mean contrast-structure term (valid gaussian filtering)."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    channels = x.shape[1]
+    wx = window.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    wy = window.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        # Separable gaussian, no padding: the original SSIM uses only full windows.
+        return F.conv2d(F.conv2d(t, wx, groups=channels), wy, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    cs_map = (2 * cov + c2) / (var_x + var_y + c2)
+    ssim_map = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs_map
+    return ssim_map.flatten(1).mean(1), cs_map.flatten(1).mean(1)
+
+
+def ms_ssim(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    data_range: float = 255.0,
+    scales: int | None = None,
+) -> np.ndarray:
+    """Multi-scale SSIM of image pairs (Wang et al. 2003); 1 for identical images.
+
+    Args:
+        x, y: images as (N, H, W) or (N, C, H, W) (or a single (H, W) pair), values in
+            [0, data_range].
+        data_range: 255 for uint8 images.
+        scales: number of scales; default as many of the standard 5 as the image size
+            allows (see `ms_ssim_scales`). The weights of the scales used are the standard
+            ones renormalised to sum to 1, so fewer scales still give a value in [0, 1].
+
+    Gaussian window 11, sigma 1.5; 2x2 average pooling between scales; luminance only at
+    the coarsest scale. Negative contrast-structure terms (anticorrelated images) are
+    clipped at 0 so the weighted product stays real.
+
+    Returns:
+        (N,) float64 array.
+    """
+    tx = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    ty = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y, dtype=torch.float32)
+    if tx.shape != ty.shape:
+        raise ValueError(f"image shapes differ: {tuple(tx.shape)} vs {tuple(ty.shape)}")
+    if tx.ndim == 2:
+        tx, ty = tx[None, None], ty[None, None]
+    elif tx.ndim == 3:
+        tx, ty = tx[:, None], ty[:, None]
+    height, width = tx.shape[-2:]
+    window_size = SSIM_WINDOW
+    n_scales = scales if scales is not None else ms_ssim_scales(height, width)
+    if n_scales == 0:
+        # Smaller than one window: single-scale SSIM with the largest odd window that fits.
+        window_size = max(1, min(height, width) - (1 - min(height, width) % 2))
+        n_scales = 1
+    if min(height, width) // 2 ** (n_scales - 1) < window_size:
+        raise ValueError(f"{n_scales} scales do not fit a {height}x{width} image")
+    window = _gaussian_window(window_size, SSIM_SIGMA)
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:n_scales], dtype=torch.float64)
+    weights = weights / weights.sum()
+    values = []
+    for scale in range(n_scales):
+        ssim, cs = _ssim_components(tx, ty, window, data_range)
+        values.append(ssim if scale == n_scales - 1 else cs)
+        if scale < n_scales - 1:
+            tx, ty = F.avg_pool2d(tx, 2), F.avg_pool2d(ty, 2)
+    stacked = torch.stack(values, dim=1).double().clamp(min=0.0)
+    return torch.prod(stacked ** weights[None, :], dim=1).numpy()
+
+
+def pair_indices(
+    groups: np.ndarray, max_pairs_per_group: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random distinct pairs (i, j), i != j, within each group of equal `groups` values.
+
+    Groups with one member give no pair. At most `max_pairs_per_group` pairs per group,
+    drawn without replacement from all i < j pairs.
+    """
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(groups)
+    first, second = [], []
+    for value in pd.unique(groups):
+        members = np.flatnonzero(groups == value)
+        n = len(members)
+        if n < 2:
+            continue
+        total = n * (n - 1) // 2
+        take = min(total, max_pairs_per_group)
+        if total <= 4 * max_pairs_per_group:
+            ii, jj = np.triu_indices(n, k=1)
+            chosen = rng.choice(total, size=take, replace=False)
+            a, b = ii[chosen], jj[chosen]
+        else:
+            # Sample with rejection of i == j; duplicates are rare and harmless here.
+            a = rng.integers(0, n, size=take)
+            b = (a + rng.integers(1, n, size=take)) % n
+        first.append(members[a])
+        second.append(members[b])
+    if not first:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(first), np.concatenate(second)
+
+
+# ---------------------------------------------------------------- nearest neighbours
+
+
+def normalize_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), float32."""
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32)
+    return F.normalize(t, dim=1, eps=1e-12)
+
+
+def nearest_neighbours(
+    query: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor,
+    k: int = 1,
+    block: int = 2048,
+    normalized: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-k neighbours of each query row among the reference rows.
+
+    Blocked over both sides so memory stays at `block` x `block` similarities whatever the
+    sizes: each query block keeps a running top-k that is merged with every reference
+    block's own top-k.
+
+    Returns:
+        (similarities, indices), each (n_query, k), best first.
+    """
+    q = torch.as_tensor(query, dtype=torch.float32) if normalized else normalize_rows(query)
+    r = torch.as_tensor(reference, dtype=torch.float32) if normalized else normalize_rows(reference)
+    if len(r) == 0:
+        raise ValueError("no reference rows")
+    k = min(k, len(r))
+    sims_out = torch.empty(len(q), k)
+    idx_out = torch.empty(len(q), k, dtype=torch.int64)
+    with torch.inference_mode():
+        for qs in range(0, len(q), block):
+            qb = q[qs : qs + block]
+            best_v = torch.full((len(qb), k), -math.inf)
+            best_i = torch.zeros((len(qb), k), dtype=torch.int64)
+            for rs in range(0, len(r), block):
+                sims = qb @ r[rs : rs + block].T
+                v, i = sims.topk(min(k, sims.shape[1]), dim=1)
+                cat_v = torch.cat([best_v, v], dim=1)
+                cat_i = torch.cat([best_i, i + rs], dim=1)
+                best_v, pos = cat_v.topk(k, dim=1)
+                best_i = torch.gather(cat_i, 1, pos)
+            sims_out[qs : qs + block] = best_v
+            idx_out[qs : qs + block] = best_i
+    return sims_out.numpy(), idx_out.numpy()
+
+
+def pixel_signature(image: np.ndarray, size: int = 32) -> np.ndarray:
+    """An image as a zero-mean, unit-norm vector of its `size` x `size` thumbnail.
+
+    The dot product of two signatures is the Pearson correlation of the thumbnails: 1 for
+    copies (also brightness/contrast-shifted ones), insensitive to resolution. A constant
+    image gives the zero vector (correlation 0 with everything).
+    """
+    from PIL import Image
+
+    thumb = np.asarray(
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(
+            (size, size), Image.Resampling.BOX
+        ),
+        dtype=np.float32,
+    ).ravel()
+    thumb = thumb - thumb.mean()
+    norm = float(np.linalg.norm(thumb))
+    return thumb / norm if norm > 1e-6 else np.zeros_like(thumb)
+
+
+# ---------------------------------------------------------------- alignment and probes
+
+
+def youden_threshold(y_true: np.ndarray, scores: np.ndarray) -> float | None:
+    """The threshold maximising TPR - FPR (Youden's J) on `y_true` in {0, 1}.
+
+    None when `y_true` has one class (no ROC curve).
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y_true)
+    if len(np.unique(y)) < 2:
+        return None
+    fpr, tpr, thresholds = roc_curve(y, scores)
+    finite = np.isfinite(thresholds)
+    j = np.where(finite, tpr - fpr, -np.inf)
+    return float(thresholds[int(np.argmax(j))])
+
+
+def positive_rate(scores: np.ndarray, threshold: float) -> float:
+    """Share of `scores` at or above `threshold`; NaN for no scores."""
+    s = np.asarray(scores, dtype=np.float64)
+    return float((s >= threshold).mean()) if len(s) else float("nan")
+
+
+def binary_targets(values: np.ndarray) -> np.ndarray:
+    """Manifest label values as probe targets: 1 positive, 0 for 0 or NaN, -1 uncertain.
+
+    NaN ("not mentioned") counts as negative, as CheXpert-style labellers intend; uncertain
+    rows are left out by the caller (`targets >= 0`).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    out = np.where(v == 1, 1, 0)
+    return np.where(v == -1, -1, out)
+
+
+def linear_probe_auroc(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    seed: int = 0,
+    c: float = 1.0,
+) -> tuple[float, str]:
+    """AUROC on the test rows of a logistic-regression probe fit on the train rows.
+
+    Features are standardised on the train rows. Returns (AUROC, "") or (NaN, reason)
+    when either side has a single class.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(train_y)) < 2:
+        return float("nan"), "one class in train reports"
+    if len(np.unique(test_y)) < 2:
+        return float("nan"), "one class in held-out reports"
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    )
+    probe.fit(train_x, train_y)
+    return float(roc_auc_score(test_y, probe.predict_proba(test_x)[:, 1])), ""
