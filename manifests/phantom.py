@@ -176,9 +176,9 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
                 float(
                     rng.uniform(0.55, 0.7)
                     if large
-                    else rng.uniform(0.9, 0.93)
+                    else rng.uniform(0.86, 0.9)
                     if hedged
-                    else rng.uniform(0.8, 0.87)
+                    else rng.uniform(0.76, 0.84)
                 ),
                 3,
             ),
@@ -559,210 +559,226 @@ def _curve(points: list[tuple[float, float]], size: int) -> tuple[np.ndarray, np
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _lung_distance(L: np.ndarray, Y: np.ndarray, dome: float, side_w: float) -> np.ndarray:
-    """Signed distance-like field of one lung in side coordinates (L = lateral distance).
+# Lung ellipse (side coordinates: L = distance from the midline, Y down): centre, semi-axes
+# and the skew that puts the apex medially.
+LUNG_L, LUNG_Y, LUNG_A, LUNG_B, LUNG_SKEW = 0.45, 0.08, 0.38, 0.84, 0.14
+THORACIC_WIDTH = 2 * (LUNG_L + LUNG_A)  # inner rib margins: the CTR's denominator
 
-    Positive inside. The lung is bounded by a rounded apex, the lateral chest wall, the
-    mediastinum (medially) and the diaphragm dome below.
+
+def _dome_y(L: np.ndarray, dome: float) -> np.ndarray:
+    """The hemidiaphragm: highest medially, deepest at the costophrenic angle."""
+    return dome + 0.9 * (L - 0.3) ** 2
+
+
+def _lung_distance(L: np.ndarray, Y: np.ndarray, dome: float) -> np.ndarray:
+    """Signed distance-like field of one lung (positive inside), side coordinates.
+
+    A skewed ellipse (rounded apex, convex lateral wall) cut by the mediastinum medially and
+    by the diaphragm dome below; the dome meets the wall in a sharp costophrenic angle.
     """
-    lateral = 0.8 * side_w
-    top = -0.64
-    # lateral wall narrows toward the apex
-    wall = lateral - (lateral - 0.3) * np.clip((-0.05 - Y) / 0.6, 0, 1) ** 2.2 - L
-    apex = Y - (top + 1.4 * (L - 0.33) ** 2)
-    medial = L - 0.07
-    dome_y = dome + 1.1 * (L - 0.38) ** 2
-    below = dome_y - Y
-    return np.minimum(np.minimum(wall, apex), np.minimum(medial, below))
+    lu = (L - LUNG_L - LUNG_SKEW * (Y - LUNG_Y)) / LUNG_A
+    lv = (Y - LUNG_Y) / LUNG_B
+    ellipse = (1 - np.sqrt(lu * lu + lv * lv)) * LUNG_A
+    return np.minimum(np.minimum(ellipse, L - 0.07), _dome_y(L, dome) - Y)
+
+
+def _vessels(L, Y, right, rng) -> np.ndarray:
+    """Vascular markings: tapering lines radiating from each hilum, plus the hilar shadows."""
+    hy = -0.02
+    dl, dy = L - 0.15, Y - hy
+    r = np.sqrt(dl * dl + dy * dy)
+    theta = np.arctan2(dy, dl)
+    phase = np.where(right, rng.uniform(0, 6.3), rng.uniform(0, 6.3))
+    n1, n2 = int(rng.integers(7, 10)), int(rng.integers(12, 16))
+    wob = 0.6 * np.sin(r * 11.0 + rng.uniform(0, 6.3))
+    c1 = np.clip(np.cos(n1 * theta + phase + 1.1 * wob), 0, 1)
+    c2 = np.clip(np.cos(n2 * theta - 0.7 * phase + 0.9 * wob), 0, 1)
+    c1 *= c1
+    c1 *= c1
+    c1 *= c1  # ** 8: thin lines, cheaper than a float power
+    c2 *= c2
+    c2 *= c2
+    c2 *= c2
+    c2 *= c2
+    vessels = (c1 + 0.7 * c2 * np.clip(r / 0.25, 0, 1)) * np.exp(-r / 0.3)
+    hilum = np.exp(-((L - 0.2) ** 2 + (dy / 1.6) ** 2) / 0.006)
+    return vessels * np.clip(r / 0.04, 0, 1) + 0.7 * hilum
 
 
 def draw_phantom(study: Study, size: int) -> np.ndarray:
-    """Draw one study as a 2-D uint8 image of `size` x `size` pixels."""
+    """Draw one study as a 2-D uint8 image of `size` x `size` pixels.
+
+    Shapes add up path lengths (attenuation) `A`; the film shows `1 - exp(-A)`, so bone
+    stands out over the dark lungs and fades over the bright mediastinum as on a real
+    radiograph.
+    """
     rng = np.random.default_rng(study.draw_seed)
     p = study.patient
     f = study.findings
     gx, gy = _grid(size)
     sx = p.body_width * study.zoom
     sy = p.body_height * study.zoom
-    X = (gx - study.shift_x) / sx  # (1, S)
-    Y = (gy - study.shift_y) / sy  # (S, 1)
-    X2 = np.broadcast_to(X, (size, size))
-    Y2 = np.broadcast_to(Y, (size, size))
+    X = np.broadcast_to((gx - study.shift_x) / sx, (size, size))
+    Y1 = (gy - study.shift_y) / sy  # (S, 1): some terms depend on the row only
+    Y = np.broadcast_to(Y1, (size, size))
     px = 2.0 / size / min(sx, sy)  # one pixel in normalised units
-    L = np.abs(X2)
-    right = X2 < 0  # the patient's right lung is on the image's left
+    L = np.abs(X)
+    right = X < 0  # the patient's right is on the image's left
+    ap = study.view == "AP"
+    lift = 0.05 if ap else 0.0  # supine AP films: lower lung volumes
+    right_dome, left_dome = p.right_dome - lift, p.left_dome - lift
+    dome = np.where(right, right_dome, left_dome)
 
-    # Body: neck above, shoulders, chest wall; thickness like a chord through a cylinder.
-    half_w = 0.24 + 0.7 * np.clip((Y + 0.95) / 0.4, 0, 1) ** 0.6  # (S, 1)
+    # Body: neck, sloping shoulders, chest wall; thickness like a chord through a cylinder.
+    half_w = 0.2 + 0.74 * np.clip((Y1 + 0.98) / 0.3, 0, 1) ** 0.7 - 0.05 * np.clip(Y1 - 0.5, 0, 1)
     body = _soft(half_w - L, px)
-    chord = np.sqrt(np.clip(1 - (L / (half_w + 0.02)) ** 2, 0, 1))
-    att = body * (0.28 + 0.38 * chord)
+    chord = np.sqrt(np.clip(1 - (L / (half_w + 0.03)) ** 2, 0, 1))
+    A = body * (0.35 + 0.95 * chord)
+    humerus = _soft(0.13 - np.hypot(L - 0.93, Y + 0.72), px)
+    A = A + 0.3 * humerus * body
     if p.sex == "F":
-        breast = np.exp(-(((L - 0.55) / 0.25) ** 2) - ((Y - 0.42) / 0.18) ** 2)
-        att = att + 0.08 * breast
+        A = A + 0.18 * np.exp(-(((L - 0.55) / 0.22) ** 2) - ((Y - 0.45) / 0.16) ** 2)
 
-    # Lungs.
-    dome = np.where(right, p.right_dome, p.left_dome)
-    lung_d = _lung_distance(L, Y2, dome, 1.0)
+    # Lungs and their markings.
+    lung_d = _lung_distance(L, Y, dome)
     lung = _soft(lung_d, px)
-    air = lung.copy()  # how much of each pixel is aerated lung
-    parenchyma = 0.05 * lung
+    air = lung.copy()  # share of each pixel that is aerated lung
+    vessels = _vessels(L, Y, right, rng)
+    tissue = np.ones_like(lung)  # lung parenchyma present (0 in a pneumothorax)
 
-    # Vascular markings radiating from each hilum, fading to the periphery.
-    hy = -0.05
-    r = np.hypot(L - 0.16, Y2 - hy)
-    theta = np.arctan2(Y2 - hy, L - 0.16)
-    phase = np.where(right, rng.uniform(0, 6.3), rng.uniform(0, 6.3))
-    n1, n2 = rng.integers(7, 10), rng.integers(11, 15)
-    wob = np.sin(r * 9.0 + rng.uniform(0, 6.3))
-    v1 = np.clip(np.cos(n1 * theta + phase + 1.2 * wob), 0, 1) ** 14
-    v2 = np.clip(np.cos(n2 * theta - phase + 0.8 * wob), 0, 1) ** 18
-    vessels = (0.9 * v1 + 0.6 * v2) * np.exp(-r / 0.32) * np.clip(r / 0.06, 0, 1)
-    hilum = np.exp(-((L - 0.2) ** 2 + ((Y2 - hy) / 1.4) ** 2) / 0.004)
-    vessels = vessels + 0.8 * hilum
-
-    # Pneumothorax: the lung collapses toward an anchor; no markings beyond the pleural line.
     if "Pneumothorax" in f:
+        # The lung collapses toward an anchor; beyond the pleural line: air, no markings.
         info = f["Pneumothorax"]
         k = info["collapse"]
-        side_mask = right if info["side"] == "right" else ~right
-        side_dome = p.right_dome if info["side"] == "right" else p.left_dome
-        ax, ay = (0.2, 0.0) if k < 0.75 else (0.25, side_dome)
-        Lc = ax + (L - ax) / k
-        Yc = ay + (Y2 - ay) / k
-        collapsed_d = _lung_distance(Lc, Yc, side_dome, 1.0) * k
-        collapsed = _soft(collapsed_d, px)
-        gap = side_mask * lung * (1 - collapsed)
-        vessels = vessels * (1 - gap)
-        parenchyma = parenchyma * (1 - gap) + side_mask * collapsed * lung * (0.25 * (1 - k))
-        pleural_line = np.exp(-((collapsed_d / (0.9 * px)) ** 2)) * side_mask * lung
-        att = att + 0.12 * pleural_line
+        side = right if info["side"] == "right" else ~right
+        side_dome = right_dome if info["side"] == "right" else left_dome
+        ax, ay = (0.2, 0.05) if k < 0.75 else (0.3, side_dome + 0.05)
+        collapsed_d = _lung_distance(ax + (L - ax) / k, ay + (Y - ay) / k, side_dome) * k
+        gap = side * lung * (1 - _soft(collapsed_d, px))
+        tissue = tissue - gap
+        line = np.exp(-((collapsed_d / (0.8 * px)) ** 2)) * side * lung
+        A = A + 0.25 * line + 0.25 * (1 - k) * side * lung * (1 - gap)
 
-    # Consolidation: a lobe fills with fluid (mottled), sharp at the fissures.
     if "Consolidation" in f:
+        # A lobe fills with fluid: mottled, fluffy edges, sharp along a fissure.
         info = f["Consolidation"]
-        side_mask = right if info["side"] == "right" else ~right
+        side = right if info["side"] == "right" else ~right
         lobe = info["lobe"]
-        if "upper" in lobe:
-            region = _soft(0.02 - Y2, px * 3)
-        elif "middle" in lobe:
-            region = _soft(Y2 + 0.02, px) * _soft(0.55 - L - 0.3 * Y2, px * 3)
-        else:
-            region = _soft(Y2 - 0.08 + 0.25 * (0.5 - L), px * 3)
+        if lobe == "right upper lobe":  # sharp below, along the minor fissure
+            region = _soft(0.1 * (L - 0.45) ** 2 - 0.02 - Y, px * 1.5)
+        elif lobe == "left upper lobe":  # with the lingula, hazier below
+            region = _soft(0.12 - 0.25 * (L - 0.2) - Y, px * 6)
+        elif "middle" in lobe:  # sits against the right heart border
+            region = _soft(Y + 0.02, px * 1.5) * _soft(0.62 - L - 0.35 * Y, px * 8)
+        else:  # lower lobes: the base, fluffy upper edge
+            region = _soft(Y - 0.15 + 0.3 * (0.55 - L), px * 8)
         a = _upsampler(size)
         mottle = a @ rng.random((8, 8), dtype=np.float32) @ a.T
-        density = (0.35 if info["uncertain"] else 0.75) * (0.7 + 0.3 * mottle)
-        fill = side_mask * region * lung * density
+        density = (0.45 if info["uncertain"] else 0.9) * (0.6 + 0.4 * mottle)
+        fill = side * region * lung * density
         air = air * (1 - fill)
-        vessels = vessels * (1 - 0.6 * fill)
-        att = att + 0.28 * fill
+        vessels = vessels * (1 - 0.5 * fill)
 
-    # Pleural effusion: dependent fluid with a meniscus climbing the lateral wall.
     if "Pleural Effusion" in f:
+        # Dependent fluid with a meniscus climbing the lateral wall; it fills the
+        # costophrenic angle (blunting) and hides the hemidiaphragm.
         info = f["Pleural Effusion"]
         h = info["height"]
-        for side in ("right", "left") if info["side"] == "both" else (info["side"],):
-            side_mask = right if side == "right" else ~right
-            side_dome = p.right_dome if side == "right" else p.left_dome
-            base = side_dome + 0.2  # around the costophrenic angle
-            level = base - h * 1.3 - 0.25 * h * np.clip((L - 0.35) / 0.45, 0, 1) ** 2
-            fluid = side_mask * np.clip((Y2 - level) / (px * 3 + 0.04 * h), 0, 1)
-            # fluid fills the lung's base and the costophrenic recess
-            recess = _soft(_lung_distance(L, Y2 - 0.12 * h, side_dome + 0.1, 1.0), px)
-            fluid = fluid * np.maximum(lung, recess)
+        for name in ("right", "left") if info["side"] == "both" else (info["side"],):
+            side = right if name == "right" else ~right
+            side_dome = right_dome if name == "right" else left_dome
+            level = side_dome + 0.12 - 1.15 * h - 0.6 * h * np.clip((L - 0.15) / 0.65, 0, 1) ** 2
+            fluid = side * lung * np.clip((Y - level) / (0.03 + 0.1 * h), 0, 1)
             air = air * (1 - fluid)
             vessels = vessels * (1 - fluid)
-            att = att + 0.42 * fluid * (1 - lung) + 0.3 * fluid * lung
+            A = A + 0.15 * fluid
 
-    # Heart and mediastinum sit in front of the lungs: they hide the air behind them.
-    thoracic = 2 * 0.8
-    heart_w = p.ctr * thoracic
-    if "Cardiomegaly" in f:
-        heart_w = f["Cardiomegaly"]["ctr"] * thoracic
-    hx, hyc = heart_w / 6.0, 0.24
-    heart = _soft(
-        1 - np.sqrt(((X2 - hx) / (heart_w / 2)) ** 2 + ((Y2 - hyc) / 0.25) ** 2), 2 * px / heart_w
-    )
-    heart = heart * _soft(Y2 - 0.0, px * 4) + _soft(
-        1 - np.sqrt(((X2 - hx * 0.5) / (heart_w / 2.4)) ** 2 + ((Y2 - 0.1) / 0.2) ** 2), px * 4
-    )
-    heart = np.clip(heart, 0, 1)
-    med_w = 0.1 + 0.02 * np.clip(Y + 0.4, 0, 1)
-    mediastinum = _soft(med_w - np.abs(X2 - 0.01), px) * _soft(0.4 - Y2, px)
-    knob = _soft(0.065 - np.hypot(X2 - 0.11, Y2 + 0.33), px)
-    central = np.clip(heart + mediastinum + knob, 0, 1)
-    air = air * (1 - 0.85 * central)
-    vessels = vessels * (1 - 0.7 * central)
-    att = att + 0.32 * central
+    # Heart (a tilted ellipse, apex to the patient's left) and mediastinum in front of the
+    # lungs: they hide the air behind them.
+    ctr = f["Cardiomegaly"]["ctr"] if "Cardiomegaly" in f else p.ctr
+    heart_w = ctr * THORACIC_WIDTH
+    cos_t, sin_t = math.cos(0.5), math.sin(0.5)
+    ha, hb = 1.0, 0.72  # semi-axes ratio; scaled so the horizontal extent is heart_w
+    scale = heart_w / 2 / math.sqrt((ha * cos_t) ** 2 + (hb * sin_t) ** 2)
+    hx, hy = heart_w / 6.0, 0.2 + 0.1 * (ctr - 0.45)
+    u = ((X - hx) * cos_t + (Y - hy) * sin_t) / (ha * scale)
+    v = (-(X - hx) * sin_t + (Y - hy) * cos_t) / (hb * scale)
+    heart = _soft((1 - np.sqrt(u * u + v * v)) * hb * scale, px)
+    med_w = 0.1 + 0.03 * np.clip(Y1 + 0.3, 0, 1)
+    mediastinum = _soft(med_w - np.abs(X - 0.01), px) * _soft(0.35 - Y, px)
+    knob = _soft((1 - np.hypot((X - 0.1) / 0.075, (Y + 0.33) / 0.09)) * 0.075, px)
+    central = np.maximum(np.maximum(heart, mediastinum), knob)
+    air = air * (1 - 0.9 * central)
+    vessels = vessels * (1 - 0.8 * central)
+    A = A + 0.12 * central
 
-    # Trachea and main bronchi: air columns in the mediastinum.
-    trachea = _soft(0.03 - np.abs(X2 - 0.0), px) * _soft(-0.28 - Y2, px)
-    att = att - 0.12 * trachea
+    # Trachea: an air column in the mediastinum down to the carina.
+    trachea = _soft(0.028 - np.abs(X - 0.0), px) * _soft(-0.3 - Y, px)
+    A = A - 0.45 * trachea
 
-    # Gastric bubble under the left hemidiaphragm.
-    bubble = _soft(1 - np.hypot((X2 - 0.4) / 0.12, (Y2 - p.left_dome - 0.14) / 0.06), 4 * px / 0.06)
-    att = att - 0.15 * bubble * (0 if "Pleural Effusion" in f else 1)
+    # Gastric bubble under the left hemidiaphragm (hidden by a left effusion's fluid).
+    bubble = _soft(1 - np.hypot((X - 0.38) / 0.13, (Y - left_dome - 0.14) / 0.055), 0.2)
+    A = A - 0.45 * bubble
 
     # Bones: spine, posterior and anterior ribs, clavicles.
-    spine = _soft(0.07 - L, px) * (0.75 + 0.25 * np.cos(2 * math.pi * (Y2 / 0.1)))
-    ribs_y = Y2 - (-0.62 - 0.1 * L + 0.5 * L**2)
-    rib_p = ribs_y / p.rib_spacing
+    spine = _soft(0.065 - L, px) * (0.8 + 0.2 * np.cos(2 * math.pi * (Y1 / 0.095)))
+    rib_p = (Y + 0.66 + 0.12 * L - 0.55 * L * L) / p.rib_spacing
     frac = rib_p - np.floor(rib_p)
-    ribs = _soft(0.3 - np.abs(frac - 0.3) * 2, px / p.rib_spacing * 2)
-    ribs = ribs * (rib_p > 0) * (rib_p < 9.5) * _soft(0.86 - L, px) * _soft(L - 0.05, px)
-    anterior_p = (Y2 + 0.7 - 0.4 * (0.9 - L)) / (p.rib_spacing * 1.2)
-    afrac = anterior_p - np.floor(anterior_p)
-    anterior = (
-        _soft(0.2 - np.abs(afrac - 0.5), px * 6)
-        * (anterior_p > 0)
-        * (anterior_p < 5)
-        * _soft(L - 0.3, 4 * px)
-        * _soft(0.85 - L, px)
+    band = np.abs(frac - 0.28)
+    ribs = _soft(0.17 - band, 1.2 * px / p.rib_spacing) + 0.6 * _soft(
+        0.04 - np.abs(band - 0.15), 1.2 * px / p.rib_spacing
     )
-    clav_y = -0.7 - 0.12 * (L - 0.1) + 0.15 * (L - 0.1) ** 2
-    clavicle = _soft(0.035 - np.abs(Y2 - clav_y), px) * _soft(0.7 - L, px) * _soft(L - 0.07, px)
-    att = att + 0.2 * spine + 0.15 * ribs + 0.05 * anterior + 0.22 * clavicle
+    chest = _soft(LUNG_L + LUNG_A + 0.05 - L, px) * _soft(L - 0.06, px)
+    ribs = ribs * (rib_p > 0) * (rib_p < 10) * chest
+    ant_p = (Y + 0.62 - 0.45 * (0.85 - L)) / (p.rib_spacing * 1.3)
+    afrac = ant_p - np.floor(ant_p)
+    anterior = _soft(0.12 - np.abs(afrac - 0.5), 3 * px) * (ant_p > 0) * (ant_p < 5)
+    anterior = anterior * _soft(L - 0.3, 6 * px) * chest
+    clav_y = -0.56 - 0.42 * (L - 0.08) + 0.3 * (L - 0.08) ** 2 - (0.05 if ap else 0.0)
+    clavicle = _soft(0.034 - np.abs(Y - clav_y), px) * _soft(0.72 - L, px) * _soft(L - 0.07, px)
+    A = A + 0.25 * spine + 0.09 * ribs + 0.05 * anterior + 0.5 * clavicle
 
-    # Lung air makes the image dark; vessels and parenchyma put back some density.
-    att = att - 0.5 * air + parenchyma * lung + 0.12 * vessels * lung
+    # Lung air darkens; vessels and parenchyma put back a little density.
+    A = A - 0.95 * air + (0.16 * tissue + 0.45 * vessels * tissue) * lung
 
-    # Support devices: thin radio-opaque lines (splatted points, blurred below).
     if "Support Devices" in f:
-        info = f["Support Devices"]
-        wire = np.zeros((size, size), dtype=np.float32)
-        carina_y = -0.28
+        A = A + _devices(f["Support Devices"], study, size, X, Y, px)
 
-        def to_img(pts):
-            return [(x * sx + study.shift_x, y * sy + study.shift_y) for x, y in pts]
-
-        for device in info["devices"]:
-            if device == "endotracheal tube":
-                for off in (-0.012, 0.012):
-                    xs, ys = _curve(to_img([(off, -1.05), (off, carina_y - 0.12)]), size)
-                    _splat(wire, xs, ys, 0.5)
-            elif device == "enteric tube":
-                pts = [(0.02, -1.05), (0.03, -0.3), (0.06, 0.3), (0.2, 0.6), (0.36, 0.66)]
-                xs, ys = _curve(to_img(pts), size)
-                _splat(wire, xs, ys, 0.7)
-            elif device == "central venous catheter":
-                s = -1 if info["line_side"] == "right" else 1
-                pts = [(s * 0.75, -0.62), (s * 0.35, -0.62), (s * 0.12, -0.5), (-0.05, -0.15)]
-                xs, ys = _curve(to_img(pts), size)
-                _splat(wire, xs, ys, 0.7)
-            else:
-                cx, cy = 0.55, -0.58
-                box = _soft(0.07 - np.maximum(np.abs(X2 - cx) / 1.3, np.abs(Y2 - cy)), px)
-                att = att + 0.6 * box
-                for end in ((-0.05, 0.2), (0.02, 0.35)):
-                    pts = [(cx, cy), (0.3, -0.6), (0.0, -0.35), end]
-                    xs, ys = _curve(to_img(pts), size)
-                    _splat(wire, xs, ys, 0.6)
-        att = att + np.minimum(wire * (128.0 / size), 0.6)
-
-    img = _blur(att.astype(np.float32))
+    gain = 0.95 * study.contrast
+    img = 1 - np.exp(-gain * np.maximum(_blur(A.astype(np.float32)), 0))
     img = img + rng.normal(0, study.noise, size=img.shape).astype(np.float32)
-    img = np.clip(img * study.contrast, 0, 1) ** study.exposure
+    img = np.clip(img, 0, 1) ** study.exposure
     return (img * 255 + 0.5).astype(np.uint8)
+
+
+def _devices(info: dict, study: Study, size: int, X, Y, px: float) -> np.ndarray:
+    """Radio-opaque tubes and lines as attenuation (splatted points, blurred later)."""
+    p = study.patient
+    sx, sy = p.body_width * study.zoom, p.body_height * study.zoom
+    wire = np.zeros((size, size), dtype=np.float32)
+    extra = np.zeros((size, size), dtype=np.float32)
+
+    def path(points, weight):
+        pts = [(x * sx + study.shift_x, y * sy + study.shift_y) for x, y in points]
+        xs, ys = _curve(pts, size)
+        _splat(wire, xs, ys, weight)
+
+    for device in info["devices"]:
+        if device == "endotracheal tube":
+            for off in (-0.014, 0.014):
+                path([(off, -1.05), (off, -0.42)], 1.2)
+        elif device == "enteric tube":
+            path([(0.02, -1.05), (0.03, -0.3), (0.06, 0.3), (0.2, 0.58), (0.38, 0.64)], 1.0)
+        elif device == "central venous catheter":
+            s = -1 if info["line_side"] == "right" else 1
+            path([(s * 0.8, -0.6), (s * 0.4, -0.64), (s * 0.12, -0.5), (-0.05, -0.15)], 1.0)
+        else:  # pacemaker: a generator box in the left chest wall, leads into the heart
+            cx, cy = 0.55, -0.56
+            box = _soft(0.07 - np.maximum(np.abs(X - cx) / 1.3, np.abs(Y - cy)), px)
+            extra += 2.5 * box
+            for end in ((-0.02, 0.22), (0.06, 0.36)):
+                path([(cx, cy), (0.3, -0.6), (0.0, -0.35), end], 1.0)
+    return extra + np.minimum(wire * (128.0 / size), 1.2)
 
 
 # ---------------------------------------------------------------------- the dataset
