@@ -20,6 +20,9 @@ Conventions:
       devices do not count), else 0.
     * Consolidation implies Lung Opacity; a hedged consolidation ("patchy opacity,
       possibly early consolidation") is Consolidation -1 and Lung Opacity 1.
+    * Side words appear in reports only for findings with laterality (effusion,
+      pneumothorax, consolidation), so a prompt's "left"/"right" always names a finding's
+      side; device sentences carry none.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ LOBES = {
     "right": ("right upper lobe", "right middle lobe", "right lower lobe"),
     "left": ("left upper lobe", "left lower lobe"),
 }
+# Where each of the patient's sides lies on the image (clinical display convention).
+IMAGE_HALF = {"right": "left", "left": "right"}
 DEVICES = ("endotracheal tube", "enteric tube", "central venous catheter", "pacemaker")
 
 
@@ -300,16 +305,16 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
         e = f["Pleural Effusion"]
         side, sev = _effusion_side(e["side"]), e["severity"]
         plural = "s" if e["side"] == "both" else ""
-        angle = "costophrenic angles" if e["side"] == "both" else f"{side} costophrenic angle"
-        if e["side"] == "both":
-            angle = "both costophrenic angles"
+        angle = (
+            "both costophrenic angles" if e["side"] == "both" else f"the {side} costophrenic angle"
+        )
         if e["uncertain"]:
             out.append(
                 _pick(
                     rng,
                     [
                         f"Possible small {side} pleural effusion{plural}.",
-                        f"Blunting of the {angle}, which may reflect small {side} pleural effusion{plural}.",
+                        f"Blunting of {angle}, which may reflect small {side} pleural effusion{plural}.",
                         f"Small {side} pleural effusion{plural} cannot be excluded.",
                     ],
                 )
@@ -321,7 +326,7 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
                     [
                         f"{_cap(sev)} {side} pleural effusion{plural}.",
                         f"There {'are' if plural else 'is'} a {sev} {side} pleural effusion{plural}.",
-                        f"{_cap(sev)} {side} pleural effusion{plural} with blunting of the {angle}.",
+                        f"{_cap(sev)} {side} pleural effusion{plural} with blunting of {angle}.",
                         f"{_cap(sev)} {side} pleural effusion{plural} with a meniscus.",
                     ],
                 )
@@ -407,8 +412,8 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
                     _pick(
                         rng,
                         [
-                            f"{_cap(d['line_side'])} subclavian central venous catheter with tip in the SVC.",
-                            f"{_cap(d['line_side'])}-sided central line terminates in the superior vena cava.",
+                            "Subclavian central venous catheter with tip in the SVC.",
+                            "Central line terminates in the superior vena cava.",
                         ],
                     )
                 )
@@ -417,7 +422,7 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
                     _pick(
                         rng,
                         [
-                            "Left chest wall pacemaker with leads in the right atrium and right ventricle.",
+                            "Cardiac pacemaker with leads projecting over the heart.",
                             "Dual-lead pacemaker in place.",
                         ],
                     )

@@ -1,0 +1,310 @@
+"""The embedded phantom dataset: determinism, manifest, reports, labels, looks, learnability."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from manifests.errors import UserError
+from manifests.images import load_image
+from manifests.io import read_manifest
+from manifests.phantom import (
+    IMAGE_HALF,
+    draw_phantom,
+    phantom_studies,
+    study_labels,
+    study_report,
+    write_phantom_dataset,
+)
+from manifests.schema import CHEXPERT_LABELS
+
+runner = CliRunner()
+MODELLED = (
+    "No Finding",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Consolidation",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Support Devices",
+)
+HEDGES = ("possible", "possibly", "not excluded", "cannot be excluded", "may ", "questionable")
+KEYWORD = {
+    "Cardiomegaly": "cardiomegaly",
+    "Pleural Effusion": "effusion",
+    "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation",
+}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """30 images at 64 px over the default 10 patients."""
+    out = tmp_path_factory.mktemp("phantom")
+    return read_manifest(write_phantom_dataset(out, n=30, size=64, seed=3))
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Many studies with their reports and labels (no drawing: fast)."""
+    studies = phantom_studies(900, seed=5)
+    out = []
+    for i, study in enumerate(studies):
+        impression, findings = study_report(study, np.random.default_rng(i))
+        out.append((study, impression, findings, study_labels(study)))
+    return out
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip().lower() for s in re.split(r"(?<=\.)\s+", text) if s.strip()]
+
+
+def test_manifest_is_valid_with_images_reports_and_notes(small):
+    rows = small.rows
+    assert len(rows) == 30 and small.labels == CHEXPERT_LABELS
+    assert set(rows["source"]) == {"real"} and set(rows["dataset"]) == {"phantom"}
+    assert set(rows["split"]) == {"train"}
+    assert set(rows["view"]) <= {"PA", "AP"} and set(rows["sex"]) <= {"M", "F"}
+    assert rows["age"].between(18, 100).all()
+    assert rows["report"].str.len().min() > 10
+    assert rows["report_findings"].str.contains("view of the chest").all()
+    paths = small.image_paths()
+    assert all(str(p).endswith(".png") and p.parent.name == "images" for p in paths)
+    image = load_image(paths[0])
+    assert image.shape == (64, 64) and image.dtype == np.uint8
+    notes = json.loads(small.metadata["cxraug.notes"])
+    assert any("never clinical data" in note for note in notes)
+    for text, labels in zip(rows["phantom_findings"], rows[list(MODELLED)].to_numpy(), strict=True):
+        findings = json.loads(text)
+        assert ("Pneumothorax" in findings) == (labels[MODELLED.index("Pneumothorax")] != 0)
+
+
+def test_several_studies_per_patient(small):
+    rows = small.rows
+    per_patient = rows.groupby("patient_id")["study_id"].nunique()
+    assert len(per_patient) == 10 and (per_patient == 3).all()
+    assert rows["patient_id"].str.fullmatch(r"phantom-p\d{5}").all()
+    assert (rows["study_id"].str.rsplit("-s", n=1).str[0] == rows["patient_id"]).all()
+    assert rows["study_id"].is_unique and rows["image_path"].is_unique
+    # A patient's anatomy is stable; demographics too (age grows a little).
+    studies = phantom_studies(30, seed=3)
+    for a, b in zip(studies[:-1], studies[1:], strict=True):
+        if a.patient.patient_id == b.patient.patient_id:
+            assert a.patient == b.patient and b.age >= a.age
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, small):
+    again = read_manifest(write_phantom_dataset(tmp_path / "a", n=30, size=64, seed=3))
+    assert list(again.rows["image_sha256"]) == list(small.rows["image_sha256"])
+    assert list(again.rows["report"]) == list(small.rows["report"])
+    assert again.image_paths()[7].read_bytes() == small.image_paths()[7].read_bytes()
+    other = read_manifest(write_phantom_dataset(tmp_path / "b", n=30, size=64, seed=4))
+    assert not set(other.rows["image_sha256"]) & set(small.rows["image_sha256"])
+
+
+def test_labels_follow_the_documented_policy(reports):
+    for study, _, _, labels in reports:
+        for label in CHEXPERT_LABELS:
+            if label in MODELLED:
+                assert labels[label] in (1.0, 0.0, -1.0)
+            else:
+                assert np.isnan(labels[label])  # never drawn, never mentioned
+        if labels["Consolidation"] != 0:
+            assert labels["Lung Opacity"] == 1
+        sick = any(labels[k] != 0 for k in KEYWORD)
+        assert labels["No Finding"] == (0 if sick else 1)
+        for finding in KEYWORD:
+            if finding in study.findings:
+                hedged = study.findings[finding]["uncertain"]
+                assert labels[finding] == (-1 if hedged else 1)
+
+
+def test_prevalence_is_learnable_but_not_dominant(reports):
+    values = {label: np.array([r[3][label] for r in reports]) for label in MODELLED}
+    for label in ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation"):
+        drawn = np.mean(values[label] != 0)
+        assert 0.12 <= drawn <= 0.35, (label, drawn)
+        assert 0.01 <= np.mean(values[label] == -1) <= 0.1, label
+    assert 0.15 <= np.mean(values["Support Devices"] == 1) <= 0.3
+    assert 0.25 <= np.mean(values["No Finding"] == 1) <= 0.55
+    views = [r[0].view for r in reports]
+    assert 0.1 <= views.count("AP") / len(views) <= 0.35
+
+
+def test_reports_state_findings_with_side_and_severity(reports):
+    for study, impression, findings_text, _ in reports:
+        sentences = _sentences(impression)
+        assert _sentences(findings_text)[0].endswith("view of the chest.")
+        for finding, keyword in KEYWORD.items():
+            info = study.findings.get(finding)
+            said = [
+                s for s in sentences if keyword in s and not s.startswith(("no ", "there is no"))
+            ]
+            if info is None:
+                continue
+            assert len(said) == 1, (finding, impression)
+            sentence = said[0]
+            side = info.get("side")
+            if finding == "Consolidation":
+                assert info["lobe"] in sentence
+            elif side is not None:
+                assert ("bilateral" if side == "both" else side) in sentence
+                other = {"left": "right", "right": "left"}.get(side)
+                assert other is None or other not in sentence
+            if finding != "Consolidation":
+                assert info["severity"] in sentence, (info, sentence)
+            hedged = any(h in sentence for h in HEDGES) or "borderline" in sentence
+            assert hedged == info["uncertain"], sentence
+        if "Support Devices" in study.findings:
+            assert re.search(r"tube|catheter|line|pacemaker", impression.lower())
+        # Side words only ever name a finding's side.
+        allowed = {
+            "bilateral" if i.get("side") == "both" else i.get("side")
+            for i in study.findings.values()
+        }
+        words = set(re.findall(r"\b(left|right|bilateral)\b", impression.lower()))
+        assert words <= allowed, (impression, study.findings)
+
+
+def test_reports_say_explicit_negatives(reports):
+    for study, impression, _, _ in reports:
+        text = impression.lower()
+        negated = [s for s in _sentences(text) if s.startswith(("no ", "there is no"))]
+        for finding, keyword in (
+            ("Pneumothorax", "pneumothorax"),
+            ("Pleural Effusion", "effusion"),
+            ("Consolidation", "consolidation"),
+        ):
+            if finding not in study.findings:
+                assert any(keyword in s for s in negated), (finding, impression)
+        if "Cardiomegaly" not in study.findings:
+            assert re.search(r"normal|no cardiomegaly", text), impression
+    phrasings = {impression for _, impression, _, _ in reports}
+    assert len(phrasings) > 200  # varied phrasing, not one template
+
+
+def _region_mean(image: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:
+    """Mean over a box given in [-1, 1] image coordinates."""
+    size = image.shape[0]
+
+    def idx(v):
+        return int((v + 1) / 2 * size)
+
+    return float(image[idx(y0) : idx(y1), idx(x0) : idx(x1)].mean())
+
+
+def test_image_looks_like_a_chest_radiograph():
+    studies = [s for s in phantom_studies(60, seed=2) if not s.findings][:8]
+    for study in studies:
+        image = draw_phantom(study, 128).astype(np.float64)
+        lungs = (
+            _region_mean(image, -0.6, -0.3, -0.4, 0.0) + _region_mean(image, 0.3, 0.6, -0.4, 0.0)
+        ) / 2
+        mediastinum = _region_mean(image, -0.06, 0.06, -0.1, 0.3)
+        abdomen = _region_mean(image, -0.4, 0.4, 0.8, 0.95)
+        corners = _region_mean(image, -1, -0.95, 0.6, 1.0)
+        assert lungs + 60 < mediastinum and lungs + 60 < abdomen, (lungs, mediastinum, abdomen)
+        assert corners < 40  # air outside the body is dark
+        assert 70 < image.mean() < 170
+        assert image.std() > 40
+
+
+@pytest.mark.parametrize("finding", ["Pleural Effusion", "Pneumothorax", "Consolidation"])
+def test_findings_are_drawn_on_the_named_side(finding):
+    """The patient's right is the image's left: the drawn change lies in that half."""
+    studies = [s for s in phantom_studies(600, seed=8) if finding in s.findings]
+    checked = 0
+    for study in studies:
+        info = study.findings[finding]
+        if info["side"] == "both" or info["uncertain"]:
+            continue
+        plain = replace(study, noise=0.0, findings={})
+        ill = replace(study, noise=0.0, findings={finding: info})
+        diff = np.abs(draw_phantom(ill, 96).astype(float) - draw_phantom(plain, 96).astype(float))
+        left, right = diff[:, :48].sum(), diff[:, 48:].sum()
+        named, other = (left, right) if IMAGE_HALF[info["side"]] == "left" else (right, left)
+        assert named > 3 * other, (study.study_id, info, named, other)
+        checked += 1
+        if checked == 6:
+            break
+    assert checked == 6
+
+
+def test_cardiomegaly_widens_the_heart():
+    study = next(s for s in phantom_studies(100, seed=1) if not s.findings)
+    normal = draw_phantom(replace(study, noise=0.0), 128).astype(float)
+    big = replace(study, noise=0.0, findings={"Cardiomegaly": {"ctr": 0.62, "uncertain": False}})
+    enlarged = draw_phantom(big, 128).astype(float)
+    row = slice(int(128 * 0.55), int(128 * 0.65))  # a band through the heart
+    assert enlarged[row].mean() > normal[row].mean() + 5
+
+
+def test_bad_inputs_name_the_flag(tmp_path):
+    with pytest.raises(UserError, match="--n"):
+        write_phantom_dataset(tmp_path / "x", n=0)
+    with pytest.raises(UserError, match="--size"):
+        write_phantom_dataset(tmp_path / "x", n=3, size=16)
+    with pytest.raises(UserError, match="--patients"):
+        write_phantom_dataset(tmp_path / "x", n=3, size=32, patients=5)
+    path = write_phantom_dataset(tmp_path / "ok", n=3, size=32)
+    with pytest.raises(UserError, match="--overwrite") as err:
+        write_phantom_dataset(tmp_path / "ok", n=3, size=32)
+    assert str(path) in str(err.value)
+    assert write_phantom_dataset(tmp_path / "ok", n=4, size=32, overwrite=True) == path
+    assert len(read_manifest(path)) == 4
+
+
+def test_cli_demo_data(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo-data", str(out), "--n", "6", "--size", "32", "--patients", "2", "--seed", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out / "manifest.parquet")
+    assert len(manifest) == 6 and manifest.rows["patient_id"].nunique() == 2
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {out / 'manifest.parquet'}: already exists; pass --overwrite to replace it"
+    ]
+    result = runner.invoke(app, ["demo-data", str(out), "--n", "0"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "--n" in result.output
+
+
+def _learnability(n: int, size: int, seed: int, labels: tuple[str, ...]) -> dict[str, float]:
+    """Held-out-patient AUROC of logistic regression on 32x32 downsampled pixels."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    studies = phantom_studies(n, seed=seed)
+    images = np.stack([draw_phantom(s, size) for s in studies]).astype(np.float32) / 255
+    f = size // 32
+    x = images.reshape(n, 32, f, 32, f).mean(axis=(2, 4)).reshape(n, -1)
+    test = np.array([s.patient.index % 3 == 0 for s in studies])  # held-out patients
+    x = (x - x[~test].mean(0)) / (x[~test].std(0) + 1e-3)
+    out = {}
+    for label in labels:
+        y = np.array([study_labels(s)[label] for s in studies])
+        train, held = ~test & (y != -1), test & (y != -1)
+        model = LogisticRegression(C=0.1, max_iter=3000).fit(x[train], y[train] == 1)
+        out[label] = roc_auc_score(y[held] == 1, model.decision_function(x[held]))
+    return out
+
+
+def test_findings_are_learnable_by_a_linear_model():
+    labels = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices")
+    aurocs = _learnability(300, 64, seed=11, labels=labels)
+    assert all(v > 0.85 for v in aurocs.values()), aurocs
+
+
+@pytest.mark.slow
+def test_all_modelled_findings_are_learnable_from_more_images():
+    labels = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices")
+    labels += ("Consolidation", "Lung Opacity", "No Finding")
+    aurocs = _learnability(1500, 64, seed=12, labels=labels)
+    assert all(v > 0.9 for v in aurocs.values()), aurocs
