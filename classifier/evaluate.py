@@ -1,0 +1,449 @@
+"""Evaluation on the real test split: AUROC per label and macro, patient-bootstrap CIs.
+
+Confidence intervals resample *patients*, not images: the images of one patient (several
+studies, frontal views) are correlated, so resampling images would treat them as
+independent evidence and give intervals that are too narrow. A bootstrap resample draws
+patients with replacement and takes all their images; a patient drawn twice counts twice.
+
+The bootstrap is vectorised: a resample is a vector of per-image weights (how often the
+image's patient was drawn), and AUROC with integer weights is the weighted Mann-Whitney
+statistic, computed for all resamples at once from one sort of the scores.
+
+Run outputs (beside the run's `config.json`):
+
+* `predictions.parquet`: `image_path` (absolute), `patient_id`, `study_id`, then per label
+  `true.<label>` (the raw manifest value: 1, 0, -1 or NaN) and `prob.<label>` (sigmoid).
+* `metrics.json`: see :func:`compute_metrics`; NaN is written as null.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from manifests.errors import UserError
+from manifests.io import Manifest, atomic_path, filter_manifest, read_manifest, write_json
+from manifests.splits import check_leakage
+
+CI_LEVEL = 0.95
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+# ------------------------------------------------------------------------------ bootstrap
+
+
+def patient_resample_weights(
+    groups: Sequence, n_boot: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap over groups (patients) as per-image weights.
+
+    Returns:
+        `(weights, codes)`: `weights` is int32 ``(n_boot, n_groups)``, how often each patient
+        is drawn in each resample (patients drawn with replacement, as many as there are);
+        `codes` maps each image to its patient's column. An image's weight in resample `b`
+        is ``weights[b, codes[i]]``.
+    """
+    codes, uniques = pd.factorize(pd.Series(list(groups)), sort=True)
+    n_groups = len(uniques)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_boot)
+    return weights.astype(np.int32), codes.astype(np.int64)
+
+
+def weighted_auroc(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of one label under many weightings of the same rows, at once.
+
+    Args:
+        y_true: 0/1 ``(n,)``.
+        y_score: scores ``(n,)``.
+        weights: non-negative ``(B, n)``; row `b` is one weighting (e.g. a bootstrap resample).
+
+    Returns:
+        ``(B,)`` AUROC per weighting (ties count one half); NaN where a weighting has no
+        positive or no negative weight. With all weights 1 this equals sklearn's
+        `roc_auc_score`.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(y_score, kind="mergesort")
+    s, y, w = y_score[order], y_true[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # tie groups of equal scores
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, wins / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _as_2d(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    return y[:, None] if y.ndim == 1 else y
+
+
+def _resampled_auroc(
+    y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray, codes: np.ndarray, chunk: int
+) -> np.ndarray:
+    """``(n_boot, L)`` AUROC per resample and label; rows whose truth is not 0/1 are skipped."""
+    y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
+    n_boot, n_labels = weights.shape[0], y_true.shape[1]
+    out = np.full((n_boot, n_labels), np.nan)
+    for j in range(n_labels):
+        usable = np.isin(y_true[:, j], (0.0, 1.0))
+        if not usable.any():
+            continue
+        codes_j = codes[usable]
+        # Chunk the resamples so the (chunk, n) weight matrix stays small for big test sets.
+        step = max(1, chunk // max(1, int(usable.sum())))
+        for b0 in range(0, n_boot, step):
+            w = weights[b0 : b0 + step][:, codes_j]
+            out[b0 : b0 + step, j] = weighted_auroc(y_true[usable, j], y_prob[usable, j], w)
+    return out
+
+
+def _point_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """Per-label AUROC with sklearn, NaN plus a reason where it is undefined."""
+    y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
+    values, reasons = [], []
+    for j in range(y_true.shape[1]):
+        usable = np.isin(y_true[:, j], (0.0, 1.0))
+        t = y_true[usable, j]
+        n_pos, n_neg = int((t == 1).sum()), int((t == 0).sum())
+        if n_pos == 0 or n_neg == 0:
+            values.append(math.nan)
+            reasons.append(
+                f"test set has one class only ({n_pos} positive, {n_neg} negative images "
+                "with a 0/1 label); AUROC is undefined"
+            )
+        else:
+            values.append(float(roc_auc_score(t, y_prob[usable, j])))
+            reasons.append(None)
+    return np.asarray(values), reasons
+
+
+def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean over the labels in `keep`, ignoring NaN (a resample lacking a class)."""
+    sub = per_label[..., keep]
+    if sub.shape[-1] == 0:
+        return np.full(sub.shape[:-1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample -> NaN, expected
+        return np.nanmean(sub, axis=-1)
+
+
+def bootstrap_auroc(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    groups: Sequence,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+    chunk: int = 20_000_000,
+) -> tuple[float, float, float]:
+    """AUROC and its patient-bootstrap percentile CI.
+
+    Args:
+        y_true: ``(n,)`` truth for one label, or ``(n, L)`` for macro AUROC (mean over the
+            labels whose AUROC is defined on the full data); values other than 0/1 (-1, NaN)
+            leave that image out for that label.
+        y_prob: scores, the shape of `y_true`.
+        groups: ``(n,)`` patient of each image; patients are resampled with replacement.
+        n_boot: resamples.
+        seed: the resampling seed (same seed, same patients drawn).
+        level: CI coverage.
+        chunk: bound on resamples x images held at once (memory).
+
+    Returns:
+        `(auroc, lo, hi)`; all NaN when AUROC is undefined (one class).
+    """
+    point, _ = _point_auroc(y_true, y_prob)
+    keep = np.isfinite(point)
+    if not keep.any():
+        return math.nan, math.nan, math.nan
+    weights, codes = patient_resample_weights(groups, n_boot, seed)
+    samples = _macro(_resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
+    lo, hi = _percentile_ci(samples, level)
+    return float(point[keep].mean()), lo, hi
+
+
+def paired_bootstrap_delta(
+    y_true: np.ndarray,
+    prob_a: np.ndarray,
+    prob_b: np.ndarray,
+    groups: Sequence,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+    chunk: int = 20_000_000,
+) -> tuple[float, float, float]:
+    """AUROC(b) - AUROC(a) on the same images, with a paired patient-bootstrap CI.
+
+    Both arms are scored on the *same* resampled patients in every resample, so the
+    patient-to-patient variation that both arms share cancels in the difference.
+    `a` is the baseline (e.g. real only), `b` the arm: a positive delta means `b` is better.
+    Shapes and the macro rule are those of :func:`bootstrap_auroc`; rows must be aligned
+    (same image in the same row of `y_true`, `prob_a`, `prob_b`, `groups`).
+
+    Returns:
+        `(delta, lo, hi)`; NaN when AUROC is undefined.
+    """
+    point_a, _ = _point_auroc(y_true, prob_a)
+    point_b, _ = _point_auroc(y_true, prob_b)
+    keep = np.isfinite(point_a) & np.isfinite(point_b)
+    if not keep.any():
+        return math.nan, math.nan, math.nan
+    weights, codes = patient_resample_weights(groups, n_boot, seed)
+    res_a = _resampled_auroc(y_true, prob_a, weights, codes, chunk)
+    res_b = _resampled_auroc(y_true, prob_b, weights, codes, chunk)
+    samples = _macro(res_b, keep) - _macro(res_a, keep)
+    lo, hi = _percentile_ci(samples, level)
+    return float(point_b[keep].mean() - point_a[keep].mean()), lo, hi
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def compute_metrics(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    labels: Sequence[str],
+    groups: Sequence,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+) -> dict:
+    """Per-label and macro AUROC with patient-bootstrap CIs, as written to metrics.json.
+
+    Args:
+        y_true: ``(n, L)`` raw label values (1, 0, -1, NaN); only 0/1 entries are scored.
+        y_prob: ``(n, L)`` predicted probabilities.
+        labels: the L label names.
+        groups: ``(n,)`` patient ids.
+
+    Returns:
+        A dict with keys `labels`, `auroc` ({label: float|None}), `ci` ({label: [lo, hi] or
+        None}), `nan_reasons` ({label: reason} for undefined labels), `n_positive`,
+        `n_negative` ({label: int}), `macro_auroc`, `macro_ci` ([lo, hi]), `macro_labels`
+        (labels in the macro mean), `n_test_images`, `n_test_patients`, `n_boot`, `ci_level`,
+        `bootstrap_seed`. NaN values are None (JSON null).
+    """
+    y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
+    labels = list(labels)
+    point, reasons = _point_auroc(y_true, y_prob)
+    keep = np.isfinite(point)
+    weights, codes = patient_resample_weights(groups, n_boot, seed)
+    resampled = (
+        _resampled_auroc(y_true, y_prob, weights, codes, 20_000_000)
+        if keep.any()
+        else np.full((n_boot, len(labels)), np.nan)
+    )
+    auroc, ci, nan_reasons, n_pos, n_neg = {}, {}, {}, {}, {}
+    for j, label in enumerate(labels):
+        n_pos[label] = int((y_true[:, j] == 1).sum())
+        n_neg[label] = int((y_true[:, j] == 0).sum())
+        auroc[label] = _nan_to_none(point[j])
+        if keep[j]:
+            lo, hi = _percentile_ci(resampled[:, j], level)
+            ci[label] = [_nan_to_none(lo), _nan_to_none(hi)]
+        else:
+            ci[label] = None
+            nan_reasons[label] = reasons[j]
+    if keep.any():
+        macro = float(point[keep].mean())
+        macro_lo, macro_hi = _percentile_ci(_macro(resampled, keep), level)
+        macro_ci = [_nan_to_none(macro_lo), _nan_to_none(macro_hi)]
+    else:
+        macro, macro_ci = math.nan, None
+        nan_reasons["macro"] = "no label has both classes in the test set"
+    return {
+        "labels": labels,
+        "auroc": auroc,
+        "ci": ci,
+        "nan_reasons": nan_reasons,
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+        "macro_auroc": _nan_to_none(macro),
+        "macro_ci": macro_ci,
+        "macro_labels": [label for label, k in zip(labels, keep, strict=True) if k],
+        "n_test_images": int(len(y_true)),
+        "n_test_patients": int(len(set(groups))),
+        "n_boot": int(n_boot),
+        "ci_level": float(level),
+        "bootstrap_seed": int(seed),
+    }
+
+
+def macro_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Mean AUROC over the labels where it is defined (NaN if none); for validation."""
+    point, _ = _point_auroc(y_true, y_prob)
+    finite = point[np.isfinite(point)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    mean: float,
+    std: float,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Sigmoid probabilities ``(N, L)`` for uint8 images ``(N, 1, S, S)`` (no augmentation)."""
+    from classifier.data import to_model_input
+
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        x = to_model_input(batch.to(device), mean, std)
+        out.append(torch.sigmoid(model(x).float()).cpu().numpy())
+    n_labels = getattr(model, "num_classes", 0)
+    return np.concatenate(out) if out else np.zeros((0, n_labels), dtype=np.float32)
+
+
+def predictions_frame(rows: pd.DataFrame, labels: Sequence[str], probs: np.ndarray) -> pd.DataFrame:
+    """The predictions table: ids, then `true.<label>` (raw) and `prob.<label>` per label."""
+    frame = pd.DataFrame(
+        {
+            "image_path": rows["image_path"].astype(str).to_numpy(),
+            "patient_id": rows["patient_id"].astype(str).to_numpy(),
+            "study_id": rows["study_id"].astype(str).to_numpy(),
+        }
+    )
+    for j, label in enumerate(labels):
+        frame[f"true.{label}"] = rows[label].to_numpy(dtype=np.float32)
+        frame[f"prob.{label}"] = probs[:, j].astype(np.float32)
+    return frame
+
+
+def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
+    """Write the predictions table atomically (Parquet)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path
+
+
+def read_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A run's predictions table and its labels (in column order)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {PREDICTIONS_FILE}; the run has not finished")
+    frame = pd.read_parquet(path)
+    labels = [c[len("prob.") :] for c in frame.columns if c.startswith("prob.")]
+    return frame, labels
+
+
+def evaluate_run(
+    run_dir: Path,
+    manifest: Path | Manifest | None = None,
+    split: str = "test",
+    out_dir: Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    on_bad_image: str = "error",
+    device: str | None = None,
+) -> dict:
+    """Evaluate a trained run on the real rows of `split` of a manifest.
+
+    Args:
+        run_dir: a run directory (`model.safetensors`, `config.json`).
+        manifest: a manifest path or object; default: the real manifest the run trained on.
+        split: which split to score (`test`).
+        out_dir: where `predictions.parquet` and `metrics.json` go (default `run_dir`).
+        n_boot, seed: patient bootstrap resamples and seed.
+        batch_size: inference batch size.
+        on_bad_image: `error` or `skip` unreadable images (counted in metrics).
+        device: torch device (default: cuda if available).
+
+    Returns:
+        The metrics dict (also written), see :func:`compute_metrics`, plus run fields `arm`,
+        `mix`, `seed`, `backbone`, `bad_images`.
+    """
+    from classifier.data import decode_images
+    from classifier.train import load_run
+
+    model, config = load_run(run_dir)
+    if manifest is None:
+        manifest = Path(config["real"])
+    m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
+    where = str(manifest) if not isinstance(manifest, Manifest) else "manifest"
+    check_leakage(m, where=where)
+    missing = [label for label in config["labels"] if label not in m.labels]
+    if missing:
+        raise UserError(
+            f"{where}: label(s) {', '.join(missing)} of run {run_dir} are not in the manifest; "
+            f"valid: {', '.join(m.labels)}"
+        )
+    m = filter_manifest(m, split=split, source="real", where=f"{where} (split {split})")
+    cache = decode_images(
+        m.image_paths(), int(config["image_size"]), on_bad_image=on_bad_image, num_threads=4
+    )
+    rows = m.rows.iloc[cache.keep].reset_index(drop=True)
+    rows = rows.assign(image_path=[m.image_paths()[i].as_posix() for i in cache.keep])
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    probs = predict(model, cache.images, config["mean"], config["std"], batch_size, dev)
+    extra = {
+        "arm": config.get("arm"),
+        "mix": config.get("mix"),
+        "seed": config.get("seed"),
+        "backbone": config.get("backbone"),
+        "bad_images": {split: len(cache.bad)},
+    }
+    return finish_evaluation(
+        rows, config["labels"], probs, Path(out_dir or run_dir), n_boot, seed, extra
+    )
+
+
+def finish_evaluation(
+    rows: pd.DataFrame,
+    labels: Sequence[str],
+    probs: np.ndarray,
+    out_dir: Path,
+    n_boot: int,
+    seed: int,
+    extra: dict,
+) -> dict:
+    """Write predictions and metrics for scored rows; return the metrics dict."""
+    frame = predictions_frame(rows, labels, probs)
+    metrics = compute_metrics(
+        rows[list(labels)].to_numpy(np.float64),
+        probs,
+        labels,
+        rows["patient_id"].astype(str).to_numpy(),
+        n_boot=n_boot,
+        seed=seed,
+    )
+    metrics.update(extra)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(frame, out_dir / PREDICTIONS_FILE)
+    write_json(out_dir / METRICS_FILE, metrics)  # written last: its presence marks "done"
+    return metrics

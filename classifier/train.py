@@ -1,0 +1,772 @@
+"""Train a timm classifier on real, synthetic or mixed chest X-rays; evaluate on real test.
+
+Reads top to bottom as a training script does: config, output folder, accelerator, data,
+model, optimizer and schedule, loop (validate, keep the best, stop early, checkpoint),
+test evaluation. It runs in one process or under ``accelerate launch`` (DDP); mixed
+precision is on by default on a GPU.
+
+A run directory holds:
+
+* ``config.json``: everything needed to rebuild the model and redo the run (timm name,
+  labels, input size, normalisation, uncertain policy, mix, train size, seed, arm, real
+  and synthetic train image counts, manifest digests, init-from, augmentation).
+* ``model.safetensors``: the weights of the best validation epoch.
+* ``metrics.json`` and ``predictions.parquet``: the test evaluation (see `evaluate.py`);
+  ``metrics.json`` is written last, so its presence means the run is finished.
+* ``checkpoints/epoch-NNNN/``: the latest accelerate state, for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+import torch.nn.functional as F
+
+from classifier.data import (
+    BAD_IMAGE_POLICIES,
+    UNCERTAIN_POLICIES,
+    AugmentConfig,
+    CachedImages,
+    augment_batch,
+    check_choice,
+    decode_images,
+    label_targets,
+    make_loader,
+    normalize,
+    resolve_labels,
+)
+from classifier.evaluate import (
+    METRICS_FILE,
+    finish_evaluation,
+    macro_auroc,
+    predict,
+)
+from manifests.errors import UserError
+from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
+from manifests.mixing import MixPlan, check_mix, mix_manifests, mix_plan_of
+from manifests.splits import check_leakage
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+CONFIG_VERSION = 1
+
+# Fields that may differ between a run and its --resume without changing the result.
+_RESUME_FREE = {
+    "resume",
+    "overwrite",
+    "num_workers",
+    "cache_dir",
+    "eval_batch_size",
+    "mixed_precision",
+}
+
+
+@dataclass
+class TrainConfig:
+    """A classifier run. Saved (with derived facts) as the run's config.json.
+
+    The mix: `mix` is the synthetic fraction of the training set. Without `train_size`, all
+    R real train images are kept and round(R * mix / (1 - mix)) synthetic ones added
+    (0.5 adds as many synthetic as real); mix 1 is synthetic only, R images. With
+    `train_size` T: round(T * mix) synthetic, the rest real (see `manifests.mixing`).
+    """
+
+    real: Path
+    out: Path
+    synthetic: Path | None = None
+    mix: float = 0.0
+    train_size: int | None = None
+    backbone: str = "densenet121"
+    labels: tuple[str, ...] | None = None  # None: labels with enough train positives
+    pretrained: Path | None = None  # local timm weights (safetensors or .pth)
+    init_from: Path | None = None  # another run directory to start from
+    uncertain: str = "ignore"  # -1 labels: ignore | zeros | ones
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"  # any timm optimizer name
+    warmup_epochs: int = 1
+    min_lr: float = 1e-6
+    patience: int = 3  # epochs without val improvement before stopping; 0 never stops
+    seed: int = 0
+    num_workers: int = 0  # loader processes; the loader only copies from the cache
+    on_bad_image: str = "error"  # error | skip
+    arm: str | None = None  # default from mix and init_from (see default_arm)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
+    cache_dir: Path | None = None  # memory-mapped image cache for sets larger than RAM
+    n_boot: int = 1000
+    min_label_count: int = 5  # default label choice: positives and negatives in train
+    eval_batch_size: int = 128
+    overwrite: bool = False
+    resume: bool = False
+
+
+def default_arm(mix: float, init_from: Path | None) -> str:
+    """The arm name a report groups runs by: real, synthetic, mix0.25, pretrain-finetune."""
+    if init_from is not None:
+        return "pretrain-finetune" if mix == 0 else f"pretrain-finetune-mix{mix:g}"
+    if mix == 0:
+        return "real"
+    if mix == 1:
+        return "synthetic"
+    return f"mix{mix:g}"
+
+
+# ------------------------------------------------------------------------------ model
+
+
+def build_model(backbone: str, num_labels: int, pretrained: Path | None = None) -> torch.nn.Module:
+    """A timm model with 1 input channel and `num_labels` outputs; never touches a hub.
+
+    `pretrained` is a local weights file (safetensors, or a .pth/.bin state dict, possibly
+    under a `state_dict`/`model` key) loaded through timm's own `load_pretrained`, which
+    sums the first convolution over RGB for 1 channel and drops a classifier of another size.
+    """
+    if not timm.is_model(backbone):
+        close = timm.list_models(f"*{backbone.split('.')[0][:12]}*")[:8]
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise UserError(f"--backbone: {backbone!r} is not a timm model{hint}")
+    if pretrained is None:
+        return timm.create_model(backbone, num_classes=num_labels, in_chans=1, pretrained=False)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise UserError(
+            f"--pretrained: {path} not found; give a local timm weights file "
+            "(.safetensors or .pth); nothing is downloaded"
+        )
+    try:
+        # source=None keeps timm from preferring the hub; `file` makes it load this file.
+        return timm.create_model(
+            backbone,
+            num_classes=num_labels,
+            in_chans=1,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path), "source": None},
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise UserError(
+            f"--pretrained: {path} does not fit backbone {backbone!r} ({first})"
+        ) from None
+
+
+def model_normalization(model: torch.nn.Module) -> tuple[float, float]:
+    """Single-channel mean/std from timm's data config (RGB values averaged)."""
+    data_cfg = timm.data.resolve_data_config(model=model)
+    return float(np.mean(data_cfg["mean"])), float(np.mean(data_cfg["std"]))
+
+
+def _classifier_prefix(model: torch.nn.Module) -> str:
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "")
+    return name if isinstance(name, str) else name[0]
+
+
+def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, ...]) -> str:
+    """Initialise `model` from another run's best weights (pretrain-then-finetune).
+
+    The backbone must match. The classifier head is kept when the labels match, else it
+    stays freshly initialised. Returns a one-line description.
+    """
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir, flag="--init-from")
+    weights = run_dir / MODEL_FILE
+    if not weights.is_file():
+        raise UserError(f"--init-from: {weights} not found; the run has no best model yet")
+    backbone = getattr(model, "pretrained_cfg", {}).get("architecture")
+    if config["backbone"].split(".")[0] != backbone:
+        raise UserError(
+            f"--init-from: {run_dir} trained backbone {config['backbone']!r}, this run uses "
+            f"{backbone!r}; they must match"
+        )
+    state = load_file(weights)
+    if tuple(config["labels"]) == tuple(labels):
+        model.load_state_dict(state)
+        return f"initialised from {run_dir} (backbone and head)"
+    head = _classifier_prefix(model)
+    state = {k: v for k, v in state.items() if not (head and k.startswith(head + "."))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    stray = [k for k in missing if not k.startswith(head + ".")] + list(unexpected)
+    if stray:
+        raise UserError(f"--init-from: {weights} does not fit this model ({stray[0]} ...)")
+    return f"initialised backbone from {run_dir}; new head for labels {', '.join(labels)}"
+
+
+def read_run_config(run_dir: Path, flag: str = "run") -> dict:
+    """A run directory's config.json (UserError if it is not a run directory)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{flag}: {run_dir} is not a classifier run directory (no {CONFIG_FILE})")
+    return json.loads(path.read_text())
+
+
+def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A finished (or best-so-far) run's timm model, in eval mode, and its config dict.
+
+    The model is a plain timm model: `model(x)` gives logits over `config["labels"]`,
+    `model.forward_features(x)` feature maps, and
+    `model.forward_head(model.forward_features(x), pre_logits=True)` pooled features (for
+    FID-style metrics). Inputs: 1-channel images of `config["image_size"]`, scaled to
+    [0, 1] and normalised with `config["mean"]`, `config["std"]`
+    (`classifier.data.to_model_input` does it from uint8).
+    """
+    from safetensors.torch import load_file
+
+    config = read_run_config(run_dir)
+    weights = Path(run_dir) / MODEL_FILE
+    if not weights.is_file():
+        raise UserError(f"{run_dir}: no {MODEL_FILE}; the run has not finished an epoch")
+    model = timm.create_model(
+        config["backbone"], num_classes=len(config["labels"]), in_chans=1, pretrained=False
+    )
+    model.load_state_dict(load_file(weights))
+    return model.to(device).eval(), config
+
+
+def save_model(model: torch.nn.Module, path: Path) -> None:
+    """Write a model's weights as safetensors, atomically."""
+    from safetensors.torch import save_model as st_save_model
+
+    with atomic_path(path, overwrite=True) as tmp:
+        st_save_model(model, str(tmp))
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@dataclass
+class RunData:
+    """Everything the loop needs from the manifests, decoded once."""
+
+    labels: tuple[str, ...]
+    images: np.ndarray  # uint8 (U, 1, S, S), every readable image once
+    train: pd.DataFrame  # rows with a `_pos` column (row of `images`)
+    val: pd.DataFrame
+    test: pd.DataFrame
+    plan: MixPlan
+    bad: dict[str, int]
+    first_bad: str | None
+    cache_seconds: float
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse bad flags before any work (one UserError each)."""
+    cfg.mix = check_mix(cfg.mix)
+    if cfg.mix > 0 and cfg.synthetic is None:
+        raise UserError(f"--mix {cfg.mix:g} needs synthetic images; pass --synthetic MANIFEST")
+    check_choice(cfg.uncertain, UNCERTAIN_POLICIES, "--uncertain")
+    check_choice(cfg.on_bad_image, BAD_IMAGE_POLICIES, "--on-bad-image")
+    check_choice(cfg.mixed_precision, ("auto", "no", "fp16", "bf16"), "--mixed-precision")
+    for flag, value, low in (
+        ("--epochs", cfg.epochs, 1),
+        ("--batch-size", cfg.batch_size, 2),
+        ("--image-size", cfg.image_size, 16),
+        ("--patience", cfg.patience, 0),
+        ("--num-workers", cfg.num_workers, 0),
+    ):
+        if int(value) != value or value < low:
+            raise UserError(f"{flag}: {value!r} must be an integer >= {low}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr: {cfg.lr!r} must be positive")
+    if cfg.overwrite and cfg.resume:
+        raise UserError("--overwrite and --resume exclude each other")
+    if cfg.init_from is not None:
+        read_run_config(Path(cfg.init_from), flag="--init-from")
+
+
+def load_manifests(cfg: TrainConfig) -> Manifest:
+    """The mixed training manifest (real val/test untouched), leakage-checked."""
+    real = read_manifest(Path(cfg.real))
+    check_leakage(real, where=f"--real {cfg.real}")
+    synthetic = None
+    if cfg.synthetic is not None and cfg.mix > 0:
+        synthetic = read_manifest(Path(cfg.synthetic))
+        check_leakage(synthetic, where=f"--synthetic {cfg.synthetic}")
+    for split in ("train", "val", "test"):
+        if split == "train" and cfg.mix == 1:
+            continue
+        if not (real.rows["split"] == split).any():
+            raise UserError(
+                f"--real {cfg.real}: no rows in split {split!r}; split it first "
+                "(cxraug manifest split)"
+            )
+    mixed = mix_manifests(real, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
+    check_leakage(mixed, where="mixed training set")
+    return mixed
+
+
+def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
+    """Mix, choose labels, decode every image once."""
+    mixed = load_manifests(cfg)
+    plan = mix_plan_of(mixed)
+    assert plan is not None
+    labels = resolve_labels(mixed, cfg.labels, cfg.uncertain, cfg.min_label_count)
+    rows = mixed.rows
+    paths = rows["image_path"].astype(str).to_numpy()
+    unique, inverse = np.unique(paths, return_inverse=True)
+    start = time.perf_counter()
+    threads = max(1, min(8, os.cpu_count() or 1))
+    cache = decode_images(
+        [Path(p) for p in unique],
+        cfg.image_size,
+        on_bad_image=cfg.on_bad_image,
+        num_threads=threads,
+        cache_dir=cfg.cache_dir,
+    )
+    seconds = time.perf_counter() - start
+    position = np.full(len(unique), -1, dtype=np.int64)
+    position[cache.keep] = np.arange(len(cache.keep))
+    rows = rows.assign(_pos=position[inverse])
+    bad_rows = rows["_pos"].to_numpy() < 0
+    bad = {
+        s: int((bad_rows & (rows["split"] == s).to_numpy()).sum()) for s in ("train", "val", "test")
+    }
+    rows = rows[~bad_rows]
+    parts = {}
+    for split in ("train", "val", "test"):
+        part = rows[rows["split"] == split].reset_index(drop=True)
+        if split != "train":
+            part = part[part["source"] == "real"].reset_index(drop=True)
+        if part.empty:
+            raise UserError(f"--real {cfg.real}: no readable images left in split {split!r}")
+        parts[split] = part
+    if len(parts["train"]) < 2:
+        raise UserError("the training set has fewer than 2 readable images")
+    log(
+        f"{plan.describe()}; val {len(parts['val'])}, test {len(parts['test'])} images; "
+        f"decoded {len(unique)} images once in {seconds:.1f}s"
+    )
+    if sum(bad.values()):
+        log(
+            f"skipped {sum(bad.values())} unreadable images (train {bad['train']}, val "
+            f"{bad['val']}, test {bad['test']}); first: {cache.bad[0]}"
+        )
+    return RunData(
+        labels=labels,
+        images=cache.images,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        plan=plan,
+        bad=bad,
+        first_bad=cache.bad[0] if cache.bad else None,
+        cache_seconds=seconds,
+    )
+
+
+def split_dataset(data: RunData, part: pd.DataFrame, uncertain: str) -> CachedImages:
+    targets, mask = label_targets(part[list(data.labels)].to_numpy(np.float32), uncertain)
+    return CachedImages(data.images, targets, mask, positions=part["_pos"].to_numpy())
+
+
+# ------------------------------------------------------------------------------ run folder
+
+
+def _out_dir_state(cfg: TrainConfig) -> str:
+    """`fresh`, `resume`, `done` or `overwrite`; refuses an occupied folder otherwise."""
+    out = Path(cfg.out)
+    if not out.exists():
+        return "fresh"
+    if not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    is_run = (out / CONFIG_FILE).is_file()
+    if not any(out.iterdir()):
+        return "fresh"
+    if cfg.resume:
+        if not is_run:
+            raise UserError(f"--resume: {out} is not a classifier run directory (no {CONFIG_FILE})")
+        return "done" if (out / METRICS_FILE).is_file() else "resume"
+    if cfg.overwrite:
+        if not is_run:
+            raise UserError(
+                f"--overwrite: {out} is not empty and not a classifier run directory "
+                f"(no {CONFIG_FILE}); refusing to delete it"
+            )
+        return "overwrite"
+    raise UserError(
+        f"--out: {out} already exists; pass --resume to continue that run or --overwrite "
+        "to replace it"
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict:
+    """config.json: the TrainConfig plus resolved labels, normalisation, counts, digests."""
+    config = _jsonable(asdict(cfg))
+    for key in ("real", "out", "synthetic", "pretrained", "init_from", "cache_dir"):
+        if config[key] is not None:  # absolute: a run folder is readable from anywhere
+            config[key] = os.path.abspath(config[key])
+    config.update(
+        {
+            "config_version": CONFIG_VERSION,
+            "labels": list(data.labels),
+            "arm": cfg.arm or default_arm(cfg.mix, cfg.init_from),
+            "mean": mean,
+            "std": std,
+            "in_chans": 1,
+            "n_real_train": int((data.train["source"] == "real").sum()),
+            "n_synthetic_train": int((data.train["source"] == "synthetic").sum()),
+            "n_val": len(data.val),
+            "n_test": len(data.test),
+            "mix_plan": _jsonable(asdict(data.plan))
+            | {
+                "real_repeated": data.plan.real_repeated,
+                "synthetic_repeated": data.plan.synthetic_repeated,
+            },
+            "real_digest": manifest_digest(Path(cfg.real)),
+            "synthetic_digest": (
+                manifest_digest(Path(cfg.synthetic))
+                if cfg.synthetic is not None and cfg.mix > 0
+                else None
+            ),
+            "init_from_digest": (
+                manifest_digest(Path(cfg.init_from) / MODEL_FILE) if cfg.init_from else None
+            ),
+            "timm_version": timm.__version__,
+            "torch_version": torch.__version__,
+        }
+    )
+    return config
+
+
+def _check_resume_config(saved: dict, new: dict, out: Path) -> None:
+    for key, value in new.items():
+        if key in _RESUME_FREE or key.endswith("_version"):
+            continue
+        if key in saved and saved[key] != value:
+            raise UserError(
+                f"--resume: {out} was started with {key}={saved[key]!r}, now {value!r}; "
+                "use the same settings or a new --out"
+            )
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.glob("epoch-*") if (p / TRAINER_STATE).is_file())
+    return done[-1] if done else None
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+class TrainerState:
+    """Epoch counter, best score and history; checkpointed beside the accelerate state."""
+
+    def __init__(self) -> None:
+        self.epoch = 0  # epochs finished
+        self.num_updates = 0
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.stopped = False
+        self.history: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+            mp = None  # set by `accelerate launch` / its config: let accelerate read it
+        elif torch.cuda.is_available():
+            mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            mp = "no"
+    return Accelerator(
+        mixed_precision=mp,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return (loss * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    accelerator,
+    cfg: TrainConfig,
+    state: TrainerState,
+    mean: float,
+    std: float,
+) -> dict:
+    """One pass over the training set; returns loss, images/s and time spent waiting on data."""
+    model.train()
+    generator = torch.Generator().manual_seed(
+        cfg.seed * 1_000_003 + state.epoch * 1009 + accelerator.process_index
+    )
+    total_loss, images, wait = 0.0, 0, 0.0
+    start = tick = time.perf_counter()
+    for batch in loader:
+        wait += time.perf_counter() - tick
+        x = normalize(augment_batch(batch["image"], cfg.augment, generator), mean, std)
+        logits = model(x)
+        loss = _masked_bce(logits, batch["target"], batch["mask"])
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.num_updates += 1
+        scheduler.step_update(num_updates=state.num_updates)
+        total_loss += float(loss.detach()) * len(x)
+        images += len(x)
+        tick = time.perf_counter()
+    seconds = time.perf_counter() - start
+    images_all = images * accelerator.num_processes
+    return {
+        "train_loss": total_loss / max(1, images),
+        "train_images": images_all,
+        "train_seconds": seconds,
+        "train_images_per_s": images_all / seconds if seconds > 0 else math.nan,
+        "loader_wait_s": wait,
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+@torch.no_grad()
+def validate(model, loader, accelerator, labels, val_rows: pd.DataFrame, mean, std) -> dict:
+    """Val loss (masked, training policy) and macro AUROC on the raw 0/1 val labels."""
+    model.eval()
+    probs, index, losses, weights = [], [], [], []
+    for batch in loader:
+        x = normalize(batch["image"].float() / 255.0, mean, std)
+        logits = model(x).float()
+        loss = _masked_bce(logits, batch["target"], batch["mask"])
+        n = batch["mask"].sum()
+        p, i, lv, nv = accelerator.gather_for_metrics(
+            (torch.sigmoid(logits), batch["index"], (loss * n).reshape(1), n.reshape(1))
+        )
+        probs.append(p.cpu())
+        index.append(i.cpu())
+        losses.append(lv.cpu())
+        weights.append(nv.cpu())
+    prob = torch.cat(probs).numpy()
+    idx = torch.cat(index).numpy()
+    truth = val_rows[list(labels)].to_numpy(np.float64)[idx]
+    val_loss = float(torch.cat(losses).sum() / torch.cat(weights).sum().clamp(min=1.0))
+    return {"val_loss": val_loss, "val_macro_auroc": macro_auroc(truth, prob)}
+
+
+def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Train (or resume) one classifier run and evaluate it on the real test split.
+
+    Args:
+        cfg: the run (see TrainConfig).
+        log: called with progress lines (default: this module's logger); main process only.
+
+    Returns:
+        The run directory (config.json, model.safetensors, metrics.json,
+        predictions.parquet). A run already finished (metrics.json present) is returned as
+        is with `cfg.resume`.
+    """
+    from accelerate.utils import set_seed
+
+    check_config(cfg)
+    out = Path(cfg.out)
+    state_name = _out_dir_state(cfg)
+    accelerator = _accelerator(cfg)
+
+    def say(text: str) -> None:
+        if accelerator.is_main_process:
+            (log or logger.info)(text)
+
+    if state_name == "done":
+        say(f"{out}: already finished ({METRICS_FILE} present); nothing to do")
+        return out
+    if state_name == "overwrite" and accelerator.is_main_process:
+        shutil.rmtree(out)
+    accelerator.wait_for_everyone()
+
+    # ---- data, model
+    set_seed(cfg.seed)
+    data = prepare_data(cfg, say)
+    model = build_model(cfg.backbone, len(data.labels), cfg.pretrained)
+    if cfg.init_from is not None:
+        say(load_init_weights(model, Path(cfg.init_from), data.labels))
+    mean, std = model_normalization(model)
+    config = run_config(cfg, data, mean, std)
+    if state_name == "resume":
+        _check_resume_config(read_run_config(out), config, out)
+    elif accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG_FILE, config)
+    accelerator.wait_for_everyone()
+
+    train_set = split_dataset(data, data.train, cfg.uncertain)
+    val_set = split_dataset(data, data.val, cfg.uncertain)
+    batch_size = min(cfg.batch_size, len(train_set))
+    pin = torch.cuda.is_available()
+    train_loader = make_loader(
+        train_set,
+        batch_size,
+        shuffle=True,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        # a last batch of one image breaks batch norm; dropping a partial batch is harmless
+        drop_last=len(train_set) > batch_size,
+        seed=cfg.seed,
+    )
+    val_loader = make_loader(val_set, cfg.eval_batch_size, shuffle=False, pin_memory=pin)
+
+    # ---- optimizer and schedule (per-update cosine with warmup)
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(
+        model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    model, optimizer, train_loader, val_loader = accelerator.prepare(
+        model, optimizer, train_loader, val_loader
+    )
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=cfg.epochs,
+        warmup_epochs=min(cfg.warmup_epochs, cfg.epochs - 1),
+        warmup_lr=cfg.lr * 0.01,
+        min_lr=cfg.min_lr,
+        step_on_epochs=False,
+        updates_per_epoch=len(train_loader),
+    )
+    state = TrainerState()
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_for_checkpointing(state)
+
+    latest = _latest_checkpoint(out) if state_name == "resume" else None
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        say(f"resumed from {latest} (epoch {state.epoch} of {cfg.epochs})")
+    elif state_name == "resume":
+        say(f"{out}: no finished epoch to resume; starting at epoch 0")
+
+    # ---- loop
+    while state.epoch < cfg.epochs and not state.stopped:
+        train_loader.set_epoch(state.epoch)
+        record = {"epoch": state.epoch}
+        record.update(
+            train_one_epoch(
+                model, train_loader, optimizer, scheduler, accelerator, cfg, state, mean, std
+            )
+        )
+        record.update(validate(model, val_loader, accelerator, data.labels, data.val, mean, std))
+        # Select on val macro AUROC; a val set with one class everywhere has none: use loss.
+        auroc = record["val_macro_auroc"]
+        score = auroc if math.isfinite(auroc) else -record["val_loss"]
+        record["monitor"] = "val_macro_auroc" if math.isfinite(auroc) else "-val_loss"
+        improved = score > state.best_score + 1e-6
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+            if accelerator.is_main_process:
+                save_model(accelerator.unwrap_model(model), out / MODEL_FILE)
+        else:
+            state.bad_epochs += 1
+        state.epoch += 1
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            state.stopped = True
+        state.history.append(record)
+        say(
+            f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, val loss "
+            f"{record['val_loss']:.4f}, val macro AUROC {auroc:.4f}, "
+            f"{record['train_images_per_s']:.0f} img/s" + (" (best)" if improved else "")
+        )
+        _save_checkpoint(accelerator, state, out)
+        if state.stopped:
+            say(f"early stop: no val improvement for {cfg.patience} epochs")
+
+    # ---- test evaluation with the best weights
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        from safetensors.torch import load_file
+
+        best = accelerator.unwrap_model(model)
+        best.load_state_dict(load_file(out / MODEL_FILE))
+        probs = predict(
+            best,
+            data.images[data.test["_pos"].to_numpy()],
+            mean,
+            std,
+            cfg.eval_batch_size,
+            accelerator.device,
+        )
+        extra = {
+            "arm": config["arm"],
+            "mix": cfg.mix,
+            "seed": cfg.seed,
+            "backbone": cfg.backbone,
+            "train_size": cfg.train_size,
+            "n_real_train": config["n_real_train"],
+            "n_synthetic_train": config["n_synthetic_train"],
+            "init_from": config["init_from"],
+            "bad_images": data.bad,
+            "best_epoch": state.best_epoch,
+            "best_val_score": state.best_score,
+            "epochs_run": state.epoch,
+            "history": state.history,
+            "cache_seconds": data.cache_seconds,
+        }
+        metrics = finish_evaluation(data.test, data.labels, probs, out, cfg.n_boot, cfg.seed, extra)
+        macro = metrics["macro_auroc"]
+        say(
+            f"test macro AUROC {macro if macro is not None else float('nan'):.4f} "
+            f"({len(data.test)} images); wrote {out}"
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out
+
+
+def _save_checkpoint(accelerator, state: TrainerState, out: Path) -> None:
+    """Save the accelerate state for this epoch, then drop older epochs' states."""
+    folder = out / CHECKPOINTS / f"epoch-{state.epoch:04d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        # The marker is written last: a folder without it is an interrupted save.
+        write_json(folder / TRAINER_STATE, {"epoch": state.epoch})
+        for old in (out / CHECKPOINTS).glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

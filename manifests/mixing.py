@@ -1,0 +1,204 @@
+"""Mixing real and synthetic training images into one classifier training manifest.
+
+The mix ratio `m` is the synthetic *fraction* of the training set,
+``n_synthetic / (n_real + n_synthetic) = m``:
+
+* without a fixed size, all ``R`` real train images are kept and
+  ``n_synthetic = round(R * m / (1 - m))`` are added; so ``m = 0`` is real only and
+  ``m = 0.5`` adds as many synthetic as real images (``m = 0.75`` adds three times as many).
+  ``m = 1`` is synthetic only, with as many synthetic images as there are real train images
+  (``R``), so arms at every ratio see a comparable amount of data.
+* with ``train_size = T``, the total is fixed: ``n_synthetic = round(T * m)``,
+  ``n_real = T - n_synthetic``.
+
+Images are drawn without replacement when enough exist. When more are asked for than
+exist, every available image is used the same number of times and the remainder is drawn
+without replacement (sampling with repetition, reported in `MixPlan` and in the
+manifest's metadata). The real validation and test rows are kept untouched: only the
+training set is mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manifests.errors import UserError
+from manifests.io import Manifest, absolutize
+
+MIX_METADATA_KEY = "cxraug.mix"
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """How many real and synthetic train images a mix takes, and from how many available."""
+
+    mix: float
+    train_size: int | None
+    n_real: int
+    n_synthetic: int
+    real_available: int
+    synthetic_available: int
+
+    @property
+    def real_repeated(self) -> bool:
+        """True when real images are used more than once (more asked for than exist)."""
+        return self.n_real > self.real_available
+
+    @property
+    def synthetic_repeated(self) -> bool:
+        """True when synthetic images are used more than once (more asked for than exist)."""
+        return self.n_synthetic > self.synthetic_available
+
+    def describe(self) -> str:
+        """One line for the terminal: counts and any repetition."""
+        text = f"mix {self.mix:g}: {self.n_real} real + {self.n_synthetic} synthetic train images"
+        notes = []
+        if self.real_repeated:
+            notes.append(f"real drawn with repetition from {self.real_available}")
+        if self.synthetic_repeated:
+            notes.append(f"synthetic drawn with repetition from {self.synthetic_available}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def check_mix(mix: float, flag: str = "--mix") -> float:
+    """Validate a mix ratio (a number in [0, 1])."""
+    try:
+        value = float(mix)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag}: {mix!r} is not a number; valid: 0 to 1") from None
+    if not (0.0 <= value <= 1.0):
+        raise UserError(
+            f"{flag}: {mix!r} is outside [0, 1]; it is the synthetic fraction of the "
+            "training set (0 real only, 1 synthetic only)"
+        )
+    return value
+
+
+def plan_mix(
+    real_available: int,
+    synthetic_available: int,
+    mix: float,
+    train_size: int | None = None,
+) -> MixPlan:
+    """Counts of real and synthetic train images for a mix (see the module docstring)."""
+    mix = check_mix(mix)
+    if train_size is not None:
+        if int(train_size) != train_size or train_size < 1:
+            raise UserError(f"--train-size: {train_size!r} must be a positive integer")
+        n_synthetic = int(round(train_size * mix))
+        n_real = int(train_size) - n_synthetic
+    elif mix >= 1.0:
+        n_real, n_synthetic = 0, real_available
+    else:
+        n_real = real_available
+        n_synthetic = int(round(real_available * mix / (1.0 - mix)))
+    if n_real > 0 and real_available == 0:
+        raise UserError("--real: the manifest has no real rows in split 'train'")
+    if n_synthetic > 0 and synthetic_available == 0:
+        raise UserError(
+            f"--mix {mix:g} needs synthetic images; pass --synthetic with a manifest that "
+            "has synthetic rows (or use --mix 0)"
+        )
+    if n_real + n_synthetic == 0:
+        raise UserError("--mix: the mixed training set would be empty")
+    return MixPlan(
+        mix=mix,
+        train_size=None if train_size is None else int(train_size),
+        n_real=n_real,
+        n_synthetic=n_synthetic,
+        real_available=real_available,
+        synthetic_available=synthetic_available,
+    )
+
+
+def draw_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` row indices out of `n_available`: without replacement when possible, else each
+    index the same number of times plus a random remainder (never a lopsided resample)."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    whole, rest = divmod(n, n_available)
+    parts = [np.tile(np.arange(n_available), whole)] if whole else []
+    parts.append(rng.choice(n_available, size=rest, replace=False))
+    return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def mix_manifests(
+    real: Manifest,
+    synthetic: Manifest | None,
+    mix: float,
+    train_size: int | None = None,
+    seed: int = 0,
+) -> Manifest:
+    """A training manifest: real val/test untouched, real + synthetic train rows per `mix`.
+
+    Args:
+        real: the real manifest (split); its train rows are the real pool, its val/test rows
+            are copied as they are. Synthetic rows in it are refused.
+        synthetic: a manifest whose `source == 'synthetic'` rows are the synthetic pool (other
+            rows are ignored); may be None when `mix == 0`.
+        mix: synthetic fraction of the training set in [0, 1]; without `train_size`,
+            ``n_synthetic = round(R * mix / (1 - mix))`` next to all ``R`` real train images
+            (0.5 adds as many synthetic as real), and `mix == 1` takes ``R`` synthetic only.
+        train_size: fix the total: ``n_synthetic = round(train_size * mix)``, the rest real.
+        seed: which rows are drawn.
+
+    Returns:
+        A manifest with absolute image paths; its metadata `cxraug.mix` holds the plan (JSON).
+    """
+    mix = check_mix(mix)
+    rows = real.rows
+    if (rows["source"] != "real").any():
+        row = int(np.flatnonzero((rows["source"] != "real").to_numpy())[0])
+        raise UserError(
+            f"--real: row {row} is {rows['source'].iloc[row]!r}; the real manifest must hold "
+            "real rows only (pass synthetic rows with --synthetic)"
+        )
+    if mix > 0 and synthetic is None:
+        raise UserError(f"--mix {mix:g} needs synthetic images; pass --synthetic MANIFEST")
+    is_train = (rows["split"] == "train").to_numpy()
+    real_train = rows[is_train]
+    syn_rows = pd.DataFrame()
+    if synthetic is not None and mix > 0:
+        if tuple(synthetic.labels) != tuple(real.labels):
+            raise UserError(
+                f"--synthetic: label set {list(synthetic.labels)} differs from the real "
+                f"manifest's {list(real.labels)}"
+            )
+        syn_all = absolutize(synthetic).rows
+        syn_rows = syn_all[syn_all["source"] == "synthetic"]
+    plan = plan_mix(len(real_train), len(syn_rows), mix, train_size)
+
+    rng = np.random.default_rng(seed)
+    real_abs = absolutize(real).rows
+    parts = [
+        real_abs[~is_train],
+        real_abs[is_train].iloc[draw_rows(len(real_train), plan.n_real, rng)],
+    ]
+    if plan.n_synthetic:
+        parts.append(syn_rows.iloc[draw_rows(len(syn_rows), plan.n_synthetic, rng)])
+    out_rows = pd.concat(parts, ignore_index=True, sort=False)
+    metadata = dict(real.metadata)
+    if synthetic is not None and plan.n_synthetic:
+        metadata.update(synthetic.metadata)
+    info = asdict(plan) | {
+        "real_repeated": plan.real_repeated,
+        "synthetic_repeated": plan.synthetic_repeated,
+        "seed": seed,
+    }
+    metadata[MIX_METADATA_KEY] = json.dumps(info, sort_keys=True)
+    return Manifest(rows=out_rows, labels=real.labels, root=Path("/"), metadata=metadata)
+
+
+def mix_plan_of(manifest: Manifest) -> MixPlan | None:
+    """The `MixPlan` stored in a mixed manifest's metadata, if any."""
+    raw = manifest.metadata.get(MIX_METADATA_KEY)
+    if not raw:
+        return None
+    info = json.loads(raw)
+    fields = {k: info[k] for k in MixPlan.__dataclass_fields__}
+    return MixPlan(**fields)
