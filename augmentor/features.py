@@ -327,7 +327,11 @@ class FeatureCache:
             self.index = pd.read_parquet(self.index_path)
         else:
             self.index = pd.DataFrame(
-                {"sha256": pd.Series(dtype=str), "shard": pd.Series(dtype=str), "row": []}
+                {
+                    "sha256": pd.Series(dtype=str),
+                    "shard": pd.Series(dtype=str),
+                    "row": pd.Series(dtype=np.int64),
+                }
             )
         self._position = dict(zip(self.index["sha256"], range(len(self.index)), strict=True))
         self._shards: dict[str, dict[str, np.ndarray]] = {}
@@ -359,7 +363,7 @@ class FeatureCache:
         """Rows of `output` for `hashes` (all must be present), in that order."""
         positions = [self._position[h] for h in hashes]
         shards = self.index["shard"].to_numpy()[positions]
-        rows = self.index["row"].to_numpy()[positions]
+        rows = self.index["row"].to_numpy().astype(np.int64)[positions]
         result = None
         for shard in pd.unique(shards):
             if shard not in self._shards:

@@ -8,6 +8,7 @@ inputs (and `seed` where one is taken).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -41,10 +42,13 @@ def frechet_distance(
     sigma1 = np.atleast_2d(sigma1).astype(np.float64)
     sigma2 = np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():
+        # Singular covariances are expected with few images; handled just below.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(sigma1)) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag))
         scale = max(1.0, float(np.max(np.abs(covmean.real))))

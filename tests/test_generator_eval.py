@@ -1,0 +1,332 @@
+"""Generator evaluation: FID, MS-SSIM, nearest neighbours, cache, audit, probe, filter, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from augmentor.evaluate import (
+    GENERATOR_EVAL_SCHEMA,
+    filter_by_oracle,
+    generator_section,
+    memorization_table,
+    rejected_by_oracle,
+    score_by_oracle,
+    stated_side,
+    true_side,
+)
+from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
+from augmentor.metrics import (
+    fid_from_features,
+    ms_ssim,
+    ms_ssim_scales,
+    nearest_neighbours,
+    pair_indices,
+    youden_threshold,
+)
+from manifests.errors import UserError
+from manifests.images import load_image, save_png
+from manifests.io import Manifest, file_sha256, read_manifest, write_manifest
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, phantom_manifest) -> Path:
+    """A classifier run directory as `cxraug train-classifier` writes it (random weights)."""
+    import timm
+    from safetensors.torch import save_model
+
+    labels = list(read_manifest(phantom_manifest).labels)
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=len(labels), in_chans=1)
+    save_model(model, str(out / "model.safetensors"))
+    config = {
+        "backbone": "test_resnet",
+        "labels": labels,
+        "image_size": 64,
+        "mean": 0.5,
+        "std": 0.25,
+    }
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthetic_manifest(tmp_path_factory, phantom_manifest) -> Path:
+    """16 'synthetic' rows: noisy, shifted phantom train images plus one byte-exact copy."""
+    real = read_manifest(phantom_manifest)
+    root = tmp_path_factory.mktemp("synthetic")
+    (root / "images").mkdir()
+    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
+    paths = real.image_paths()
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(16):
+        source = paths[train[k % len(train)]]
+        target = root / "images" / f"{k:04d}.png"
+        if k == 5:
+            shutil.copyfile(source, target)  # a memorized training image, byte for byte
+        else:
+            img = load_image(source).astype(np.float64)
+            img = np.roll(img, int(rng.integers(3, 9)), axis=1) + rng.normal(0, 35, img.shape)
+            save_png(np.clip(img, 0, 255).astype(np.uint8), target)
+        row = real.rows.iloc[train[k % len(train)]].to_dict()
+        label = ("Pleural Effusion", "Pneumothorax")[k % 2]
+        side = ("left", "right")[(k // 2) % 2]
+        row.update(
+            image_path=f"images/{k:04d}.png",
+            source="synthetic",
+            split="train",
+            prompt=f"Small {side} {label.lower()}.",
+            seed=k,
+            guidance_scale=4.0,
+            num_inference_steps=2,
+            scheduler="pndm",
+            target_label=label,
+            generator="test",
+            image_sha256=file_sha256(target),
+        )
+        rows.append(row)
+    manifest = Manifest(rows=pd.DataFrame(rows), labels=real.labels, root=root)
+    return write_manifest(manifest, root / "synthetic.parquet")
+
+
+# ---------------------------------------------------------------- metrics maths
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 12))
+    assert fid_from_features(features, features) < 1e-6
+    fids = [
+        fid_from_features(features, features + rng.normal(scale=s, size=features.shape))
+        for s in (0.05, 0.2, 0.5, 1.0, 2.0)
+    ]
+    assert all(a < b for a, b in zip(fids, fids[1:], strict=False)), fids
+    assert fids[0] < 0.05
+
+
+def test_fid_with_singular_covariances_stays_finite():
+    rng = np.random.default_rng(1)
+    few = rng.normal(size=(10, 40))  # fewer images than dimensions: singular covariance
+    assert fid_from_features(few, few) < 1e-4
+    assert np.isfinite(fid_from_features(few, rng.normal(size=(12, 40))))
+
+
+def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise(phantom_manifest):
+    images = np.stack([load_image(p) for p in read_manifest(phantom_manifest).image_paths()[:4]])
+    assert images.shape[1:] == (64, 64)
+    np.testing.assert_allclose(ms_ssim(images, images), 1.0, atol=1e-6)
+    rng = np.random.default_rng(0)
+    means = []
+    for sigma in (5, 20, 50, 100):
+        noisy = np.clip(images + rng.normal(0, sigma, images.shape), 0, 255)
+        means.append(float(ms_ssim(images, noisy).mean()))
+    assert all(a > b for a, b in zip(means, means[1:], strict=False)), means
+    assert ms_ssim_scales(64, 64) == 3 and ms_ssim_scales(256, 256) == 5
+    np.testing.assert_allclose(ms_ssim(images[:, :8, :8], images[:, :8, :8]), 1.0, atol=1e-6)
+
+
+def test_blocked_nearest_neighbours_match_brute_force():
+    rng = np.random.default_rng(2)
+    query, reference = rng.normal(size=(70, 16)), rng.normal(size=(130, 16))
+    sims, idx = nearest_neighbours(query, reference, k=3, block=16)
+    qn = query / np.linalg.norm(query, axis=1, keepdims=True)
+    rn = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    full = qn @ rn.T
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :3])
+    np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :3], atol=1e-5)
+
+
+def test_pairs_youden_and_sides():
+    first, second = pair_indices(np.array([0, 0, 0, 1, 2, 2]), max_pairs_per_group=2, seed=0)
+    assert len(first) == 3 and all(a != b for a, b in zip(first, second, strict=True))
+    assert youden_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.8
+    assert youden_threshold(np.array([1, 1]), np.array([0.1, 0.9])) is None
+    assert stated_side("Small left apical pneumothorax.", "Pneumothorax") == "left"
+    assert stated_side("No pneumothorax. Right pleural effusion.", "Pneumothorax") is None
+    assert stated_side("Bilateral pleural effusions.", "Pleural Effusion") == "both"
+    row = pd.Series({"phantom_findings": json.dumps({"Pneumothorax": {"side": "right"}})})
+    assert true_side(row, "Pneumothorax") == "right"
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    left, right = mirror_halves(image)
+    np.testing.assert_array_equal(left[:, 2:], image[:, :2][:, ::-1])
+    np.testing.assert_array_equal(right[:, :2], image[:, 2:][:, ::-1])
+
+
+# ---------------------------------------------------------------- cache and audit
+
+
+class _Counting:
+    key = "counting"
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, images):
+        self.seen += len(images)
+        return {"mean": np.array([[float(np.mean(im))] for im in images])}
+
+
+def test_feature_cache_embeds_each_image_once(tmp_path, phantom_manifest):
+    manifest = read_manifest(phantom_manifest)
+    paths = manifest.image_paths()[:6]
+    hashes = [file_sha256(p) for p in paths]
+    paths, hashes = paths + paths[:2], hashes + hashes[:2]  # duplicates are embedded once
+    counting = _Counting()
+    first = embed_images(paths, hashes, [counting, PixelEmbedder(8)], tmp_path, batch_size=4)
+    assert counting.seen == 6
+    again = embed_images(paths, hashes, [_Counting(), PixelEmbedder(8)], tmp_path)
+    np.testing.assert_array_equal(first[0]["mean"], again[0]["mean"])
+    expected = [np.mean(load_image(p)) for p in paths]
+    np.testing.assert_allclose(first[0]["mean"][:, 0], expected)
+    assert first[1]["pixels"].shape == (8, 64)
+    assert len(FeatureCache(tmp_path, "counting").index) == 6
+
+
+def test_audit_flags_an_exact_copy_among_synthetic_images():
+    rng = np.random.default_rng(3)
+    train_f, train_p = rng.normal(size=(50, 32)), rng.normal(size=(50, 64))
+    train_p /= np.linalg.norm(train_p, axis=1, keepdims=True)
+    syn_f, syn_p = rng.normal(size=(20, 32)), rng.normal(size=(20, 64))
+    syn_p /= np.linalg.norm(syn_p, axis=1, keepdims=True)
+    syn_f[7], syn_p[7] = train_f[11], train_p[11]
+    table = memorization_table(
+        syn_f, syn_p, [f"s{i}" for i in range(20)], train_f, train_p,
+        [f"t{i}" for i in range(50)], feature_threshold=0.98, pixel_threshold=0.95,
+    )  # fmt: skip
+    assert table["flagged"].tolist() == [i == 7 for i in range(20)]
+    assert table.loc[7, "nn_pixel_index"] == 11 and table.loc[7, "pixel_correlation"] > 0.999
+
+
+# ---------------------------------------------------------------- end to end and CLI
+
+
+def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
+    tmp_path, phantom_manifest, run_dir, synthetic_manifest
+):
+    from cli import app
+
+    out = tmp_path / "eval"
+    filtered = synthetic_manifest.parent / "kept.parquet"
+    args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+            str(phantom_manifest), "--features", str(run_dir), "--out", str(out),
+            "--drop-memorized", "--filtered-out", str(filtered), "--batch-size", "16"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "FID" in result.output and "MS-SSIM" in result.output
+    doc = json.loads((out / "generator_eval.json").read_text())
+    assert doc["schema"] == GENERATOR_EVAL_SCHEMA
+    assert doc["n_synthetic"] == 16 and doc["fidelity"]["fid"] >= 0
+    assert doc["fidelity"]["real_baseline_fid"] is not None
+    assert {r["label"] for r in doc["alignment"]["rows"]} == {"Pleural Effusion", "Pneumothorax"}
+    memo = doc["memorization"]
+    assert memo["n_exact_copies"] == 1
+    assert "images/0005.png" in {Path(r["image_path"]).relative_to(synthetic_manifest.parent).as_posix() for r in memo["flagged"]}  # fmt: skip
+    table = pd.read_parquet(out / "memorization.parquet")
+    assert len(table) == 16 and table["flagged"].iloc[5]
+    kept = read_manifest(filtered)
+    assert len(kept) == 16 - memo["n_flagged"]
+    assert "images/0005.png" not in set(kept.rows["image_path"])
+    assert (out / "memorization.png").stat().st_size > 1000
+    section = generator_section(out)
+    assert "## Generator evaluation" in section["md"] and "<table>" in section["html"]
+    assert (out / "generator_eval.md").read_text() == section["md"]
+    # A second run hits the feature cache and refuses to overwrite without --overwrite.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_filter_by_oracle_keeps_agreeing_rows_and_records_scores(synthetic_manifest):
+    manifest = read_manifest(synthetic_manifest)
+
+    def scorer(m: Manifest) -> pd.DataFrame:
+        probs = np.linspace(0.0, 1.0, len(m))
+        return pd.DataFrame({"Pneumothorax": probs, "Pleural Effusion": probs})
+
+    scored = score_by_oracle(manifest, scorer)
+    kept = filter_by_oracle(scored, scorer, min_prob=0.5)
+    assert (kept.rows["oracle_prob"] >= 0.5).all()
+    rejected = rejected_by_oracle(scored, 0.5)
+    assert len(kept) + len(rejected) == len(manifest)
+    with pytest.raises(UserError, match="--min-prob"):
+        filter_by_oracle(manifest, scorer, 1.5)
+
+
+@pytest.fixture(scope="module")
+def text_encoders(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny text encoders (different seeds) saved as pipeline-style folders."""
+    from augmentor.base import build_tiny_pipeline
+
+    out = []
+    for seed in (0, 1):
+        folder = tmp_path_factory.mktemp(f"text{seed}")
+        pipe = build_tiny_pipeline(seed)
+        pipe.text_encoder.save_pretrained(folder / "text_encoder")
+        pipe.tokenizer.save_pretrained(folder / "tokenizer")
+        out.append(folder)
+    return out[0], out[1]
+
+
+def test_probe_text_encoder_runs_on_the_tiny_model(tmp_path, phantom_manifest, text_encoders):
+    from cli import app
+
+    base, finetuned = text_encoders
+    args = ["probe-text-encoder", "--base", str(base), "--finetuned", str(finetuned),
+            "--manifest", str(phantom_manifest), "--out", str(tmp_path)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "text_encoder_probe.json").read_text())
+    rows = {r["label"]: r for r in doc["rows"]}
+    assert "Pleural Effusion" in rows
+    for row in rows.values():
+        assert 0.0 <= row["base_auroc"] <= 1.0 and 0.0 <= row["finetuned_auroc"] <= 1.0
+        assert row["delta"] == pytest.approx(row["finetuned_auroc"] - row["base_auroc"])
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_run", "classifier run directory not found"),
+        ("real_as_synthetic", "no synthetic rows"),
+        ("label_mismatch", "label set differs"),
+        ("missing_finetuned", "--finetuned"),
+    ],
+)
+def test_cli_bad_inputs_exit_2_with_one_line(
+    tmp_path, case, message, phantom_manifest, run_dir, synthetic_manifest
+):
+    from cli import app
+
+    common = ["--out", str(tmp_path / "out")]
+    if case == "missing_run":
+        args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+                str(phantom_manifest), "--features", str(tmp_path / "nope"), *common]  # fmt: skip
+    elif case == "real_as_synthetic":
+        args = ["evaluate-generator", "--synthetic", str(phantom_manifest), "--real",
+                str(phantom_manifest), "--features", str(run_dir), *common]  # fmt: skip
+    elif case == "label_mismatch":
+        real = read_manifest(phantom_manifest)
+        other = real.with_rows(real.rows.drop(columns=["Fracture"]))
+        other.labels = tuple(x for x in real.labels if x != "Fracture")
+        path = write_manifest(
+            other, phantom_manifest.parent / "fewer_labels.parquet", overwrite=True
+        )
+        args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+                str(path), "--features", str(run_dir), *common]  # fmt: skip
+    else:
+        args = ["probe-text-encoder", "--base", "tiny", "--finetuned", str(tmp_path / "nope"),
+                "--manifest", str(phantom_manifest)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
