@@ -150,3 +150,153 @@ def manifest_split(
 
 
 # ---------------------------------------------------------------- generator evaluation (issue 5)
+
+
+@app.command("evaluate-generator")
+def evaluate_generator_cmd(
+    synthetic: Annotated[
+        Path, typer.Option("--synthetic", help="Synthetic manifest (from cxraug synthesize).")
+    ],
+    real: Annotated[
+        Path, typer.Option("--real", help="Real manifest the generator was trained on (split).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (generator_eval.json).")],
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help="Classifier run (trained on real data) giving features."),
+    ] = None,
+    features_timm: Annotated[
+        str | None, typer.Option("--features-timm", help="Or a timm model name (with --weights).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Local weights for --features-timm.")
+    ] = None,
+    oracle: Annotated[
+        Path | None,
+        typer.Option("--oracle", help="Classifier run for prompt alignment (default: --features)."),
+    ] = None,
+    memorization_threshold: Annotated[
+        float,
+        typer.Option(
+            "--memorization-threshold",
+            help="Flag a synthetic image whose 32x32 pixel correlation with a train image "
+            "(centred on the mean train image) is at least this.",
+        ),
+    ] = 0.95,
+    feature_threshold: Annotated[
+        float,
+        typer.Option(
+            "--feature-threshold",
+            help="Flag it too when the centred feature cosine is at least this.",
+        ),
+    ] = 0.98,
+    drop_memorized: Annotated[
+        bool,
+        typer.Option("--drop-memorized", help="Write the synthetic manifest without flagged rows."),
+    ] = False,
+    filtered_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--filtered-out",
+            help="Where --drop-memorized writes (default: <synthetic>.unmemorized.parquet beside it).",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Feature cache by image hash (default: OUT/feature_cache)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
+    max_real: Annotated[
+        int | None, typer.Option("--max-real", help="At most N real images per split (random).")
+    ] = None,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", help="MS-SSIM pairs per group.")] = 20,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Fidelity (FID), diversity (MS-SSIM), prompt alignment, laterality, memorization audit."""
+    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+
+    result = evaluate_generator(
+        GeneratorEvalConfig(
+            synthetic=synthetic,
+            real=real,
+            out=out,
+            features=features,
+            features_timm=features_timm,
+            weights=weights,
+            oracle=oracle,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            memorization_threshold=memorization_threshold,
+            feature_threshold=feature_threshold,
+            drop_memorized=drop_memorized,
+            filtered_manifest=filtered_out,
+            max_pairs=max_pairs,
+            max_real=max_real,
+            seed=seed,
+            overwrite=overwrite,
+        ),
+        progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
+    )
+    titles = {
+        "fidelity": "fidelity: FID against real train (lower is better)",
+        "diversity": "diversity: MS-SSIM (lower is more diverse)",
+        "alignment": "prompt alignment: share called positive by the oracle",
+        "laterality": "laterality: side hit rate",
+    }
+    for key, title in titles.items():
+        if key in result.tables and len(result.tables[key]):
+            _print_frame(result.tables[key], title)
+    memo = result.summary["memorization"]
+    console.print(
+        f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
+        f"(max pixel r {memo['pixel_correlation_max']:.3f}, max feature cos "
+        f"{memo['feature_cosine_max']:.3f})"
+    )
+    if memo["dropped_manifest"]:
+        console.print(f"wrote {memo['dropped_manifest']} without the flagged images")
+    for note in result.summary["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"wrote {out / 'generator_eval.json'}, generator_eval.md, memorization.png")
+
+
+@app.command("probe-text-encoder")
+def probe_text_encoder_cmd(
+    base: Annotated[str, typer.Option("--base", help="'tiny' or the base diffusers folder.")],
+    finetuned: Annotated[
+        Path, typer.Option("--finetuned", help="Fine-tuned generator directory.")
+    ],
+    manifest: Annotated[
+        Path, typer.Option("--manifest", help="Real manifest with reports, split by patient.")
+    ],
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Comma list (default: probe-able labels).")
+    ] = None,
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="mean (over tokens) or eos (end-of-text token).")
+    ] = "mean",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for text_encoder_probe.json (e.g. the eval folder)."),
+    ] = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
+    from augmentor.probe import ProbeConfig, probe_text_encoder
+
+    table = probe_text_encoder(
+        ProbeConfig(
+            base=base,
+            finetuned=finetuned,
+            manifest=manifest,
+            labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
+            pooling=pooling,
+            out=out,
+            seed=seed,
+            overwrite=overwrite,
+        )
+    )
+    _print_frame(table, "text encoder probe: held-out report AUROC (base vs fine-tuned)")
+    if out is not None:
+        console.print(f"wrote {out / 'text_encoder_probe.json'}")
