@@ -926,6 +926,71 @@ def rejected_by_oracle(scored: Manifest, min_prob: float) -> pd.DataFrame:
     return rows[["image_path", "target_label", "oracle_prob"]].reset_index(drop=True)
 
 
+@dataclass
+class OracleFilterSummary:
+    """What `apply_oracle_filter` did: per-label counts and the rejected rows."""
+
+    manifest: Path
+    scores: Path
+    min_prob: float
+    counts: pd.DataFrame  # target_label, kept, rejected, mean_oracle_prob
+    rejected: pd.DataFrame  # image_path, target_label, oracle_prob
+
+
+def apply_oracle_filter(
+    manifest_path: Path,
+    run_dir: Path,
+    min_prob: float,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+) -> OracleFilterSummary:
+    """`synthesize --filter-with RUN --min-prob P`: filter a synthetic manifest in place.
+
+    Every row is scored first and all rows, rejected ones included, are written with their
+    `oracle_prob` to `oracle_scores.parquet` beside the manifest; then the manifest is
+    atomically replaced by the kept rows (with `oracle_prob`). The images of rejected rows
+    stay on disk. Re-running is idempotent (scores come from the feature cache).
+    """
+    if not 0.0 <= min_prob <= 1.0:
+        raise UserError(f"--min-prob: {min_prob} is outside [0, 1]")
+    check_run_dir(run_dir, "--filter-with")
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    if "oracle_prob" in manifest.rows.columns:
+        manifest = manifest.with_rows(manifest.rows.drop(columns=["oracle_prob"]))
+    folder = manifest_path.parent
+    scorer = oracle_scorer(run_dir, cache_dir or folder / "feature_cache", batch_size)
+    unknown = sorted(set(manifest.rows["target_label"].dropna()) - set(scorer.labels))
+    if len(unknown) == manifest.rows["target_label"].nunique():
+        raise UserError(
+            f"--filter-with {run_dir}: the oracle was trained on {', '.join(scorer.labels)}; "
+            f"none of the target labels ({', '.join(unknown)})"
+        )
+    scored = score_by_oracle(manifest, scorer)
+    scores_path = folder / "oracle_scores.parquet"
+    with atomic_path(scores_path, overwrite=True) as tmp:
+        scored.rows.to_parquet(tmp, index=False)
+    kept = filter_by_oracle(scored, scorer, min_prob)
+    if not len(kept):
+        raise UserError(
+            f"--min-prob {min_prob}: the oracle rejects every image; nothing left "
+            f"(scores in {scores_path})"
+        )
+    write_manifest(kept, manifest_path, overwrite=True)
+    rejected = rejected_by_oracle(scored, min_prob)
+    rows = scored.rows.assign(
+        kept=scored.rows["oracle_prob"].isna() | (scored.rows["oracle_prob"] >= min_prob)
+    )
+    counts = (
+        rows.groupby("target_label", sort=True)
+        .agg(kept=("kept", "sum"), total=("kept", "size"), mean_oracle_prob=("oracle_prob", "mean"))
+        .reset_index()
+    )
+    counts["rejected"] = counts["total"] - counts["kept"]
+    counts = counts[["target_label", "kept", "rejected", "mean_oracle_prob"]]
+    return OracleFilterSummary(manifest_path, scores_path, min_prob, counts, rejected)
+
+
 # ---------------------------------------------------------------- report section
 
 

@@ -330,3 +330,26 @@ def test_cli_bad_inputs_exit_2_with_one_line(
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_apply_oracle_filter_rewrites_the_manifest_with_scores(
+    tmp_path, run_dir, synthetic_manifest
+):
+    from augmentor.evaluate import apply_oracle_filter
+
+    folder = tmp_path / "synth"
+    shutil.copytree(synthetic_manifest.parent, folder)
+    path = folder / synthetic_manifest.name
+    n = len(read_manifest(path))
+    first = apply_oracle_filter(path, run_dir, 0.0, batch_size=8)  # keeps all, scores all
+    assert len(read_manifest(path)) == n and first.rejected.empty
+    threshold = float(pd.read_parquet(first.scores)["oracle_prob"].median())
+    summary = apply_oracle_filter(path, run_dir, threshold, batch_size=8)
+    scores = pd.read_parquet(summary.scores)
+    assert len(scores) == n and scores["oracle_prob"].between(0, 1).all()
+    kept = read_manifest(path)
+    assert (kept.rows["oracle_prob"] >= threshold).all()
+    assert len(kept) + len(summary.rejected) == n and 0 < len(kept) < n
+    assert int(summary.counts["kept"].sum()) == len(kept)
+    with pytest.raises(UserError, match="--filter-with"):
+        apply_oracle_filter(path, tmp_path / "no-run", threshold)
