@@ -134,6 +134,14 @@ def default_arm(mix: float, init_from: Path | None) -> str:
 # ------------------------------------------------------------------------------ model
 
 
+def check_backbone(backbone: str) -> None:
+    """Refuse a name timm does not know, suggesting close ones."""
+    if not timm.is_model(backbone):
+        close = timm.list_models(f"*{backbone.split('.')[0][:12]}*")[:8]
+        hint = f"; close names: {', '.join(close)}" if close else ""
+        raise UserError(f"--backbone: {backbone!r} is not a timm model{hint}")
+
+
 def build_model(backbone: str, num_labels: int, pretrained: Path | None = None) -> torch.nn.Module:
     """A timm model with 1 input channel and `num_labels` outputs; never touches a hub.
 
@@ -141,10 +149,7 @@ def build_model(backbone: str, num_labels: int, pretrained: Path | None = None) 
     under a `state_dict`/`model` key) loaded through timm's own `load_pretrained`, which
     sums the first convolution over RGB for 1 channel and drops a classifier of another size.
     """
-    if not timm.is_model(backbone):
-        close = timm.list_models(f"*{backbone.split('.')[0][:12]}*")[:8]
-        hint = f"; close names: {', '.join(close)}" if close else ""
-        raise UserError(f"--backbone: {backbone!r} is not a timm model{hint}")
+    check_backbone(backbone)
     if pretrained is None:
         return timm.create_model(backbone, num_classes=num_labels, in_chans=1, pretrained=False)
     path = Path(pretrained)
@@ -274,6 +279,7 @@ def check_config(cfg: TrainConfig) -> None:
     cfg.mix = check_mix(cfg.mix)
     if cfg.mix > 0 and cfg.synthetic is None:
         raise UserError(f"--mix {cfg.mix:g} needs synthetic images; pass --synthetic MANIFEST")
+    check_backbone(cfg.backbone)
     check_choice(cfg.uncertain, UNCERTAIN_POLICIES, "--uncertain")
     check_choice(cfg.on_bad_image, BAD_IMAGE_POLICIES, "--on-bad-image")
     check_choice(cfg.mixed_precision, ("auto", "no", "fp16", "bf16"), "--mixed-precision")
