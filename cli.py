@@ -149,6 +149,106 @@ def manifest_split(
 # ---------------------------------------------------------------- classifier, report, study (issue 4)
 
 
+@app.command("train-classifier")
+def train_classifier_cmd(
+    real: Annotated[Path, typer.Option("--real", help="Real manifest, split by patient.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+    synthetic: Annotated[
+        Path | None, typer.Option("--synthetic", help="Synthetic manifest (needed when --mix > 0).")
+    ] = None,
+    mix: Annotated[
+        float,
+        typer.Option(
+            "--mix",
+            help="Synthetic fraction of the training set, 0 to 1. 0: real only; 1: synthetic "
+            "only (as many images as real train); m in (0, 1): all R real train images plus "
+            "round(R*m/(1-m)) synthetic, so 0.5 adds as many synthetic as real. Val/test stay real.",
+        ),
+    ] = 0.0,
+    train_size: Annotated[
+        int | None,
+        typer.Option(
+            "--train-size",
+            help="Fix the training set size T: round(T*mix) synthetic + the rest real "
+            "(drawn with repetition only if too few exist; said in the output).",
+        ),
+    ] = None,
+    backbone: Annotated[str, typer.Option("--backbone", help="Any timm model name.")] = "densenet121",
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", help="Comma list (default: labels with 5+ train positives)."),
+    ] = None,
+    pretrained: Annotated[
+        Path | None, typer.Option("--pretrained", help="Local timm weights (.safetensors/.pth).")
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="Start from another run's weights (pretrain-then-finetune)."),
+    ] = None,
+    uncertain: Annotated[
+        str, typer.Option("--uncertain", help="-1 labels: ignore | zeros | ones.")
+    ] = "ignore",
+    image_size: Annotated[int, typer.Option("--image-size", help="Input side, pixels.")] = 224,
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")] = 3e-4,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="timm optimizer name.")] = "adamw",
+    patience: Annotated[
+        int, typer.Option("--patience", help="Early stop after N epochs without val gain; 0 off.")
+    ] = 3,
+    seed: Seed = 0,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Loader processes.")] = 0,
+    on_bad_image: Annotated[
+        str, typer.Option("--on-bad-image", help="Unreadable images: error | skip (counted).")
+    ] = "error",
+    arm: Annotated[
+        str | None, typer.Option("--arm", help="Arm name (default: real, synthetic, mix0.5, ...).")
+    ] = None,
+    hflip: Annotated[
+        bool, typer.Option("--hflip", help="Random horizontal flips (off: laterality matters).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Memory-mapped image cache (huge sets).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
+
+    No horizontal flip by default: laterality matters (heart side, left vs right findings).
+    """
+    from classifier.data import AugmentConfig
+    from classifier.train import TrainConfig, train_classifier
+
+    cfg = TrainConfig(
+        real=real,
+        out=out,
+        synthetic=synthetic,
+        mix=mix,
+        train_size=train_size,
+        backbone=backbone,
+        labels=tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None,
+        pretrained=pretrained,
+        init_from=init_from,
+        uncertain=uncertain,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        patience=patience,
+        seed=seed,
+        num_workers=num_workers,
+        on_bad_image=on_bad_image,
+        arm=arm,
+        augment=AugmentConfig(hflip=hflip),
+        cache_dir=cache_dir,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    train_classifier(cfg, log=console.print)
+
+
 # ---------------------------------------------------------------- generator evaluation (issue 5)
 
 
