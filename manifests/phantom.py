@@ -518,9 +518,23 @@ def _upsampler(size: int, coarse: int = 8) -> np.ndarray:
     return a
 
 
+def _smooth_noise(rng: np.random.Generator, size: int, coarse: int) -> np.ndarray:
+    """Smooth noise in [0, 1]: a coarse random grid, bilinearly upsampled (two matmuls)."""
+    a = _upsampler(size, coarse)
+    return a @ rng.random((coarse, coarse), dtype=np.float32) @ a.T
+
+
+def _fluffy(d: np.ndarray) -> np.ndarray:
+    """A wide smoothstep edge (airspace disease fades into aerated lung, no visible rim)."""
+    t = np.clip(d / 0.2 + 0.5, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
 def _soft(d: np.ndarray, px: float) -> np.ndarray:
     """A soft mask from a signed distance (positive inside), about one pixel of ramp."""
-    return np.clip(d / px + 0.5, 0.0, 1.0)
+    out = d * np.float32(1 / px)
+    out += 0.5
+    return np.minimum(np.maximum(out, 0.0, out=out), 1.0, out=out)
 
 
 def _blur(img: np.ndarray) -> np.ndarray:
@@ -593,9 +607,9 @@ def _vessels(L, Y, right, rng) -> np.ndarray:
     dl, dy = L - 0.15, Y - hy
     r = np.sqrt(dl * dl + dy * dy)
     theta = np.arctan2(dy, dl)
-    phase = np.where(right, rng.uniform(0, 6.3), rng.uniform(0, 6.3))
+    phase = np.where(right, *rng.uniform(0, 6.3, size=2).astype(np.float32))
     n1, n2 = int(rng.integers(7, 10)), int(rng.integers(12, 16))
-    wob = 0.6 * np.sin(r * 11.0 + rng.uniform(0, 6.3))
+    wob = 0.6 * np.sin(r * 11.0 + np.float32(rng.uniform(0, 6.3)))
     c1 = np.clip(np.cos(n1 * theta + phase + 1.1 * wob), 0, 1)
     c2 = np.clip(np.cos(n2 * theta - 0.7 * phase + 0.9 * wob), 0, 1)
     c1 *= c1
@@ -623,24 +637,23 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     gx, gy = _grid(size)
     sx = p.body_width * study.zoom
     sy = p.body_height * study.zoom
-    X = np.broadcast_to((gx - study.shift_x) / sx, (size, size))
-    Y1 = (gy - study.shift_y) / sy  # (S, 1): some terms depend on the row only
-    Y = np.broadcast_to(Y1, (size, size))
+    # X is a row (1, S) and Y a column (S, 1): terms of one coordinate cost S, not S * S,
+    # and numpy broadcasting builds the full image only where both meet.
+    X = (gx - study.shift_x) / np.float32(sx)
+    Y = Y1 = (gy - study.shift_y) / np.float32(sy)
     px = 2.0 / size / min(sx, sy)  # one pixel in normalised units
     L = np.abs(X)
     right = X < 0  # the patient's right is on the image's left
     ap = study.view == "AP"
     lift = 0.05 if ap else 0.0  # supine AP films: lower lung volumes
     right_dome, left_dome = p.right_dome - lift, p.left_dome - lift
-    dome = np.where(right, right_dome, left_dome)
+    dome = np.where(right, np.float32(right_dome), np.float32(left_dome))
 
     # Body: neck, sloping shoulders, chest wall; thickness like a chord through a cylinder.
     half_w = 0.2 + 0.74 * np.clip((Y1 + 0.98) / 0.3, 0, 1) ** 0.7 - 0.05 * np.clip(Y1 - 0.5, 0, 1)
     body = _soft(half_w - L, px)
     chord = np.sqrt(np.clip(1 - (L / (half_w + 0.03)) ** 2, 0, 1))
     A = body * (0.35 + 0.95 * chord)
-    humerus = _soft(0.13 - np.hypot(L - 0.93, Y + 0.72), px)
-    A = A + 0.3 * humerus * body
     if p.sex == "F":
         A = A + 0.18 * np.exp(-(((L - 0.55) / 0.22) ** 2) - ((Y - 0.45) / 0.16) ** 2)
 
@@ -669,17 +682,18 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
         info = f["Consolidation"]
         side = right if info["side"] == "right" else ~right
         lobe = info["lobe"]
+        # Irregular, fluffy borders where the lobe meets aerated lung; sharp at a fissure.
+        rough = _smooth_noise(rng, size, 6) - 0.5
         if lobe == "right upper lobe":  # sharp below, along the minor fissure
             region = _soft(0.1 * (L - 0.45) ** 2 - 0.02 - Y, px * 1.5)
         elif lobe == "left upper lobe":  # with the lingula, hazier below
-            region = _soft(0.12 - 0.25 * (L - 0.2) - Y, px * 6)
-        elif "middle" in lobe:  # sits against the right heart border
-            region = _soft(Y + 0.02, px * 1.5) * _soft(0.62 - L - 0.35 * Y, px * 8)
+            region = _fluffy(0.12 - 0.25 * (L - 0.2) - Y + 0.15 * rough)
+        elif "middle" in lobe:  # against the right heart border, minor fissure above
+            region = _soft(Y + 0.02, px * 1.5) * _fluffy(0.62 - L - 0.35 * Y + 0.15 * rough)
         else:  # lower lobes: the base, fluffy upper edge
-            region = _soft(Y - 0.15 + 0.3 * (0.55 - L), px * 8)
-        a = _upsampler(size)
-        mottle = a @ rng.random((8, 8), dtype=np.float32) @ a.T
-        density = (0.45 if info["uncertain"] else 0.9) * (0.6 + 0.4 * mottle)
+            region = _fluffy(Y - 0.15 + 0.3 * (0.55 - L) + 0.15 * rough)
+        mottle = _smooth_noise(rng, size, 16)
+        density = (0.45 if info["uncertain"] else 0.95) * (0.5 + 0.5 * mottle)
         fill = side * region * lung * density
         air = air * (1 - fill)
         vessels = vessels * (1 - 0.5 * fill)
@@ -692,8 +706,10 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
         for name in ("right", "left") if info["side"] == "both" else (info["side"],):
             side = right if name == "right" else ~right
             side_dome = right_dome if name == "right" else left_dome
-            level = side_dome + 0.12 - 1.15 * h - 0.6 * h * np.clip((L - 0.15) / 0.65, 0, 1) ** 2
-            fluid = side * lung * np.clip((Y - level) / (0.03 + 0.1 * h), 0, 1)
+            meniscus = np.clip((L - 0.15) / 0.65, 0, 1) ** 2
+            level = side_dome + 0.12 - 1.15 * h - (0.05 + 0.7 * h) * meniscus
+            t = np.clip((Y - level) / (0.03 + 0.15 * h), 0, 1)
+            fluid = side * lung * t * t * (3 - 2 * t)
             air = air * (1 - fluid)
             vessels = vessels * (1 - fluid)
             A = A + 0.15 * fluid
@@ -715,7 +731,8 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     central = np.maximum(np.maximum(heart, mediastinum), knob)
     air = air * (1 - 0.9 * central)
     vessels = vessels * (1 - 0.8 * central)
-    A = A + 0.12 * central
+    above = _soft(_dome_y(L, dome) + 0.03 - Y, 3 * px)  # the heart sits on the diaphragm
+    A = A + 0.12 * central * above
 
     # Trachea: an air column in the mediastinum down to the carina.
     trachea = _soft(0.028 - np.abs(X - 0.0), px) * _soft(-0.3 - Y, px)
@@ -749,11 +766,18 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     if "Support Devices" in f:
         A = A + _devices(f["Support Devices"], study, size, X, Y, px)
 
-    gain = 0.95 * study.contrast
-    img = 1 - np.exp(-gain * np.maximum(_blur(A.astype(np.float32)), 0))
-    img = img + rng.normal(0, study.noise, size=img.shape).astype(np.float32)
-    img = np.clip(img, 0, 1) ** study.exposure
-    return (img * 255 + 0.5).astype(np.uint8)
+    img = np.exp(np.float32(-0.95 * study.contrast) * np.maximum(_blur(A), 0))
+    img = img + np.float32(study.noise) * rng.standard_normal(img.shape, dtype=np.float32)
+    # film density is 1 - transmitted share; the exposure curve is a lookup table
+    levels = len(_exposure_lut(study.exposure)) - 1
+    index = np.clip((1 - img) * levels + 0.5, 0, levels).astype(np.intp)
+    return _exposure_lut(study.exposure)[index]
+
+
+@functools.lru_cache(maxsize=4096)
+def _exposure_lut(exposure: float) -> np.ndarray:
+    """uint8 display values for 1024 film densities under an exposure (gamma) curve."""
+    return (np.linspace(0, 1, 1024) ** exposure * 255 + 0.5).astype(np.uint8)
 
 
 def _devices(info: dict, study: Study, size: int, X, Y, px: float) -> np.ndarray:
@@ -770,8 +794,10 @@ def _devices(info: dict, study: Study, size: int, X, Y, px: float) -> np.ndarray
 
     for device in info["devices"]:
         if device == "endotracheal tube":
-            for off in (-0.014, 0.014):
-                path([(off, -1.05), (off, -0.42)], 1.2)
+            # a radio-opaque stripe along the tube, its walls fainter, tip above the carina
+            path([(0.0, -1.05), (0.0, -0.42)], 1.6)
+            for off in (-0.02, 0.02):
+                path([(off, -1.05), (off, -0.42)], 0.5)
         elif device == "enteric tube":
             path([(0.02, -1.05), (0.03, -0.3), (0.06, 0.3), (0.2, 0.58), (0.38, 0.64)], 1.0)
         elif device == "central venous catheter":
