@@ -32,7 +32,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -641,7 +641,8 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     # and numpy broadcasting builds the full image only where both meet.
     X = (gx - study.shift_x) / np.float32(sx)
     Y = Y1 = (gy - study.shift_y) / np.float32(sy)
-    px = 2.0 / size / min(sx, sy)  # one pixel in normalised units
+    # Edge width: one pixel, but never sharper than at 160 px (large images stay film-like).
+    px = max(2.0 / size, 1 / 80) / min(sx, sy)
     L = np.abs(X)
     right = X < 0  # the patient's right is on the image's left
     ap = study.view == "AP"
@@ -716,7 +717,7 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
 
     # Heart (a tilted ellipse, apex to the patient's left) and mediastinum in front of the
     # lungs: they hide the air behind them.
-    ctr = f["Cardiomegaly"]["ctr"] if "Cardiomegaly" in f else p.ctr
+    ctr = study_ctr(study)
     heart_w = ctr * THORACIC_WIDTH
     cos_t, sin_t = math.cos(0.5), math.sin(0.5)
     ha, hb = 1.0, 0.72  # semi-axes ratio; scaled so the horizontal extent is heart_w
@@ -822,6 +823,12 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def study_ctr(study: Study) -> float:
+    """The cardiothoracic ratio drawn for this study (over 0.5: cardiomegaly)."""
+    f = study.findings
+    return float(f["Cardiomegaly"]["ctr"]) if "Cardiomegaly" in f else round(study.patient.ctr, 3)
+
+
 def _study_row(study: Study, image_path: str, sha: str, seed: int) -> dict:
     rng = np.random.default_rng([seed, study.patient.index, study.study_index + 1, 7])
     impression, findings_text = study_report(study, rng)
@@ -840,6 +847,7 @@ def _study_row(study: Study, image_path: str, sha: str, seed: int) -> dict:
     row.update(study_labels(study))
     row["report_findings"] = findings_text
     row["phantom_findings"] = json.dumps(study.findings, sort_keys=True)
+    row["phantom_ctr"] = study_ctr(study)
     row["image_sha256"] = sha
     return row
 
@@ -896,8 +904,3 @@ def write_phantom_dataset(
     }
     manifest = Manifest(rows=frame, labels=CHEXPERT_LABELS, root=out_dir, metadata=meta)
     return write_manifest(manifest, path, overwrite=overwrite)
-
-
-def study_record(study: Study) -> dict:
-    """A study as plain data (for debugging and tests)."""
-    return asdict(study)

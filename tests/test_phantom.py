@@ -83,6 +83,10 @@ def test_manifest_is_valid_with_images_reports_and_notes(small):
     for text, labels in zip(rows["phantom_findings"], rows[list(MODELLED)].to_numpy(), strict=True):
         findings = json.loads(text)
         assert ("Pneumothorax" in findings) == (labels[MODELLED.index("Pneumothorax")] != 0)
+    # ground truth for generator evaluation: the cardiothoracic ratio of every image
+    enlarged = rows["Cardiomegaly"] != 0
+    assert (rows.loc[enlarged, "phantom_ctr"] > 0.5).all()
+    assert (rows.loc[~enlarged, "phantom_ctr"] < 0.5).all()
 
 
 def test_several_studies_per_patient(small):
