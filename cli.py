@@ -249,6 +249,63 @@ def train_classifier_cmd(
     train_classifier(cfg, log=console.print)
 
 
+def _print_report(report, title: str = "AUROC per arm") -> None:
+    from classifier.report import display_rows
+
+    headers, rows = display_rows(report)
+    table = Table(title=title)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 2 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row, style="bold" if row[1] == "macro" else None)
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Classifier run directories (or folders of them).", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.*.")],
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(
+            "--synthetic", help="Synthetic manifest for the sample grid (default: the runs')."
+        ),
+    ] = None,
+    generator_eval: Annotated[
+        Path | None,
+        typer.Option("--generator-eval", help="An evaluate-generator folder to include."),
+    ] = None,
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="Arm the deltas are taken against.")
+    ] = "real",
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """AUROC per arm and label over seeds; deltas vs real-only with paired bootstrap CIs.
+
+    Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
+    synthetic samples). Runs must share one label set and one test set.
+    """
+    from classifier.report import make_report
+
+    sections = []
+    if generator_eval is not None:
+        from augmentor.evaluate import generator_section
+
+        sections.append(generator_section(generator_eval))
+    report, paths = make_report(
+        runs, out, synthetic, baseline, n_boot, seed, sections=sections, overwrite=overwrite
+    )
+    _print_report(report)
+    console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
+
+
 # ---------------------------------------------------------------- generator evaluation (issue 5)
 
 
