@@ -23,6 +23,16 @@ Conventions:
     * Side words appear in reports only for findings with laterality (effusion,
       pneumothorax, consolidation), so a prompt's "left"/"right" always names a finding's
       side; device sentences carry none.
+    * Cardiomegaly is a patient trait (heart size is anatomy, stable across studies); the
+      other findings are drawn per study.
+
+Manifest (`write_phantom_dataset`): manifest v1 rows (source 'real', dataset 'phantom',
+split 'train', view PA or AP) with `report` = the impression and extra columns
+`report_findings` (FINDINGS-style text), `phantom_findings` (JSON: finding -> side,
+severity, lobe, devices, uncertain; the ground truth for generator evaluation),
+`phantom_ctr` (cardiothoracic ratio drawn) and `image_sha256`. Parquet metadata
+`cxraug.notes` says it is a synthetic demo; `cxraug.phantom` records n, size, seed and
+patients.
 """
 
 from __future__ import annotations
@@ -725,7 +735,9 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     hx, hy = heart_w / 6.0, 0.2 + 0.1 * (ctr - 0.45)
     u = ((X - hx) * cos_t + (Y - hy) * sin_t) / (ha * scale)
     v = (-(X - hx) * sin_t + (Y - hy) * cos_t) / (hb * scale)
-    heart = _soft((1 - np.sqrt(u * u + v * v)) * hb * scale, px)
+    radius = np.sqrt(u * u + v * v)
+    heart = _soft((1 - radius) * hb * scale, px)
+    depth = np.sqrt(np.maximum(1 - radius * radius, 0))  # thicker in the middle
     med_w = 0.1 + 0.03 * np.clip(Y1 + 0.3, 0, 1)
     mediastinum = _soft(med_w - np.abs(X - 0.01), px) * _soft(0.35 - Y, px)
     knob = _soft((1 - np.hypot((X - 0.1) / 0.075, (Y + 0.33) / 0.09)) * 0.075, px)
@@ -733,7 +745,7 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     air = air * (1 - 0.9 * central)
     vessels = vessels * (1 - 0.8 * central)
     above = _soft(_dome_y(L, dome) + 0.03 - Y, 3 * px)  # the heart sits on the diaphragm
-    A = A + 0.12 * central * above
+    A = A + (0.08 * central + 0.12 * depth) * above
 
     # Trachea: an air column in the mediastinum down to the carina.
     trachea = _soft(0.028 - np.abs(X - 0.0), px) * _soft(-0.3 - Y, px)
