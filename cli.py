@@ -142,6 +142,139 @@ def manifest_split(
 
 # ---------------------------------------------------------------- importers (issue 2)
 
+ImportRoot = Annotated[Path, typer.Option("--root", help="The dataset's folder.")]
+ImportLabelSet = Annotated[
+    str | None,
+    typer.Option(
+        "--label-set",
+        help="chexpert or nih (default: the dataset's own). Labels of the other set map where "
+        "names correspond (Effusion = Pleural Effusion); the rest are NaN.",
+    ),
+]
+CheckImages = Annotated[
+    bool,
+    typer.Option("--check-images", help="Decode every image (slow); default: check they exist."),
+]
+
+
+def _import(kind: str, out: Path, overwrite: bool, **options) -> None:
+    """Run one importer, write its manifest, print one summary line and its notes."""
+    from manifests.importers import import_dataset, import_summary, manifest_notes
+
+    manifest = import_dataset(kind, out, overwrite=overwrite, **options)
+    console.print(f"wrote {out}: {import_summary(manifest)}")
+    for note in manifest_notes(manifest):
+        console.print(f"note: {note}")
+
+
+@import_app.command("mimic-cxr")
+def import_mimic_cmd(
+    root: ImportRoot,
+    out: OutManifest,
+    reports: Annotated[
+        Path | None,
+        typer.Option("--reports", help="MIMIC-CXR reports folder (files/pXX/pSUBJECT/sSTUDY.txt)."),
+    ] = None,
+    labeler: Annotated[
+        str, typer.Option("--labeler", help="Label file: chexpert or negbio.")
+    ] = "chexpert",
+    label_set: ImportLabelSet = None,
+    frontal_only: FrontalOnly = False,
+    check_images: CheckImages = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """MIMIC-CXR-JPG: files/, mimic-cxr-2.0.0-{metadata,chexpert|negbio,split}.csv(.gz)."""
+    _import(
+        "mimic-cxr",
+        out,
+        overwrite,
+        root=root,
+        reports=reports,
+        labeler=labeler,
+        label_set=label_set,
+        frontal_only=frontal_only,
+        check_images=check_images,
+    )
+
+
+@import_app.command("chexpert")
+def import_chexpert_cmd(
+    root: Annotated[
+        Path, typer.Option("--root", help="Folder holding CheXpert-v1.0-small/ (or that folder).")
+    ],
+    out: OutManifest,
+    label_set: ImportLabelSet = None,
+    frontal_only: FrontalOnly = False,
+    check_images: CheckImages = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """CheXpert: train.csv (no official split) and valid.csv (official test set)."""
+    _import(
+        "chexpert",
+        out,
+        overwrite,
+        root=root,
+        label_set=label_set,
+        frontal_only=frontal_only,
+        check_images=check_images,
+    )
+
+
+@import_app.command("nih")
+def import_nih_cmd(
+    root: ImportRoot,
+    out: OutManifest,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Data_Entry CSV (default: newest Data_Entry_2017*.csv in root)."),
+    ] = None,
+    label_set: ImportLabelSet = None,
+    frontal_only: FrontalOnly = False,
+    check_images: CheckImages = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """NIH ChestX-ray14: Data_Entry_2017*.csv, test_list.txt, images/ or images_0XX/images/."""
+    _import(
+        "nih",
+        out,
+        overwrite,
+        root=root,
+        csv=csv,
+        label_set=label_set,
+        frontal_only=frontal_only,
+        check_images=check_images,
+    )
+
+
+@import_app.command("folder")
+def import_folder_cmd(
+    root: Annotated[Path, typer.Option("--root", help="Folder the CSV's paths are relative to.")],
+    out: OutManifest,
+    labels_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels-csv",
+            help="CSV: path, optional patient_id, study_id, view, sex, age, report, split, and "
+            "one column per label (default: every image under --root, unlabelled).",
+        ),
+    ] = None,
+    label_set: ImportLabelSet = None,
+    frontal_only: FrontalOnly = False,
+    check_images: CheckImages = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Any folder of PNG/JPEG/DICOM images with a labels CSV."""
+    _import(
+        "folder",
+        out,
+        overwrite,
+        root=root,
+        labels_csv=labels_csv,
+        label_set=label_set,
+        frontal_only=frontal_only,
+        check_images=check_images,
+    )
+
 
 # ---------------------------------------------------------------- generator (issue 3)
 
