@@ -597,17 +597,134 @@ def validate(model, loader, accelerator, labels, val_rows: pd.DataFrame, mean, s
     return {"val_loss": val_loss, "val_macro_auroc": macro_auroc(truth, prob)}
 
 
-def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
-    """Train (or resume) one classifier run and evaluate it on the real test split.
+@dataclass
+class TrainingSession:
+    """A run set up and ready to train: what `train_classifier` loops over.
 
-    Args:
-        cfg: the run (see TrainConfig).
-        log: called with progress lines (default: this module's logger); main process only.
+    `start_training` builds it (folder, accelerator, data, model, optimizer, schedule, resumed
+    state); `train_epoch`, `validate_epoch` and `finish` are the loop's steps. The benchmark
+    drives the same object epoch by epoch.
+    """
 
-    Returns:
-        The run directory (config.json, model.safetensors, metrics.json,
-        predictions.parquet). A run already finished (metrics.json present) is returned as
-        is with `cfg.resume`.
+    cfg: TrainConfig
+    out: Path
+    accelerator: object
+    data: RunData
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    state: TrainerState
+    config: dict
+    mean: float
+    std: float
+    say: Callable[[str], None]
+
+    def train_epoch(self) -> dict:
+        """One training epoch at `state.epoch` (seeded order and augmentation)."""
+        self.train_loader.set_epoch(self.state.epoch)
+        return train_one_epoch(
+            self.model,
+            self.train_loader,
+            self.optimizer,
+            self.scheduler,
+            self.accelerator,
+            self.cfg,
+            self.state,
+            self.mean,
+            self.std,
+        )
+
+    def validate_epoch(self) -> dict:
+        return validate(
+            self.model,
+            self.val_loader,
+            self.accelerator,
+            self.data.labels,
+            self.data.val,
+            self.mean,
+            self.std,
+        )
+
+    def end_epoch(self, record: dict) -> None:
+        """Keep the best model, count epochs without improvement, checkpoint."""
+        cfg, state, acc = self.cfg, self.state, self.accelerator
+        # Select on val macro AUROC; a val set with one class everywhere has none: use loss.
+        auroc = record["val_macro_auroc"]
+        score = auroc if math.isfinite(auroc) else -record["val_loss"]
+        record["monitor"] = "val_macro_auroc" if math.isfinite(auroc) else "-val_loss"
+        improved = score > state.best_score + 1e-6
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+            if acc.is_main_process:
+                save_model(acc.unwrap_model(self.model), self.out / MODEL_FILE)
+        else:
+            state.bad_epochs += 1
+        state.epoch += 1
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            state.stopped = True
+        state.history.append(record)
+        self.say(
+            f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, val loss "
+            f"{record['val_loss']:.4f}, val macro AUROC {auroc:.4f}, "
+            f"{record['train_images_per_s']:.0f} img/s" + (" (best)" if improved else "")
+        )
+        _save_checkpoint(acc, state, self.out)
+        if state.stopped:
+            self.say(f"early stop: no val improvement for {cfg.patience} epochs")
+
+    def finish(self) -> None:
+        """Score the best weights on the real test split; write predictions and metrics."""
+        acc, data, cfg, state = self.accelerator, self.data, self.cfg, self.state
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            from safetensors.torch import load_file
+
+            best = acc.unwrap_model(self.model)
+            best.load_state_dict(load_file(self.out / MODEL_FILE))
+            probs = predict(
+                best,
+                data.images[data.test["_pos"].to_numpy()],
+                self.mean,
+                self.std,
+                cfg.eval_batch_size,
+                acc.device,
+            )
+            extra = {
+                "arm": self.config["arm"],
+                "mix": cfg.mix,
+                "seed": cfg.seed,
+                "backbone": cfg.backbone,
+                "train_size": cfg.train_size,
+                "n_real_train": self.config["n_real_train"],
+                "n_synthetic_train": self.config["n_synthetic_train"],
+                "init_from": self.config["init_from"],
+                "bad_images": data.bad,
+                "best_epoch": state.best_epoch,
+                "best_val_score": state.best_score,
+                "epochs_run": state.epoch,
+                "history": state.history,
+                "cache_seconds": data.cache_seconds,
+            }
+            metrics = finish_evaluation(
+                data.test, data.labels, probs, self.out, cfg.n_boot, cfg.seed, extra
+            )
+            macro = metrics["macro_auroc"]
+            self.say(
+                f"test macro AUROC {macro if macro is not None else float('nan'):.4f} "
+                f"({len(data.test)} images); wrote {self.out}"
+            )
+        acc.wait_for_everyone()
+        acc.end_training()
+
+
+def start_training(
+    cfg: TrainConfig, log: Callable[[str], None] | None = None
+) -> TrainingSession | None:
+    """Check flags and folder, decode data, build model/optimizer/schedule, resume state.
+
+    Returns None when `cfg.resume` finds the run already finished.
     """
     from accelerate.utils import set_seed
 
@@ -622,7 +739,7 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
 
     if state_name == "done":
         say(f"{out}: already finished ({METRICS_FILE} present); nothing to do")
-        return out
+        return None
     if state_name == "overwrite" and accelerator.is_main_process:
         shutil.rmtree(out)
     accelerator.wait_for_everyone()
@@ -688,81 +805,46 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         say(f"resumed from {latest} (epoch {state.epoch} of {cfg.epochs})")
     elif state_name == "resume":
         say(f"{out}: no finished epoch to resume; starting at epoch 0")
+    return TrainingSession(
+        cfg=cfg,
+        out=out,
+        accelerator=accelerator,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        state=state,
+        config=config,
+        mean=mean,
+        std=std,
+        say=say,
+    )
 
-    # ---- loop
-    while state.epoch < cfg.epochs and not state.stopped:
-        train_loader.set_epoch(state.epoch)
-        record = {"epoch": state.epoch}
-        record.update(
-            train_one_epoch(
-                model, train_loader, optimizer, scheduler, accelerator, cfg, state, mean, std
-            )
-        )
-        record.update(validate(model, val_loader, accelerator, data.labels, data.val, mean, std))
-        # Select on val macro AUROC; a val set with one class everywhere has none: use loss.
-        auroc = record["val_macro_auroc"]
-        score = auroc if math.isfinite(auroc) else -record["val_loss"]
-        record["monitor"] = "val_macro_auroc" if math.isfinite(auroc) else "-val_loss"
-        improved = score > state.best_score + 1e-6
-        if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-            if accelerator.is_main_process:
-                save_model(accelerator.unwrap_model(model), out / MODEL_FILE)
-        else:
-            state.bad_epochs += 1
-        state.epoch += 1
-        if cfg.patience and state.bad_epochs >= cfg.patience:
-            state.stopped = True
-        state.history.append(record)
-        say(
-            f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, val loss "
-            f"{record['val_loss']:.4f}, val macro AUROC {auroc:.4f}, "
-            f"{record['train_images_per_s']:.0f} img/s" + (" (best)" if improved else "")
-        )
-        _save_checkpoint(accelerator, state, out)
-        if state.stopped:
-            say(f"early stop: no val improvement for {cfg.patience} epochs")
 
-    # ---- test evaluation with the best weights
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        from safetensors.torch import load_file
+def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Train (or resume) one classifier run and evaluate it on the real test split.
 
-        best = accelerator.unwrap_model(model)
-        best.load_state_dict(load_file(out / MODEL_FILE))
-        probs = predict(
-            best,
-            data.images[data.test["_pos"].to_numpy()],
-            mean,
-            std,
-            cfg.eval_batch_size,
-            accelerator.device,
-        )
-        extra = {
-            "arm": config["arm"],
-            "mix": cfg.mix,
-            "seed": cfg.seed,
-            "backbone": cfg.backbone,
-            "train_size": cfg.train_size,
-            "n_real_train": config["n_real_train"],
-            "n_synthetic_train": config["n_synthetic_train"],
-            "init_from": config["init_from"],
-            "bad_images": data.bad,
-            "best_epoch": state.best_epoch,
-            "best_val_score": state.best_score,
-            "epochs_run": state.epoch,
-            "history": state.history,
-            "cache_seconds": data.cache_seconds,
-        }
-        metrics = finish_evaluation(data.test, data.labels, probs, out, cfg.n_boot, cfg.seed, extra)
-        macro = metrics["macro_auroc"]
-        say(
-            f"test macro AUROC {macro if macro is not None else float('nan'):.4f} "
-            f"({len(data.test)} images); wrote {out}"
-        )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return out
+    Args:
+        cfg: the run (see TrainConfig).
+        log: called with progress lines (default: this module's logger); main process only.
+
+    Returns:
+        The run directory (config.json, model.safetensors, metrics.json,
+        predictions.parquet). A run already finished (metrics.json present) is returned as
+        is with `cfg.resume`.
+    """
+    session = start_training(cfg, log)
+    if session is None:
+        return Path(cfg.out)
+    while session.state.epoch < cfg.epochs and not session.state.stopped:
+        record = {"epoch": session.state.epoch}
+        record.update(session.train_epoch())
+        record.update(session.validate_epoch())
+        session.end_epoch(record)
+    session.finish()
+    return session.out
 
 
 def _save_checkpoint(accelerator, state: TrainerState, out: Path) -> None:
