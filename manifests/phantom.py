@@ -83,6 +83,7 @@ LOBES = {
 }
 # Where each of the patient's sides lies on the image (clinical display convention).
 IMAGE_HALF = {"right": "left", "left": "right"}
+NAMES = {"central venous catheter": "central line"}  # short names for device lists
 DEVICES = ("endotracheal tube", "enteric tube", "central venous catheter", "pacemaker")
 
 
@@ -335,7 +336,7 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
                     rng,
                     [
                         f"{_cap(sev)} {side} pleural effusion{plural}.",
-                        f"There {'are' if plural else 'is'} a {sev} {side} pleural effusion{plural}.",
+                        f"There {'are' if plural else 'is a'} {sev} {side} pleural effusion{plural}.",
                         f"{_cap(sev)} {side} pleural effusion{plural} with blunting of {angle}.",
                         f"{_cap(sev)} {side} pleural effusion{plural} with a meniscus.",
                     ],
@@ -395,6 +396,11 @@ def _positive_sentences(study: Study, rng: np.random.Generator) -> list[str]:
             )
     if "Support Devices" in f:
         d = f["Support Devices"]
+        if len(d["devices"]) > 1:  # one compact sentence keeps prompts under 77 tokens
+            names = [NAMES.get(x, x) for x in d["devices"]]
+            listed = ", ".join(names[:-1]) + " and " + names[-1]
+            out.append(_pick(rng, [f"{_cap(listed)} in place.", f"Support devices: {listed}."]))
+            return out
         parts = []
         for device in d["devices"]:
             if device == "endotracheal tube":

@@ -191,6 +191,8 @@ def test_reports_say_explicit_negatives(reports):
             assert re.search(r"normal|no cardiomegaly", text), impression
     phrasings = {impression for _, impression, _, _ in reports}
     assert len(phrasings) > 200  # varied phrasing, not one template
+    # impressions are prompts: they fit CLIP's 77 tokens (about 1.7 tokens per word here)
+    assert max(len(impression.split()) for impression in phrasings) <= 42
 
 
 def _region_mean(image: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:
