@@ -472,7 +472,7 @@ def evaluate_generator_cmd(
             help="Flag a synthetic image whose 32x32 pixel correlation with a train image "
             "(centred on the mean train image) is at least this.",
         ),
-    ] = 0.95,
+    ] = 0.97,
     feature_threshold: Annotated[
         float,
         typer.Option(
@@ -493,7 +493,9 @@ def evaluate_generator_cmd(
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="Feature cache by image hash (default: OUT/feature_cache)."),
+        typer.Option(
+            "--cache-dir", help="Feature cache by image hash (default: OUT/feature_cache)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
     max_real: Annotated[
@@ -553,9 +555,7 @@ def evaluate_generator_cmd(
 @app.command("probe-text-encoder")
 def probe_text_encoder_cmd(
     base: Annotated[str, typer.Option("--base", help="'tiny' or the base diffusers folder.")],
-    finetuned: Annotated[
-        Path, typer.Option("--finetuned", help="Fine-tuned generator directory.")
-    ],
+    finetuned: Annotated[Path, typer.Option("--finetuned", help="Fine-tuned generator directory.")],
     manifest: Annotated[
         Path, typer.Option("--manifest", help="Real manifest with reports, split by patient.")
     ],
@@ -567,7 +567,9 @@ def probe_text_encoder_cmd(
     ] = "mean",
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Folder for text_encoder_probe.json (e.g. the eval folder)."),
+        typer.Option(
+            "--out", "-o", help="Folder for text_encoder_probe.json (e.g. the eval folder)."
+        ),
     ] = None,
     seed: Seed = 0,
     overwrite: Overwrite = False,
