@@ -72,8 +72,8 @@ GENERATOR_EVAL_SCHEMA = "cxraug.generator_eval/1"
 GENERATOR_EVAL_FILE = "generator_eval.json"
 PROBE_FILE = "text_encoder_probe.json"
 
-DEFAULT_PIXEL_THRESHOLD = 0.95
-DEFAULT_FEATURE_THRESHOLD = 0.995
+DEFAULT_PIXEL_THRESHOLD = 0.97
+DEFAULT_FEATURE_THRESHOLD = 0.98
 
 # Labels whose findings have a side, and the word that names them in report sentences.
 LATERAL_LABELS = {
