@@ -29,6 +29,10 @@ What each metric means, and its limits:
   features and by pixel correlation of 32x32 thumbnails; pairs at or above either
   threshold are flagged, exact byte copies always. The same search from real test images
   (other patients) gives the rate at which the thresholds flag honest images.
+  Defaults (pixel r 0.97, feature cosine 0.98) were set on phantoms, the hardest case
+  (one drawing template for every patient): with a resnet18 classifier at 64 px, 174
+  held-out real phantoms reached at most r 0.963 and cosine 0.941 against 426 train
+  images. Real radiographs vary more; read the held-out baseline the report prints.
 """
 
 from __future__ import annotations

@@ -353,3 +353,27 @@ def test_apply_oracle_filter_rewrites_the_manifest_with_scores(
     assert int(summary.counts["kept"].sum()) == len(kept)
     with pytest.raises(UserError, match="--filter-with"):
         apply_oracle_filter(path, tmp_path / "no-run", threshold)
+
+
+def test_timm_extractor_loads_local_weights_and_never_downloads(tmp_path):
+    import timm
+    from safetensors.torch import save_model
+
+    from augmentor.features import load_feature_extractor
+
+    torch.manual_seed(0)
+    source = timm.create_model("test_resnet")
+    save_model(source, str(tmp_path / "weights.safetensors"))
+    extractor = load_feature_extractor(
+        timm_name="test_resnet", weights=tmp_path / "weights.safetensors", image_size=32
+    )
+    loaded = extractor.model.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("fc."):
+            torch.testing.assert_close(loaded[name], value)
+    out = extractor([np.full((40, 50), 90, dtype=np.uint8)])
+    assert out["features"].shape == (1, extractor.feature_dim) and "probs" not in out
+    with pytest.raises(UserError, match="--weights"):
+        load_feature_extractor(timm_name="test_resnet", weights=tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="exactly one"):
+        load_feature_extractor()
