@@ -610,28 +610,31 @@ def plot_memorization(table: pd.DataFrame, path: Path, n: int, overwrite: bool =
     import matplotlib.pyplot as plt
 
     order = table.sort_values(["flagged", "pixel_correlation"], ascending=False).head(n)
-    rows = max(len(order), 1)
-    fig, axes = plt.subplots(rows, 2, figsize=(4.2, 2.1 * rows), squeeze=False)
-    for r, (_, rec) in enumerate(order.iterrows()):
-        for c, (key, title) in enumerate(
-            (("image_path", "synthetic"), ("nn_pixel_path", "nearest train"))
-        ):
-            ax = axes[r][c]
-            ax.imshow(_thumbnail(Path(rec[key])), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            flag = " FLAGGED" if rec["flagged"] and c == 0 else ""
-            caption = (
-                f"{title}{flag}\nr={rec['pixel_correlation']:.3f} cos={rec['feature_cosine']:.3f}"
-                if c == 0
-                else f"{title}\n{rec['nn_pixel_patient']}"
-            )
-            ax.set_title(caption, fontsize=7)
-    if not len(order):
-        axes[0][0].set_axis_off()
-        axes[0][1].set_axis_off()
-    fig.suptitle(f"memorization audit: {int(table['flagged'].sum())} flagged", fontsize=8)
-    fig.tight_layout()
+    per_row = 3  # pairs per figure row: synthetic | nearest train, three times
+    rows = max(1, math.ceil(len(order) / per_row))
+    fig, axes = plt.subplots(
+        rows, 2 * per_row, figsize=(2 * 1.6 * per_row, 1.9 * rows + 0.4), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for k, (_, rec) in enumerate(order.iterrows()):
+        r, c = divmod(k, per_row)
+        left, right = axes[r][2 * c], axes[r][2 * c + 1]
+        left.imshow(_thumbnail(Path(rec["image_path"])), cmap="gray", vmin=0, vmax=255)
+        right.imshow(_thumbnail(Path(rec["nn_pixel_path"])), cmap="gray", vmin=0, vmax=255)
+        flag = "FLAGGED " if rec["flagged"] else ""
+        left.set_title(
+            f"{flag}synthetic\nr={rec['pixel_correlation']:.3f} cos={rec['feature_cosine']:.3f}",
+            fontsize=7,
+            color="red" if rec["flagged"] else "black",
+        )
+        right.set_title(f"nearest train\n{rec['nn_pixel_patient']}", fontsize=7)
+    fig.suptitle(
+        f"memorization audit: {int(table['flagged'].sum())} of {len(table)} flagged "
+        "(pairs: synthetic | nearest train image in pixel space)",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
