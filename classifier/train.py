@@ -575,26 +575,30 @@ def train_one_epoch(
 
 @torch.no_grad()
 def validate(model, loader, accelerator, labels, val_rows: pd.DataFrame, mean, std) -> dict:
-    """Val loss (masked, training policy) and macro AUROC on the raw 0/1 val labels."""
+    """Val loss (masked, training policy) and macro AUROC on the raw 0/1 val labels.
+
+    Outputs are gathered from every process (`gather_for_metrics` drops the samples DDP
+    pads the last batch with) and scored once on the whole val set.
+    """
     model.eval()
-    probs, index, losses, weights = [], [], [], []
+    logits_all, target_all, mask_all, index_all = [], [], [], []
     for batch in loader:
         x = normalize(batch["image"].float() / 255.0, mean, std)
         logits = model(x).float()
-        loss = _masked_bce(logits, batch["target"], batch["mask"])
-        n = batch["mask"].sum()
-        p, i, lv, nv = accelerator.gather_for_metrics(
-            (torch.sigmoid(logits), batch["index"], (loss * n).reshape(1), n.reshape(1))
+        gathered = accelerator.gather_for_metrics(
+            (logits, batch["target"], batch["mask"], batch["index"])
         )
-        probs.append(p.cpu())
-        index.append(i.cpu())
-        losses.append(lv.cpu())
-        weights.append(nv.cpu())
-    prob = torch.cat(probs).numpy()
-    idx = torch.cat(index).numpy()
+        for store, value in zip(
+            (logits_all, target_all, mask_all, index_all), gathered, strict=True
+        ):
+            store.append(value.cpu())
+    logits, target = torch.cat(logits_all), torch.cat(target_all)
+    mask, idx = torch.cat(mask_all), torch.cat(index_all).numpy()
     truth = val_rows[list(labels)].to_numpy(np.float64)[idx]
-    val_loss = float(torch.cat(losses).sum() / torch.cat(weights).sum().clamp(min=1.0))
-    return {"val_loss": val_loss, "val_macro_auroc": macro_auroc(truth, prob)}
+    return {
+        "val_loss": float(_masked_bce(logits, target, mask)),
+        "val_macro_auroc": macro_auroc(truth, torch.sigmoid(logits).numpy()),
+    }
 
 
 @dataclass
