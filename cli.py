@@ -306,17 +306,23 @@ def train_classifier_cmd(
             "(drawn with repetition only if too few exist; said in the output).",
         ),
     ] = None,
-    backbone: Annotated[str, typer.Option("--backbone", help="Any timm model name.")] = "densenet121",
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="Any timm model name.")
+    ] = "densenet121",
     labels: Annotated[
         str | None,
-        typer.Option("--labels", help="Comma list (default: labels with 5+ train positives)."),
+        typer.Option(
+            "--labels", help="Comma list (default: labels with 5+ train positives and negatives)."
+        ),
     ] = None,
     pretrained: Annotated[
         Path | None, typer.Option("--pretrained", help="Local timm weights (.safetensors/.pth).")
     ] = None,
     init_from: Annotated[
         Path | None,
-        typer.Option("--init-from", help="Start from another run's weights (pretrain-then-finetune)."),
+        typer.Option(
+            "--init-from", help="Start from another run's weights (pretrain-then-finetune)."
+        ),
     ] = None,
     uncertain: Annotated[
         str, typer.Option("--uncertain", help="-1 labels: ignore | zeros | ones.")
@@ -343,7 +349,10 @@ def train_classifier_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Memory-mapped image cache (huge sets).")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in --out (a finished run: nothing to do)."),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
