@@ -403,11 +403,12 @@ def evaluate_run(
             f"valid: {', '.join(m.labels)}"
         )
     m = filter_manifest(m, split=split, source="real", where=f"{where} (split {split})")
+    paths = m.image_paths()
     cache = decode_images(
-        m.image_paths(), int(config["image_size"]), on_bad_image=on_bad_image, num_threads=4
+        paths, int(config["image_size"]), on_bad_image=on_bad_image, num_threads=4
     )
     rows = m.rows.iloc[cache.keep].reset_index(drop=True)
-    rows = rows.assign(image_path=[m.image_paths()[i].as_posix() for i in cache.keep])
+    rows = rows.assign(image_path=[paths[i].as_posix() for i in cache.keep])
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
     probs = predict(model, cache.images, config["mean"], config["std"], batch_size, dev)
