@@ -412,6 +412,7 @@ def summarize_arms(
     }
     if not keep.any():
         reasons[MACRO] = "no label has both classes in the test set"
+    notes += [f"{label}: AUROC undefined, {reason}" for label, reason in reasons.items()]
 
     def stack(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -594,6 +595,9 @@ def display_rows(report: Report, macro_only: bool = False) -> tuple[list[str], l
     out = []
     for row in report.table.itertuples(index=False):
         if macro_only and row.label != MACRO:
+            continue
+        if not math.isfinite(row.auroc_mean):  # undefined label (see the notes)
+            out.append([row.arm, row.label, str(row.n_runs), "n/a", "", "", "n/a", ""])
             continue
         sd = "" if not math.isfinite(row.auroc_std) else f" ± {row.auroc_std:.3f}"
         if row.arm == report.baseline:
@@ -868,6 +872,32 @@ def write_report(
     return paths
 
 
+def load_report(out: Path) -> Report:
+    """A written report read back from `out/report.json` (without the ROC curves)."""
+    path = Path(out) / "report.json"
+    if not path.is_file():
+        raise UserError(f"{out}: no report.json; make the report first (cxraug report)")
+    doc = json.loads(path.read_text())
+    table = pd.DataFrame(doc["rows"], columns=TABLE_COLUMNS)
+    for column in TABLE_COLUMNS:
+        if column.startswith(("auroc_", "delta")) or column == "relative_pct":
+            table[column] = table[column].astype(float)  # JSON null -> NaN
+    return Report(
+        table=table,
+        labels=tuple(doc["labels"]),
+        arms=list(doc["arms"]),
+        baseline=doc["baseline"],
+        runs=pd.DataFrame(doc["runs"]),
+        n_test_images=doc["n_test_images"],
+        n_test_patients=doc["n_test_patients"],
+        n_boot=doc["n_boot"],
+        ci_level=doc["ci_level"],
+        bootstrap_seed=doc["bootstrap_seed"],
+        notes=list(doc["notes"]),
+        synthetic=doc.get("synthetic"),
+    )
+
+
 def make_report(
     run_dirs: Sequence[Path],
     out: Path,
@@ -890,6 +920,7 @@ __all__ = [
     "arm_order",
     "collect_runs",
     "display_rows",
+    "load_report",
     "make_report",
     "roc_figure",
     "sample_grid",

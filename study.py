@@ -1,0 +1,680 @@
+"""`cxraug study`: the RoentGen augmentation study end to end, resumable stage by stage.
+
+The stages call the same library functions as the individual commands, in the order of
+DESIGN.md's flow; there is no second code path:
+
+======== ============================================== =====================================
+stage    library call (command)                         output under the study folder
+======== ============================================== =====================================
+data     `write_phantom_dataset` (demo-data) or a real  `data/manifest.parquet` (split)
+         manifest; `split_by_patient` (manifest split)
+finetune `augmentor.finetune.finetune` (finetune)        `generator/` (diffusers + cxraug.json)
+synth    `augmentor.synthesize.synthesize` (synthesize)  `synthetic/manifest.parquet`
+train    `classifier.train.train_classifier`            `runs/<arm>-seed<k>/` per arm and seed
+         (train-classifier)
+report   `classifier.report.make_report` (report)        `report/report.{html,md,csv,json}`
+======== ============================================== =====================================
+
+Arms: `real` (mix 0), `synthetic` (mix 1: as many synthetic images as real train images),
+`mix<m>` for each configured ratio (m = synthetic fraction; 0.5 adds as many synthetic as
+real), and `pretrain-finetune` (initialised from a classifier trained on synthetic images
+only, then trained on real; by default that is the `synthetic` arm's run of the same seed).
+
+The configuration (`StudyConfig`, a preset plus an optional TOML file) is saved as
+`study.toml` in the study folder; a re-run with another configuration is refused. Each
+finished stage leaves a marker in `stages/`; a re-run skips it ('skip <stage>') and an
+interrupted stage resumes where the library function supports it (synthesis, classifier
+runs) or restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+from manifests.errors import UserError
+
+STUDY_FILE = "study.toml"
+STAGES_DIR = "stages"
+STAGES = ("data", "finetune", "synthesize", "train", "report")
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@dataclass
+class DataConfig:
+    """Where the real images come from and how they are split by patient."""
+
+    manifest: str | None = None  # a real manifest; None: draw the phantom dataset
+    phantom_n: int = 600  # phantom images (one study each)
+    phantom_size: int = 64  # phantom image side, pixels
+    phantom_patients: int | None = None  # default n/3
+    fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train,val,test
+    seed: int = 0  # phantom drawing and split
+
+
+@dataclass
+class GeneratorConfig:
+    """Fine-tuning of the generator on the real train split (RoentGen recipe)."""
+
+    base: str = "tiny"  # 'tiny' or a local diffusers folder
+    max_steps: int = 400  # UNet steps
+    autoencoder_steps: int = 200  # only from 'tiny': steps fitting the 1-channel autoencoder
+    batch_size: int = 16
+    learning_rate: float | None = None  # None: finetune's default for the base
+    train_text_encoder: bool = False
+    seed: int = 0
+    # Any other `augmentor.finetune.FinetuneConfig` field, passed through by name.
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SynthesisStageConfig:
+    """Label-balanced synthesis prompted by real train reports."""
+
+    labels: str = "pleural_effusion:100,pneumothorax:100"  # LABEL:COUNT,...
+    negatives: int = 0  # extra images from 'No Finding' reports
+    scheduler: str = "ddim"
+    num_inference_steps: int = 25
+    guidance_scale: float = 4.0
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class ClassifierStageConfig:
+    """Classifier arms x seeds, evaluated on the real test split."""
+
+    labels: list[str] = field(default_factory=lambda: ["Pleural Effusion", "Pneumothorax"])
+    backbone: str = "densenet121"
+    pretrained: str | None = None  # local timm weights
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-4
+    patience: int = 3
+    uncertain: str = "ignore"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
+    synthetic_arm: bool = True  # mix 1: as many synthetic as real train images
+    pretrain_finetune: bool = True
+    # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
+    # from the synthetic arm's run, which saw as many images as the real train split.
+    pretrain_all_synthetic: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class ReportStageConfig:
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class StudyConfig:
+    """The whole study; a preset, optionally overridden by a TOML file of the same shape."""
+
+    name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    synthesis: SynthesisStageConfig = field(default_factory=SynthesisStageConfig)
+    classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
+    report: ReportStageConfig = field(default_factory=ReportStageConfig)
+
+
+def demo_preset() -> StudyConfig:
+    """Phantoms + tiny base on a laptop CPU in under 10 minutes (2 cores).
+
+    A small real training set (about 120 patients' images in train) where rare findings
+    have few positives, and label-balanced synthetic images for the four drawn findings.
+    """
+    return StudyConfig(
+        name="demo",
+        data=DataConfig(phantom_n=720, phantom_size=64, phantom_patients=240),
+        generator=GeneratorConfig(max_steps=600, autoencoder_steps=300, batch_size=16),
+        synthesis=SynthesisStageConfig(
+            labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
+            num_inference_steps=20,
+            batch_size=40,
+        ),
+        classifier=ClassifierStageConfig(
+            labels=["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation"],
+            backbone="resnet10t",
+            image_size=64,
+            epochs=12,
+            batch_size=32,
+            lr=2e-3,
+            patience=0,
+            seeds=[0, 1, 2],
+            mixes=[0.5],
+        ),
+        report=ReportStageConfig(n_boot=1000),
+    )
+
+
+def smoke_preset() -> StudyConfig:
+    """Every stage at toy size: the whole study in well under a minute (for tests)."""
+    return StudyConfig(
+        name="smoke",
+        data=DataConfig(
+            phantom_n=120, phantom_size=64, phantom_patients=40, fractions=[0.5, 0.2, 0.3]
+        ),
+        generator=GeneratorConfig(max_steps=4, autoencoder_steps=4, batch_size=8),
+        synthesis=SynthesisStageConfig(
+            labels="pleural_effusion:6,pneumothorax:6", num_inference_steps=2, batch_size=12
+        ),
+        classifier=ClassifierStageConfig(
+            labels=["Pleural Effusion", "Pneumothorax"],
+            backbone="test_resnet",
+            image_size=64,
+            epochs=1,
+            batch_size=16,
+            lr=3e-3,
+            patience=0,
+            seeds=[0],
+            mixes=[0.5],
+        ),
+        report=ReportStageConfig(n_boot=100),
+    )
+
+
+PRESETS: dict[str, Callable[[], StudyConfig]] = {"demo": demo_preset, "smoke": smoke_preset}
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_value(value, hint, where: str):
+    """`value` converted to the field type `hint`, or a UserError naming `where`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where)
+            except UserError:
+                continue
+        raise UserError(f"{where}: {value!r} is not {_type_name(hint)}")
+    if origin is list:
+        (item,) = typing.get_args(hint) or (object,)
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{where}: {value!r} is not a list of {_type_name(item)}")
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: {value!r} is not a table")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {value!r} is not true/false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: {value!r} is not an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{where}: {value!r} is not a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: {value!r} is not a string")
+        return value
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in the dataclasses
+
+
+def _apply(obj, data: dict, where: str, section: str = ""):
+    """A copy of dataclass `obj` with the keys of `data` set (checked by name and type)."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    changes = {}
+    for key, value in data.items():
+        name = f"{section}.{key}" if section else key
+        if key not in hints:
+            valid = ", ".join(names)
+            raise UserError(f"{where}: unknown key {name!r}; valid: {valid}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: {name!r} must be a table ([{name}])")
+            changes[key] = _apply(current, value, where, name)
+        else:
+            changes[key] = _check_value(value, hints[key], f"{where}: key {name!r}")
+    return replace(obj, **changes)
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config: {path} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"--config: {path} is not valid TOML ({exc})") from None
+
+
+def load_study_config(preset: str | None = None, config: Path | None = None) -> StudyConfig:
+    """A preset (default 'demo' when no file is given) overridden by a TOML file.
+
+    The TOML file has the shape of :class:`StudyConfig`: top-level `name`, and tables
+    `[data]`, `[generator]`, `[synthesis]`, `[classifier]`, `[report]`. Unknown keys and
+    wrong types are a UserError naming the key and the file.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    base = PRESETS[preset]() if preset else (StudyConfig() if config else demo_preset())
+    if config is None:
+        return base
+    data = _load_toml(config)
+    cfg = _apply(base, data, str(config))
+    return cfg if preset or "name" in data else replace(cfg, name=Path(config).stem)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else "inf")
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(cfg: StudyConfig) -> str:
+    """The config as TOML (None values are left out: they are the defaults)."""
+    lines = [f"# cxraug study configuration (preset {cfg.name!r}); rerun with --config"]
+    top = {k: v for k, v in asdict(cfg).items() if not isinstance(v, dict)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
+    for section, values in asdict(cfg).items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _check_config(cfg: StudyConfig) -> None:
+    c = cfg.classifier
+    for m in c.mixes:
+        if not 0.0 < m < 1.0:
+            raise UserError(
+                f"study: classifier.mixes has {m!r}; mixed arms need 0 < m < 1 (the real and "
+                "synthetic arms are synthetic_arm and the real baseline)"
+            )
+    if not c.seeds:
+        raise UserError("study: classifier.seeds is empty; give at least one seed")
+    if len(set(c.seeds)) != len(c.seeds):
+        raise UserError(f"study: classifier.seeds {c.seeds} repeats a seed")
+    if not c.labels:
+        raise UserError("study: classifier.labels is empty")
+
+
+# ------------------------------------------------------------------------------ stages
+
+
+@dataclass
+class StudyResult:
+    """What a study produced: the report (classifier.report.Report) and file paths."""
+
+    out: Path
+    report: object
+    report_files: dict[str, Path]
+    runs: list[Path]
+    skipped: list[str]
+    seconds: dict[str, float]
+
+
+class _Stages:
+    """Done markers: `stages/<name>.json` is written once a stage's outputs are complete."""
+
+    def __init__(self, out: Path, log: Callable[[str], None]) -> None:
+        self.folder = out / STAGES_DIR
+        self.log = log
+        self.skipped: list[str] = []
+        self.seconds: dict[str, float] = {}
+
+    def done(self, name: str, *outputs: Path) -> bool:
+        marker = self.folder / f"{name}.json"
+        if marker.is_file() and all(Path(p).exists() for p in outputs):
+            self.log(f"skip {name} (done: {marker})")
+            self.skipped.append(name)
+            return True
+        return False
+
+    def finish(self, name: str, start: float, **info) -> None:
+        from manifests.io import write_json
+
+        seconds = time.perf_counter() - start
+        self.seconds[name] = seconds
+        write_json(self.folder / f"{name}.json", {"stage": name, "seconds": seconds, **info})
+        self.log(f"done {name} in {seconds:.1f}s")
+
+
+def _check_out(out: Path, cfg: StudyConfig) -> None:
+    """Refuse a study folder made with another configuration (or that is something else)."""
+    saved = out / STUDY_FILE
+    if saved.is_file():
+        old = load_study_config(None, saved)
+        if asdict(old) != asdict(cfg):
+            diff = _first_difference(asdict(old), asdict(cfg))
+            raise UserError(
+                f"--out: {out} holds a study made with another configuration ({diff}); use "
+                f"a new --out, or the same settings (--config {saved}) to resume it"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"--out: {out} is not empty and holds no {STUDY_FILE}; use a new folder")
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in old.keys() | new.keys():
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "options":
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} was {a!r}, now {b!r}"
+    return ""
+
+
+def stage_data(cfg: DataConfig, out: Path, log: Callable[[str], None]) -> Path:
+    """The real manifest, split by patient, at `out/manifest.parquet`."""
+    from manifests.io import read_manifest, write_manifest
+    from manifests.phantom import write_phantom_dataset
+    from manifests.splits import split_by_patient, split_counts
+
+    target = out / "manifest.parquet"
+    if cfg.manifest is None:
+        source = write_phantom_dataset(
+            out / "phantom",
+            n=cfg.phantom_n,
+            size=cfg.phantom_size,
+            seed=cfg.seed,
+            patients=cfg.phantom_patients,
+            overwrite=True,
+        )
+        log(f"drew {cfg.phantom_n} phantom images ({cfg.phantom_size} px) into {source.parent}")
+    else:
+        source = Path(cfg.manifest)
+    manifest = read_manifest(source)
+    if len(cfg.fractions) != 3:
+        raise UserError(f"study: data.fractions {cfg.fractions} must be 3 shares (train,val,test)")
+    if {"train", "val", "test"} <= set(manifest.rows["split"]):
+        split = manifest  # already split by the user (cxraug manifest split): keep it
+        log(f"{source}: keeping its train/val/test split")
+    else:
+        split = split_by_patient(manifest, tuple(cfg.fractions), seed=cfg.seed)
+    write_manifest(split, target, overwrite=True)
+    counts = split_counts(split)
+    log(
+        "split by patient: "
+        + ", ".join(
+            f"{r.split} {r.images} images / {r.patients} patients" for r in counts.itertuples()
+        )
+    )
+    return target
+
+
+def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path:
+    """Fine-tune the generator on the train split (augmentor.finetune.finetune).
+
+    An interrupted run resumes from its latest checkpoint.
+    """
+    from augmentor.finetune import FinetuneConfig, finetune
+
+    known = {f.name for f in fields(FinetuneConfig)}
+    unknown = sorted(set(cfg.options) - known)
+    if unknown:
+        raise UserError(
+            f"study: generator.options has unknown FinetuneConfig field(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(known))}"
+        )
+    settings = {
+        "manifest": str(manifest),
+        "base": cfg.base,
+        "out": str(out),
+        "max_steps": cfg.max_steps,
+        "autoencoder_steps": cfg.autoencoder_steps,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "train_text_encoder": cfg.train_text_encoder,
+        "seed": cfg.seed,
+        **cfg.options,
+    }
+    if out.exists() and any(out.iterdir()):
+        settings["resume"] = "latest"
+    return Path(finetune(FinetuneConfig(**settings), log=log))
+
+
+def stage_synthesize(
+    cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log
+) -> Path:
+    """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run."""
+    from augmentor.synthesize import MANIFEST_FILE, SynthesisConfig, synthesize
+
+    result = synthesize(
+        SynthesisConfig(
+            model=str(generator),
+            prompts_from=str(prompts),
+            out=str(out),
+            labels=cfg.labels,
+            negatives=cfg.negatives,
+            seed=cfg.seed,
+            scheduler=cfg.scheduler,
+            num_inference_steps=cfg.num_inference_steps,
+            guidance_scale=cfg.guidance_scale,
+            batch_size=cfg.batch_size,
+            resume=out.exists() and any(out.iterdir()),
+        )
+    )
+    for note in result.notes:
+        log(f"note: {note}")
+    counts = ", ".join(f"{label}: {n}" for label, n in result.counts.items())
+    log(f"synthesized {counts} ({result.skipped} already done)")
+    return out / MANIFEST_FILE
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    """One classifier run of the study."""
+
+    arm: str
+    seed: int
+    mix: float
+    out: Path
+    init_from: Path | None = None
+    train_size: int | None = None
+    report: bool = True  # pretrain-only runs are not arms of the report
+
+
+def plan_runs(cfg: ClassifierStageConfig, out: Path, n_synthetic: int) -> list[ArmRun]:
+    """Arms x seeds, in training order (a pretrain run before the run starting from it)."""
+    runs: list[ArmRun] = []
+    for seed in cfg.seeds:
+        runs.append(ArmRun("real", seed, 0.0, out / "runs" / f"real-seed{seed}"))
+        synthetic = out / "runs" / f"synthetic-seed{seed}"
+        if cfg.synthetic_arm:
+            runs.append(ArmRun("synthetic", seed, 1.0, synthetic))
+        for m in sorted(cfg.mixes):
+            arm = f"mix{m:g}"
+            runs.append(ArmRun(arm, seed, m, out / "runs" / f"{arm}-seed{seed}"))
+        if cfg.pretrain_finetune:
+            pretrain = synthetic
+            if cfg.pretrain_all_synthetic or not cfg.synthetic_arm:
+                pretrain = out / "pretrain" / f"synthetic-seed{seed}"
+                size = n_synthetic if cfg.pretrain_all_synthetic else None
+                runs.append(ArmRun("synthetic-pretrain", seed, 1.0, pretrain, None, size, False))
+            arm = "pretrain-finetune"
+            runs.append(ArmRun(arm, seed, 0.0, out / "runs" / f"{arm}-seed{seed}", pretrain))
+    return runs
+
+
+def stage_train(
+    cfg: ClassifierStageConfig,
+    real: Path,
+    synthetic: Path,
+    run: ArmRun,
+    log: Callable[[str], None],
+) -> Path:
+    """One classifier run (classifier.train.train_classifier); resumes a cut run."""
+    from classifier.train import TrainConfig, train_classifier
+
+    train_cfg = TrainConfig(
+        real=real,
+        out=run.out,
+        synthetic=synthetic if run.mix > 0 else None,
+        mix=run.mix,
+        train_size=run.train_size,
+        backbone=cfg.backbone,
+        labels=tuple(cfg.labels),
+        pretrained=Path(cfg.pretrained) if cfg.pretrained else None,
+        init_from=run.init_from,
+        uncertain=cfg.uncertain,
+        image_size=cfg.image_size,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        patience=cfg.patience,
+        seed=run.seed,
+        num_workers=cfg.num_workers,
+        arm=run.arm,
+        resume=run.out.exists() and any(run.out.iterdir()),
+    )
+    return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
+
+
+def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> StudyResult:
+    """Run (or resume) the study in `out`; see the module docstring.
+
+    Args:
+        cfg: the configuration (see :func:`load_study_config`).
+        out: the study folder.
+        log: called with progress lines.
+
+    Returns:
+        The report and where everything is.
+    """
+    from classifier.evaluate import METRICS_FILE
+    from classifier.report import REPORT_FILES, load_report, make_report
+    from manifests.io import atomic_path, read_manifest
+
+    _check_config(cfg)
+    out = Path(out)
+    _check_out(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / STUDY_FILE).is_file():
+        with atomic_path(out / STUDY_FILE) as tmp:
+            tmp.write_text(config_to_toml(cfg))
+    log(f"study {cfg.name!r} in {out} (config: {out / STUDY_FILE})")
+    stages = _Stages(out, log)
+
+    real = out / "data" / "manifest.parquet"
+    if not stages.done("data", real):
+        start = time.perf_counter()
+        stage_data(cfg.data, out / "data", log)
+        stages.finish("data", start)
+
+    generator = out / "generator"
+    if not stages.done("finetune", generator):
+        start = time.perf_counter()
+        log(f"finetune {cfg.generator.base} on the train split -> {generator}")
+        stage_finetune(cfg.generator, real, generator, log)
+        stages.finish("finetune", start)
+
+    synthetic_dir = out / "synthetic"
+    synthetic = synthetic_dir / "manifest.parquet"
+    if not stages.done("synthesize", synthetic):
+        start = time.perf_counter()
+        log(f"synthesize {cfg.synthesis.labels} -> {synthetic_dir}")
+        stage_synthesize(cfg.synthesis, generator, real, synthetic_dir, log)
+        stages.finish("synthesize", start)
+
+    n_synthetic = len(read_manifest(synthetic, columns=[], validate=False).rows)
+    plan = plan_runs(cfg.classifier, out, n_synthetic)
+    train_start = time.perf_counter()
+    for run in plan:
+        name = f"train {run.out.relative_to(out)}"
+        if (run.out / METRICS_FILE).is_file():
+            log(f"skip {name} (done)")
+            stages.skipped.append(name)
+            continue
+        start = time.perf_counter()
+        log(f"{name}: arm {run.arm}, seed {run.seed}")
+        stage_train(cfg.classifier, real, synthetic, run, log)
+        stages.seconds[name] = time.perf_counter() - start
+    runs = [run.out for run in plan if run.report]
+    if any(k.startswith("train ") for k in stages.seconds):
+        stages.seconds["train"] = time.perf_counter() - train_start
+
+    report_dir = out / "report"
+    if stages.done("report", report_dir / "report.json", report_dir / "report.html"):
+        report = load_report(report_dir)
+        files = {name: report_dir / name for name in REPORT_FILES}
+    else:
+        start = time.perf_counter()
+        report, files = make_report(
+            runs,
+            report_dir,
+            synthetic=synthetic,
+            n_boot=cfg.report.n_boot,
+            seed=cfg.report.seed,
+            overwrite=True,
+        )
+        stages.finish("report", start)
+    return StudyResult(
+        out=out,
+        report=report,
+        report_files=files,
+        runs=runs,
+        skipped=stages.skipped,
+        seconds=stages.seconds,
+    )
+
+
+def clear_study(out: Path) -> None:
+    """Delete a study folder made by `run_study` (refuses other folders)."""
+    out = Path(out)
+    if not (out / STUDY_FILE).is_file():
+        raise UserError(f"--overwrite: {out} holds no {STUDY_FILE}; refusing to delete it")
+    shutil.rmtree(out)
+
+
+__all__ = [
+    "PRESETS",
+    "ArmRun",
+    "ClassifierStageConfig",
+    "DataConfig",
+    "GeneratorConfig",
+    "ReportStageConfig",
+    "StudyConfig",
+    "StudyResult",
+    "SynthesisStageConfig",
+    "clear_study",
+    "config_to_toml",
+    "load_study_config",
+    "plan_runs",
+    "run_study",
+]

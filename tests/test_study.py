@@ -1,0 +1,140 @@
+"""cxraug study: presets and TOML config, the run plan, and the smoke study end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from manifests.errors import UserError
+from study import (
+    PRESETS,
+    StudyConfig,
+    config_to_toml,
+    load_study_config,
+    plan_runs,
+)
+
+runner = CliRunner()
+
+
+def test_presets_round_trip_through_toml(tmp_path):
+    for name in PRESETS:
+        cfg = load_study_config(name)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(config_to_toml(cfg))
+        assert asdict(load_study_config(None, path)) == asdict(cfg)
+    assert load_study_config().name == "demo"  # the default
+
+
+def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[classifier]\nseeds = [3, 4]\nmixes = [0.25, 0.75]\nlr = 1\n")
+    cfg = load_study_config("smoke", path)
+    assert cfg.classifier.seeds == [3, 4] and cfg.classifier.mixes == [0.25, 0.75]
+    assert cfg.classifier.lr == 1.0 and isinstance(cfg.classifier.lr, float)
+    assert cfg.classifier.backbone == "test_resnet"  # the rest from the preset
+    assert load_study_config(None, path).name == "mine"
+
+    path.write_text("[classifier]\nepochz = 3\n")
+    with pytest.raises(UserError, match=r"mine.toml: unknown key 'classifier.epochz'; valid: "):
+        load_study_config("smoke", path)
+    path.write_text('[classifier]\nepochs = "three"\n')
+    with pytest.raises(UserError, match=r"mine.toml: key 'classifier.epochs': 'three' is not an"):
+        load_study_config("smoke", path)
+    path.write_text("[data]\nmanifest = 5\n")
+    with pytest.raises(UserError, match=r"key 'data.manifest': 5 is not str"):
+        load_study_config("smoke", path)
+    path.write_text("classifier = 3\n")
+    with pytest.raises(UserError, match="'classifier' must be a table"):
+        load_study_config("smoke", path)
+    path.write_text("[classifier\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_study_config("smoke", path)
+    with pytest.raises(UserError, match="unknown preset 'big'; valid: demo, smoke"):
+        load_study_config("big")
+
+
+def test_plan_runs_arms_and_pretrain_sources(tmp_path):
+    cfg = load_study_config("smoke").classifier
+    cfg.seeds, cfg.mixes = [0, 1], [0.75, 0.25]
+    plan = plan_runs(cfg, tmp_path, n_synthetic=40)
+    names = [str(r.out.relative_to(tmp_path)) for r in plan]
+    assert names[:5] == [
+        "runs/real-seed0",
+        "runs/synthetic-seed0",
+        "runs/mix0.25-seed0",
+        "runs/mix0.75-seed0",
+        "runs/pretrain-finetune-seed0",
+    ]
+    assert len(plan) == 10 and all(r.report for r in plan)
+    assert plan[4].init_from == tmp_path / "runs" / "synthetic-seed0"
+    cfg.pretrain_all_synthetic = True
+    plan = plan_runs(cfg, tmp_path, n_synthetic=40)
+    pre = [r for r in plan if not r.report]
+    assert [r.train_size for r in pre] == [40, 40] and pre[0].out.parent.name == "pretrain"
+    assert plan[plan.index(pre[0]) + 1].init_from == pre[0].out
+
+
+def test_cli_bad_preset_and_config_are_one_line_errors(tmp_path):
+    result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--preset", "huge"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --preset: unknown preset 'huge'; valid: demo, smoke"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[report]\nn_boot = 1.5\n")
+    result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--config", str(bad)])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "report.n_boot" in line and str(bad) in line
+    bad.write_text("[classifier]\nmixes = [1.0]\n")
+    result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--config", str(bad)])
+    assert result.exit_code == 2 and "0 < m < 1" in result.output
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_smoke_study_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "study"
+    start = time.perf_counter()
+    result = runner.invoke(
+        app, ["study", "--preset", "smoke", "--out", str(out)], env={"COLUMNS": "160"}
+    )
+    first = time.perf_counter() - start
+    assert result.exit_code == 0, result.output
+    arms = {"real", "synthetic", "mix0.5", "pretrain-finetune"}
+    for folder in ("data", "generator", "synthetic", "report"):
+        assert (out / folder).is_dir(), folder
+    assert (out / "study.toml").is_file()
+    assert {p.name for p in (out / "runs").iterdir()} == {f"{a}-seed0" for a in arms}
+    csv = pd.read_csv(out / "report" / "report.csv")
+    assert set(csv.arm) == arms
+    assert set(csv.label) == {"Pleural Effusion", "Pneumothorax", "macro"}
+    html = (out / "report" / "report.html").read_text()
+    assert all(arm in html for arm in arms) and "Synthetic samples per label" in html
+    assert "report.html" in result.output and "Δ vs real" in result.output
+    config = json.loads((out / "runs" / "pretrain-finetune-seed0" / "config.json").read_text())
+    assert config["init_from"] == str((out / "runs" / "synthetic-seed0").resolve())
+
+    # A re-run skips every stage and prints the same table.
+    start = time.perf_counter()
+    again = runner.invoke(
+        app, ["study", "--preset", "smoke", "--out", str(out)], env={"COLUMNS": "160"}
+    )
+    assert again.exit_code == 0, again.output
+    for stage in ("data", "finetune", "synthesize", "report"):
+        assert f"skip {stage}" in again.output
+    assert again.output.count("skip train") == len(arms)
+    assert time.perf_counter() - start < min(10.0, first)
+    # Another configuration in the same folder is refused.
+    other = tmp_path / "other.toml"
+    other.write_text("[classifier]\nepochs = 2\n")
+    result = runner.invoke(
+        app, ["study", "--preset", "smoke", "--config", str(other), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "classifier.epochs was 1, now 2" in result.output
+    assert isinstance(load_study_config("smoke"), StudyConfig)
