@@ -107,7 +107,8 @@ class GeneratorEvalConfig:
         drop_memorized: also write the synthetic manifest without the flagged rows, to
             `filtered_manifest` (default `<synthetic stem>.unmemorized.parquet` beside the
             synthetic manifest; it must lie above the synthetic images, which stay put).
-        ssim_size: side images are resized to for MS-SSIM (default: the synthetic size).
+        ssim_size: side images are resized to for MS-SSIM (default: the synthetic images'
+            size, at most 256).
         max_pairs: pairs per group for MS-SSIM (and at most 20x that in all per comparison).
         max_real: use at most this many real images per split (random, seeded); None = all.
         thumbnails: pairs shown in `memorization.png`.
@@ -285,30 +286,51 @@ def fidelity_table(
 # ---------------------------------------------------------------- diversity
 
 
-def _load_resized(paths: list[Path], size: int) -> np.ndarray:
-    out = np.empty((len(paths), size, size), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        img = load_image(path)
-        if img.shape != (size, size):
-            img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
-        out[i] = img
-    return out
+class _ImageBank:
+    """Images of a manifest resized to one size, decoded on first use and kept.
+
+    Only images that take part in a sampled pair are ever read, so memory is bounded by the
+    number of pairs, not by the size of the manifests.
+    """
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = paths, size
+        self._images: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), self.size, self.size), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            i = int(i)
+            if i not in self._images:
+                img = load_image(self.paths[i])
+                if img.shape != (self.size, self.size):
+                    img = np.asarray(
+                        Image.fromarray(img).resize(
+                            (self.size, self.size), Image.Resampling.BILINEAR
+                        )
+                    )
+                self._images[i] = img
+            out[k] = self._images[i]
+        return out
 
 
-def _pairs_ms_ssim(images: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def _pairs_ms_ssim(bank: _ImageBank, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     values = [
-        ms_ssim(images[first[s : s + 256]], images[second[s : s + 256]])
-        for s in range(0, len(first), 256)
+        ms_ssim(bank[first[s : s + 128]], bank[second[s : s + 128]])
+        for s in range(0, len(first), 128)
     ]
     return np.concatenate(values) if values else np.zeros(0)
 
 
-def _group_pairs(groups: np.ndarray, max_pairs: int, cap: int, seed: int):
+def _group_pairs(
+    groups: np.ndarray, members: np.ndarray, max_pairs: int, cap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs within equal `groups` values, as indices from `members`; at most `cap` in all."""
     first, second = pair_indices(groups, max_pairs, seed)
     if len(first) > cap:
-        pick = np.random.default_rng(seed).choice(len(first), cap, replace=False)
+        pick = np.sort(np.random.default_rng(seed).choice(len(first), cap, replace=False))
         first, second = first[pick], second[pick]
-    return first, second
+    return members[first], members[second]
 
 
 def diversity_table(
@@ -320,17 +342,20 @@ def diversity_table(
 ) -> pd.DataFrame:
     """Mean MS-SSIM (lower = more diverse) of synthetic and real image pairs.
 
-    Rows: synthetic pairs sharing a prompt, synthetic pairs sharing a target label (per
-    label), real train pairs positive for that label, real train pairs of one patient.
-    Images are resized to `size` so both sides use the same scales.
+    Rows: synthetic pairs sharing a prompt (at most `max_pairs` per prompt), synthetic
+    pairs sharing a target label, real train pairs positive for that label (per label),
+    real train pairs of one patient (at most `max_pairs` per patient); each comparison
+    draws at most 20 x `max_pairs` pairs. Images are resized to `size` so both sides use
+    the same MS-SSIM scales.
     """
     cap = 20 * max_pairs
     syn_rows = synthetic.rows
-    real_train = real.rows["split"].to_numpy() == "train"
-    syn_images = _load_resized(synthetic.image_paths(), size)
+    syn_bank = _ImageBank(synthetic.image_paths(), size)
+    real_bank = _ImageBank(real.image_paths(), size)
     records = []
 
-    def add(comparison: str, label: str, values: np.ndarray) -> None:
+    def add(comparison: str, label: str, bank: _ImageBank, pairs) -> None:
+        values = _pairs_ms_ssim(bank, *pairs)
         records.append(
             {
                 "comparison": comparison,
@@ -341,46 +366,32 @@ def diversity_table(
             }
         )
 
+    everyone = np.arange(len(syn_rows))
     if "prompt" in syn_rows.columns:
-        f, s = _group_pairs(syn_rows["prompt"].fillna("").to_numpy(), max_pairs, cap, seed)
-        add("synthetic, same prompt", "all", _pairs_ms_ssim(syn_images, f, s))
+        prompts = syn_rows["prompt"].fillna("").to_numpy()
+        add("synthetic, same prompt", "all", syn_bank,
+            _group_pairs(prompts, everyone, max_pairs, cap, seed))  # fmt: skip
     targets = (
         syn_rows["target_label"].fillna("").to_numpy()
         if "target_label" in syn_rows.columns
         else np.array([""] * len(syn_rows))
     )
-    # Real images: train only, at most `cap` per label and for the patient pairs, loaded once.
-    rng = np.random.default_rng(seed)
-    train_idx = np.flatnonzero(real_train)
-    wanted: dict[str, np.ndarray] = {}
-    for label in pd.unique(targets):
-        if label in real.labels:
-            pos = train_idx[real.rows[label].to_numpy()[train_idx] == 1]
-            wanted[label] = pos if len(pos) <= cap else np.sort(rng.choice(pos, cap, False))
-    patients = real.rows["patient_id"].to_numpy()
-    multi = pd.Series(patients[train_idx]).duplicated(keep=False).to_numpy()
-    patient_idx = train_idx[multi]
-    if len(patient_idx) > cap:
-        patient_idx = np.sort(rng.choice(patient_idx, cap, False))
-    needed = np.unique(np.concatenate([*wanted.values(), patient_idx, np.zeros(0, int)]))
-    needed = needed.astype(np.int64)
-    real_paths = real.image_paths()
-    real_images = _load_resized([real_paths[i] for i in needed], size)
-    where = {int(r): i for i, r in enumerate(needed)}
+    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     for label in pd.unique(targets):
         if not label:
             continue
         members = np.flatnonzero(targets == label)
-        f, s = _group_pairs(np.zeros(len(members)), max_pairs * 20, cap, seed)
-        add("synthetic, same target label", label, _pairs_ms_ssim(syn_images[members], f, s))
-        if label in wanted and len(wanted[label]) >= 2:
-            local = np.array([where[int(r)] for r in wanted[label]])
-            f, s = _group_pairs(np.zeros(len(local)), max_pairs * 20, cap, seed)
-            add("real train, same label", label, _pairs_ms_ssim(real_images[local], f, s))
-    if len(patient_idx) >= 2:
-        local = np.array([where[int(r)] for r in patient_idx])
-        f, s = _group_pairs(patients[patient_idx], max_pairs, cap, seed)
-        add("real train, same patient", "all", _pairs_ms_ssim(real_images[local], f, s))
+        add("synthetic, same target label", label, syn_bank,
+            _group_pairs(np.zeros(len(members)), members, cap, cap, seed))  # fmt: skip
+        if label in real.labels:
+            positives = train[real.rows[label].to_numpy()[train] == 1]
+            if len(positives) >= 2:
+                add("real train, same label", label, real_bank,
+                    _group_pairs(np.zeros(len(positives)), positives, cap, cap, seed))  # fmt: skip
+    patients = real.rows["patient_id"].to_numpy()[train]
+    if pd.Series(patients).duplicated().any():
+        add("real train, same patient", "all", real_bank,
+            _group_pairs(patients, train, max_pairs, cap, seed))  # fmt: skip
     return pd.DataFrame(records)
 
 
@@ -708,7 +719,8 @@ def evaluate_generator(
         )
 
     say("diversity (MS-SSIM)")
-    size = cfg.ssim_size or int(load_image(synthetic.image_paths()[0]).shape[0])
+    # MS-SSIM at the synthetic images' size, at most 256 px (5 scales fit from 176 px up).
+    size = cfg.ssim_size or min(256, int(min(load_image(synthetic.image_paths()[0]).shape)))
     tables["diversity"] = diversity_table(synthetic, real, size, cfg.max_pairs, cfg.seed)
     if "prompt" in synthetic.rows and not synthetic.rows["prompt"].duplicated().any():
         notes.append("every synthetic prompt is unique: no same-prompt MS-SSIM pairs")
