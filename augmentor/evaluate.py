@@ -1131,6 +1131,7 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
                 ["label", "base_auroc", "finetuned_auroc", "delta", "relative_pct"],
             ),
         ]
+        blocks += [("p", f"Probe note: {note}") for note in probe.get("notes", [])]
     for note in doc.get("notes", []):
         blocks.append(("p", f"Note: {note}"))
     return blocks

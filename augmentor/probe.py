@@ -119,15 +119,24 @@ def _relative(base: float, delta: float) -> float:
     return 100.0 * delta / base if math.isfinite(delta) and base > 0 else float("nan")
 
 
-def probe_text_encoder(cfg: ProbeConfig) -> pd.DataFrame:
+@dataclass
+class ProbeResult:
+    """The per-label table (see `probe_text_encoder`) and notes on how to read it."""
+
+    table: pd.DataFrame
+    notes: list[str]
+
+
+def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
     """Per label: held-out AUROC of a linear probe on base vs fine-tuned report embeddings.
 
     Targets: 1 positive; 0 negative or not mentioned (NaN); uncertain (-1) reports are
     left out of that label's probe. Each distinct report text is embedded once.
 
     Returns:
-        columns label, n_train, n_train_pos, n_heldout, n_heldout_pos, base_auroc,
-        finetuned_auroc, delta (absolute), relative_pct (delta / base AUROC * 100), note.
+        a table with columns label, n_train, n_train_pos, n_heldout, n_heldout_pos,
+        base_auroc, finetuned_auroc, delta (absolute), relative_pct (delta / base AUROC *
+        100), note; and notes (e.g. that the encoders are identical).
     """
     if cfg.pooling not in POOLINGS:
         raise UserError(f"--pooling: {cfg.pooling!r} is not valid; valid: {', '.join(POOLINGS)}")
@@ -177,16 +186,25 @@ def probe_text_encoder(cfg: ProbeConfig) -> pd.DataFrame:
             which
         ]
         del encoder
+    notes = [
+        f"{len(unique)} distinct report texts; probes fit on {int(train.sum())} train reports, "
+        f"scored on {int(held.sum())} val/test reports"
+    ]
+    if np.allclose(embeddings["base"], embeddings["finetuned"]):
+        notes.append(
+            "base and fine-tuned text encoders give identical embeddings: the generator was "
+            "fine-tuned without --train-text-encoder, so no change is expected"
+        )
     records = []
     for label in labels:
         y = binary_targets(rows[label].to_numpy())
         keep = y >= 0
         tr, te = train & keep, held & keep
-        aucs, notes = {}, []
+        aucs, reasons = {}, []
         for name, x in embeddings.items():
             aucs[name], note = linear_probe_auroc(x[tr], y[tr], x[te], y[te], cfg.seed, cfg.c)
             if note:
-                notes.append(note)
+                reasons.append(note)
         delta = aucs["finetuned"] - aucs["base"]
         records.append(
             {
@@ -199,7 +217,7 @@ def probe_text_encoder(cfg: ProbeConfig) -> pd.DataFrame:
                 "finetuned_auroc": aucs["finetuned"],
                 "delta": delta,
                 "relative_pct": _relative(aucs["base"], delta),
-                "note": "; ".join(dict.fromkeys(notes)),
+                "note": "; ".join(dict.fromkeys(reasons)),
             }
         )
     table = pd.DataFrame(records)
@@ -208,6 +226,7 @@ def probe_text_encoder(cfg: ProbeConfig) -> pd.DataFrame:
             "schema": PROBE_SCHEMA,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "n_unique_reports": len(unique),
+            "notes": notes,
             "rows": [
                 {
                     k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -219,4 +238,4 @@ def probe_text_encoder(cfg: ProbeConfig) -> pd.DataFrame:
         write_json(json_path, doc, overwrite=True)
         with atomic_path(json_path.with_suffix(".csv"), overwrite=True) as tmp:
             table.to_csv(tmp, index=False)
-    return table
+    return ProbeResult(table=table, notes=notes)

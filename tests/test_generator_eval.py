@@ -291,6 +291,8 @@ def test_probe_text_encoder_runs_on_the_tiny_model(tmp_path, phantom_manifest, t
     for row in rows.values():
         assert 0.0 <= row["base_auroc"] <= 1.0 and 0.0 <= row["finetuned_auroc"] <= 1.0
         assert row["delta"] == pytest.approx(row["finetuned_auroc"] - row["base_auroc"])
+    same = CliRunner().invoke(app, [*args[:3], "--finetuned", str(base), *args[5:7]])
+    assert same.exit_code == 0 and "identical" in same.output, same.output
 
 
 @pytest.mark.parametrize(
