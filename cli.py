@@ -620,7 +620,7 @@ def probe_text_encoder_cmd(
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
     from augmentor.probe import ProbeConfig, probe_text_encoder
 
-    table = probe_text_encoder(
+    result = probe_text_encoder(
         ProbeConfig(
             base=base,
             finetuned=finetuned,
@@ -632,6 +632,8 @@ def probe_text_encoder_cmd(
             overwrite=overwrite,
         )
     )
-    _print_frame(table, "text encoder probe: held-out report AUROC (base vs fine-tuned)")
+    _print_frame(result.table, "text encoder probe: held-out report AUROC (base vs fine-tuned)")
+    for note in result.notes:
+        console.print(f"note: {note}")
     if out is not None:
         console.print(f"wrote {out / 'text_encoder_probe.json'}")
