@@ -279,6 +279,125 @@ def import_folder_cmd(
 # ---------------------------------------------------------------- generator (issue 3)
 
 
+@app.command("finetune")
+def finetune_cmd(
+    manifest: Annotated[
+        Path, typer.Option("--manifest", "-m", help="Split manifest; its real train rows train.")
+    ],
+    base: Annotated[
+        str,
+        typer.Option(
+            "--base", help="'tiny', a local diffusers SD folder, or a hub id (--allow-download)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output generator folder.")],
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Let --base be fetched from the hub.")
+    ] = False,
+    resolution: Annotated[
+        int | None, typer.Option("--resolution", help="Image side (default: the base's).")
+    ] = None,
+    train_text_encoder: Annotated[
+        bool,
+        typer.Option("--train-text-encoder", help="Train the text encoder too (RoentGen's best)."),
+    ] = False,
+    lora_rank: Annotated[
+        int | None, typer.Option("--lora-rank", help="Train LoRA adapters of this rank instead.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option("--learning-rate", help="Default: 5e-5 (RoentGen), 1e-4 LoRA, 5e-4 tiny."),
+    ] = None,
+    lr_scheduler: Annotated[
+        str,
+        typer.Option("--lr-scheduler", help="constant, constant_with_warmup, linear, cosine, ..."),
+    ] = "constant",
+    lr_warmup_steps: Annotated[int, typer.Option("--lr-warmup-steps")] = 0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per process per step.")
+    ] = 4,
+    gradient_accumulation_steps: Annotated[int, typer.Option("--gradient-accumulation-steps")] = 1,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps in all.")] = 1000,
+    ema: Annotated[bool, typer.Option("--ema", help="Keep and save EMA weights.")] = False,
+    ema_decay: Annotated[float, typer.Option("--ema-decay")] = 0.9999,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    mixed_precision: Annotated[
+        str | None,
+        typer.Option(
+            "--mixed-precision", help="no, fp16 or bf16 (default: accelerate's, else no)."
+        ),
+    ] = None,
+    snr_gamma: Annotated[
+        float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting (5 is usual).")
+    ] = None,
+    noise_offset: Annotated[float, typer.Option("--noise-offset")] = 0.0,
+    caption_dropout: Annotated[
+        float | None,
+        typer.Option("--caption-dropout", help="Empty-prompt share (default 0.1 tiny, else 0)."),
+    ] = None,
+    seed: Seed = 0,
+    checkpointing_steps: Annotated[int, typer.Option("--checkpointing-steps")] = 500,
+    checkpoints_total_limit: Annotated[
+        int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
+    ] = 2,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="'latest' or a checkpoint folder in --out.")
+    ] = None,
+    validation_prompts: Annotated[
+        list[str] | None,
+        typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
+    ] = None,
+    validation_steps: Annotated[int, typer.Option("--validation-steps")] = 500,
+    autoencoder_steps: Annotated[
+        int, typer.Option("--autoencoder-steps", help="tiny only: autoencoder fitting steps.")
+    ] = 300,
+    no_disk_cache: Annotated[
+        bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
+
+    Runs unchanged under `accelerate launch`.
+    """
+    from augmentor.finetune import FinetuneConfig, finetune
+
+    finetune(
+        FinetuneConfig(
+            manifest=str(manifest),
+            base=base,
+            out=str(out),
+            allow_download=allow_download,
+            resolution=resolution,
+            train_text_encoder=train_text_encoder,
+            lora_rank=lora_rank,
+            learning_rate=learning_rate,
+            lr_scheduler=lr_scheduler,
+            lr_warmup_steps=lr_warmup_steps,
+            batch_size=batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            max_steps=max_steps,
+            ema=ema,
+            ema_decay=ema_decay,
+            gradient_checkpointing=gradient_checkpointing,
+            mixed_precision=mixed_precision,
+            snr_gamma=snr_gamma,
+            noise_offset=noise_offset,
+            caption_dropout=caption_dropout,
+            seed=seed,
+            checkpointing_steps=checkpointing_steps,
+            checkpoints_total_limit=checkpoints_total_limit,
+            resume=resume,
+            overwrite=overwrite,
+            validation_prompts=tuple(validation_prompts or ()),
+            validation_steps=validation_steps,
+            autoencoder_steps=autoencoder_steps,
+            cache_latents_on_disk=not no_disk_cache,
+        ),
+        log=console.print,
+    )
+
+
 # ---------------------------------------------------------------- classifier, report, study (issue 4)
 
 

@@ -1,0 +1,517 @@
+"""Fine-tuning on the tiny base and phantom data: a few steps each, seconds per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import augmentor.finetune as ft
+from augmentor.base import build_tiny_pipeline, check_pipeline_dir
+from augmentor.finetune import FinetuneConfig, finetune, latest_checkpoint
+from augmentor.latents import (
+    cache_latents,
+    encode_posterior,
+    load_pixels,
+    preprocess_image,
+    sample_latents,
+)
+from cli import app
+from manifests.errors import UserError
+from manifests.io import manifest_digest, read_manifest, write_manifest
+
+CXRAUG = Path(sys.executable).parent / "cxraug"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+def _cfg(manifest: Path, out: Path, **kw) -> FinetuneConfig:
+    base = dict(
+        manifest=str(manifest),
+        base="tiny",
+        out=str(out),
+        batch_size=4,
+        max_steps=2,
+        autoencoder_steps=2,
+        checkpointing_steps=2,
+        show_progress=False,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    assert files, f"no safetensors in {folder}"
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(f))
+    return out
+
+
+def _changed(a: dict, b: dict) -> set[str]:
+    assert set(a) == set(b)
+    return {k for k in a if not torch.equal(a[k], b[k])}
+
+
+@pytest.fixture(scope="module")
+def base_tiny():
+    return build_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def finished_run(phantom_manifest, tmp_path_factory) -> Path:
+    """3 steps with EMA, validation images every 2 steps, checkpoints every 2 keeping 1."""
+    out = tmp_path_factory.mktemp("ft") / "gen"
+    cfg = _cfg(
+        phantom_manifest,
+        out,
+        max_steps=3,
+        ema=True,
+        ema_decay=0.5,
+        checkpoints_total_limit=1,
+        validation_prompts=("Large right pleural effusion.", "No acute cardiopulmonary process."),
+        validation_steps=2,
+        validation_inference_steps=2,
+    )
+    assert finetune(cfg) == out
+    return out
+
+
+# ------------------------------------------------------------------ save and load
+
+
+def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_manifest):
+    from diffusers import StableDiffusionPipeline
+
+    out = finished_run
+    check_pipeline_dir(out)
+    for component in ("unet", "vae", "text_encoder"):
+        files = os.listdir(out / component)
+        assert any(f.endswith(".safetensors") for f in files)
+        assert not any(f.endswith(".bin") for f in files), files
+    record = json.loads((out / "cxraug.json").read_text())
+    assert record["global_step"] == 3
+    assert record["manifest_digest"] == manifest_digest(phantom_manifest)
+    assert record["config"]["max_steps"] == 3 and record["base"] == "tiny"
+    assert record["resolution"] == 64 and record["image_channels"] == 1
+    rows = read_manifest(phantom_manifest).rows
+    assert record["n_train_images"] == int(
+        ((rows["split"] == "train") & (rows["source"] == "real")).sum()
+    )
+    fit = record["autoencoder_fit"]
+    assert fit["steps"] == 2 and fit["error_after"] < fit["error_before"]
+    assert [s for s, _ in record["losses"]] == [1, 2, 3]
+
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe.vae.config.scaling_factor == pytest.approx(fit["scaling_factor"])
+    image = pipe(
+        "Small left pneumothorax.",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert image.shape == (1, 64, 64, 1) and np.isfinite(image).all()
+
+    # Validation grids at steps 2 and 3 (the last step), one tile per prompt.
+    grids = sorted(p.name for p in (out / "validation").glob("*.png"))
+    assert grids == ["step-0000002.png", "step-0000003.png"]
+    from PIL import Image
+
+    assert Image.open(out / "validation" / grids[-1]).size == (128, 64)
+    # Only the newest checkpoint is kept (limit 1); it is the final step.
+    assert [p.name for p in ft.list_checkpoints(out)] == ["checkpoint-3"]
+
+
+def test_ema_weights_are_saved(finished_run):
+    """The exported UNet holds the EMA shadow weights, not the raw trained ones."""
+    out = finished_run
+    saved = _weights(out / "unet")
+    raw = load_file(out / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert _changed(saved, {k: raw[k] for k in saved})  # EMA differs from the raw weights
+    ema = torch.load(
+        out / "checkpoints" / "checkpoint-3" / "custom_checkpoint_1.pkl", weights_only=False
+    )
+    shadow = ema["shadow_params"]
+    unet = build_tiny_pipeline().unet
+    names = [n for n, _ in unet.named_parameters()]
+    assert len(shadow) == len(names)
+    for name, value in zip(names, shadow, strict=True):
+        torch.testing.assert_close(saved[name], value.float())
+
+
+def test_frozen_text_encoder_is_unchanged(finished_run, base_tiny):
+    te = _weights(finished_run / "text_encoder")
+    base = base_tiny.text_encoder.state_dict()
+    assert not _changed(te, {k: base[k] for k in te})
+
+
+# ------------------------------------------------------------------ resume
+
+
+def test_interrupted_run_resumes_to_the_same_weights(phantom_manifest, tmp_path, monkeypatch):
+    """Killed after its step-2 checkpoint, `--resume latest` continues to step 4 exactly."""
+    straight = finetune(_cfg(phantom_manifest, tmp_path / "straight", max_steps=4))
+
+    real_save = ft.save_checkpoint
+
+    def save_then_die(accelerator, state, out, limit):
+        real_save(accelerator, state, out, limit)
+        raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    monkeypatch.setattr(ft, "save_checkpoint", save_then_die)
+    cfg = _cfg(phantom_manifest, tmp_path / "killed", max_steps=4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg)
+    monkeypatch.setattr(ft, "save_checkpoint", real_save)
+    killed = Path(cfg.out)
+    assert not (killed / "cxraug.json").exists()  # not marked finished
+    assert latest_checkpoint(killed).name == "checkpoint-2"
+
+    # Without --resume the folder is refused; changing what trains is refused too.
+    with pytest.raises(UserError, match="--resume"):
+        finetune(cfg)
+    with pytest.raises(UserError, match="learning_rate"):
+        finetune(replace(cfg, resume="latest", learning_rate=1e-2))
+
+    finetune(replace(cfg, resume="latest"))
+    record = json.loads((killed / "cxraug.json").read_text())
+    assert record["global_step"] == 4 and record["resumed_from"] == [2]
+    assert [s for s, _ in record["losses"]] == [1, 2, 3, 4]
+    assert not _changed(_weights(straight / "unet"), _weights(killed / "unet"))
+
+    # A finished run resumed again has nothing to do; a larger --max-steps continues it.
+    finetune(replace(cfg, resume="latest"))
+    finetune(replace(cfg, resume="latest", max_steps=5))
+    record = json.loads((killed / "cxraug.json").read_text())
+    assert record["global_step"] == 5 and record["resumed_from"] == [2, 4]
+
+
+def test_half_written_checkpoint_is_never_latest(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "checkpoint-2").mkdir(parents=True)
+    (ckpt / "checkpoint-10").mkdir()
+    (ckpt / ".tmp-checkpoint-12").mkdir()  # a save killed half-way keeps its temp name
+    (ckpt / "checkpoint-x").mkdir()
+    assert latest_checkpoint(tmp_path).name == "checkpoint-10"
+    ft._clean_temporaries(tmp_path)
+    assert not (ckpt / ".tmp-checkpoint-12").exists()
+    assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(phantom_manifest, tmp_path):
+    """A real process killed with SIGKILL after its first checkpoint resumes and finishes."""
+    out = tmp_path / "gen"
+    args = [
+        str(CXRAUG), "finetune", "--manifest", str(phantom_manifest), "--base", "tiny",
+        "--out", str(out), "--batch-size", "4", "--max-steps", "12", "--autoencoder-steps", "2",
+        "--checkpointing-steps", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while latest_checkpoint(out) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (out / "cxraug.json").exists()
+    first = ft.checkpoint_step(latest_checkpoint(out))
+    assert first is not None and first < 12
+    done = subprocess.run([*args, "--resume", "latest"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((out / "cxraug.json").read_text())
+    assert record["global_step"] == 12 and record["resumed_from"][0] >= first
+
+
+# ------------------------------------------------------------------ what trains
+
+
+def test_lora_trains_adapters_only_and_saves_them(phantom_manifest, tmp_path, base_tiny):
+    from diffusers import StableDiffusionPipeline
+
+    out = finetune(_cfg(phantom_manifest, tmp_path / "lora", lora_rank=4))
+    saved = _weights(out / "unet")
+    base = base_tiny.unet.state_dict()
+    changed = _changed(saved, {k: base[k] for k in saved})
+    targets = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")
+    assert changed and all(k.endswith(targets) for k in changed)  # merged LoRA
+    assert not any("lora" in k for k in saved)  # plain diffusers weights
+    te = _weights(out / "text_encoder")
+    assert not _changed(te, {k: base_tiny.text_encoder.state_dict()[k] for k in te})
+
+    # The adapters alone, loaded into the base with plain diffusers and fused, give the same UNet.
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    pipe = build_tiny_pipeline()
+    pipe.load_lora_weights(out / "lora")
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    fused = pipe.unet.state_dict()
+    for k in saved:
+        torch.testing.assert_close(fused[k], saved[k])
+    assert StableDiffusionPipeline.from_pretrained(out).unet is not None
+
+
+def test_train_text_encoder_changes_it(phantom_manifest, tmp_path, base_tiny):
+    out = finetune(_cfg(phantom_manifest, tmp_path / "te", train_text_encoder=True))
+    te = _weights(out / "text_encoder")
+    base = base_tiny.text_encoder.state_dict()
+    changed = _changed(te, {k: base[k] for k in te})
+    assert any("self_attn" in k for k in changed) and any("mlp" in k for k in changed)
+    unet = _weights(out / "unet")
+    assert _changed(unet, {k: base_tiny.unet.state_dict()[k] for k in unet})
+
+
+def test_rgb_v_prediction_base_keeps_autoencoder_frozen(phantom_manifest, tmp_path):
+    """A local SD-2-like folder: RGB autoencoder fed grayscale, v_prediction honoured."""
+    from diffusers import AutoencoderKL, PNDMScheduler
+
+    pipe = build_tiny_pipeline()
+    torch.manual_seed(1)
+    pipe.vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    pipe.scheduler = PNDMScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction"
+    )
+    base = tmp_path / "sd2-like"
+    pipe.save_pretrained(base, safe_serialization=True)
+
+    out = finetune(
+        _cfg(phantom_manifest, tmp_path / "gen", base=str(base), snr_gamma=5.0, noise_offset=0.05)
+    )
+    record = json.loads((out / "cxraug.json").read_text())
+    assert record["prediction_type"] == "v_prediction" and record["image_channels"] == 3
+    assert record["autoencoder_fit"] is None
+    assert not _changed(_weights(base / "vae"), _weights(out / "vae"))
+    assert _changed(_weights(base / "unet"), _weights(out / "unet"))
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_cached_posterior_equals_encoding_on_the_fly(
+    phantom_manifest, tmp_path, base_tiny, monkeypatch
+):
+    import augmentor.latents as lat
+
+    m = read_manifest(phantom_manifest)
+    paths = m.image_paths()[:5]
+    vae = base_tiny.vae.eval()
+    cached = cache_latents(vae, paths, 64, 1, cache_dir=tmp_path, batch_size=2)
+    direct = vae.encode(load_pixels(paths, 64, 1)).latent_dist
+    torch.testing.assert_close(cached, direct.parameters, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached, encode_posterior(vae, load_pixels(paths, 64, 1)))
+
+    def no_encoding(*a, **k):
+        raise AssertionError("the disk cache should have answered")
+
+    monkeypatch.setattr(lat, "encode_posterior", no_encoding)
+    again = cache_latents(vae, paths, 64, 1, cache_dir=tmp_path, batch_size=2)
+    assert torch.equal(again, cached)
+    # Another resolution is another cache entry, never a stale hit.
+    monkeypatch.undo()
+    assert cache_latents(vae, paths[:1], 32, 1, cache_dir=tmp_path).shape[-1] == 8
+
+    # Each step samples the cached posterior: draws differ, their mean is the posterior mean.
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_latents(cached, 1.0, gen) for _ in range(300)])
+    assert not torch.equal(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), direct.mean, atol=0.25, rtol=0)
+
+
+def test_grayscale_feeds_rgb_autoencoder():
+    image = (np.arange(80 * 100) % 256).astype(np.uint8).reshape(80, 100)
+    x = preprocess_image(image, 64, 3)
+    assert x.shape == (3, 64, 64)
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+    assert x.min() >= -1 and x.max() <= 1
+    flat = preprocess_image(np.full((64, 64), 255, np.uint8), 64, 1)
+    assert torch.equal(flat, torch.ones(1, 64, 64))
+
+
+def test_diffusion_loss_targets_follow_prediction_type():
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, h, return_dict=False):
+            return (torch.zeros_like(x),)
+
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    hidden = torch.zeros(3, 77, 8)
+    for kind in ("epsilon", "v_prediction"):
+        sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=kind)
+        gen = torch.Generator().manual_seed(7)
+        loss = ft.diffusion_loss(Zero(), sched, latents, hidden, gen)
+        gen = torch.Generator().manual_seed(7)
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, 1000, (3,), generator=gen)
+        target = noise if kind == "epsilon" else sched.get_velocity(latents, noise, t)
+        torch.testing.assert_close(loss, target.pow(2).mean())
+        # Min-SNR: per-sample loss weighted by min(snr, gamma) / snr (or / (snr + 1)).
+        gen = torch.Generator().manual_seed(7)
+        weighted = ft.diffusion_loss(Zero(), sched, latents, hidden, gen, snr_gamma=5.0)
+        snr = compute_snr(sched, t)
+        w = torch.minimum(snr, torch.full_like(snr, 5.0))
+        w = w / snr if kind == "epsilon" else w / (snr + 1)
+        torch.testing.assert_close(weighted, (target.pow(2).mean(dim=(1, 2, 3)) * w).mean())
+
+
+def test_epoch_batches_cover_rows_and_split_ranks():
+    order = ft.epoch_batches(10, batch=2, world=2, epoch=0, seed=0)
+    assert order.shape == (3, 2, 2)
+    assert set(order.flatten().tolist()) == set(range(10))
+    assert not torch.equal(order, ft.epoch_batches(10, 2, 2, epoch=1, seed=0))
+    assert torch.equal(order, ft.epoch_batches(10, 2, 2, epoch=0, seed=0))
+
+
+# ------------------------------------------------------------------ bad input (CLI)
+
+runner = CliRunner()
+
+
+def _cli(*args: str):
+    result = runner.invoke(app, ["finetune", *args])
+    return result, (result.stderr if hasattr(result, "stderr") else result.output)
+
+
+def _assert_user_error(result, text: str, message: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [x for x in message.strip().splitlines() if x]
+    assert len(lines) == 1 and lines[0].startswith("error: "), message
+    assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "text"),
+    [
+        (["--lora-rank", "0"], "--lora-rank"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--lr-scheduler", "sawtooth"], "--lr-scheduler"),
+        (["--mixed-precision", "fp8"], "--mixed-precision"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--snr-gamma", "-5"], "--snr-gamma"),
+        (["--resume", "latest", "--overwrite"], "--resume and --overwrite"),
+    ],
+)
+def test_cli_bad_flags(flags, text, phantom_manifest, tmp_path):
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", "tiny", "--out", str(tmp_path / "o"), *flags
+    )
+    _assert_user_error(result, text, message)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused on CPU only")
+def test_cli_fp16_on_cpu(phantom_manifest, tmp_path):
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", "tiny", "--out", str(tmp_path / "o"),
+        "--mixed-precision", "fp16",
+    )  # fmt: skip
+    _assert_user_error(result, "fp16 needs a GPU", message)
+
+
+def test_cli_base_missing_component(phantom_manifest, tiny_generator_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_generator_dir, broken)
+    shutil.rmtree(broken / "unet")
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", str(broken), "--out", str(tmp_path / "o")
+    )
+    _assert_user_error(result, "unet", message)
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", "someone/model", "--out", str(tmp_path / "o")
+    )
+    _assert_user_error(result, "--allow-download", message)
+
+
+def test_cli_manifest_without_train_rows_or_reports(phantom_manifest, tmp_path):
+    m = read_manifest(phantom_manifest)
+    no_train = m.with_rows(m.rows.assign(split="test"))
+    write_manifest(no_train, tmp_path / "no_train.parquet")
+    result, message = _cli(
+        "--manifest",
+        str(tmp_path / "no_train.parquet"),
+        "--base",
+        "tiny",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    _assert_user_error(result, "no real rows with split 'train'", message)
+
+    no_report = m.with_rows(m.rows.assign(report=[None] * (len(m) - 3) + ["", "  ", None]))
+    write_manifest(no_report, tmp_path / "no_report.parquet")
+    result, message = _cli(
+        "--manifest",
+        str(tmp_path / "no_report.parquet"),
+        "--base",
+        "tiny",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    _assert_user_error(result, "no report text", message)
+
+
+def test_cli_existing_output_is_refused(phantom_manifest, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["--manifest", str(phantom_manifest), "--base", "tiny", "--out", str(out)]
+    result, message = _cli(*args)
+    _assert_user_error(result, "--overwrite", message)
+    result, message = _cli(*args, "--overwrite")
+    _assert_user_error(result, "refusing to delete", message)
+    result, message = _cli(*args, "--resume", "latest")
+    _assert_user_error(result, "not a finetune output", message)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ scale
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_accelerate_launch(phantom_manifest, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo DDP): one output, written once."""
+    out = tmp_path / "gen"
+    cmd = [
+        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(CXRAUG), "finetune", "--manifest", str(phantom_manifest), "--base", "tiny",
+        "--out", str(out), "--max-steps", "3", "--batch-size", "2", "--autoencoder-steps", "2",
+        "--checkpointing-steps", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "cxraug.json").read_text())
+    assert record["num_processes"] == 2 and record["global_step"] == 3
+    ckpt = latest_checkpoint(out)
+    assert {p.name for p in ckpt.glob("random_states_*.pkl")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
+    check_pipeline_dir(out)
