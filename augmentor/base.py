@@ -166,6 +166,19 @@ def check_pipeline_dir(path: Path) -> None:
             raise UserError(f"{folder}: no weights (*.safetensors)")
 
 
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """`from_pretrained`'s dtype argument: `dtype` where diffusers takes it, else `torch_dtype`.
+
+    diffusers followed transformers in renaming `torch_dtype` to `dtype` (and warns on the
+    old name); releases before the rename only know `torch_dtype`.
+    """
+    from diffusers.utils import deprecation_utils
+
+    if hasattr(deprecation_utils, "_resolve_dtype"):
+        return {"dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
 def load_pipeline(
     spec: str | Path,
     allow_download: bool = False,
@@ -185,7 +198,7 @@ def load_pipeline(
         check_pipeline_dir(path)
         return StableDiffusionPipeline.from_pretrained(
             path,
-            torch_dtype=dtype,
+            **dtype_kwargs(dtype),
             safety_checker=None,
             requires_safety_checker=False,
             local_files_only=True,
@@ -196,7 +209,7 @@ def load_pipeline(
             "pass a local diffusers folder, 'tiny', or --allow-download to fetch the hub id"
         )
     return StableDiffusionPipeline.from_pretrained(
-        spec, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        spec, **dtype_kwargs(dtype), safety_checker=None, requires_safety_checker=False
     )
 
 
