@@ -398,6 +398,87 @@ def finetune_cmd(
     )
 
 
+@app.command("synthesize")
+def synthesize_cmd(
+    model: Annotated[
+        Path, typer.Option("--model", help="Generator directory (diffusers pipeline folder).")
+    ],
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels", help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000."
+        ),
+    ],
+    prompts_from: Annotated[
+        Path,
+        typer.Option("--prompts-from", help="Manifest whose train-split reports are the prompts."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    negatives: Annotated[
+        int, typer.Option("--negatives", help="Extra images from 'No Finding' reports.")
+    ] = 0,
+    seed: Seed = 0,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            "--scheduler", help="pndm, ddim, ddpm, dpm++, euler, euler-a, heun, lms, unipc."
+        ),
+    ] = "pndm",
+    num_inference_steps: Annotated[
+        int, typer.Option("--num-inference-steps", help="Denoising steps (RoentGen: 75).")
+    ] = 75,
+    guidance_scale: Annotated[
+        float,
+        typer.Option(
+            "--guidance-scale",
+            help="Classifier-free guidance (4: RoentGen's fidelity/alignment trade-off).",
+        ),
+    ] = 4.0,
+    negative_prompt: Annotated[
+        str | None, typer.Option("--negative-prompt", help="Optional negative prompt.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per call.")] = 8,
+    shard_every: Annotated[
+        int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
+    ] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = "fp32",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted run in --out.")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
+    from augmentor.synthesize import SynthesisConfig, synthesize
+
+    result = synthesize(
+        SynthesisConfig(
+            model=str(model),
+            prompts_from=str(prompts_from),
+            out=str(out),
+            labels=labels,
+            negatives=negatives,
+            seed=seed,
+            scheduler=scheduler,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            batch_size=batch_size,
+            shard_every=shard_every,
+            precision=precision,
+            resume=resume,
+            overwrite=overwrite,
+        )
+    )
+    if result.is_main_process:
+        for note in result.notes:
+            console.print(f"note: {note}")
+        counts = ", ".join(f"{label}: {n}" for label, n in result.counts.items())
+        console.print(
+            f"wrote {result.manifest} ({counts}; generated {result.generated}, "
+            f"skipped {result.skipped} already done)"
+        )
+
+
 # ---------------------------------------------------------------- classifier, report, study (issue 4)
 
 

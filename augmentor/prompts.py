@@ -1,0 +1,173 @@
+"""Prompt plans for label-balanced synthesis: which report prompts which synthetic image.
+
+RoentGen prompts its generator with real radiology reports of positive cases from the
+training split, so a synthetic image carries the labels of the report that made it (a
+pneumothorax report that also mentions an effusion yields Pleural Effusion = 1 too). The
+plan is computed up front by a pure function, is deterministic in its seed, and is small
+(one row of text per image), so generation can stream, shard and resume by plan row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from manifests.errors import UserError
+from manifests.io import Manifest
+from manifests.schema import resolve_label
+
+NEGATIVE_TARGET = "No Finding"
+NEGATIVE_TEMPLATE = "No acute cardiopulmonary process."
+PLAN_COLUMNS = ("row", "target_label", "prompt", "prompt_source", "prompt_study_id", "seed")
+
+_LABEL_SPEC = re.compile(r"^\s*([^:,]*[^:,\s])\s*:\s*([+-]?\d+)\s*$")
+
+
+def parse_label_counts(spec: str, labels: Sequence[str], flag: str = "--labels") -> dict[str, int]:
+    """Parse `pneumothorax:5000,pleural_effusion:5000` into {canonical label: count}.
+
+    Label spellings resolve case-insensitively against `labels` (`pleural_effusion` ==
+    `Pleural Effusion`); a label named twice, a malformed item or a count <= 0 is a UserError.
+    """
+    if not spec or not spec.strip():
+        raise UserError(
+            f"{flag}: empty; expected LABEL:COUNT[,LABEL:COUNT...], e.g. pneumothorax:50"
+        )
+    counts: dict[str, int] = {}
+    for item in spec.split(","):
+        match = _LABEL_SPEC.match(item)
+        if not match:
+            raise UserError(
+                f"{flag}: {item.strip()!r} is not LABEL:COUNT (e.g. pneumothorax:50,pleural_effusion:50)"
+            )
+        name, count = match.group(1), int(match.group(2))
+        label = resolve_label(name, labels, flag)
+        if count <= 0:
+            raise UserError(f"{flag}: count for {name!r} is {count}; it must be a positive integer")
+        if label in counts:
+            raise UserError(f"{flag}: label {label!r} is given more than once")
+        counts[label] = count
+    return counts
+
+
+def template_prompt(label: str) -> str:
+    """The fallback prompt for a label without positive reports, e.g. 'Pneumothorax.'."""
+    return f"{label[:1].upper()}{label[1:].lower()}."
+
+
+def row_seed(seed: int, row: int) -> int:
+    """The generation seed of plan row `row`: independent of the plan's size and batching."""
+    return int(
+        np.random.SeedSequence(entropy=int(seed), spawn_key=(int(row),)).generate_state(1)[0]
+    )
+
+
+def _report_rows(manifest: Manifest, where: str) -> pd.DataFrame:
+    """Train rows that have report text; a UserError when there are none."""
+    rows = manifest.rows
+    train = rows[rows["split"] == "train"]
+    if train.empty:
+        raise UserError(f"{where}: no rows in split 'train' to take prompts from")
+    text = train["report"].astype("string").str.strip()
+    with_text = train[text.notna().to_numpy() & (text.str.len().fillna(0) > 0).to_numpy()]
+    if with_text.empty:
+        raise UserError(f"{where}: no train row has report text to use as a prompt")
+    return with_text
+
+
+def _negative_mask(rows: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
+    """'No Finding' == 1 where the label set has it, else rows with no positive or uncertain label."""
+    if NEGATIVE_TARGET in labels:
+        return rows[NEGATIVE_TARGET].to_numpy(dtype=np.float64) == 1.0
+    values = rows[list(labels)].to_numpy(dtype=np.float64)
+    return ~np.any((values == 1.0) | (values == -1.0), axis=1)
+
+
+def _cycle(pool_size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` indices into a pool: each pass is a fresh permutation, so every item is used once
+    before any repeats."""
+    passes = -(-n // pool_size)
+    return np.concatenate([rng.permutation(pool_size) for _ in range(passes)])[:n]
+
+
+def balanced_prompts(
+    manifest: Manifest,
+    targets: Mapping[str, int],
+    negatives: int = 0,
+    seed: int = 0,
+    where: str = "--prompts-from",
+) -> pd.DataFrame:
+    """The full synthesis plan: one row per image to generate, in generation order.
+
+    For each target label, `targets[label]` rows prompted by reports of train rows with
+    label == 1, cycling through them in a seeded order so every report is used before any
+    repeats; each row carries that report's labels. A label without any positive report
+    falls back to `template_prompt(label)` with the target 1 and every other label NaN
+    (`prompt_source` says 'template'). `negatives` rows come from 'No Finding' reports (or
+    rows with no positive/uncertain label in a set without 'No Finding'); their template
+    fallback is labelled No Finding 1, every other label 0.
+
+    Returns:
+        A DataFrame with `row` (0..N-1), `target_label`, `prompt`, `prompt_source`
+        ('report'/'template'), `prompt_study_id`, `seed` (per row, see `row_seed`) and one
+        float32 column per label of `manifest`.
+    """
+    labels = tuple(manifest.labels)
+    if negatives < 0:
+        raise UserError(f"--negatives: {negatives} is negative; give 0 or more")
+    goals = {resolve_label(name, labels): int(n) for name, n in targets.items()}
+    for label, n in goals.items():
+        if n <= 0:
+            raise UserError(f"--labels: count for {label!r} is {n}; it must be a positive integer")
+    if not goals and negatives == 0:
+        raise UserError("--labels: nothing to generate (no label counts and no --negatives)")
+    reports = _report_rows(manifest, where)
+    values = reports[list(labels)].to_numpy(dtype=np.float32)
+
+    parts: list[pd.DataFrame] = []
+    jobs = [
+        (label, n, reports[label].to_numpy(dtype=np.float64) == 1.0) for label, n in goals.items()
+    ]
+    if negatives:
+        jobs.append((NEGATIVE_TARGET, negatives, _negative_mask(reports, labels)))
+    for k, (target, n, mask) in enumerate(jobs):
+        pool = np.flatnonzero(mask)
+        if len(pool):
+            # One stream per job (seed, k): adding a label never reshuffles another's prompts.
+            picks = pool[_cycle(len(pool), n, np.random.default_rng([int(seed), k]))]
+            part = pd.DataFrame(values[picks], columns=list(labels))
+            part.insert(0, "target_label", target)
+            part.insert(1, "prompt", reports["report"].to_numpy()[picks].astype(str))
+            part.insert(2, "prompt_source", "report")
+            part.insert(3, "prompt_study_id", reports["study_id"].to_numpy()[picks].astype(str))
+        else:
+            is_negative = target == NEGATIVE_TARGET and k == len(goals)
+            fill = 0.0 if is_negative else np.nan
+            part = pd.DataFrame(np.full((n, len(labels)), fill, np.float32), columns=list(labels))
+            if target in labels:
+                part[target] = np.float32(1.0)
+            part.insert(0, "target_label", target)
+            part.insert(1, "prompt", NEGATIVE_TEMPLATE if is_negative else template_prompt(target))
+            part.insert(2, "prompt_source", "template")
+            part.insert(3, "prompt_study_id", None)
+        parts.append(part)
+
+    plan = pd.concat(parts, ignore_index=True)
+    plan.insert(0, "row", np.arange(len(plan), dtype=np.int64))
+    plan.insert(5, "seed", np.array([row_seed(seed, r) for r in range(len(plan))], dtype=np.int64))
+    for label in labels:
+        plan[label] = plan[label].astype(np.float32)
+    return plan
+
+
+def template_notes(plan: pd.DataFrame) -> list[str]:
+    """One line per target label whose prompts fell back to a template."""
+    used = plan[plan["prompt_source"] == "template"].groupby("target_label", sort=False)
+    return [
+        f"no positive train report for {label!r}; {len(group)} image(s) use the template "
+        f"prompt {group['prompt'].iloc[0]!r}"
+        for label, group in used
+    ]
