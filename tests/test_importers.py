@@ -78,6 +78,21 @@ def is_nan(values) -> bool:
             "last paragraph",
         ),
         ("Mild   cardiomegaly.", "Mild cardiomegaly.", "text"),
+        (
+            "Findings: Heart size: normal. Lungs: clear. Impression: Normal.",
+            "Normal.",
+            "impression",
+        ),
+        (
+            "Findings: Heart size: normal. Lungs: clear.",
+            "Heart size: normal. Lungs: clear.",
+            "findings",
+        ),
+        (
+            " FINDINGS: Clear.\n IMPRESSION: No effusion.\n NOTIFICATION: Called Dr. ___.",
+            "No effusion.",
+            "impression",
+        ),
         ("   ", None, "none"),
         (None, None, "none"),
     ],
@@ -500,6 +515,12 @@ def _chexpert_bad_label(tmp):
     return ["chexpert", "--root", str(root)], ["valid.csv line 2", "'2.0'", "valid: 1, 0, -1"]
 
 
+def _chexpert_two_versions(tmp):
+    make_chexpert(tmp, folder="CheXpert-v1.0")
+    root = make_chexpert(tmp)
+    return ["chexpert", "--root", str(root)], ["several CheXpert folders", "CheXpert-v1.0-small"]
+
+
 def _chexpert_no_csv(tmp):
     return ["chexpert", "--root", str(tmp)], ["no train.csv or valid.csv"]
 
@@ -606,6 +627,7 @@ BAD_INPUTS = [
     _chexpert_missing_later_image,
     _chexpert_escaping_path,
     _chexpert_bad_label,
+    _chexpert_two_versions,
     _chexpert_no_csv,
     _nih_unknown_finding,
     _nih_missing_image,

@@ -53,9 +53,12 @@ def find_csv_dir(root: Path) -> Path:
     if not root.is_dir():
         raise UserError(f"--root {root}: not a folder")
     candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    for folder in candidates:
-        if any((folder / name).is_file() for name in CSV_SPLITS):
-            return folder
+    found = [f for f in candidates if any((f / name).is_file() for name in CSV_SPLITS)]
+    if len(found) > 1 and found[0] != root:
+        names = ", ".join(f.name for f in found)
+        raise UserError(f"--root {root}: several CheXpert folders ({names}); pass one as --root")
+    if found:
+        return found[0]
     raise UserError(
         f"--root {root}: no train.csv or valid.csv in it or in a folder below it "
         "(expected ROOT/CheXpert-v1.0-small/train.csv)"
@@ -109,7 +112,8 @@ def import_chexpert(
         for i, value in enumerate(rows["Path"].astype("string").fillna(""))
     ]
     base, strip = _image_base(root, csv_dir, relative[0], where[0])
-    rows["image_path"] = [absolute_posix(base.joinpath(*p.split("/")[strip:])) for p in relative]
+    prefix = absolute_posix(base)
+    rows["image_path"] = [prefix + "/" + "/".join(p.split("/")[strip:]) for p in relative]
 
     ids = pd.Series(relative).str.extract(_PATIENT_STUDY)
     bad = ids[0].isna().to_numpy()

@@ -246,7 +246,13 @@ def check_images_decode(paths: Sequence[str], where: Sequence[str], workers: int
 
 # A section header: upper-case words and a colon, at a line start or after a sentence end
 # ("FINDINGS: ... IMPRESSION: ..."), as the MIMIC-CXR section parser finds them.
-_HEADER = re.compile(r"(?:^|(?<=[.;]\s))[ \t]*([A-Z][A-Z ()/,&-]{1,60}?)[ \t]*:", re.M)
+# Besides upper-case headers, the main ones are also found in any case ("Impression:"), as in
+# hand-written reports; other mixed-case "Word:" text ("Heart size: normal") is not a header.
+_HEADER = re.compile(
+    r"(?:^|(?<=[.;]\s))[ \t]*([A-Z][A-Z ()/,&-]{1,60}?|"
+    r"(?i:findings and impressions?|impressions?|findings?|conclusions?))[ \t]*:",
+    re.M,
+)
 # Report titles naming the views, which introduce the findings in some MIMIC-CXR reports.
 _VIEW_TITLE = re.compile(
     r"\b(chest|portable|pa and lat|pa and lateral|ap and lateral|lateral and pa|two views|"

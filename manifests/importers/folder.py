@@ -140,7 +140,8 @@ def import_folder(
     if duplicated.any():
         i = int(np.flatnonzero(duplicated)[0])
         raise UserError(f"{where[i]}: image {relative[i]!r} is listed twice")
-    rows["image_path"] = [absolute_posix(root.joinpath(*p.split("/"))) for p in relative]
+    prefix = absolute_posix(root)
+    rows["image_path"] = [f"{prefix}/{p}" for p in relative]
 
     def text_column(name: str) -> pd.Series | None:
         if name not in meta:
