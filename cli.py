@@ -446,10 +446,24 @@ def synthesize_cmd(
         bool, typer.Option("--resume", help="Finish an interrupted run in --out.")
     ] = False,
     overwrite: Overwrite = False,
+    filter_with: Annotated[
+        Path | None,
+        typer.Option(
+            "--filter-with",
+            help="Quality filter: keep only images this classifier run (oracle) scores as "
+            "showing their target label; its score is recorded per row (oracle_prob).",
+        ),
+    ] = None,
+    min_prob: Annotated[
+        float | None,
+        typer.Option("--min-prob", help="Oracle probability to keep an image (default 0.5)."),
+    ] = None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
+    from augmentor.evaluate import apply_oracle_filter, check_oracle_filter
     from augmentor.synthesize import SynthesisConfig, synthesize
 
+    check_oracle_filter(filter_with, min_prob)
     result = synthesize(
         SynthesisConfig(
             model=str(model),
@@ -477,6 +491,14 @@ def synthesize_cmd(
             f"wrote {result.manifest} ({counts}; generated {result.generated}, "
             f"skipped {result.skipped} already done)"
         )
+        if filter_with is not None:
+            kept = apply_oracle_filter(
+                result.manifest, filter_with, 0.5 if min_prob is None else min_prob
+            )
+            _print_frame(kept.counts, f"oracle filter ({filter_with}, min prob {kept.min_prob})")
+            if len(kept.rejected):
+                _print_frame(kept.rejected, "rejected by the oracle (images stay on disk)")
+            console.print(f"kept rows in {kept.manifest}; every row's score in {kept.scores}")
 
 
 # ---------------------------------------------------------------- classifier, report, study (issue 4)

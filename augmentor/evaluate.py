@@ -956,6 +956,19 @@ class OracleFilterSummary:
     rejected: pd.DataFrame  # image_path, target_label, oracle_prob
 
 
+def check_oracle_filter(run_dir: Path | None, min_prob: float | None) -> None:
+    """Check `--filter-with RUN --min-prob P` before a long synthesis starts."""
+    if run_dir is None:
+        if min_prob is not None:
+            raise UserError(
+                "--min-prob: only used with --filter-with RUN (an oracle classifier run)"
+            )
+        return
+    check_run_dir(run_dir, "--filter-with")
+    if min_prob is not None and not 0.0 <= min_prob <= 1.0:
+        raise UserError(f"--min-prob: {min_prob} is outside [0, 1]")
+
+
 def apply_oracle_filter(
     manifest_path: Path,
     run_dir: Path,

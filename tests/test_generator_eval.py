@@ -379,3 +379,23 @@ def test_timm_extractor_loads_local_weights_and_never_downloads(tmp_path):
         load_feature_extractor(timm_name="test_resnet", weights=tmp_path / "missing.pth")
     with pytest.raises(UserError, match="exactly one"):
         load_feature_extractor()
+
+
+def test_synthesize_filter_with_records_oracle_scores(
+    tmp_path, phantom_manifest, tiny_generator_dir, run_dir
+):
+    from cli import app
+
+    out = tmp_path / "synth"
+    args = ["synthesize", "--model", str(tiny_generator_dir), "--labels",
+            "pleural_effusion:2,pneumothorax:2", "--prompts-from", str(phantom_manifest),
+            "--out", str(out), "--num-inference-steps", "2"]  # fmt: skip
+    bad = CliRunner().invoke(app, [*args, "--filter-with", str(tmp_path / "no-run")])
+    assert bad.exit_code == 2 and "--filter-with" in bad.output and not out.exists()
+    bad = CliRunner().invoke(app, [*args, "--min-prob", "0.5"])
+    assert bad.exit_code == 2 and "--min-prob" in bad.output
+    result = CliRunner().invoke(app, [*args, "--filter-with", str(run_dir), "--min-prob", "0"])
+    assert result.exit_code == 0, result.output
+    kept = read_manifest(out / "manifest.parquet")
+    assert len(kept) == 4 and kept.rows["oracle_prob"].between(0, 1).all()
+    assert len(pd.read_parquet(out / "oracle_scores.parquet")) == 4
