@@ -323,6 +323,8 @@ def load_manifests(cfg: TrainConfig) -> Manifest:
 
 def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
     """Mix, choose labels, decode every image once."""
+    if cfg.synthetic is not None and cfg.mix == 0:
+        log("note: --synthetic is not used with --mix 0 (real images only)")
     mixed = load_manifests(cfg)
     plan = mix_plan_of(mixed)
     assert plan is not None
