@@ -692,15 +692,12 @@ def study_cmd(
     """The augmentation study end to end: data, split, finetune, balanced synthesis,
     classifier arms x seeds, report. Finished stages are skipped on a re-run.
 
-    Without --preset or --config it runs the demo preset.
+    Without --preset or --config: resumes the study in --out, or runs the demo preset.
     """
-    from study import clear_study, load_study_config, run_study
+    from study import study
 
-    cfg = load_study_config(preset, config)
-    if overwrite and out.exists():
-        clear_study(out)
-    result = run_study(cfg, out, log=console.print)
-    _print_report(result.report, title=f"study {cfg.name!r}: AUROC per arm (real test split)")
+    result = study(out, preset, config, overwrite, log=console.print)
+    _print_report(result.report, title=f"study {result.name!r}: AUROC per arm (real test split)")
     console.print(f"report: {result.report_files['report.html']}")
 
 

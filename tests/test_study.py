@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -120,11 +119,9 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     config = json.loads((out / "runs" / "pretrain-finetune-seed0" / "config.json").read_text())
     assert config["init_from"] == str((out / "runs" / "synthetic-seed0").resolve())
 
-    # A re-run skips every stage and prints the same table.
+    # A re-run (no preset: the folder's study.toml) skips every stage, prints the table.
     start = time.perf_counter()
-    again = runner.invoke(
-        app, ["study", "--preset", "smoke", "--out", str(out)], env={"COLUMNS": "160"}
-    )
+    again = runner.invoke(app, ["study", "--out", str(out)], env={"COLUMNS": "160"})
     assert again.exit_code == 0, again.output
     for stage in ("data", "finetune", "synthesize", "report"):
         assert f"skip {stage}" in again.output
