@@ -883,6 +883,41 @@ def evaluate_generator(
     return GeneratorEval(summary=summary, tables=tables, out=out)
 
 
+_DISPLAY = {
+    "fidelity": (
+        "fidelity: FID against real train (lower is better)",
+        {"subset": "subset", "fid": "FID", "n_synthetic": "n synthetic", "n_real": "n real"},
+    ),
+    "diversity": (
+        "diversity: MS-SSIM of image pairs (lower is more diverse)",
+        {"comparison": "pairs of", "label": "label", "pairs": "n",
+         "ms_ssim_mean": "MS-SSIM", "ms_ssim_std": "sd"},
+    ),
+    "alignment": (
+        "prompt alignment: share the oracle calls positive",
+        {"label": "label", "n_synthetic": "n syn", "synthetic_positive_rate": "synthetic",
+         "real_test_positive_rate": "real pos", "real_test_negative_rate": "real neg",
+         "threshold": "threshold"},
+    ),
+    "laterality": (
+        "laterality: side hit rate (synthetic vs prompt; real held-out vs truth)",
+        {"label": "label", "synthetic_side_hit_rate": "synthetic",
+         "n_synthetic_sided": "n syn", "real_heldout_side_hit_rate": "real held-out",
+         "n_real_heldout_sided": "n real"},
+    ),
+}  # fmt: skip
+
+
+def display_tables(result: GeneratorEval) -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) pairs for a terminal: the main columns under short headers."""
+    out = []
+    for key, (title, columns) in _DISPLAY.items():
+        table = result.tables.get(key)
+        if table is not None and len(table):
+            out.append((title, table[list(columns)].rename(columns=columns)))
+    return out
+
+
 # ---------------------------------------------------------------- quality filter
 
 

@@ -239,3 +239,25 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
         with atomic_path(json_path.with_suffix(".csv"), overwrite=True) as tmp:
             table.to_csv(tmp, index=False)
     return ProbeResult(table=table, notes=notes)
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The probe table for a terminal: counts as 'n (positives)', short headers."""
+    shown = pd.DataFrame(
+        {
+            "label": table["label"],
+            "train (pos)": [
+                f"{n} ({p})" for n, p in zip(table["n_train"], table["n_train_pos"], strict=True)
+            ],
+            "held-out (pos)": [
+                f"{n} ({p})"
+                for n, p in zip(table["n_heldout"], table["n_heldout_pos"], strict=True)
+            ],
+            "base": table["base_auroc"],
+            "fine-tuned": table["finetuned_auroc"],
+            "change": table["delta"],
+            "change %": table["relative_pct"],
+            "note": table["note"],
+        }
+    )
+    return shown if shown["note"].astype(bool).any() else shown.drop(columns=["note"])
