@@ -768,7 +768,7 @@ def evaluate_generator_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Fidelity (FID), diversity (MS-SSIM), prompt alignment, laterality, memorization audit."""
-    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+    from augmentor.evaluate import GeneratorEvalConfig, display_tables, evaluate_generator
 
     result = evaluate_generator(
         GeneratorEvalConfig(
@@ -792,15 +792,8 @@ def evaluate_generator_cmd(
         ),
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
     )
-    titles = {
-        "fidelity": "fidelity: FID against real train (lower is better)",
-        "diversity": "diversity: MS-SSIM (lower is more diverse)",
-        "alignment": "prompt alignment: share called positive by the oracle",
-        "laterality": "laterality: side hit rate",
-    }
-    for key, title in titles.items():
-        if key in result.tables and len(result.tables[key]):
-            _print_frame(result.tables[key], title)
+    for title, table in display_tables(result):
+        _print_frame(table, title)
     memo = result.summary["memorization"]
     console.print(
         f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
@@ -837,7 +830,7 @@ def probe_text_encoder_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
-    from augmentor.probe import ProbeConfig, probe_text_encoder
+    from augmentor.probe import ProbeConfig, display_table, probe_text_encoder
 
     result = probe_text_encoder(
         ProbeConfig(
@@ -851,7 +844,10 @@ def probe_text_encoder_cmd(
             overwrite=overwrite,
         )
     )
-    _print_frame(result.table, "text encoder probe: held-out report AUROC (base vs fine-tuned)")
+    _print_frame(
+        display_table(result.table),
+        "text encoder probe: held-out report AUROC of a linear probe (base vs fine-tuned)",
+    )
     for note in result.notes:
         console.print(f"note: {note}")
     if out is not None:
