@@ -71,17 +71,19 @@ def assign_patient_splits(
     have_labels = np.zeros_like(wanted_labels)
     have_count = np.zeros(3)
 
-    # Rarest positive label of each patient decides its visiting order; no positives last.
+    # Rarest positive label of each patient decides its visiting order and its split (as in
+    # Sechidis et al.'s iterative stratification): summing the need over all of a patient's
+    # labels would let train's large need for common labels pull every rare case into train.
     rarity = np.where(profiles > 0, label_totals[None, :], np.inf)
     key = rarity.min(axis=1) if n_labels else np.full(n_patients, np.inf)
+    rarest = rarity.argmin(axis=1) if n_labels else np.zeros(n_patients, dtype=np.int64)
     order = np.lexsort((rng.random(n_patients), key))
     out = np.empty(n_patients, dtype=object)
     for i in order:
-        labels_i = profiles[i] > 0
         room = wanted_count - have_count
-        if labels_i.any():
-            need = (wanted_labels[:, labels_i] - have_labels[:, labels_i]).sum(axis=1)
-            score = need + 1e-3 * room
+        if np.isfinite(key[i]):
+            label = rarest[i]
+            score = (wanted_labels[:, label] - have_labels[:, label]) + 1e-3 * room
         else:
             score = room
         score = np.where(frac > 0, score, -np.inf)

@@ -251,3 +251,17 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     result = runner.invoke(app, ["manifest", "split", str(path), "--fractions", "1,1,1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.count("\n") == 1 and "--fractions" in result.output
+
+
+def test_split_spreads_a_rare_label_whose_patients_have_common_labels_too():
+    # Regression: patients with a rare label plus common ones all went to train before.
+    rows = make_rows(600, 200, seed=5)
+    rare = rows["patient_id"].str[1:].astype(int) % 7 == 0  # ~29 patients, every study
+    rows["Cardiomegaly"] = rare.astype("float32")
+    for label in ("Pleural Effusion", "Support Devices"):
+        rows.loc[rare, label] = 1.0
+    out = split_by_patient(
+        Manifest(rows=rows, labels=CHEXPERT_LABELS), (0.8, 0.1, 0.1), seed=0
+    ).rows
+    per_split = out[out["Cardiomegaly"] == 1].groupby("split")["patient_id"].nunique()
+    assert per_split["val"] >= 2 and per_split["test"] >= 2
