@@ -515,7 +515,9 @@ def laterality_table(
             a, b = h["probs_image_left"][idx, j], h["probs_image_right"][idx, j]
             return np.stack([a, b, a - b], axis=1)
 
-        sides = np.array([true_side(r, label) for _, r in real.rows.iterrows()], dtype=object)
+        positive = np.flatnonzero(real.rows[label].to_numpy() == 1)
+        sides = np.full(len(real), None, dtype=object)
+        sides[positive] = [true_side(real.rows.iloc[i], label) for i in positive]
         split = real.rows["split"].to_numpy()
         one_sided = np.isin(sides, ["left", "right"]) & (real.rows[label].to_numpy() == 1)
         fit = np.flatnonzero(one_sided & (split == "train"))
@@ -670,6 +672,27 @@ def _extractors(cfg: GeneratorEvalConfig) -> tuple[FeatureExtractor, FeatureExtr
     return features, oracle
 
 
+def _embed_subset(
+    manifest: Manifest,
+    hashes: list[str],
+    mask: np.ndarray,
+    embedder,
+    cache_dir: Path,
+    cfg: GeneratorEvalConfig,
+) -> dict[str, np.ndarray]:
+    """An embedder's outputs for the rows in `mask`; NaN rows elsewhere (never read)."""
+    idx = np.flatnonzero(mask)
+    paths = manifest.image_paths()
+    part = embed_images(
+        [paths[i] for i in idx], [hashes[i] for i in idx], [embedder], cache_dir, cfg.batch_size
+    )[0]
+    full = {}
+    for name, array in part.items():
+        full[name] = np.full((len(manifest), *array.shape[1:]), np.nan, dtype=np.float64)
+        full[name][idx] = array
+    return full
+
+
 def evaluate_generator(
     cfg: GeneratorEvalConfig, progress: Callable[[str], None] | None = None
 ) -> GeneratorEval:
@@ -736,15 +759,14 @@ def evaluate_generator(
             lab for lab in LATERAL_LABELS if lab in oracle.labels and lab in set(targets.dropna())
         ]
         if lateral:
-            halves = [HalfMirrorEmbedder(oracle)]
-            syn_h = embed_images(
-                synthetic.image_paths(), syn_hashes, halves, cache_dir, cfg.batch_size
-            )
-            real_h = embed_images(
-                real.image_paths(), real_hashes, halves, cache_dir, cfg.batch_size
-            )
+            # Two extra forward passes per image: only for rows a lateral label concerns.
+            halves = HalfMirrorEmbedder(oracle)
+            syn_rows = targets.isin(lateral).to_numpy()
+            real_rows = (real.rows[lateral].to_numpy() == 1).any(axis=1)
+            syn_h = _embed_subset(synthetic, syn_hashes, syn_rows, halves, cache_dir, cfg)
+            real_h = _embed_subset(real, real_hashes, real_rows, halves, cache_dir, cfg)
             laterality, lat_notes = laterality_table(
-                synthetic, real, syn_h[0], real_h[0], oracle.labels, cfg.seed
+                synthetic, real, syn_h, real_h, oracle.labels, cfg.seed
             )
             notes.extend(lat_notes)
             tables["laterality"] = laterality
