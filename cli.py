@@ -16,8 +16,8 @@ from typer.core import TyperGroup
 
 from manifests.errors import UserError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # never break paths or messages mid-word
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class _Group(TyperGroup):

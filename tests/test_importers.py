@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_data import (
+from tests.fixtures_data import (
     CHEXPERT_COLUMNS,
     MIMIC_EXPECTED_REPORTS,
     NIH_ROWS,
