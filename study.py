@@ -71,6 +71,7 @@ class GeneratorConfig:
     batch_size: int = 16
     learning_rate: float | None = None  # None: finetune's default for the base
     train_text_encoder: bool = False
+    checkpointing_steps: int = 100  # an interrupted study resumes from the latest one
     seed: int = 0
     # Any other `augmentor.finetune.FinetuneConfig` field, passed through by name.
     options: dict = field(default_factory=dict)
@@ -293,8 +294,26 @@ def load_study_config(preset: str | None = None, config: Path | None = None) -> 
     if config is None:
         return base
     data = _load_toml(config)
-    cfg = _apply(base, data, str(config))
+    cfg = _resolve_paths(_apply(base, data, str(config)), Path(config).parent)
     return cfg if preset or "name" in data else replace(cfg, name=Path(config).stem)
+
+
+def _resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
+    """Relative paths in a config file are relative to the file's folder; made absolute."""
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or value == "tiny" or Path(value).is_absolute():
+            return value
+        return str((folder / value).resolve())
+
+    base = cfg.generator.base  # 'tiny', a folder, or a hub id (left as is)
+    base = absolute(base) if (folder / base).exists() else base
+    return replace(
+        cfg,
+        data=replace(cfg.data, manifest=absolute(cfg.data.manifest)),
+        generator=replace(cfg.generator, base=base),
+        classifier=replace(cfg.classifier, pretrained=absolute(cfg.classifier.pretrained)),
+    )
 
 
 def _toml_value(value) -> str:
@@ -400,7 +419,7 @@ def _check_out(out: Path, cfg: StudyConfig) -> None:
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in old.keys() | new.keys():
+    for key in [*old, *(k for k in new if k not in old)]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict) and key != "options":
             found = _first_difference(a, b, f"{prefix}{key}.")
@@ -472,6 +491,7 @@ def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path
         "batch_size": cfg.batch_size,
         "learning_rate": cfg.learning_rate,
         "train_text_encoder": cfg.train_text_encoder,
+        "checkpointing_steps": cfg.checkpointing_steps,
         "seed": cfg.seed,
         **cfg.options,
     }

@@ -135,3 +135,23 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     )
     assert result.exit_code == 2 and "classifier.epochs was 1, now 2" in result.output
     assert isinstance(load_study_config("smoke"), StudyConfig)
+
+
+def test_real_manifest_config_paths_and_kept_split(tmp_path, phantom_manifest):
+    from manifests.io import read_manifest
+    from study import stage_data
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    path = folder / "real.toml"
+    path.write_text('[data]\nmanifest = "../data/m.parquet"\n')
+    cfg = load_study_config(None, path)
+    assert cfg.data.manifest == str((tmp_path / "data" / "m.parquet").resolve())
+    assert cfg.name == "real" and cfg.generator.base == "tiny"
+    # A manifest that is already split keeps its split; relative image paths still resolve.
+    cfg.data.manifest = str(phantom_manifest)
+    lines = []
+    out = stage_data(cfg.data, tmp_path / "study" / "data", lines.append)
+    before, after = read_manifest(phantom_manifest), read_manifest(out)
+    assert list(after.rows["split"]) == list(before.rows["split"])
+    assert after.image_paths()[0].is_file() and "keeping its" in lines[0]
