@@ -618,10 +618,14 @@ def _print_report(report, title: str = "AUROC per arm") -> None:
 
     from classifier.report import display_rows
 
-    headers, rows = display_rows(report)
+    # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
+    headers, rows = display_rows(report, compact=console.width < 120)
     table = Table(title=title)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 2 else "right", overflow="fold")
+        # Numbers never wrap; arm and label names fold when the terminal is narrow.
+        table.add_column(
+            header, justify="left" if i < 2 else "right", overflow="fold", no_wrap=i >= 2
+        )
     for row in rows:  # Text: a cell such as "[n/a, n/a]" is not rich markup
         table.add_row(*map(Text, row), style="bold" if row[1] == "macro" else None)
     console.print(table)

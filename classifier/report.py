@@ -578,8 +578,17 @@ def _signed(value: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
-def display_rows(report: Report, macro_only: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Headers and text rows of the summary table (terminal, Markdown and HTML share it)."""
+_COMPACT = (0, 1, 3, 6, 7)  # arm, label, AUROC mean ± sd, delta [CI], rel. %
+
+
+def display_rows(
+    report: Report, macro_only: bool = False, compact: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and text rows of the summary table (terminal, Markdown and HTML share it).
+
+    `compact` keeps arm, label, AUROC mean ± sd, the delta with its CI and the relative
+    change (for narrow terminals); the files always have every column.
+    """
     pct = int(round(report.ci_level * 100))
     base = report.baseline or BASELINE_ARM
     headers = [
@@ -619,6 +628,8 @@ def display_rows(report: Report, macro_only: bool = False) -> tuple[list[str], l
                 rel,
             ]
         )
+    if compact:
+        return [headers[i] for i in _COMPACT], [[r[i] for i in _COMPACT] for r in out]
     return headers, out
 
 
