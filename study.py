@@ -3,17 +3,17 @@
 The stages call the same library functions as the individual commands, in the order of
 DESIGN.md's flow; there is no second code path:
 
-======== ============================================== =====================================
-stage    library call (command)                         output under the study folder
-======== ============================================== =====================================
-data     `write_phantom_dataset` (demo-data) or a real  `data/manifest.parquet` (split)
-         manifest; `split_by_patient` (manifest split)
-finetune `augmentor.finetune.finetune` (finetune)        `generator/` (diffusers + cxraug.json)
-synth    `augmentor.synthesize.synthesize` (synthesize)  `synthetic/manifest.parquet`
-train    `classifier.train.train_classifier`            `runs/<arm>-seed<k>/` per arm and seed
-         (train-classifier)
-report   `classifier.report.make_report` (report)        `report/report.{html,md,csv,json}`
-======== ============================================== =====================================
+* data: `manifests.phantom.write_phantom_dataset` (`cxraug demo-data`) or a given real
+  manifest, then `manifests.splits.split_by_patient` (`cxraug manifest split`)
+  -> `data/manifest.parquet`
+* finetune: `augmentor.finetune.finetune` (`cxraug finetune`) -> `generator/`
+* synthesize: `augmentor.synthesize.synthesize` (`cxraug synthesize`)
+  -> `synthetic/manifest.parquet`
+* train: `classifier.train.train_classifier` (`cxraug train-classifier`), per arm and seed
+  -> `runs/<arm>-seed<k>/`
+* evaluate-generator (optional): `augmentor.evaluate.evaluate_generator`
+  (`cxraug evaluate-generator`) -> `generator_eval/`
+* report: `classifier.report.make_report` (`cxraug report`) -> `report/report.{html,md,csv,json}`
 
 Arms: `real` (mix 0), `synthetic` (mix 1: as many synthetic images as real train images),
 `mix<m>` for each configured ratio (m = synthetic fraction; 0.5 adds as many synthetic as
@@ -22,9 +22,10 @@ only, then trained on real; by default that is the `synthetic` arm's run of the 
 
 The configuration (`StudyConfig`, a preset plus an optional TOML file) is saved as
 `study.toml` in the study folder; a re-run with another configuration is refused. Each
-finished stage leaves a marker in `stages/`; a re-run skips it ('skip <stage>') and an
-interrupted stage resumes where the library function supports it (synthesis, classifier
-runs) or restarts.
+finished stage leaves a marker in `stages/` (a classifier run: its `metrics.json`); a
+re-run skips it ('skip <stage>'), and an interrupted stage resumes: fine-tuning from its
+latest checkpoint, synthesis from its committed shards, a classifier run from its last
+epoch; the data and report stages simply run again.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from manifests.errors import UserError
 
 STUDY_FILE = "study.toml"
 STAGES_DIR = "stages"
-STAGES = ("data", "finetune", "synthesize", "train", "report")
+STAGES = ("data", "finetune", "synthesize", "train", "evaluate-generator", "report")
 
 
 # ------------------------------------------------------------------------------ config
@@ -115,8 +116,11 @@ class ClassifierStageConfig:
 
 @dataclass
 class ReportStageConfig:
-    n_boot: int = 1000
+    n_boot: int = 1000  # paired bootstrap resamples
     seed: int = 0
+    # Evaluate the generator (fidelity, diversity, prompt alignment, memorization) with the
+    # first real-only classifier run as feature extractor and oracle; shown in the report.
+    generator_eval: bool = True
 
 
 @dataclass
@@ -528,6 +532,21 @@ def stage_synthesize(
     return out / MANIFEST_FILE
 
 
+def stage_evaluate_generator(
+    real: Path, synthetic: Path, oracle: Path, out: Path, log: Callable[[str], None]
+) -> Path:
+    """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator)."""
+    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+
+    evaluate_generator(
+        GeneratorEvalConfig(
+            synthetic=synthetic, real=real, out=out, features=oracle, overwrite=True
+        ),
+        progress=lambda text: log(f"  {text}"),
+    )
+    return out
+
+
 @dataclass(frozen=True)
 class ArmRun:
     """One classifier run of the study."""
@@ -660,6 +679,19 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     if any(k.startswith("train ") for k in stages.seconds):
         stages.seconds["train"] = time.perf_counter() - train_start
 
+    sections = []
+    if cfg.report.generator_eval:
+        from augmentor.evaluate import generator_section
+
+        evaluation = out / "generator_eval"
+        if not stages.done("evaluate-generator", evaluation / "generator_eval.json"):
+            start = time.perf_counter()
+            oracle = next(r.out for r in plan if r.arm == "real")
+            log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
+            stage_evaluate_generator(real, synthetic, oracle, evaluation, log)
+            stages.finish("evaluate-generator", start)
+        sections.append(generator_section(evaluation))
+
     report_dir = out / "report"
     if stages.done("report", report_dir / "report.json", report_dir / "report.html"):
         report = load_report(report_dir)
@@ -672,6 +704,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
             synthetic=synthetic,
             n_boot=cfg.report.n_boot,
             seed=cfg.report.seed,
+            sections=sections,
             overwrite=True,
         )
         stages.finish("report", start)

@@ -115,6 +115,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     assert set(csv.label) == {"Pleural Effusion", "Pneumothorax", "macro"}
     html = (out / "report" / "report.html").read_text()
     assert all(arm in html for arm in arms) and "Synthetic samples per label" in html
+    assert "Generator evaluation" in html and (out / "generator_eval").is_dir()
     assert "report.html" in result.output and "Δ vs real" in result.output
     config = json.loads((out / "runs" / "pretrain-finetune-seed0" / "config.json").read_text())
     assert config["init_from"] == str((out / "runs" / "synthetic-seed0").resolve())
@@ -123,7 +124,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     start = time.perf_counter()
     again = runner.invoke(app, ["study", "--out", str(out)], env={"COLUMNS": "160"})
     assert again.exit_code == 0, again.output
-    for stage in ("data", "finetune", "synthesize", "report"):
+    for stage in ("data", "finetune", "synthesize", "evaluate-generator", "report"):
         assert f"skip {stage}" in again.output
     assert again.output.count("skip train") == len(arms)
     assert time.perf_counter() - start < min(10.0, first)
