@@ -682,7 +682,8 @@ def study_cmd(
     preset: Annotated[
         str | None,
         typer.Option(
-            "--preset", help="demo (phantoms + tiny base, ~10 min on 2 CPUs) or smoke (<1 min)."
+            "--preset",
+            help="demo (phantoms + tiny base; about 6 min on 2 idle CPU cores) or smoke (<1 min).",
         ),
     ] = None,
     config: Annotated[
