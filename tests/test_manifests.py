@@ -265,3 +265,13 @@ def test_split_spreads_a_rare_label_whose_patients_have_common_labels_too():
     ).rows
     per_split = out[out["Cardiomegaly"] == 1].groupby("split")["patient_id"].nunique()
     assert per_split["val"] >= 2 and per_split["test"] >= 2
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    path = write_manifest(make_manifest(tmp_path), tmp_path / "m.parquet")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
