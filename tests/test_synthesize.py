@@ -368,6 +368,8 @@ def test_cli_bad_model_prompts_and_existing_output(
     one_line_error(run(tmp_path / "nowhere", prompts, tmp_path / "o"), "model directory not found")
     no_train = prompts_manifest(tmp_path / "p", train=0)
     one_line_error(run(tiny_generator_dir, no_train, tmp_path / "o"), "no rows in split 'train'")
+    no_text = prompts_manifest(tmp_path / "q", reports=False)
+    one_line_error(run(tiny_generator_dir, no_text, tmp_path / "o"), "no train row has report text")
     one_line_error(run(tiny_generator_dir, tmp_path / "none.parquet", tmp_path / "o"), "not found")
     existing = tmp_path / "existing"
     existing.mkdir()
