@@ -10,18 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.fixtures_data import (
-    CHEXPERT_COLUMNS,
-    MIMIC_EXPECTED_REPORTS,
-    NIH_ROWS,
-    make_chexpert,
-    make_folder,
-    make_mimic,
-    make_nih,
-    write_csv,
-    write_dicom,
-    write_image,
-)
 from typer.testing import CliRunner
 
 from cli import app
@@ -41,6 +29,18 @@ from manifests.io import read_manifest, write_manifest
 from manifests.schema import CHEXPERT_LABELS, NIH_LABELS
 from manifests.splits import check_leakage, split_by_patient
 from manifests.summary import summarize
+from tests.fixtures_data import (
+    CHEXPERT_COLUMNS,
+    MIMIC_EXPECTED_REPORTS,
+    NIH_ROWS,
+    make_chexpert,
+    make_folder,
+    make_mimic,
+    make_nih,
+    write_csv,
+    write_dicom,
+    write_image,
+)
 
 runner = CliRunner()
 
