@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from augmentor.autoencoder import fit_autoencoder
-from augmentor.base import check_pipeline_dir, image_channels, load_pipeline
+from augmentor.base import check_pipeline_dir, cpu_only, image_channels, load_pipeline
 from augmentor.latents import cache_latents, load_pixels, sample_latents
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
@@ -131,6 +131,7 @@ class FinetuneConfig:
     validation_guidance_scale: float = 4.0
     autoencoder_steps: int = 300
     autoencoder_learning_rate: float = 1e-3
+    autoencoder_batch_size: int = 8
     cache_latents_on_disk: bool = True
     show_progress: bool = True
 
@@ -147,6 +148,7 @@ def check_config(cfg: FinetuneConfig) -> None:
         "--checkpointing-steps": cfg.checkpointing_steps,
         "--validation-steps": cfg.validation_steps,
         "--validation-inference-steps": cfg.validation_inference_steps,
+        "--autoencoder-batch-size": cfg.autoencoder_batch_size,
     }
     if cfg.lora_rank is not None:
         positive["--lora-rank"] = cfg.lora_rank
@@ -517,23 +519,10 @@ class TrainerState:
         self.generator.set_state(state["generator"])
 
 
-def _cpu_only() -> bool:
-    """Whether to run on CPU: told so (`ACCELERATE_USE_CPU`, i.e. `accelerate launch --cpu`), or no GPU.
-
-    Accelerator only forms a CPU (gloo) process group for several processes when given
-    `cpu=True`, e.g. under `accelerate launch --multi_gpu --num_processes 2` on a CPU machine.
-    """
-    from accelerate.utils import parse_flag_from_env
-
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
-        return True
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
-
-
 def make_accelerator(cfg: FinetuneConfig):
     from accelerate import Accelerator
 
-    cpu = _cpu_only()
+    cpu = cpu_only()
     mp = cfg.mixed_precision
     if mp is None and not os.environ.get("ACCELERATE_MIXED_PRECISION"):
         mp = "no"
@@ -739,7 +728,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
                     vae,
                     pixels,
                     steps=cfg.autoencoder_steps,
-                    batch_size=max(cfg.batch_size, 8),
+                    batch_size=cfg.autoencoder_batch_size,
                     learning_rate=cfg.autoencoder_learning_rate,
                     seed=cfg.seed,
                     log=say,

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from augmentor.base import check_pipeline_dir, load_pipeline
+from augmentor.base import check_pipeline_dir, cpu_only, load_pipeline
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
 from manifests.errors import UserError
 from manifests.images import save_png
@@ -217,21 +217,6 @@ def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> 
         "precision": config.precision,
     }
     return json.loads(json.dumps(identity))
-
-
-def _cpu_only() -> bool:
-    """Whether processes run on CPU: `ACCELERATE_USE_CPU` says so, or there is no GPU.
-
-    `accelerate launch --cpu` starts one process; several CPU processes come from
-    `accelerate launch --multi_gpu --num_processes N` (torchrun) on a machine without GPUs,
-    or with `ACCELERATE_USE_CPU=1` on one with GPUs. PartialState only forms a CPU (gloo)
-    group when told `cpu=True`, so say it here rather than let each process run alone.
-    """
-    from accelerate.utils import parse_flag_from_env
-
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
-        return True
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
 def _check_config(config: SynthesisConfig) -> None:
@@ -428,7 +413,7 @@ def synthesize(
     digest = generator_digest(model)
     identity = _identity(config, targets, digest)
 
-    state = PartialState(cpu=_cpu_only())
+    state = PartialState(cpu=cpu_only())
     # Every rank checks the output folder before anyone writes, so they all agree.
     mode = _check_out(out, identity, config.resume, config.overwrite)
     # Rows done before this run, read before any rank commits new shards.

@@ -511,7 +511,7 @@ class TrainerState:
 
 def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env
 
     mp = cfg.mixed_precision
     if mp == "auto":
@@ -521,7 +521,11 @@ def _accelerator(cfg: TrainConfig):
             mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             mp = "no"
+    # Several CPU processes (`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...`) only
+    # form a gloo group when the Accelerator is told cpu=True.
+    cpu = bool(parse_flag_from_env("ACCELERATE_USE_CPU")) or not torch.cuda.is_available()
     return Accelerator(
+        cpu=cpu,
         mixed_precision=mp,
         dataloader_config=DataLoaderConfiguration(
             use_seedable_sampler=True,
@@ -574,6 +578,7 @@ def train_one_epoch(
     return {
         "train_loss": float(total_loss) / max(1, images),
         "train_images": images_all,
+        "processes": accelerator.num_processes,
         "train_seconds": seconds,
         "train_images_per_s": images_all / seconds if seconds > 0 else math.nan,
         "loader_wait_s": wait,

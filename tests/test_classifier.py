@@ -502,7 +502,7 @@ def test_runs_under_accelerate_launch_with_two_processes(phantom_manifest, tmp_p
     cmd = [
         str(bin_dir / "accelerate"),
         "launch",
-        "--cpu",
+        "--multi_gpu",  # torchrun: two real processes; `--cpu` would start only one
         "--num_processes",
         "2",
         "--num_machines",
@@ -528,11 +528,12 @@ def test_runs_under_accelerate_launch_with_two_processes(phantom_manifest, tmp_p
         "--labels",
         "support devices",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     n_train = json.loads((out / "config.json").read_text())["n_real_train"]
+    assert metrics["history"][0]["processes"] == 2
     # The processes share one pass over the training set (not a full pass each).
     assert abs(metrics["history"][0]["train_images"] - n_train) < 8
     assert metrics["n_test_images"] == len(pd.read_parquet(out / "predictions.parquet"))
