@@ -91,8 +91,12 @@ def _as_2d(y: np.ndarray) -> np.ndarray:
     return y[:, None] if y.ndim == 1 else y
 
 
-def _resampled_auroc(
-    y_true: np.ndarray, y_prob: np.ndarray, weights: np.ndarray, codes: np.ndarray, chunk: int
+def resampled_auroc(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    weights: np.ndarray,
+    codes: np.ndarray,
+    chunk: int = 20_000_000,
 ) -> np.ndarray:
     """``(n_boot, L)`` AUROC per resample and label; rows whose truth is not 0/1 are skipped."""
     y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
@@ -111,7 +115,7 @@ def _resampled_auroc(
     return out
 
 
-def _point_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+def point_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     """Per-label AUROC with sklearn, NaN plus a reason where it is undefined."""
     y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
     values, reasons = [], []
@@ -131,7 +135,7 @@ def _point_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, li
     return np.asarray(values), reasons
 
 
-def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
         return math.nan, math.nan
@@ -175,13 +179,13 @@ def bootstrap_auroc(
     Returns:
         `(auroc, lo, hi)`; all NaN when AUROC is undefined (one class).
     """
-    point, _ = _point_auroc(y_true, y_prob)
+    point, _ = point_auroc(y_true, y_prob)
     keep = np.isfinite(point)
     if not keep.any():
         return math.nan, math.nan, math.nan
     weights, codes = patient_resample_weights(groups, n_boot, seed)
-    samples = _macro(_resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
-    lo, hi = _percentile_ci(samples, level)
+    samples = _macro(resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
+    lo, hi = percentile_ci(samples, level)
     return float(point[keep].mean()), lo, hi
 
 
@@ -206,16 +210,16 @@ def paired_bootstrap_delta(
     Returns:
         `(delta, lo, hi)`; NaN when AUROC is undefined.
     """
-    point_a, _ = _point_auroc(y_true, prob_a)
-    point_b, _ = _point_auroc(y_true, prob_b)
+    point_a, _ = point_auroc(y_true, prob_a)
+    point_b, _ = point_auroc(y_true, prob_b)
     keep = np.isfinite(point_a) & np.isfinite(point_b)
     if not keep.any():
         return math.nan, math.nan, math.nan
     weights, codes = patient_resample_weights(groups, n_boot, seed)
-    res_a = _resampled_auroc(y_true, prob_a, weights, codes, chunk)
-    res_b = _resampled_auroc(y_true, prob_b, weights, codes, chunk)
+    res_a = resampled_auroc(y_true, prob_a, weights, codes, chunk)
+    res_b = resampled_auroc(y_true, prob_b, weights, codes, chunk)
     samples = _macro(res_b, keep) - _macro(res_a, keep)
-    lo, hi = _percentile_ci(samples, level)
+    lo, hi = percentile_ci(samples, level)
     return float(point_b[keep].mean() - point_a[keep].mean()), lo, hi
 
 
@@ -252,11 +256,11 @@ def compute_metrics(
     """
     y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
     labels = list(labels)
-    point, reasons = _point_auroc(y_true, y_prob)
+    point, reasons = point_auroc(y_true, y_prob)
     keep = np.isfinite(point)
     weights, codes = patient_resample_weights(groups, n_boot, seed)
     resampled = (
-        _resampled_auroc(y_true, y_prob, weights, codes, 20_000_000)
+        resampled_auroc(y_true, y_prob, weights, codes, 20_000_000)
         if keep.any()
         else np.full((n_boot, len(labels)), np.nan)
     )
@@ -266,14 +270,14 @@ def compute_metrics(
         n_neg[label] = int((y_true[:, j] == 0).sum())
         auroc[label] = _nan_to_none(point[j])
         if keep[j]:
-            lo, hi = _percentile_ci(resampled[:, j], level)
+            lo, hi = percentile_ci(resampled[:, j], level)
             ci[label] = [_nan_to_none(lo), _nan_to_none(hi)]
         else:
             ci[label] = None
             nan_reasons[label] = reasons[j]
     if keep.any():
         macro = float(point[keep].mean())
-        macro_lo, macro_hi = _percentile_ci(_macro(resampled, keep), level)
+        macro_lo, macro_hi = percentile_ci(_macro(resampled, keep), level)
         macro_ci = [_nan_to_none(macro_lo), _nan_to_none(macro_hi)]
     else:
         macro, macro_ci = math.nan, None
@@ -298,7 +302,7 @@ def compute_metrics(
 
 def macro_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     """Mean AUROC over the labels where it is defined (NaN if none); for validation."""
-    point, _ = _point_auroc(y_true, y_prob)
+    point, _ = point_auroc(y_true, y_prob)
     finite = point[np.isfinite(point)]
     return float(finite.mean()) if finite.size else math.nan
 

@@ -43,15 +43,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from classifier.evaluate import (
     CI_LEVEL,
     METRICS_FILE,
     PREDICTIONS_FILE,
     patient_resample_weights,
+    percentile_ci,
+    point_auroc,
     read_predictions,
-    weighted_auroc,
+    resampled_auroc,
 )
 from manifests.errors import UserError
 from manifests.io import atomic_path, read_manifest, write_json
@@ -232,39 +234,6 @@ def arm_order(arm: str) -> tuple:
     return (4, 0.0, arm)
 
 
-def _point_auroc(truth: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """(L,) AUROC per label over 0/1 truth; NaN where the test set has one class."""
-    out = np.full(truth.shape[1], np.nan)
-    for j in range(truth.shape[1]):
-        usable = np.isin(truth[:, j], (0.0, 1.0))
-        t = truth[usable, j]
-        if 0 < t.sum() < len(t):
-            out[j] = roc_auc_score(t, prob[usable, j])
-    return out
-
-
-def _resampled_auroc(
-    truth: np.ndarray,
-    prob: np.ndarray,
-    weights: np.ndarray,
-    codes: np.ndarray,
-    chunk: int = 20_000_000,
-) -> np.ndarray:
-    """(n_boot, L) AUROC of one run under each patient resample (weights per patient)."""
-    n_boot, n_labels = weights.shape[0], truth.shape[1]
-    out = np.full((n_boot, n_labels), np.nan)
-    for j in range(n_labels):
-        usable = np.isin(truth[:, j], (0.0, 1.0))
-        if not usable.any():
-            continue
-        codes_j = codes[usable]
-        step = max(1, chunk // int(usable.sum()))  # bound the (resamples x images) matrix
-        for b0 in range(0, n_boot, step):
-            w = weights[b0 : b0 + step][:, codes_j]
-            out[b0 : b0 + step, j] = weighted_auroc(truth[usable, j], prob[usable, j], w)
-    return out
-
-
 def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Append the macro column: mean over the `keep` labels, ignoring NaN resamples."""
     with warnings.catch_warnings():
@@ -275,15 +244,6 @@ def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
             else np.full(per_label.shape[:-1], np.nan)
         )
     return np.concatenate([per_label, macro[..., None]], axis=-1)
-
-
-def _ci(samples: np.ndarray, level: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return math.nan, math.nan
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
 
 
 def _draw_runs(n_runs: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -381,13 +341,13 @@ def summarize_arms(
         raise UserError(f"--n-boot: {n_boot} is too few resamples; valid: 10 or more")
     labels, truth = runset.labels, runset.truth
     names = [*labels, MACRO]
-    point = {id(r): _point_auroc(truth, r.prob) for r in runset.runs}
+    point = {id(r): point_auroc(truth, r.prob)[0] for r in runset.runs}
     keep = np.array([(truth[:, j] == 1).sum() > 0 for j in range(len(labels))]) & np.array(
         [(truth[:, j] == 0).sum() > 0 for j in range(len(labels))]
     )
     weights, codes = patient_resample_weights(runset.patients, n_boot, seed)
     resampled = {
-        id(r): _with_macro(_resampled_auroc(truth, r.prob, weights, codes), keep)
+        id(r): _with_macro(resampled_auroc(truth, r.prob, weights, codes), keep)
         for r in runset.runs
     }
     point = {k: _with_macro(v[None, :], keep)[0] for k, v in point.items()}
@@ -439,7 +399,7 @@ def summarize_arms(
         for k, name in enumerate(names):
             v = values[:, k]
             finite = np.isfinite(v).all()
-            lo, hi = _ci(arm_mean[:, k], level) if finite else (math.nan, math.nan)
+            lo, hi = percentile_ci(arm_mean[:, k], level) if finite else (math.nan, math.nan)
             row = {
                 "arm": arm,
                 "label": name,
@@ -464,7 +424,7 @@ def summarize_arms(
             if delta is not None and finite:
                 mean_a, mean_b, samples = delta
                 d = float(mean_a[k] - mean_b[k])
-                delta_lo, delta_hi = _ci(samples[:, k], level)
+                delta_lo, delta_hi = percentile_ci(samples[:, k], level)
                 if math.isfinite(d) and math.isfinite(delta_lo) and math.isfinite(delta_hi):
                     # A delta is only ever shown with its CI.
                     row.update(
