@@ -627,8 +627,8 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     Returns:
         The report and where everything is.
     """
-    from classifier.evaluate import METRICS_FILE
     from classifier.report import REPORT_FILES, load_report, make_report
+    from classifier.run import is_finished
     from manifests.io import atomic_path, read_manifest
 
     _check_config(cfg)
@@ -667,7 +667,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     train_start = time.perf_counter()
     for run in plan:
         name = f"train {run.out.relative_to(out)}"
-        if (run.out / METRICS_FILE).is_file():
+        if is_finished(run.out):
             log(f"skip {name} (done)")
             stages.skipped.append(name)
             continue

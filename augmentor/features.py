@@ -2,9 +2,9 @@
 
 An extractor is a timm model read straight from files, never from a hub:
 
-- a cxraug classifier run directory (`config.json` + `model.safetensors`), giving pooled
+- a cxraug classifier run folder, loaded through its owner `classifier.run`, giving pooled
   backbone features and, from its head, per-label probabilities (the prompt-alignment
-  oracle); `augmentor` never imports `classifier`, so the run is read here with timm;
+  oracle);
 - any timm architecture with local weights (`timm_name` + `weights`), features only.
 
 Each image is embedded once: `embed_images` loads the images that are not yet in the cache
@@ -16,7 +16,6 @@ images are free, and an interrupted run keeps what it had finished.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,14 +30,10 @@ import torch
 from PIL import Image
 
 from augmentor.metrics import pixel_signature
+from classifier import run
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import Manifest, atomic_path, file_sha256
-
-# Keys a classifier run's config.json may use for each field; the first present wins.
-_MODEL_KEYS = ("backbone", "model_name", "model", "timm_model", "arch")
-_SIZE_KEYS = ("image_size", "img_size", "input_size", "size")
-_RUN_FILES = ("config.json", "model.safetensors")
 
 
 class Embedder(Protocol):
@@ -157,83 +152,31 @@ class HalfMirrorEmbedder:
 # ---------------------------------------------------------------- loading extractors
 
 
-def _first(config: dict, keys: Sequence[str], what: str, path: Path):
-    for key in keys:
-        if config.get(key) is not None:
-            return config[key]
-    raise UserError(f"{path}: no {what} (looked for keys {', '.join(keys)})")
-
-
-def _norm_stats(config: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    norm = config.get("normalization") or config.get("normalisation") or config
-    mean = norm.get("mean", 0.5)
-    std = norm.get("std", 0.5)
-    as_tuple = lambda v: tuple(float(x) for x in (v if isinstance(v, list | tuple) else [v]))  # noqa: E731
-    return as_tuple(mean), as_tuple(std)
-
-
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_run_dir(run_dir: Path, flag: str = "--features") -> None:
-    """Raise UserError naming what a classifier run directory lacks."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{flag} {run_dir}: classifier run directory not found")
-    missing = [f for f in _RUN_FILES if not (run_dir / f).is_file()]
-    if missing:
+    """Raise UserError unless `run_dir` is a classifier run with a best model."""
+    run.read_config(run_dir, flag)
+    if not run.model_path(run_dir).is_file():
         raise UserError(
-            f"{flag} {run_dir}: not a classifier run (missing {', '.join(missing)}); "
-            "pass the output folder of `cxraug train-classifier`"
+            f"{flag} {run_dir}: the run has no {run.MODEL_FILE} yet; pass a finished "
+            "`cxraug train-classifier` output"
         )
 
 
 def load_run_extractor(
     run_dir: Path, device: str | None = None, flag: str = "--features"
 ) -> FeatureExtractor:
-    """A cxraug classifier run (config.json + model.safetensors) as an extractor.
-
-    The architecture comes from the timm name in config.json, built without pretrained
-    weights, then the run's safetensors are loaded strictly.
-    """
-    import timm
-    from safetensors.torch import load_file
-
+    """A cxraug classifier run as an extractor (`classifier.run.load_model`)."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir, flag)
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run_dir / 'config.json'}: not valid JSON ({exc})") from None
-    name = str(_first(config, _MODEL_KEYS, "timm model name", run_dir / "config.json"))
-    labels = tuple(_first(config, ("labels",), "labels", run_dir / "config.json"))
-    size = _first(config, _SIZE_KEYS, "image size", run_dir / "config.json")
-    size = int(size[-1] if isinstance(size, list | tuple) else size)
-    in_chans = int(config.get("in_chans", 1))
-    mean, std = _norm_stats(config)
-    if len(mean) == 1 and in_chans > 1:
-        mean, std = mean * in_chans, std * in_chans
-    try:
-        model = timm.create_model(
-            name, pretrained=False, num_classes=len(labels), in_chans=in_chans
-        )
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise UserError(f"{run_dir / 'config.json'}: timm cannot build {name!r} ({exc})") from None
-    state = load_file(run_dir / "model.safetensors")
-    # Runs saved from a wrapper (DDP, torch.compile) may prefix keys; strip the usual ones.
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    state = {k.removeprefix("model."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UserError(
-            f"{run_dir / 'model.safetensors'}: weights do not fit {name!r} "
-            f"({str(exc).splitlines()[0]})"
-        ) from None
     device = device or _default_device()
-    model.eval().to(device)
-    digest = file_sha256(run_dir / "model.safetensors")[:16]
+    model, config = run.load_model(run_dir, device, flag)
+    size, in_chans = int(config["image_size"]), int(config.get("in_chans", 1))
+    mean, std = (float(config["mean"]),) * in_chans, (float(config["std"]),) * in_chans
+    digest = file_sha256(run.model_path(run_dir))[:16]
     key = hashlib.sha256(f"run|{digest}|{size}|{mean}|{std}|{in_chans}".encode()).hexdigest()
     return FeatureExtractor(
         model=model,
@@ -243,7 +186,7 @@ def load_run_extractor(
         mean=mean,
         std=std,
         in_chans=in_chans,
-        labels=labels,
+        labels=tuple(config["labels"]),
         device=device,
     )
 

@@ -28,13 +28,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from classifier import run
 from manifests.errors import UserError
-from manifests.io import Manifest, atomic_path, filter_manifest, read_manifest, write_json
+from manifests.io import Manifest, filter_manifest, read_manifest
 from manifests.splits import check_leakage
 
 CI_LEVEL = 0.95
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.parquet"
 
 
 # ------------------------------------------------------------------------------ bootstrap
@@ -347,23 +346,6 @@ def predictions_frame(rows: pd.DataFrame, labels: Sequence[str], probs: np.ndarr
     return frame
 
 
-def write_predictions(frame: pd.DataFrame, path: Path) -> Path:
-    """Write the predictions table atomically (Parquet)."""
-    with atomic_path(path, overwrite=True) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return path
-
-
-def read_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """A run's predictions table and its labels (in column order)."""
-    path = Path(run_dir) / PREDICTIONS_FILE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no {PREDICTIONS_FILE}; the run has not finished")
-    frame = pd.read_parquet(path)
-    labels = [c[len("prob.") :] for c in frame.columns if c.startswith("prob.")]
-    return frame, labels
-
-
 def evaluate_run(
     run_dir: Path,
     manifest: Path | Manifest | None = None,
@@ -392,9 +374,8 @@ def evaluate_run(
         `mix`, `seed`, `backbone`, `bad_images`.
     """
     from classifier.data import decode_images
-    from classifier.train import load_run
 
-    model, config = load_run(run_dir)
+    model, config = run.load_model(run_dir)
     if manifest is None:
         manifest = Path(config["real"])
     m = manifest if isinstance(manifest, Manifest) else read_manifest(Path(manifest))
@@ -449,6 +430,6 @@ def finish_evaluation(
     )
     metrics.update(extra)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(frame, out_dir / PREDICTIONS_FILE)
-    write_json(out_dir / METRICS_FILE, metrics)  # written last: its presence marks "done"
+    run.write_predictions(out_dir, frame)
+    run.write_metrics(out_dir, metrics)  # written last: its presence marks "done"
     return metrics

@@ -45,20 +45,17 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from classifier import run as run_folder
 from classifier.evaluate import (
     CI_LEVEL,
-    METRICS_FILE,
-    PREDICTIONS_FILE,
     patient_resample_weights,
     percentile_ci,
     point_auroc,
-    read_predictions,
     resampled_auroc,
 )
 from manifests.errors import UserError
 from manifests.io import atomic_path, read_manifest, write_json
 
-CONFIG_FILE = "config.json"
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 MACRO = "macro"
 BASELINE_ARM = "real"
@@ -93,47 +90,10 @@ class RunSet:
     truth: np.ndarray  # (n_test, L) raw test labels: 1, 0, -1, NaN
 
 
-def _run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Each path is a run directory or a folder of run directories (e.g. STUDY/runs)."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        if (path / CONFIG_FILE).is_file():
-            out.append(path)
-            continue
-        children = (
-            sorted(p for p in path.iterdir() if (p / CONFIG_FILE).is_file())
-            if path.is_dir()
-            else []
-        )
-        if not children:
-            what = "does not exist" if not path.exists() else f"has no {CONFIG_FILE}"
-            raise UserError(
-                f"{path}: not a classifier run directory ({what}); give run folders written "
-                "by cxraug train-classifier, or a folder of them"
-            )
-        out.extend(children)
-    seen: set[Path] = set()
-    unique = []
-    for path in out:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
-
-
 def _read_run(path: Path) -> tuple[dict, dict, pd.DataFrame, list[str]]:
-    config = json.loads((path / CONFIG_FILE).read_text())
-    for key in ("labels", "seed"):
-        if key not in config:
-            raise UserError(f"{path / CONFIG_FILE}: no {key!r}; not a cxraug classifier run")
-    if not (path / METRICS_FILE).is_file():
-        raise UserError(
-            f"{path}: the run has not finished (no {METRICS_FILE}); finish it with "
-            "cxraug train-classifier --resume, or leave it out"
-        )
-    metrics = json.loads((path / METRICS_FILE).read_text())
-    frame, labels = read_predictions(path)
+    config = run_folder.read_config(path)
+    metrics = run_folder.read_metrics(path)
+    frame, labels = run_folder.read_predictions(path)
     return config, metrics, frame, labels
 
 
@@ -150,7 +110,7 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
         UserError: a folder that is not a run, an unfinished run, runs of another label
             set or another test set (naming the run), or the same arm and seed twice.
     """
-    dirs = _run_dirs(paths)
+    dirs = run_folder.find_runs(paths)
     if not dirs:
         raise UserError("report: no run directories given")
     runs: list[Run] = []
@@ -165,7 +125,7 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
         run_labels = tuple(config["labels"])
         if set(pred_labels) != set(run_labels):
             raise UserError(
-                f"{path}: {PREDICTIONS_FILE} has labels {pred_labels}, config.json {list(run_labels)}"
+                f"{path}: {run_folder.PREDICTIONS_FILE} has labels {pred_labels}, config.json {list(run_labels)}"
             )
         if first is None:
             first, labels = path, run_labels

@@ -13,16 +13,18 @@ A run directory holds:
 * ``model.safetensors``: the weights of the best validation epoch.
 * ``metrics.json`` and ``predictions.parquet``: the test evaluation (see `evaluate.py`);
   ``metrics.json`` is written last, so its presence means the run is finished.
-* ``checkpoints/epoch-NNNN/``: the latest accelerate state, for ``--resume``.
+* ``checkpoints/checkpoint-N/``: the training state after epoch N, for ``--resume``
+  (safetensors + JSON, `classifier.train_state`; never pickles).
+
+The folder format is owned by `classifier.run`; its lifecycle (fresh / resume / finished /
+overwrite, lock, scratch) by `manifests.runfolder`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,29 +49,29 @@ from classifier.data import (
     normalize,
     resolve_labels,
 )
-from classifier.evaluate import (
-    METRICS_FILE,
-    finish_evaluation,
-    macro_auroc,
-    predict,
-)
+from classifier.evaluate import finish_evaluation, macro_auroc, predict
+from classifier.run import FORMAT as RUN_FORMAT
+from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
+from classifier.train_state import load_train_state, save_train_state
+from manifests import runfolder
 from manifests.errors import UserError
-from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
+from manifests.io import Manifest, manifest_digest, read_manifest
 from manifests.mixing import MixPlan, check_mix, mix_manifests, mix_plan_of
 from manifests.splits import check_leakage
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"
 CONFIG_VERSION = 1
 
 # Fields that may differ between a run and its --resume without changing the result.
 _RESUME_FREE = {
     "resume",
     "overwrite",
+    "out",  # a run folder moved or copied elsewhere still resumes
+    "real",  # inputs are matched by content digest, not by path
+    "synthetic",
+    "init_from",
+    "pretrained",
     "num_workers",
     "cache_dir",
     "eval_batch_size",
@@ -191,11 +193,9 @@ def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, 
     The backbone must match. The classifier head is kept when the labels match, else it
     stays freshly initialised. Returns a one-line description.
     """
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir, flag="--init-from")
-    weights = run_dir / MODEL_FILE
+    config = read_config(run_dir, flag="--init-from")
+    weights = model_path(run_dir)
     if not weights.is_file():
         raise UserError(f"--init-from: {weights} not found; the run has no best model yet")
     backbone = getattr(model, "pretrained_cfg", {}).get("architecture")
@@ -204,7 +204,7 @@ def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, 
             f"--init-from: {run_dir} trained backbone {config['backbone']!r}, this run uses "
             f"{backbone!r}; they must match"
         )
-    state = load_file(weights)
+    state = load_state_dict(run_dir)
     if tuple(config["labels"]) == tuple(labels):
         model.load_state_dict(state)
         return f"initialised from {run_dir} (backbone and head)"
@@ -215,45 +215,6 @@ def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, 
     if stray:
         raise UserError(f"--init-from: {weights} does not fit this model ({stray[0]} ...)")
     return f"initialised backbone from {run_dir}; new head for labels {', '.join(labels)}"
-
-
-def read_run_config(run_dir: Path, flag: str = "run") -> dict:
-    """A run directory's config.json (UserError if it is not a run directory)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{flag}: {run_dir} is not a classifier run directory (no {CONFIG_FILE})")
-    return json.loads(path.read_text())
-
-
-def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """A finished (or best-so-far) run's timm model, in eval mode, and its config dict.
-
-    The model is a plain timm model: `model(x)` gives logits over `config["labels"]`,
-    `model.forward_features(x)` feature maps, and
-    `model.forward_head(model.forward_features(x), pre_logits=True)` pooled features (for
-    FID-style metrics). Inputs: 1-channel images of `config["image_size"]`, scaled to
-    [0, 1] and normalised with `config["mean"]`, `config["std"]`
-    (`classifier.data.to_model_input` does it from uint8).
-    """
-    from safetensors.torch import load_file
-
-    config = read_run_config(run_dir)
-    weights = Path(run_dir) / MODEL_FILE
-    if not weights.is_file():
-        raise UserError(f"{run_dir}: no {MODEL_FILE}; the run has not finished an epoch")
-    model = timm.create_model(
-        config["backbone"], num_classes=len(config["labels"]), in_chans=1, pretrained=False
-    )
-    model.load_state_dict(load_file(weights))
-    return model.to(device).eval(), config
-
-
-def save_model(model: torch.nn.Module, path: Path) -> None:
-    """Write a model's weights as safetensors, atomically."""
-    from safetensors.torch import save_model as st_save_model
-
-    with atomic_path(path, overwrite=True) as tmp:
-        st_save_model(model, str(tmp))
 
 
 # ------------------------------------------------------------------------------ data
@@ -294,10 +255,9 @@ def check_config(cfg: TrainConfig) -> None:
             raise UserError(f"{flag}: {value!r} must be an integer >= {low}")
     if not cfg.lr > 0:
         raise UserError(f"--lr: {cfg.lr!r} must be positive")
-    if cfg.overwrite and cfg.resume:
-        raise UserError("--overwrite and --resume exclude each other")
+    runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
     if cfg.init_from is not None:
-        read_run_config(Path(cfg.init_from), flag="--init-from")
+        read_config(Path(cfg.init_from), flag="--init-from")
 
 
 def load_manifests(cfg: TrainConfig) -> Manifest:
@@ -390,33 +350,6 @@ def split_dataset(data: RunData, part: pd.DataFrame, uncertain: str) -> CachedIm
 # ------------------------------------------------------------------------------ run folder
 
 
-def _out_dir_state(cfg: TrainConfig) -> str:
-    """`fresh`, `resume`, `done` or `overwrite`; refuses an occupied folder otherwise."""
-    out = Path(cfg.out)
-    if not out.exists():
-        return "fresh"
-    if not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a directory")
-    is_run = (out / CONFIG_FILE).is_file()
-    if not any(out.iterdir()):
-        return "fresh"
-    if cfg.resume:
-        if not is_run:
-            raise UserError(f"--resume: {out} is not a classifier run directory (no {CONFIG_FILE})")
-        return "done" if (out / METRICS_FILE).is_file() else "resume"
-    if cfg.overwrite:
-        if not is_run:
-            raise UserError(
-                f"--overwrite: {out} is not empty and not a classifier run directory "
-                f"(no {CONFIG_FILE}); refusing to delete it"
-            )
-        return "overwrite"
-    raise UserError(
-        f"--out: {out} already exists; pass --resume to continue that run or --overwrite "
-        "to replace it"
-    )
-
-
 def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
@@ -459,7 +392,9 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
                 else None
             ),
             "init_from_digest": (
-                manifest_digest(Path(cfg.init_from) / MODEL_FILE) if cfg.init_from else None
+                manifest_digest(model_path(Path(cfg.init_from)))
+                if cfg.init_from
+                else None
             ),
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
@@ -468,30 +403,11 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
     return config
 
 
-def _check_resume_config(saved: dict, new: dict, out: Path) -> None:
-    for key, value in new.items():
-        if key in _RESUME_FREE or key.endswith("_version"):
-            continue
-        if key in saved and saved[key] != value:
-            raise UserError(
-                f"--resume: {out} was started with {key}={saved[key]!r}, now {value!r}; "
-                "use the same settings or a new --out"
-            )
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    done = sorted(p for p in folder.glob("epoch-*") if (p / TRAINER_STATE).is_file())
-    return done[-1] if done else None
-
-
 # ------------------------------------------------------------------------------ loop
 
 
 class TrainerState:
-    """Epoch counter, best score and history; checkpointed beside the accelerate state."""
+    """Epoch counter, best score and history; saved as JSON in each checkpoint."""
 
     def __init__(self) -> None:
         self.epoch = 0  # epochs finished
@@ -675,7 +591,7 @@ class TrainingSession:
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
             if acc.is_main_process:
-                save_model(acc.unwrap_model(self.model), self.out / MODEL_FILE)
+                save_model(acc.unwrap_model(self.model), self.out)
         else:
             state.bad_epochs += 1
         state.epoch += 1
@@ -687,7 +603,7 @@ class TrainingSession:
             f"{record['val_loss']:.4f}, val macro AUROC {auroc:.4f}, "
             f"{record['train_images_per_s']:.0f} img/s" + (" (best)" if improved else "")
         )
-        _save_checkpoint(acc, state, self.out)
+        _save_checkpoint(acc, self.model, self.optimizer, self.scheduler, state, self.out)
         if state.stopped:
             self.say(f"early stop: no val improvement for {cfg.patience} epochs")
 
@@ -696,10 +612,8 @@ class TrainingSession:
         acc, data, cfg, state = self.accelerator, self.data, self.cfg, self.state
         acc.wait_for_everyone()
         if acc.is_main_process:
-            from safetensors.torch import load_file
-
             best = acc.unwrap_model(self.model)
-            best.load_state_dict(load_file(self.out / MODEL_FILE))
+            best.load_state_dict(load_state_dict(self.out))
             probs = predict(
                 best,
                 data.images[data.test["_pos"].to_numpy()],
@@ -737,28 +651,34 @@ class TrainingSession:
 
 
 def start_training(
-    cfg: TrainConfig, log: Callable[[str], None] | None = None
+    cfg: TrainConfig,
+    log: Callable[[str], None] | None = None,
+    accelerator=None,
+    state_name: str | None = None,
 ) -> TrainingSession | None:
     """Check flags and folder, decode data, build model/optimizer/schedule, resume state.
 
-    Returns None when `cfg.resume` finds the run already finished.
+    `train_classifier` passes the accelerator and the folder state it holds the folder in;
+    called alone (benchmarks) it decides them itself. Returns None when `cfg.resume` finds
+    the run already finished.
     """
     from accelerate.utils import set_seed
 
     check_config(cfg)
     out = Path(cfg.out)
-    state_name = _out_dir_state(cfg)
-    accelerator = _accelerator(cfg)
+    if state_name is None:
+        state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
+    accelerator = accelerator or _accelerator(cfg)
 
     def say(text: str) -> None:
         if accelerator.is_main_process:
             (log or logger.info)(text)
 
-    if state_name == "done":
-        say(f"{out}: already finished ({METRICS_FILE} present); nothing to do")
+    if state_name == runfolder.FINISHED:
+        say(f"{out}: already finished; nothing to do")
         return None
-    if state_name == "overwrite" and accelerator.is_main_process:
-        shutil.rmtree(out)
+    if state_name == runfolder.OVERWRITE and accelerator.is_main_process and out.is_dir():
+        runfolder.empty_folder(out)
     accelerator.wait_for_everyone()
 
     # ---- data, model
@@ -769,11 +689,13 @@ def start_training(
         say(load_init_weights(model, Path(cfg.init_from), data.labels))
     mean, std = model_normalization(model)
     config = run_config(cfg, data, mean, std)
-    if state_name == "resume":
-        _check_resume_config(read_run_config(out), config, out)
+    if state_name == runfolder.RESUME:
+        saved = read_config(out, flag="--resume")
+        free = _RESUME_FREE | {k for k in config if k.endswith("_version")}
+        runfolder.check_resume_config(saved, config, free, out)
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CONFIG_FILE, config)
+        write_config(out, config)
     accelerator.wait_for_everyone()
 
     train_set = split_dataset(data, data.train, cfg.uncertain)
@@ -813,14 +735,18 @@ def start_training(
         updates_per_epoch=len(train_loader),
     )
     state = TrainerState()
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(state)
-
-    latest = _latest_checkpoint(out) if state_name == "resume" else None
+    latest = runfolder.latest_checkpoint(out) if state_name == runfolder.RESUME else None
     if latest is not None:
-        accelerator.load_state(str(latest))
+        trainer = load_train_state(
+            latest,
+            models={"model": accelerator.unwrap_model(model)},
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rank=accelerator.process_index,
+        )
+        state.load_state_dict(trainer)
         say(f"resumed from {latest} (epoch {state.epoch} of {cfg.epochs})")
-    elif state_name == "resume":
+    elif state_name == runfolder.RESUME:
         say(f"{out}: no finished epoch to resume; starting at epoch 0")
     return TrainingSession(
         cfg=cfg,
@@ -848,30 +774,46 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         log: called with progress lines (default: this module's logger); main process only.
 
     Returns:
-        The run directory (config.json, model.safetensors, metrics.json,
-        predictions.parquet). A run already finished (metrics.json present) is returned as
-        is with `cfg.resume`.
+        The run directory (`classifier.run`: config.json, model.safetensors, metrics.json,
+        predictions.parquet). A finished run is returned as is with `cfg.resume`.
     """
-    session = start_training(cfg, log)
-    if session is None:
-        return Path(cfg.out)
-    while session.state.epoch < cfg.epochs and not session.state.stopped:
-        record = {"epoch": session.state.epoch}
-        record.update(session.train_epoch())
-        record.update(session.validate_epoch())
-        session.end_epoch(record)
-    session.finish()
+    check_config(cfg)
+    out = Path(cfg.out)
+    state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
+    if state_name == runfolder.FINISHED:
+        (log or logger.info)(f"{out}: already finished; nothing to do")
+        return out
+    accelerator = _accelerator(cfg)
+    accelerator.wait_for_everyone()  # every process decided the state before anyone writes
+    with runfolder.run_folder(out, state_name, main=accelerator.is_main_process):
+        session = start_training(cfg, log, accelerator, state_name)
+        assert session is not None
+        while session.state.epoch < cfg.epochs and not session.state.stopped:
+            record = {"epoch": session.state.epoch}
+            record.update(session.train_epoch())
+            record.update(session.validate_epoch())
+            session.end_epoch(record)
+        session.finish()
     return session.out
 
 
-def _save_checkpoint(accelerator, state: TrainerState, out: Path) -> None:
-    """Save the accelerate state for this epoch, then drop older epochs' states."""
-    folder = out / CHECKPOINTS / f"epoch-{state.epoch:04d}"
-    accelerator.save_state(str(folder))
+def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainerState, out: Path) -> None:
+    """Save this epoch's training state (no pickles) and drop older epochs' states."""
+    tmp = None
     if accelerator.is_main_process:
-        # The marker is written last: a folder without it is an interrupted save.
-        write_json(folder / TRAINER_STATE, {"epoch": state.epoch})
-        for old in (out / CHECKPOINTS).glob("epoch-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
+        tmp = runfolder.checkpoint_scratch(out, state.epoch)
+    accelerator.wait_for_everyone()
+    tmp = tmp or out / runfolder.CHECKPOINTS_DIR / f".tmp-checkpoint-{state.epoch}"
+    save_train_state(
+        tmp,
+        models={"model": accelerator.unwrap_model(model)},
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainer=state.state_dict(),
+        rank=accelerator.process_index,
+        is_main=accelerator.is_main_process,
+    )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        runfolder.commit_checkpoint(out, tmp, state.epoch, keep=1)
     accelerator.wait_for_everyone()

@@ -35,7 +35,8 @@ from classifier.evaluate import (
     patient_resample_weights,
     weighted_auroc,
 )
-from classifier.train import TrainConfig, build_model, load_run, train_classifier
+from classifier.run import load_model
+from classifier.train import TrainConfig, build_model, train_classifier
 from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png
@@ -297,8 +298,8 @@ def test_training_reaches_auroc_above_09_and_run_dir(larger_phantom, tmp_path):
     assert list(preds.columns[:3]) == ["image_path", "patient_id", "study_id"]
     assert "true.Pneumothorax" in preds and "prob.Pneumothorax" in preds
     assert len(preds) == metrics["n_test_images"]
-    # load_run gives the best model back: it reproduces the saved probabilities.
-    model, config = load_run(out)
+    # load_model gives the best model back: it reproduces the saved probabilities.
+    model, config = load_model(out)
     images = np.stack(
         [
             np.asarray(__import__("PIL.Image").Image.open(p).convert("L"))
@@ -338,17 +339,17 @@ def test_resume_continues_to_the_same_weights(phantom_manifest, tmp_path, monkey
         train_classifier(cfg)
     monkeypatch.setattr(train_mod, "validate", original)
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["epoch-0002"]
-    with pytest.raises(UserError, match="already exists; pass --resume"):
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["checkpoint-2"]
+    with pytest.raises(UserError, match="pass --resume to continue it"):
         train_classifier(cfg)
-    with pytest.raises(UserError, match="was started with lr=0.003, now 0.1"):
+    with pytest.raises(UserError, match="lr=0.003, now 0.1"):
         train_classifier(replace(cfg, resume=True, lr=0.1))
     train_classifier(replace(cfg, resume=True))
     history = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2]
     # Resumed from epoch 2's state, the run ends where the uninterrupted one did.
-    final_full = load_file(full / "checkpoints" / "epoch-0003" / "model.safetensors")
-    final_cut = load_file(tmp_path / "cut" / "checkpoints" / "epoch-0003" / "model.safetensors")
+    final_full = load_file(full / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    final_cut = load_file(tmp_path / "cut" / "checkpoints" / "checkpoint-3" / "model.safetensors")
     for key in final_full:
         assert torch.allclose(final_full[key], final_cut[key], atol=1e-5), key
     # A finished run resumes as a no-op.
@@ -450,9 +451,9 @@ def test_cli_trains_and_refuses_bad_input(phantom_manifest, synthetic_from_phant
         (["--backbone", "resnet_nope"], "--backbone: 'resnet_nope' is not a timm model"),
         (
             ["--init-from", str(tmp_path)],
-            "--init-from: " + str(tmp_path) + " is not a classifier run",
+            "--init-from " + str(tmp_path) + ": not a classifier run",
         ),
-        (["--overwrite", "--resume"], "--overwrite and --resume exclude each other"),
+        (["--overwrite", "--resume"], "--resume and --overwrite exclude each other"),
     ]
     for extra, message in cases:
         result = _cli(*base, "--out", str(tmp_path / "bad"), "--labels", "Support Devices", *extra)
@@ -464,7 +465,7 @@ def test_cli_trains_and_refuses_bad_input(phantom_manifest, synthetic_from_phant
     again = _cli(
         *base, "--out", str(tmp_path / "ok"), "--epochs", "1", "--labels", "support_devices"
     )
-    assert again.exit_code == 2 and "already exists; pass --resume" in again.output
+    assert again.exit_code == 2 and "pass --resume" in again.output
     resumed = _cli(
         *base,
         "--out",

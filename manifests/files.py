@@ -1,0 +1,116 @@
+"""Files every artifact writes: atomic writes, JSON records, content hashes, scratch names.
+
+Writes go to a temporary name beside the target and are renamed onto it, so a reader (or
+a resumed run) never sees half a file. Every temporary name cxraug makes is a *scratch
+name* (`is_scratch_name`): a run folder holding only scratch entries is treated as fresh,
+and resumes remove them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from manifests.errors import UserError
+
+TMP_SUFFIX = ".tmp"
+TMP_PREFIX = ".tmp-"  # folders built under a temporary name, e.g. .tmp-checkpoint-00010
+
+
+def is_scratch_name(name: str) -> bool:
+    """Whether a file or folder name is one of cxraug's temporary names."""
+    return name.startswith(".") and (name.endswith(TMP_SUFFIX) or name.startswith(TMP_PREFIX))
+
+
+def scratch_dir(path: Path) -> Path:
+    """The temporary name a folder is built under before it is renamed onto `path`."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{path.name}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`.
+
+    Refuses an existing `path` unless `overwrite`. On error the temporary file is removed and
+    `path` is untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file path")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists; pass {flag} to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except FileExistsError as e:
+        raise UserError(f"{path}: a parent ({e.filename}) is a file, not a folder") from None
+    except NotADirectoryError:
+        raise UserError(f"{path}: a parent of it is a file, not a folder") from None
+    except PermissionError:
+        raise UserError(f"{path}: cannot write there (permission denied)") from None
+    os.close(fd)
+    # mkstemp creates 0600; give the result the permissions a plain open() would.
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: object, overwrite: bool = True) -> None:
+    """Write JSON atomically (indent 2, sorted keys)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path, what: str = "file") -> dict:
+    """A JSON object from `path`; UserError naming the file if it is missing or not JSON."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e.__class__.__name__}); {what} is corrupt") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object in this {what}")
+    return data
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """Hex SHA-256 of a string (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_writable_parent(path: Path, flag: str) -> None:
+    """Refuse an output path whose nearest existing parent is a file or is not writable."""
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
