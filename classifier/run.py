@@ -32,8 +32,8 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 FORMAT = FolderFormat(kind="classifier run", started_file=CONFIG_FILE, done_file=METRICS_FILE)
-# Keys every reader may rely on (what `load_model` and feature extraction need).
-REQUIRED_KEYS = ("backbone", "labels", "image_size", "mean", "std", "seed")
+RUN_KEYS = ("labels", "seed")  # what every reader relies on (report, oracle)
+MODEL_KEYS = ("backbone", "labels", "image_size", "mean", "std")  # what `load_model` needs
 
 
 def is_run(path: Path) -> bool:
@@ -44,17 +44,17 @@ def is_finished(path: Path) -> bool:
     return (Path(path) / METRICS_FILE).is_file()
 
 
-def read_config(run_dir: Path, flag: str = "run") -> dict:
-    """A run's config.json, checked for the keys readers use (UserError otherwise)."""
+def read_config(run_dir: Path, flag: str = "run", required: Sequence[str] = RUN_KEYS) -> dict:
+    """A run's config.json, checked for the `required` keys (UserError otherwise)."""
     run_dir = Path(run_dir)
     if not is_run(run_dir):
         what = "not found" if not run_dir.exists() else f"no {CONFIG_FILE}"
         raise UserError(
-            f"{flag} {run_dir}: not a classifier run folder ({what}); pass the output folder "
+            f"{flag} {run_dir}: not a classifier run directory ({what}); pass the output folder "
             "of cxraug train-classifier"
         )
     config = read_json(run_dir / CONFIG_FILE, "classifier run config")
-    missing = [k for k in REQUIRED_KEYS if k not in config]
+    missing = [k for k in required if k not in config]
     if missing:
         raise UserError(
             f"{run_dir / CONFIG_FILE}: no {', '.join(missing)}; not a cxraug classifier run"
@@ -138,7 +138,7 @@ def load_model(run_dir: Path, device="cpu", flag: str = "run"):
     """
     import timm
 
-    config = read_config(run_dir, flag)
+    config = read_config(run_dir, flag, MODEL_KEYS)
     try:
         model = timm.create_model(
             config["backbone"],
@@ -169,7 +169,7 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
         if not children:
             what = "does not exist" if not path.exists() else f"has no {CONFIG_FILE}"
             raise UserError(
-                f"{path}: not a classifier run folder ({what}); give run folders written by "
+                f"{path}: not a classifier run directory ({what}); give run folders written by "
                 "cxraug train-classifier, or a folder of them"
             )
         out.extend(children)

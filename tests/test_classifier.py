@@ -451,7 +451,7 @@ def test_cli_trains_and_refuses_bad_input(phantom_manifest, synthetic_from_phant
         (["--backbone", "resnet_nope"], "--backbone: 'resnet_nope' is not a timm model"),
         (
             ["--init-from", str(tmp_path)],
-            "--init-from " + str(tmp_path) + ": not a classifier run",
+            "--init-from " + str(tmp_path) + ": not a classifier run directory",
         ),
         (["--overwrite", "--resume"], "--resume and --overwrite exclude each other"),
     ]
