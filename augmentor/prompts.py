@@ -21,7 +21,15 @@ from manifests.schema import resolve_label
 
 NEGATIVE_TARGET = "No Finding"
 NEGATIVE_TEMPLATE = "No acute cardiopulmonary process."
-PLAN_COLUMNS = ("row", "target_label", "prompt", "prompt_source", "prompt_study_id", "seed")
+PLAN_COLUMNS = (
+    "row",
+    "target_label",
+    "prompt",
+    "prompt_source",
+    "prompt_study_id",
+    "prompt_patient_id",
+    "seed",
+)
 
 _LABEL_SPEC = re.compile(r"^\s*([^:,]*[^:,\s])\s*:\s*([+-]?\d+)\s*$")
 
@@ -112,7 +120,7 @@ def balanced_prompts(
 
     Returns:
         A DataFrame with `row` (0..N-1), `target_label`, `prompt`, `prompt_source`
-        ('report'/'template'), `prompt_study_id`, `seed` (per row, see `row_seed`) and one
+        ('report'/'template'), `prompt_study_id`, `prompt_patient_id`, `seed` (per row, see `row_seed`) and one
         float32 column per label of `manifest`.
     """
     labels = tuple(manifest.labels)
@@ -143,6 +151,9 @@ def balanced_prompts(
             part.insert(1, "prompt", reports["report"].to_numpy()[picks].astype(str))
             part.insert(2, "prompt_source", "report")
             part.insert(3, "prompt_study_id", reports["study_id"].to_numpy()[picks].astype(str))
+            part.insert(
+                4, "prompt_patient_id", reports["patient_id"].to_numpy()[picks].astype(str)
+            )
         else:
             is_negative = target == NEGATIVE_TARGET and k == len(goals)
             fill = 0.0 if is_negative else np.nan
@@ -153,11 +164,12 @@ def balanced_prompts(
             part.insert(1, "prompt", NEGATIVE_TEMPLATE if is_negative else template_prompt(target))
             part.insert(2, "prompt_source", "template")
             part.insert(3, "prompt_study_id", None)
+            part.insert(4, "prompt_patient_id", None)
         parts.append(part)
 
     plan = pd.concat(parts, ignore_index=True)
     plan.insert(0, "row", np.arange(len(plan), dtype=np.int64))
-    plan.insert(5, "seed", np.array([row_seed(seed, r) for r in range(len(plan))], dtype=np.int64))
+    plan.insert(6, "seed", np.array([row_seed(seed, r) for r in range(len(plan))], dtype=np.int64))
     for label in labels:
         plan[label] = plan[label].astype(np.float32)
     return plan

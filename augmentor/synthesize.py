@@ -16,32 +16,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
+from augmentor import synthetic_set as sset
 from augmentor.base import check_pipeline_dir, cpu_only, load_pipeline
+from augmentor.generator import training_patients
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
+from manifests import provenance, runfolder
 from manifests.errors import UserError
+from manifests.files import atomic_path, file_sha256
 from manifests.images import save_png
-from manifests.io import (
-    GENERATOR_DIGEST_KEY,
-    Manifest,
-    atomic_path,
-    file_sha256,
-    manifest_digest,
-    read_manifest,
-    to_table,
-    write_json,
-    write_manifest,
-)
-from manifests.schema import validate_frame
+from manifests.io import GENERATOR_DIGEST_KEY, manifest_digest, read_manifest
 
 # Sampler names a user types -> diffusers scheduler classes (swapped in with
 # `X.from_config(pipe.scheduler.config)`, so the generator's noise schedule is kept).
@@ -63,14 +54,6 @@ DEFAULT_SCHEDULER = "pndm"
 DEFAULT_STEPS = 75
 DEFAULT_GUIDANCE_SCALE = 4.0
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-CONFIG_FILE = "synthesis.json"
-MANIFEST_FILE = "manifest.parquet"
-IMAGES_DIR = "images"
-SHARDS_DIR = "shards"
-ROW_COLUMN = "plan_row"
-_SHARD_NAME = re.compile(r"^shard-(\d+)-(\d+)\.parquet$")
-
 
 @dataclass
 class SynthesisConfig:
@@ -240,78 +223,7 @@ def _check_config(config: SynthesisConfig) -> None:
         raise UserError(f"--guidance-scale: {config.guidance_scale}; it must be 0 or more")
     if config.negatives < 0:
         raise UserError(f"--negatives: {config.negatives}; it must be 0 or more")
-    if config.resume and config.overwrite:
-        raise UserError("--resume and --overwrite exclude each other; pick one")
-
-
-def _check_out(out: Path, identity: dict, resume: bool, overwrite: bool) -> str:
-    """'fresh', 'resume' or 'overwrite'; read-only, so every rank can run it before a barrier."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if not (out.is_dir() and any(out.iterdir())):
-        return "fresh"
-    if overwrite:
-        return "overwrite"
-    if not resume:
-        raise UserError(
-            f"--out {out}: already exists; pass --resume to finish it or --overwrite to replace it"
-        )
-    record = out / CONFIG_FILE
-    if not record.is_file():
-        raise UserError(
-            f"--resume: {out} has no {CONFIG_FILE}; it is not a cxraug synthesis output"
-        )
-    saved = json.loads(record.read_text()).get("identity", {})
-    differs = [key for key in identity if saved.get(key) != identity[key]]
-    if differs:
-        raise UserError(
-            f"--resume: {out} was made with different {', '.join(differs)}; "
-            "use the same settings, --overwrite, or another --out"
-        )
-    return "resume"
-
-
-def _clear_outputs(out: Path) -> None:
-    """Remove what a synthesis run writes (and nothing else a user may keep in `out`)."""
-    import shutil
-
-    for name in (IMAGES_DIR, SHARDS_DIR):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in (MANIFEST_FILE, CONFIG_FILE, "plan.parquet"):
-        (out / name).unlink(missing_ok=True)
-
-
-def _remove_temporaries(out: Path) -> None:
-    """Temporary files a killed run left behind (atomic writes that never got renamed)."""
-    for folder in (out / IMAGES_DIR, out / SHARDS_DIR, out):
-        if folder.is_dir():
-            for path in folder.glob(".*.tmp"):
-                path.unlink(missing_ok=True)
-
-
-def shard_paths(out: Path) -> list[Path]:
-    """The committed shards of a synthesis output, by rank then index."""
-    folder = Path(out) / SHARDS_DIR
-    if not folder.is_dir():
-        return []
-    found = [(m, p) for p in folder.iterdir() if (m := _SHARD_NAME.match(p.name))]
-    return [p for m, p in sorted(found, key=lambda mp: (int(mp[0][1]), int(mp[0][2])))]
-
-
-def committed_rows(out: Path) -> set[int]:
-    """Plan rows that some committed shard holds (reads only that column)."""
-    done: set[int] = set()
-    for path in shard_paths(out):
-        done.update(pq.read_table(path, columns=[ROW_COLUMN]).column(0).to_pylist())
-    return done
-
-
-def _next_shard_index(out: Path, rank: int) -> int:
-    """1 + the highest shard index this rank has written (shard names never collide)."""
-    indices = [
-        int(m[2]) for p in shard_paths(out) if (m := _SHARD_NAME.match(p.name))[1] == str(rank)
-    ]
-    return max(indices, default=-1) + 1
+    runfolder.check_resume_overwrite(config.resume, config.overwrite)
 
 
 def _manifest_rows(
@@ -321,7 +233,7 @@ def _manifest_rows(
     names = [f"synth-{r:06d}" for r in plan_rows["row"]]
     rows = pd.DataFrame(
         {
-            "image_path": [f"{IMAGES_DIR}/{r:06d}.png" for r in plan_rows["row"]],
+            "image_path": [sset.image_name(r) for r in plan_rows["row"]],
             "source": "synthetic",
             "dataset": "synthetic",
             "patient_id": names,
@@ -344,43 +256,12 @@ def _manifest_rows(
     rows["target_label"] = plan_rows["target_label"].to_numpy()
     rows["generator"] = digest
     rows["image_sha256"] = hashes
-    rows[ROW_COLUMN] = plan_rows["row"].to_numpy(dtype=np.int64)
+    rows[sset.ROW_COLUMN] = plan_rows["row"].to_numpy(dtype=np.int64)
     rows["prompt_source"] = plan_rows["prompt_source"].to_numpy()
     rows["prompt_study_id"] = plan_rows["prompt_study_id"].to_numpy()
+    rows[provenance.PROMPT_PATIENT_COLUMN] = plan_rows["prompt_patient_id"].to_numpy()
     rows["negative_prompt"] = config.negative_prompt
     return rows
-
-
-def _write_shard(
-    rows: pd.DataFrame, labels: tuple[str, ...], out: Path, path: Path, digest: str
-) -> None:
-    """Commit rows as one atomic Parquet shard (validated like a manifest)."""
-    manifest = Manifest(rows=rows, labels=labels, root=out, metadata={GENERATOR_DIGEST_KEY: digest})
-    validate_frame(rows, labels, where=str(path))
-    table = to_table(manifest)
-    with atomic_path(path, overwrite=False) as tmp:
-        pq.write_table(table, tmp)
-
-
-def merge_shards(
-    out: Path, labels: tuple[str, ...], plan_size: int, metadata: dict[str, str]
-) -> Path:
-    """Merge every committed shard into `out/manifest.parquet` (rows in plan order)."""
-    out = Path(out)
-    parts = [pq.read_table(p).to_pandas() for p in shard_paths(out)]
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if len(rows):
-        # A row is committed once; keep the first copy should a shard ever repeat one.
-        rows = rows.drop_duplicates(subset=ROW_COLUMN).sort_values(ROW_COLUMN)
-    missing = plan_size - len(rows)
-    if missing:
-        raise UserError(
-            f"--out {out}: {missing} of {plan_size} rows not generated; re-run with --resume"
-        )
-    manifest = Manifest(
-        rows=rows.reset_index(drop=True), labels=labels, root=out, metadata=metadata
-    )
-    return write_manifest(manifest, out / MANIFEST_FILE, overwrite=True)
 
 
 def synthesize(
@@ -393,106 +274,123 @@ def synthesize(
     reporting and interruption tests).
     """
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
     _check_config(config)
     out, model = Path(config.out), Path(config.model)
     prompts = read_manifest(Path(config.prompts_from), validate=True)
+    where = f"--prompts-from {config.prompts_from}"
+    provenance.require_patient_split(prompts, where)
     targets = parse_label_counts(config.labels, prompts.labels)
     check_pipeline_dir(model)
     plan = balanced_prompts(
-        prompts,
-        targets,
-        negatives=config.negatives,
-        seed=config.seed,
-        where=f"--prompts-from {config.prompts_from}",
+        prompts, targets, negatives=config.negatives, seed=config.seed, where=where
     )
     labels = tuple(prompts.labels)
+    digest = generator_digest(model)
+    record = provenance.synthetic_record(digest, training_patients(model), prompts)
     del prompts
     notes = template_notes(plan)
-    digest = generator_digest(model)
     identity = _identity(config, targets, digest)
-
-    state = PartialState(cpu=cpu_only())
-    # Every rank checks the output folder before anyone writes, so they all agree.
-    mode = _check_out(out, identity, config.resume, config.overwrite)
-    # Rows done before this run, read before any rank commits new shards.
-    done = committed_rows(out) if mode == "resume" else set()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        if mode == "overwrite":
-            _clear_outputs(out)
-        if mode == "resume":
-            _remove_temporaries(out)
-        (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-        (out / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        if mode != "resume":
-            write_json(out / CONFIG_FILE, {"config": asdict(config), "identity": identity})
-    state.wait_for_everyone()
-
-    rank, world = state.process_index, state.num_processes
-    mine = plan[(plan["row"] % world == rank).to_numpy() & ~plan["row"].isin(done).to_numpy()]
-    next_shard = _next_shard_index(out, rank)
-
-    generated = 0
-    if len(mine):
-        pipe = load_pipeline(model, dtype=PRECISIONS[config.precision])
-        pipe.to(state.device)
-        set_scheduler(pipe, config.scheduler)
-        pipe.set_progress_bar_config(disable=True)
-        pending: list[pd.DataFrame] = []
-        bar = tqdm(
-            total=len(mine),
-            unit="img",
-            desc=f"synthesize (rank {rank}/{world})" if world > 1 else "synthesize",
-            disable=not state.is_main_process,
-        )
-        for batch_no, start in enumerate(range(0, len(mine), config.batch_size)):
-            batch = mine.iloc[start : start + config.batch_size]
-            images = generate_images(
-                pipe,
-                batch["prompt"].tolist(),
-                batch["seed"].tolist(),
-                config.num_inference_steps,
-                config.guidance_scale,
-                config.negative_prompt,
-            )
-            hashes = []
-            for row, image in zip(batch["row"], images, strict=True):
-                with atomic_path(out / IMAGES_DIR / f"{row:06d}.png", overwrite=True) as tmp:
-                    save_png(image, tmp)
-                    hashes.append(file_sha256(tmp))
-            pending.append(_manifest_rows(batch, hashes, config, digest))
-            last = start + config.batch_size >= len(mine)
-            if (batch_no + 1) % config.shard_every == 0 or last:
-                shard = out / SHARDS_DIR / f"shard-{rank}-{next_shard:06d}.parquet"
-                _write_shard(pd.concat(pending, ignore_index=True), labels, out, shard, digest)
-                generated += sum(len(p) for p in pending)
-                next_shard += 1
-                pending = []
-            bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(generated)
-        bar.close()
-
-    state.wait_for_everyone()
-    path = out / MANIFEST_FILE
     metadata = {
         GENERATOR_DIGEST_KEY: digest,
         "cxraug.synthesis": json.dumps(identity, sort_keys=True),
+        provenance.PROVENANCE_KEY: json.dumps(record, sort_keys=True),
     }
-    if state.is_main_process:
-        path = merge_shards(out, labels, len(plan), metadata)
+
+    state = PartialState(cpu=cpu_only())
+    # Every rank decides the folder's state before anyone writes, so they all agree.
+    mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
+    if mode in (runfolder.RESUME, runfolder.FINISHED):
+        saved = sset.read_record(out).get("identity", {})
+        runfolder.check_resume_config(saved, identity, set(), out)
+    # Rows done before this run, read before any rank commits new shards.
+    done = sset.committed_rows(out) if mode == runfolder.RESUME else set()
     state.wait_for_everyone()
+    with runfolder.run_folder(out, mode, main=state.is_main_process):
+        if state.is_main_process and mode != runfolder.FINISHED:
+            sset.make_folders(out)
+            if mode != runfolder.RESUME:
+                sset.write_record(
+                    out,
+                    {"config": asdict(config), "identity": identity, "provenance": record},
+                )
+        state.wait_for_everyone()
+        if mode == runfolder.FINISHED:
+            done = set(range(len(plan)))
+        _generate(config, plan, labels, done, out, metadata, state, on_batch)
+        state.wait_for_everyone()
+        path = sset.manifest_path(out)
+        if state.is_main_process and mode != runfolder.FINISHED:
+            path = sset.merge_shards(out, labels, len(plan), metadata)
+        state.wait_for_everyone()
     counts = plan["target_label"].value_counts(sort=False).to_dict()
     return SynthesisResult(
         manifest=path,
         counts={str(k): int(v) for k, v in counts.items()},
-        generated=len(plan) - len(done),
+        generated=len(plan) - len(done),  # all processes together
         skipped=len(done),
         notes=notes,
         is_main_process=state.is_main_process,
     )
+
+
+def _generate(
+    config: SynthesisConfig,
+    plan: pd.DataFrame,
+    labels: tuple[str, ...],
+    done: set[int],
+    out: Path,
+    metadata: dict,
+    state,
+    on_batch: Callable[[int], None] | None,
+) -> int:
+    """This rank's rows not yet committed, in batches; returns how many it generated."""
+    from tqdm.auto import tqdm
+
+    rank, world = state.process_index, state.num_processes
+    mine = plan[(plan["row"] % world == rank).to_numpy() & ~plan["row"].isin(done).to_numpy()]
+    if not len(mine):
+        return 0
+    pipe = load_pipeline(Path(config.model), dtype=PRECISIONS[config.precision])
+    pipe.to(state.device)
+    set_scheduler(pipe, config.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    digest = metadata[GENERATOR_DIGEST_KEY]
+    pending: list[pd.DataFrame] = []
+    generated = 0
+    bar = tqdm(
+        total=len(mine),
+        unit="img",
+        desc=f"synthesize (rank {rank}/{world})" if world > 1 else "synthesize",
+        disable=not state.is_main_process,
+    )
+    for batch_no, start in enumerate(range(0, len(mine), config.batch_size)):
+        batch = mine.iloc[start : start + config.batch_size]
+        images = generate_images(
+            pipe,
+            batch["prompt"].tolist(),
+            batch["seed"].tolist(),
+            config.num_inference_steps,
+            config.guidance_scale,
+            config.negative_prompt,
+        )
+        hashes = []
+        for row, image in zip(batch["row"], images, strict=True):
+            with atomic_path(out / sset.image_name(row), overwrite=True) as tmp:
+                save_png(image, tmp)
+                hashes.append(file_sha256(tmp))
+        pending.append(_manifest_rows(batch, hashes, config, digest))
+        last = start + config.batch_size >= len(mine)
+        if (batch_no + 1) % config.shard_every == 0 or last:
+            shard = sset.next_shard_path(out, rank)
+            sset.write_shard(pd.concat(pending, ignore_index=True), labels, out, shard, metadata)
+            generated += sum(len(p) for p in pending)
+            pending = []
+        bar.update(len(batch))
+        if on_batch is not None:
+            on_batch(generated)
+    bar.close()
+    return generated
 
 
 __all__ = [
@@ -502,12 +400,9 @@ __all__ = [
     "SCHEDULERS",
     "SynthesisConfig",
     "SynthesisResult",
-    "committed_rows",
     "generate_images",
     "generator_digest",
-    "merge_shards",
     "set_scheduler",
-    "shard_paths",
     "synthesize",
     "to_grayscale_uint8",
 ]

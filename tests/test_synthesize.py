@@ -21,14 +21,13 @@ from typer.testing import CliRunner
 from augmentor.prompts import balanced_prompts, parse_label_counts, row_seed, template_notes
 from augmentor.synthesize import (
     SynthesisConfig,
-    committed_rows,
     generate_images,
     generator_digest,
     set_scheduler,
-    shard_paths,
     synthesize,
     to_grayscale_uint8,
 )
+from augmentor.synthetic_set import committed_rows, shard_paths
 from cli import app
 from manifests.errors import UserError
 from manifests.io import Manifest, file_sha256, read_manifest, write_manifest
@@ -262,7 +261,7 @@ def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_gener
     for shard in shard_paths(out):  # the partial state is a valid set of shards
         validate_frame(pq.read_table(shard).to_pandas(), CHEXPERT_LABELS, str(shard))
 
-    with pytest.raises(UserError, match="already exists; pass --resume"):
+    with pytest.raises(UserError, match="pass --resume to continue it"):
         synthesize(
             config(tiny_generator_dir, prompts, out, labels="pneumothorax:5,pleural_effusion:3")
         )
@@ -274,7 +273,7 @@ def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_gener
         resume=True,
         seed=9,
     )
-    with pytest.raises(UserError, match="different seed"):
+    with pytest.raises(UserError, match="seed=0, now 9"):
         synthesize(changed)
 
     resumed = config(
@@ -375,7 +374,7 @@ def test_cli_bad_model_prompts_and_existing_output(
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
     one_line_error(
-        run(tiny_generator_dir, prompts, existing), "already exists", "--resume", "--overwrite"
+        run(tiny_generator_dir, prompts, existing), "already exists", "not a synthetic set"
     )
     one_line_error(run(tiny_generator_dir, prompts, existing, "--resume"), "no synthesis.json")
     one_line_error(
