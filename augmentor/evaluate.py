@@ -415,13 +415,17 @@ def _memorization(
         cfg.feature_threshold,
         cfg.memorization_threshold,
     )
-    return memo, {
-        "n": len(held),
-        "flagged_share": float(base["flagged"].mean()),
-        "pixel_correlation_median": float(base["pixel_correlation"].median()),
-        "pixel_correlation_max": float(base["pixel_correlation"].max()),
-        "feature_cosine_median": float(base["feature_cosine"].median()),
-        "feature_cosine_max": float(base["feature_cosine"].max()),
+    return memo, {"n": len(held), **_similarity_stats(base)}
+
+
+def _similarity_stats(table: pd.DataFrame) -> dict[str, float]:
+    """Flagged share and nearest-neighbour similarities of a `memorization_table`."""
+    return {
+        "flagged_share": float(table["flagged"].mean()),
+        "pixel_correlation_median": float(table["pixel_correlation"].median()),
+        "pixel_correlation_max": float(table["pixel_correlation"].max()),
+        "feature_cosine_median": float(table["feature_cosine"].median()),
+        "feature_cosine_max": float(table["feature_cosine"].max()),
     }
 
 
@@ -576,9 +580,7 @@ def _summary(
             "n_synthetic": len(memo),
             "n_flagged": int(memo["flagged"].sum()),
             "n_exact_copies": int(memo["exact_copy"].sum()),
-            "flagged_share": float(memo["flagged"].mean()),
-            "pixel_correlation_max": float(memo["pixel_correlation"].max()),
-            "feature_cosine_max": float(memo["feature_cosine"].max()),
+            **_similarity_stats(memo),
             "real_heldout_baseline": baseline_flag,
             "table": MEMORIZATION_TABLE,
             "figure": MEMORIZATION_FIGURE,

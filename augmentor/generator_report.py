@@ -30,7 +30,7 @@ _DISPLAY = {
         {"finding": "finding", "n_prompted": "n prompted", "hit_rate": "hit",
          "real_positive_rate": "real pos", "n_unprompted": "n unprompted",
          "false_finding_rate": "false finding", "real_negative_rate": "real neg",
-         "side_hit_rate": "side", "real_side_hit_rate": "real side",
+         "n_sided": "n sided", "side_hit_rate": "side", "real_side_hit_rate": "real side",
          "meets_targets": "meets targets"},
     ),
     "fidelity": (
@@ -133,6 +133,11 @@ def plot_memorization(table: pd.DataFrame, path: Path, n: int, overwrite: bool =
 # ---------------------------------------------------------------- report section
 
 
+def _columns(key: str) -> list[str]:
+    """The report shows a table's fields under their JSON names, the terminal's columns."""
+    return list(_DISPLAY[key][1])
+
+
 def _kid_x1000(rows: list[dict]) -> list[dict]:
     scaled = []
     for row in rows:
@@ -161,11 +166,7 @@ def _fidelity_blocks(fid: dict) -> list[tuple]:
             f"KID: unbiased polynomial-kernel MMD, mean and sd over {fid['kid_subsets']} "
             f"subsets of at most {fid['kid_subset_size']} images, shown x1000.",
         ),
-        (
-            "table",
-            _kid_x1000(fid["rows"]),
-            ["subset", "fid", "kid_x1000", "kid_std_x1000", "n_synthetic", "n_real"],
-        ),
+        ("table", _kid_x1000(fid["rows"]), _columns("fidelity")),
     ]
 
 
@@ -189,23 +190,7 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
             f"false finding <= real neg + {t['false_finding_margin']:g}, side >= "
             f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings.",
         ),
-        (
-            "table",
-            rows,
-            [
-                "finding",
-                "n_prompted",
-                "hit_rate",
-                "real_positive_rate",
-                "n_unprompted",
-                "false_finding_rate",
-                "real_negative_rate",
-                "n_sided",
-                "side_hit_rate",
-                "real_side_hit_rate",
-                "meets_targets",
-            ],
-        ),
+        ("table", rows, _columns("prompt_fidelity")),
     ]
 
 
@@ -225,40 +210,19 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
     div = doc["diversity"]
     blocks += [
         ("h", f"Diversity ({div['metric']}; {div['image_size']} px, {div['scales']} scales)"),
-        ("table", div["rows"], ["comparison", "label", "pairs", "ms_ssim_mean", "ms_ssim_std"]),
+        ("table", div["rows"], _columns("diversity")),
     ]
     if doc.get("alignment"):
         blocks += [
             ("h", "Prompt alignment"),
             ("p", f"Oracle {doc['oracle']}; threshold: {doc['alignment']['threshold_rule']}."),
-            (
-                "table",
-                doc["alignment"]["rows"],
-                [
-                    "label",
-                    "n_synthetic",
-                    "synthetic_positive_rate",
-                    "real_test_positive_rate",
-                    "real_test_negative_rate",
-                    "threshold",
-                ],
-            ),
+            ("table", doc["alignment"]["rows"], _columns("alignment")),
         ]
     if doc.get("laterality"):
         blocks += [
             ("h", "Laterality"),
             ("p", f"Method: {doc['laterality']['method']}."),
-            (
-                "table",
-                doc["laterality"]["rows"],
-                [
-                    "label",
-                    "synthetic_side_hit_rate",
-                    "n_synthetic_sided",
-                    "real_heldout_side_hit_rate",
-                    "n_real_heldout_sided",
-                ],
-            ),
+            ("table", doc["laterality"]["rows"], _columns("laterality")),
         ]
     memo = doc["memorization"]
     base = memo.get("real_heldout_baseline") or {}
