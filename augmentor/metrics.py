@@ -69,6 +69,20 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+# Up to this many kernel entries (float64, ~240 MB) the whole kernel matrices are computed
+# once and each subset reads its block: 25x less work than one product per subset.
+_KID_GRAM_LIMIT = 30_000_000
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray, gamma: float, degree: int, coef: float):
+    return (gamma * (x @ y.T) + coef) ** degree
+
+
+def _unbiased_mmd(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    m, n = len(k_xx), len(k_yy)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2.0 * k_xy.mean())
 
 
 def polynomial_mmd(
@@ -82,16 +96,14 @@ def polynomial_mmd(
     slightly negative).
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    m, n = len(x), len(y)
-    if m < 2 or n < 2:
-        raise ValueError(f"need at least 2 rows per set, got {m} and {n}")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"need at least 2 rows per set, got {len(x)} and {len(y)}")
     g = 1.0 / x.shape[1] if gamma is None else gamma
-    k_xx = (g * (x @ x.T) + coef) ** degree
-    k_yy = (g * (y @ y.T) + coef) ** degree
-    k_xy = (g * (x @ y.T) + coef) ** degree
-    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    return float(within_x + within_y - 2.0 * k_xy.mean())
+    return _unbiased_mmd(
+        _poly_kernel(x, x, g, degree, coef),
+        _poly_kernel(y, y, g, degree, coef),
+        _poly_kernel(x, y, g, degree, coef),
+    )
 
 
 def kid_from_features(
@@ -113,14 +125,22 @@ def kid_from_features(
     if m < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    values = np.array(
-        [
-            polynomial_mmd(
-                a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
-            )
-            for _ in range(subsets)
-        ]
-    )
+    draws = [
+        (rng.choice(len(a), m, replace=False), rng.choice(len(b), m, replace=False))
+        for _ in range(subsets)
+    ]
+    if (len(a) + len(b)) ** 2 <= _KID_GRAM_LIMIT:
+        g = 1.0 / a.shape[1]
+        k_aa, k_bb = _poly_kernel(a, a, g, 3, 1.0), _poly_kernel(b, b, g, 3, 1.0)
+        k_ab = _poly_kernel(a, b, g, 3, 1.0)
+        values = np.array(
+            [
+                _unbiased_mmd(k_aa[np.ix_(i, i)], k_bb[np.ix_(j, j)], k_ab[np.ix_(i, j)])
+                for i, j in draws
+            ]
+        )
+    else:
+        values = np.array([polynomial_mmd(a[i], b[j]) for i, j in draws])
     return float(values.mean()), float(values.std())
 
 

@@ -152,6 +152,17 @@ def test_kid_matches_a_hand_computed_case_and_is_unbiased():
     assert np.isnan(kid_from_features(a[:1], b)[0])
 
 
+def test_kid_from_whole_kernels_equals_kid_per_subset(monkeypatch):
+    import augmentor.metrics
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(60, 5)), rng.normal(0.3, 1.0, size=(80, 5))
+    blocks = kid_from_features(a, b, subsets=7, subset_size=40, seed=3)
+    monkeypatch.setattr(augmentor.metrics, "_KID_GRAM_LIMIT", 0)
+    per_subset = kid_from_features(a, b, subsets=7, subset_size=40, seed=3)
+    np.testing.assert_allclose(blocks, per_subset, rtol=1e-10)
+
+
 def test_prompt_fidelity_hit_false_finding_side_and_targets():
     labels = ("Cardiomegaly", "Pneumothorax", "Lung Lesion", "No Finding")
     nan = np.nan
