@@ -2,8 +2,9 @@
 
 `evaluate_generator` compares a synthetic manifest with the real manifest the generator
 was trained on, using a feature extractor (a cxraug classifier run trained on real data, or
-local timm weights, e.g. Inception-v3 for FID/KID comparable with the literature) and, for
-prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
+local timm weights, e.g. `--features-timm inception_v3 --weights FILE`, the architecture
+FID/KID are usually reported with; the numbers match clean-fid's only with its weights and
+resizing) and, for prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
 `GENERATOR_EVAL_SCHEMA`, below), `generator_eval.md`, `memorization.parquet` and
 `memorization.png` into its output folder; this module owns those names, the writer and
 the reader (`read_generator_eval`, `generator_section` for `cxraug report`).
@@ -25,7 +26,7 @@ What each metric means, and its limits:
   positive at a threshold chosen on real val images (Youden's J; 0.5 if val has one class),
   next to the same rate on real test positives (sensitivity) and negatives (false-positive
   rate). A generator that renders its prompts well sits near the real positives' rate.
-- Prompt fidelity: one table per finding: the hit rate above; the false-finding rate (share
+- Prompt fidelity: one table, a row per finding: the hit rate above; the false-finding rate (share
   of synthetic images whose prompt negates or does not mention the finding that the oracle
   calls positive, against its rate on real test negatives); the side matched (below); and
   whether each meets `FidelityTargets` (a 'No Finding' row for `synthesize --negatives`).
