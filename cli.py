@@ -460,11 +460,11 @@ def synthesize_cmd(
     ] = None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
-    from augmentor.evaluate import apply_oracle_filter, check_oracle_filter
-    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
+    from augmentor.synthesize import SynthesisConfig
 
-    check_oracle_filter(filter_with, min_prob)
-    result = synthesize(
+    oracle_filter = oracle_filter_config(filter_with, min_prob)
+    result, kept = synthesize_and_filter(
         SynthesisConfig(
             model=str(model),
             prompts_from=str(prompts_from),
@@ -481,7 +481,8 @@ def synthesize_cmd(
             precision=precision,
             resume=resume,
             overwrite=overwrite,
-        )
+        ),
+        oracle_filter,
     )
     if result.is_main_process:
         for note in result.notes:
@@ -491,10 +492,7 @@ def synthesize_cmd(
             f"wrote {result.manifest} ({counts}; generated {result.generated}, "
             f"skipped {result.skipped} already done)"
         )
-        if filter_with is not None:
-            kept = apply_oracle_filter(
-                result.manifest, filter_with, 0.5 if min_prob is None else min_prob
-            )
+        if kept is not None:
             _print_frame(kept.counts, f"oracle filter ({filter_with}, min prob {kept.min_prob})")
             if len(kept.rejected):
                 _print_frame(kept.rejected, "rejected by the oracle (images stay on disk)")
@@ -772,8 +770,9 @@ def evaluate_generator_cmd(
     seed: Seed = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Fidelity (FID), diversity (MS-SSIM), prompt alignment, laterality, memorization audit."""
-    from augmentor.evaluate import GeneratorEvalConfig, display_tables, evaluate_generator
+    """FID/KID, diversity (MS-SSIM), prompt alignment and fidelity, laterality, memorization."""
+    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+    from augmentor.generator_report import display_tables
 
     result = evaluate_generator(
         GeneratorEvalConfig(
@@ -797,7 +796,7 @@ def evaluate_generator_cmd(
         ),
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
     )
-    for title, table in display_tables(result):
+    for title, table in display_tables(result.tables):
         _print_frame(table, title)
     memo = result.summary["memorization"]
     console.print(

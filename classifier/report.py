@@ -53,6 +53,7 @@ from classifier.evaluate import (
     point_auroc,
     resampled_auroc,
 )
+from classifier.tables import fmt, html_table, md_table
 from manifests.errors import UserError
 from manifests.io import atomic_path, read_manifest, write_json
 
@@ -488,12 +489,6 @@ def _data_notes(runset: RunSet) -> list[str]:
 # ------------------------------------------------------------------------------ display
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _signed(value: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}"
 
@@ -541,9 +536,9 @@ def display_rows(
                 row.arm,
                 row.label,
                 str(row.n_runs),
-                _fmt(row.auroc_mean) + sd,
-                f"{_fmt(row.auroc_min)}–{_fmt(row.auroc_max)}",
-                f"[{_fmt(row.auroc_lo)}, {_fmt(row.auroc_hi)}]",
+                fmt(row.auroc_mean) + sd,
+                f"{fmt(row.auroc_min)}–{fmt(row.auroc_max)}",
+                f"[{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
                 delta,
                 rel,
             ]
@@ -551,20 +546,6 @@ def display_rows(
     if compact:
         return [headers[i] for i in _COMPACT], [[r[i] for i in _COMPACT] for r in out]
     return headers, out
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _html_table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
-    )
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _method_text(report: Report) -> str:
@@ -612,7 +593,7 @@ def roc_figure(report: Report, label: str) -> str | None:
             _FPR_GRID,
             tpr,
             lw=1.8 if arm == report.baseline else 1.3,
-            label=f"{arm} ({_fmt(means[(arm, label)])}, {n} seed{'s' * (n > 1)})",
+            label=f"{arm} ({fmt(means[(arm, label)])}, {n} seed{'s' * (n > 1)})",
         )
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=label)
     ax.set_xlim(0, 1)
@@ -741,7 +722,7 @@ def write_report(
             str(r.backbone),
             str(r.n_real_train),
             str(r.n_synthetic_train),
-            _fmt(r.macro_auroc),
+            fmt(r.macro_auroc),
         ]
         for r in report.runs.itertuples(index=False)
     ]
@@ -750,9 +731,9 @@ def write_report(
     # Markdown
     md = [f"# {title}\n\n", _method_text(report) + "\n\n"]
     md += [f"- note: {n}\n" for n in report.notes]
-    md += ["\n## Macro AUROC\n\n", _md_table(macro_headers, macro_rows)]
-    md += ["\n## Per label\n\n", _md_table(headers, rows)]
-    md += ["\n## Runs\n\n", _md_table(run_headers, run_rows)]
+    md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
+    md += ["\n## Per label\n\n", md_table(headers, rows)]
+    md += ["\n## Runs\n\n", md_table(run_headers, run_rows)]
     if synthetic:
         md.append(f"\nSynthetic samples: {synthetic} (grid in report.html).\n")
     md += ["\n" + s["md"] for s in sections if s.get("md")]
@@ -773,9 +754,9 @@ def write_report(
         )
     parts += [
         "<h2>Macro AUROC</h2>",
-        _html_table(macro_headers, macro_rows, "summary"),
+        html_table(macro_headers, macro_rows, "summary"),
         "<h2>Per label</h2>",
-        _html_table(headers, rows, "labels"),
+        html_table(headers, rows, "labels"),
         "<h2>ROC curves (mean over seeds, per arm)</h2><div class='figs'>",
     ]
     for label, png in figures:
@@ -790,7 +771,7 @@ def write_report(
             f"<p class='method'>{html.escape(str(synthetic))}</p>",
             f"<img class='grid' alt='synthetic samples' src='data:image/png;base64,{grid}'/>",
         ]
-    parts += ["<h2>Runs</h2>", _html_table(run_headers, run_rows, "runs")]
+    parts += ["<h2>Runs</h2>", html_table(run_headers, run_rows, "runs")]
     parts += [s["html"] for s in sections if s.get("html")]
     parts.append("</body></html>\n")
 

@@ -12,24 +12,32 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from augmentor.evaluate import (
-    GENERATOR_EVAL_SCHEMA,
-    filter_by_oracle,
-    generator_section,
+from augmentor.evaluate import GENERATOR_EVAL_SCHEMA, generator_section
+from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
+from augmentor.generator_metrics import (
+    FidelityTargets,
     memorization_table,
-    rejected_by_oracle,
-    score_by_oracle,
+    prompt_fidelity_table,
     stated_side,
     true_side,
 )
-from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
 from augmentor.metrics import (
     fid_from_features,
+    kid_from_features,
     ms_ssim,
     ms_ssim_scales,
     nearest_neighbours,
     pair_indices,
+    polynomial_mmd,
     youden_threshold,
+)
+from augmentor.oracle_filter import (
+    OracleFilterConfig,
+    apply_oracle_filter,
+    filter_by_oracle,
+    oracle_filter_config,
+    rejected_by_oracle,
+    score_by_oracle,
 )
 from manifests.errors import UserError
 from manifests.images import load_image, save_png
@@ -120,6 +128,119 @@ def test_fid_with_singular_covariances_stays_finite():
     few = rng.normal(size=(10, 40))  # fewer images than dimensions: singular covariance
     assert fid_from_features(few, few) < 1e-4
     assert np.isfinite(fid_from_features(few, rng.normal(size=(12, 40))))
+
+
+def test_kid_matches_a_hand_computed_case_and_is_unbiased():
+    # k(a, b) = (a.b / dim + 1)^3 with dim 1: k_xx off-diagonal (0*1 + 1)^3 = 1, k_yy
+    # (1*2 + 1)^3 = 27, k_xy 1, 1, 8, 27 (mean 9.25): MMD^2 = 1 + 27 - 2 * 9.25 = 9.5.
+    x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
+    assert polynomial_mmd(x, y) == pytest.approx(9.5)
+    mean, sd = kid_from_features(x, y, subsets=5)  # every subset is the whole set
+    assert mean == pytest.approx(9.5) and sd == pytest.approx(0.0)
+    # Two dimensions, gamma 1/2: k_xx (0 + 1)^3 = 1; k_yy (2 / 2 + 1)^3 = 8;
+    # k_xy: 1, 1, (1 / 2 + 1)^3 = 3.375, (2 / 2 + 1)^3 = 8 (mean 13.375 / 4).
+    x2, y2 = np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[1.0, 0.0], [2.0, 2.0]])
+    assert polynomial_mmd(x2, y2) == pytest.approx(1 + 8 - 2 * 13.375 / 4)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    same, same_sd = kid_from_features(a, b, subsets=20, subset_size=100, seed=1)
+    shifted, _ = kid_from_features(a, b + 0.5, subsets=20, subset_size=100, seed=1)
+    assert abs(same) < 3 * same_sd + 0.01 and shifted > 10 * abs(same)
+    assert kid_from_features(a, b, subsets=3, subset_size=50, seed=2) == kid_from_features(
+        a, b, subsets=3, subset_size=50, seed=2
+    )
+    assert np.isnan(kid_from_features(a[:1], b)[0])
+
+
+def test_kid_from_whole_kernels_equals_kid_per_subset(monkeypatch):
+    import augmentor.metrics
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(60, 5)), rng.normal(0.3, 1.0, size=(80, 5))
+    blocks = kid_from_features(a, b, subsets=7, subset_size=40, seed=3)
+    monkeypatch.setattr(augmentor.metrics, "_KID_GRAM_LIMIT", 0)
+    per_subset = kid_from_features(a, b, subsets=7, subset_size=40, seed=3)
+    np.testing.assert_allclose(blocks, per_subset, rtol=1e-10)
+
+
+def test_prompt_fidelity_hit_false_finding_side_and_targets():
+    labels = ("Cardiomegaly", "Pneumothorax", "Lung Lesion", "No Finding")
+    nan = np.nan
+    # Real: val has one class (threshold 0.5), test rows with known truth.
+    real_rows = pd.DataFrame(
+        {
+            "split": ["val"] * 2 + ["test"] * 6,
+            "Cardiomegaly": [0, 0, 1, 1, 0, 0, 0, 0],
+            "Pneumothorax": [0, 0, 1, 0, 1, 0, 0, 0],
+            "Lung Lesion": [nan] * 8,
+            "No Finding": [0, 0, 0, 0, 0, 0, 1, 1],
+        },
+        dtype=object,
+    ).astype({k: float for k in labels})
+    real_probs = np.array(
+        [
+            [0.1, 0.1, 0.1, 0.1],
+            [0.1, 0.1, 0.1, 0.1],
+            [0.9, 0.7, 0.1, 0.1],  # cardiomegaly + pneumothorax
+            [0.8, 0.1, 0.1, 0.1],  # cardiomegaly
+            [0.1, 0.3, 0.1, 0.1],  # pneumothorax, missed
+            [0.6, 0.2, 0.1, 0.1],  # nothing; cardiomegaly false positive
+            [0.2, 0.2, 0.1, 0.9],  # normal
+            [0.1, 0.1, 0.1, 0.4],  # normal, missed
+        ]
+    )
+    # real pos/neg rates: Cardiomegaly 1.0 / 0.25, Pneumothorax 0.5 / 0.0, No Finding 0.5 / 0.0
+    synthetic = pd.DataFrame(
+        {
+            "target_label": ["Cardiomegaly"] * 3 + ["Pneumothorax"] * 3 + ["No Finding"] * 2,
+            "prompt": ["Cardiomegaly.", "Cardiomegaly.", "Cardiomegaly. Pneumothorax.",
+                       "Small left pneumothorax.", "Large right pneumothorax.", "Pneumothorax.",
+                       "Normal.", "Normal."],
+            "Cardiomegaly": [1, 1, 1, 0, nan, -1, 0, 0],
+            "Pneumothorax": [0, nan, 1, 1, 1, 1, 0, 0],
+            "Lung Lesion": [nan] * 8,
+            "No Finding": [0, 0, 0, 0, 0, 0, 1, 1],
+        }
+    )  # fmt: skip
+    syn_probs = np.array(
+        [
+            [0.9, 0.1, 0.9, 0.1],
+            [0.8, 0.6, 0.9, 0.1],  # a pneumothorax the prompt does not mention
+            [0.3, 0.9, 0.9, 0.1],  # cardiomegaly missed
+            [0.1, 0.9, 0.9, 0.1],
+            [0.7, 0.8, 0.9, 0.1],  # cardiomegaly the prompt does not mention
+            [0.9, 0.2, 0.9, 0.1],  # pneumothorax missed (hedged cardiomegaly: not counted)
+            [0.1, 0.1, 0.9, 0.8],
+            [0.2, 0.1, 0.9, 0.3],  # 'No Finding' missed
+        ]
+    )
+    laterality = pd.DataFrame(
+        [{"label": "Pneumothorax", "synthetic_side_hit_rate": 1.0, "n_synthetic_sided": 2,
+          "real_heldout_side_hit_rate": 0.9, "n_real_heldout_sided": 10}]
+    )  # fmt: skip
+    table = prompt_fidelity_table(syn_probs, synthetic, real_probs, real_rows, labels, laterality)
+    # Lung Lesion: never prompted and no real negatives, so no row; No Finding comes last.
+    assert table["finding"].tolist() == ["Cardiomegaly", "Pneumothorax", "No Finding"]
+    rows = table.set_index("finding")
+    card, ptx, normal = rows.loc["Cardiomegaly"], rows.loc["Pneumothorax"], rows.loc["No Finding"]
+    assert (card.n_prompted, card.n_unprompted) == (3, 4)
+    assert card.hit_rate == pytest.approx(2 / 3) and card.real_positive_rate == 1.0
+    assert card.false_finding_rate == 0.25 and card.real_negative_rate == 0.25
+    assert [card.hit_ok, card.false_finding_ok, card.side_ok] == [False, True, None]
+    assert (ptx.n_prompted, ptx.n_unprompted, ptx.n_sided) == (3, 4, 2)
+    assert ptx.hit_rate == pytest.approx(2 / 3) and ptx.real_positive_rate == 0.5
+    assert ptx.false_finding_rate == 0.25 and ptx.real_negative_rate == 0.0
+    assert ptx.side_hit_rate == 1.0 and ptx.real_side_hit_rate == 0.9
+    assert [ptx.hit_ok, ptx.false_finding_ok, ptx.side_ok] == [True, False, True]
+    assert (normal.n_prompted, normal.n_unprompted) == (2, 6)
+    assert normal.hit_rate == 0.5 and normal.false_finding_rate == 0.0
+    assert table["meets_targets"].tolist() == [False, False, True]
+    # Looser targets pass Cardiomegaly's hit (2/3 >= 0.6 x 1.0) and Pneumothorax's false
+    # findings (0.25 <= 0.0 + 0.3); without a fitted side detector the side is not met.
+    loose = FidelityTargets(hit_vs_real_positive=0.6, false_finding_margin=0.3)
+    table = prompt_fidelity_table(syn_probs, synthetic, real_probs, real_rows, labels, None, loose)
+    assert table["meets_targets"].tolist() == [True, False, True]
+    assert table.set_index("finding").loc["Pneumothorax", "side_ok"] is False
 
 
 def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise(phantom_manifest):
@@ -229,6 +350,15 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     assert doc["n_synthetic"] == 16 and doc["fidelity"]["fid"] >= 0
     assert doc["fidelity"]["real_baseline_fid"] is not None
     assert {r["label"] for r in doc["alignment"]["rows"]} == {"Pleural Effusion", "Pneumothorax"}
+    assert "KID" in result.output and "prompt fidelity" in result.output
+    assert doc["fidelity"]["kid"] is not None and doc["fidelity"]["kid_std"] >= 0
+    fidelity = doc["prompt_fidelity"]
+    assert fidelity["targets"] == {
+        "hit_vs_real_positive": 0.8, "false_finding_margin": 0.1, "side_hit_rate": 0.85
+    }  # fmt: skip
+    prompted = {r["finding"]: r["n_prompted"] for r in fidelity["rows"]}
+    assert prompted["Pleural Effusion"] == prompted["Pneumothorax"] == 8
+    assert all(isinstance(r["meets_targets"], bool) for r in fidelity["rows"])
     memo = doc["memorization"]
     assert memo["n_exact_copies"] == 1
     assert "images/0005.png" in {Path(r["image_path"]).relative_to(synthetic_manifest.parent).as_posix() for r in memo["flagged"]}  # fmt: skip
@@ -240,6 +370,7 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     assert (out / "memorization.png").stat().st_size > 1000
     section = generator_section(out)
     assert "## Generator evaluation" in section["md"] and "<table>" in section["html"]
+    assert "### Prompt fidelity" in section["md"] and "meets_targets" in section["html"]
     assert (out / "generator_eval.md").read_text() == section["md"]
     # A second run hits the feature cache and refuses to overwrite without --overwrite.
     again = CliRunner().invoke(app, args)
@@ -260,6 +391,16 @@ def test_filter_by_oracle_keeps_agreeing_rows_and_records_scores(synthetic_manif
     assert len(kept) + len(rejected) == len(manifest)
     with pytest.raises(UserError, match="--min-prob"):
         filter_by_oracle(manifest, scorer, 1.5)
+
+
+def test_oracle_filter_config_defaults_and_flags(run_dir):
+    assert oracle_filter_config(None, None) is None
+    assert oracle_filter_config(run_dir, None).min_prob == OracleFilterConfig(run_dir).min_prob
+    assert oracle_filter_config(run_dir, 0.7).min_prob == 0.7
+    with pytest.raises(UserError, match="only used with --filter-with"):
+        oracle_filter_config(None, 0.7)
+    with pytest.raises(UserError, match="--min-prob"):
+        oracle_filter_config(run_dir, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -337,16 +478,15 @@ def test_cli_bad_inputs_exit_2_with_one_line(
 def test_apply_oracle_filter_rewrites_the_manifest_with_scores(
     tmp_path, run_dir, synthetic_manifest
 ):
-    from augmentor.evaluate import apply_oracle_filter
-
     folder = tmp_path / "synth"
     shutil.copytree(synthetic_manifest.parent, folder)
     path = folder / synthetic_manifest.name
     n = len(read_manifest(path))
-    first = apply_oracle_filter(path, run_dir, 0.0, batch_size=8)  # keeps all, scores all
+    # min_prob 0 keeps all and scores all
+    first = apply_oracle_filter(path, OracleFilterConfig(run_dir, 0.0, batch_size=8))
     assert len(read_manifest(path)) == n and first.rejected.empty
     threshold = float(pd.read_parquet(first.scores)["oracle_prob"].median())
-    summary = apply_oracle_filter(path, run_dir, threshold, batch_size=8)
+    summary = apply_oracle_filter(path, OracleFilterConfig(run_dir, threshold, batch_size=8))
     scores = pd.read_parquet(summary.scores)
     assert len(scores) == n and scores["oracle_prob"].between(0, 1).all()
     kept = read_manifest(path)
@@ -354,7 +494,7 @@ def test_apply_oracle_filter_rewrites_the_manifest_with_scores(
     assert len(kept) + len(summary.rejected) == n and 0 < len(kept) < n
     assert int(summary.counts["kept"].sum()) == len(kept)
     with pytest.raises(UserError, match="--filter-with"):
-        apply_oracle_filter(path, tmp_path / "no-run", threshold)
+        apply_oracle_filter(path, OracleFilterConfig(tmp_path / "no-run", threshold))
 
 
 def test_timm_extractor_loads_local_weights_and_never_downloads(tmp_path):

@@ -1,0 +1,548 @@
+"""The generator evaluation's tables: FID/KID, diversity, alignment, laterality, memorization.
+
+Each function takes arrays (features, oracle probabilities, thumbnails) and manifest rows and
+returns a table; `augmentor.evaluate` loads the images, runs the extractors and writes the
+tables out. What each metric means, and its limits, is in `augmentor.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from augmentor.metrics import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    fid_from_features,
+    kid_from_features,
+    ms_ssim,
+    nearest_neighbours,
+    pair_indices,
+    positive_rate,
+    youden_threshold,
+)
+from manifests.images import load_image
+from manifests.io import Manifest
+
+# Labels whose findings have a side, and the word that names them in report sentences.
+LATERAL_LABELS = {
+    "Pleural Effusion": r"effusion",
+    "Pneumothorax": r"pneumothorax",
+    "Consolidation": r"consolidation",
+}
+_NEGATION = re.compile(r"^\s*(no|without|negative for|resolved|resolution of)\b", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------- fidelity: FID and KID
+
+
+def _distance_row(
+    subset: str, syn: np.ndarray, ref: np.ndarray, n_synthetic: int, kid: dict
+) -> dict:
+    kid_mean, kid_std = kid_from_features(syn, ref, **kid)
+    return {
+        "subset": subset,
+        "fid": fid_from_features(syn, ref),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "n_synthetic": n_synthetic,
+        "n_real": len(ref),
+    }
+
+
+def fidelity_table(
+    syn_features: np.ndarray,
+    syn_targets: pd.Series,
+    real_features: np.ndarray,
+    real_rows: pd.DataFrame,
+    labels: tuple[str, ...],
+    min_images: int = 10,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, float | None]:
+    """FID and KID of all synthetic images, and per target label, against real train images.
+
+    Per label the reference is the real train positives of that label; labels with fewer
+    than `min_images` on either side are left out (FID is meaningless there). Also returns
+    the real baseline FID: real test (else val) images against real train (its row is the
+    table's last). KID (`kid_mean`, `kid_std` over `kid_subsets` subsets of at most
+    `kid_subset_size` images, seeded) is unbiased where FID is not, so small sets compare.
+    """
+    kid = {"subsets": kid_subsets, "subset_size": kid_subset_size, "seed": seed}
+    train = (real_rows["split"] == "train").to_numpy()
+    rows = [_distance_row("all", syn_features, real_features[train], len(syn_features), kid)]
+    for label in pd.unique(syn_targets.dropna()):
+        if label not in labels:
+            continue
+        syn = (syn_targets == label).to_numpy()
+        ref = train & (real_rows[label].to_numpy() == 1)
+        if syn.sum() >= min_images and ref.sum() >= min_images:
+            rows.append(
+                _distance_row(
+                    str(label), syn_features[syn], real_features[ref], int(syn.sum()), kid
+                )
+            )
+    baseline = None
+    for split in ("test", "val"):
+        held = (real_rows["split"] == split).to_numpy()
+        if held.sum() >= 2:
+            subset = f"real {split} (baseline)"
+            baseline = _distance_row(subset, real_features[held], real_features[train], 0, kid)
+            baseline["n_real"] = int(held.sum())
+            break
+    frame = pd.DataFrame(rows + ([baseline] if baseline else []))
+    return frame, (baseline["fid"] if baseline else None)
+
+
+# ---------------------------------------------------------------- diversity
+
+
+class _ImageBank:
+    """Images of a manifest resized to one size, decoded on first use and kept.
+
+    Only images that take part in a sampled pair are ever read, so memory is bounded by the
+    number of pairs, not by the size of the manifests.
+    """
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = paths, size
+        self._images: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), self.size, self.size), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            i = int(i)
+            if i not in self._images:
+                img = load_image(self.paths[i])
+                if img.shape != (self.size, self.size):
+                    img = np.asarray(
+                        Image.fromarray(img).resize(
+                            (self.size, self.size), Image.Resampling.BILINEAR
+                        )
+                    )
+                self._images[i] = img
+            out[k] = self._images[i]
+        return out
+
+
+def _pairs_ms_ssim(bank: _ImageBank, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    values = [
+        ms_ssim(bank[first[s : s + 128]], bank[second[s : s + 128]])
+        for s in range(0, len(first), 128)
+    ]
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def _group_pairs(
+    groups: np.ndarray, members: np.ndarray, max_pairs: int, cap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs within equal `groups` values, as indices from `members`; at most `cap` in all."""
+    first, second = pair_indices(groups, max_pairs, seed)
+    if len(first) > cap:
+        pick = np.sort(np.random.default_rng(seed).choice(len(first), cap, replace=False))
+        first, second = first[pick], second[pick]
+    return members[first], members[second]
+
+
+def diversity_table(
+    synthetic: Manifest,
+    real: Manifest,
+    size: int,
+    max_pairs: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean MS-SSIM (lower = more diverse) of synthetic and real image pairs.
+
+    Rows: synthetic pairs sharing a prompt (at most `max_pairs` per prompt), synthetic
+    pairs sharing a target label, real train pairs positive for that label (per label),
+    real train pairs of one patient (at most `max_pairs` per patient); each comparison
+    draws at most 20 x `max_pairs` pairs. Images are resized to `size` so both sides use
+    the same MS-SSIM scales.
+    """
+    cap = 20 * max_pairs
+    syn_rows = synthetic.rows
+    syn_bank = _ImageBank(synthetic.image_paths(), size)
+    real_bank = _ImageBank(real.image_paths(), size)
+    records = []
+
+    def add(comparison: str, label: str, bank: _ImageBank, pairs) -> None:
+        values = _pairs_ms_ssim(bank, *pairs)
+        records.append(
+            {
+                "comparison": comparison,
+                "label": label,
+                "pairs": len(values),
+                "ms_ssim_mean": float(values.mean()) if len(values) else float("nan"),
+                "ms_ssim_std": float(values.std()) if len(values) else float("nan"),
+            }
+        )
+
+    everyone = np.arange(len(syn_rows))
+    if "prompt" in syn_rows.columns:
+        prompts = syn_rows["prompt"].fillna("").to_numpy()
+        add("synthetic, same prompt", "all", syn_bank,
+            _group_pairs(prompts, everyone, max_pairs, cap, seed))  # fmt: skip
+    targets = (
+        syn_rows["target_label"].fillna("").to_numpy()
+        if "target_label" in syn_rows.columns
+        else np.array([""] * len(syn_rows))
+    )
+    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
+    for label in pd.unique(targets):
+        if not label:
+            continue
+        members = np.flatnonzero(targets == label)
+        add("synthetic, same target label", label, syn_bank,
+            _group_pairs(np.zeros(len(members)), members, cap, cap, seed))  # fmt: skip
+        if label in real.labels:
+            positives = train[real.rows[label].to_numpy()[train] == 1]
+            if len(positives) >= 2:
+                add("real train, same label", label, real_bank,
+                    _group_pairs(np.zeros(len(positives)), positives, cap, cap, seed))  # fmt: skip
+    patients = real.rows["patient_id"].to_numpy()[train]
+    if pd.Series(patients).duplicated().any():
+        add("real train, same patient", "all", real_bank,
+            _group_pairs(patients, train, max_pairs, cap, seed))  # fmt: skip
+    return pd.DataFrame(records)
+
+
+# ---------------------------------------------------------------- prompt alignment
+
+
+def label_thresholds(
+    probs: np.ndarray, values: pd.DataFrame, labels: list[str]
+) -> dict[str, tuple[float, str]]:
+    """Per label: the Youden threshold on these (real val) rows, or 0.5 with the reason."""
+    out = {}
+    for j, label in enumerate(labels):
+        v = values[label].to_numpy(dtype=np.float64)
+        known = np.isin(v, (0.0, 1.0))
+        t = youden_threshold(v[known], probs[known, j]) if known.any() else None
+        out[label] = (t, "youden (real val)") if t is not None else (0.5, "0.5 (val has one class)")
+    return out
+
+
+def alignment_table(
+    syn_probs: np.ndarray,
+    syn_targets: pd.Series,
+    real_probs: np.ndarray,
+    real_rows: pd.DataFrame,
+    oracle_labels: tuple[str, ...],
+) -> pd.DataFrame:
+    """Per target label: oracle-positive share of its synthetic images vs real test rates."""
+    labels = list(oracle_labels)
+    val = (real_rows["split"] == "val").to_numpy()
+    test = (real_rows["split"] == "test").to_numpy()
+    thresholds = label_thresholds(real_probs[val], real_rows[val], labels)
+    records = []
+    for target in pd.unique(syn_targets.dropna()):
+        if target not in labels:
+            continue
+        j = labels.index(target)
+        t, source = thresholds[target]
+        syn = (syn_targets == target).to_numpy()
+        v = real_rows[target].to_numpy(dtype=np.float64)
+        pos, neg = test & (v == 1), test & (v == 0)
+        records.append(
+            {
+                "label": target,
+                "n_synthetic": int(syn.sum()),
+                "synthetic_positive_rate": positive_rate(syn_probs[syn, j], t),
+                "real_test_positive_rate": positive_rate(real_probs[pos, j], t),
+                "real_test_negative_rate": positive_rate(real_probs[neg, j], t),
+                "n_real_pos": int(pos.sum()),
+                "n_real_neg": int(neg.sum()),
+                "synthetic_mean_prob": float(syn_probs[syn, j].mean()),
+                "threshold": t,
+                "threshold_source": source,
+            }
+        )
+    return pd.DataFrame(records)
+
+
+# ---------------------------------------------------------------- laterality
+
+
+def stated_side(text: str | None, label: str) -> str | None:
+    """The side a report/prompt gives for `label`: 'left', 'right', 'both' or None.
+
+    Looks at sentences naming the finding that are not negated ("No pneumothorax.");
+    'bilateral'/'both' or both side words give 'both'. Sides are the patient's.
+    """
+    if not isinstance(text, str) or label not in LATERAL_LABELS:
+        return None
+    word = re.compile(LATERAL_LABELS[label], re.IGNORECASE)
+    for sentence in re.split(r"[.;\n]", text):
+        if not word.search(sentence) or _NEGATION.search(sentence):
+            continue
+        lower = sentence.lower()
+        if re.search(r"\b(bilateral|both|bibasilar)\b", lower):
+            return "both"
+        left, right = bool(re.search(r"\bleft\b", lower)), bool(re.search(r"\bright\b", lower))
+        if left and right:
+            return "both"
+        if left or right:
+            return "left" if left else "right"
+    return None
+
+
+def true_side(row: pd.Series, label: str) -> str | None:
+    """Ground-truth side of a real row: phantom_findings where present, else its report."""
+    findings = row.get("phantom_findings")
+    if isinstance(findings, str) and findings:
+        entry = json.loads(findings).get(label)
+        if isinstance(entry, dict) and entry.get("side") in ("left", "right", "both"):
+            return entry["side"]
+        if entry is None:
+            return None
+    return stated_side(row.get("report"), label)
+
+
+def laterality_table(
+    synthetic: Manifest,
+    real: Manifest,
+    halves_syn: dict[str, np.ndarray],
+    halves_real: dict[str, np.ndarray],
+    oracle_labels: tuple[str, ...],
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Per lateral label: side hit rate on real test images and on synthetic images.
+
+    The side detector is a logistic regression on the oracle's probabilities for the two
+    half-mirrored images (and their difference), fit on real train images with one known
+    side; the image-to-patient side convention is learnt, not assumed.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    notes: list[str] = []
+    records = []
+    targets = synthetic.rows.get("target_label", pd.Series([None] * len(synthetic)))
+    for label in LATERAL_LABELS:
+        if label not in oracle_labels or label not in set(targets.dropna()):
+            continue
+        j = list(oracle_labels).index(label)
+
+        def design(h: dict[str, np.ndarray], idx: np.ndarray, j: int = j) -> np.ndarray:
+            a, b = h["probs_image_left"][idx, j], h["probs_image_right"][idx, j]
+            return np.stack([a, b, a - b], axis=1)
+
+        positive = np.flatnonzero(real.rows[label].to_numpy() == 1)
+        sides = np.full(len(real), None, dtype=object)
+        sides[positive] = [true_side(real.rows.iloc[i], label) for i in positive]
+        split = real.rows["split"].to_numpy()
+        one_sided = np.isin(sides, ["left", "right"]) & (real.rows[label].to_numpy() == 1)
+        fit = np.flatnonzero(one_sided & (split == "train"))
+        y_fit = sides[fit] == "left"
+        if len(fit) < 4 or y_fit.all() or not y_fit.any():
+            notes.append(f"laterality {label}: fewer than 2 left and 2 right real train cases")
+            continue
+        detector = LogisticRegression(random_state=seed).fit(design(halves_real, fit), y_fit)
+        held = np.flatnonzero(one_sided & (split != "train"))
+        real_hits = (
+            float((detector.predict(design(halves_real, held)) == (sides[held] == "left")).mean())
+            if len(held)
+            else float("nan")
+        )
+        syn_mask = (targets == label).to_numpy()
+        prompt_sides = np.array(
+            [stated_side(p, label) for p in synthetic.rows.get("prompt", [None] * len(targets))],
+            dtype=object,
+        )
+        syn = np.flatnonzero(syn_mask & np.isin(prompt_sides, ["left", "right"]))
+        syn_hits = (
+            float(
+                (detector.predict(design(halves_syn, syn)) == (prompt_sides[syn] == "left")).mean()
+            )
+            if len(syn)
+            else float("nan")
+        )
+        records.append(
+            {
+                "label": label,
+                "synthetic_side_hit_rate": syn_hits,
+                "n_synthetic_sided": len(syn),
+                "real_heldout_side_hit_rate": real_hits,
+                "n_real_heldout_sided": len(held),
+                "n_real_train_sided": len(fit),
+            }
+        )
+    return pd.DataFrame(records), notes
+
+
+# ---------------------------------------------------------------- memorization
+
+
+def memorization_table(
+    syn_features: np.ndarray,
+    syn_pixels: np.ndarray,
+    syn_hashes: list[str],
+    train_features: np.ndarray,
+    train_pixels: np.ndarray,
+    train_hashes: list[str],
+    feature_threshold: float,
+    pixel_threshold: float,
+) -> pd.DataFrame:
+    """Nearest train image of each query in feature and pixel space, and the flag.
+
+    Both spaces are centred on the train mean before the cosine: chest radiographs share
+    one layout (and post-ReLU features one large common component), so raw similarities
+    of unrelated images are already near 1 and cannot separate copies; after centring,
+    a similarity measures what sets an image apart from the average chest. An exact copy
+    still scores 1.
+
+    Columns: `nn_feature_index`, `feature_cosine`, `nn_pixel_index`, `pixel_correlation`,
+    `exact_copy` (same content hash as a train image), `flagged` (exact copy, or either
+    similarity at or above its threshold). Indices point into the train arrays.
+    """
+    f_mean = train_features.mean(axis=0, keepdims=True)
+    p_mean = train_pixels.mean(axis=0, keepdims=True)
+    f_sim, f_idx = nearest_neighbours(syn_features - f_mean, train_features - f_mean, k=1)
+    p_sim, p_idx = nearest_neighbours(syn_pixels - p_mean, train_pixels - p_mean, k=1)
+    train_set = set(train_hashes)
+    exact = np.array([h in train_set for h in syn_hashes], dtype=bool)
+    frame = pd.DataFrame(
+        {
+            "nn_feature_index": f_idx[:, 0],
+            "feature_cosine": f_sim[:, 0].astype(np.float64),
+            "nn_pixel_index": p_idx[:, 0],
+            "pixel_correlation": p_sim[:, 0].astype(np.float64),
+            "exact_copy": exact,
+        }
+    )
+    frame["flagged"] = (
+        exact
+        | (frame["feature_cosine"] >= feature_threshold - 1e-6)
+        | (frame["pixel_correlation"] >= pixel_threshold - 1e-6)
+    )
+    return frame
+
+
+# ---------------------------------------------------------------- prompt fidelity
+
+NO_FINDING = "No Finding"
+
+
+@dataclass(frozen=True)
+class FidelityTargets:
+    """What a generator that draws its prompts must reach, per finding (issue 10).
+
+    Attributes:
+        hit_vs_real_positive: the hit rate of a prompted finding is at least this times the
+            oracle's rate on real test positives.
+        false_finding_margin: the false-finding rate is at most the oracle's rate on real
+            test negatives plus this.
+        side_hit_rate: the stated side is matched in at least this share of sided images.
+    """
+
+    hit_vs_real_positive: float = 0.8
+    false_finding_margin: float = 0.10
+    side_hit_rate: float = 0.85
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _check(applies: bool, value: float, bound: float, at_least: bool) -> bool | None:
+    """None where a target does not apply; False where it applies but was not measurable."""
+    if not applies:
+        return None
+    if not (math.isfinite(value) and math.isfinite(bound)):
+        return False
+    return value >= bound - 1e-12 if at_least else value <= bound + 1e-12
+
+
+def prompt_fidelity_table(
+    syn_probs: np.ndarray,
+    synthetic_rows: pd.DataFrame,
+    real_probs: np.ndarray,
+    real_rows: pd.DataFrame,
+    oracle_labels: tuple[str, ...],
+    laterality: pd.DataFrame | None = None,
+    targets: FidelityTargets = FidelityTargets(),
+) -> pd.DataFrame:
+    """Per finding: does the generator draw it when prompted, and only then?
+
+    For each oracle label that is prompted, or has real test negatives (the 'No Finding' row
+    last), at the oracle's per-label threshold from real val (as `alignment_table`):
+
+    - `hit_rate`: share of synthetic images prompted for the finding (`target_label`) that
+      the oracle calls positive, against `real_positive_rate` on real test positives;
+    - `false_finding_rate`: share of synthetic images whose prompt negates the finding
+      (label 0) or does not mention it (NaN) that the oracle calls positive, against
+      `real_negative_rate` on real test negatives;
+    - `side_hit_rate`: for findings with a side, the side detector's agreement with the side
+      the prompt states (from `laterality_table`), against `real_side_hit_rate` on real
+      held-out images.
+
+    `hit_ok`, `false_finding_ok` and `side_ok` compare with `targets` (None where a target
+    does not apply: nothing prompted, nothing unprompted, no side); `meets_targets` is True
+    when every target that applies is met (one that applies but cannot be measured, e.g.
+    the side detector could not be fit, is not met).
+    """
+    labels = list(oracle_labels)
+    val = (real_rows["split"] == "val").to_numpy()
+    test = (real_rows["split"] == "test").to_numpy()
+    thresholds = label_thresholds(real_probs[val], real_rows[val], labels)
+    n = len(synthetic_rows)
+    prompted_by = synthetic_rows.get("target_label", pd.Series([None] * n)).to_numpy()
+    prompts = synthetic_rows.get("prompt", pd.Series([None] * n)).to_numpy()
+    sides = {} if laterality is None else {r["label"]: r for r in laterality.to_dict("records")}
+    order = [x for x in labels if x != NO_FINDING] + [x for x in labels if x == NO_FINDING]
+    records = []
+    for label in order:
+        j = labels.index(label)
+        t, _ = thresholds[label]
+        stated = (
+            synthetic_rows[label].to_numpy(dtype=np.float64)
+            if label in synthetic_rows.columns
+            else np.full(n, np.nan)
+        )
+        prompted = prompted_by == label
+        unprompted = ~prompted & (np.isnan(stated) | (stated == 0))
+        v = real_rows[label].to_numpy(dtype=np.float64)
+        pos, neg = test & (v == 1), test & (v == 0)
+        if not prompted.any() and not (unprompted.any() and neg.any()):
+            continue  # never prompted, and no real negatives to read a false finding by
+        hit = positive_rate(syn_probs[prompted, j], t)
+        false = positive_rate(syn_probs[unprompted, j], t)
+        real_pos = positive_rate(real_probs[pos, j], t)
+        real_neg = positive_rate(real_probs[neg, j], t)
+        n_sided = 0
+        side = real_side = float("nan")
+        if label in LATERAL_LABELS:
+            n_sided = sum(stated_side(p, label) in ("left", "right") for p in prompts[prompted])
+            if label in sides:
+                side = float(sides[label]["synthetic_side_hit_rate"])
+                real_side = float(sides[label]["real_heldout_side_hit_rate"])
+        record = {
+            "finding": label,
+            "n_prompted": int(prompted.sum()),
+            "hit_rate": hit,
+            "real_positive_rate": real_pos,
+            "n_unprompted": int(unprompted.sum()),
+            "false_finding_rate": false,
+            "real_negative_rate": real_neg,
+            "n_sided": int(n_sided),
+            "side_hit_rate": side,
+            "real_side_hit_rate": real_side,
+            "threshold": t,
+            "hit_ok": _check(
+                prompted.any(), hit, targets.hit_vs_real_positive * real_pos, at_least=True
+            ),
+            "false_finding_ok": _check(
+                unprompted.any(), false, real_neg + targets.false_finding_margin, at_least=False
+            ),
+            "side_ok": _check(n_sided > 0, side, targets.side_hit_rate, at_least=True),
+        }
+        checks = [record[k] for k in ("hit_ok", "false_finding_ok", "side_ok")]
+        record["meets_targets"] = all(c is not False for c in checks)
+        records.append(record)
+    return pd.DataFrame(records)

@@ -1,0 +1,308 @@
+"""The generator evaluation for people: terminal tables, the report section, the audit figure.
+
+Pure rendering of what `augmentor.evaluate` measured: `display_tables` for a terminal,
+`render_section` for the Markdown/HTML section of `cxraug report` (from a
+`generator_eval.json` document; `augmentor.evaluate.generator_section` reads the folder),
+and `plot_memorization` for `memorization.png`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from classifier.tables import fmt, html_table, md_table
+from manifests.images import load_image
+from manifests.io import atomic_path
+
+# ---------------------------------------------------------------- terminal
+
+_DISPLAY = {
+    "prompt_fidelity": (
+        "prompt fidelity: does the oracle see the prompted finding, only it, on its side?",
+        {"finding": "finding", "n_prompted": "n prompted", "hit_rate": "hit",
+         "real_positive_rate": "real pos", "n_unprompted": "n unprompted",
+         "false_finding_rate": "false finding", "real_negative_rate": "real neg",
+         "n_sided": "n sided", "side_hit_rate": "side", "real_side_hit_rate": "real side",
+         "meets_targets": "meets targets"},
+    ),
+    "fidelity": (
+        "fidelity: FID and KID against real train (lower is better)",
+        {"subset": "subset", "fid": "FID", "kid_x1000": "KID x1000", "kid_std_x1000": "sd",
+         "n_synthetic": "n synthetic", "n_real": "n real"},
+    ),
+    "diversity": (
+        "diversity: MS-SSIM of image pairs (lower is more diverse)",
+        {"comparison": "pairs of", "label": "label", "pairs": "n",
+         "ms_ssim_mean": "MS-SSIM", "ms_ssim_std": "sd"},
+    ),
+    "alignment": (
+        "prompt alignment: share the oracle calls positive",
+        {"label": "label", "n_synthetic": "n syn", "synthetic_positive_rate": "synthetic",
+         "real_test_positive_rate": "real pos", "real_test_negative_rate": "real neg",
+         "threshold": "threshold"},
+    ),
+    "laterality": (
+        "laterality: side hit rate (synthetic vs prompt; real held-out vs truth)",
+        {"label": "label", "synthetic_side_hit_rate": "synthetic",
+         "n_synthetic_sided": "n syn", "real_heldout_side_hit_rate": "real held-out",
+         "n_real_heldout_sided": "n real"},
+    ),
+}  # fmt: skip
+
+
+def _with_kid_x1000(table: pd.DataFrame) -> pd.DataFrame:
+    """KID is small (about 1e-3 for close sets): shown x1000, as papers print it."""
+    return table.assign(kid_x1000=table["kid_mean"] * 1000, kid_std_x1000=table["kid_std"] * 1000)
+
+
+def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) pairs for a terminal: the main columns under short headers.
+
+    Args:
+        tables: `GeneratorEval.tables` of `augmentor.evaluate.evaluate_generator`.
+    """
+    out = []
+    for key, (title, columns) in _DISPLAY.items():
+        table = tables.get(key)
+        if table is not None and len(table):
+            if key == "fidelity":
+                table = _with_kid_x1000(table)
+            out.append((title, table[list(columns)].rename(columns=columns)))
+    return out
+
+
+# ---------------------------------------------------------------- memorization figure
+
+
+def _thumbnail(path: Path, size: int = 96) -> np.ndarray:
+    img = load_image(path)
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def plot_memorization(table: pd.DataFrame, path: Path, n: int, overwrite: bool = True) -> int:
+    """Side-by-side thumbnails: synthetic image | nearest train image (pixel space).
+
+    Shows the flagged pairs first, then the most similar others, up to `n` pairs.
+    Returns the number of pairs drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = table.sort_values(["flagged", "pixel_correlation"], ascending=False).head(n)
+    per_row = 3  # pairs per figure row: synthetic | nearest train, three times
+    rows = max(1, math.ceil(len(order) / per_row))
+    fig, axes = plt.subplots(
+        rows, 2 * per_row, figsize=(2 * 1.6 * per_row, 1.9 * rows + 0.4), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for k, (_, rec) in enumerate(order.iterrows()):
+        r, c = divmod(k, per_row)
+        left, right = axes[r][2 * c], axes[r][2 * c + 1]
+        left.imshow(_thumbnail(Path(rec["image_path"])), cmap="gray", vmin=0, vmax=255)
+        right.imshow(_thumbnail(Path(rec["nn_pixel_path"])), cmap="gray", vmin=0, vmax=255)
+        flag = "FLAGGED " if rec["flagged"] else ""
+        left.set_title(
+            f"{flag}synthetic\nr={rec['pixel_correlation']:.3f} cos={rec['feature_cosine']:.3f}",
+            fontsize=7,
+            color="red" if rec["flagged"] else "black",
+        )
+        right.set_title(f"nearest train\n{rec['nn_pixel_patient']}", fontsize=7)
+    fig.suptitle(
+        f"memorization audit: {int(table['flagged'].sum())} of {len(table)} flagged "
+        "(pairs: synthetic | nearest train image in pixel space)",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return len(order)
+
+
+# ---------------------------------------------------------------- report section
+
+
+def _columns(key: str) -> list[str]:
+    """The report shows a table's fields under their JSON names, the terminal's columns."""
+    return list(_DISPLAY[key][1])
+
+
+def _kid_x1000(rows: list[dict]) -> list[dict]:
+    scaled = []
+    for row in rows:
+        kid, sd = row.get("kid_mean"), row.get("kid_std")
+        scaled.append(
+            row
+            | {
+                "kid_x1000": None if kid is None else kid * 1000,
+                "kid_std_x1000": None if sd is None else sd * 1000,
+            }
+        )
+    return scaled
+
+
+def _fidelity_blocks(fid: dict) -> list[tuple]:
+    """FID (and KID where the document has it) against real train."""
+    if "kid" not in fid:  # written before KID was added
+        return [
+            ("h", "Fidelity (FID against real train; lower is better)"),
+            ("table", fid["rows"], ["subset", "fid", "n_synthetic", "n_real"]),
+        ]
+    return [
+        ("h", "Fidelity (FID and KID against real train; lower is better)"),
+        (
+            "p",
+            f"KID: unbiased polynomial-kernel MMD, mean and sd over {fid['kid_subsets']} "
+            f"subsets of at most {fid['kid_subset_size']} images, shown x1000.",
+        ),
+        ("table", _kid_x1000(fid["rows"]), _columns("fidelity")),
+    ]
+
+
+def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
+    fidelity = doc.get("prompt_fidelity")
+    if not fidelity:
+        return []
+    t = fidelity["targets"]
+    rows = fidelity["rows"]
+    met = sum(bool(r["meets_targets"]) for r in rows)
+    return [
+        ("h", "Prompt fidelity"),
+        (
+            "p",
+            f"Oracle {doc['oracle']}, per finding: hit = share of images prompted for it that "
+            "the oracle calls positive (real pos: its rate on real test positives); false "
+            "finding = share of images whose prompt negates or does not mention it that the "
+            "oracle calls positive (real neg: its rate on real test negatives); side = share "
+            "of sided prompts whose side the side detector finds (real side: on real "
+            f"held-out images). Targets: hit >= {t['hit_vs_real_positive']:g} x real pos, "
+            f"false finding <= real neg + {t['false_finding_margin']:g}, side >= "
+            f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings.",
+        ),
+        ("table", rows, _columns("prompt_fidelity")),
+    ]
+
+
+def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
+    """The report as ('h', text) / ('p', text) / ('table', rows, columns) blocks."""
+    n_real = doc["n_real"]
+    blocks: list[tuple] = [
+        ("h", "Generator evaluation"),
+        (
+            "p",
+            f"Features: {doc['feature_extractor']['name']}; {doc['n_synthetic']} synthetic "
+            f"images; real train/val/test {n_real['train']}/{n_real['val']}/{n_real['test']}.",
+        ),
+    ]
+    blocks += _prompt_fidelity_blocks(doc)
+    blocks += _fidelity_blocks(doc["fidelity"])
+    div = doc["diversity"]
+    blocks += [
+        ("h", f"Diversity ({div['metric']}; {div['image_size']} px, {div['scales']} scales)"),
+        ("table", div["rows"], _columns("diversity")),
+    ]
+    if doc.get("alignment"):
+        blocks += [
+            ("h", "Prompt alignment"),
+            ("p", f"Oracle {doc['oracle']}; threshold: {doc['alignment']['threshold_rule']}."),
+            ("table", doc["alignment"]["rows"], _columns("alignment")),
+        ]
+    if doc.get("laterality"):
+        blocks += [
+            ("h", "Laterality"),
+            ("p", f"Method: {doc['laterality']['method']}."),
+            ("table", doc["laterality"]["rows"], _columns("laterality")),
+        ]
+    memo = doc["memorization"]
+    base = memo.get("real_heldout_baseline") or {}
+    blocks += [
+        ("h", "Memorization audit"),
+        (
+            "p",
+            f"{memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
+            f"({memo['n_exact_copies']} exact copies; pixel correlation >= "
+            f"{memo['pixel_threshold']} or feature cosine >= {memo['feature_threshold']}); "
+            f"max pixel correlation {fmt(memo['pixel_correlation_max'])}, max feature cosine "
+            f"{fmt(memo['feature_cosine_max'])}. Share of held-out real images flagged at the "
+            f"same thresholds: {fmt(base.get('flagged_share'))}. "
+            f"Thumbnails: {memo['figure']}.",
+        ),
+    ]
+    if memo["flagged"]:
+        blocks.append(
+            (
+                "table",
+                memo["flagged"],
+                [
+                    "image_path",
+                    "target_label",
+                    "pixel_correlation",
+                    "feature_cosine",
+                    "nn_pixel_path",
+                ],
+            )
+        )
+    if probe:
+        blocks += [
+            ("h", "Text encoder probe (held-out reports, linear probe AUROC)"),
+            (
+                "table",
+                probe["rows"],
+                ["label", "base_auroc", "finetuned_auroc", "delta", "relative_pct"],
+            ),
+        ]
+        blocks += [("p", f"Probe note: {note}") for note in probe.get("notes", [])]
+    for note in doc.get("notes", []):
+        blocks.append(("p", f"Note: {note}"))
+    return blocks
+
+
+def _md(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "_none_\n"
+    return md_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows])
+
+
+def _html(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    return html_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows])
+
+
+def render_section(doc: dict, probe: dict | None, figure: bytes | None) -> dict[str, str]:
+    """A `generator_eval.json` document as report fragments: {'md': ..., 'html': ...}.
+
+    Args:
+        doc: the document `augmentor.evaluate.evaluate_generator` wrote.
+        probe: a `text_encoder_probe.json` document shown with it, if any.
+        figure: `memorization.png` bytes, embedded in the HTML when given.
+    """
+    md, html = [], ["<section class='generator-eval'>"]
+    first = True
+    for block in _section_blocks(doc, probe):
+        if block[0] == "h":
+            md.append(("## " if first else "### ") + block[1] + "\n\n")
+            html.append(f"<h2>{escape(block[1])}</h2>" if first else f"<h3>{escape(block[1])}</h3>")
+            first = False
+        elif block[0] == "p":
+            md.append(block[1] + "\n\n")
+            html.append(f"<p>{escape(block[1])}</p>")
+        else:
+            md.append(_md(block[1], block[2]) + "\n")
+            html.append(_html(block[1], block[2]))
+    if figure is not None:
+        data = base64.b64encode(figure).decode()
+        html.append(f"<img alt='memorization audit' src='data:image/png;base64,{data}'/>")
+    html.append("</section>")
+    return {"md": "".join(md), "html": "".join(html)}

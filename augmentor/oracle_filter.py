@@ -1,0 +1,203 @@
+"""The oracle quality filter: keep synthetic images a real-data classifier agrees with.
+
+A stage of its own (`cxraug synthesize --filter-with RUN`, and any caller of
+`synthesize_and_filter`): a classifier run trained on real train data (the oracle) scores
+every synthetic image for its target label; rows under `OracleFilterConfig.min_prob` leave
+the manifest, and every row's score stays in `oracle_scores.parquet` beside it. This module
+owns that file's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
+from augmentor.synthesize import SynthesisConfig, SynthesisResult, synthesize
+from manifests.errors import UserError
+from manifests.io import Manifest, atomic_path, read_manifest, write_manifest
+
+SCORES_FILE = "oracle_scores.parquet"
+
+
+@dataclass
+class OracleFilterConfig:
+    """The oracle filter's inputs and defaults.
+
+    Attributes:
+        run: the oracle: a cxraug classifier run trained on real data.
+        min_prob: keep an image when the oracle's probability of its target label is at
+            least this.
+        cache_dir: feature cache (default `<manifest folder>/feature_cache`).
+        batch_size: images per forward pass.
+    """
+
+    run: Path
+    min_prob: float = 0.5
+    cache_dir: Path | None = None
+    batch_size: int = 64
+
+
+def oracle_scorer(
+    run_dir: Path,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> Callable[[Manifest], pd.DataFrame]:
+    """A scorer for `filter_by_oracle`: manifest -> per-label probabilities of a run."""
+    extractor = load_run_extractor(run_dir, device, flag="--filter-with")
+
+    def score(manifest: Manifest) -> pd.DataFrame:
+        folder = cache_dir or Path(manifest.root) / ".feature_cache"
+        hashes = image_hashes(manifest)
+        probs = embed_images(manifest.image_paths(), hashes, [extractor], folder, batch_size)
+        return pd.DataFrame(probs[0]["probs"], columns=list(extractor.labels))
+
+    score.labels = extractor.labels  # type: ignore[attr-defined]
+    return score
+
+
+def filter_by_oracle(
+    manifest: Manifest, scorer: Callable[[Manifest], pd.DataFrame], min_prob: float
+) -> Manifest:
+    """Keep synthetic rows whose target label the oracle scores at least `min_prob`.
+
+    Every row gets `oracle_prob` (the oracle's probability of the row's `target_label`)
+    before filtering; a manifest that already has the column is not scored again, so
+    `rejected_by_oracle` can list the complement. Rows without a target label, or whose
+    target the oracle was not trained on, are kept with `oracle_prob` NaN.
+    """
+    if not 0.0 <= min_prob <= 1.0:
+        raise UserError(f"--min-prob: {min_prob} is outside [0, 1]")
+    scored = score_by_oracle(manifest, scorer)
+    prob = scored.rows["oracle_prob"].to_numpy(dtype=np.float64)
+    keep = np.isnan(prob) | (prob >= min_prob)
+    return scored.with_rows(scored.rows[keep])
+
+
+def score_by_oracle(manifest: Manifest, scorer: Callable[[Manifest], pd.DataFrame]) -> Manifest:
+    """The manifest with `oracle_prob` per row (see `filter_by_oracle`); idempotent."""
+    if "oracle_prob" in manifest.rows.columns:
+        return manifest
+    if "target_label" not in manifest.rows.columns:
+        raise UserError("--filter-with: the manifest has no target_label column (not synthetic)")
+    probs = scorer(manifest)
+    targets = manifest.rows["target_label"].to_numpy()
+    values = np.full(len(manifest), np.nan)
+    for i, target in enumerate(targets):
+        if isinstance(target, str) and target in probs.columns:
+            values[i] = float(probs[target].iloc[i])
+    return manifest.with_rows(manifest.rows.assign(oracle_prob=values))
+
+
+def rejected_by_oracle(scored: Manifest, min_prob: float) -> pd.DataFrame:
+    """Rows of a scored manifest that `filter_by_oracle` drops (path, target, probability)."""
+    prob = scored.rows["oracle_prob"].to_numpy(dtype=np.float64)
+    rows = scored.rows[~np.isnan(prob) & (prob < min_prob)]
+    return rows[["image_path", "target_label", "oracle_prob"]].reset_index(drop=True)
+
+
+@dataclass
+class OracleFilterSummary:
+    """What `apply_oracle_filter` did: per-label counts and the rejected rows."""
+
+    manifest: Path
+    scores: Path
+    min_prob: float
+    counts: pd.DataFrame  # target_label, kept, rejected, mean_oracle_prob
+    rejected: pd.DataFrame  # image_path, target_label, oracle_prob
+
+
+def oracle_filter_config(run: Path | None, min_prob: float | None) -> OracleFilterConfig | None:
+    """The config for `--filter-with RUN --min-prob P` (None without RUN), checked up front.
+
+    Call it before a long synthesis starts: a missing run or a bad probability fails now.
+    `min_prob` None takes the default.
+    """
+    if run is None:
+        if min_prob is not None:
+            raise UserError(
+                "--min-prob: only used with --filter-with RUN (an oracle classifier run)"
+            )
+        return None
+    cfg = OracleFilterConfig(run=Path(run))
+    if min_prob is not None:
+        cfg.min_prob = min_prob
+    check_oracle_filter(cfg)
+    return cfg
+
+
+def check_oracle_filter(cfg: OracleFilterConfig) -> None:
+    """UserError unless `cfg.run` is a classifier run and `cfg.min_prob` lies in [0, 1]."""
+    check_run_dir(cfg.run, "--filter-with")
+    if not 0.0 <= cfg.min_prob <= 1.0:
+        raise UserError(f"--min-prob: {cfg.min_prob} is outside [0, 1]")
+
+
+def apply_oracle_filter(manifest_path: Path, cfg: OracleFilterConfig) -> OracleFilterSummary:
+    """Filter a synthetic manifest in place with the oracle `cfg.run`.
+
+    Every row is scored first and all rows, rejected ones included, are written with their
+    `oracle_prob` to `oracle_scores.parquet` beside the manifest; then the manifest is
+    atomically replaced by the kept rows (with `oracle_prob`). The images of rejected rows
+    stay on disk. Re-running is idempotent (scores come from the feature cache).
+    """
+    check_oracle_filter(cfg)
+    run_dir, min_prob = cfg.run, cfg.min_prob
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    if "oracle_prob" in manifest.rows.columns:
+        manifest = manifest.with_rows(manifest.rows.drop(columns=["oracle_prob"]))
+    folder = manifest_path.parent
+    scorer = oracle_scorer(run_dir, cfg.cache_dir or folder / "feature_cache", cfg.batch_size)
+    unknown = sorted(set(manifest.rows["target_label"].dropna()) - set(scorer.labels))
+    if len(unknown) == manifest.rows["target_label"].nunique():
+        raise UserError(
+            f"--filter-with {run_dir}: the oracle was trained on {', '.join(scorer.labels)}; "
+            f"none of the target labels ({', '.join(unknown)})"
+        )
+    scored = score_by_oracle(manifest, scorer)
+    scores_path = folder / SCORES_FILE
+    with atomic_path(scores_path, overwrite=True) as tmp:
+        scored.rows.to_parquet(tmp, index=False)
+    kept = filter_by_oracle(scored, scorer, min_prob)
+    if not len(kept):
+        raise UserError(
+            f"--min-prob {min_prob}: the oracle rejects every image; nothing left "
+            f"(scores in {scores_path})"
+        )
+    write_manifest(kept, manifest_path, overwrite=True)
+    rejected = rejected_by_oracle(scored, min_prob)
+    rows = scored.rows.assign(
+        kept=scored.rows["oracle_prob"].isna() | (scored.rows["oracle_prob"] >= min_prob)
+    )
+    counts = (
+        rows.groupby("target_label", sort=True)
+        .agg(kept=("kept", "sum"), total=("kept", "size"), mean_oracle_prob=("oracle_prob", "mean"))
+        .reset_index()
+    )
+    counts["rejected"] = counts["total"] - counts["kept"]
+    counts = counts[["target_label", "kept", "rejected", "mean_oracle_prob"]]
+    return OracleFilterSummary(manifest_path, scores_path, min_prob, counts, rejected)
+
+
+def synthesize_and_filter(
+    synthesis: SynthesisConfig,
+    oracle: OracleFilterConfig | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[SynthesisResult, OracleFilterSummary | None]:
+    """`synthesize`, then (on the main process, when `oracle` is given) the oracle filter.
+
+    The oracle config is checked before any image is generated. Returns the synthesis
+    result and the filter's summary (None without `oracle` and on other processes).
+    """
+    if oracle is not None:
+        check_oracle_filter(oracle)
+    result = synthesize(synthesis, on_batch=on_batch)
+    if oracle is None or not result.is_main_process:
+        return result, None
+    return result, apply_oracle_filter(result.manifest, oracle)
