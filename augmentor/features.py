@@ -34,6 +34,7 @@ from augmentor.metrics import pixel_signature
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import Manifest, atomic_path, file_sha256
+from manifests.progress import Progress
 
 # Keys a classifier run's config.json may use for each field; the first present wins.
 _MODEL_KEYS = ("backbone", "model_name", "model", "timm_model", "arch")
@@ -445,6 +446,7 @@ def embed_images(
     done = len(first_path) - len(missing)
     if progress:
         progress(done)
+    bar = Progress(total=len(missing), desc="embed images", unit="img", disable=not missing)
     for start in range(0, len(missing), flush_every):
         chunk = missing[start : start + flush_every]
         pending: list[dict[str, list[np.ndarray]]] = [{} for _ in embedders]
@@ -462,9 +464,11 @@ def embed_images(
                 pending_hashes[e].extend(batch[i] for i in need)
             if progress:
                 progress(len(batch))
+            bar.update(len(batch))
         for e, cache in enumerate(caches):
             if pending_hashes[e]:
                 cache.add(pending_hashes[e], {k: np.concatenate(v) for k, v in pending[e].items()})
+    bar.close()
     return [
         {name: cache.get(list(hashes), name) for name in cache.outputs()} if len(hashes) else {}
         for cache in caches

@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import check_pipeline_dir, cpu_only, image_channels, load_pipeline
 from augmentor.latents import cache_latents, load_pixels, sample_latents
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
+from manifests.progress import progress
 from manifests.splits import check_leakage
 
 RUN_FILE = "cxraug.json"
@@ -853,12 +853,11 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     window: list[float] = []
     start_step = state.global_step
     train_before = state.train_seconds
-    bar = tqdm(
+    bar = progress(
         total=cfg.max_steps,
         initial=state.global_step,
         desc="finetune",
         disable=not (main and cfg.show_progress),
-        dynamic_ncols=True,
     )
     session_start = time.perf_counter()
     val_seconds = 0.0

@@ -41,6 +41,7 @@ from manifests.io import (
     write_json,
     write_manifest,
 )
+from manifests.progress import progress
 from manifests.schema import validate_frame
 
 # Sampler names a user types -> diffusers scheduler classes (swapped in with
@@ -393,7 +394,6 @@ def synthesize(
     reporting and interruption tests).
     """
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
     _check_config(config)
     out, model = Path(config.out), Path(config.model)
@@ -441,7 +441,7 @@ def synthesize(
         set_scheduler(pipe, config.scheduler)
         pipe.set_progress_bar_config(disable=True)
         pending: list[pd.DataFrame] = []
-        bar = tqdm(
+        bar = progress(
             total=len(mine),
             unit="img",
             desc=f"synthesize (rank {rank}/{world})" if world > 1 else "synthesize",
