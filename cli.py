@@ -64,15 +64,67 @@ FrontalOnly = Annotated[
 ]
 
 
-def _print_frame(frame, title: str) -> None:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(
-            str(column), justify="right" if frame[column].dtype.kind in "fiu" else "left"
-        )
-    for _, row in frame.iterrows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+def _column_widths(headers, rows, no_wrap, width: int) -> list[int] | None:
+    """Column widths for a boxed table of `width` columns that wraps cells only between
+    words (a no-wrap column keeps its whole cells), or None when none exists."""
+    cells = [[str(h)] + [str(row[i]) for row in rows] for i, h in enumerate(headers)]
+    natural = [max(len(c) for c in column) for column in cells]
+    least = [
+        n if keep else max(len(w) for c in column for w in (c.split() or [""]))
+        for n, keep, column in zip(natural, no_wrap, cells, strict=True)
+    ]
+    room = width - 1 - 3 * len(headers)  # borders and padding
+    if sum(least) > room:
+        return None
+    widths = list(natural)
+    while sum(widths) > room:  # narrow the widest wrappable column by one
+        i = max(range(len(widths)), key=lambda j: (widths[j] - least[j], widths[j]))
+        widths[i] -= 1
+    return widths
+
+
+def _print_table(
+    headers, rows, title: str, right=(), no_wrap=(), keys: int = 1, styles=None, out=None
+) -> None:
+    """A table that never breaks a word: boxed when it fits, else one block per row.
+
+    `right`/`no_wrap`: column indices right-aligned / never wrapped; `keys`: leading columns
+    that name a row in the vertical layout; `styles`: a rich style per row (or None).
+    """
+    from rich.text import Text
+
+    out = out or console
+    headers = [str(h) for h in headers]
+    rows = [[str(v) for v in row] for row in rows]
+    styles = styles or [None] * len(rows)
+    nowrap = [i in no_wrap for i in range(len(headers))]
+    out.print(Text(title, style="italic"))  # a plain line: a long path is never folded
+    widths = _column_widths(headers, rows, nowrap, out.width)
+    if widths is not None:
+        table = Table(show_header=True)
+        for i, header in enumerate(headers):
+            table.add_column(
+                header, justify="right" if i in right else "left", width=widths[i], no_wrap=nowrap[i]
+            )
+        for row, style in zip(rows, styles, strict=True):
+            table.add_row(*map(Text, row), style=style)
+        out.print(table)
+        return
+    # Too narrow for whole words in columns: one block per row, "header: value" lines.
+    for row, style in zip(rows, styles, strict=True):
+        out.print(Text(" · ".join(v for v in row[:keys] if v), style=style or "bold"))
+        for header, value in zip(headers[keys:], row[keys:], strict=True):
+            if value:
+                out.print(Text(f"  {header}: {value}"))
+
+
+def _print_frame(frame, title: str, out=None) -> None:
+    numeric = {i for i, c in enumerate(frame.columns) if frame[c].dtype.kind in "fiu"}
+    rows = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    _print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)
 
 
 # ---------------------------------------------------------------- manifests (issue 2)
@@ -108,6 +160,11 @@ def manifest_summary(manifest: ManifestArg) -> None:
     summary = summarize(read_manifest(manifest))
     _print_frame(summary.counts, f"{manifest}: images and patients")
     _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)")
+    if summary.not_labelled:
+        console.print(
+            f"not labelled by the source ({len(summary.not_labelled)}, all NaN; not counted "
+            f"as negative): {', '.join(summary.not_labelled)}"
+        )
     for note in summary.notes:
         console.print(f"note: {note}")
 
@@ -613,24 +670,19 @@ def train_classifier_cmd(
     train_classifier(cfg, log=console.print)
 
 
-def _print_report(report, title: str = "AUROC per arm") -> None:
-    from rich.text import Text
-
+def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
     from classifier.report import display_rows
 
+    out = out or console
     # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
-    headers, rows = display_rows(report, compact=console.width < 120)
-    table = Table(title=title)
-    for i, header in enumerate(headers):
-        # Numbers never wrap; arm and label names fold when the terminal is narrow.
-        table.add_column(
-            header, justify="left" if i < 2 else "right", overflow="fold", no_wrap=i >= 2
-        )
-    for row in rows:  # Text: a cell such as "[n/a, n/a]" is not rich markup
-        table.add_row(*map(Text, row), style="bold" if row[1] == "macro" else None)
-    console.print(table)
+    headers, rows = display_rows(report, compact=out.width < 120)
+    numbers = set(range(2, len(headers)))  # numbers never wrap; arm and label names may
+    styles = ["bold" if row[1] == "macro" else None for row in rows]
+    _print_table(
+        headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
+    )
     for note in report.notes:
-        console.print(f"note: {note}")
+        out.print(f"note: {note}")
 
 
 @app.command("report")
