@@ -169,6 +169,40 @@ def manifest_summary(manifest: ManifestArg) -> None:
         console.print(f"note: {note}")
 
 
+@manifest_app.command("export")
+def manifest_export(
+    manifest: ManifestArg,
+    to: Annotated[Path, typer.Option("--to", help="Output folder (must not exist).")],
+    format: Annotated[
+        str, typer.Option("--format", help="imagefolder: Hugging Face datasets' image folder.")
+    ] = "imagefolder",
+    generator_eval: Annotated[
+        Path | None,
+        typer.Option(
+            "--generator-eval",
+            help="evaluate-generator folder whose memorization audit goes in the card "
+            "(default: one found beside the manifest).",
+        ),
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy images (default: hard-link where possible).")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export as a dataset folder with a dataset card (provenance, counts, licence)."""
+    from augmentor.card import synthesis_provenance
+    from manifests.export import export_manifest
+
+    provenance = synthesis_provenance(manifest, generator_eval)
+    result = export_manifest(manifest, to, format, overwrite, provenance, link=not copy)
+    splits = ", ".join(f"{name} {n}" for name, n in result.counts.items())
+    console.print(
+        f"wrote {result.folder} ({splits}; {result.linked} linked, {result.copied} copied, "
+        f"{result.converted} converted to PNG) and its README.md dataset card"
+    )
+    console.print(f'load: datasets.load_dataset("imagefolder", data_dir="{result.folder}")')
+
+
 @manifest_app.command("split")
 def manifest_split(
     manifest: ManifestArg,
