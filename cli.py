@@ -59,6 +59,13 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outp
 LabelSetOpt = Annotated[
     str, typer.Option("--label-set", help="Label columns: chexpert (14, default) or nih (14).")
 ]
+ReportTo = Annotated[
+    str,
+    typer.Option(
+        "--report-to",
+        help="Log to tensorboard or wandb (offline) under OUT/logs/, or none.",
+    ),
+]
 FrontalOnly = Annotated[
     bool, typer.Option("--frontal-only", help="Keep PA/AP (frontal) views only.")
 ]
@@ -445,6 +452,7 @@ def finetune_cmd(
     no_disk_cache: Annotated[
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
     ] = False,
+    report_to: ReportTo = "none",
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
@@ -484,6 +492,7 @@ def finetune_cmd(
             validation_steps=validation_steps,
             autoencoder_steps=autoencoder_steps,
             cache_latents_on_disk=not no_disk_cache,
+            report_to=report_to,
         ),
         log=console.print,
     )
@@ -666,6 +675,7 @@ def train_classifier_cmd(
         bool,
         typer.Option("--resume", help="Continue the run in --out (a finished run: nothing to do)."),
     ] = False,
+    report_to: ReportTo = "none",
     overwrite: Overwrite = False,
 ) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
@@ -700,6 +710,7 @@ def train_classifier_cmd(
         cache_dir=cache_dir,
         resume=resume,
         overwrite=overwrite,
+        report_to=report_to,
     )
     train_classifier(cfg, log=console.print)
 

@@ -53,6 +53,7 @@ from classifier.evaluate import (
     macro_auroc,
     predict,
 )
+from classifier.tracking import CLASSIFIER_SCALARS, check_report_to, start_tracking
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
 from manifests.mixing import MixPlan, check_mix, mix_manifests, mix_plan_of
@@ -74,6 +75,7 @@ _RESUME_FREE = {
     "cache_dir",
     "eval_batch_size",
     "mixed_precision",
+    "report_to",
 }
 
 
@@ -116,6 +118,7 @@ class TrainConfig:
     n_boot: int = 1000
     min_label_count: int = 5  # default label choice: positives and negatives in train
     eval_batch_size: int = 128
+    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
     overwrite: bool = False
     resume: bool = False
 
@@ -283,6 +286,7 @@ def check_config(cfg: TrainConfig) -> None:
     check_choice(cfg.uncertain, UNCERTAIN_POLICIES, "--uncertain")
     check_choice(cfg.on_bad_image, BAD_IMAGE_POLICIES, "--on-bad-image")
     check_choice(cfg.mixed_precision, ("auto", "no", "fp16", "bf16"), "--mixed-precision")
+    cfg.report_to = check_report_to(cfg.report_to)
     for flag, value, low in (
         ("--epochs", cfg.epochs, 1),
         ("--batch-size", cfg.batch_size, 2),
@@ -855,12 +859,15 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
     session = start_training(cfg, log)
     if session is None:
         return Path(cfg.out)
+    tracker = start_tracking(cfg.report_to, session.out, session.config, session.accelerator)
     while session.state.epoch < cfg.epochs and not session.state.stopped:
         record = {"epoch": session.state.epoch}
         record.update(session.train_epoch())
         record.update(session.validate_epoch())
         session.end_epoch(record)
+        tracker.log(record, step=record["epoch"], names=CLASSIFIER_SCALARS)
     session.finish()
+    tracker.end()
     return session.out
 
 
