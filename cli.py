@@ -71,32 +71,52 @@ FrontalOnly = Annotated[
 ]
 
 
-def _column_widths(headers, rows, no_wrap, width: int) -> list[int] | None:
-    """Column widths for a boxed table of `width` columns that wraps cells only between
-    words (a no-wrap column keeps its whole cells), or None when none exists."""
-    cells = [[str(h)] + [str(row[i]) for row in rows] for i, h in enumerate(headers)]
-    natural = [max(len(c) for c in column) for column in cells]
-    least = [
-        n if keep else max(len(w) for c in column for w in (c.split() or [""]))
-        for n, keep, column in zip(natural, no_wrap, cells, strict=True)
-    ]
-    room = width - 1 - 3 * len(headers)  # borders and padding
+def _column_widths(headers, rows, no_wrap, room: int) -> list[int] | None:
+    """Widths (summing to at most `room`) that wrap cells only between words, a no-wrap
+    column's data cells not at all (its header may wrap between words); None if none fit."""
+    least, natural = [], []
+    for i, header in enumerate(headers):
+        cells = [str(row[i]) for row in rows]
+        words = [w for c in [header, *cells] for w in c.split()] or [""]
+        data = max((len(c) for c in cells), default=0)
+        natural.append(max(len(header), data))
+        least.append(max(max(map(len, words)), data if no_wrap[i] else 0))
     if sum(least) > room:
         return None
     widths = list(natural)
-    while sum(widths) > room:  # narrow the widest wrappable column by one
+    while sum(widths) > room:  # narrow the column with the most room to spare by one
         i = max(range(len(widths)), key=lambda j: (widths[j] - least[j], widths[j]))
         widths[i] -= 1
     return widths
 
 
+def _table_layout(headers, rows, no_wrap, width: int) -> tuple[dict, list[int]] | None:
+    """A boxed table if it fits `width`, else a lighter one (no outer edge, one space between
+    columns), else None (the caller prints one block per row)."""
+    from rich import box
+
+    n = len(headers)
+    for style, overhead in (
+        ({}, 3 * n + 1),  # borders and padding around every cell
+        (
+            {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 0)},
+            2 * (n - 1),  # a space and a divider between columns
+        ),
+    ):
+        widths = _column_widths(headers, rows, no_wrap, width - overhead)
+        if widths is not None:
+            return style, widths
+    return None
+
+
 def _print_table(
     headers, rows, title: str, right=(), no_wrap=(), keys: int = 1, styles=None, out=None
 ) -> None:
-    """A table that never breaks a word: boxed when it fits, else one block per row.
+    """A table that never breaks a word: boxed when it fits, else lighter, else one block
+    per row ("header: value" lines).
 
-    `right`/`no_wrap`: column indices right-aligned / never wrapped; `keys`: leading columns
-    that name a row in the vertical layout; `styles`: a rich style per row (or None).
+    `right`/`no_wrap`: column indices right-aligned / whose data never wraps; `keys`: leading
+    columns that name a row in the vertical layout; `styles`: a rich style per row (or None).
     """
     from rich.text import Text
 
@@ -106,18 +126,17 @@ def _print_table(
     styles = styles or [None] * len(rows)
     nowrap = [i in no_wrap for i in range(len(headers))]
     out.print(Text(title, style="italic"))  # a plain line: a long path is never folded
-    widths = _column_widths(headers, rows, nowrap, out.width)
-    if widths is not None:
-        table = Table(show_header=True)
+    layout = _table_layout(headers, rows, nowrap, out.width)
+    if layout is not None:
+        style, widths = layout
+        table = Table(show_header=True, **style)
         for i, header in enumerate(headers):
-            table.add_column(
-                header, justify="right" if i in right else "left", width=widths[i], no_wrap=nowrap[i]
-            )
-        for row, style in zip(rows, styles, strict=True):
-            table.add_row(*map(Text, row), style=style)
+            justify = "right" if i in right else "left"
+            table.add_column(header, justify=justify, width=widths[i])
+        for row, row_style in zip(rows, styles, strict=True):
+            table.add_row(*map(Text, row), style=row_style)
         out.print(table)
         return
-    # Too narrow for whole words in columns: one block per row, "header: value" lines.
     for row, style in zip(rows, styles, strict=True):
         out.print(Text(" · ".join(v for v in row[:keys] if v), style=style or "bold"))
         for header, value in zip(headers[keys:], row[keys:], strict=True):

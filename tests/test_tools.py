@@ -89,7 +89,7 @@ def _prevalence_frame() -> pd.DataFrame:
 
 
 def test_tables_never_break_a_label_at_80_and_60_columns():
-    for width in (80, 60, 40):
+    for width in (80, 70, 60, 40):
         _WIDTH[0] = width
         out = Console(width=width, file=io.StringIO(), record=True, soft_wrap=True)
         cli._print_frame(_prevalence_frame(), "label prevalence (positive / uncertain share)", out)
@@ -115,7 +115,7 @@ def test_report_table_never_breaks_a_label(monkeypatch):
     class _Report:
         notes = ["a note"]
 
-    for width in (80, 60):
+    for width in (80, 72, 60):
         _WIDTH[0] = width
         out = Console(width=width, file=io.StringIO(), record=True, soft_wrap=True)
         cli._print_report(_Report(), "study 'demo': AUROC per arm", out=out)
