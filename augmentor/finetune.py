@@ -41,7 +41,7 @@ from augmentor.latents import cache_latents, load_pixels, sample_latents
 from classifier.tracking import check_report_to, start_tracking
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
-from manifests.progress import progress
+from manifests.progress import progress, quiet_library_bars
 from manifests.splits import check_leakage
 
 RUN_FILE = "cxraug.json"
@@ -663,6 +663,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     from diffusers.optimization import get_scheduler
 
     check_config(cfg)
+    quiet_library_bars()
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
     state_name = out_dir_state(cfg)  # every rank decides before anyone writes

@@ -41,7 +41,7 @@ from manifests.io import (
     write_json,
     write_manifest,
 )
-from manifests.progress import progress
+from manifests.progress import progress, quiet_library_bars
 from manifests.schema import validate_frame
 
 # Sampler names a user types -> diffusers scheduler classes (swapped in with
@@ -396,6 +396,7 @@ def synthesize(
     from accelerate import PartialState
 
     _check_config(config)
+    quiet_library_bars()
     out, model = Path(config.out), Path(config.model)
     prompts = read_manifest(Path(config.prompts_from), validate=True)
     targets = parse_label_counts(config.labels, prompts.labels)

@@ -261,14 +261,17 @@ def dataset_card(
         memo = provenance.get("memorization")
         out += ["### Memorization audit", ""]
         if memo:
+
+            def num(key: str) -> str:
+                value = memo.get(key)
+                return f"{value:.3f}" if isinstance(value, float) else str(value)
+
             out += [
-                f"{memo.get('n_flagged', '?')} of {memo.get('n_synthetic', '?')} synthetic images "
-                f"flagged as near-copies of a training image (pixel correlation threshold "
-                f"{memo.get('pixel_threshold', '?')}, feature cosine threshold "
-                f"{memo.get('feature_threshold', '?')}; max pixel r "
-                f"{memo.get('pixel_correlation_max', '?')}, max feature cosine "
-                f"{memo.get('feature_cosine_max', '?')}; exact copies "
-                f"{memo.get('n_exact_copies', '?')}).",
+                f"{num('n_flagged')} of {num('n_synthetic')} synthetic images flagged as "
+                f"near-copies of a training image (pixel correlation threshold "
+                f"{num('pixel_threshold')}, feature cosine threshold {num('feature_threshold')}; "
+                f"max pixel r {num('pixel_correlation_max')}, max feature cosine "
+                f"{num('feature_cosine_max')}; exact copies {num('n_exact_copies')}).",
                 "",
             ]
             if memo.get("dropped_manifest"):

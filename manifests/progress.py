@@ -13,6 +13,7 @@ Usage is tqdm's: `for x in progress(items, desc=...)`, or `bar = progress(total=
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -164,9 +165,32 @@ class Progress:
         self.stream.flush()
 
 
+# Libraries whose own tqdm bars flood a log: module -> its switch (called only if imported).
+_LIBRARY_SWITCHES = (
+    ("huggingface_hub.utils", "disable_progress_bars"),
+    ("transformers.utils.logging", "disable_progress_bar"),
+    ("diffusers.utils.logging", "disable_progress_bar"),
+    ("datasets.utils.logging", "disable_progress_bar"),
+)
+
+
+def quiet_library_bars(stream: IO[str] | None = None) -> None:
+    """Off a terminal, turn off the progress bars of the Hugging Face libraries ("Loading
+    pipeline components", "Writing model shards", ...): those already imported through
+    their switches (never importing one here), those imported later through
+    `HF_HUB_DISABLE_PROGRESS_BARS`. On a terminal, nothing changes."""
+    if is_terminal(stream):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for module_name, switch in _LIBRARY_SWITCHES:
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, switch):
+            getattr(module, switch)()
+
+
 def progress(iterable: Iterable | None = None, **options: Any) -> Progress:
     """A `Progress` over `iterable` (or, with `total=`, one updated by hand)."""
     return Progress(iterable, **options)
 
 
-__all__ = ["Progress", "is_terminal", "progress"]
+__all__ = ["Progress", "is_terminal", "progress", "quiet_library_bars"]

@@ -99,7 +99,7 @@ def test_synthetic_set_card_has_sampler_generator_audit(
     assert "- synthetic" in card and "depicts no patient" in card
     assert '"scheduler": "pndm"' in card and '"num_inference_steps": 2' in card
     assert '"generator_digest"' in card and "Prompt policy" in card
-    assert "0 of 3 synthetic images flagged" in card and "max pixel r 0.41" in card
+    assert "0 of 3 synthetic images flagged" in card and "max pixel r 0.410" in card
     assert "| Cardiomegaly | 2 |" in card  # target label counts
     assert "not clinical data" in card  # prompts came from phantom reports
     ds = _load(out)

@@ -4,6 +4,7 @@ labels a source lacks shown as "not labelled"."""
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import numpy as np
@@ -121,3 +122,24 @@ def test_report_table_never_breaks_a_label(monkeypatch):
         cli._print_report(_Report(), "study 'demo': AUROC per arm", out=out)
         text = out.export_text()
         _words_intact(text, [*labels, "Pleural Effusion", "+0.012 [-0.003, +0.027]"])
+
+
+def test_quiet_library_bars_only_off_a_terminal(monkeypatch):
+    import sys
+    import types
+
+    from manifests.progress import quiet_library_bars
+
+    calls = []
+    fake = types.SimpleNamespace(disable_progress_bar=lambda: calls.append("off"))
+    monkeypatch.setitem(sys.modules, "diffusers.utils.logging", fake)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    quiet_library_bars(Tty())
+    assert calls == [] and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    quiet_library_bars(io.StringIO())
+    assert calls == ["off"] and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
