@@ -59,20 +59,98 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outp
 LabelSetOpt = Annotated[
     str, typer.Option("--label-set", help="Label columns: chexpert (14, default) or nih (14).")
 ]
+ReportTo = Annotated[
+    str,
+    typer.Option(
+        "--report-to",
+        help="Log to tensorboard or wandb (offline) under OUT/logs/, or none.",
+    ),
+]
 FrontalOnly = Annotated[
     bool, typer.Option("--frontal-only", help="Keep PA/AP (frontal) views only.")
 ]
 
 
-def _print_frame(frame, title: str) -> None:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(
-            str(column), justify="right" if frame[column].dtype.kind in "fiu" else "left"
-        )
-    for _, row in frame.iterrows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+def _column_widths(headers, rows, no_wrap, room: int) -> list[int] | None:
+    """Widths (summing to at most `room`) that wrap cells only between words, a no-wrap
+    column's data cells not at all (its header may wrap between words); None if none fit."""
+    least, natural = [], []
+    for i, header in enumerate(headers):
+        cells = [str(row[i]) for row in rows]
+        words = [w for c in [header, *cells] for w in c.split()] or [""]
+        data = max((len(c) for c in cells), default=0)
+        natural.append(max(len(header), data))
+        least.append(max(max(map(len, words)), data if no_wrap[i] else 0))
+    if sum(least) > room:
+        return None
+    widths = list(natural)
+    while sum(widths) > room:  # narrow the column with the most room to spare by one
+        i = max(range(len(widths)), key=lambda j: (widths[j] - least[j], widths[j]))
+        widths[i] -= 1
+    return widths
+
+
+def _table_layout(headers, rows, no_wrap, width: int) -> tuple[dict, list[int]] | None:
+    """A boxed table if it fits `width`, else a lighter one (no outer edge, one space between
+    columns), else None (the caller prints one block per row)."""
+    from rich import box
+
+    n = len(headers)
+    for style, overhead in (
+        ({}, 3 * n + 1),  # borders and padding around every cell
+        (
+            {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 0)},
+            2 * (n - 1),  # a space and a divider between columns
+        ),
+    ):
+        widths = _column_widths(headers, rows, no_wrap, width - overhead)
+        if widths is not None:
+            return style, widths
+    return None
+
+
+def _print_table(
+    headers, rows, title: str, right=(), no_wrap=(), keys: int = 1, styles=None, out=None
+) -> None:
+    """A table that never breaks a word: boxed when it fits, else lighter, else one block
+    per row ("header: value" lines).
+
+    `right`/`no_wrap`: column indices right-aligned / whose data never wraps; `keys`: leading
+    columns that name a row in the vertical layout; `styles`: a rich style per row (or None).
+    """
+    from rich.text import Text
+
+    out = out or console
+    headers = [str(h) for h in headers]
+    rows = [[str(v) for v in row] for row in rows]
+    styles = styles or [None] * len(rows)
+    nowrap = [i in no_wrap for i in range(len(headers))]
+    out.print(Text(title, style="italic"))  # a plain line: a long path is never folded
+    layout = _table_layout(headers, rows, nowrap, out.width)
+    if layout is not None:
+        style, widths = layout
+        table = Table(show_header=True, **style)
+        for i, header in enumerate(headers):
+            justify = "right" if i in right else "left"
+            table.add_column(header, justify=justify, width=widths[i])
+        for row, row_style in zip(rows, styles, strict=True):
+            table.add_row(*map(Text, row), style=row_style)
+        out.print(table)
+        return
+    for row, style in zip(rows, styles, strict=True):
+        out.print(Text(" · ".join(v for v in row[:keys] if v), style=style or "bold"))
+        for header, value in zip(headers[keys:], row[keys:], strict=True):
+            if value:
+                out.print(Text(f"  {header}: {value}"))
+
+
+def _print_frame(frame, title: str, out=None) -> None:
+    numeric = {i for i, c in enumerate(frame.columns) if frame[c].dtype.kind in "fiu"}
+    rows = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    _print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)
 
 
 # ---------------------------------------------------------------- manifests (issue 2)
@@ -108,8 +186,47 @@ def manifest_summary(manifest: ManifestArg) -> None:
     summary = summarize(read_manifest(manifest))
     _print_frame(summary.counts, f"{manifest}: images and patients")
     _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)")
+    if summary.not_labelled:
+        console.print(
+            f"not labelled by the source ({len(summary.not_labelled)}, all NaN; not counted "
+            f"as negative): {', '.join(summary.not_labelled)}"
+        )
     for note in summary.notes:
         console.print(f"note: {note}")
+
+
+@manifest_app.command("export")
+def manifest_export(
+    manifest: ManifestArg,
+    to: Annotated[Path, typer.Option("--to", help="Output folder (must not exist).")],
+    format: Annotated[
+        str, typer.Option("--format", help="imagefolder: Hugging Face datasets' image folder.")
+    ] = "imagefolder",
+    generator_eval: Annotated[
+        Path | None,
+        typer.Option(
+            "--generator-eval",
+            help="evaluate-generator folder whose memorization audit goes in the card "
+            "(default: one found beside the manifest).",
+        ),
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy images (default: hard-link where possible).")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export as a dataset folder with a dataset card (provenance, counts, licence)."""
+    from augmentor.card import synthesis_provenance
+    from manifests.export import export_manifest
+
+    provenance = synthesis_provenance(manifest, generator_eval)
+    result = export_manifest(manifest, to, format, overwrite, provenance, link=not copy)
+    splits = ", ".join(f"{name} {n}" for name, n in result.counts.items())
+    console.print(
+        f"wrote {result.folder} ({splits}; {result.linked} linked, {result.copied} copied, "
+        f"{result.converted} converted to PNG) and its README.md dataset card"
+    )
+    console.print(f'load: datasets.load_dataset("imagefolder", data_dir="{result.folder}")')
 
 
 @manifest_app.command("split")
@@ -354,6 +471,7 @@ def finetune_cmd(
     no_disk_cache: Annotated[
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
     ] = False,
+    report_to: ReportTo = "none",
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
@@ -393,6 +511,7 @@ def finetune_cmd(
             validation_steps=validation_steps,
             autoencoder_steps=autoencoder_steps,
             cache_latents_on_disk=not no_disk_cache,
+            report_to=report_to,
         ),
         log=console.print,
     )
@@ -573,6 +692,7 @@ def train_classifier_cmd(
         bool,
         typer.Option("--resume", help="Continue the run in --out (a finished run: nothing to do)."),
     ] = False,
+    report_to: ReportTo = "none",
     overwrite: Overwrite = False,
 ) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
@@ -607,28 +727,24 @@ def train_classifier_cmd(
         cache_dir=cache_dir,
         resume=resume,
         overwrite=overwrite,
+        report_to=report_to,
     )
     train_classifier(cfg, log=console.print)
 
 
-def _print_report(report, title: str = "AUROC per arm") -> None:
-    from rich.text import Text
-
+def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
     from classifier.report import display_rows
 
+    out = out or console
     # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
-    headers, rows = display_rows(report, compact=console.width < 120)
-    table = Table(title=title)
-    for i, header in enumerate(headers):
-        # Numbers never wrap; arm and label names fold when the terminal is narrow.
-        table.add_column(
-            header, justify="left" if i < 2 else "right", overflow="fold", no_wrap=i >= 2
-        )
-    for row in rows:  # Text: a cell such as "[n/a, n/a]" is not rich markup
-        table.add_row(*map(Text, row), style="bold" if row[1] == "macro" else None)
-    console.print(table)
+    headers, rows = display_rows(report, compact=out.width < 120)
+    numbers = set(range(2, len(headers)))  # numbers never wrap; arm and label names may
+    styles = ["bold" if row[1] == "macro" else None for row in rows]
+    _print_table(
+        headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
+    )
     for note in report.notes:
-        console.print(f"note: {note}")
+        out.print(f"note: {note}")
 
 
 @app.command("report")

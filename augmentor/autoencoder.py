@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from manifests.progress import progress
 
 
 @dataclass
@@ -82,7 +83,7 @@ def fit_autoencoder(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     vae.train()
-    bar = tqdm(range(steps), desc="fit autoencoder", disable=not show_progress, leave=False)
+    bar = progress(range(steps), desc="fit autoencoder", disable=not show_progress, leave=False)
     for _ in bar:
         idx = torch.randint(0, len(pixels), (min(batch_size, len(pixels)),), generator=generator)
         x = pixels[idx]

@@ -34,6 +34,7 @@ from classifier import run
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import Manifest, atomic_path, file_sha256
+from manifests.progress import Progress
 
 
 class Embedder(Protocol):
@@ -388,6 +389,7 @@ def embed_images(
     done = len(first_path) - len(missing)
     if progress:
         progress(done)
+    bar = Progress(total=len(missing), desc="embed images", unit="img", disable=not missing)
     for start in range(0, len(missing), flush_every):
         chunk = missing[start : start + flush_every]
         pending: list[dict[str, list[np.ndarray]]] = [{} for _ in embedders]
@@ -405,9 +407,11 @@ def embed_images(
                 pending_hashes[e].extend(batch[i] for i in need)
             if progress:
                 progress(len(batch))
+            bar.update(len(batch))
         for e, cache in enumerate(caches):
             if pending_hashes[e]:
                 cache.add(pending_hashes[e], {k: np.concatenate(v) for k, v in pending[e].items()})
+    bar.close()
     return [
         {name: cache.get(list(hashes), name) for name in cache.outputs()} if len(hashes) else {}
         for cache in caches

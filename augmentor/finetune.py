@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import check_pipeline_dir, cpu_only, image_channels, load_pipeline
 from augmentor.latents import cache_latents, load_pixels, sample_latents
+from classifier.tracking import check_report_to, start_tracking
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
+from manifests.progress import progress, quiet_library_bars
 from manifests.splits import check_leakage
 
 RUN_FILE = "cxraug.json"
@@ -78,6 +79,7 @@ _RESUME_FREE = {
     "validation_guidance_scale",
     "cache_latents_on_disk",
     "mixed_precision",
+    "report_to",
     "gradient_checkpointing",
     "allow_download",
     "show_progress",
@@ -134,6 +136,7 @@ class FinetuneConfig:
     autoencoder_batch_size: int = 8
     cache_latents_on_disk: bool = True
     show_progress: bool = True
+    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
 
 
 # ------------------------------------------------------------------------- config checks
@@ -141,6 +144,7 @@ class FinetuneConfig:
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Raise UserError naming the first bad flag value."""
+    cfg.report_to = check_report_to(cfg.report_to)
     positive = {
         "--max-steps": cfg.max_steps,
         "--batch-size": cfg.batch_size,
@@ -659,6 +663,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     from diffusers.optimization import get_scheduler
 
     check_config(cfg)
+    quiet_library_bars()
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg)
     state_name = out_dir_state(cfg)  # every rank decides before anyone writes
@@ -853,13 +858,13 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     window: list[float] = []
     start_step = state.global_step
     train_before = state.train_seconds
-    bar = tqdm(
+    bar = progress(
         total=cfg.max_steps,
         initial=state.global_step,
         desc="finetune",
         disable=not (main and cfg.show_progress),
-        dynamic_ncols=True,
     )
+    tracker = start_tracking(cfg.report_to, out, config, accelerator)
     session_start = time.perf_counter()
     val_seconds = 0.0
     order, order_epoch = None, -1
@@ -907,6 +912,14 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         rate = (state.micro_step - start_step * cfg.gradient_accumulation_steps) * images_per_micro
         bar.update(1)
         bar.set_postfix(loss=f"{window[-1]:.4f}", img_s=f"{rate / max(elapsed, 1e-9):.1f}")
+        tracker.log(
+            {
+                "train/loss": window[-1],
+                "train/lr": lr_scheduler.get_last_lr()[0],
+                "train/images_per_s": rate / max(elapsed, 1e-9),
+            },
+            step=state.global_step,
+        )
         if state.global_step % log_every == 0 or state.global_step == cfg.max_steps:
             state.losses.append([state.global_step, float(np.mean(window))])
             window = []
@@ -916,7 +929,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         ):
             tv = time.perf_counter()
             if main:
-                _with_ema(
+                grid = _with_ema(
                     ema,
                     params,
                     lambda: run_validation(
@@ -932,6 +945,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
                         out,
                     ),
                 )
+                tracker.log_image("validation/grid", grid, state.global_step)
             accelerator.wait_for_everyone()
             val_seconds += time.perf_counter() - tv
         if state.global_step % cfg.checkpointing_steps == 0 or state.global_step == cfg.max_steps:
@@ -1005,6 +1019,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
             f"{record['images_per_second']:.1f} images/s; wrote {out}"
         )
     accelerator.wait_for_everyone()
+    tracker.end()
     accelerator.end_training()
     return out
 

@@ -33,6 +33,7 @@ from manifests.errors import UserError
 from manifests.files import atomic_path, file_sha256
 from manifests.images import save_png
 from manifests.io import GENERATOR_DIGEST_KEY, manifest_digest, read_manifest
+from manifests.progress import progress, quiet_library_bars
 
 # Sampler names a user types -> diffusers scheduler classes (swapped in with
 # `X.from_config(pipe.scheduler.config)`, so the generator's noise schedule is kept).
@@ -276,6 +277,7 @@ def synthesize(
     from accelerate import PartialState
 
     _check_config(config)
+    quiet_library_bars()
     out, model = Path(config.out), Path(config.model)
     prompts = read_manifest(Path(config.prompts_from), validate=True)
     where = f"--prompts-from {config.prompts_from}"
@@ -345,8 +347,6 @@ def _generate(
     on_batch: Callable[[int], None] | None,
 ) -> int:
     """This rank's rows not yet committed, in batches; returns how many it generated."""
-    from tqdm.auto import tqdm
-
     rank, world = state.process_index, state.num_processes
     mine = plan[(plan["row"] % world == rank).to_numpy() & ~plan["row"].isin(done).to_numpy()]
     if not len(mine):
@@ -358,7 +358,7 @@ def _generate(
     digest = metadata[GENERATOR_DIGEST_KEY]
     pending: list[pd.DataFrame] = []
     generated = 0
-    bar = tqdm(
+    bar = progress(
         total=len(mine),
         unit="img",
         desc=f"synthesize (rank {rank}/{world})" if world > 1 else "synthesize",

@@ -52,6 +52,7 @@ from classifier.data import (
 from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
+from classifier.tracking import CLASSIFIER_SCALARS, check_report_to, start_tracking
 from classifier.train_state import load_train_state, save_train_state
 from manifests import runfolder
 from manifests.errors import UserError
@@ -76,6 +77,7 @@ _RESUME_FREE = {
     "cache_dir",
     "eval_batch_size",
     "mixed_precision",
+    "report_to",
 }
 
 
@@ -118,6 +120,7 @@ class TrainConfig:
     n_boot: int = 1000
     min_label_count: int = 5  # default label choice: positives and negatives in train
     eval_batch_size: int = 128
+    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
     overwrite: bool = False
     resume: bool = False
 
@@ -244,6 +247,7 @@ def check_config(cfg: TrainConfig) -> None:
     check_choice(cfg.uncertain, UNCERTAIN_POLICIES, "--uncertain")
     check_choice(cfg.on_bad_image, BAD_IMAGE_POLICIES, "--on-bad-image")
     check_choice(cfg.mixed_precision, ("auto", "no", "fp16", "bf16"), "--mixed-precision")
+    cfg.report_to = check_report_to(cfg.report_to)
     for flag, value, low in (
         ("--epochs", cfg.epochs, 1),
         ("--batch-size", cfg.batch_size, 2),
@@ -788,12 +792,15 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
     with runfolder.run_folder(out, state_name, main=accelerator.is_main_process):
         session = start_training(cfg, log, accelerator, state_name)
         assert session is not None
+        tracker = start_tracking(cfg.report_to, session.out, session.config, accelerator)
         while session.state.epoch < cfg.epochs and not session.state.stopped:
             record = {"epoch": session.state.epoch}
             record.update(session.train_epoch())
             record.update(session.validate_epoch())
             session.end_epoch(record)
+            tracker.log(record, step=record["epoch"], names=CLASSIFIER_SCALARS)
         session.finish()
+        tracker.end()
     return session.out
 
 
