@@ -159,7 +159,7 @@ def _default_device() -> str:
 
 def check_run_dir(run_dir: Path, flag: str = "--features") -> None:
     """Raise UserError unless `run_dir` is a classifier run with a best model."""
-    run.read_config(run_dir, flag)
+    run.read_config(run_dir, flag, run.MODEL_KEYS)
     if not run.model_path(run_dir).is_file():
         raise UserError(
             f"{flag} {run_dir}: the run has no {run.MODEL_FILE} yet; pass a finished "
