@@ -14,7 +14,7 @@ from pathlib import Path
 
 from augmentor.evaluate import GENERATOR_EVAL_FILE
 from augmentor.finetune import RUN_FILE
-from augmentor.synthesize import CONFIG_FILE as SYNTHESIS_FILE
+from augmentor.synthetic_set import RECORD_FILE as SYNTHESIS_FILE
 from manifests.errors import UserError
 from manifests.io import read_manifest
 
