@@ -54,10 +54,17 @@ from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
 from classifier.tracking import CLASSIFIER_SCALARS, check_report_to, start_tracking
 from classifier.train_state import load_train_state, save_train_state
-from manifests import runfolder
+from manifests import provenance, runfolder
 from manifests.errors import UserError
 from manifests.io import Manifest, manifest_digest, read_manifest
-from manifests.mixing import MixPlan, check_mix, mix_manifests, mix_plan_of
+from manifests.mixing import (
+    MixPlan,
+    check_mix,
+    check_real_size,
+    mix_manifests,
+    mix_plan_of,
+    subset_real_train,
+)
 from manifests.splits import check_leakage
 
 logger = logging.getLogger(__name__)
@@ -113,6 +120,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0  # loader processes; the loader only copies from the cache
     on_bad_image: str = "error"  # error | skip
+    real_size: float | None = None  # a nested, patient-level subset of real train images
+    allow_foreign_synthetic: bool = False  # accept a synthetic set whose patients are unknown
+    matched_to: str | None = None  # the arm whose optimizer steps this real-only control matches
     arm: str | None = None  # default from mix and init_from (see default_arm)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
@@ -236,11 +246,13 @@ class RunData:
     bad: dict[str, int]
     first_bad: str | None
     cache_seconds: float
+    synthetic_provenance: str | None = None
 
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse bad flags before any work (one UserError each)."""
     cfg.mix = check_mix(cfg.mix)
+    cfg.real_size = check_real_size(cfg.real_size)
     if cfg.mix > 0 and cfg.synthetic is None:
         raise UserError(f"--mix {cfg.mix:g} needs synthetic images; pass --synthetic MANIFEST")
     check_backbone(cfg.backbone)
@@ -264,14 +276,30 @@ def check_config(cfg: TrainConfig) -> None:
         read_config(Path(cfg.init_from), flag="--init-from")
 
 
-def load_manifests(cfg: TrainConfig) -> Manifest:
-    """The mixed training manifest (real val/test untouched), leakage-checked."""
+@dataclass
+class TrainingSet:
+    """The mixed training manifest, the real manifest it came from, and provenance."""
+
+    mixed: Manifest
+    real: Manifest  # the whole real manifest (every train row, before --real-size)
+    synthetic_provenance: str | None  # provenance.CHECKED / FOREIGN; None without synthetic
+
+
+def load_manifests(cfg: TrainConfig) -> TrainingSet:
+    """The mixed training manifest (real val/test untouched), leakage- and provenance-checked.
+
+    A synthetic set is refused when any of its prompts came from, or its generator trained
+    on, a val or test patient of `--real` (`manifests.provenance`).
+    """
     real = read_manifest(Path(cfg.real))
     check_leakage(real, where=f"--real {cfg.real}")
-    synthetic = None
+    synthetic, status = None, None
     if cfg.synthetic is not None and cfg.mix > 0:
         synthetic = read_manifest(Path(cfg.synthetic))
         check_leakage(synthetic, where=f"--synthetic {cfg.synthetic}")
+        status = provenance.check_synthetic(
+            real, synthetic, cfg.allow_foreign_synthetic, where=f"--synthetic {cfg.synthetic}"
+        )
     for split in ("train", "val", "test"):
         if split == "train" and cfg.mix == 1:
             continue
@@ -280,19 +308,26 @@ def load_manifests(cfg: TrainConfig) -> Manifest:
                 f"--real {cfg.real}: no rows in split {split!r}; split it first "
                 "(cxraug manifest split)"
             )
-    mixed = mix_manifests(real, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
+    pool = real if cfg.real_size is None else subset_real_train(real, cfg.real_size, cfg.seed)
+    mixed = mix_manifests(pool, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
     check_leakage(mixed, where="mixed training set")
-    return mixed
+    return TrainingSet(mixed=mixed, real=real, synthetic_provenance=status)
 
 
 def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
     """Mix, choose labels, decode every image once."""
     if cfg.synthetic is not None and cfg.mix == 0:
         log("note: --synthetic is not used with --mix 0 (real images only)")
-    mixed = load_manifests(cfg)
+    training = load_manifests(cfg)
+    mixed = training.mixed
     plan = mix_plan_of(mixed)
     assert plan is not None
-    labels = resolve_labels(mixed, cfg.labels, cfg.uncertain, cfg.min_label_count)
+    # From the real train rows only (before --real-size), so every arm of a study, whatever
+    # its synthetic share or real size, trains on the same label set.
+    real_train = training.real.with_rows(
+        training.real.rows[training.real.rows["split"] == "train"]
+    )
+    labels = resolve_labels(real_train, cfg.labels, cfg.uncertain, cfg.min_label_count)
     rows = mixed.rows
     paths = rows["image_path"].astype(str).to_numpy()
     unique, inverse = np.unique(paths, return_inverse=True)
@@ -343,6 +378,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
         bad=bad,
         first_bad=cache.bad[0] if cache.bad else None,
         cache_seconds=seconds,
+        synthetic_provenance=training.synthetic_provenance,
     )
 
 
@@ -381,6 +417,7 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
             "std": std,
             "in_chans": 1,
             "n_real_train": int((data.train["source"] == "real").sum()),
+            "synthetic_provenance": data.synthetic_provenance,
             "n_synthetic_train": int((data.train["source"] == "synthetic").sum()),
             "n_val": len(data.val),
             "n_test": len(data.test),
@@ -634,6 +671,9 @@ class TrainingSession:
                 "train_size": cfg.train_size,
                 "n_real_train": self.config["n_real_train"],
                 "n_synthetic_train": self.config["n_synthetic_train"],
+                "real_size": cfg.real_size,
+                "matched_to": cfg.matched_to,
+                "synthetic_provenance": self.config["synthetic_provenance"],
                 "init_from": self.config["init_from"],
                 "bad_images": data.bad,
                 "best_epoch": state.best_epoch,

@@ -21,6 +21,7 @@ training set is mixed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -202,3 +203,65 @@ def mix_plan_of(manifest: Manifest) -> MixPlan | None:
     info = json.loads(raw)
     fields = {k: info[k] for k in MixPlan.__dataclass_fields__}
     return MixPlan(**fields)
+
+
+def patient_order(rows: pd.DataFrame, labels: Sequence[str], seed: int) -> list[str]:
+    """A seeded, label-stratified order of the patients in `rows` (real train rows).
+
+    Patients are grouped by their rarest positive label (no positive: its own group),
+    shuffled within the group, and interleaved in proportion to group sizes, so every prefix
+    of the order holds each group in about its share. Subsets taken as prefixes of one
+    order are nested: for a given seed, a smaller subset lies inside every larger one.
+    """
+    positive = rows[list(labels)].to_numpy(dtype=np.float64) == 1
+    frame = pd.DataFrame(positive, columns=list(labels))
+    frame["patient_id"] = rows["patient_id"].astype(str).to_numpy()
+    profiles = frame.groupby("patient_id", sort=True).max()
+    prevalence = profiles.sum(axis=0).to_numpy()
+    rarity = np.where(profiles.to_numpy(), prevalence[None, :], np.inf)
+    group = np.where(np.isfinite(rarity.min(axis=1)), rarity.argmin(axis=1), -1)
+    rng = np.random.default_rng([int(seed), 7])
+    keys = np.empty(len(profiles))
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        # Evenly spaced positions within [0, 1), jittered: proportional interleaving.
+        keys[members] = (rng.permutation(len(members)) + rng.random(len(members))) / len(members)
+    return [str(p) for p in profiles.index.to_numpy()[np.argsort(keys, kind="stable")]]
+
+
+def check_real_size(size: float | None, flag: str = "--real-size") -> float | None:
+    """None, a count (an integer >= 1) or a fraction in (0, 1)."""
+    if size is None:
+        return None
+    value = float(size)
+    if not (0 < value < 1 or (value >= 1 and value == int(value))):
+        raise UserError(
+            f"{flag}: {size!r}; give a number of real train images (an integer >= 1) or a "
+            "fraction of them in (0, 1)"
+        )
+    return value
+
+
+def subset_real_train(real: Manifest, size: float, seed: int = 0) -> Manifest:
+    """Keep a patient-level, label-stratified subset of the real train rows (val/test kept).
+
+    `size` is a number of images (patients are added in `patient_order` until the subset
+    holds at least that many) or a fraction of the train images. Nested across sizes for a
+    given seed.
+    """
+    size = check_real_size(size)
+    rows = real.rows
+    is_train = ((rows["split"] == "train") & (rows["source"] == "real")).to_numpy()
+    train = rows[is_train]
+    n_train = len(train)
+    target = int(round(size * n_train)) if size < 1 else int(size)
+    if target > n_train:
+        raise UserError(
+            f"--real-size: {target} images asked for, the real train split has {n_train}"
+        )
+    order = patient_order(train, real.labels, seed)
+    counts = train["patient_id"].astype(str).value_counts()
+    cumulative = np.cumsum(counts.reindex(order).to_numpy())
+    keep = set(order[: int(np.searchsorted(cumulative, max(target, 1))) + 1])
+    drop = is_train & ~rows["patient_id"].astype(str).isin(keep).to_numpy()
+    return real.with_rows(rows[~drop])
