@@ -106,7 +106,16 @@ class ClassifierStageConfig:
     uncertain: str = "ignore"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
+    # A real-only arm per mixed arm trained for the same number of optimizer steps (its real
+    # images repeated to the mixed arm's training-set size): rules out "more steps".
+    matched_controls: bool = True
     synthetic_arm: bool = True  # mix 1: as many synthetic as real train images
+    # Larger synthetic-only arms `synthetic-x<k>`: k x R synthetic images (RoentGen's +3%).
+    larger_synthetic: list[float] = field(default_factory=list)
+    # Data efficiency: real train sizes (image counts >= 1, or fractions < 1) at which the
+    # real, mixed and matched arms are also trained on a nested, patient-level subset.
+    real_sizes: list[float] = field(default_factory=list)
+    allow_foreign_synthetic: bool = False  # a synthetic set whose patients cannot be checked
     pretrain_finetune: bool = True
     # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
     # from the synthetic arm's run, which saw as many images as the real train split.
@@ -558,28 +567,89 @@ class ArmRun:
     init_from: Path | None = None
     train_size: int | None = None
     report: bool = True  # pretrain-only runs are not arms of the report
+    real_size: float | None = None  # None: the whole real train split
+    matched_to: str | None = None  # the mixed arm a step-matched control matches
 
 
-def plan_runs(cfg: ClassifierStageConfig, out: Path, n_synthetic: int) -> list[ArmRun]:
-    """Arms x seeds, in training order (a pretrain run before the run starting from it)."""
+def _size_tag(size: float) -> str:
+    return f"n{int(size)}" if size >= 1 else f"f{size:g}"
+
+
+def _mixed_size(n_real: int, mix: float) -> int:
+    """Training-set size of a mixed arm over `n_real` real images (manifests.mixing's rule)."""
+    return n_real + round(n_real * mix / (1 - mix))
+
+
+def plan_runs(
+    cfg: ClassifierStageConfig, out: Path, n_synthetic: int, real_counts: dict | None = None
+) -> list[ArmRun]:
+    """Arms x seeds, in training order (a pretrain run before the run starting from it).
+
+    `real_counts[(size, seed)]` is the number of real train images a run at `size` gets
+    (None: the whole split); it sizes step-matched controls and larger synthetic arms.
+    """
+    real_counts = real_counts or {}
     runs: list[ArmRun] = []
+
+    def add(arm: str, seed: int, mix: float, **kw) -> ArmRun:
+        folder = kw.pop("folder", out / "runs")
+        run = ArmRun(arm, seed, mix, folder / f"{arm}-seed{seed}", **kw)
+        runs.append(run)
+        return run
+
     for seed in cfg.seeds:
-        runs.append(ArmRun("real", seed, 0.0, out / "runs" / f"real-seed{seed}"))
+        for size in [None, *cfg.real_sizes]:
+            tag = "" if size is None else f"-{_size_tag(size)}"
+            n_real = real_counts.get((size, seed))
+            add(f"real{tag}", seed, 0.0, real_size=size)
+            for m in sorted(cfg.mixes):
+                arm = f"mix{m:g}{tag}"
+                add(arm, seed, m, real_size=size)
+                if cfg.matched_controls and n_real is not None:
+                    add(
+                        f"real-steps-{arm}",
+                        seed,
+                        0.0,
+                        real_size=size,
+                        train_size=_mixed_size(n_real, m),
+                        matched_to=arm,
+                    )
+        n_real = real_counts.get((None, seed))
         synthetic = out / "runs" / f"synthetic-seed{seed}"
         if cfg.synthetic_arm:
-            runs.append(ArmRun("synthetic", seed, 1.0, synthetic))
-        for m in sorted(cfg.mixes):
-            arm = f"mix{m:g}"
-            runs.append(ArmRun(arm, seed, m, out / "runs" / f"{arm}-seed{seed}"))
+            add("synthetic", seed, 1.0)
+        for k in cfg.larger_synthetic:
+            if n_real is not None:
+                add(f"synthetic-x{k:g}", seed, 1.0, train_size=int(round(k * n_real)))
         if cfg.pretrain_finetune:
             pretrain = synthetic
             if cfg.pretrain_all_synthetic or not cfg.synthetic_arm:
-                pretrain = out / "pretrain" / f"synthetic-seed{seed}"
                 size = n_synthetic if cfg.pretrain_all_synthetic else None
-                runs.append(ArmRun("synthetic-pretrain", seed, 1.0, pretrain, None, size, False))
-            arm = "pretrain-finetune"
-            runs.append(ArmRun(arm, seed, 0.0, out / "runs" / f"{arm}-seed{seed}", pretrain))
+                pretrain = add(
+                    "synthetic-pretrain",
+                    seed,
+                    1.0,
+                    folder=out / "pretrain",
+                    train_size=size,
+                    report=False,
+                ).out
+            add("pretrain-finetune", seed, 0.0, init_from=pretrain)
     return runs
+
+
+def real_train_counts(cfg: ClassifierStageConfig, real_manifest) -> dict:
+    """Real train images per (real size, seed), as `classifier.train` will draw them."""
+    from manifests.mixing import subset_real_train
+
+    rows = real_manifest.rows
+    n_all = int(((rows["split"] == "train") & (rows["source"] == "real")).sum())
+    counts = {}
+    for seed in cfg.seeds:
+        counts[(None, seed)] = n_all
+        for size in cfg.real_sizes:
+            sub = subset_real_train(real_manifest, size, seed).rows
+            counts[(size, seed)] = int(((sub["split"] == "train") & (sub["source"] == "real")).sum())
+    return counts
 
 
 def stage_train(
@@ -602,6 +672,9 @@ def stage_train(
         labels=tuple(cfg.labels),
         pretrained=Path(cfg.pretrained) if cfg.pretrained else None,
         init_from=run.init_from,
+        real_size=run.real_size,
+        matched_to=run.matched_to,
+        allow_foreign_synthetic=cfg.allow_foreign_synthetic,
         uncertain=cfg.uncertain,
         image_size=cfg.image_size,
         epochs=cfg.epochs,
@@ -611,7 +684,7 @@ def stage_train(
         seed=run.seed,
         num_workers=cfg.num_workers,
         arm=run.arm,
-        resume=run.out.exists() and any(run.out.iterdir()),
+        resume=True,  # a fresh folder starts; a cut run continues (manifests.runfolder)
     )
     return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
 
@@ -663,7 +736,8 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
         stages.finish("synthesize", start)
 
     n_synthetic = len(read_manifest(synthetic, columns=[], validate=False).rows)
-    plan = plan_runs(cfg.classifier, out, n_synthetic)
+    counts = real_train_counts(cfg.classifier, read_manifest(real))
+    plan = plan_runs(cfg.classifier, out, n_synthetic, counts)
     train_start = time.perf_counter()
     for run in plan:
         name = f"train {run.out.relative_to(out)}"

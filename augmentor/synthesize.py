@@ -308,7 +308,7 @@ def synthesize(
     # Rows done before this run, read before any rank commits new shards.
     done = sset.committed_rows(out) if mode == runfolder.RESUME else set()
     state.wait_for_everyone()
-    with runfolder.run_folder(out, mode, main=state.is_main_process):
+    with runfolder.run_folder(out, mode, state.is_main_process, fmt=sset.FORMAT):
         if state.is_main_process and mode != runfolder.FINISHED:
             sset.make_folders(out)
             if mode != runfolder.RESUME:

@@ -829,7 +829,7 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         return out
     accelerator = _accelerator(cfg)
     accelerator.wait_for_everyone()  # every process decided the state before anyone writes
-    with runfolder.run_folder(out, state_name, main=accelerator.is_main_process):
+    with runfolder.run_folder(out, state_name, accelerator.is_main_process, fmt=RUN_FORMAT):
         session = start_training(cfg, log, accelerator, state_name)
         assert session is not None
         tracker = start_tracking(cfg.report_to, session.out, session.config, accelerator)

@@ -225,14 +225,20 @@ def release_lock(out: Path) -> None:
 
 @contextlib.contextmanager
 def run_folder(
-    out: Path, state: str, main: bool = True, flag: str = "--out"
+    out: Path,
+    state: str,
+    main: bool = True,
+    flag: str = "--out",
+    fmt: FolderFormat | None = None,
 ) -> Iterator[Path]:
     """Hold `out` for one run in `state` (from `folder_state`).
 
     On the main process: takes the lock (creating the folder), empties it for `overwrite`,
-    removes stale scratch. On a `UserError` in a fresh or overwritten run the folder is put
-    back as found (removed if this run created it, else emptied); on any exit scratch is
-    removed and the lock released. Other processes only wait on the main one's decisions.
+    removes stale scratch. On a `UserError` in a fresh or overwritten run that has not yet
+    written its first durable record (`fmt.started_file`; with no `fmt`, at any point) the
+    folder is put back as found (removed if this run created it, else emptied), so the
+    corrected command starts cleanly; a run that got further stays resumable. On any exit
+    scratch is removed and the lock released. Other processes only wait on the main one.
     """
     out = Path(out)
     if not main:
@@ -252,7 +258,8 @@ def run_folder(
         remove_scratch(out)
         yield out
     except UserError:
-        if state in (FRESH, OVERWRITE):
+        started = fmt is not None and (out / fmt.started_file).is_file()
+        if state in (FRESH, OVERWRITE) and not started:
             if existed:
                 empty_folder(out)
             else:
