@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -306,8 +307,6 @@ class TrainData:
 
 
 def _read_manifest(path: Path) -> Manifest:
-    import pyarrow as pa
-
     try:
         return read_manifest(path)
     except (UnicodeDecodeError, pa.ArrowException) as e:  # e.g. a report that is not UTF-8
@@ -340,7 +339,13 @@ def load_train_data(manifest_path: Path) -> TrainData:
             f"{manifest_path}: no real rows with split 'train'; split it first "
             "(cxraug manifest split)"
         )
-    reports = train["report"].astype("string").fillna("").str.strip()
+    try:
+        reports = train["report"].astype("string").fillna("").str.strip()
+    except (UnicodeDecodeError, pa.ArrowException):  # arrow-backed strings check on use
+        raise UserError(
+            f"{manifest_path}: column 'report' holds text that is not valid UTF-8; "
+            "re-encode the reports as UTF-8"
+        ) from None
     keep = reports != ""
     if not keep.any():
         raise UserError(

@@ -487,6 +487,17 @@ def test_cli_base_missing_component(phantom_manifest, tiny_generator_dir, tmp_pa
         "--manifest", str(phantom_manifest), "--base", str(broken), "--out", str(tmp_path / "o")
     )
     _assert_user_error(result, "unet", message)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_generator_dir, corrupt)
+    weights = next((corrupt / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", str(corrupt), "--out", str(tmp_path / "o")
+    )
+    # diffusers' loading bars may precede the error: the error itself is one line.
+    message = "\n".join(x for x in message.splitlines() if "Loading " not in x)
+    _assert_user_error(result, "cannot load it", message)
+    assert not (tmp_path / "o").exists()
     result, message = _cli(
         "--manifest", str(phantom_manifest), "--base", "someone/model", "--out", str(tmp_path / "o")
     )
@@ -562,13 +573,22 @@ def _with_bad_image(manifest: Path, bad: Path, target: Path) -> Path:
 
 def test_failed_runs_leave_the_output_as_found(phantom_manifest, phantom_dir, tmp_path):
     """Refused inputs fail in one line, exit 2, and leave --out as found (missing, or empty)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     m = read_manifest(phantom_manifest)
     unsplit = tmp_path / "unsplit.parquet"
     write_manifest(m.with_rows(m.rows.assign(split="train")), unsplit)
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(next(phantom_dir.rglob("*.png")).read_bytes()[:200])
+    not_utf8 = tmp_path / "not_utf8.parquet"
+    table = pq.read_table(phantom_manifest)
+    column = table.schema.get_field_index("report")
+    garbled = pa.array([b"\xff\xfe effusion"] * len(table), type=pa.binary()).view(pa.string())
+    pq.write_table(table.set_column(column, "report", garbled), not_utf8)
     cases = [
         (phantom_manifest, ["--resolution", "50"], "multiple of 8"),
+        (not_utf8, [], "valid UTF-8"),
         (unsplit, [], "cxraug manifest split"),
         (
             _with_bad_image(phantom_manifest, truncated, tmp_path / "t.parquet"),
