@@ -640,6 +640,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         (log or print)(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
         return out
     run = Run(cfg, out, make_accelerator(cfg), log or print)
+    run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
     base = load_base(cfg)
     config = run_config(cfg)
