@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from manifests import runfolder
 from manifests.errors import UserError
 
 console = Console(soft_wrap=True)  # never break paths or messages mid-word
@@ -457,9 +458,7 @@ def finetune_cmd(
     checkpoints_total_limit: Annotated[
         int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
     ] = 2,
-    resume: Annotated[
-        str | None, typer.Option("--resume", help="'latest' or a checkpoint folder in --out.")
-    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help=runfolder.RESUME_HELP)] = False,
     validation_prompts: Annotated[
         list[str] | None,
         typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
@@ -472,7 +471,7 @@ def finetune_cmd(
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
     ] = False,
     report_to: ReportTo = "none",
-    overwrite: Overwrite = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=runfolder.OVERWRITE_HELP)] = False,
 ) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
 

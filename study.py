@@ -509,7 +509,7 @@ def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path
         **cfg.options,
     }
     if out.exists() and any(out.iterdir()):
-        settings["resume"] = "latest"
+        settings["resume"] = True
     return Path(finetune(FinetuneConfig(**settings), log=log))
 
 

@@ -1,7 +1,9 @@
 """Fine-tune a Stable Diffusion base on chest X-rays and their reports (the RoentGen recipe).
 
-Reads top to bottom as diffusers' `examples/text_to_image/train_text_to_image.py` does:
-config, output folder, accelerator, models, data, optimizer and schedule, loop, save. The
+`finetune` reads as its table of contents, in the order of diffusers'
+`examples/text_to_image/train_text_to_image.py`: check the config, decide the output
+folder's state, load the data and the base, then (holding the folder) fit the autoencoder,
+cache posteriors and text, set up what trains, the optimizer, resume, train, export. The
 differences are for speed and safety:
 
 * Each training image is encoded by the autoencoder once; its posterior (mean and
@@ -9,11 +11,16 @@ differences are for speed and safety:
   embeddings are cached too while the text encoder is frozen.
 * From `tiny` (no pretrained autoencoder), a first stage fits the 1-channel autoencoder on
   the training images (`augmentor.autoencoder.fit_autoencoder`).
-* Checkpoints (`DIR/checkpoints/checkpoint-STEP`, accelerate state) are written under a
-  temporary name and renamed, so a run killed at any moment resumes from a whole one.
-* The result is a plain diffusers pipeline folder (safetensors; EMA weights with `ema`;
-  LoRA merged into the weights, adapters also kept in `DIR/lora/`) plus `DIR/cxraug.json`,
-  written last: its presence means the run finished.
+* Everything a run can refuse (flags, manifest, base, resolution) is checked before the
+  output folder is touched; a fresh run that fails later is put back as found
+  (`manifests.runfolder`).
+* Checkpoints (`DIR/checkpoints/checkpoint-STEP`) hold safetensors and JSON only
+  (`classifier.train_state`; nothing is unpickled on `--resume`), are written under a
+  scratch name and renamed, so a run killed at any moment resumes from a whole one, and
+  resume bit-identically.
+* The result is a generator folder (`augmentor.generator`): a plain diffusers pipeline
+  (safetensors; EMA weights with `ema`; LoRA merged into the weights, adapters also kept in
+  `DIR/lora/`), the training patients, and `DIR/cxraug.json`, written last.
 
 Runs unchanged in one process or under `accelerate launch` (DDP): every rank trains on its
 share of each batch, only the main process writes, and noise seeds are offset per rank.
@@ -21,38 +28,33 @@ share of each batch, only the main process writes, and noise seeds are offset pe
 
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
 import math
 import os
-import re
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from augmentor import generator
 from augmentor.autoencoder import fit_autoencoder
-from augmentor.base import check_pipeline_dir, cpu_only, image_channels, load_pipeline
+from augmentor.base import cpu_only, image_channels, load_pipeline
 from augmentor.latents import cache_latents, load_pixels, sample_latents
 from classifier.tracking import check_report_to, start_tracking
+from classifier.train_state import load_train_state, save_train_state
+from manifests import runfolder
 from manifests.errors import UserError
-from manifests.io import Manifest, atomic_path, manifest_digest, read_manifest, write_json
+from manifests.files import file_sha256, read_json
+from manifests.io import Manifest, manifest_digest, read_manifest
 from manifests.progress import progress, quiet_library_bars
 from manifests.splits import check_leakage
-
-RUN_FILE = "cxraug.json"
-CHECKPOINTS = "checkpoints"
-RUN_CONFIG = "config.json"  # under checkpoints/: the config a --resume must match
-AUTOENCODER_DIR = "autoencoder"  # under checkpoints/: the fitted `tiny` autoencoder
-CACHE_DIR = "cache"
-VALIDATION_DIR = "validation"
-LORA_DIR = "lora"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_TMP_PREFIX = ".tmp-checkpoint-"
 
 LR_SCHEDULERS = (
     "constant",
@@ -66,8 +68,10 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 UNET_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
-# Settings a --resume may change without changing what is being trained.
+# Settings a --resume may change without changing what is being trained. Paths are free
+# (a moved run still resumes); the inputs they name are compared by digest.
 _RESUME_FREE = {
+    "report_to",
     "max_steps",
     "checkpointing_steps",
     "checkpoints_total_limit",
@@ -79,7 +83,6 @@ _RESUME_FREE = {
     "validation_guidance_scale",
     "cache_latents_on_disk",
     "mixed_precision",
-    "report_to",
     "gradient_checkpointing",
     "allow_download",
     "show_progress",
@@ -125,7 +128,7 @@ class FinetuneConfig:
     seed: int = 0
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
-    resume: str | None = None  # "latest" or a checkpoint folder
+    resume: bool = False  # continue the latest checkpoint in `out`
     overwrite: bool = False
     validation_prompts: tuple[str, ...] = ()
     validation_steps: int = 500
@@ -187,8 +190,7 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise UserError(
             f"--mixed-precision: unknown {cfg.mixed_precision!r}; valid: {', '.join(MIXED_PRECISION)}"
         )
-    if cfg.resume is not None and cfg.overwrite:
-        raise UserError("--resume and --overwrite exclude each other; pick one")
+    runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
 
 
 def resolved_learning_rate(cfg: FinetuneConfig) -> float:
@@ -218,102 +220,75 @@ def _jsonable(value):
     return value
 
 
-def checkpoint_step(path: Path) -> int | None:
-    m = _CHECKPOINT_RE.match(Path(path).name)
-    return int(m[1]) if m else None
+def decide_folder_state(cfg: FinetuneConfig) -> str:
+    """`runfolder.folder_state` for the generator folder; read-only (every rank calls it).
 
-
-def list_checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a half-written one still has its temporary name)."""
-    folder = Path(out) / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(found, key=checkpoint_step)
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = list_checkpoints(out)
-    return done[-1] if done else None
-
-
-def _is_run_dir(out: Path) -> bool:
-    return (out / CHECKPOINTS / RUN_CONFIG).is_file() or (out / RUN_FILE).is_file()
-
-
-def out_dir_state(cfg: FinetuneConfig) -> str:
-    """'fresh', 'resume', 'done' or 'overwrite'; refuses an occupied folder otherwise.
-
-    Read-only, so every process can call it before anyone writes.
+    A finished generator resumed with a larger `--max-steps` than it reached continues.
     """
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
-        if cfg.resume not in (None, "latest"):
-            raise UserError(f"--resume: {out} holds no run to resume from {cfg.resume}")
-        return "fresh"
-    if cfg.resume is not None:
-        if not _is_run_dir(out):
-            raise UserError(
-                f"--resume: {out} is not a finetune output (no {CHECKPOINTS}/{RUN_CONFIG})"
-            )
-        run_file = out / RUN_FILE
-        if run_file.is_file():
-            done = json.loads(run_file.read_text())
-            if int(done.get("global_step", 0)) >= cfg.max_steps:
-                return "done"
-        return "resume"
-    if cfg.overwrite:
-        if not _is_run_dir(out) and not (out / "model_index.json").is_file():
-            raise UserError(
-                f"--overwrite: {out} is not empty and not a finetune output; refusing to delete it"
-            )
-        return "overwrite"
-    raise UserError(
-        f"--out: {out} already exists and is not empty; pass --resume latest to continue "
-        "that run or --overwrite to replace it"
-    )
+    state = runfolder.folder_state(out, generator.FORMAT, cfg.resume, cfg.overwrite)
+    if state == runfolder.FINISHED:
+        done = generator.read_generator_record(out, flag="--out").get("global_step", 0)
+        if int(done) < cfg.max_steps:
+            return runfolder.RESUME
+    return state
 
 
-def _resume_path(cfg: FinetuneConfig) -> Path | None:
-    """The checkpoint to load: the newest whole one for 'latest', else the given folder."""
-    out = Path(cfg.out)
-    if cfg.resume == "latest":
-        return latest_checkpoint(out)
-    path = Path(cfg.resume)
-    if not path.is_dir() and (out / CHECKPOINTS / path.name).is_dir():
-        path = out / CHECKPOINTS / path.name
-    if not path.is_dir() or checkpoint_step(path) is None:
-        found = ", ".join(p.name for p in list_checkpoints(out)) or "none"
-        raise UserError(
-            f"--resume: {cfg.resume} is not a checkpoint folder (checkpoint-STEP); "
-            f"valid: latest or one of {found}"
-        )
-    return path
+def base_digest(base: str) -> str:
+    """What a resume compares the base by: `tiny`, a hub id, or a local folder's content.
+
+    Hashes `model_index.json` and the component folders it names (not checkpoints or caches
+    a generator folder used as a base also holds).
+    """
+    path = Path(base)
+    if base == "tiny" or not path.is_dir():
+        return base
+    index = path / "model_index.json"
+    names = [k for k in read_json(index, "pipeline index") if not k.startswith("_")]
+    files = [index]
+    for name in sorted(names):
+        folder = path / name
+        if folder.is_dir():
+            files += sorted(
+                p
+                for p in folder.rglob("*")
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+            )
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(path).as_posix()}\0".encode())
+        digest.update(bytes.fromhex(file_sha256(f)))
+    return digest.hexdigest()[:16]
 
 
 def run_config(cfg: FinetuneConfig) -> dict:
-    """The config as JSON, paths absolute, with the manifest digest a resume must match."""
+    """The config as JSON, paths absolute, with the input digests a resume must match."""
     config = _jsonable(asdict(cfg))
     config["manifest"] = os.path.abspath(cfg.manifest)
     config["out"] = os.path.abspath(cfg.out)
     if cfg.base != "tiny" and Path(cfg.base).exists():
         config["base"] = os.path.abspath(cfg.base)
     config["manifest_digest"] = manifest_digest(Path(cfg.manifest))
+    config["base_digest"] = base_digest(cfg.base)
     return config
 
 
-def _check_resume_config(saved: dict, new: dict, out: Path) -> None:
-    for key, value in new.items():
-        if key in _RESUME_FREE or key not in saved:
-            continue
-        if saved[key] != value:
-            what = "the manifest changed" if key == "manifest_digest" else f"{key}={saved[key]!r}"
-            raise UserError(
-                f"--resume: {out} was started with {what}, now {value!r}; "
-                "use the same settings or a new --out"
-            )
+def check_resume(state: str, out: Path, config: dict) -> None:
+    """Refuse a resume whose settings differ from the ones the run started with."""
+    if state != runfolder.RESUME:
+        return
+    saved = generator.read_run_config(out)
+    if saved is not None:
+        runfolder.check_resume_config(saved, config, _RESUME_FREE, out)
+
+
+def begin_run(run: Run, state: str, config: dict) -> None:
+    """Record the config (marks the folder as a generator); a continued run is unfinished."""
+    if run.main:
+        if state != runfolder.RESUME or generator.read_run_config(run.out) is None:
+            generator.write_run_config(run.out, config)
+        generator.clear_finished(run.out)  # re-exported at the end; until then not finished
+    run.accelerator.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------------- data
@@ -329,19 +304,52 @@ class TrainData:
     shas: list[str | None]
     dropped_empty: int
 
+    @property
+    def patients(self) -> list[str]:
+        """The patients whose images and reports train the generator, sorted."""
+        return sorted({str(p) for p in self.manifest.rows["patient_id"]})
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        return read_manifest(path)
+    except (UnicodeDecodeError, pa.ArrowException) as e:  # e.g. a report that is not UTF-8
+        text = str(e).strip().splitlines()
+        raise UserError(
+            f"{path}: cannot read its rows ({text[0] if text else e.__class__.__name__}); "
+            "every text column (e.g. report) must be valid UTF-8"
+        ) from None
+
 
 def load_train_data(manifest_path: Path) -> TrainData:
-    """Real train rows with report text (the prompt); refuses leakage and empty input."""
-    manifest = read_manifest(Path(manifest_path))
+    """Real train rows with report text (the prompt).
+
+    Refuses a manifest never split by patient (no val or test rows: its test patients would
+    train the generator), leakage, and empty input.
+    """
+    manifest = _read_manifest(Path(manifest_path))
     check_leakage(manifest, where=str(manifest_path))
     rows = manifest.rows
-    train = rows[(rows["split"] == "train") & (rows["source"] == "real")]
+    real = rows["source"] == "real"
+    if not (real & rows["split"].isin(["val", "test"])).any():
+        raise UserError(
+            f"{manifest_path}: never split by patient (no real val or test rows); split it "
+            f"first (cxraug manifest split {manifest_path}) so no evaluation patient trains "
+            "the generator"
+        )
+    train = rows[(rows["split"] == "train") & real]
     if train.empty:
         raise UserError(
             f"{manifest_path}: no real rows with split 'train'; split it first "
             "(cxraug manifest split)"
         )
-    reports = train["report"].astype("string").fillna("").str.strip()
+    try:
+        reports = train["report"].astype("string").fillna("").str.strip()
+    except (UnicodeDecodeError, pa.ArrowException):  # arrow-backed strings check on use
+        raise UserError(
+            f"{manifest_path}: column 'report' holds text that is not valid UTF-8; "
+            "re-encode the reports as UTF-8"
+        ) from None
     keep = reports != ""
     if not keep.any():
         raise UserError(
@@ -399,6 +407,26 @@ def epoch_batches(n: int, batch: int, world: int, epoch: int, seed: int) -> torc
     steps = math.ceil(n / per)
     order = order.repeat(math.ceil(steps * per / n))[: steps * per]
     return order.view(steps, world, batch)
+
+
+@contextlib.contextmanager
+def _readable_images(paths: Sequence[Path]) -> Iterator[None]:
+    """Turn PIL's decompression-bomb refusal into a UserError naming the image."""
+    from PIL import Image
+
+    try:
+        yield
+    except Image.DecompressionBombError as e:
+        culprit = "an image"
+        for path in paths:  # only on failure: find which image it was (headers only)
+            try:
+                Image.open(path).close()
+            except Image.DecompressionBombError:
+                culprit = str(path)
+                break
+            except Exception:  # noqa: BLE001 - other problems are reported where they occur
+                continue
+        raise UserError(f"{culprit}: too large to decode safely ({e})") from None
 
 
 # ------------------------------------------------------------------------ loss and models
@@ -494,10 +522,10 @@ def merge_lora_(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class TrainerState:
-    """Step counters, timings and the per-rank noise generator; checkpointed by accelerate."""
+    """Step counters, timings and the per-rank noise generator; saved in each checkpoint."""
 
     def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
+        self.generator = generator  # saved with the random states (per rank)
         self.global_step = 0
         self.micro_step = 0
         self.train_seconds = 0.0
@@ -511,7 +539,6 @@ class TrainerState:
             "train_seconds": self.train_seconds,
             "losses": self.losses,
             "resumed_from": self.resumed_from,
-            "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -520,7 +547,6 @@ class TrainerState:
         self.train_seconds = float(state["train_seconds"])
         self.losses = [list(x) for x in state["losses"]]
         self.resumed_from = list(state["resumed_from"])
-        self.generator.set_state(state["generator"])
 
 
 def make_accelerator(cfg: FinetuneConfig):
@@ -542,33 +568,29 @@ def make_accelerator(cfg: FinetuneConfig):
 # ------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(accelerator, state: TrainerState, out: Path, total_limit: int | None) -> Path:
-    """Save the accelerate state as checkpoint-STEP (temp name, then rename); prune old ones."""
-    folder = Path(out) / CHECKPOINTS
-    final = folder / f"checkpoint-{state.global_step}"
-    tmp = folder / f"{_TMP_PREFIX}{state.global_step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", {"global_step": state.global_step})
-        if final.exists():  # the same step saved again (e.g. resumed at the end): replace
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if total_limit is not None:
-            for old in list_checkpoints(out)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _clean_temporaries(out: Path) -> None:
-    folder = Path(out) / CHECKPOINTS
-    if folder.is_dir():
-        for p in folder.glob(f"{_TMP_PREFIX}*"):
-            shutil.rmtree(p, ignore_errors=True)
+def save_checkpoint(run: Run, training: Training, state: TrainerState) -> Path:
+    """Save the training state as checkpoint-STEP (no pickles); keep the newest K."""
+    acc, step = run.accelerator, state.global_step
+    tmp = runfolder.checkpoint_scratch(run.out, step) if acc.is_main_process else None
+    acc.wait_for_everyone()
+    # The same scratch name runfolder.checkpoint_scratch made on the main process.
+    tmp = tmp or run.out / runfolder.CHECKPOINTS_DIR / f".tmp-checkpoint-{step}"
+    save_train_state(
+        tmp,
+        models=training.checkpointed(acc),
+        optimizer=training.optimizer,
+        scheduler=training.lr_scheduler,
+        ema=training.ema,
+        trainer=state.state_dict(),
+        rank=acc.process_index,
+        is_main=acc.is_main_process,
+        generators={"noise": state.generator},
+    )
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        runfolder.commit_checkpoint(run.out, tmp, step, run.cfg.checkpoints_total_limit)
+    acc.wait_for_everyone()
+    return run.out / runfolder.CHECKPOINTS_DIR / f"checkpoint-{step}"
 
 
 # --------------------------------------------------------------------------- validation
@@ -588,67 +610,22 @@ def _grid(images: np.ndarray, columns: int = 4) -> np.ndarray:
     return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _pipeline(base_pipe, unet, text_encoder, vae):
-    from diffusers import StableDiffusionPipeline
-
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=base_pipe.tokenizer,
-        unet=unet,
-        scheduler=base_pipe.scheduler.__class__.from_config(base_pipe.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
 def run_validation(pipe, cfg: FinetuneConfig, resolution: int, step: int, out: Path) -> Path:
     """One image per validation prompt (fixed seed) as a PNG grid in DIR/validation/."""
-    from manifests.images import save_png
-
     pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
     images = pipe(
         list(cfg.validation_prompts),
         height=resolution,
         width=resolution,
         num_inference_steps=cfg.validation_inference_steps,
         guidance_scale=cfg.validation_guidance_scale,
-        generator=generator,
+        generator=rng,
         output_type="np",
     ).images
-    path = Path(out) / VALIDATION_DIR / f"step-{step:07d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prompts = path.parent / "prompts.txt"
-    if not prompts.exists():
-        prompts.write_text("\n".join(cfg.validation_prompts) + "\n")
-    with atomic_path(path, overwrite=True) as tmp:
-        save_png(_grid(np.asarray(images)), tmp)
-    return path
-
-
-# ------------------------------------------------------------------------------ export
-
-
-def export_pipeline(pipe, out: Path, lora: dict | None) -> None:
-    """Save the pipeline into `out` (safetensors), component by component, via a temp folder."""
-    from diffusers import StableDiffusionPipeline
-
-    out = Path(out)
-    tmp = out / ".pipeline-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    if lora:
-        StableDiffusionPipeline.save_lora_weights(tmp / LORA_DIR, safe_serialization=True, **lora)
-    for item in sorted(tmp.iterdir()):
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(item, target)
-    tmp.rmdir()
+    return generator.write_validation_grid(
+        out, step, _grid(np.asarray(images)), cfg.validation_prompts
+    )
 
 
 # --------------------------------------------------------------------------------- run
@@ -657,145 +634,236 @@ def export_pipeline(pipe, out: Path, lora: dict | None) -> None:
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> Path:
     """Fine-tune `cfg.base` on the train split of `cfg.manifest`; return the output folder.
 
-    The folder loads with plain `StableDiffusionPipeline.from_pretrained(out)`.
+    The folder (`augmentor.generator`) loads with plain
+    `StableDiffusionPipeline.from_pretrained(out)`.
     """
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-
     check_config(cfg)
     quiet_library_bars()
     out = Path(cfg.out)
-    accelerator = make_accelerator(cfg)
-    state_name = out_dir_state(cfg)  # every rank decides before anyone writes
-    accelerator.wait_for_everyone()
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-
-    def say(text: str) -> None:
-        if main:
-            (log or print)(text)
-
-    if state_name == "done":
-        say(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
+    state_name = decide_folder_state(cfg)  # read-only: every rank decides before anyone writes
+    if state_name == runfolder.FINISHED:
+        (log or print)(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
         return out
-    if cfg.base != "tiny" and Path(cfg.base).exists():
-        check_pipeline_dir(Path(cfg.base))
+    run = Run(cfg, out, make_accelerator(cfg), log or print)
+    run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
+    base = load_base(cfg)
     config = run_config(cfg)
-    if state_name == "resume":
-        saved_path = out / CHECKPOINTS / RUN_CONFIG
-        if saved_path.is_file():
-            _check_resume_config(json.loads(saved_path.read_text()), config, out)
-    if main:
-        if state_name == "overwrite":
-            shutil.rmtree(out)
-        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        _clean_temporaries(out)
-        if state_name != "resume" or not (out / CHECKPOINTS / RUN_CONFIG).is_file():
-            write_json(out / CHECKPOINTS / RUN_CONFIG, config)
-        if (out / RUN_FILE).is_file():  # re-exported at the end; until then not finished
-            (out / RUN_FILE).unlink()
-    accelerator.wait_for_everyone()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    check_resume(state_name, out, config)
+    run.announce(data, base)
+    with runfolder.run_folder(out, state_name, main=run.main):
+        begin_run(run, state_name, config)
+        fit = fit_tiny_autoencoder(run, base, data)
+        posteriors = cache_posteriors(run, base, data)
+        text = cache_text(run, base, data)
+        models, params = set_up_trainables(run, base)
+        training = make_optimizer(run, base, models, params)
+        state = resume_training(run, training, state_name)
+        session = train_loop(run, base, posteriors, text, training, state)
+        export_generator(run, base, data, text, training, state, fit, config, session)
+    run.accelerator.end_training()
+    return out
 
-    # ---- models
-    pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download)
-    vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
-    channels = image_channels(pipe)
+
+@dataclass
+class Run:
+    """What every phase of one run shares: config, folder, accelerator, log, timings."""
+
+    cfg: FinetuneConfig
+    out: Path
+    accelerator: Any
+    log: Callable[[str], None]
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def say(self, text: str) -> None:
+        if self.main:
+            self.log(text)
+
+    def announce(self, data: TrainData, base: Base) -> None:
+        self.say(
+            f"finetune: {len(data.paths)} train images with reports"
+            + (f" ({data.dropped_empty} without report dropped)" if data.dropped_empty else "")
+            + f", base {self.cfg.base}, {base.resolution}px, {base.channels}-channel "
+            f"autoencoder, prediction {base.noise_scheduler.config.prediction_type}, "
+            f"{self.world} process(es)"
+        )
+
+
+# ------------------------------------------------------------------------------ the base
+
+
+@dataclass
+class Base:
+    """The base pipeline's parts, the training resolution and the noise scheduler."""
+
+    pipe: Any
+    vae: Any
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    channels: int
+    resolution: int
+    noise_scheduler: Any
+    load_seconds: float
+
+
+def load_base(cfg: FinetuneConfig) -> Base:
+    """Load `--base` and check `--resolution` against it; writes nothing.
+
+    A missing, partial or corrupt base is one UserError naming it.
+    """
+    from diffusers import DDPMScheduler
+    from safetensors import SafetensorError
+
+    t = time.perf_counter()
+    try:
+        pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download)
+    except (OSError, ValueError, SafetensorError) as e:
+        text = str(e).strip().splitlines()
+        raise UserError(
+            f"--base {cfg.base}: cannot load it ({text[0] if text else e.__class__.__name__})"
+        ) from None
+    vae, unet = pipe.vae, pipe.unet
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    resolution = cfg.resolution or int(unet.config.sample_size) * vae_scale
+    default = int(unet.config.sample_size) * vae_scale
+    resolution = cfg.resolution or default
     multiple = vae_scale * 2 ** (len(unet.config.block_out_channels) - 1)
     if resolution % multiple:
         raise UserError(
             f"--resolution: {resolution}; this base needs a multiple of {multiple} "
-            f"(default {int(unet.config.sample_size) * vae_scale})"
+            f"(default {default})"
         )
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    device = accelerator.device
-    timings["load"] = time.perf_counter() - t0
-    say(
-        f"finetune: {len(data.paths)} train images with reports"
-        + (f" ({data.dropped_empty} without report dropped)" if data.dropped_empty else "")
-        + f", base {cfg.base}, {resolution}px, {channels}-channel autoencoder, "
-        f"prediction {noise_scheduler.config.prediction_type}, {world} process(es)"
+    return Base(
+        pipe=pipe,
+        vae=vae,
+        unet=unet,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        channels=image_channels(pipe),
+        resolution=resolution,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        load_seconds=time.perf_counter() - t,
     )
 
-    # ---- stage one (tiny only): fit the autoencoder, once per run
-    fit_record = None
-    ae_dir = out / CHECKPOINTS / AUTOENCODER_DIR
+
+# ------------------------------------------------------------------------ caches
+
+
+def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
+    """From `tiny`: fit its autoencoder on the train images, once per run; else keep it frozen.
+
+    The fitted autoencoder is saved in the run folder and every rank loads that copy.
+    Returns the fit record (None from a real base).
+    """
+    cfg = run.cfg
+    run.timings["load"] = base.load_seconds
+    fit = None
     if cfg.base == "tiny":
-        if not (ae_dir / "config.json").is_file():
-            if main:
+        vae, fit = generator.load_autoencoder(run.out)
+        if vae is None:
+            if run.main:
                 t = time.perf_counter()
-                pixels = load_pixels(data.paths, resolution, channels)
-                fit = fit_autoencoder(
-                    vae,
+                with _readable_images(data.paths):
+                    pixels = load_pixels(data.paths, base.resolution, base.channels)
+                result = fit_autoencoder(
+                    base.vae,
                     pixels,
                     steps=cfg.autoencoder_steps,
                     batch_size=cfg.autoencoder_batch_size,
                     learning_rate=cfg.autoencoder_learning_rate,
                     seed=cfg.seed,
-                    log=say,
+                    log=run.say,
                     show_progress=cfg.show_progress,
                 )
-                fit_record = asdict(fit)
-                tmp = ae_dir.with_name(f".{AUTOENCODER_DIR}-tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                vae.save_pretrained(tmp, safe_serialization=True)
-                write_json(tmp / "fit.json", fit_record)
-                os.replace(tmp, ae_dir)
-                timings["autoencoder_fit"] = time.perf_counter() - t
-            accelerator.wait_for_everyone()
-        from diffusers import AutoencoderKL
+                fit = asdict(result)
+                generator.save_autoencoder(base.vae, run.out, fit)
+                run.timings["autoencoder_fit"] = time.perf_counter() - t
+            run.accelerator.wait_for_everyone()
+            vae, saved = generator.load_autoencoder(run.out)
+            fit = fit or saved
+        base.vae = vae
+    base.vae.requires_grad_(False).eval().to(run.device)
+    return fit
 
-        vae = AutoencoderKL.from_pretrained(ae_dir)
-        if fit_record is None and (ae_dir / "fit.json").is_file():
-            fit_record = json.loads((ae_dir / "fit.json").read_text())
-    vae.requires_grad_(False).eval().to(device)
 
-    # ---- data: posterior cache (encoder runs once per image), prompts, text cache
+def cache_posteriors(run: Run, base: Base, data: TrainData) -> torch.Tensor:
+    """Each train image's autoencoder posterior, encoded once (disk cache shared by ranks)."""
     t = time.perf_counter()
-    cache_dir = out / CACHE_DIR if cfg.cache_latents_on_disk else None
-    if cache_dir is not None and world > 1:
-        # Each rank encodes its share into the disk cache; then all read everything.
-        cache_latents(
-            vae,
-            data.paths,
-            resolution,
-            channels,
-            cache_dir,
-            shas=data.shas,
-            only=range(rank, len(data.paths), world),
-        )
-        accelerator.wait_for_everyone()
-    posteriors = cache_latents(vae, data.paths, resolution, channels, cache_dir, shas=data.shas)
-    timings["latent_cache"] = time.perf_counter() - t
-    scaling = float(vae.config.scaling_factor)
+    args = (base.vae, data.paths, base.resolution, base.channels)
+    folder = generator.cache_dir(run.out) if run.cfg.cache_latents_on_disk else None
+    with _readable_images(data.paths):
+        if folder is not None and run.world > 1:
+            # Each rank encodes its share into the disk cache; then all read everything.
+            cache_latents(
+                *args, folder, shas=data.shas, only=range(run.rank, len(data.paths), run.world)
+            )
+            run.accelerator.wait_for_everyone()
+        posteriors = cache_latents(*args, folder, shas=data.shas)
+    run.timings["latent_cache"] = time.perf_counter() - t
+    return posteriors
 
+
+@dataclass
+class TextInputs:
+    """Token ids of every prompt and, while the text encoder is frozen, their embeddings."""
+
+    input_ids: torch.Tensor
+    empty_ids: torch.Tensor
+    truncated: int
+    caption_dropout: float
+    cache: torch.Tensor | None = None  # one row per distinct report, on the CPU
+    prompt_index: torch.Tensor | None = None  # row -> its report's row in `cache`
+    empty: torch.Tensor | None = None  # the empty prompt's embedding
+
+
+def cache_text(run: Run, base: Base, data: TrainData) -> TextInputs:
+    """Tokenize the reports; with a frozen text encoder, embed each distinct report once."""
+    tokenizer, text_encoder = base.tokenizer, base.text_encoder
     input_ids, truncated = tokenize_prompts(tokenizer, data.prompts)
     empty_ids, _ = tokenize_prompts(tokenizer, [""])
     if truncated:
-        say(
+        run.say(
             f"finetune: {truncated} report(s) longer than {tokenizer.model_max_length} tokens truncated"
         )
-    caption_dropout = resolved_caption_dropout(cfg)
+    text = TextInputs(input_ids, empty_ids, truncated, resolved_caption_dropout(run.cfg))
+    text_encoder.to(run.device)
+    if run.cfg.train_text_encoder:
+        return text
+    t = time.perf_counter()
+    text_encoder.requires_grad_(False).eval()
+    unique, inverse = np.unique(np.asarray(data.prompts, dtype=object), return_inverse=True)
+    unique_ids, _ = tokenize_prompts(tokenizer, list(unique))
+    # Kept on the CPU (one row per distinct report); each batch moves its rows over.
+    text.cache = encode_prompts(text_encoder, unique_ids).cpu()
+    text.prompt_index = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    text.empty = encode_prompts(text_encoder, empty_ids)[0].cpu()
+    run.timings["text_cache"] = time.perf_counter() - t
+    return text
 
-    text_encoder.to(device)
-    if cfg.train_text_encoder:
-        text_cache = empty_cache = None
-    else:
-        t = time.perf_counter()
-        text_encoder.requires_grad_(False).eval()
-        unique, inverse = np.unique(np.asarray(data.prompts, dtype=object), return_inverse=True)
-        unique_ids, _ = tokenize_prompts(tokenizer, list(unique))
-        # Kept on the CPU (one row per distinct report); each batch moves its rows over.
-        text_cache = encode_prompts(text_encoder, unique_ids).cpu()
-        prompt_index = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
-        empty_cache = encode_prompts(text_encoder, empty_ids)[0].cpu()
-        timings["text_cache"] = time.perf_counter() - t
 
-    # ---- what trains
+# ------------------------------------------------------------------------ what trains
+
+
+def set_up_trainables(run: Run, base: Base) -> tuple[list[torch.nn.Module], list]:
+    """UNet (and text encoder) in full, or LoRA adapters on them; returns models, parameters."""
+    cfg, unet, text_encoder = run.cfg, base.unet, base.text_encoder
     torch.manual_seed(cfg.seed)  # LoRA init; identical on every rank (DDP also broadcasts)
     if cfg.lora_rank:
         add_lora(unet, cfg.lora_rank, UNET_LORA_TARGETS)
@@ -808,11 +876,39 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
             text_encoder.gradient_checkpointing_enable()
-    unet.train().to(device)
+    unet.train().to(run.device)
     if cfg.train_text_encoder:
         text_encoder.train()
     models = [unet, text_encoder] if cfg.train_text_encoder else [unet]
-    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    return models, [p for m in models for p in m.parameters() if p.requires_grad]
+
+
+@dataclass
+class Training:
+    """The prepared models, optimizer, LR schedule and EMA of one run."""
+
+    unet: Any
+    text_encoder: Any
+    params: list
+    optimizer: Any
+    lr_scheduler: Any
+    ema: Any
+    learning_rate: float
+    trains_text_encoder: bool
+
+    def checkpointed(self, accelerator) -> dict[str, torch.nn.Module]:
+        """The models whose weights a checkpoint holds (the trained ones)."""
+        models = {"unet": accelerator.unwrap_model(self.unet)}
+        if self.trains_text_encoder:
+            models["text_encoder"] = accelerator.unwrap_model(self.text_encoder)
+        return models
+
+
+def make_optimizer(run: Run, base: Base, models: list[torch.nn.Module], params: list) -> Training:
+    """AdamW, the LR schedule (counted per process, as accelerate steps it), optional EMA."""
+    from diffusers.optimization import get_scheduler
+
+    cfg, world = run.cfg, run.world
     lr = resolved_learning_rate(cfg)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.adam_weight_decay)
     lr_scheduler = get_scheduler(
@@ -826,34 +922,79 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         from diffusers.training_utils import EMAModel
 
         ema = EMAModel(params, decay=cfg.ema_decay)
-        ema.to(device)
-    prepared = accelerator.prepare(*models, optimizer, lr_scheduler)
+        ema.to(run.device)
+    prepared = run.accelerator.prepare(*models, optimizer, lr_scheduler)
     models_p, optimizer, lr_scheduler = list(prepared[: len(models)]), prepared[-2], prepared[-1]
-    unet_p = models_p[0]
-    text_encoder_p = models_p[1] if cfg.train_text_encoder else text_encoder
+    return Training(
+        unet=models_p[0],
+        text_encoder=models_p[1] if cfg.train_text_encoder else base.text_encoder,
+        params=params,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        ema=ema,
+        learning_rate=lr,
+        trains_text_encoder=cfg.train_text_encoder,
+    )
 
-    gen_device = "cpu" if device.type == "cpu" else device
-    generator = torch.Generator(device=gen_device).manual_seed(cfg.seed + rank)
-    state = TrainerState(generator)
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
 
-    if state_name == "resume":
-        path = _resume_path(cfg)
-        if path is None:
-            say(f"{out}: no complete checkpoint yet; starting from step 0")
-        else:
-            accelerator.load_state(str(path))
-            state.resumed_from.append(state.global_step)
-            say(f"finetune: resumed from {path.name} (step {state.global_step})")
-    elif cfg.resume == "latest":
-        say("finetune: nothing to resume yet; starting a new run")
+# ------------------------------------------------------------------------ resume and loop
 
-    # ---- loop
-    n = len(data.paths)
-    per_epoch = math.ceil(n / (cfg.batch_size * world))
-    images_per_micro = cfg.batch_size * world
+
+def resume_training(run: Run, training: Training, state_name: str) -> TrainerState:
+    """The trainer state: fresh, or restored from the latest checkpoint (never unpickled).
+
+    Restores weights, optimizer, LR schedule, EMA, counters and every random state, so a
+    resumed run continues bit-identically.
+    """
+    acc = run.accelerator
+    gen_device = "cpu" if run.device.type == "cpu" else run.device
+    state = TrainerState(torch.Generator(device=gen_device).manual_seed(run.cfg.seed + run.rank))
+    latest = runfolder.latest_checkpoint(run.out) if state_name == runfolder.RESUME else None
+    if latest is not None:
+        trainer = load_train_state(
+            latest,
+            models=training.checkpointed(acc),
+            optimizer=training.optimizer,
+            scheduler=training.lr_scheduler,
+            ema=training.ema,
+            rank=run.rank,
+            generators={"noise": state.generator},
+        )
+        if training.ema is not None:
+            training.ema.to(run.device)
+        state.load_state_dict(trainer)
+        acc.step = state.micro_step  # gradient accumulation counts on from here
+        state.resumed_from.append(state.global_step)
+        run.say(f"finetune: resumed from {latest.name} (step {state.global_step})")
+    elif state_name == runfolder.RESUME:
+        run.say(f"{run.out}: no complete checkpoint yet; starting from step 0")
+    elif run.cfg.resume:
+        run.say("finetune: nothing to resume yet; starting a new run")
+    return state
+
+
+def train_loop(
+    run: Run,
+    base: Base,
+    posteriors: torch.Tensor,
+    text: TextInputs,
+    training: Training,
+    state: TrainerState,
+) -> dict[str, float]:
+    """Train to `max_steps`: validation grids and checkpoints on their schedules.
+
+    Returns this session's image count and training seconds (without validation and saving).
+    """
+    cfg, acc, device = run.cfg, run.accelerator, run.device
+    noise = state.generator
+    gen_device = noise.device
+    scaling = float(base.vae.config.scaling_factor)
+    unet_p, text_encoder_p, params = training.unet, training.text_encoder, training.params
+    models_p = [unet_p, text_encoder_p] if cfg.train_text_encoder else [unet_p]
+    optimizer, lr_scheduler, ema = training.optimizer, training.lr_scheduler, training.ema
+    n = len(posteriors)
+    per_epoch = math.ceil(n / (cfg.batch_size * run.world))
+    images_per_micro = cfg.batch_size * run.world
     log_every = max(1, cfg.max_steps // 200)
     window: list[float] = []
     start_step = state.global_step
@@ -862,48 +1003,48 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         total=cfg.max_steps,
         initial=state.global_step,
         desc="finetune",
-        disable=not (main and cfg.show_progress),
+        disable=not (run.main and cfg.show_progress),
     )
-    tracker = start_tracking(cfg.report_to, out, config, accelerator)
+    tracker = start_tracking(cfg.report_to, run.out, asdict(cfg), acc)
     session_start = time.perf_counter()
     val_seconds = 0.0
     order, order_epoch = None, -1
     while state.global_step < cfg.max_steps:
         epoch, position = divmod(state.micro_step, per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = epoch_batches(n, cfg.batch_size, world, epoch, cfg.seed), epoch
-        idx = order[position, rank]
-        with accelerator.accumulate(*models_p):
-            latents = sample_latents(posteriors[idx].to(device), scaling, generator)
-            drop = torch.rand(len(idx), generator=generator, device=gen_device) < caption_dropout
+            order, order_epoch = epoch_batches(n, cfg.batch_size, run.world, epoch, cfg.seed), epoch
+        idx = order[position, run.rank]
+        with acc.accumulate(*models_p):
+            latents = sample_latents(posteriors[idx].to(device), scaling, noise)
+            drop = torch.rand(len(idx), generator=noise, device=gen_device) < text.caption_dropout
             drop = drop.cpu()
-            if text_cache is not None:
-                hidden = text_cache[prompt_index[idx]].clone()
-                hidden[drop] = empty_cache
+            if text.cache is not None:
+                hidden = text.cache[text.prompt_index[idx]].clone()
+                hidden[drop] = text.empty
                 hidden = hidden.to(device)
             else:
-                ids = input_ids[idx].clone()
-                ids[drop] = empty_ids[0]
+                ids = text.input_ids[idx].clone()
+                ids[drop] = text.empty_ids[0]
                 hidden = text_encoder_p(ids.to(device), return_dict=False)[0]
-            with accelerator.autocast():
+            with acc.autocast():
                 loss = diffusion_loss(
                     unet_p,
-                    noise_scheduler,
+                    base.noise_scheduler,
                     latents,
                     hidden,
-                    generator,
+                    noise,
                     snr_gamma=cfg.snr_gamma,
                     noise_offset=cfg.noise_offset,
                 )
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         state.micro_step += 1
-        window.append(float(accelerator.gather(loss.detach()[None]).mean()))
-        if not accelerator.sync_gradients:
+        window.append(float(acc.gather(loss.detach()[None]).mean()))
+        if not acc.sync_gradients:
             continue
         state.global_step += 1
         if ema is not None:
@@ -924,104 +1065,133 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
             state.losses.append([state.global_step, float(np.mean(window))])
             window = []
         state.train_seconds = train_before + elapsed
-        if cfg.validation_prompts and (
-            state.global_step % cfg.validation_steps == 0 or state.global_step == cfg.max_steps
-        ):
+        last = state.global_step == cfg.max_steps
+        if cfg.validation_prompts and (state.global_step % cfg.validation_steps == 0 or last):
             tv = time.perf_counter()
-            if main:
+            if run.main:
                 grid = _with_ema(
                     ema,
                     params,
                     lambda: run_validation(
-                        _pipeline(
-                            pipe,
-                            accelerator.unwrap_model(unet_p),
-                            accelerator.unwrap_model(text_encoder_p),
-                            vae,
+                        generator.build_pipeline(
+                            base.pipe,
+                            acc.unwrap_model(unet_p),
+                            acc.unwrap_model(text_encoder_p),
+                            base.vae,
                         ),
                         cfg,
-                        resolution,
+                        base.resolution,
                         state.global_step,
-                        out,
+                        run.out,
                     ),
                 )
                 tracker.log_image("validation/grid", grid, state.global_step)
-            accelerator.wait_for_everyone()
+            acc.wait_for_everyone()
             val_seconds += time.perf_counter() - tv
-        if state.global_step % cfg.checkpointing_steps == 0 or state.global_step == cfg.max_steps:
+        if state.global_step % cfg.checkpointing_steps == 0 or last:
             tc = time.perf_counter()
-            save_checkpoint(accelerator, state, out, cfg.checkpoints_total_limit)
+            save_checkpoint(run, training, state)
             val_seconds += time.perf_counter() - tc
     bar.close()
-    session_images = (
-        state.micro_step - start_step * cfg.gradient_accumulation_steps
-    ) * images_per_micro
-    session_train = time.perf_counter() - session_start - val_seconds
-    timings["train_this_session"] = session_train
-
-    # ---- save
-    accelerator.wait_for_everyone()
-    if main:
-        unet_final = accelerator.unwrap_model(unet_p)
-        te_final = accelerator.unwrap_model(text_encoder_p)
-        if ema is not None:
-            ema.copy_to(params)
-        lora = None
-        if cfg.lora_rank:
-            lora = {"unet_lora_layers": lora_state_dict(unet_final)}
-            if cfg.train_text_encoder:
-                lora["text_encoder_lora_layers"] = lora_state_dict(te_final)
-            merge_lora_(unet_final)
-            if cfg.train_text_encoder:
-                merge_lora_(te_final)
-        t = time.perf_counter()
-        final = _pipeline(pipe, unet_final.float(), te_final.float(), vae)
-        export_pipeline(final.to("cpu"), out, lora)
-        timings["export"] = time.perf_counter() - t
-        timings["total_this_session"] = time.perf_counter() - t0
-        import diffusers
-        import transformers
-
-        record = {
-            "kind": "cxraug.generator",
-            "config": config,
-            "global_step": state.global_step,
-            "resumed_from": state.resumed_from,
-            "manifest_digest": config["manifest_digest"],
-            "base": config["base"],
-            "resolution": resolution,
-            "image_channels": channels,
-            "prediction_type": noise_scheduler.config.prediction_type,
-            "learning_rate": lr,
-            "caption_dropout": caption_dropout,
-            "n_train_images": n,
-            "n_dropped_without_report": data.dropped_empty,
-            "n_prompts_truncated": truncated,
-            "num_processes": world,
-            "images_per_second": session_images / max(session_train, 1e-9),
-            "train_seconds": state.train_seconds,
-            "timings": timings,
-            "autoencoder_fit": fit_record,
-            "latent_scaling_factor": scaling,
-            "losses": state.losses,
-            "ema": cfg.ema,
-            "lora_rank": cfg.lora_rank,
-            "train_text_encoder": cfg.train_text_encoder,
-            "versions": {
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-                "transformers": transformers.__version__,
-            },
-        }
-        write_json(out / RUN_FILE, _jsonable(record))  # last: marks the run finished
-        say(
-            f"finetune: step {state.global_step}/{cfg.max_steps}, "
-            f"{record['images_per_second']:.1f} images/s; wrote {out}"
-        )
-    accelerator.wait_for_everyone()
     tracker.end()
-    accelerator.end_training()
-    return out
+    images = (state.micro_step - start_step * cfg.gradient_accumulation_steps) * images_per_micro
+    seconds = time.perf_counter() - session_start - val_seconds
+    run.timings["train_this_session"] = seconds
+    return {"images": images, "seconds": seconds}
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def export_generator(
+    run: Run,
+    base: Base,
+    data: TrainData,
+    text: TextInputs,
+    training: Training,
+    state: TrainerState,
+    fit: dict | None,
+    config: dict,
+    session: dict[str, float],
+) -> None:
+    """Write the generator folder: pipeline (EMA weights, LoRA merged), patients, record last."""
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    if run.main:
+        unet = acc.unwrap_model(training.unet)
+        text_encoder = acc.unwrap_model(training.text_encoder)
+        if training.ema is not None:
+            training.ema.copy_to(training.params)
+        lora = None
+        if run.cfg.lora_rank:
+            lora = {"unet_lora_layers": lora_state_dict(unet)}
+            if run.cfg.train_text_encoder:
+                lora["text_encoder_lora_layers"] = lora_state_dict(text_encoder)
+            merge_lora_(unet)
+            if run.cfg.train_text_encoder:
+                merge_lora_(text_encoder)
+        t = time.perf_counter()
+        final = generator.build_pipeline(base.pipe, unet.float(), text_encoder.float(), base.vae)
+        generator.export_pipeline(final.to("cpu"), run.out, lora)
+        patients_digest = generator.write_training_patients(run.out, data.patients)
+        run.timings["export"] = time.perf_counter() - t
+        run.timings["total_this_session"] = time.perf_counter() - run.started
+        record = generator_record(run, base, data, text, training, state, fit, config, session)
+        record["training_patients_digest"] = patients_digest
+        generator.write_generator_record(run.out, _jsonable(record))  # last: marks it finished
+        run.say(
+            f"finetune: step {state.global_step}/{run.cfg.max_steps}, "
+            f"{record['images_per_second']:.1f} images/s; wrote {run.out}"
+        )
+    acc.wait_for_everyone()
+
+
+def generator_record(
+    run: Run,
+    base: Base,
+    data: TrainData,
+    text: TextInputs,
+    training: Training,
+    state: TrainerState,
+    fit: dict | None,
+    config: dict,
+    session: dict[str, float],
+) -> dict:
+    """`cxraug.json`: the config, what was trained on, how, how fast, and the loss curve."""
+    import diffusers
+    import transformers
+
+    return {
+        "config": config,
+        "global_step": state.global_step,
+        "resumed_from": state.resumed_from,
+        "manifest_digest": config["manifest_digest"],
+        "base": config["base"],
+        "resolution": base.resolution,
+        "image_channels": base.channels,
+        "prediction_type": base.noise_scheduler.config.prediction_type,
+        "learning_rate": training.learning_rate,
+        "caption_dropout": text.caption_dropout,
+        "n_train_images": len(data.paths),
+        "n_training_patients": len(data.patients),
+        "n_dropped_without_report": data.dropped_empty,
+        "n_prompts_truncated": text.truncated,
+        "num_processes": run.world,
+        "images_per_second": session["images"] / max(session["seconds"], 1e-9),
+        "train_seconds": state.train_seconds,
+        "timings": run.timings,
+        "autoencoder_fit": fit,
+        "latent_scaling_factor": float(base.vae.config.scaling_factor),
+        "losses": state.losses,
+        "ema": run.cfg.ema,
+        "lora_rank": run.cfg.lora_rank,
+        "train_text_encoder": run.cfg.train_text_encoder,
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
 
 
 def _with_ema(ema, params, fn):

@@ -203,6 +203,15 @@ def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> 
     return json.loads(json.dumps(identity))
 
 
+def _generator_patients(model: Path) -> list[str] | None:
+    """The generator's training patients, or None for one that cannot say (made elsewhere):
+    its synthetic set is then foreign to the provenance check."""
+    try:
+        return training_patients(model)
+    except UserError:
+        return None
+
+
 def _check_config(config: SynthesisConfig) -> None:
     config.scheduler = config.scheduler.strip().lower()
     if config.scheduler not in SCHEDULERS:
@@ -289,7 +298,7 @@ def synthesize(
     )
     labels = tuple(prompts.labels)
     digest = generator_digest(model)
-    record = provenance.synthetic_record(digest, training_patients(model), prompts)
+    record = provenance.synthetic_record(digest, _generator_patients(model), prompts)
     del prompts
     notes = template_notes(plan)
     identity = _identity(config, targets, digest)

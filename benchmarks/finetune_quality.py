@@ -20,7 +20,6 @@ The generator folder (`OUT/generator`) is what a classifier-based hit-rate check
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.generator import read_generator_record
 from manifests.images import load_image, save_png
 from manifests.io import read_manifest, write_json, write_manifest
 from manifests.phantom import write_phantom_dataset
@@ -151,14 +151,14 @@ def main() -> None:
         validation_prompts=prompts,
         validation_steps=max(1, args.steps // 4),
         autoencoder_steps=args.autoencoder_steps,
-        resume="latest" if args.resume else None,
+        resume=args.resume,
         overwrite=not args.resume,
     )
     out = finetune(cfg)
     train_done = time.perf_counter()
     sample_grid(out, args.out / "samples.png")
     real_grid(manifest, args.out / "real.png")
-    record = json.loads((out / "cxraug.json").read_text())
+    record = read_generator_record(out)
     summary = {
         "command_args": {k: str(v) for k, v in vars(args).items()},
         "wall_seconds_finetune": train_done - start,

@@ -19,8 +19,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import augmentor.finetune as ft
+from augmentor import generator
 from augmentor.base import build_tiny_pipeline, check_pipeline_dir
-from augmentor.finetune import FinetuneConfig, finetune, latest_checkpoint
+from augmentor.finetune import FinetuneConfig, finetune
 from augmentor.latents import (
     cache_latents,
     encode_posterior,
@@ -28,9 +29,11 @@ from augmentor.latents import (
     preprocess_image,
     sample_latents,
 )
+from classifier.train_state import load_tree
 from cli import app
 from manifests.errors import UserError
 from manifests.io import manifest_digest, read_manifest, write_manifest
+from manifests.runfolder import checkpoint_step, latest_checkpoint, list_checkpoints
 
 CXRAUG = Path(sys.executable).parent / "cxraug"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -112,6 +115,16 @@ def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_
     )
     fit = record["autoencoder_fit"]
     assert fit["steps"] == 2 and fit["error_after"] < fit["error_before"]
+    assert generator.read_generator_record(out) == record
+
+    # The patients that trained it: exactly the real train patients, none of val or test.
+    train = rows[(rows["split"] == "train") & (rows["source"] == "real")]
+    patients = generator.training_patients(out)
+    assert patients == sorted(set(train["patient_id"]))
+    assert not set(patients) & set(rows.loc[rows["split"] != "train", "patient_id"])
+    saved = json.loads((out / "training_patients.json").read_text())
+    assert saved["digest"] == generator.patients_digest(patients)
+    assert record["training_patients_digest"] == saved["digest"]
     assert [s for s, _ in record["losses"]] == [1, 2, 3]
 
     pipe = StableDiffusionPipeline.from_pretrained(out)
@@ -133,19 +146,21 @@ def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_
 
     assert Image.open(out / "validation" / grids[-1]).size == (128, 64)
     # Only the newest checkpoint is kept (limit 1); it is the final step.
-    assert [p.name for p in ft.list_checkpoints(out)] == ["checkpoint-3"]
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]
+    # A checkpoint holds safetensors and JSON only: nothing a resume would unpickle.
+    assert {p.suffix for p in (out / "checkpoints" / "checkpoint-3").iterdir()} == {
+        ".safetensors",
+        ".json",
+    }
 
 
 def test_ema_weights_are_saved(finished_run):
     """The exported UNet holds the EMA shadow weights, not the raw trained ones."""
     out = finished_run
     saved = _weights(out / "unet")
-    raw = load_file(out / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    raw = load_file(out / "checkpoints" / "checkpoint-3" / "unet.safetensors")
     assert _changed(saved, {k: raw[k] for k in saved})  # EMA differs from the raw weights
-    ema = torch.load(
-        out / "checkpoints" / "checkpoint-3" / "custom_checkpoint_1.pkl", weights_only=False
-    )
-    shadow = ema["shadow_params"]
+    shadow = load_tree(out / "checkpoints" / "checkpoint-3", "ema")["shadow_params"]
     unet = build_tiny_pipeline().unet
     names = [n for n, _ in unet.named_parameters()]
     assert len(shadow) == len(names)
@@ -163,13 +178,17 @@ def test_frozen_text_encoder_is_unchanged(finished_run, base_tiny):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(phantom_manifest, tmp_path, monkeypatch):
-    """Killed after its step-2 checkpoint, `--resume latest` continues to step 4 exactly."""
+    """Killed after its step-2 checkpoint, `--resume` continues to step 4 exactly.
+
+    A pickle planted in the checkpoint (where accelerate's `load_state` would unpickle it)
+    is never run.
+    """
     straight = finetune(_cfg(phantom_manifest, tmp_path / "straight", max_steps=4))
 
     real_save = ft.save_checkpoint
 
-    def save_then_die(accelerator, state, out, limit):
-        real_save(accelerator, state, out, limit)
+    def save_then_die(run, training, state):
+        real_save(run, training, state)
         raise KeyboardInterrupt("simulated kill after the first checkpoint")
 
     monkeypatch.setattr(ft, "save_checkpoint", save_then_die)
@@ -185,30 +204,55 @@ def test_interrupted_run_resumes_to_the_same_weights(phantom_manifest, tmp_path,
     with pytest.raises(UserError, match="--resume"):
         finetune(cfg)
     with pytest.raises(UserError, match="learning_rate"):
-        finetune(replace(cfg, resume="latest", learning_rate=1e-2))
+        finetune(replace(cfg, resume=True, learning_rate=1e-2))
 
-    finetune(replace(cfg, resume="latest"))
+    marker = tmp_path / "pwned"
+    _plant_pickles(latest_checkpoint(killed), marker)
+    finetune(replace(cfg, resume=True))
+    assert not marker.exists()  # the planted pickles were never loaded
     record = json.loads((killed / "cxraug.json").read_text())
     assert record["global_step"] == 4 and record["resumed_from"] == [2]
     assert [s for s, _ in record["losses"]] == [1, 2, 3, 4]
     assert not _changed(_weights(straight / "unet"), _weights(killed / "unet"))
 
     # A finished run resumed again has nothing to do; a larger --max-steps continues it.
-    finetune(replace(cfg, resume="latest"))
-    finetune(replace(cfg, resume="latest", max_steps=5))
+    finetune(replace(cfg, resume=True))
+    finetune(replace(cfg, resume=True, max_steps=5))
     record = json.loads((killed / "cxraug.json").read_text())
     assert record["global_step"] == 5 and record["resumed_from"] == [2, 4]
 
 
+class _Planted:
+    """Unpickling this creates a file: what a tampered checkpoint could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def _plant_pickles(checkpoint: Path, marker: Path) -> None:
+    import pickle
+
+    payload = pickle.dumps(_Planted(marker))
+    probe = marker.with_name("probe")
+    pickle.loads(pickle.dumps(_Planted(probe)))  # the payload does run when unpickled
+    assert probe.exists()
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"):
+        (checkpoint / name).write_bytes(payload)
+    torch.save({"evil": _Planted(marker)}, checkpoint / "scheduler.bin")
+
+
 def test_half_written_checkpoint_is_never_latest(tmp_path):
     ckpt = tmp_path / "checkpoints"
-    (ckpt / "checkpoint-2").mkdir(parents=True)
-    (ckpt / "checkpoint-10").mkdir()
-    (ckpt / ".tmp-checkpoint-12").mkdir()  # a save killed half-way keeps its temp name
+    for step in (2, 10):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpt / f"checkpoint-{step}" / "checkpoint.json").write_text("{}")
+    (ckpt / ".tmp-checkpoint-12").mkdir()  # a save killed half-way keeps its scratch name
+    (ckpt / "checkpoint-14").mkdir()  # renamed but never marked complete
     (ckpt / "checkpoint-x").mkdir()
     assert latest_checkpoint(tmp_path).name == "checkpoint-10"
-    ft._clean_temporaries(tmp_path)
-    assert not (ckpt / ".tmp-checkpoint-12").exists()
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
@@ -230,9 +274,9 @@ def test_sigkill_then_resume(phantom_manifest, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not (out / "cxraug.json").exists()
-    first = ft.checkpoint_step(latest_checkpoint(out))
+    first = checkpoint_step(latest_checkpoint(out))
     assert first is not None and first < 12
-    done = subprocess.run([*args, "--resume", "latest"], env=env, capture_output=True, text=True)
+    done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((out / "cxraug.json").read_text())
     assert record["global_step"] == 12 and record["resumed_from"][0] >= first
@@ -415,7 +459,7 @@ def _assert_user_error(result, text: str, message: str) -> None:
         (["--mixed-precision", "fp8"], "--mixed-precision"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--snr-gamma", "-5"], "--snr-gamma"),
-        (["--resume", "latest", "--overwrite"], "--resume and --overwrite"),
+        (["--resume", "--overwrite"], "--resume and --overwrite"),
     ],
 )
 def test_cli_bad_flags(flags, text, phantom_manifest, tmp_path):
@@ -443,6 +487,17 @@ def test_cli_base_missing_component(phantom_manifest, tiny_generator_dir, tmp_pa
         "--manifest", str(phantom_manifest), "--base", str(broken), "--out", str(tmp_path / "o")
     )
     _assert_user_error(result, "unet", message)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_generator_dir, corrupt)
+    weights = next((corrupt / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", str(corrupt), "--out", str(tmp_path / "o")
+    )
+    # diffusers' loading bars may precede the error: the error itself is one line.
+    message = "\n".join(x for x in message.splitlines() if "Loading " not in x)
+    _assert_user_error(result, "cannot load it", message)
+    assert not (tmp_path / "o").exists()
     result, message = _cli(
         "--manifest", str(phantom_manifest), "--base", "someone/model", "--out", str(tmp_path / "o")
     )
@@ -482,12 +537,100 @@ def test_cli_existing_output_is_refused(phantom_manifest, tmp_path):
     (out / "notes.txt").write_text("mine")
     args = ["--manifest", str(phantom_manifest), "--base", "tiny", "--out", str(out)]
     result, message = _cli(*args)
-    _assert_user_error(result, "--overwrite", message)
+    _assert_user_error(result, "is not a generator folder", message)
     result, message = _cli(*args, "--overwrite")
     _assert_user_error(result, "refusing to delete", message)
-    result, message = _cli(*args, "--resume", "latest")
-    _assert_user_error(result, "not a finetune output", message)
+    result, message = _cli(*args, "--resume")
+    _assert_user_error(result, "nothing to resume", message)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def _bomb_png(path: Path) -> Path:
+    """A valid small PNG whose header claims 50000 x 50000 pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (4, 4)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data[12:29]  # b"IHDR" + width, height, depth, colour, compression, filter, interlace
+    ihdr[4:12] = struct.pack(">II", 50_000, 50_000)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _with_bad_image(manifest: Path, bad: Path, target: Path) -> Path:
+    m = read_manifest(manifest)
+    rows = m.rows.copy()
+    first = int(np.flatnonzero(rows["split"].to_numpy() == "train")[0])
+    rows.loc[rows.index[first], "image_path"] = str(bad.absolute())
+    write_manifest(m.with_rows(rows), target)
+    return target
+
+
+def test_failed_runs_leave_the_output_as_found(phantom_manifest, phantom_dir, tmp_path):
+    """Refused inputs fail in one line, exit 2, and leave --out as found (missing, or empty)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    m = read_manifest(phantom_manifest)
+    unsplit = tmp_path / "unsplit.parquet"
+    write_manifest(m.with_rows(m.rows.assign(split="train")), unsplit)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(next(phantom_dir.rglob("*.png")).read_bytes()[:200])
+    not_utf8 = tmp_path / "not_utf8.parquet"
+    table = pq.read_table(phantom_manifest)
+    column = table.schema.get_field_index("report")
+    garbled = pa.array([b"\xff\xfe effusion"] * len(table), type=pa.binary()).view(pa.string())
+    pq.write_table(table.set_column(column, "report", garbled), not_utf8)
+    cases = [
+        (phantom_manifest, ["--resolution", "50"], "multiple of 8"),
+        (not_utf8, [], "valid UTF-8"),
+        (unsplit, [], "cxraug manifest split"),
+        (
+            _with_bad_image(phantom_manifest, truncated, tmp_path / "t.parquet"),
+            [],
+            "corrupt or unreadable",
+        ),
+        (
+            _with_bad_image(
+                phantom_manifest, _bomb_png(tmp_path / "bomb.png"), tmp_path / "b.parquet"
+            ),
+            [],
+            "too large to decode",
+        ),
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for manifest, flags, text in cases:
+        for out in (tmp_path / "missing", empty):
+            result, message = _cli(
+                "--manifest", str(manifest), "--base", "tiny", "--out", str(out),
+                "--autoencoder-steps", "1", *flags,
+            )  # fmt: skip
+            _assert_user_error(result, text, message)
+            assert not (tmp_path / "missing").exists()
+            assert empty.is_dir() and not any(empty.iterdir())
+
+
+def test_folder_holding_only_scratch_starts_fresh(phantom_manifest, tmp_path):
+    """A run killed during its very first write left only scratch: rerun, it just runs."""
+    out = tmp_path / "gen"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / ".config.json.x1y2.tmp").write_text('{"half": ')
+    (out / ".tmp-pipeline").mkdir()
+    result, message = _cli(
+        "--manifest", str(phantom_manifest), "--base", "tiny", "--out", str(out), "--resume",
+        "--max-steps", "1", "--autoencoder-steps", "1", "--checkpointing-steps", "1",
+        "--batch-size", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, message
+    assert generator.read_generator_record(out)["global_step"] == 1
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert not leftovers, leftovers
 
 
 # ------------------------------------------------------------------ scale
@@ -510,8 +653,9 @@ def test_two_cpu_processes_under_accelerate_launch(phantom_manifest, tmp_path):
     record = json.loads((out / "cxraug.json").read_text())
     assert record["num_processes"] == 2 and record["global_step"] == 3
     ckpt = latest_checkpoint(out)
-    assert {p.name for p in ckpt.glob("random_states_*.pkl")} == {
-        "random_states_0.pkl",
-        "random_states_1.pkl",
+    assert {p.name for p in ckpt.glob("random_states_*.json")} == {
+        "random_states_0.json",
+        "random_states_1.json",
     }
+    assert not list(ckpt.glob("*.pkl")) and not list(ckpt.glob("*.bin"))
     check_pipeline_dir(out)
