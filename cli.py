@@ -56,6 +56,10 @@ app.add_typer(manifest_app, name="manifest")
 ManifestArg = Annotated[Path, typer.Argument(help="A manifest (.parquet).", show_default=False)]
 OutManifest = Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.parquet).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+# The run-folder commands (finetune, synthesize, train-classifier, study, evaluate-generator)
+# share these two flags and their meaning (manifests.runfolder).
+Resume = Annotated[bool, typer.Option("--resume", help=runfolder.RESUME_HELP)]
+RunOverwrite = Annotated[bool, typer.Option("--overwrite", help=runfolder.OVERWRITE_HELP)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outputs).")]
 LabelSetOpt = Annotated[
     str, typer.Option("--label-set", help="Label columns: chexpert (14, default) or nih (14).")
@@ -458,7 +462,7 @@ def finetune_cmd(
     checkpoints_total_limit: Annotated[
         int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
     ] = 2,
-    resume: Annotated[bool, typer.Option("--resume", help=runfolder.RESUME_HELP)] = False,
+    resume: Resume = False,
     validation_prompts: Annotated[
         list[str] | None,
         typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
@@ -471,7 +475,7 @@ def finetune_cmd(
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
     ] = False,
     report_to: ReportTo = "none",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=runfolder.OVERWRITE_HELP)] = False,
+    overwrite: RunOverwrite = False,
 ) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
 
@@ -560,10 +564,8 @@ def synthesize_cmd(
         int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
     ] = 1,
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = "fp32",
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Finish an interrupted run in --out.")
-    ] = False,
-    overwrite: Overwrite = False,
+    resume: Resume = False,
+    overwrite: RunOverwrite = False,
     filter_with: Annotated[
         Path | None,
         typer.Option(
@@ -687,12 +689,9 @@ def train_classifier_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Memory-mapped image cache (huge sets).")
     ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue the run in --out (a finished run: nothing to do)."),
-    ] = False,
+    resume: Resume = False,
     report_to: ReportTo = "none",
-    overwrite: Overwrite = False,
+    overwrite: RunOverwrite = False,
 ) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
 
@@ -791,7 +790,7 @@ def report_cmd(
 
 @app.command("study")
 def study_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder (resumes if it exists).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")],
     preset: Annotated[
         str | None,
         typer.Option(
@@ -803,18 +802,18 @@ def study_cmd(
         Path | None,
         typer.Option("--config", help="TOML file overriding the preset (saved as OUT/study.toml)."),
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Delete an earlier study in --out and start over.")
-    ] = False,
+    resume: Resume = False,
+    overwrite: RunOverwrite = False,
 ) -> None:
     """The augmentation study end to end: data, split, finetune, balanced synthesis,
-    classifier arms x seeds, report. Finished stages are skipped on a re-run.
+    classifier arms x seeds, report. With --resume, finished stages are skipped.
 
-    Without --preset or --config: resumes the study in --out, or runs the demo preset.
+    With --resume and no --preset or --config, the folder's saved study.toml is used; a new
+    folder without either runs the demo preset.
     """
     from study import study
 
-    result = study(out, preset, config, overwrite, log=console.print)
+    result = study(out, preset, config, resume, overwrite, log=console.print)
     _print_report(result.report, title=f"study {result.name!r}: AUROC per arm (real test split)")
     console.print(f"report: {result.report_files['report.html']}")
 
@@ -883,7 +882,8 @@ def evaluate_generator_cmd(
     ] = None,
     max_pairs: Annotated[int, typer.Option("--max-pairs", help="MS-SSIM pairs per group.")] = 20,
     seed: Seed = 0,
-    overwrite: Overwrite = False,
+    resume: Resume = False,
+    overwrite: RunOverwrite = False,
 ) -> None:
     """FID/KID, diversity (MS-SSIM), prompt alignment and fidelity, laterality, memorization."""
     from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
@@ -907,6 +907,7 @@ def evaluate_generator_cmd(
             max_pairs=max_pairs,
             max_real=max_real,
             seed=seed,
+            resume=resume,
             overwrite=overwrite,
         ),
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 import types
 import typing
@@ -40,11 +39,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from manifests import runfolder
 from manifests.errors import UserError
 
 STUDY_FILE = "study.toml"
 STAGES_DIR = "stages"
+# A study folder: study.toml written first, the report stage's marker last.
 STAGES = ("data", "finetune", "synthesize", "train", "evaluate-generator", "report")
+FORMAT = runfolder.FolderFormat("study", STUDY_FILE, f"{STAGES_DIR}/report.json")
 
 
 # ------------------------------------------------------------------------------ config
@@ -416,19 +418,18 @@ class _Stages:
         self.log(f"done {name} in {seconds:.1f}s")
 
 
-def _check_out(out: Path, cfg: StudyConfig) -> None:
-    """Refuse a study folder made with another configuration (or that is something else)."""
+def _check_same_config(out: Path, cfg: StudyConfig) -> None:
+    """Refuse to resume a study folder made with another configuration."""
     saved = out / STUDY_FILE
-    if saved.is_file():
-        old = load_study_config(None, saved)
-        if asdict(old) != asdict(cfg):
-            diff = _first_difference(asdict(old), asdict(cfg))
-            raise UserError(
-                f"--out: {out} holds a study made with another configuration ({diff}); use "
-                f"a new --out, or the same settings (--config {saved}) to resume it"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"--out: {out} is not empty and holds no {STUDY_FILE}; use a new folder")
+    if not saved.is_file():
+        return
+    old = load_study_config(None, saved)
+    if asdict(old) != asdict(cfg):
+        diff = _first_difference(asdict(old), asdict(cfg))
+        raise UserError(
+            f"--resume: {out} holds a study made with another configuration ({diff}); use a "
+            f"new --out, or the same settings (--config {saved}) to resume it"
+        )
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
@@ -508,8 +509,7 @@ def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path
         "seed": cfg.seed,
         **cfg.options,
     }
-    if out.exists() and any(out.iterdir()):
-        settings["resume"] = True
+    settings["resume"] = True  # a fresh folder starts; a cut run continues (manifests.runfolder)
     return Path(finetune(FinetuneConfig(**settings), log=log))
 
 
@@ -517,7 +517,8 @@ def stage_synthesize(
     cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log
 ) -> Path:
     """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run."""
-    from augmentor.synthesize import MANIFEST_FILE, SynthesisConfig, synthesize
+    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.synthetic_set import manifest_path
 
     result = synthesize(
         SynthesisConfig(
@@ -531,14 +532,14 @@ def stage_synthesize(
             num_inference_steps=cfg.num_inference_steps,
             guidance_scale=cfg.guidance_scale,
             batch_size=cfg.batch_size,
-            resume=out.exists() and any(out.iterdir()),
+            resume=True,
         )
     )
     for note in result.notes:
         log(f"note: {note}")
     counts = ", ".join(f"{label}: {n}" for label, n in result.counts.items())
     log(f"synthesized {counts} ({result.skipped} already done)")
-    return out / MANIFEST_FILE
+    return manifest_path(out)
 
 
 def stage_evaluate_generator(
@@ -546,13 +547,17 @@ def stage_evaluate_generator(
 ) -> Path:
     """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator)."""
     from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+    from augmentor.generator_report import display_tables
 
-    evaluate_generator(
+    result = evaluate_generator(
         GeneratorEvalConfig(
             synthetic=synthetic, real=real, out=out, features=oracle, overwrite=True
         ),
         progress=lambda text: log(f"  {text}"),
     )
+    for title, table in display_tables(result.tables):
+        if "fidelity" in title.lower() and "prompt" in title.lower():
+            log(f"{title}\n{table.to_string(index=False)}")
     return out
 
 
@@ -598,26 +603,26 @@ def plan_runs(
         return run
 
     for seed in cfg.seeds:
+        n_real = real_counts.get((None, seed))
+        synthetic = out / "runs" / f"synthetic-seed{seed}"
         for size in [None, *cfg.real_sizes]:
             tag = "" if size is None else f"-{_size_tag(size)}"
-            n_real = real_counts.get((size, seed))
+            n_size = real_counts.get((size, seed))
             add(f"real{tag}", seed, 0.0, real_size=size)
+            if size is None and cfg.synthetic_arm:
+                add("synthetic", seed, 1.0)
             for m in sorted(cfg.mixes):
                 arm = f"mix{m:g}{tag}"
                 add(arm, seed, m, real_size=size)
-                if cfg.matched_controls and n_real is not None:
+                if cfg.matched_controls and n_size is not None:
                     add(
                         f"real-steps-{arm}",
                         seed,
                         0.0,
                         real_size=size,
-                        train_size=_mixed_size(n_real, m),
+                        train_size=_mixed_size(n_size, m),
                         matched_to=arm,
                     )
-        n_real = real_counts.get((None, seed))
-        synthetic = out / "runs" / f"synthetic-seed{seed}"
-        if cfg.synthetic_arm:
-            add("synthetic", seed, 1.0)
         for k in cfg.larger_synthetic:
             if n_real is not None:
                 add(f"synthetic-x{k:g}", seed, 1.0, train_size=int(round(k * n_real)))
@@ -700,13 +705,14 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     Returns:
         The report and where everything is.
     """
+    from augmentor.synthetic_set import manifest_path
     from classifier.report import REPORT_FILES, load_report, make_report
     from classifier.run import is_finished
     from manifests.io import atomic_path, read_manifest
 
     _check_config(cfg)
     out = Path(out)
-    _check_out(out, cfg)
+    _check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / STUDY_FILE).is_file():
         with atomic_path(out / STUDY_FILE) as tmp:
@@ -728,7 +734,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
         stages.finish("finetune", start)
 
     synthetic_dir = out / "synthetic"
-    synthetic = synthetic_dir / "manifest.parquet"
+    synthetic = manifest_path(synthetic_dir)
     if not stages.done("synthesize", synthetic):
         start = time.perf_counter()
         log(f"synthesize {cfg.synthesis.labels} -> {synthetic_dir}")
@@ -755,10 +761,10 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
 
     sections = []
     if cfg.report.generator_eval:
-        from augmentor.evaluate import generator_section
+        from augmentor.evaluate import GENERATOR_EVAL_FILE, generator_section
 
         evaluation = out / "generator_eval"
-        if not stages.done("evaluate-generator", evaluation / "generator_eval.json"):
+        if not stages.done("evaluate-generator", evaluation / GENERATOR_EVAL_FILE):
             start = time.perf_counter()
             oracle = next(r.out for r in plan if r.arm == "real")
             log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
@@ -793,35 +799,32 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     )
 
 
-def clear_study(out: Path) -> None:
-    """Delete a study folder made by `run_study` (refuses other folders)."""
-    out = Path(out)
-    if not (out / STUDY_FILE).is_file():
-        raise UserError(f"--overwrite: {out} holds no {STUDY_FILE}; refusing to delete it")
-    shutil.rmtree(out)
-
-
 def study(
     out: Path,
     preset: str | None = None,
     config: Path | None = None,
+    resume: bool = False,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> StudyResult:
-    """`cxraug study`: resolve the configuration, then :func:`run_study`.
+    """`cxraug study`: decide the folder's state, resolve the configuration, `run_study`.
 
-    Without `preset` and `config`, a study folder that exists resumes with its saved
-    `study.toml`; a new one runs the demo preset.
+    `--resume` continues the study in `out` (every finished stage is skipped, a cut stage
+    continues); without `preset` and `config` it uses the folder's saved `study.toml`.
+    A new folder without `preset` or `config` runs the demo preset.
     """
     out = Path(out)
-    if preset is None and config is None and (out / STUDY_FILE).is_file() and not overwrite:
-        cfg = load_study_config(None, out / STUDY_FILE)
+    state = runfolder.folder_state(out, FORMAT, resume, overwrite)
+    saved = out / STUDY_FILE
+    if state in (runfolder.RESUME, runfolder.FINISHED) and preset is None and config is None:
+        cfg = load_study_config(None, saved)
     else:
         cfg = load_study_config(preset, config)
     _check_config(cfg)
-    if overwrite and out.exists():
-        clear_study(out)
-    return run_study(cfg, out, log=log)
+    if state in (runfolder.RESUME, runfolder.FINISHED):
+        _check_same_config(out, cfg)
+    with runfolder.run_folder(out, state, fmt=FORMAT):
+        return run_study(cfg, out, log=log)
 
 
 __all__ = [
@@ -834,7 +837,6 @@ __all__ = [
     "StudyConfig",
     "StudyResult",
     "SynthesisStageConfig",
-    "clear_study",
     "config_to_toml",
     "load_study_config",
     "plan_runs",

@@ -78,6 +78,7 @@ from augmentor.generator_metrics import (
 )
 from augmentor.generator_report import plot_memorization, render_section
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
+from manifests import runfolder
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import Manifest, atomic_path, read_manifest, write_json, write_manifest
@@ -86,6 +87,8 @@ from manifests.splits import check_leakage
 # The evaluation folder: its files (this module writes and reads them; nobody else spells them).
 GENERATOR_EVAL_SCHEMA = "cxraug.generator_eval/1"
 GENERATOR_EVAL_FILE = "generator_eval.json"
+# A one-shot folder: its record is written last; --resume keeps a finished one.
+FORMAT = runfolder.FolderFormat("generator evaluation", GENERATOR_EVAL_FILE, GENERATOR_EVAL_FILE)
 GENERATOR_EVAL_MD = "generator_eval.md"
 MEMORIZATION_TABLE = "memorization.parquet"
 MEMORIZATION_FIGURE = "memorization.png"
@@ -141,6 +144,7 @@ class GeneratorEvalConfig:
     max_real: int | None = None
     thumbnails: int = 12
     seed: int = 0
+    resume: bool = False
     overwrite: bool = False
     device: str | None = None
     kid_subsets: int = KID_SUBSETS
@@ -440,10 +444,21 @@ def evaluate_generator(
     """
     say = progress or (lambda _msg: None)
     out = Path(cfg.out)
-    json_path = out / GENERATOR_EVAL_FILE
-    if json_path.exists() and not cfg.overwrite:
-        raise UserError(f"{json_path}: already exists; pass --overwrite to replace it")
+    state = runfolder.folder_state(out, FORMAT, cfg.resume, cfg.overwrite)
+    if state == runfolder.FINISHED:
+        say(f"{out}: already evaluated; nothing to do")
+        return GeneratorEval(summary=read_generator_eval(out)[0], tables={}, out=out)
     synthetic, real = _check_inputs(cfg)
+    with runfolder.run_folder(out, state, fmt=FORMAT):
+        return _evaluate(cfg, synthetic, real, say)
+
+
+def _evaluate(
+    cfg: GeneratorEvalConfig, synthetic: Manifest, real: Manifest, say: Callable[[str], None]
+) -> GeneratorEval:
+    """The evaluation proper, inside the held output folder."""
+    out = Path(cfg.out)
+    json_path = out / GENERATOR_EVAL_FILE
     filtered_path = _filtered_path(cfg, synthetic) if cfg.drop_memorized else None
     real = _subsample_real(real, cfg.max_real, cfg.seed)
     features, oracle = _extractors(cfg)

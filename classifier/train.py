@@ -638,6 +638,7 @@ class TrainingSession:
         state.epoch += 1
         if cfg.patience and state.bad_epochs >= cfg.patience:
             state.stopped = True
+        record["num_updates"] = state.num_updates  # optimizer steps so far (step-matched arms)
         state.history.append(record)
         self.say(
             f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, val loss "

@@ -90,9 +90,10 @@ def read_record(synthetic: Manifest) -> dict | None:
 
 def _held_out(real: Manifest) -> pd.Series:
     rows = real.rows[(real.rows["source"] == "real") & real.rows["split"].isin(HELD_OUT)]
-    return rows.drop_duplicates("patient_id").set_index(rows["patient_id"].astype(str).unique())[
-        "split"
-    ]
+    first = rows.drop_duplicates("patient_id")
+    return pd.Series(
+        first["split"].astype(str).to_numpy(), index=first["patient_id"].astype(str).to_numpy()
+    )
 
 
 def check_synthetic(

@@ -105,7 +105,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     )
     first = time.perf_counter() - start
     assert result.exit_code == 0, result.output
-    arms = {"real", "synthetic", "mix0.5", "pretrain-finetune"}
+    arms = {"real", "synthetic", "mix0.5", "real-steps-mix0.5", "pretrain-finetune"}
     for folder in ("data", "generator", "synthetic", "report"):
         assert (out / folder).is_dir(), folder
     assert (out / "study.toml").is_file()
@@ -120,9 +120,17 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     config = json.loads((out / "runs" / "pretrain-finetune-seed0" / "config.json").read_text())
     assert config["init_from"] == str((out / "runs" / "synthetic-seed0").resolve())
 
-    # A re-run (no preset: the folder's study.toml) skips every stage, prints the table.
+    # The step-matched control saw as many optimizer steps as the mixed arm.
+    matched = json.loads((out / "runs" / "real-steps-mix0.5-seed0" / "metrics.json").read_text())
+    mixed = json.loads((out / "runs" / "mix0.5-seed0" / "metrics.json").read_text())
+    assert matched["matched_to"] == "mix0.5" and matched["n_synthetic_train"] == 0
+    assert matched["history"][-1]["num_updates"] == mixed["history"][-1]["num_updates"]
+    # Without --resume an existing study is refused; with it (no preset: the folder's
+    # study.toml) every stage is skipped and the table printed.
+    refused = runner.invoke(app, ["study", "--out", str(out)])
+    assert refused.exit_code == 2 and "pass --resume" in refused.output
     start = time.perf_counter()
-    again = runner.invoke(app, ["study", "--out", str(out)], env={"COLUMNS": "160"})
+    again = runner.invoke(app, ["study", "--out", str(out), "--resume"], env={"COLUMNS": "160"})
     assert again.exit_code == 0, again.output
     for stage in ("data", "finetune", "synthesize", "evaluate-generator", "report"):
         assert f"skip {stage}" in again.output
@@ -132,7 +140,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     other = tmp_path / "other.toml"
     other.write_text("[classifier]\nepochs = 2\n")
     result = runner.invoke(
-        app, ["study", "--preset", "smoke", "--config", str(other), "--out", str(out)]
+        app, ["study", "--preset", "smoke", "--config", str(other), "--out", str(out), "--resume"]
     )
     assert result.exit_code == 2 and "classifier.epochs was 1, now 2" in result.output
     assert isinstance(load_study_config("smoke"), StudyConfig)
