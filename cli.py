@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from augmentor.config import FinetuneConfig, OracleFilterConfig, SynthesisConfig
+from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
 
@@ -415,73 +417,73 @@ def finetune_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output generator folder.")],
     allow_download: Annotated[
         bool, typer.Option("--allow-download", help="Let --base be fetched from the hub.")
-    ] = False,
+    ] = FinetuneConfig.allow_download,
     resolution: Annotated[
         int | None, typer.Option("--resolution", help="Image side (default: the base's).")
-    ] = None,
+    ] = FinetuneConfig.resolution,
     train_text_encoder: Annotated[
         bool,
         typer.Option("--train-text-encoder", help="Train the text encoder too (RoentGen's best)."),
-    ] = False,
+    ] = FinetuneConfig.train_text_encoder,
     lora_rank: Annotated[
         int | None, typer.Option("--lora-rank", help="Train LoRA adapters of this rank instead.")
-    ] = None,
+    ] = FinetuneConfig.lora_rank,
     learning_rate: Annotated[
         float | None,
         typer.Option("--learning-rate", help="Default: 5e-5 (RoentGen), 1e-4 LoRA, 5e-4 tiny."),
-    ] = None,
+    ] = FinetuneConfig.learning_rate,
     lr_scheduler: Annotated[
         str,
         typer.Option("--lr-scheduler", help="constant, constant_with_warmup, linear, cosine, ..."),
-    ] = "constant",
-    lr_warmup_steps: Annotated[int, typer.Option("--lr-warmup-steps")] = 0,
+    ] = FinetuneConfig.lr_scheduler,
+    lr_warmup_steps: Annotated[int, typer.Option("--lr-warmup-steps")] = FinetuneConfig.lr_warmup_steps,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per process per step.")
-    ] = 4,
-    gradient_accumulation_steps: Annotated[int, typer.Option("--gradient-accumulation-steps")] = 1,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps in all.")] = 1000,
-    ema: Annotated[bool, typer.Option("--ema", help="Keep and save EMA weights.")] = False,
-    ema_decay: Annotated[float, typer.Option("--ema-decay")] = 0.9999,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    ] = FinetuneConfig.batch_size,
+    gradient_accumulation_steps: Annotated[int, typer.Option("--gradient-accumulation-steps")] = FinetuneConfig.gradient_accumulation_steps,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps in all.")] = FinetuneConfig.max_steps,
+    ema: Annotated[bool, typer.Option("--ema", help="Keep and save EMA weights.")] = FinetuneConfig.ema,
+    ema_decay: Annotated[float, typer.Option("--ema-decay")] = FinetuneConfig.ema_decay,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = FinetuneConfig.gradient_checkpointing,
     mixed_precision: Annotated[
         str | None,
         typer.Option(
             "--mixed-precision", help="no, fp16 or bf16 (default: accelerate's, else no)."
         ),
-    ] = None,
+    ] = FinetuneConfig.mixed_precision,
     snr_gamma: Annotated[
         float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting (5 is usual).")
-    ] = None,
-    noise_offset: Annotated[float, typer.Option("--noise-offset")] = 0.0,
+    ] = FinetuneConfig.snr_gamma,
+    noise_offset: Annotated[float, typer.Option("--noise-offset")] = FinetuneConfig.noise_offset,
     caption_dropout: Annotated[
         float | None,
         typer.Option("--caption-dropout", help="Empty-prompt share (default 0.1 tiny, else 0)."),
-    ] = None,
-    seed: Seed = 0,
-    checkpointing_steps: Annotated[int, typer.Option("--checkpointing-steps")] = 500,
+    ] = FinetuneConfig.caption_dropout,
+    seed: Seed = FinetuneConfig.seed,
+    checkpointing_steps: Annotated[int, typer.Option("--checkpointing-steps")] = FinetuneConfig.checkpointing_steps,
     checkpoints_total_limit: Annotated[
         int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
-    ] = 2,
-    resume: Resume = False,
+    ] = FinetuneConfig.checkpoints_total_limit,
+    resume: Resume = FinetuneConfig.resume,
     validation_prompts: Annotated[
         list[str] | None,
         typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
     ] = None,
-    validation_steps: Annotated[int, typer.Option("--validation-steps")] = 500,
+    validation_steps: Annotated[int, typer.Option("--validation-steps")] = FinetuneConfig.validation_steps,
     autoencoder_steps: Annotated[
         int, typer.Option("--autoencoder-steps", help="tiny only: autoencoder fitting steps.")
-    ] = 300,
+    ] = FinetuneConfig.autoencoder_steps,
     no_disk_cache: Annotated[
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
     ] = False,
-    report_to: ReportTo = "none",
-    overwrite: RunOverwrite = False,
+    report_to: ReportTo = FinetuneConfig.report_to,
+    overwrite: RunOverwrite = FinetuneConfig.overwrite,
 ) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
 
     Runs unchanged under `accelerate launch`.
     """
-    from augmentor.finetune import FinetuneConfig, finetune
+    from augmentor.finetune import finetune
 
     finetune(
         FinetuneConfig(
@@ -538,34 +540,34 @@ def synthesize_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     negatives: Annotated[
         int, typer.Option("--negatives", help="Extra images from 'No Finding' reports.")
-    ] = 0,
-    seed: Seed = 0,
+    ] = SynthesisConfig.negatives,
+    seed: Seed = SynthesisConfig.seed,
     scheduler: Annotated[
         str,
         typer.Option(
             "--scheduler", help="pndm, ddim, ddpm, dpm++, euler, euler-a, heun, lms, unipc."
         ),
-    ] = "pndm",
+    ] = SynthesisConfig.scheduler,
     num_inference_steps: Annotated[
         int, typer.Option("--num-inference-steps", help="Denoising steps (RoentGen: 75).")
-    ] = 75,
+    ] = SynthesisConfig.num_inference_steps,
     guidance_scale: Annotated[
         float,
         typer.Option(
             "--guidance-scale",
             help="Classifier-free guidance (4: RoentGen's fidelity/alignment trade-off).",
         ),
-    ] = 4.0,
+    ] = SynthesisConfig.guidance_scale,
     negative_prompt: Annotated[
         str | None, typer.Option("--negative-prompt", help="Optional negative prompt.")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per call.")] = 8,
+    ] = SynthesisConfig.negative_prompt,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per call.")] = SynthesisConfig.batch_size,
     shard_every: Annotated[
         int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
-    ] = 1,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = "fp32",
-    resume: Resume = False,
-    overwrite: RunOverwrite = False,
+    ] = SynthesisConfig.shard_every,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = SynthesisConfig.precision,
+    resume: Resume = SynthesisConfig.resume,
+    overwrite: RunOverwrite = SynthesisConfig.overwrite,
     filter_with: Annotated[
         Path | None,
         typer.Option(
@@ -576,12 +578,14 @@ def synthesize_cmd(
     ] = None,
     min_prob: Annotated[
         float | None,
-        typer.Option("--min-prob", help="Oracle probability to keep an image (default 0.5)."),
+        typer.Option(
+            "--min-prob",
+            help=f"Oracle probability to keep an image (default {OracleFilterConfig.min_prob:g}).",
+        ),
     ] = None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
     from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
-    from augmentor.synthesize import SynthesisConfig
 
     oracle_filter = oracle_filter_config(filter_with, min_prob)
     result, kept = synthesize_and_filter(
@@ -628,7 +632,7 @@ def train_classifier_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
     synthetic: Annotated[
         Path | None, typer.Option("--synthetic", help="Synthetic manifest (needed when --mix > 0).")
-    ] = None,
+    ] = TrainConfig.synthetic,
     mix: Annotated[
         float,
         typer.Option(
@@ -637,7 +641,7 @@ def train_classifier_cmd(
             "only (as many images as real train); m in (0, 1): all R real train images plus "
             "round(R*m/(1-m)) synthetic, so 0.5 adds as many synthetic as real. Val/test stay real.",
         ),
-    ] = 0.0,
+    ] = TrainConfig.mix,
     train_size: Annotated[
         int | None,
         typer.Option(
@@ -645,60 +649,60 @@ def train_classifier_cmd(
             help="Fix the training set size T: round(T*mix) synthetic + the rest real "
             "(drawn with repetition only if too few exist; said in the output).",
         ),
-    ] = None,
+    ] = TrainConfig.train_size,
     backbone: Annotated[
         str, typer.Option("--backbone", help="Any timm model name.")
-    ] = "densenet121",
+    ] = TrainConfig.backbone,
     labels: Annotated[
         str | None,
         typer.Option(
             "--labels", help="Comma list (default: labels with 5+ train positives and negatives)."
         ),
-    ] = None,
+    ] = TrainConfig.labels,
     pretrained: Annotated[
         Path | None, typer.Option("--pretrained", help="Local timm weights (.safetensors/.pth).")
-    ] = None,
+    ] = TrainConfig.pretrained,
     init_from: Annotated[
         Path | None,
         typer.Option(
             "--init-from", help="Start from another run's weights (pretrain-then-finetune)."
         ),
-    ] = None,
+    ] = TrainConfig.init_from,
     uncertain: Annotated[
         str, typer.Option("--uncertain", help="-1 labels: ignore | zeros | ones.")
-    ] = "ignore",
-    image_size: Annotated[int, typer.Option("--image-size", help="Input side, pixels.")] = 224,
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")] = 3e-4,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="timm optimizer name.")] = "adamw",
+    ] = TrainConfig.uncertain,
+    image_size: Annotated[int, typer.Option("--image-size", help="Input side, pixels.")] = TrainConfig.image_size,
+    epochs: Annotated[int, typer.Option("--epochs")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")] = TrainConfig.lr,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="timm optimizer name.")] = TrainConfig.optimizer,
     patience: Annotated[
         int, typer.Option("--patience", help="Early stop after N epochs without val gain; 0 off.")
-    ] = 3,
-    seed: Seed = 0,
-    num_workers: Annotated[int, typer.Option("--num-workers", help="Loader processes.")] = 0,
+    ] = TrainConfig.patience,
+    seed: Seed = TrainConfig.seed,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Loader processes.")] = TrainConfig.num_workers,
     on_bad_image: Annotated[
         str, typer.Option("--on-bad-image", help="Unreadable images: error | skip (counted).")
-    ] = "error",
+    ] = TrainConfig.on_bad_image,
     arm: Annotated[
         str | None, typer.Option("--arm", help="Arm name (default: real, synthetic, mix0.5, ...).")
-    ] = None,
+    ] = TrainConfig.arm,
     hflip: Annotated[
         bool, typer.Option("--hflip", help="Random horizontal flips (off: laterality matters).")
     ] = False,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Memory-mapped image cache (huge sets).")
-    ] = None,
-    resume: Resume = False,
-    report_to: ReportTo = "none",
-    overwrite: RunOverwrite = False,
+    ] = TrainConfig.cache_dir,
+    resume: Resume = TrainConfig.resume,
+    report_to: ReportTo = TrainConfig.report_to,
+    overwrite: RunOverwrite = TrainConfig.overwrite,
 ) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
 
     No horizontal flip by default: laterality matters (heart side, left vs right findings).
     """
-    from classifier.data import AugmentConfig
-    from classifier.train import TrainConfig, train_classifier
+    from classifier.config import AugmentConfig
+    from classifier.train import train_classifier
 
     cfg = TrainConfig(
         real=real,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from augmentor.evaluate import GENERATOR_EVAL_FILE
-from augmentor.finetune import RUN_FILE
+from augmentor.generator import RECORD_FILE as RUN_FILE
 from augmentor.synthetic_set import RECORD_FILE as SYNTHESIS_FILE
 from manifests.errors import UserError
 from manifests.io import read_manifest

@@ -46,8 +46,14 @@ import torch.nn.functional as F
 from augmentor import generator
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import cpu_only, image_channels, load_pipeline
+from augmentor.config import (
+    FinetuneConfig,
+    check_finetune_config,
+    resolved_caption_dropout,
+    resolved_learning_rate,
+)
 from augmentor.latents import cache_latents, load_pixels, sample_latents
-from classifier.tracking import check_report_to, start_tracking
+from classifier.tracking import start_tracking
 from classifier.train_state import load_train_state, save_train_state
 from manifests import runfolder
 from manifests.errors import UserError
@@ -56,15 +62,6 @@ from manifests.io import Manifest, manifest_digest, read_manifest
 from manifests.progress import progress, quiet_library_bars
 from manifests.splits import check_leakage
 
-LR_SCHEDULERS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-)
-MIXED_PRECISION = ("no", "fp16", "bf16")
 UNET_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -90,121 +87,6 @@ _RESUME_FREE = {
     "manifest",
     "base",
 }
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything a fine-tuning run depends on; saved in `DIR/cxraug.json`.
-
-    `None` defaults are resolved from the base: `resolution` = UNet sample size x autoencoder
-    downsampling (64 for tiny, 512 for SD 1.5); `learning_rate` = 5e-5 (RoentGen) for a full
-    fine-tune of a real base, 1e-4 with LoRA, 5e-4 from `tiny` (trained from scratch);
-    `caption_dropout` = 0.1 from `tiny` (it must learn the empty prompt that
-    classifier-free guidance needs; a real base already has), else 0.
-    """
-
-    manifest: str
-    base: str
-    out: str
-    allow_download: bool = False
-    resolution: int | None = None
-    train_text_encoder: bool = False
-    lora_rank: int | None = None
-    learning_rate: float | None = None
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 1000
-    adam_weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    ema: bool = False
-    ema_decay: float = 0.9999
-    gradient_checkpointing: bool = False
-    mixed_precision: str | None = None  # None: accelerate launch's setting, else "no"
-    snr_gamma: float | None = None
-    noise_offset: float = 0.0
-    caption_dropout: float | None = None
-    seed: int = 0
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 2
-    resume: bool = False  # continue the latest checkpoint in `out`
-    overwrite: bool = False
-    validation_prompts: tuple[str, ...] = ()
-    validation_steps: int = 500
-    validation_inference_steps: int = 25
-    validation_guidance_scale: float = 4.0
-    autoencoder_steps: int = 300
-    autoencoder_learning_rate: float = 1e-3
-    autoencoder_batch_size: int = 8
-    cache_latents_on_disk: bool = True
-    show_progress: bool = True
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
-
-
-# ------------------------------------------------------------------------- config checks
-
-
-def check_config(cfg: FinetuneConfig) -> None:
-    """Raise UserError naming the first bad flag value."""
-    cfg.report_to = check_report_to(cfg.report_to)
-    positive = {
-        "--max-steps": cfg.max_steps,
-        "--batch-size": cfg.batch_size,
-        "--gradient-accumulation-steps": cfg.gradient_accumulation_steps,
-        "--checkpointing-steps": cfg.checkpointing_steps,
-        "--validation-steps": cfg.validation_steps,
-        "--validation-inference-steps": cfg.validation_inference_steps,
-        "--autoencoder-batch-size": cfg.autoencoder_batch_size,
-    }
-    if cfg.lora_rank is not None:
-        positive["--lora-rank"] = cfg.lora_rank
-    if cfg.checkpoints_total_limit is not None:
-        positive["--checkpoints-total-limit"] = cfg.checkpoints_total_limit
-    if cfg.resolution is not None:
-        positive["--resolution"] = cfg.resolution
-    for flag, value in positive.items():
-        if value < 1:
-            raise UserError(f"{flag}: {value}; it must be 1 or more")
-    for flag, value in (
-        ("--lr-warmup-steps", cfg.lr_warmup_steps),
-        ("--autoencoder-steps", cfg.autoencoder_steps),
-        ("--noise-offset", cfg.noise_offset),
-        ("--validation-guidance-scale", cfg.validation_guidance_scale),
-    ):
-        if value < 0:
-            raise UserError(f"{flag}: {value}; it must be 0 or more")
-    if cfg.learning_rate is not None and not cfg.learning_rate > 0:
-        raise UserError(f"--learning-rate: {cfg.learning_rate}; it must be above 0")
-    if cfg.snr_gamma is not None and not cfg.snr_gamma > 0:
-        raise UserError(f"--snr-gamma: {cfg.snr_gamma}; it must be above 0 (5 is usual)")
-    if not 0 < cfg.ema_decay < 1:
-        raise UserError(f"--ema-decay: {cfg.ema_decay}; it must be between 0 and 1")
-    if cfg.caption_dropout is not None and not 0 <= cfg.caption_dropout < 1:
-        raise UserError(f"--caption-dropout: {cfg.caption_dropout}; it must be in [0, 1)")
-    if cfg.lr_scheduler not in LR_SCHEDULERS:
-        raise UserError(
-            f"--lr-scheduler: unknown {cfg.lr_scheduler!r}; valid: {', '.join(LR_SCHEDULERS)}"
-        )
-    if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISION:
-        raise UserError(
-            f"--mixed-precision: unknown {cfg.mixed_precision!r}; valid: {', '.join(MIXED_PRECISION)}"
-        )
-    runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
-
-
-def resolved_learning_rate(cfg: FinetuneConfig) -> float:
-    if cfg.learning_rate is not None:
-        return cfg.learning_rate
-    if cfg.base == "tiny":
-        return 5e-4
-    return 1e-4 if cfg.lora_rank else 5e-5
-
-
-def resolved_caption_dropout(cfg: FinetuneConfig) -> float:
-    if cfg.caption_dropout is not None:
-        return cfg.caption_dropout
-    return 0.1 if cfg.base == "tiny" else 0.0
 
 
 # ------------------------------------------------------------------------- output folder
@@ -637,7 +519,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     The folder (`augmentor.generator`) loads with plain
     `StableDiffusionPipeline.from_pretrained(out)`.
     """
-    check_config(cfg)
+    check_finetune_config(cfg)
     quiet_library_bars()
     out = Path(cfg.out)
     state_name = decide_folder_state(cfg)  # read-only: every rank decides before anyone writes

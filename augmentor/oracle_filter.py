@@ -16,30 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor.config import OracleFilterConfig
 from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
 from augmentor.synthesize import SynthesisConfig, SynthesisResult, synthesize
 from manifests.errors import UserError
 from manifests.io import Manifest, atomic_path, read_manifest, write_manifest
 
 SCORES_FILE = "oracle_scores.parquet"
-
-
-@dataclass
-class OracleFilterConfig:
-    """The oracle filter's inputs and defaults.
-
-    Attributes:
-        run: the oracle: a cxraug classifier run trained on real data.
-        min_prob: keep an image when the oracle's probability of its target label is at
-            least this.
-        cache_dir: feature cache (default `<manifest folder>/feature_cache`).
-        batch_size: images per forward pass.
-    """
-
-    run: Path
-    min_prob: float = 0.5
-    cache_dir: Path | None = None
-    batch_size: int = 64
 
 
 def oracle_scorer(

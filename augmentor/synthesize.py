@@ -26,6 +26,14 @@ import torch
 
 from augmentor import synthetic_set as sset
 from augmentor.base import check_pipeline_dir, cpu_only, load_pipeline
+from augmentor.config import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    SynthesisConfig,
+    check_synthesis_config,
+)
 from augmentor.generator import training_patients
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
 from manifests import provenance, runfolder
@@ -35,62 +43,7 @@ from manifests.images import save_png
 from manifests.io import GENERATOR_DIGEST_KEY, manifest_digest, read_manifest
 from manifests.progress import progress, quiet_library_bars
 
-# Sampler names a user types -> diffusers scheduler classes (swapped in with
-# `X.from_config(pipe.scheduler.config)`, so the generator's noise schedule is kept).
-SCHEDULERS: dict[str, str] = {
-    "pndm": "PNDMScheduler",
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "heun": "HeunDiscreteScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-# RoentGen's sampling setup (Chambon et al., arXiv 2211.12737): PNDM, 75 steps. Its
-# classifier-free guidance sweep found a scale of 4 a good trade-off between image fidelity
-# (FID) and report alignment; higher scales over-saturate CXRs. Not re-measured here.
-DEFAULT_SCHEDULER = "pndm"
-DEFAULT_STEPS = 75
-DEFAULT_GUIDANCE_SCALE = 4.0
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-@dataclass
-class SynthesisConfig:
-    """Everything a synthesis run needs; saved as `OUT/synthesis.json`.
-
-    Attributes:
-        model: generator directory (diffusers Stable Diffusion pipeline folder).
-        prompts_from: manifest whose train-split reports are the prompts.
-        out: output folder (images/, shards/, manifest.parquet, synthesis.json).
-        labels: `LABEL:COUNT,...`, e.g. `pneumothorax:5000,pleural_effusion:5000`.
-        negatives: images prompted by 'No Finding' reports.
-        seed: plan seed; each row's generation seed derives from it and the row index.
-        scheduler: a key of SCHEDULERS.
-        num_inference_steps, guidance_scale, negative_prompt: sampling settings.
-        batch_size: images per pipeline call (does not change any image).
-        shard_every: batches per committed shard (work lost to a kill is at most this).
-        precision: fp32, fp16 or bf16 weights.
-        resume: finish an interrupted run in `out`; overwrite: replace `out`'s outputs.
-    """
-
-    model: str
-    prompts_from: str
-    out: str
-    labels: str
-    negatives: int = 0
-    seed: int = 0
-    scheduler: str = DEFAULT_SCHEDULER
-    num_inference_steps: int = DEFAULT_STEPS
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
-    negative_prompt: str | None = None
-    batch_size: int = 8
-    shard_every: int = 1
-    precision: str = "fp32"
-    resume: bool = False
-    overwrite: bool = False
-
 
 @dataclass
 class SynthesisResult:
@@ -212,30 +165,6 @@ def _generator_patients(model: Path) -> list[str] | None:
         return None
 
 
-def _check_config(config: SynthesisConfig) -> None:
-    config.scheduler = config.scheduler.strip().lower()
-    if config.scheduler not in SCHEDULERS:
-        raise UserError(
-            f"--scheduler: unknown {config.scheduler!r}; valid: {', '.join(SCHEDULERS)}"
-        )
-    if config.precision not in PRECISIONS:
-        raise UserError(
-            f"--precision: unknown {config.precision!r}; valid: {', '.join(PRECISIONS)}"
-        )
-    for flag, value in (
-        ("--num-inference-steps", config.num_inference_steps),
-        ("--batch-size", config.batch_size),
-        ("--shard-every", config.shard_every),
-    ):
-        if value < 1:
-            raise UserError(f"{flag}: {value}; it must be 1 or more")
-    if config.guidance_scale < 0:
-        raise UserError(f"--guidance-scale: {config.guidance_scale}; it must be 0 or more")
-    if config.negatives < 0:
-        raise UserError(f"--negatives: {config.negatives}; it must be 0 or more")
-    runfolder.check_resume_overwrite(config.resume, config.overwrite)
-
-
 def _manifest_rows(
     plan_rows: pd.DataFrame, hashes: list[str], config: SynthesisConfig, digest: str
 ) -> pd.DataFrame:
@@ -285,7 +214,7 @@ def synthesize(
     """
     from accelerate import PartialState
 
-    _check_config(config)
+    check_synthesis_config(config)
     quiet_library_bars()
     out, model = Path(config.out), Path(config.model)
     prompts = read_manifest(Path(config.prompts_from), validate=True)

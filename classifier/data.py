@@ -27,23 +27,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from classifier.config import BAD_IMAGE_POLICIES, UNCERTAIN_POLICIES, AugmentConfig, check_choice
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import Manifest
 from manifests.schema import resolve_label
-
-UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
-BAD_IMAGE_POLICIES = ("skip", "error")
-
-
-# ------------------------------------------------------------------------------ labels
-
-
-def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
-    """`value` if it is one of `choices`, else a UserError listing them."""
-    if value not in choices:
-        raise UserError(f"{flag}: {value!r} is not valid; valid: {', '.join(choices)}")
-    return value
 
 
 def label_targets(values: np.ndarray, uncertain: str = "ignore") -> tuple[np.ndarray, np.ndarray]:
@@ -298,18 +286,6 @@ def make_loader(
 
 
 # ------------------------------------------------------------------------------ augmentation
-
-
-@dataclass
-class AugmentConfig:
-    """Random augmentation of training batches (saved in a run's config.json)."""
-
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.05  # fraction of the image side, each direction
-    brightness: float = 0.1  # added, in [0, 1] intensity units
-    contrast: float = 0.1  # multiplied around the image mean by 1 ± contrast
-    hflip: bool = False  # off: laterality matters on a CXR
 
 
 def augment_batch(

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +36,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from classifier.config import TrainConfig, check_train_config, default_arm
 from classifier.data import (
-    BAD_IMAGE_POLICIES,
-    UNCERTAIN_POLICIES,
-    AugmentConfig,
     CachedImages,
     augment_batch,
-    check_choice,
     decode_images,
     label_targets,
     make_loader,
@@ -52,15 +49,13 @@ from classifier.data import (
 from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
-from classifier.tracking import CLASSIFIER_SCALARS, check_report_to, start_tracking
+from classifier.tracking import CLASSIFIER_SCALARS, start_tracking
 from classifier.train_state import load_train_state, save_train_state
 from manifests import provenance, runfolder
 from manifests.errors import UserError
 from manifests.io import Manifest, manifest_digest, read_manifest
 from manifests.mixing import (
     MixPlan,
-    check_mix,
-    check_real_size,
     mix_manifests,
     mix_plan_of,
     subset_real_train,
@@ -86,64 +81,6 @@ _RESUME_FREE = {
     "mixed_precision",
     "report_to",
 }
-
-
-@dataclass
-class TrainConfig:
-    """A classifier run. Saved (with derived facts) as the run's config.json.
-
-    The mix: `mix` is the synthetic fraction of the training set. Without `train_size`, all
-    R real train images are kept and round(R * mix / (1 - mix)) synthetic ones added
-    (0.5 adds as many synthetic as real); mix 1 is synthetic only, R images. With
-    `train_size` T: round(T * mix) synthetic, the rest real (see `manifests.mixing`).
-    """
-
-    real: Path
-    out: Path
-    synthetic: Path | None = None
-    mix: float = 0.0
-    train_size: int | None = None
-    backbone: str = "densenet121"
-    labels: tuple[str, ...] | None = None  # None: labels with enough train positives
-    pretrained: Path | None = None  # local timm weights (safetensors or .pth)
-    init_from: Path | None = None  # another run directory to start from
-    uncertain: str = "ignore"  # -1 labels: ignore | zeros | ones
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"  # any timm optimizer name
-    warmup_epochs: int = 1
-    min_lr: float = 1e-6
-    patience: int = 3  # epochs without val improvement before stopping; 0 never stops
-    seed: int = 0
-    num_workers: int = 0  # loader processes; the loader only copies from the cache
-    on_bad_image: str = "error"  # error | skip
-    real_size: float | None = None  # a nested, patient-level subset of real train images
-    allow_foreign_synthetic: bool = False  # accept a synthetic set whose patients are unknown
-    matched_to: str | None = None  # the arm whose optimizer steps this real-only control matches
-    arm: str | None = None  # default from mix and init_from (see default_arm)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
-    cache_dir: Path | None = None  # memory-mapped image cache for sets larger than RAM
-    n_boot: int = 1000
-    min_label_count: int = 5  # default label choice: positives and negatives in train
-    eval_batch_size: int = 128
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
-    overwrite: bool = False
-    resume: bool = False
-
-
-def default_arm(mix: float, init_from: Path | None) -> str:
-    """The arm name a report groups runs by: real, synthetic, mix0.25, pretrain-finetune."""
-    if init_from is not None:
-        return "pretrain-finetune" if mix == 0 else f"pretrain-finetune-mix{mix:g}"
-    if mix == 0:
-        return "real"
-    if mix == 1:
-        return "synthetic"
-    return f"mix{mix:g}"
 
 
 # ------------------------------------------------------------------------------ model
@@ -247,33 +184,6 @@ class RunData:
     first_bad: str | None
     cache_seconds: float
     synthetic_provenance: str | None = None
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse bad flags before any work (one UserError each)."""
-    cfg.mix = check_mix(cfg.mix)
-    cfg.real_size = check_real_size(cfg.real_size)
-    if cfg.mix > 0 and cfg.synthetic is None:
-        raise UserError(f"--mix {cfg.mix:g} needs synthetic images; pass --synthetic MANIFEST")
-    check_backbone(cfg.backbone)
-    check_choice(cfg.uncertain, UNCERTAIN_POLICIES, "--uncertain")
-    check_choice(cfg.on_bad_image, BAD_IMAGE_POLICIES, "--on-bad-image")
-    check_choice(cfg.mixed_precision, ("auto", "no", "fp16", "bf16"), "--mixed-precision")
-    cfg.report_to = check_report_to(cfg.report_to)
-    for flag, value, low in (
-        ("--epochs", cfg.epochs, 1),
-        ("--batch-size", cfg.batch_size, 2),
-        ("--image-size", cfg.image_size, 16),
-        ("--patience", cfg.patience, 0),
-        ("--num-workers", cfg.num_workers, 0),
-    ):
-        if int(value) != value or value < low:
-            raise UserError(f"{flag}: {value!r} must be an integer >= {low}")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr: {cfg.lr!r} must be positive")
-    runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
-    if cfg.init_from is not None:
-        read_config(Path(cfg.init_from), flag="--init-from")
 
 
 @dataclass
@@ -709,7 +619,8 @@ def start_training(
     """
     from accelerate.utils import set_seed
 
-    check_config(cfg)
+    check_train_config(cfg)
+    check_backbone(cfg.backbone)
     out = Path(cfg.out)
     if state_name is None:
         state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
@@ -822,7 +733,8 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         The run directory (`classifier.run`: config.json, model.safetensors, metrics.json,
         predictions.parquet). A finished run is returned as is with `cfg.resume`.
     """
-    check_config(cfg)
+    check_train_config(cfg)
+    check_backbone(cfg.backbone)
     out = Path(cfg.out)
     state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
     if state_name == runfolder.FINISHED:
