@@ -410,7 +410,7 @@ class _Stages:
         return False
 
     def finish(self, name: str, start: float, **info) -> None:
-        from manifests.io import write_json
+        from manifests.files import write_json
 
         seconds = time.perf_counter() - start
         self.seconds[name] = seconds
@@ -708,7 +708,8 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     from augmentor.synthetic_set import manifest_path
     from classifier.report import REPORT_FILES, load_report, make_report
     from classifier.run import is_finished
-    from manifests.io import atomic_path, read_manifest
+    from manifests.files import atomic_path
+    from manifests.io import read_manifest
 
     _check_config(cfg)
     out = Path(out)

@@ -80,8 +80,9 @@ from augmentor.generator_report import plot_memorization, render_section
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
 from manifests import runfolder
 from manifests.errors import UserError
+from manifests.files import atomic_path, write_json
 from manifests.images import load_image
-from manifests.io import Manifest, atomic_path, read_manifest, write_json, write_manifest
+from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.splits import check_leakage
 
 # The evaluation folder: its files (this module writes and reads them; nobody else spells them).

@@ -32,8 +32,9 @@ from PIL import Image
 from augmentor.metrics import pixel_signature
 from classifier import run
 from manifests.errors import UserError
+from manifests.files import atomic_path, file_sha256
 from manifests.images import load_image
-from manifests.io import Manifest, atomic_path, file_sha256
+from manifests.io import Manifest
 from manifests.progress import Progress
 
 

@@ -19,8 +19,8 @@ import pandas as pd
 from PIL import Image
 
 from classifier.tables import fmt, html_table, md_table
+from manifests.files import atomic_path
 from manifests.images import load_image
-from manifests.io import atomic_path
 
 # ---------------------------------------------------------------- terminal
 

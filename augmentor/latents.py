@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from manifests.files import file_sha256
 from manifests.images import load_image
-from manifests.io import file_sha256
 
 try:  # diffusers >= 0.25
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution

@@ -20,7 +20,8 @@ from augmentor.config import OracleFilterConfig
 from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
 from augmentor.synthesize import SynthesisConfig, SynthesisResult, synthesize
 from manifests.errors import UserError
-from manifests.io import Manifest, atomic_path, read_manifest, write_manifest
+from manifests.files import atomic_path
+from manifests.io import Manifest, read_manifest, write_manifest
 
 SCORES_FILE = "oracle_scores.parquet"
 

@@ -21,7 +21,8 @@ import torch
 
 from augmentor.metrics import binary_targets, linear_probe_auroc
 from manifests.errors import UserError
-from manifests.io import atomic_path, read_manifest, write_json
+from manifests.files import atomic_path, write_json
+from manifests.io import read_manifest
 from manifests.schema import resolve_label
 from manifests.splits import check_leakage
 

@@ -28,8 +28,9 @@ import torch
 
 from augmentor.finetune import FinetuneConfig, finetune
 from augmentor.generator import read_generator_record
+from manifests.files import write_json
 from manifests.images import load_image, save_png
-from manifests.io import read_manifest, write_json, write_manifest
+from manifests.io import read_manifest, write_manifest
 from manifests.phantom import write_phantom_dataset
 from manifests.splits import split_by_patient
 

@@ -55,7 +55,8 @@ from classifier.evaluate import (
 )
 from classifier.tables import fmt, html_table, md_table
 from manifests.errors import UserError
-from manifests.io import atomic_path, read_manifest, write_json
+from manifests.files import atomic_path, write_json
+from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 MACRO = "macro"

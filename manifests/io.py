@@ -7,12 +7,9 @@ so a reader never sees a half-written file.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.errors import UserError
+from manifests.files import atomic_path, file_sha256
 from manifests.schema import (
     CORE_COLUMNS,
     DEFAULT_LABEL_SET,
@@ -69,37 +67,6 @@ class Manifest:
 
     def validate(self, where: str = "manifest") -> None:
         validate_frame(self.rows, self.labels, where)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`.
-
-    Refuses an existing `path` unless `overwrite`. On error the temporary file is removed and
-    `path` is untouched.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists; pass {flag} to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the result the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, data: object, overwrite: bool = True) -> None:
-    """Write JSON atomically (indent 2, sorted keys)."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _rebase_paths(paths: pd.Series, old_root: Path, new_root: Path) -> pd.Series:
@@ -266,15 +233,6 @@ def label_prevalence(manifest: Manifest) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame.from_records(records)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_digest(path: Path) -> str:

@@ -40,8 +40,9 @@ from augmentor.oracle_filter import (
     score_by_oracle,
 )
 from manifests.errors import UserError
+from manifests.files import file_sha256
 from manifests.images import load_image, save_png
-from manifests.io import Manifest, file_sha256, read_manifest, write_manifest
+from manifests.io import Manifest, read_manifest, write_manifest
 
 # ---------------------------------------------------------------- fixtures
 

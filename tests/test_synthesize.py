@@ -30,7 +30,8 @@ from augmentor.synthesize import (
 from augmentor.synthetic_set import committed_rows, shard_paths
 from cli import app
 from manifests.errors import UserError
-from manifests.io import Manifest, file_sha256, read_manifest, write_manifest
+from manifests.files import file_sha256
+from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.schema import CHEXPERT_LABELS, NIH_LABELS, validate_frame
 
 runner = CliRunner()
