@@ -76,7 +76,12 @@ from augmentor.generator_metrics import (
     memorization_table,
     prompt_fidelity_table,
 )
-from augmentor.generator_report import plot_memorization, render_section
+from augmentor.generator_report import (
+    plot_memorization,
+    plot_samples,
+    render_section,
+    sample_rows,
+)
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
 from manifests import runfolder
 from manifests.errors import UserError
@@ -93,6 +98,7 @@ FORMAT = runfolder.FolderFormat("generator evaluation", GENERATOR_EVAL_FILE, GEN
 GENERATOR_EVAL_MD = "generator_eval.md"
 MEMORIZATION_TABLE = "memorization.parquet"
 MEMORIZATION_FIGURE = "memorization.png"
+SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding and side
 PROBE_FILE = "text_encoder_probe.json"  # written by `cxraug probe-text-encoder --out`
 
 DEFAULT_PIXEL_THRESHOLD = 0.97
@@ -503,6 +509,9 @@ def _evaluate(
     with atomic_path(out / MEMORIZATION_TABLE, overwrite=True) as tmp:
         memo.to_parquet(tmp, index=False)
     plot_memorization(memo, out / MEMORIZATION_FIGURE, cfg.thumbnails)
+    grid_rows = sample_rows(real, synthetic, seed=cfg.seed)
+    if grid_rows:
+        plot_samples(grid_rows, out / SAMPLES_FIGURE)
     dropped_path = None
     if filtered_path is not None:
         kept = synthetic.with_rows(synthetic.rows[~memo["flagged"].to_numpy()])
@@ -591,6 +600,7 @@ def _summary(
             "all_meet_targets": bool(fidelity["meets_targets"].all()) if len(fidelity) else None,
             "rows": _records(fidelity),
         },
+        "samples": {"figure": SAMPLES_FIGURE},
         "memorization": {
             "pixel_threshold": cfg.memorization_threshold,
             "feature_threshold": cfg.feature_threshold,
@@ -650,4 +660,10 @@ def generator_section(path: Path) -> dict[str, str]:
     folder = path if path.is_dir() else path.parent
     doc, probe = read_generator_eval(path)
     figure = folder / doc["memorization"]["figure"]
-    return render_section(doc, probe, figure.read_bytes() if figure.is_file() else None)
+    samples = folder / doc.get("samples", {}).get("figure", SAMPLES_FIGURE)
+    return render_section(
+        doc,
+        probe,
+        figure.read_bytes() if figure.is_file() else None,
+        samples.read_bytes() if samples.is_file() else None,
+    )

@@ -280,13 +280,16 @@ def _html(rows: list[dict], columns: list[str]) -> str:
     return html_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows])
 
 
-def render_section(doc: dict, probe: dict | None, figure: bytes | None) -> dict[str, str]:
+def render_section(
+    doc: dict, probe: dict | None, figure: bytes | None, samples: bytes | None = None
+) -> dict[str, str]:
     """A `generator_eval.json` document as report fragments: {'md': ..., 'html': ...}.
 
     Args:
         doc: the document `augmentor.evaluate.evaluate_generator` wrote.
         probe: a `text_encoder_probe.json` document shown with it, if any.
         figure: `memorization.png` bytes, embedded in the HTML when given.
+        samples: the real-beside-synthetic grid (PNG bytes), embedded when given.
     """
     md, html = [], ["<section class='generator-eval'>"]
     first = True
@@ -301,8 +304,87 @@ def render_section(doc: dict, probe: dict | None, figure: bytes | None) -> dict[
         else:
             md.append(_md(block[1], block[2]) + "\n")
             html.append(_html(block[1], block[2]))
+    if samples is not None:
+        title = "Real beside synthetic, per prompted finding and side"
+        md.append(f"### {title}\n\nSee `{doc.get('samples', {}).get('figure', '')}` in the "
+                  "generator evaluation folder.\n\n")  # fmt: skip
+        data = base64.b64encode(samples).decode()
+        html.append(f"<h3>{escape(title)}</h3>")
+        html.append(f"<img class='grid' alt='{escape(title)}' src='data:image/png;base64,{data}'/>")
     if figure is not None:
         data = base64.b64encode(figure).decode()
         html.append(f"<img alt='memorization audit' src='data:image/png;base64,{data}'/>")
     html.append("</section>")
     return {"md": "".join(md), "html": "".join(html)}
+
+
+# ---------------------------------------------------------------- real beside synthetic
+
+
+def sample_rows(
+    real, synthetic, per_side: int = 4, seed: int = 0
+) -> list[tuple[str, list[Path], list[Path]]]:
+    """Per prompted finding (and stated side for lateral ones): real train images showing it
+    and synthetic images prompted with it, `per_side` of each, drawn with `seed`.
+
+    Args:
+        real: the real manifest (its real train rows with the finding positive are shown).
+        synthetic: the synthetic manifest (rows grouped by `target_label` and prompt side).
+    """
+    from augmentor.generator_metrics import LATERAL_LABELS, stated_side
+
+    rng = np.random.default_rng(seed)
+    rrows = real.rows.assign(_path=[str(p) for p in real.image_paths()])
+    rrows = rrows[(rrows["source"] == "real") & (rrows["split"] == "train")]
+    srows = synthetic.rows.assign(_path=[str(p) for p in synthetic.image_paths()])
+    if "target_label" not in srows:
+        return []
+    out = []
+    targets = [t for t in dict.fromkeys(srows["target_label"].dropna()) if t in real.labels]
+    for label in targets:
+        sides = ("right", "left") if label in LATERAL_LABELS else (None,)
+        for side in sides:
+            r = rrows[rrows[label] == 1]
+            s = srows[srows["target_label"] == label]
+            if side is not None:
+                r = r[[stated_side(t, label) == side for t in r["report"]]]
+                s = s[[stated_side(t, label) == side for t in s["prompt"]]]
+            pick = lambda rows: [  # noqa: E731
+                Path(p) for p in rows["_path"].to_numpy()[
+                    rng.permutation(len(rows))[:per_side]
+                ]
+            ]
+            if len(s):
+                title = label if side is None else f"{label}, {side}"
+                out.append((title, pick(r), pick(s)))
+    return out
+
+
+def plot_samples(rows: list[tuple[str, list[Path], list[Path]]], path: Path, per_side: int = 4):
+    """Save `rows` (from `sample_rows`) as one PNG: real images left, synthetic right."""
+    from matplotlib.figure import Figure
+
+    cols = 2 * per_side + 1
+    fig = Figure(figsize=(1.25 * cols + 1.8, 1.3 * len(rows) + 0.5))
+    for i, (title, real_paths, syn_paths) in enumerate(rows):
+        cells = [*real_paths[:per_side], *[None] * (per_side - len(real_paths[:per_side]))]
+        cells += [None, *syn_paths[:per_side]]
+        for k in range(cols):
+            ax = fig.add_subplot(len(rows), cols, i * cols + k + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if k < len(cells) and cells[k] is not None:
+                ax.imshow(load_image(cells[k]), cmap="gray", vmin=0, vmax=255)
+            if k == 0:
+                ax.set_ylabel(title, fontsize=8, rotation=0, ha="right", va="center")
+            if i == 0 and k in (0, per_side + 1):
+                ax.set_title("real (train)" if k == 0 else "synthetic (prompted)", fontsize=9,
+                             loc="left")  # fmt: skip
+    fig.text(0.01, 0.005, "sides are the patient's (PA view: patient's right on image left)",
+             fontsize=7)  # fmt: skip
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path

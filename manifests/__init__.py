@@ -1,14 +1,13 @@
 """Manifests: the data contract of cxraug (schema, Parquet I/O, importers, splits, mixing, phantoms)."""
 
 from manifests.errors import UserError
+from manifests.files import atomic_path, write_json
 from manifests.io import (
     Manifest,
-    atomic_path,
     concat_manifests,
     filter_manifest,
     label_prevalence,
     read_manifest,
-    write_json,
     write_manifest,
 )
 from manifests.schema import CHEXPERT_LABELS, LABEL_SETS, NIH_LABELS, label_set, resolve_label
