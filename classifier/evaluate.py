@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
 from manifests.errors import UserError
@@ -144,14 +146,24 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Mean over the labels in `keep`, ignoring NaN (a resample lacking a class)."""
-    sub = per_label[..., keep]
+def fixed_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean over the labels in `keep`; NaN wherever any of them is NaN.
+
+    The macro is one quantity, the mean over one fixed label set (the labels defined on the
+    full test set). A bootstrap resample that lacks a class for one of them has no value for
+    that quantity, so it is NaN (an invalid resample, left out of the CI and counted), not
+    the mean over the labels that happen to be defined in it: that would mix different
+    label sets, and different quantities, in one interval.
+    """
+    sub = np.asarray(per_label, dtype=np.float64)[..., keep]
     if sub.shape[-1] == 0:
         return np.full(sub.shape[:-1], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample -> NaN, expected
-        return np.nanmean(sub, axis=-1)
+    return sub.mean(axis=-1)  # NaN propagates: an invalid resample stays invalid
+
+
+def n_valid(samples: np.ndarray) -> int:
+    """How many bootstrap resamples gave a value (the rest lacked a class)."""
+    return int(np.isfinite(samples).sum())
 
 
 def bootstrap_auroc(
@@ -167,8 +179,10 @@ def bootstrap_auroc(
 
     Args:
         y_true: ``(n,)`` truth for one label, or ``(n, L)`` for macro AUROC (mean over the
-            labels whose AUROC is defined on the full data); values other than 0/1 (-1, NaN)
-            leave that image out for that label.
+            labels whose AUROC is defined on the full data, the same labels in every
+            resample: a resample lacking a class for one of them is left out, see
+            :func:`fixed_macro`); values other than 0/1 (-1, NaN) leave that image out for
+            that label.
         y_prob: scores, the shape of `y_true`.
         groups: ``(n,)`` patient of each image; patients are resampled with replacement.
         n_boot: resamples.
@@ -184,7 +198,7 @@ def bootstrap_auroc(
     if not keep.any():
         return math.nan, math.nan, math.nan
     weights, codes = patient_resample_weights(groups, n_boot, seed)
-    samples = _macro(resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
+    samples = fixed_macro(resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
     lo, hi = percentile_ci(samples, level)
     return float(point[keep].mean()), lo, hi
 
@@ -218,9 +232,138 @@ def paired_bootstrap_delta(
     weights, codes = patient_resample_weights(groups, n_boot, seed)
     res_a = resampled_auroc(y_true, prob_a, weights, codes, chunk)
     res_b = resampled_auroc(y_true, prob_b, weights, codes, chunk)
-    samples = _macro(res_b, keep) - _macro(res_a, keep)
+    samples = fixed_macro(res_b, keep) - fixed_macro(res_a, keep)
     lo, hi = percentile_ci(samples, level)
     return float(point_b[keep].mean() - point_a[keep].mean()), lo, hi
+
+
+# ------------------------------------------------------------------------------ seeds
+
+
+@dataclass
+class SeedTerm:
+    """One arm's runs in an interval: `coef` x (mean over its seeds).
+
+    Attributes:
+        values: ``(n_seeds, K)`` point AUROC of each run (K labels, macro, ...).
+        resampled: ``(n_seeds, n_boot, K)`` the runs' AUROC on the patient resamples; every
+            term of one interval uses the same resampled patients (paired over patients).
+        coef: +1 for the arm, -1 for the arm it is compared with.
+    """
+
+    values: np.ndarray
+    resampled: np.ndarray
+    coef: float = 1.0
+
+
+@dataclass
+class SeedInterval:
+    """`estimate` and its CI per column (arrays ``(K,)``), and how it was made.
+
+    `n_valid` counts the resamples that gave a value for the column (the others lacked a
+    class); `df` is the t quantile's degrees of freedom (inf: no seed variance found, NaN:
+    one seed per term, a percentile interval); `seed_var` the between-seed variance of the
+    estimate (``sum coef^2 sigma^2 / n_seeds``), `patient_var` the bootstrap variance.
+    """
+
+    estimate: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n_valid: np.ndarray
+    df: np.ndarray
+    seed_var: np.ndarray
+    patient_var: np.ndarray
+
+
+def _between_seed_variance(values: np.ndarray, resampled: np.ndarray) -> np.ndarray:
+    """Variance over seeds of the population AUROC, ``(K,)``; 0 where it is not above noise.
+
+    The sample variance of the runs' AUROCs over seeds (S^2) has two parts: how much the
+    seeds' models really differ (sigma^2, what we want) and the part of each run's test-set
+    sampling error that is not shared with the other runs (tau^2; the shared part is in the
+    patient bootstrap already). tau^2 is the mean over resamples of the variance over seeds
+    of the runs' bootstrap deviations; sigma^2 = max(0, S^2 - tau^2) (method of moments,
+    as in a random-effects meta-analysis). Adding S^2 itself to the patient variance would
+    count tau^2 twice and make intervals too wide.
+    """
+    s2 = values.var(axis=0, ddof=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
+        dev = resampled - np.nanmean(resampled, axis=1, keepdims=True)
+        tau2 = np.nanmean(dev.var(axis=0, ddof=1), axis=0)
+    return np.maximum(0.0, s2 - np.nan_to_num(tau2))
+
+
+def seed_interval(terms: Sequence[SeedTerm], level: float = CI_LEVEL) -> SeedInterval:
+    """CI of ``sum_g coef_g * mean over seeds of arm g`` over test patients *and* seeds.
+
+    The quantity is the expected AUROC of one trained model (or a difference of two), over
+    the population of test patients and of training seeds. Its variance has two parts:
+
+    * test patients: the variance over patient resamples of the estimate, all terms on the
+      same resampled patients (so a paired delta cancels what the arms share);
+    * seeds: ``sum coef^2 sigma_g^2 / n_g`` with sigma_g^2 the between-seed variance of arm
+      g beyond test-set noise (:func:`_between_seed_variance`).
+
+    The interval is ``estimate +- t_q * sqrt(var)`` with t_q the t quantile whose degrees of
+    freedom come from Welch-Satterthwaite: each sigma_g^2 has n_g - 1 df, the bootstrap
+    part is taken as known. With 3 seeds and seed noise dominating that is a t with 2 df
+    (4.30, not 1.96); when the seeds differ no more than test-set noise explains, it is the
+    normal interval of the patient bootstrap. Drawing runs with replacement instead would
+    shrink the seed variance by (n-1)/n (a third for 3 seeds) and use no t quantile.
+
+    With one seed in every term there is no seed variance to estimate: the interval is the
+    patient-bootstrap percentile interval alone (exactly :func:`bootstrap_auroc` and
+    :func:`paired_bootstrap_delta` for one run per arm); it does not cover training
+    randomness, which the caller must say. A term with one seed among terms with more adds
+    no seed variance (unknown).
+
+    Resamples where any term is NaN for a column (a class missing) are left out for that
+    column and counted in `n_valid`. Pair terms by seed by passing one term of per-seed
+    differences (values and resamples of arm minus baseline, matched by seed).
+    """
+    terms = list(terms)
+    coef = [float(t.coef) for t in terms]
+    estimate = sum(
+        c * np.asarray(t.values, np.float64).mean(axis=0) for c, t in zip(coef, terms, strict=True)
+    )
+    resampled = sum(
+        c * np.asarray(t.resampled, np.float64).mean(axis=0)
+        for c, t in zip(coef, terms, strict=True)
+    )  # (n_boot, K), NaN where any run of any term lacks a class
+    estimate, resampled = np.atleast_1d(estimate), np.atleast_2d(resampled)
+    valid = np.isfinite(resampled)
+    count = valid.sum(axis=0)
+    n_cols = estimate.shape[0]
+    lo, hi, df = (np.full(n_cols, np.nan) for _ in range(3))
+    seed_var, patient_var = np.zeros(n_cols), np.full(n_cols, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        patient_var = np.where(count > 1, np.nanvar(resampled, axis=0, ddof=1), np.nan)
+    if all(len(t.values) == 1 for t in terms):
+        for k in range(n_cols):
+            lo[k], hi[k] = percentile_ci(resampled[:, k], level)
+        return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
+    components = []  # (coef^2 sigma^2 / n, its df) per term with 2+ seeds
+    for c, t in zip(coef, terms, strict=True):
+        if len(t.values) < 2:
+            continue
+        runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # common resamples
+        sigma2 = _between_seed_variance(np.asarray(t.values, np.float64), runs)
+        components.append((c * c * sigma2 / len(t.values), len(t.values) - 1))
+    seed_var = sum((p for p, _ in components), np.zeros(n_cols))
+    total = patient_var + seed_var
+    spread = sum((p * p / d for p, d in components), np.zeros(n_cols))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(spread > 0, total * total / np.where(spread > 0, spread, 1.0), np.inf)
+    q = student_t.ppf(0.5 + level / 2.0, df)
+    half = q * np.sqrt(total)
+    ok = np.isfinite(estimate) & np.isfinite(half)
+    # AUROC lies in [0, 1], so the quantity lies in [sum of negative coefs, sum of positive].
+    floor, ceiling = sum(min(c, 0.0) for c in coef), sum(max(c, 0.0) for c in coef)
+    lo = np.where(ok, np.maximum(floor, estimate - half), np.nan)
+    hi = np.where(ok, np.minimum(ceiling, estimate + half), np.nan)
+    return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -249,10 +392,13 @@ def compute_metrics(
 
     Returns:
         A dict with keys `labels`, `auroc` ({label: float|None}), `ci` ({label: [lo, hi] or
-        None}), `nan_reasons` ({label: reason} for undefined labels), `n_positive`,
-        `n_negative` ({label: int}), `macro_auroc`, `macro_ci` ([lo, hi]), `macro_labels`
-        (labels in the macro mean), `n_test_images`, `n_test_patients`, `n_boot`, `ci_level`,
-        `bootstrap_seed`. NaN values are None (JSON null).
+        None}), `ci_n_valid` ({label: resamples of the `n_boot` in which the label had both
+        classes, the ones its CI uses}), `nan_reasons` ({label: reason} for undefined
+        labels), `n_positive`, `n_negative` ({label: int}), `macro_auroc`, `macro_ci`
+        ([lo, hi]), `macro_ci_n_valid` (resamples in which every macro label had both
+        classes: the macro is the mean over the same `macro_labels` in every resample),
+        `macro_labels` (labels in the macro mean), `n_test_images`, `n_test_patients`,
+        `n_boot`, `ci_level`, `bootstrap_seed`. NaN values are None (JSON null).
     """
     y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
     labels = list(labels)
@@ -264,7 +410,7 @@ def compute_metrics(
         if keep.any()
         else np.full((n_boot, len(labels)), np.nan)
     )
-    auroc, ci, nan_reasons, n_pos, n_neg = {}, {}, {}, {}, {}
+    auroc, ci, ci_valid, nan_reasons, n_pos, n_neg = {}, {}, {}, {}, {}, {}
     for j, label in enumerate(labels):
         n_pos[label] = int((y_true[:, j] == 1).sum())
         n_neg[label] = int((y_true[:, j] == 0).sum())
@@ -272,25 +418,31 @@ def compute_metrics(
         if keep[j]:
             lo, hi = percentile_ci(resampled[:, j], level)
             ci[label] = [_nan_to_none(lo), _nan_to_none(hi)]
+            ci_valid[label] = n_valid(resampled[:, j])
         else:
             ci[label] = None
+            ci_valid[label] = 0
             nan_reasons[label] = reasons[j]
     if keep.any():
         macro = float(point[keep].mean())
-        macro_lo, macro_hi = percentile_ci(_macro(resampled, keep), level)
+        macro_samples = fixed_macro(resampled, keep)
+        macro_lo, macro_hi = percentile_ci(macro_samples, level)
         macro_ci = [_nan_to_none(macro_lo), _nan_to_none(macro_hi)]
+        macro_valid = n_valid(macro_samples)
     else:
-        macro, macro_ci = math.nan, None
+        macro, macro_ci, macro_valid = math.nan, None, 0
         nan_reasons["macro"] = "no label has both classes in the test set"
     return {
         "labels": labels,
         "auroc": auroc,
         "ci": ci,
+        "ci_n_valid": ci_valid,
         "nan_reasons": nan_reasons,
         "n_positive": n_pos,
         "n_negative": n_neg,
         "macro_auroc": _nan_to_none(macro),
         "macro_ci": macro_ci,
+        "macro_ci_n_valid": macro_valid,
         "macro_labels": [label for label, k in zip(labels, keep, strict=True) if k],
         "n_test_images": int(len(y_true)),
         "n_test_patients": int(len(set(groups))),
