@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
@@ -275,8 +276,8 @@ class SeedInterval:
     patient_var: np.ndarray
 
 
-def _between_seed_variance(values: np.ndarray, resampled: np.ndarray) -> np.ndarray:
-    """Variance over seeds of the population AUROC, ``(K,)``; 0 where it is not above noise.
+def _seed_variances(values: np.ndarray, resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(S^2, sigma^2)` per column: raw and beyond-test-noise variance over seeds.
 
     The sample variance of the runs' AUROCs over seeds (S^2) has two parts: how much the
     seeds' models really differ (sigma^2, what we want) and the part of each run's test-set
@@ -291,10 +292,12 @@ def _between_seed_variance(values: np.ndarray, resampled: np.ndarray) -> np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
         dev = resampled - np.nanmean(resampled, axis=1, keepdims=True)
         tau2 = np.nanmean(dev.var(axis=0, ddof=1), axis=0)
-    return np.maximum(0.0, s2 - np.nan_to_num(tau2))
+    return s2, np.maximum(0.0, s2 - np.nan_to_num(tau2))
 
 
-def seed_interval(terms: Sequence[SeedTerm], level: float = CI_LEVEL) -> SeedInterval:
+def seed_interval(
+    terms: Sequence[SeedTerm], level: float = CI_LEVEL, delta: bool = False
+) -> SeedInterval:
     """CI of ``sum_g coef_g * mean over seeds of arm g`` over test patients *and* seeds.
 
     The quantity is the expected AUROC of one trained model (or a difference of two), over
@@ -303,13 +306,13 @@ def seed_interval(terms: Sequence[SeedTerm], level: float = CI_LEVEL) -> SeedInt
     * test patients: the variance over patient resamples of the estimate, all terms on the
       same resampled patients (so a paired delta cancels what the arms share);
     * seeds: ``sum coef^2 sigma_g^2 / n_g`` with sigma_g^2 the between-seed variance of arm
-      g beyond test-set noise (:func:`_between_seed_variance`).
+      g beyond test-set noise (:func:`_seed_variances`).
 
     The interval is ``estimate +- t_q * sqrt(var)`` with t_q the t quantile whose degrees of
-    freedom come from Welch-Satterthwaite: each sigma_g^2 has n_g - 1 df, the bootstrap
-    part is taken as known. With 3 seeds and seed noise dominating that is a t with 2 df
-    (4.30, not 1.96); when the seeds differ no more than test-set noise explains, it is the
-    normal interval of the patient bootstrap. Drawing runs with replacement instead would
+    freedom come from Welch-Satterthwaite: the variance over seeds S_g^2 that sigma_g^2 is
+    estimated from has n_g - 1 df, the bootstrap parts are taken as known. With 3 seeds and
+    seed noise dominating that is a t with 2 df (4.30, not 1.96); with a large test set and
+    seeds that differ little it tends to the normal interval of the patient bootstrap. Drawing runs with replacement instead would
     shrink the seed variance by (n-1)/n (a third for 3 seeds) and use no t quantile.
 
     With one seed in every term there is no seed variance to estimate: the interval is the
@@ -321,6 +324,13 @@ def seed_interval(terms: Sequence[SeedTerm], level: float = CI_LEVEL) -> SeedInt
     Resamples where any term is NaN for a column (a class missing) are left out for that
     column and counted in `n_valid`. Pair terms by seed by passing one term of per-seed
     differences (values and resamples of arm minus baseline, matched by seed).
+
+    Args:
+        terms: the arms' runs and coefficients.
+        level: CI coverage.
+        delta: the quantity is a difference of AUROCs (interval on the AUROC scale, within
+            [-1, 1]); otherwise it is an AUROC (interval symmetric on the logit scale by the
+            delta method, since AUROC's sampling distribution is skewed, within [0, 1]).
     """
     terms = list(terms)
     coef = [float(t.coef) for t in terms]
@@ -344,25 +354,37 @@ def seed_interval(terms: Sequence[SeedTerm], level: float = CI_LEVEL) -> SeedInt
         for k in range(n_cols):
             lo[k], hi[k] = percentile_ci(resampled[:, k], level)
         return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
-    components = []  # (coef^2 sigma^2 / n, its df) per term with 2+ seeds
+    seed_var, spread = np.zeros(n_cols), np.zeros(n_cols)
     for c, t in zip(coef, terms, strict=True):
-        if len(t.values) < 2:
+        n = len(t.values)
+        if n < 2:
             continue
         runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # common resamples
-        sigma2 = _between_seed_variance(np.asarray(t.values, np.float64), runs)
-        components.append((c * c * sigma2 / len(t.values), len(t.values) - 1))
-    seed_var = sum((p for p, _ in components), np.zeros(n_cols))
+        s2, sigma2 = _seed_variances(np.asarray(t.values, np.float64), runs)
+        seed_var = seed_var + c * c * sigma2 / n
+        # Welch-Satterthwaite: the random part of the variance estimate is S^2 (n - 1 df).
+        spread = spread + (c * c * s2 / n) ** 2 / (n - 1)
     total = patient_var + seed_var
-    spread = sum((p * p / d for p, d in components), np.zeros(n_cols))
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(spread > 0, total * total / np.where(spread > 0, spread, 1.0), np.inf)
+    df = np.maximum(df, 1.0)  # the noisy tau^2 can push it below 1: t_1 is wide enough
     q = student_t.ppf(0.5 + level / 2.0, df)
     half = q * np.sqrt(total)
     ok = np.isfinite(estimate) & np.isfinite(half)
-    # AUROC lies in [0, 1], so the quantity lies in [sum of negative coefs, sum of positive].
-    floor, ceiling = sum(min(c, 0.0) for c in coef), sum(max(c, 0.0) for c in coef)
-    lo = np.where(ok, np.maximum(floor, estimate - half), np.nan)
-    hi = np.where(ok, np.minimum(ceiling, estimate + half), np.nan)
+    if delta:  # a difference of AUROCs: symmetric, within [-1, 1]
+        lo = np.where(ok, np.maximum(-1.0, estimate - half), np.nan)
+        hi = np.where(ok, np.minimum(1.0, estimate + half), np.nan)
+    else:
+        # An AUROC: symmetric on the logit scale (delta method), as its sampling
+        # distribution is skewed away from 1; at exactly 0 or 1, clipped to [0, 1].
+        lo = np.where(ok, np.maximum(0.0, estimate - half), np.nan)
+        hi = np.where(ok, np.minimum(1.0, estimate + half), np.nan)
+        inner = ok & (estimate > 0.0) & (estimate < 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            centre = np.log(estimate / (1.0 - estimate))
+            spread_logit = half / (estimate * (1.0 - estimate))
+            lo = np.where(inner, expit(centre - spread_logit), lo)
+            hi = np.where(inner, expit(centre + spread_logit), hi)
     return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
 
 
