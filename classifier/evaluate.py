@@ -262,58 +262,79 @@ class SeedInterval:
     """`estimate` and its CI per column (arrays ``(K,)``), and how it was made.
 
     `n_valid` counts the resamples that gave a value for the column (the others lacked a
-    class); `df` is the t quantile's degrees of freedom (inf: no seed variance found, NaN:
-    one seed per term, a percentile interval); `seed_var` the between-seed variance of the
-    estimate (``sum coef^2 sigma^2 / n_seeds``), `patient_var` the bootstrap variance.
+    class). `seed_var` is the seeds' share of the estimate's variance (between-seed
+    variance beyond test-set noise, over the number of seeds), `patient_var` the patient
+    bootstrap's; `multiplier` is the CI's half-width over the square root of their sum (1.96
+    for a normal interval, 4.30 for a t with 2 df; NaN for one seed per term, a percentile
+    interval; for an AUROC the half-width is then taken on the logit scale).
     """
 
     estimate: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
     n_valid: np.ndarray
-    df: np.ndarray
+    multiplier: np.ndarray
     seed_var: np.ndarray
     patient_var: np.ndarray
 
 
-def _seed_variances(values: np.ndarray, resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(S^2, sigma^2)` per column: raw and beyond-test-noise variance over seeds.
+def _seed_spread(values: np.ndarray, resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(S^2, tau^2)` per column: the variance over seeds and its test-set-noise part.
 
     The sample variance of the runs' AUROCs over seeds (S^2) has two parts: how much the
-    seeds' models really differ (sigma^2, what we want) and the part of each run's test-set
-    sampling error that is not shared with the other runs (tau^2; the shared part is in the
-    patient bootstrap already). tau^2 is the mean over resamples of the variance over seeds
-    of the runs' bootstrap deviations; sigma^2 = max(0, S^2 - tau^2) (method of moments,
-    as in a random-effects meta-analysis). Adding S^2 itself to the patient variance would
-    count tau^2 twice and make intervals too wide.
+    seeds' models really differ (sigma^2) and the part of each run's test-set sampling error
+    that it does not share with the other runs (tau^2, which the patient bootstrap also
+    holds). tau^2 is the mean over resamples of the variance over seeds of the runs'
+    bootstrap deviations; it is known well (from every resample), S^2 poorly (n - 1 df).
     """
     s2 = values.var(axis=0, ddof=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
         dev = resampled - np.nanmean(resampled, axis=1, keepdims=True)
-        tau2 = np.nanmean(dev.var(axis=0, ddof=1), axis=0)
-    return s2, np.maximum(0.0, s2 - np.nan_to_num(tau2))
+        tau2 = np.nan_to_num(np.nanmean(dev.var(axis=0, ddof=1), axis=0))
+    return s2, tau2
+
+
+SEED_METHODS = ("guarded", "welch")
+
+
+def _t_half_width(
+    variance: np.ndarray, pieces: list[tuple[np.ndarray, int]], level: float
+) -> np.ndarray:
+    """``t_q * sqrt(variance)``, the t's df by Welch-Satterthwaite from the `pieces`
+    ``(a S^2, n)`` estimated from n seeds (n - 1 df each); the rest is taken as known."""
+    spread = sum((p * p / (n - 1) for p, n in pieces), np.zeros_like(variance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(spread > 0, variance * variance / np.where(spread > 0, spread, 1.0), np.inf)
+    return student_t.ppf(0.5 + level / 2.0, np.maximum(df, 1.0)) * np.sqrt(variance)
 
 
 def seed_interval(
-    terms: Sequence[SeedTerm], level: float = CI_LEVEL, delta: bool = False
+    terms: Sequence[SeedTerm],
+    level: float = CI_LEVEL,
+    delta: bool = False,
+    method: str = "guarded",
 ) -> SeedInterval:
     """CI of ``sum_g coef_g * mean over seeds of arm g`` over test patients *and* seeds.
 
     The quantity is the expected AUROC of one trained model (or a difference of two), over
-    the population of test patients and of training seeds. Its variance has two parts:
+    the population of test patients and of training seeds. Its variance is
 
-    * test patients: the variance over patient resamples of the estimate, all terms on the
-      same resampled patients (so a paired delta cancels what the arms share);
-    * seeds: ``sum coef^2 sigma_g^2 / n_g`` with sigma_g^2 the between-seed variance of arm
-      g beyond test-set noise (:func:`_seed_variances`).
+    * the patient bootstrap's: the variance over patient resamples of the estimate, all
+      terms on the same resampled patients (so a paired delta cancels what arms share);
+    * plus the seeds': ``sum coef_g^2 sigma_g^2 / n_g``, sigma_g^2 the variance between arm
+      g's seeds beyond test-set noise (:func:`_seed_spread`).
 
-    The interval is ``estimate +- t_q * sqrt(var)`` with t_q the t quantile whose degrees of
-    freedom come from Welch-Satterthwaite: the variance over seeds S_g^2 that sigma_g^2 is
-    estimated from has n_g - 1 df, the bootstrap parts are taken as known. With 3 seeds and
-    seed noise dominating that is a t with 2 df (4.30, not 1.96); with a large test set and
-    seeds that differ little it tends to the normal interval of the patient bootstrap. Drawing runs with replacement instead would
-    shrink the seed variance by (n-1)/n (a third for 3 seeds) and use no t quantile.
+    The interval is ``estimate +- t_q * sqrt(variance)``; t_q is the t quantile with
+    Welch-Satterthwaite degrees of freedom (each S_g^2 the seed variance comes from has
+    n_g - 1 df, the bootstrap part is taken as known), and the interval is never narrower
+    than the classic t interval of the per-seed values alone (``t(n - 1) S / sqrt(n)``,
+    the guard against a variance that came out small by chance; `method="welch"` leaves it
+    out, for the simulation that shows why). So with 3 seeds and seed noise dominating it
+    is a t with 2 df (4.30, not 1.96); with a large test set and seeds that differ little it
+    is the normal interval of the patient bootstrap. Drawing 3 of 3 runs with replacement
+    instead, as a two-stage bootstrap does, shrinks the seed variance by a third and
+    ignores how little 3 seeds tell about it. Coverage: `benchmarks/coverage.py`.
 
     With one seed in every term there is no seed variance to estimate: the interval is the
     patient-bootstrap percentile interval alone (exactly :func:`bootstrap_auroc` and
@@ -331,7 +352,10 @@ def seed_interval(
         delta: the quantity is a difference of AUROCs (interval on the AUROC scale, within
             [-1, 1]); otherwise it is an AUROC (interval symmetric on the logit scale by the
             delta method, since AUROC's sampling distribution is skewed, within [0, 1]).
+        method: `guarded` (the report's) or `welch` (without the guard).
     """
+    if method not in SEED_METHODS:
+        raise ValueError(f"method: {method!r}; valid: {', '.join(SEED_METHODS)}")
     terms = list(terms)
     coef = [float(t.coef) for t in terms]
     estimate = sum(
@@ -345,32 +369,42 @@ def seed_interval(
     valid = np.isfinite(resampled)
     count = valid.sum(axis=0)
     n_cols = estimate.shape[0]
-    lo, hi, df = (np.full(n_cols, np.nan) for _ in range(3))
-    seed_var, patient_var = np.zeros(n_cols), np.full(n_cols, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         patient_var = np.where(count > 1, np.nanvar(resampled, axis=0, ddof=1), np.nan)
+    seed_var, multiplier = np.zeros(n_cols), np.full(n_cols, np.nan)
     if all(len(t.values) == 1 for t in terms):
+        lo, hi = np.full(n_cols, np.nan), np.full(n_cols, np.nan)
         for k in range(n_cols):
             lo[k], hi[k] = percentile_ci(resampled[:, k], level)
-        return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
-    seed_var, spread = np.zeros(n_cols), np.zeros(n_cols)
+        return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
+    parts = []  # (a S^2, a tau^2, n) per term with 2+ seeds, a = coef^2 / n
     for c, t in zip(coef, terms, strict=True):
         n = len(t.values)
-        if n < 2:
-            continue
-        runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # common resamples
-        s2, sigma2 = _seed_variances(np.asarray(t.values, np.float64), runs)
-        seed_var = seed_var + c * c * sigma2 / n
-        # Welch-Satterthwaite: the random part of the variance estimate is S^2 (n - 1 df).
-        spread = spread + (c * c * s2 / n) ** 2 / (n - 1)
+        if n > 1:
+            runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # same resamples
+            s2, tau2 = _seed_spread(np.asarray(t.values, np.float64), runs)
+            parts.append((c * c * s2 / n, c * c * tau2 / n, n))
+    # The bootstrap variance already holds each term's unshared test noise tau^2 / n; the
+    # seeds add what their spread shows beyond it.
+    seed_var = sum(np.maximum(0.0, s2 - tau2) for s2, tau2, _ in parts)
     total = patient_var + seed_var
+    ok = np.isfinite(estimate) & np.isfinite(total)
+    half = np.full(n_cols, np.nan)
+    if ok.any():
+        sub = [(s2[ok], tau2[ok], n) for s2, tau2, n in parts]
+        # Welch: total variance, df from the S^2 it was estimated with.
+        half[ok] = _t_half_width(total[ok], [(s2, n) for s2, _, n in sub], level)
+        if method == "guarded":
+            # Never narrower than the classic t interval of the per-seed values alone,
+            # t(n - 1) S / sqrt(n): when S^2 is small by chance the Welch df come out large
+            # and its interval too short (91-93% coverage with 3 seeds in the simulation).
+            raw = [(s2, n) for s2, _, n in sub]
+            seed_only = _t_half_width(sum((p for p, _ in raw), np.zeros(ok.sum())), raw, level)
+            half[ok] = np.maximum(half[ok], seed_only)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(spread > 0, total * total / np.where(spread > 0, spread, 1.0), np.inf)
-    df = np.maximum(df, 1.0)  # the noisy tau^2 can push it below 1: t_1 is wide enough
-    q = student_t.ppf(0.5 + level / 2.0, df)
-    half = q * np.sqrt(total)
-    ok = np.isfinite(estimate) & np.isfinite(half)
+        multiplier = half / np.sqrt(total)
+    ok &= np.isfinite(half)
     if delta:  # a difference of AUROCs: symmetric, within [-1, 1]
         lo = np.where(ok, np.maximum(-1.0, estimate - half), np.nan)
         hi = np.where(ok, np.minimum(1.0, estimate + half), np.nan)
@@ -385,7 +419,7 @@ def seed_interval(
             spread_logit = half / (estimate * (1.0 - estimate))
             lo = np.where(inner, expit(centre - spread_logit), lo)
             hi = np.where(inner, expit(centre + spread_logit), hi)
-    return SeedInterval(estimate, lo, hi, count, df, seed_var, patient_var)
+    return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
 
 
 # ------------------------------------------------------------------------------ metrics

@@ -20,7 +20,8 @@ The statistics, and why:
   replacement (all their images; a patient's images are correlated) and the *same*
   patients score every run, so a delta is paired over patients. Its variance plus the
   between-seed variance beyond test-set noise, divided by the number of seeds, gives a t
-  interval with Welch-Satterthwaite degrees of freedom. Resampling 3 runs out of 3 instead
+  interval with Welch-Satterthwaite degrees of freedom, never narrower than the t interval
+  of the per-seed values alone. Resampling 3 runs out of 3 instead
   would shrink the seed spread by a third and ignore how little 3 seeds say about it;
   with fewer than 5 seeds per arm the report says so. Arms with the same seeds are paired
   by seed (a seed fixes initialisation and data order). With one seed per arm the CI is
@@ -755,8 +756,9 @@ def _method_text(report: Report) -> str:
         f"patient bootstrap ({report.n_boot} resamples, seed {report.bootstrap_seed}; the "
         "same resampled patients score every arm, so deltas are paired) gives the patient "
         "variance, the runs' spread over seeds beyond test-set noise the seed variance, and "
-        "the interval is a t interval (Welch-Satterthwaite degrees of freedom; an arm's "
-        "AUROC on the logit scale); deltas of arms with the same seeds are paired by seed. "
+        "the interval is a t interval (Welch-Satterthwaite degrees of freedom, never "
+        "narrower than the t interval of the per-seed values alone; an arm's AUROC on the "
+        "logit scale); deltas of arms with the same seeds are paired by seed. "
         "With one seed per arm the CI is the patient-bootstrap percentile interval alone. "
         f"rel. % = 100 × Δ / {base!r} mean AUROC. Macro: the mean over the labels with both "
         "classes in the test set, the same labels in every resample; resamples lacking a "
