@@ -9,6 +9,11 @@ The bootstrap is vectorised: a resample is a vector of per-image weights (how of
 image's patient was drawn), and AUROC with integer weights is the weighted Mann-Whitney
 statistic, computed for all resamples at once from one sort of the scores.
 
+A macro AUROC is the mean over one fixed label set (the labels with both classes on the
+whole test set) in every resample; a resample lacking a class for one of them is left out
+and counted (`n_valid`). Across training seeds, :func:`seed_interval` adds the between-seed
+variance to the patient bootstrap's with a t quantile fit for few seeds (the report's CIs).
+
 Run outputs (beside the run's `config.json`):
 
 * `predictions.parquet`: `image_path` (absolute), `patient_id`, `study_id`, then per label
