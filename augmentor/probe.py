@@ -5,7 +5,10 @@ encoder on reports improved how it represents some findings (pneumothorax +25% i
 probe). `probe_text_encoder` measures the same kind of thing on your data: it embeds
 report texts with the base and the fine-tuned text encoder (mean over tokens, or the
 end-of-text token), fits one logistic-regression probe per label on train-split reports
-and reports its AUROC on held-out (val + test) reports, for both encoders, and the change.
+and reports its AUROC on held-out (val + test) reports, for both encoders, and the change
+with a 95% CI: a paired bootstrap over held-out patients (all their reports; a patient's
+reports are correlated), the same resampled reports scoring both encoders' probes. The
+probes are fit once; the CI covers which reports were held out, not refitting.
 It reports what it measures; nothing of the paper's numbers is assumed.
 """
 
@@ -20,6 +23,13 @@ import pandas as pd
 import torch
 
 from augmentor.metrics import binary_targets, linear_probe_auroc
+from classifier.evaluate import (
+    CI_LEVEL,
+    SeedTerm,
+    patient_resample_weights,
+    resampled_auroc,
+    seed_interval,
+)
 from manifests.errors import UserError
 from manifests.files import atomic_path, write_json
 from manifests.io import read_manifest
@@ -54,6 +64,7 @@ class ProbeConfig:
     batch_size: int = 64
     c: float = 1.0
     seed: int = 0
+    n_boot: int = 1000  # paired bootstrap resamples of held-out patients for the change's CI
     out: Path | None = None
     overwrite: bool = False
 
@@ -120,6 +131,39 @@ def _relative(base: float, delta: float) -> float:
     return 100.0 * delta / base if math.isfinite(delta) and base > 0 else float("nan")
 
 
+def _probe_scores(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, c: float
+) -> np.ndarray:
+    """Held-out scores of the probe `augmentor.metrics.linear_probe_auroc` fits (the same
+    standardise + logistic regression, same seed), for the bootstrap."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    )
+    probe.fit(train_x, train_y)
+    return probe.predict_proba(test_x)[:, 1]
+
+
+def _paired_delta_ci(
+    y: np.ndarray, scores: dict[str, np.ndarray], patients: np.ndarray, n_boot: int, seed: int
+) -> tuple[float, float, int]:
+    """CI of AUROC(fine-tuned) - AUROC(base) over held-out patients, paired; NaN if undefined.
+
+    The report's interval for one run per arm (`classifier.evaluate.seed_interval`: the
+    patient-bootstrap percentile interval of the paired difference).
+    """
+    if set(scores) != {"base", "finetuned"} or n_boot < 1:
+        return math.nan, math.nan, 0
+    weights, codes = patient_resample_weights(patients, n_boot, seed)
+    res = {name: resampled_auroc(y, s, weights, codes) for name, s in scores.items()}
+    diff = res["finetuned"] - res["base"]  # (n_boot, 1)
+    interval = seed_interval([SeedTerm(np.zeros((1, 1)), diff[None])], delta=True)
+    return float(interval.lo[0]), float(interval.hi[0]), int(interval.n_valid[0])
+
+
 @dataclass
 class ProbeResult:
     """The per-label table (see `probe_text_encoder`) and notes on how to read it."""
@@ -137,7 +181,9 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
     Returns:
         a table with columns label, n_train, n_train_pos, n_heldout, n_heldout_pos,
         base_auroc, finetuned_auroc, delta (absolute), relative_pct (delta / base AUROC *
-        100), note; and notes (e.g. that the encoders are identical).
+        100), note, delta_lo, delta_hi (the change's paired bootstrap CI over held-out
+        patients), n_valid (resamples of `n_boot` with both classes); and notes (e.g. that
+        the encoders are identical).
     """
     if cfg.pooling not in POOLINGS:
         raise UserError(f"--pooling: {cfg.pooling!r} is not valid; valid: {', '.join(POOLINGS)}")
@@ -196,17 +242,21 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
             "base and fine-tuned text encoders give identical embeddings: the generator was "
             "fine-tuned without --train-text-encoder, so no change is expected"
         )
+    patients = rows["patient_id"].astype(str).to_numpy()
     records = []
     for label in labels:
         y = binary_targets(rows[label].to_numpy())
         keep = y >= 0
         tr, te = train & keep, held & keep
-        aucs, reasons = {}, []
+        aucs, scores, reasons = {}, {}, []
         for name, x in embeddings.items():
             aucs[name], note = linear_probe_auroc(x[tr], y[tr], x[te], y[te], cfg.seed, cfg.c)
             if note:
                 reasons.append(note)
+            else:
+                scores[name] = _probe_scores(x[tr], y[tr], x[te], cfg.seed, cfg.c)
         delta = aucs["finetuned"] - aucs["base"]
+        lo, hi, n_valid = _paired_delta_ci(y[te], scores, patients[te], cfg.n_boot, cfg.seed)
         records.append(
             {
                 "label": label,
@@ -219,8 +269,17 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
                 "delta": delta,
                 "relative_pct": _relative(aucs["base"], delta),
                 "note": "; ".join(dict.fromkeys(reasons)),
+                "delta_lo": lo,
+                "delta_hi": hi,
+                "n_valid": n_valid,
             }
         )
+    notes.append(
+        f"change CI: {int(round(CI_LEVEL * 100))}% paired bootstrap over held-out patients "
+        f"({cfg.n_boot} resamples, seed {cfg.seed}; the same resampled reports score both "
+        "probes; n_valid of them had both classes); the probes are fit once, so it does not "
+        "cover refitting them"
+    )
     table = pd.DataFrame(records)
     if json_path is not None:
         doc = {
@@ -257,6 +316,10 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
             "base": table["base_auroc"],
             "fine-tuned": table["finetuned_auroc"],
             "change": table["delta"],
+            f"change [{int(round(CI_LEVEL * 100))}% CI]": [
+                "n/a" if not math.isfinite(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+                for lo, hi in zip(table["delta_lo"], table["delta_hi"], strict=True)
+            ],
             "change %": table["relative_pct"],
             "note": table["note"],
         }

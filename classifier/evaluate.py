@@ -9,6 +9,11 @@ The bootstrap is vectorised: a resample is a vector of per-image weights (how of
 image's patient was drawn), and AUROC with integer weights is the weighted Mann-Whitney
 statistic, computed for all resamples at once from one sort of the scores.
 
+A macro AUROC is the mean over one fixed label set (the labels with both classes on the
+whole test set) in every resample; a resample lacking a class for one of them is left out
+and counted (`n_valid`). Across training seeds, :func:`seed_interval` adds the between-seed
+variance to the patient bootstrap's with a t quantile fit for few seeds (the report's CIs).
+
 Run outputs (beside the run's `config.json`):
 
 * `predictions.parquet`: `image_path` (absolute), `patient_id`, `study_id`, then per label
@@ -21,11 +26,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
+from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
 from classifier import run
@@ -143,14 +151,24 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Mean over the labels in `keep`, ignoring NaN (a resample lacking a class)."""
-    sub = per_label[..., keep]
+def fixed_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean over the labels in `keep`; NaN wherever any of them is NaN.
+
+    The macro is one quantity, the mean over one fixed label set (the labels defined on the
+    full test set). A bootstrap resample that lacks a class for one of them has no value for
+    that quantity, so it is NaN (an invalid resample, left out of the CI and counted), not
+    the mean over the labels that happen to be defined in it: that would mix different
+    label sets, and different quantities, in one interval.
+    """
+    sub = np.asarray(per_label, dtype=np.float64)[..., keep]
     if sub.shape[-1] == 0:
         return np.full(sub.shape[:-1], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample -> NaN, expected
-        return np.nanmean(sub, axis=-1)
+    return sub.mean(axis=-1)  # NaN propagates: an invalid resample stays invalid
+
+
+def n_valid(samples: np.ndarray) -> int:
+    """How many bootstrap resamples gave a value (the rest lacked a class)."""
+    return int(np.isfinite(samples).sum())
 
 
 def bootstrap_auroc(
@@ -166,8 +184,10 @@ def bootstrap_auroc(
 
     Args:
         y_true: ``(n,)`` truth for one label, or ``(n, L)`` for macro AUROC (mean over the
-            labels whose AUROC is defined on the full data); values other than 0/1 (-1, NaN)
-            leave that image out for that label.
+            labels whose AUROC is defined on the full data, the same labels in every
+            resample: a resample lacking a class for one of them is left out, see
+            :func:`fixed_macro`); values other than 0/1 (-1, NaN) leave that image out for
+            that label.
         y_prob: scores, the shape of `y_true`.
         groups: ``(n,)`` patient of each image; patients are resampled with replacement.
         n_boot: resamples.
@@ -183,7 +203,7 @@ def bootstrap_auroc(
     if not keep.any():
         return math.nan, math.nan, math.nan
     weights, codes = patient_resample_weights(groups, n_boot, seed)
-    samples = _macro(resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
+    samples = fixed_macro(resampled_auroc(y_true, y_prob, weights, codes, chunk), keep)
     lo, hi = percentile_ci(samples, level)
     return float(point[keep].mean()), lo, hi
 
@@ -217,9 +237,193 @@ def paired_bootstrap_delta(
     weights, codes = patient_resample_weights(groups, n_boot, seed)
     res_a = resampled_auroc(y_true, prob_a, weights, codes, chunk)
     res_b = resampled_auroc(y_true, prob_b, weights, codes, chunk)
-    samples = _macro(res_b, keep) - _macro(res_a, keep)
+    samples = fixed_macro(res_b, keep) - fixed_macro(res_a, keep)
     lo, hi = percentile_ci(samples, level)
     return float(point_b[keep].mean() - point_a[keep].mean()), lo, hi
+
+
+# ------------------------------------------------------------------------------ seeds
+
+
+@dataclass
+class SeedTerm:
+    """One arm's runs in an interval: `coef` x (mean over its seeds).
+
+    Attributes:
+        values: ``(n_seeds, K)`` point AUROC of each run (K labels, macro, ...).
+        resampled: ``(n_seeds, n_boot, K)`` the runs' AUROC on the patient resamples; every
+            term of one interval uses the same resampled patients (paired over patients).
+        coef: +1 for the arm, -1 for the arm it is compared with.
+    """
+
+    values: np.ndarray
+    resampled: np.ndarray
+    coef: float = 1.0
+
+
+@dataclass
+class SeedInterval:
+    """`estimate` and its CI per column (arrays ``(K,)``), and how it was made.
+
+    `n_valid` counts the resamples that gave a value for the column (the others lacked a
+    class). `seed_var` is the seeds' share of the estimate's variance (between-seed
+    variance beyond test-set noise, over the number of seeds), `patient_var` the patient
+    bootstrap's; `multiplier` is the CI's half-width over the square root of their sum (1.96
+    for a normal interval, 4.30 for a t with 2 df; NaN for one seed per term, a percentile
+    interval; for an AUROC the half-width is then taken on the logit scale).
+    """
+
+    estimate: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n_valid: np.ndarray
+    multiplier: np.ndarray
+    seed_var: np.ndarray
+    patient_var: np.ndarray
+
+
+def _seed_spread(values: np.ndarray, resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(S^2, tau^2)` per column: the variance over seeds and its test-set-noise part.
+
+    The sample variance of the runs' AUROCs over seeds (S^2) has two parts: how much the
+    seeds' models really differ (sigma^2) and the part of each run's test-set sampling error
+    that it does not share with the other runs (tau^2, which the patient bootstrap also
+    holds). tau^2 is the mean over resamples of the variance over seeds of the runs'
+    bootstrap deviations; it is known well (from every resample), S^2 poorly (n - 1 df).
+    """
+    s2 = values.var(axis=0, ddof=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
+        dev = resampled - np.nanmean(resampled, axis=1, keepdims=True)
+        tau2 = np.nan_to_num(np.nanmean(dev.var(axis=0, ddof=1), axis=0))
+    return s2, tau2
+
+
+SEED_METHODS = ("guarded", "welch")
+
+
+def _t_half_width(
+    variance: np.ndarray, pieces: list[tuple[np.ndarray, int]], level: float
+) -> np.ndarray:
+    """``t_q * sqrt(variance)``, the t's df by Welch-Satterthwaite from the `pieces`
+    ``(a S^2, n)`` estimated from n seeds (n - 1 df each); the rest is taken as known."""
+    spread = sum((p * p / (n - 1) for p, n in pieces), np.zeros_like(variance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(spread > 0, variance * variance / np.where(spread > 0, spread, 1.0), np.inf)
+    return student_t.ppf(0.5 + level / 2.0, np.maximum(df, 1.0)) * np.sqrt(variance)
+
+
+def seed_interval(
+    terms: Sequence[SeedTerm],
+    level: float = CI_LEVEL,
+    delta: bool = False,
+    method: str = "guarded",
+) -> SeedInterval:
+    """CI of ``sum_g coef_g * mean over seeds of arm g`` over test patients *and* seeds.
+
+    The quantity is the expected AUROC of one trained model (or a difference of two), over
+    the population of test patients and of training seeds. Its variance is
+
+    * the patient bootstrap's: the variance over patient resamples of the estimate, all
+      terms on the same resampled patients (so a paired delta cancels what arms share);
+    * plus the seeds': ``sum coef_g^2 sigma_g^2 / n_g``, sigma_g^2 the variance between arm
+      g's seeds beyond test-set noise (:func:`_seed_spread`).
+
+    The interval is ``estimate +- t_q * sqrt(variance)``; t_q is the t quantile with
+    Welch-Satterthwaite degrees of freedom (each S_g^2 the seed variance comes from has
+    n_g - 1 df, the bootstrap part is taken as known), and the interval is never narrower
+    than the classic t interval of the per-seed values alone (``t(n - 1) S / sqrt(n)``,
+    the guard against a variance that came out small by chance; `method="welch"` leaves it
+    out, for the simulation that shows why). So with 3 seeds and seed noise dominating it
+    is a t with 2 df (4.30, not 1.96); with a large test set and seeds that differ little it
+    is the normal interval of the patient bootstrap. Drawing 3 of 3 runs with replacement
+    instead, as a two-stage bootstrap does, shrinks the seed variance by a third and
+    ignores how little 3 seeds tell about it. Coverage: `benchmarks/coverage.py`.
+
+    With one seed in every term there is no seed variance to estimate: the interval is the
+    patient-bootstrap percentile interval alone (exactly :func:`bootstrap_auroc` and
+    :func:`paired_bootstrap_delta` for one run per arm); it does not cover training
+    randomness, which the caller must say. A term with one seed among terms with more adds
+    no seed variance (unknown).
+
+    Resamples where any term is NaN for a column (a class missing) are left out for that
+    column and counted in `n_valid`. Pair terms by seed by passing one term of per-seed
+    differences (values and resamples of arm minus baseline, matched by seed).
+
+    Args:
+        terms: the arms' runs and coefficients.
+        level: CI coverage.
+        delta: the quantity is a difference of AUROCs (interval on the AUROC scale, within
+            [-1, 1]); otherwise it is an AUROC (interval symmetric on the logit scale by the
+            delta method, since AUROC's sampling distribution is skewed, within [0, 1]).
+        method: `guarded` (the report's) or `welch` (without the guard).
+    """
+    if method not in SEED_METHODS:
+        raise ValueError(f"method: {method!r}; valid: {', '.join(SEED_METHODS)}")
+    terms = list(terms)
+    coef = [float(t.coef) for t in terms]
+    estimate = sum(
+        c * np.asarray(t.values, np.float64).mean(axis=0) for c, t in zip(coef, terms, strict=True)
+    )
+    resampled = sum(
+        c * np.asarray(t.resampled, np.float64).mean(axis=0)
+        for c, t in zip(coef, terms, strict=True)
+    )  # (n_boot, K), NaN where any run of any term lacks a class
+    estimate, resampled = np.atleast_1d(estimate), np.atleast_2d(resampled)
+    valid = np.isfinite(resampled)
+    count = valid.sum(axis=0)
+    n_cols = estimate.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        patient_var = np.where(count > 1, np.nanvar(resampled, axis=0, ddof=1), np.nan)
+    seed_var, multiplier = np.zeros(n_cols), np.full(n_cols, np.nan)
+    if all(len(t.values) == 1 for t in terms):
+        lo, hi = np.full(n_cols, np.nan), np.full(n_cols, np.nan)
+        for k in range(n_cols):
+            lo[k], hi[k] = percentile_ci(resampled[:, k], level)
+        return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
+    parts = []  # (a S^2, a tau^2, n) per term with 2+ seeds, a = coef^2 / n
+    for c, t in zip(coef, terms, strict=True):
+        n = len(t.values)
+        if n > 1:
+            runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # same resamples
+            s2, tau2 = _seed_spread(np.asarray(t.values, np.float64), runs)
+            parts.append((c * c * s2 / n, c * c * tau2 / n, n))
+    # The bootstrap variance already holds each term's unshared test noise tau^2 / n; the
+    # seeds add what their spread shows beyond it.
+    seed_var = sum(np.maximum(0.0, s2 - tau2) for s2, tau2, _ in parts)
+    total = patient_var + seed_var
+    ok = np.isfinite(estimate) & np.isfinite(total)
+    half = np.full(n_cols, np.nan)
+    if ok.any():
+        sub = [(s2[ok], tau2[ok], n) for s2, tau2, n in parts]
+        # Welch: total variance, df from the S^2 it was estimated with.
+        half[ok] = _t_half_width(total[ok], [(s2, n) for s2, _, n in sub], level)
+        if method == "guarded":
+            # Never narrower than the classic t interval of the per-seed values alone,
+            # t(n - 1) S / sqrt(n): when S^2 is small by chance the Welch df come out large
+            # and its interval too short (91-93% coverage with 3 seeds in the simulation).
+            raw = [(s2, n) for s2, _, n in sub]
+            seed_only = _t_half_width(sum((p for p, _ in raw), np.zeros(ok.sum())), raw, level)
+            half[ok] = np.maximum(half[ok], seed_only)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        multiplier = half / np.sqrt(total)
+    ok &= np.isfinite(half)
+    if delta:  # a difference of AUROCs: symmetric, within [-1, 1]
+        lo = np.where(ok, np.maximum(-1.0, estimate - half), np.nan)
+        hi = np.where(ok, np.minimum(1.0, estimate + half), np.nan)
+    else:
+        # An AUROC: symmetric on the logit scale (delta method), as its sampling
+        # distribution is skewed away from 1; at exactly 0 or 1, clipped to [0, 1].
+        lo = np.where(ok, np.maximum(0.0, estimate - half), np.nan)
+        hi = np.where(ok, np.minimum(1.0, estimate + half), np.nan)
+        inner = ok & (estimate > 0.0) & (estimate < 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            centre = np.log(estimate / (1.0 - estimate))
+            spread_logit = half / (estimate * (1.0 - estimate))
+            lo = np.where(inner, expit(centre - spread_logit), lo)
+            hi = np.where(inner, expit(centre + spread_logit), hi)
+    return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -248,10 +452,13 @@ def compute_metrics(
 
     Returns:
         A dict with keys `labels`, `auroc` ({label: float|None}), `ci` ({label: [lo, hi] or
-        None}), `nan_reasons` ({label: reason} for undefined labels), `n_positive`,
-        `n_negative` ({label: int}), `macro_auroc`, `macro_ci` ([lo, hi]), `macro_labels`
-        (labels in the macro mean), `n_test_images`, `n_test_patients`, `n_boot`, `ci_level`,
-        `bootstrap_seed`. NaN values are None (JSON null).
+        None}), `ci_n_valid` ({label: resamples of the `n_boot` in which the label had both
+        classes, the ones its CI uses}), `nan_reasons` ({label: reason} for undefined
+        labels), `n_positive`, `n_negative` ({label: int}), `macro_auroc`, `macro_ci`
+        ([lo, hi]), `macro_ci_n_valid` (resamples in which every macro label had both
+        classes: the macro is the mean over the same `macro_labels` in every resample),
+        `macro_labels` (labels in the macro mean), `n_test_images`, `n_test_patients`,
+        `n_boot`, `ci_level`, `bootstrap_seed`. NaN values are None (JSON null).
     """
     y_true, y_prob = _as_2d(y_true), _as_2d(y_prob)
     labels = list(labels)
@@ -263,7 +470,7 @@ def compute_metrics(
         if keep.any()
         else np.full((n_boot, len(labels)), np.nan)
     )
-    auroc, ci, nan_reasons, n_pos, n_neg = {}, {}, {}, {}, {}
+    auroc, ci, ci_valid, nan_reasons, n_pos, n_neg = {}, {}, {}, {}, {}, {}
     for j, label in enumerate(labels):
         n_pos[label] = int((y_true[:, j] == 1).sum())
         n_neg[label] = int((y_true[:, j] == 0).sum())
@@ -271,25 +478,31 @@ def compute_metrics(
         if keep[j]:
             lo, hi = percentile_ci(resampled[:, j], level)
             ci[label] = [_nan_to_none(lo), _nan_to_none(hi)]
+            ci_valid[label] = n_valid(resampled[:, j])
         else:
             ci[label] = None
+            ci_valid[label] = 0
             nan_reasons[label] = reasons[j]
     if keep.any():
         macro = float(point[keep].mean())
-        macro_lo, macro_hi = percentile_ci(_macro(resampled, keep), level)
+        macro_samples = fixed_macro(resampled, keep)
+        macro_lo, macro_hi = percentile_ci(macro_samples, level)
         macro_ci = [_nan_to_none(macro_lo), _nan_to_none(macro_hi)]
+        macro_valid = n_valid(macro_samples)
     else:
-        macro, macro_ci = math.nan, None
+        macro, macro_ci, macro_valid = math.nan, None, 0
         nan_reasons["macro"] = "no label has both classes in the test set"
     return {
         "labels": labels,
         "auroc": auroc,
         "ci": ci,
+        "ci_n_valid": ci_valid,
         "nan_reasons": nan_reasons,
         "n_positive": n_pos,
         "n_negative": n_neg,
         "macro_auroc": _nan_to_none(macro),
         "macro_ci": macro_ci,
+        "macro_ci_n_valid": macro_valid,
         "macro_labels": [label for label, k in zip(labels, keep, strict=True) if k],
         "n_test_images": int(len(y_true)),
         "n_test_patients": int(len(set(groups))),

@@ -15,15 +15,26 @@ The statistics, and why:
   AUROC of the baseline, i.e. the mean over seeds of single-model AUROCs, the quantity a
   user reproduces by training one model. We do not average probabilities across seeds
   first: that would measure an ensemble, which no arm trains.
-* **Its CI** is a two-stage bootstrap. Each resample draws test *patients* with replacement
-  (all their images; a patient's images are correlated, see `classifier.evaluate`) and the
-  *same* patients score every run: the comparison is paired over patients, so the
-  patient-to-patient variation every arm shares cancels. Each resample also draws the runs
-  (seeds) of each arm with replacement, so training randomness widens the interval too.
-  When both arms have the same seeds, the seeds are drawn once for both (paired by seed,
-  since a seed fixes the initialisation and data order); otherwise independently. With one
-  seed per arm the CI covers test-patient sampling only, which the report says.
-  With one run per arm this is exactly `classifier.evaluate.paired_bootstrap_delta`.
+* **Its CI**, and the arm's, cover the two sources of chance: test patients and training
+  seeds (`classifier.evaluate.seed_interval`). A bootstrap draws test *patients* with
+  replacement (all their images; a patient's images are correlated) and the *same*
+  patients score every run, so a delta is paired over patients. Its variance plus the
+  between-seed variance beyond test-set noise, divided by the number of seeds, gives a t
+  interval with Welch-Satterthwaite degrees of freedom, never narrower than the t interval
+  of the per-seed values alone. Resampling 3 runs out of 3 instead
+  would shrink the seed spread by a third and ignore how little 3 seeds say about it;
+  with fewer than 5 seeds per arm the report says so. Arms with the same seeds are paired
+  by seed (a seed fixes initialisation and data order). With one seed per arm the CI is
+  the patient-bootstrap percentile interval alone, exactly
+  `classifier.evaluate.paired_bootstrap_delta`, and the report says it leaves out
+  training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
+* **Macro** is the mean over one fixed label set (labels with both classes on the test
+  set) in every resample; a resample lacking a class for any of them is left out, and each
+  row says how many resamples were valid (`n_valid` of `n_boot`).
+* **Step-matched control**: a real-only arm trained for as many optimizer steps as a mixed
+  arm (config `"matched_to": "<arm>"`, named `real-steps-<arm>`); the mixed arm's rows
+  also show the delta against it (`delta_vs_matched`), which longer training alone
+  cannot explain.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta).
 
 Every delta shown has its CI: a delta whose resamples give no CI is reported as NaN.
@@ -36,7 +47,6 @@ import html
 import io
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +58,13 @@ from sklearn.metrics import roc_curve
 from classifier import run as run_folder
 from classifier.evaluate import (
     CI_LEVEL,
+    SeedInterval,
+    SeedTerm,
+    fixed_macro,
     patient_resample_weights,
-    percentile_ci,
     point_auroc,
     resampled_auroc,
+    seed_interval,
 )
 from classifier.tables import fmt, html_table, md_table
 from manifests.errors import UserError
@@ -61,7 +74,9 @@ from manifests.io import read_manifest
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 MACRO = "macro"
 BASELINE_ARM = "real"
-REPORT_VERSION = 1
+CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
+MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
+REPORT_VERSION = 2
 _FPR_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -180,47 +195,51 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
 # ------------------------------------------------------------------------------ statistics
 
 
+def _ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf
+
+
 def arm_order(arm: str) -> tuple:
-    """Sort key: real, mixed ratios ascending, synthetic, pretrain-finetune, then the rest."""
-    if arm == "real":
+    """Sort key: real, its step-matched controls, mixes, synthetic, larger synthetic sets
+    (``synthetic-x<k>``, k ascending), pretrain-finetune, then the rest; ties by name."""
+    if arm == BASELINE_ARM:
         return (0, 0.0, arm)
+    if arm.startswith(CONTROL_PREFIX):  # real-steps-mix0.5: next to real, by its ratio
+        matched = arm[len(CONTROL_PREFIX) :]
+        return (1, _ratio(matched[3:]) if matched.startswith("mix") else math.inf, arm)
     if arm.startswith("mix"):
-        try:
-            return (1, float(arm[3:]), arm)
-        except ValueError:
-            pass
+        return (2, _ratio(arm[3:]), arm)
     if arm == "synthetic":
-        return (2, 0.0, arm)
+        return (3, 1.0, arm)
+    if arm.startswith("synthetic-x"):
+        return (3, _ratio(arm[len("synthetic-x") :]), arm)
     if arm.startswith("pretrain-finetune"):
-        return (3, 0.0, arm)
-    return (4, 0.0, arm)
+        return (4, 0.0, arm)
+    return (5, 0.0, arm)
 
 
 def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Append the macro column: mean over the `keep` labels, ignoring NaN resamples."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample stays NaN
-        macro = (
-            np.nanmean(per_label[..., keep], axis=-1)
-            if keep.any()
-            else np.full(per_label.shape[:-1], np.nan)
-        )
-    return np.concatenate([per_label, macro[..., None]], axis=-1)
+    """Append the macro column: the mean over the same `keep` labels in every resample."""
+    return np.concatenate([per_label, fixed_macro(per_label, keep)[..., None]], axis=-1)
 
 
-def _draw_runs(n_runs: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n_runs) run indices drawn with replacement (all zeros for one run)."""
-    if n_runs == 1:
-        return np.zeros((n_boot, 1), dtype=np.int64)
-    return rng.integers(0, n_runs, size=(n_boot, n_runs))
+def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
+    """{arm: its step-matched real-only control arm} from the runs' configs.
 
-
-def _mean_over_draws(resamples: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """resamples (runs, n_boot, K), draws (n_boot, d) -> (n_boot, K) mean of the drawn runs."""
-    picked = resamples[draws, np.arange(draws.shape[0])[:, None]]  # (n_boot, d, K)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(picked, axis=1)
+    A control run has ``"matched_to": "<arm>"`` in its config.json (and is named
+    ``real-steps-<arm>``); a ``real-steps-<arm>`` run without it matches `<arm>` by name.
+    """
+    out: dict[str, str] = {}
+    for run in runs:
+        target = run.config.get("matched_to")
+        if not target and run.arm.startswith(CONTROL_PREFIX):
+            target = run.arm[len(CONTROL_PREFIX) :]
+        if target:
+            out.setdefault(str(target), run.arm)
+    return out
 
 
 @dataclass
@@ -240,6 +259,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     roc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> label -> TPR
     synthetic: str | None = None  # a synthetic manifest recorded in the runs' configs
+    matched: dict[str, str] = field(default_factory=dict)  # arm -> its step-matched control
 
 
 TABLE_COLUMNS = [
@@ -262,7 +282,15 @@ TABLE_COLUMNS = [
     "n_positive",
     "n_negative",
     "note",
+    # Added in report version 2 (columns are only ever appended):
+    "n_valid",  # bootstrap resamples (of n_boot) in which the row's quantity was defined
+    "matched_arm",  # the arm's step-matched real-only control, if among the runs
+    "delta_vs_matched",
+    "delta_vs_matched_lo",
+    "delta_vs_matched_hi",
+    "relative_vs_matched_pct",
 ]
+_FLOAT_COLUMNS = [c for c in TABLE_COLUMNS if c.startswith(("auroc_", "delta", "relative_"))]
 
 
 def _mean_roc(truth: np.ndarray, probs: list[np.ndarray], j: int) -> np.ndarray | None:
@@ -280,6 +308,52 @@ def _mean_roc(truth: np.ndarray, probs: list[np.ndarray], j: int) -> np.ndarray 
     return mean
 
 
+@dataclass
+class _ArmData:
+    """One arm's runs as arrays: point AUROC ``(n, K)`` and resampled ``(n, n_boot, K)``."""
+
+    seeds: list[int]
+    values: np.ndarray
+    resampled: np.ndarray
+
+
+def arm_interval(arm: _ArmData, level: float = CI_LEVEL) -> SeedInterval:
+    """CI of the arm's mean AUROC over seeds (test patients and seeds), per column."""
+    return seed_interval([SeedTerm(arm.values, arm.resampled)], level)
+
+
+def delta_interval(
+    arm: _ArmData, base: _ArmData, level: float = CI_LEVEL
+) -> tuple[SeedInterval, bool]:
+    """CI of mean AUROC(arm) - mean AUROC(base), and whether it is paired by seed.
+
+    Always paired over test patients (the same resamples score both arms). When both
+    arms have the same seeds it is also paired by seed (one term of per-seed differences:
+    a seed fixes initialisation and data order); otherwise the arms are independent terms.
+    """
+    if sorted(arm.seeds) == sorted(base.seeds):
+        order = [base.seeds.index(s) for s in arm.seeds]
+        term = SeedTerm(arm.values - base.values[order], arm.resampled - base.resampled[order])
+        return seed_interval([term], level, delta=True), True
+    terms = [SeedTerm(arm.values, arm.resampled), SeedTerm(base.values, base.resampled, -1.0)]
+    return seed_interval(terms, level, delta=True), False
+
+
+def _delta_fields(
+    interval: SeedInterval, base_mean: np.ndarray, k: int, prefix: str, rel: str
+) -> dict:
+    """Table fields of a delta; empty where it or its CI is undefined (never one alone)."""
+    d, lo, hi = interval.estimate[k], interval.lo[k], interval.hi[k]
+    if not (math.isfinite(d) and math.isfinite(lo) and math.isfinite(hi)):
+        return {}
+    return {
+        prefix: float(d),
+        f"{prefix}_lo": float(lo),
+        f"{prefix}_hi": float(hi),
+        rel: 100.0 * float(d) / float(base_mean[k]),
+    }
+
+
 def summarize_arms(
     runset: RunSet,
     baseline: str = BASELINE_ARM,
@@ -292,41 +366,42 @@ def summarize_arms(
     Args:
         runset: from :func:`collect_runs`.
         baseline: the arm deltas are taken against (real only).
-        n_boot: bootstrap resamples.
-        seed: bootstrap seed (patients and runs drawn).
+        n_boot: bootstrap resamples (of test patients).
+        seed: bootstrap seed.
         level: CI coverage.
 
     Returns:
-        The report (see the module docstring for the statistics).
+        The report (see the module docstring for the statistics). Arms with a step-matched
+        control (:func:`matched_controls`) also get the delta against it.
     """
     if n_boot < 10:
         raise UserError(f"--n-boot: {n_boot} is too few resamples; valid: 10 or more")
     labels, truth = runset.labels, runset.truth
     names = [*labels, MACRO]
-    point = {id(r): point_auroc(truth, r.prob)[0] for r in runset.runs}
-    keep = np.array([(truth[:, j] == 1).sum() > 0 for j in range(len(labels))]) & np.array(
-        [(truth[:, j] == 0).sum() > 0 for j in range(len(labels))]
-    )
+    n_pos = [int((truth[:, j] == 1).sum()) for j in range(len(labels))]
+    n_neg = [int((truth[:, j] == 0).sum()) for j in range(len(labels))]
+    keep = np.array([p > 0 and n > 0 for p, n in zip(n_pos, n_neg, strict=True)], dtype=bool)
     weights, codes = patient_resample_weights(runset.patients, n_boot, seed)
+    point = {
+        id(r): _with_macro(point_auroc(truth, r.prob)[0][None, :], keep)[0] for r in runset.runs
+    }
     resampled = {
         id(r): _with_macro(resampled_auroc(truth, r.prob, weights, codes), keep)
         for r in runset.runs
     }
-    point = {k: _with_macro(v[None, :], keep)[0] for k, v in point.items()}
-
     arms: dict[str, list[Run]] = {}
     for run in sorted(runset.runs, key=lambda r: (arm_order(r.arm), r.seed)):
         arms.setdefault(run.arm, []).append(run)
-    notes: list[str] = []
-    base_runs = arms.get(baseline)
-    if base_runs is None:
-        notes.append(
-            f"no {baseline!r} arm among the runs: deltas need the real-only baseline, so "
-            "none are shown"
+    data = {
+        arm: _ArmData(
+            seeds=[r.seed for r in runs],
+            values=np.stack([point[id(r)] for r in runs]),
+            resampled=np.stack([resampled[id(r)] for r in runs]),
         )
-    rng = np.random.default_rng([seed, 1])  # run draws; patient draws use `seed` itself
-    n_pos = [int((truth[:, j] == 1).sum()) for j in range(len(labels))]
-    n_neg = [int((truth[:, j] == 0).sum()) for j in range(len(labels))]
+        for arm, runs in arms.items()
+    }
+    has_base = baseline in arms
+    matched = {a: c for a, c in matched_controls(runset.runs).items() if a in arms and c in arms}
     reasons = {
         label: f"test set has one class only ({n_pos[j]} positive, {n_neg[j]} negative)"
         for j, label in enumerate(labels)
@@ -334,94 +409,64 @@ def summarize_arms(
     }
     if not keep.any():
         reasons[MACRO] = "no label has both classes in the test set"
-    notes += [f"{label}: AUROC undefined, {reason}" for label, reason in reasons.items()]
-
-    def stack(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            np.stack([point[id(r)] for r in runs]),  # (runs, K)
-            np.stack([resampled[id(r)] for r in runs]),  # (runs, n_boot, K)
-        )
 
     rows = []
-    single_seed = False
     for arm, runs in arms.items():
-        values, res = stack(runs)
-        seeds = [r.seed for r in runs]
-        single_seed |= len(runs) == 1
-        own_draws = _draw_runs(len(runs), n_boot, rng)
-        arm_mean = _mean_over_draws(res, own_draws)
-        delta = delta_lo = delta_hi = None
-        paired = None
-        if base_runs is not None and arm != baseline:
-            base_values, base_res = stack(base_runs)
-            paired = sorted(seeds) == sorted(r.seed for r in base_runs)
-            base_draws = own_draws if paired else _draw_runs(len(base_runs), n_boot, rng)
-            delta_samples = arm_mean - _mean_over_draws(base_res, base_draws)
-            delta = (values.mean(axis=0), base_values.mean(axis=0), delta_samples)
+        own = data[arm]
+        mean_ci = arm_interval(own, level)
+        vs_base = (
+            delta_interval(own, data[baseline], level) if has_base and arm != baseline else None
+        )
+        vs_matched = delta_interval(own, data[matched[arm]], level) if arm in matched else None
         for k, name in enumerate(names):
-            v = values[:, k]
-            finite = np.isfinite(v).all()
-            lo, hi = percentile_ci(arm_mean[:, k], level) if finite else (math.nan, math.nan)
+            v = own.values[:, k]
+            finite = bool(np.isfinite(v).all())
             row = {
                 "arm": arm,
                 "label": name,
                 "n_runs": len(runs),
-                "seeds": " ".join(map(str, seeds)),
+                "seeds": " ".join(map(str, own.seeds)),
                 "auroc_mean": float(v.mean()) if finite else math.nan,
-                "auroc_lo": lo,
-                "auroc_hi": hi,
+                "auroc_lo": float(mean_ci.lo[k]) if finite else math.nan,
+                "auroc_hi": float(mean_ci.hi[k]) if finite else math.nan,
                 "auroc_std": float(v.std(ddof=1)) if finite and len(v) > 1 else math.nan,
                 "auroc_min": float(v.min()) if finite else math.nan,
                 "auroc_max": float(v.max()) if finite else math.nan,
-                "baseline": baseline if base_runs is not None else None,
-                "delta": math.nan,
-                "delta_lo": math.nan,
-                "delta_hi": math.nan,
-                "relative_pct": math.nan,
-                "paired_by_seed": paired,
+                "baseline": baseline if has_base else None,
+                "paired_by_seed": vs_base[1] if vs_base else None,
                 "n_positive": n_pos[k] if k < len(labels) else None,
                 "n_negative": n_neg[k] if k < len(labels) else None,
                 "note": reasons.get(name, ""),
+                "n_valid": int(mean_ci.n_valid[k]) if finite else 0,
+                "matched_arm": matched.get(arm),
             }
-            if delta is not None and finite:
-                mean_a, mean_b, samples = delta
-                d = float(mean_a[k] - mean_b[k])
-                delta_lo, delta_hi = percentile_ci(samples[:, k], level)
-                if math.isfinite(d) and math.isfinite(delta_lo) and math.isfinite(delta_hi):
-                    # A delta is only ever shown with its CI.
-                    row.update(
-                        delta=d,
-                        delta_lo=delta_lo,
-                        delta_hi=delta_hi,
-                        relative_pct=100.0 * d / float(mean_b[k]),
-                    )
-                elif math.isfinite(d):
+            if not finite:
+                rows.append(row)
+                continue
+            if vs_base:
+                fields = _delta_fields(
+                    vs_base[0], data[baseline].values.mean(axis=0), k, "delta", "relative_pct"
+                )
+                row.update(fields)
+                if not fields:
                     row["note"] = (row["note"] + "; " if row["note"] else "") + (
                         "no bootstrap CI for the delta (resamples lack a class); delta omitted"
                     )
             elif arm == baseline:
                 row["note"] = row["note"] or "baseline"
+            if vs_matched:
+                row.update(
+                    _delta_fields(
+                        vs_matched[0],
+                        data[matched[arm]].values.mean(axis=0),
+                        k,
+                        "delta_vs_matched",
+                        "relative_vs_matched_pct",
+                    )
+                )
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-    if single_seed:
-        notes.append(
-            "an arm has one seed: its spread over seeds is undefined and its CIs cover "
-            "test-patient sampling only, not training randomness"
-        )
-    for arm, runs in arms.items():
-        if base_runs is not None and arm != baseline:
-            seeds, base = sorted(r.seed for r in runs), sorted(r.seed for r in base_runs)
-            if seeds != base:
-                notes.append(
-                    f"arm {arm!r} (seeds {seeds}) and {baseline!r} (seeds {base}) do not share "
-                    "their seeds: its delta is a difference of means, runs drawn independently"
-                )
-    backbones = sorted({str(r.config.get("backbone")) for r in runset.runs})
-    if len(backbones) > 1:
-        notes.append(f"runs use different backbones ({', '.join(backbones)})")
-    notes.extend(_data_notes(runset))
-
+    notes = _stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
     roc = {
         arm: {
             label: curve
@@ -437,7 +482,7 @@ def summarize_arms(
         table=table,
         labels=labels,
         arms=list(arms),
-        baseline=baseline if base_runs is not None else None,
+        baseline=baseline if has_base else None,
         runs=_runs_frame(runset, point, keep),
         n_test_images=len(runset.images),
         n_test_patients=len(set(runset.patients)),
@@ -447,7 +492,79 @@ def summarize_arms(
         notes=notes,
         roc=roc,
         synthetic=synthetic,
+        matched=matched,
     )
+
+
+def _stat_notes(
+    arms: dict[str, list[Run]],
+    baseline: str,
+    has_base: bool,
+    matched: dict[str, str],
+    runset: RunSet,
+    table: pd.DataFrame,
+    n_boot: int,
+    reasons: dict[str, str],
+) -> list[str]:
+    """What a reader must know to read the intervals: seeds, pairing, resamples, controls."""
+    notes = []
+    if not has_base:
+        notes.append(
+            f"no {baseline!r} arm among the runs: deltas need the real-only baseline, so "
+            "none are shown"
+        )
+    notes += [f"{label}: AUROC undefined, {reason}" for label, reason in reasons.items()]
+    one = [arm for arm, runs in arms.items() if len(runs) == 1]
+    if one:
+        notes.append(
+            f"{_names(one)} one seed: its spread over seeds is undefined and its intervals "
+            "are the test-patient bootstrap alone; they do not cover training randomness"
+        )
+    few = {arm: len(runs) for arm, runs in arms.items() if 1 < len(runs) < MIN_SEEDS}
+    if few:
+        counts = ", ".join(f"{arm} {n}" for arm, n in few.items())
+        notes.append(
+            f"fewer than {MIN_SEEDS} seeds per arm ({counts}): the seed spread is poorly "
+            "known, so the intervals use a t quantile with few degrees of freedom (wide); "
+            f"train {MIN_SEEDS} or more seeds per arm for intervals you can act on"
+        )
+    if has_base:
+        base = sorted(r.seed for r in arms[baseline])
+        for arm, runs in arms.items():
+            seeds = sorted(r.seed for r in runs)
+            if arm != baseline and seeds != base:
+                notes.append(
+                    f"arm {arm!r} (seeds {seeds}) and {baseline!r} (seeds {base}) do not "
+                    "share their seeds: its delta treats the two arms' seeds as independent"
+                )
+    short = table[(table.n_valid < n_boot) & table.auroc_mean.notna()]
+    for label, group in short.groupby("label", sort=False):
+        valid = int(group.n_valid.min())
+        what = "some label" if label == MACRO else "the label"
+        notes.append(
+            f"{label}: {n_boot - valid} of {n_boot} bootstrap resamples lacked a class for "
+            f"{what} and were left out of its intervals ({valid} valid)"
+        )
+    for arm, control in matched.items():
+        notes.append(
+            f"arm {arm!r} is also compared with {control!r}, real-only data trained for the "
+            "same number of optimizer steps (Δ vs step-matched): a gain over real that "
+            "the step-matched arm also shows comes from longer training, not from the "
+            "synthetic images"
+        )
+    for target, control in matched_controls(runset.runs).items():
+        if target not in arms:
+            notes.append(f"control arm {control!r} matches arm {target!r}, which is not here")
+    backbones = sorted({str(r.config.get("backbone")) for r in runset.runs})
+    if len(backbones) > 1:
+        notes.append(f"runs use different backbones ({', '.join(backbones)})")
+    notes.extend(_data_notes(runset))
+    return notes
+
+
+def _names(arms: list[str]) -> str:
+    quoted = ", ".join(repr(a) for a in arms)
+    return f"arm {quoted} has" if len(arms) == 1 else f"arms {quoted} have"
 
 
 def _runs_frame(runset: RunSet, point: dict, keep: np.ndarray) -> pd.DataFrame:
@@ -494,7 +611,10 @@ def _signed(value: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
-_COMPACT = (0, 1, 3, 6, 7)  # arm, label, AUROC mean ± sd, delta [CI], rel. %
+def _delta_cell(delta: float, lo: float, hi: float) -> str:
+    if not math.isfinite(delta):
+        return "n/a"
+    return f"{_signed(delta)} [{_signed(lo)}, {_signed(hi)}]"
 
 
 def display_rows(
@@ -502,11 +622,14 @@ def display_rows(
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and text rows of the summary table (terminal, Markdown and HTML share it).
 
-    `compact` keeps arm, label, AUROC mean ± sd, the delta with its CI and the relative
-    change (for narrow terminals); the files always have every column.
+    Columns: arm, label, runs, AUROC mean ± sd, min–max, its CI, Δ vs the baseline with its
+    CI, rel. %, Δ vs the arm's step-matched control with its CI (only when the report has
+    one), and the valid resamples of the row's CIs. `compact` keeps arm, label, AUROC
+    mean ± sd and the deltas (for narrow terminals); the files always have every column.
     """
     pct = int(round(report.ci_level * 100))
     base = report.baseline or BASELINE_ARM
+    controls = {c: a for a, c in report.matched.items()}
     headers = [
         "arm",
         "label",
@@ -517,51 +640,78 @@ def display_rows(
         f"Δ vs {base} [{pct}% CI]",
         "rel. %",
     ]
+    if report.matched:
+        headers.append(f"Δ vs step-matched [{pct}% CI]")
+    headers.append("valid resamples")
     out = []
     for row in report.table.itertuples(index=False):
         if macro_only and row.label != MACRO:
             continue
+        valid = "" if pd.isna(row.n_valid) else f"{int(row.n_valid)}/{report.n_boot}"
         if not math.isfinite(row.auroc_mean):  # undefined label (see the notes)
-            out.append([row.arm, row.label, str(row.n_runs), "n/a", "", "", "n/a", ""])
+            cells = [row.arm, row.label, str(row.n_runs), "n/a", "", "", "n/a", ""]
+            out.append(cells + [""] * (len(headers) - len(cells)))
             continue
         sd = "" if not math.isfinite(row.auroc_std) else f" ± {row.auroc_std:.3f}"
         if row.arm == report.baseline:
             delta, rel = "(baseline)", ""
         elif math.isfinite(row.delta):
-            delta = f"{_signed(row.delta)} [{_signed(row.delta_lo)}, {_signed(row.delta_hi)}]"
+            delta = _delta_cell(row.delta, row.delta_lo, row.delta_hi)
             rel = f"{row.relative_pct:+.1f}%"
         else:
             delta, rel = "n/a", ""
-        out.append(
-            [
-                row.arm,
-                row.label,
-                str(row.n_runs),
-                fmt(row.auroc_mean) + sd,
-                f"{fmt(row.auroc_min)}–{fmt(row.auroc_max)}",
-                f"[{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
-                delta,
-                rel,
-            ]
-        )
+        cells = [
+            row.arm,
+            row.label,
+            str(row.n_runs),
+            fmt(row.auroc_mean) + sd,
+            f"{fmt(row.auroc_min)}–{fmt(row.auroc_max)}",
+            f"[{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
+            delta,
+            rel,
+        ]
+        if report.matched:
+            if row.arm in report.matched:
+                cells.append(
+                    _delta_cell(
+                        row.delta_vs_matched, row.delta_vs_matched_lo, row.delta_vs_matched_hi
+                    )
+                    + f" vs {report.matched[row.arm]}"
+                )
+            else:
+                cells.append(f"(control of {controls[row.arm]})" if row.arm in controls else "")
+        out.append([*cells, valid])
     if compact:
-        return [headers[i] for i in _COMPACT], [[r[i] for i in _COMPACT] for r in out]
+        wanted = [0, 1, 3, 6, 7] + ([8] if report.matched else [])
+        return [headers[i] for i in wanted], [[r[i] for i in wanted] for r in out]
     return headers, out
 
 
 def _method_text(report: Report) -> str:
     pct = int(round(report.ci_level * 100))
-    return (
+    base = report.baseline or BASELINE_ARM
+    text = (
         f"AUROC on the real test split ({report.n_test_images} images, "
         f"{report.n_test_patients} patients), per run; per arm the mean over seeds, its sd "
         f"and min–max, and a {pct}% CI of the mean. Δ is the arm's mean AUROC minus the "
-        f"{report.baseline or BASELINE_ARM!r} arm's; its {pct}% CI is a paired bootstrap "
-        f"({report.n_boot} resamples, seed {report.bootstrap_seed}) that draws test patients "
-        "with replacement (the same patients for every arm) and the runs of each arm with "
-        "replacement (the same seeds for both arms where they share them). rel. % = "
-        "100 × Δ / baseline mean AUROC. Macro: the mean over labels with both classes in "
-        "the test set."
+        f"{base!r} arm's. Each CI covers test-patient sampling and training seeds: a "
+        f"patient bootstrap ({report.n_boot} resamples, seed {report.bootstrap_seed}; the "
+        "same resampled patients score every arm, so deltas are paired) gives the patient "
+        "variance, the runs' spread over seeds beyond test-set noise the seed variance, and "
+        "the interval is a t interval (Welch-Satterthwaite degrees of freedom, never "
+        "narrower than the t interval of the per-seed values alone; an arm's AUROC on the "
+        "logit scale); deltas of arms with the same seeds are paired by seed. "
+        "With one seed per arm the CI is the patient-bootstrap percentile interval alone. "
+        f"rel. % = 100 × Δ / {base!r} mean AUROC. Macro: the mean over the labels with both "
+        "classes in the test set, the same labels in every resample; resamples lacking a "
+        "class are left out (valid resamples)."
     )
+    if report.matched:
+        text += (
+            " Δ vs step-matched: the arm minus its real-only control trained for the same "
+            "number of optimizer steps."
+        )
+    return text
 
 
 # ------------------------------------------------------------------------------ figures
@@ -666,6 +816,8 @@ def _report_json(report: Report) -> dict:
         "bootstrap_seed": report.bootstrap_seed,
         "method": _method_text(report),
         "notes": report.notes,
+        "matched": report.matched,
+        "min_seeds": MIN_SEEDS,
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
@@ -792,9 +944,8 @@ def load_report(out: Path) -> Report:
         raise UserError(f"{out}: no report.json; make the report first (cxraug report)")
     doc = json.loads(path.read_text())
     table = pd.DataFrame(doc["rows"], columns=TABLE_COLUMNS)
-    for column in TABLE_COLUMNS:
-        if column.startswith(("auroc_", "delta")) or column == "relative_pct":
-            table[column] = table[column].astype(float)  # JSON null -> NaN
+    for column in _FLOAT_COLUMNS:
+        table[column] = table[column].astype(float)  # JSON null -> NaN
     return Report(
         table=table,
         labels=tuple(doc["labels"]),
@@ -808,6 +959,7 @@ def load_report(out: Path) -> Report:
         bootstrap_seed=doc["bootstrap_seed"],
         notes=list(doc["notes"]),
         synthetic=doc.get("synthetic"),
+        matched=dict(doc.get("matched") or {}),
     )
 
 

@@ -74,10 +74,15 @@ def _noisy(truth: np.ndarray, noise: float, seed: int) -> np.ndarray:
 
 @pytest.fixture
 def three_arms(tmp_path) -> list[Path]:
-    """real (informative but noisy), perfect (prob = truth), random; two seeds each."""
+    """real (informative but noisy), perfect (prob = truth), random; five seeds each.
+
+    Five, not two: with two seeds the seed spread is one number, so an honest interval is a
+    t with 1 df (12.7 x its standard error) and shows nothing; the old interval drew 2 of
+    2 runs with replacement, halving the seed variance, and looked decisive.
+    """
     _, truth = _test_set()
     runs = []
-    for seed in (0, 1):
+    for seed in range(5):
         runs.append(fake_run(tmp_path, "real", seed, _noisy(truth, 1.0, seed)))
         runs.append(fake_run(tmp_path, "mix0.5", seed, np.nan_to_num(np.clip(truth, 0, 1))))
         rand = np.random.default_rng(100 + seed).random(truth.shape)
@@ -98,7 +103,7 @@ def test_report_statistics_signs_and_spread(three_arms):
     _, truth = _test_set()
     for j, label in enumerate(LABELS):
         ok = np.isin(truth[:, j], (0, 1))
-        per_seed = [roc_auc_score(truth[ok, j], _noisy(truth, 1.0, s)[ok, j]) for s in (0, 1)]
+        per_seed = [roc_auc_score(truth[ok, j], _noisy(truth, 1.0, s)[ok, j]) for s in range(5)]
         real = _row(report, "real", label)
         assert real.auroc_mean == pytest.approx(np.mean(per_seed))
         assert real.auroc_std == pytest.approx(np.std(per_seed, ddof=1))
@@ -178,7 +183,7 @@ def test_report_files_have_every_arm_and_label(three_arms, tmp_path):
     }
     doc = json.loads(paths["report.json"].read_text())
     assert doc["baseline"] == "real" and len(doc["rows"]) == len(csv)
-    assert doc["n_test_patients"] == N_PATIENTS and len(doc["runs"]) == 6
+    assert doc["n_test_patients"] == N_PATIENTS and len(doc["runs"]) == 15
     html = paths["report.html"].read_text()
     assert html.count("data:image/png;base64,") == len(LABELS)  # one ROC figure per label
     assert "<style>" in html and "mix0.5" in html and "http" not in html.replace("http-equiv", "")
@@ -251,3 +256,103 @@ def test_cli_report_table_and_errors(three_arms, tmp_path):
     assert len(lines) == 1 and str(other) in lines[0] and "label set" in lines[0]
     result = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(out)])
     assert result.exit_code == 2 and "not a classifier run directory" in result.output
+
+
+# ------------------------------------------------------------------------------ controls, seeds
+
+
+def test_arm_order_puts_controls_and_larger_synthetic_sets_in_place():
+    from classifier.report import arm_order
+
+    arms = ["pretrain-finetune", "synthetic-x4", "mix1", "real-steps-mix1", "synthetic",
+            "mix0.5", "zzz", "real-steps-mix0.5", "synthetic-x2", "real"]  # fmt: skip
+    assert sorted(arms, key=arm_order) == [
+        "real", "real-steps-mix0.5", "real-steps-mix1", "mix0.5", "mix1", "synthetic",
+        "synthetic-x2", "synthetic-x4", "pretrain-finetune", "zzz",
+    ]  # fmt: skip
+
+
+def test_step_matched_control_delta_in_table_display_and_files(tmp_path):
+    """real, mix0.5 and its step-matched real-only control, 3 seeds each."""
+    _, truth = _test_set()
+    runs = []
+    for seed in range(3):
+        runs.append(fake_run(tmp_path, "real", seed, _noisy(truth, 1.0, seed)))
+        runs.append(fake_run(tmp_path, "mix0.5", seed, _noisy(truth, 0.4, 10 + seed)))
+        control = {"matched_to": "mix0.5"}
+        prob = _noisy(truth, 0.7, 20 + seed)
+        runs.append(fake_run(tmp_path, "real-steps-mix0.5", seed, prob, config=control))
+    report = summarize_arms(collect_runs(runs), n_boot=200)
+    assert report.arms == ["real", "real-steps-mix0.5", "mix0.5"]
+    assert report.matched == {"mix0.5": "real-steps-mix0.5"}
+    for label in (*LABELS, "macro"):
+        mix, control = _row(report, "mix0.5", label), _row(report, "real-steps-mix0.5", label)
+        assert mix.matched_arm == "real-steps-mix0.5"
+        assert mix.delta_vs_matched == pytest.approx(mix.auroc_mean - control.auroc_mean)
+        assert mix.delta_vs_matched_lo <= mix.delta_vs_matched <= mix.delta_vs_matched_hi
+        assert mix.relative_vs_matched_pct == pytest.approx(
+            100 * mix.delta_vs_matched / control.auroc_mean
+        )
+        assert math.isfinite(control.delta) and math.isnan(control.delta_vs_matched)
+    assert any("step-matched" in n and "longer training" in n for n in report.notes)
+    assert any("fewer than 5 seeds" in n for n in report.notes)
+
+    headers, rows = display_rows(report)
+    assert headers[8] == "Δ vs step-matched [95% CI]" and headers[-1] == "valid resamples"
+    by_arm = {(r[0], r[1]): r for r in rows}
+    assert by_arm[("mix0.5", "macro")][8].endswith("vs real-steps-mix0.5")
+    assert by_arm[("real-steps-mix0.5", "macro")][8] == "(control of mix0.5)"
+    assert by_arm[("real", "macro")][-1] == "200/200"
+    compact_headers, _ = display_rows(report, compact=True)
+    assert "Δ vs step-matched [95% CI]" in compact_headers
+
+    paths = write_report(report, tmp_path / "out")
+    csv = pd.read_csv(paths["report.csv"])
+    assert list(csv.columns[:19]) == [  # the old columns first, unchanged (additive)
+        "arm", "label", "n_runs", "seeds", "auroc_mean", "auroc_lo", "auroc_hi", "auroc_std",
+        "auroc_min", "auroc_max", "baseline", "delta", "delta_lo", "delta_hi", "relative_pct",
+        "paired_by_seed", "n_positive", "n_negative", "note",
+    ]  # fmt: skip
+    assert {"n_valid", "matched_arm", "delta_vs_matched", "delta_vs_matched_lo"} <= set(csv)
+    doc = json.loads(paths["report.json"].read_text())
+    assert doc["matched"] == {"mix0.5": "real-steps-mix0.5"} and doc["report_version"] == 2
+    assert "Δ vs step-matched" in paths["report.md"].read_text()
+    assert "Δ vs step-matched" in paths["report.html"].read_text()
+    from classifier.report import load_report
+
+    again = load_report(tmp_path / "out")
+    assert again.matched == report.matched
+    assert display_rows(again) == display_rows(report)
+
+
+def test_few_seeds_are_warned_in_notes_terminal_and_files(tmp_path):
+    _, truth = _test_set()
+    runs = [fake_run(tmp_path, arm, s, _noisy(truth, 1.0, 3 * s + k))
+            for k, arm in enumerate(("real", "mix0.5")) for s in range(3)]  # fmt: skip
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", *map(str, runs), "--out", str(out), "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    assert "fewer than 5 seeds" in " ".join(result.output.split())
+    for name in ("report.md", "report.html", "report.json"):
+        assert "fewer than 5 seeds" in (out / name).read_text()
+
+
+def test_seed_interval_is_wider_than_drawing_runs_with_replacement(tmp_path):
+    """3 seeds that differ far more than test noise explains: the delta CI is the t(2)
+    interval of the per-seed deltas, not a bootstrap over 3 of 3 runs."""
+    from scipy.stats import t as student_t
+
+    _, truth = _test_set()
+    clean = np.nan_to_num(np.clip(truth, 0, 1))
+    runs = []
+    for seed, flip in enumerate((0.05, 0.15, 0.30)):  # mix0.5 seeds differ a lot
+        runs.append(fake_run(tmp_path, "real", seed, _noisy(truth, 1.0, 7)))  # same model
+        noisy = np.where(np.random.default_rng(seed).random(truth.shape) < flip, 1 - clean, clean)
+        runs.append(fake_run(tmp_path, "mix0.5", seed, noisy + 0.01 * _noisy(truth, 1.0, 8)))
+    report = summarize_arms(collect_runs(runs), n_boot=300)
+    for label in (*LABELS, "macro"):
+        row = _row(report, "mix0.5", label)
+        # The real arm's seeds are one model, so the per-seed deltas spread as mix0.5's runs.
+        t_half = student_t.ppf(0.975, 2) * row.auroc_std / math.sqrt(3)
+        assert (row.delta_hi - row.delta_lo) / 2 >= t_half * (1 - 1e-9)
+        assert row.auroc_std > 0.02  # the seeds do differ: this is the regime that matters
