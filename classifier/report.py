@@ -56,6 +56,13 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
+from classifier.efficiency import (
+    efficiency_figure,
+    efficiency_table,
+    size_tag,
+    synthetic_worth,
+    worth_text,
+)
 from classifier.evaluate import (
     CI_LEVEL,
     SeedInterval,
@@ -203,8 +210,16 @@ def _ratio(text: str) -> float:
 
 
 def arm_order(arm: str) -> tuple:
-    """Sort key: real, its step-matched controls, mixes, synthetic, larger synthetic sets
+    """Sort key: arms on the whole train split first, then each real size (ascending); within
+    a size: real, its step-matched controls, mixes, synthetic, larger synthetic sets
     (``synthetic-x<k>``, k ascending), pretrain-finetune, then the rest; ties by name."""
+    tag = size_tag(arm)
+    if not tag:
+        return (0, 0.0, *_arm_key(arm))
+    return (1, float(tag[2:]), *_arm_key(arm[: -len(tag)]))
+
+
+def _arm_key(arm: str) -> tuple:
     if arm == BASELINE_ARM:
         return (0, 0.0, arm)
     if arm.startswith(CONTROL_PREFIX):  # real-steps-mix0.5: next to real, by its ratio
@@ -354,6 +369,14 @@ def _delta_fields(
     }
 
 
+def baseline_for(arm: str, baseline: str, arms) -> str | None:
+    """The arm `arm` is compared with: the real-only arm of the same real size."""
+    same_size = f"{baseline}{size_tag(arm)}"
+    if same_size in arms:
+        return same_size
+    return baseline if baseline in arms else None
+
+
 def summarize_arms(
     runset: RunSet,
     baseline: str = BASELINE_ARM,
@@ -414,9 +437,8 @@ def summarize_arms(
     for arm, runs in arms.items():
         own = data[arm]
         mean_ci = arm_interval(own, level)
-        vs_base = (
-            delta_interval(own, data[baseline], level) if has_base and arm != baseline else None
-        )
+        base = baseline_for(arm, baseline, arms)
+        vs_base = delta_interval(own, data[base], level) if base and arm != base else None
         vs_matched = delta_interval(own, data[matched[arm]], level) if arm in matched else None
         for k, name in enumerate(names):
             v = own.values[:, k]
@@ -432,7 +454,7 @@ def summarize_arms(
                 "auroc_std": float(v.std(ddof=1)) if finite and len(v) > 1 else math.nan,
                 "auroc_min": float(v.min()) if finite else math.nan,
                 "auroc_max": float(v.max()) if finite else math.nan,
-                "baseline": baseline if has_base else None,
+                "baseline": base,
                 "paired_by_seed": vs_base[1] if vs_base else None,
                 "n_positive": n_pos[k] if k < len(labels) else None,
                 "n_negative": n_neg[k] if k < len(labels) else None,
@@ -445,14 +467,14 @@ def summarize_arms(
                 continue
             if vs_base:
                 fields = _delta_fields(
-                    vs_base[0], data[baseline].values.mean(axis=0), k, "delta", "relative_pct"
+                    vs_base[0], data[base].values.mean(axis=0), k, "delta", "relative_pct"
                 )
                 row.update(fields)
                 if not fields:
                     row["note"] = (row["note"] + "; " if row["note"] else "") + (
                         "no bootstrap CI for the delta (resamples lack a class); delta omitted"
                     )
-            elif arm == baseline:
+            elif arm == base:
                 row["note"] = row["note"] or "baseline"
             if vs_matched:
                 row.update(
@@ -821,6 +843,15 @@ def _report_json(report: Report) -> dict:
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
+        "data_efficiency": {
+            "rows": efficiency_table(report).to_dict(orient="records"),
+            # inf (never reached within the measured sizes) is written as null
+            "synthetic_worth": [
+                {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                 for k, v in w.items()}
+                for w in synthetic_worth(efficiency_table(report))
+            ],
+        },
     }
 
 
@@ -886,6 +917,17 @@ def write_report(
     md += [f"- note: {n}\n" for n in report.notes]
     md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
     md += ["\n## Per label\n\n", md_table(headers, rows)]
+    efficiency = efficiency_table(report)
+    worth = synthetic_worth(efficiency)
+    if len(efficiency):
+        md += ["\n## Data efficiency: AUROC against real train size\n\n"]
+        md += [f"{worth_text(w)}\n\n" for w in worth]
+        eff_rows = [
+            [r.family, r.label, f"{r.n_real:.0f}", fmt(r.auroc_mean),
+             f"[{fmt(r.auroc_lo)}, {fmt(r.auroc_hi)}]"]
+            for r in efficiency.itertuples(index=False)
+        ]  # fmt: skip
+        md.append(md_table(["arm", "label", "real train", "AUROC", "95% CI"], eff_rows))
     md += ["\n## Runs\n\n", md_table(run_headers, run_rows)]
     if synthetic:
         md.append(f"\nSynthetic samples: {synthetic} (grid in report.html).\n")
@@ -924,6 +966,11 @@ def write_report(
             f"<p class='method'>{html.escape(str(synthetic))}</p>",
             f"<img class='grid' alt='synthetic samples' src='data:image/png;base64,{grid}'/>",
         ]
+    if len(efficiency):
+        png = efficiency_figure(efficiency)
+        parts.append("<h2>Data efficiency: AUROC against real train size</h2>")
+        parts += [f"<p>{html.escape(worth_text(w))}</p>" for w in worth]
+        parts.append(f"<img class='grid' alt='data efficiency' src='data:image/png;base64,{png}'/>")
     parts += ["<h2>Runs</h2>", html_table(run_headers, run_rows, "runs")]
     parts += [s["html"] for s in sections if s.get("html")]
     parts.append("</body></html>\n")

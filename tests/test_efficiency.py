@@ -1,0 +1,45 @@
+"""Data efficiency: curves per arm family and the real-image worth of synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from classifier.efficiency import size_tag, synthetic_worth, worth_text
+from classifier.report import arm_order, baseline_for
+
+
+def _table(real: list[float], mixed: list[float], sizes=(40, 80, 160)) -> pd.DataFrame:
+    rows = []
+    for family, values in (("real", real), ("mix0.5", mixed)):
+        for n, v in zip(sizes, values, strict=True):
+            rows.append({"family": family, "arm": f"{family}-n{n}", "n_real": float(n),
+                         "label": "macro", "auroc_mean": v, "auroc_lo": v - 0.02,
+                         "auroc_hi": v + 0.02})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_worth_interpolates_the_real_curve():
+    worth = synthetic_worth(_table([0.70, 0.80, 0.90], [0.75, 0.82, 0.91]))
+    (w,) = worth
+    assert w["n_real"] == 40 and math.isclose(w["real_equivalent"], 60.0)
+    assert math.isclose(w["real_equivalent_lo"], 52.0) and math.isclose(w["real_equivalent_hi"], 68.0)
+    assert "about 60 real images [52, 68]" in worth_text(w)
+
+
+def test_worth_none_and_beyond_range():
+    (none,) = synthetic_worth(_table([0.80, 0.85, 0.90], [0.78, 0.84, 0.9]))
+    assert none["real_equivalent"] == 40 and "worth no extra real images" in worth_text(none)
+    (beyond,) = synthetic_worth(_table([0.70, 0.75, 0.80], [0.95, 0.95, 0.95]))
+    assert math.isinf(beyond["real_equivalent"]) and "> 160" in worth_text(beyond)
+
+
+def test_sized_arms_compare_with_the_real_arm_of_their_size_and_sort_by_size():
+    arms = ["real", "mix0.5", "real-n40", "mix0.5-n40", "real-steps-mix0.5-n40"]
+    assert size_tag("mix0.5-n40") == "-n40" and size_tag("synthetic-x2") == ""
+    assert baseline_for("mix0.5-n40", "real", arms) == "real-n40"
+    assert baseline_for("mix0.5", "real", arms) == "real"
+    assert sorted(reversed(arms), key=arm_order) == [
+        "real", "mix0.5", "real-n40", "real-steps-mix0.5-n40", "mix0.5-n40"
+    ]
