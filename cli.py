@@ -687,6 +687,30 @@ def train_classifier_cmd(
     arm: Annotated[
         str | None, typer.Option("--arm", help="Arm name (default: real, synthetic, mix0.5, ...).")
     ] = TrainConfig.arm,
+    real_size: Annotated[
+        float | None,
+        typer.Option(
+            "--real-size",
+            help="Train on a nested, patient-level, label-stratified subset of the real train "
+            "split: N images (>= 1) or a fraction (< 1). Val/test stay whole.",
+        ),
+    ] = TrainConfig.real_size,
+    matched_to: Annotated[
+        str | None,
+        typer.Option(
+            "--matched-to",
+            help="Record that this real-only run is the step-matched control of ARM (give it "
+            "--train-size equal to ARM's training-set size so it takes as many steps).",
+        ),
+    ] = TrainConfig.matched_to,
+    allow_foreign_synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--allow-foreign-synthetic",
+            help="Accept a synthetic set whose prompt and generator patients cannot be checked "
+            "against the val/test patients of --real (reports say so).",
+        ),
+    ] = TrainConfig.allow_foreign_synthetic,
     hflip: Annotated[
         bool, typer.Option("--hflip", help="Random horizontal flips (off: laterality matters).")
     ] = False,
@@ -725,6 +749,9 @@ def train_classifier_cmd(
         num_workers=num_workers,
         on_bad_image=on_bad_image,
         arm=arm,
+        real_size=real_size,
+        matched_to=matched_to,
+        allow_foreign_synthetic=allow_foreign_synthetic,
         augment=AugmentConfig(hflip=hflip),
         cache_dir=cache_dir,
         resume=resume,
@@ -771,6 +798,14 @@ def report_cmd(
     ] = "real",
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
     seed: Seed = 0,
+    allow_foreign_synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--allow-foreign-synthetic",
+            help="Report runs whose synthetic images' patients were never checked (said in the "
+            "report's header).",
+        ),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """AUROC per arm and label over seeds; deltas vs real-only with paired bootstrap CIs.
@@ -786,7 +821,15 @@ def report_cmd(
 
         sections.append(generator_section(generator_eval))
     report, paths = make_report(
-        runs, out, synthetic, baseline, n_boot, seed, sections=sections, overwrite=overwrite
+        runs,
+        out,
+        synthetic,
+        baseline,
+        n_boot,
+        seed,
+        sections=sections,
+        overwrite=overwrite,
+        allow_foreign_synthetic=allow_foreign_synthetic,
     )
     _print_report(report)
     console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
@@ -951,6 +994,9 @@ def probe_text_encoder_cmd(
         ),
     ] = None,
     seed: Seed = 0,
+    n_boot: Annotated[
+        int, typer.Option("--n-boot", help="Bootstrap resamples of held-out patients (CI).")
+    ] = 1000,
     overwrite: Overwrite = False,
 ) -> None:
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
@@ -965,6 +1011,7 @@ def probe_text_encoder_cmd(
             pooling=pooling,
             out=out,
             seed=seed,
+            n_boot=n_boot,
             overwrite=overwrite,
         )
     )

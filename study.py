@@ -787,6 +787,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
             seed=cfg.report.seed,
             sections=sections,
             overwrite=True,
+            allow_foreign_synthetic=cfg.classifier.allow_foreign_synthetic,
         )
         stages.finish("report", start)
     return StudyResult(

@@ -259,7 +259,8 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
             (
                 "table",
                 probe["rows"],
-                ["label", "base_auroc", "finetuned_auroc", "delta", "relative_pct"],
+                ["label", "base_auroc", "finetuned_auroc", "delta", "delta_lo", "delta_hi",
+                 "relative_pct"],
             ),
         ]
         blocks += [("p", f"Probe note: {note}") for note in probe.get("notes", [])]

@@ -74,6 +74,7 @@ from classifier.evaluate import (
     seed_interval,
 )
 from classifier.tables import fmt, html_table, md_table
+from manifests import provenance
 from manifests.errors import UserError
 from manifests.files import atomic_path, write_json
 from manifests.io import read_manifest
@@ -609,6 +610,27 @@ def _runs_frame(runset: RunSet, point: dict, keep: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def check_provenance(runset: RunSet, allow_foreign: bool = False) -> list[str]:
+    """Refuse runs trained on synthetic images whose patients were never checked against the
+    test set (made before provenance records) unless `allow_foreign`; notes for the header."""
+    notes = []
+    for run in runset.runs:
+        status = run.config.get("synthetic_provenance")
+        if not run.config.get("n_synthetic_train") or status == provenance.CHECKED:
+            continue
+        if status is None and not allow_foreign:
+            raise UserError(
+                f"{run.path}: trained on synthetic images whose prompt and generator patients "
+                "were never checked against the test patients (a run from before provenance "
+                "records); retrain it, or pass --allow-foreign-synthetic to report it anyway"
+            )
+        notes.append(
+            f"arm {run.arm} (seed {run.seed}): its synthetic images' patients could not be "
+            "checked against the test patients (accepted with --allow-foreign-synthetic)"
+        )
+    return list(dict.fromkeys(notes))
+
+
 def _data_notes(runset: RunSet) -> list[str]:
     """Say so when the test set is the phantom dataset (read from the real manifest)."""
     real = next((r.config.get("real") for r in runset.runs if r.config.get("real")), None)
@@ -1019,9 +1041,13 @@ def make_report(
     seed: int = 0,
     sections: Sequence[dict[str, str]] = (),
     overwrite: bool = False,
+    allow_foreign_synthetic: bool = False,
 ) -> tuple[Report, dict[str, Path]]:
-    """collect_runs -> summarize_arms -> write_report, for the CLI and the study."""
-    report = summarize_arms(collect_runs(run_dirs), baseline=baseline, n_boot=n_boot, seed=seed)
+    """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study)."""
+    runset = collect_runs(run_dirs)
+    foreign = check_provenance(runset, allow_foreign_synthetic)
+    report = summarize_arms(runset, baseline=baseline, n_boot=n_boot, seed=seed)
+    report.notes[:0] = foreign  # the header says so first
     return report, write_report(report, out, synthetic, sections, overwrite)
 
 

@@ -356,3 +356,25 @@ def test_seed_interval_is_wider_than_drawing_runs_with_replacement(tmp_path):
         t_half = student_t.ppf(0.975, 2) * row.auroc_std / math.sqrt(3)
         assert (row.delta_hi - row.delta_lo) / 2 >= t_half * (1 - 1e-9)
         assert row.auroc_std > 0.02  # the seeds do differ: this is the regime that matters
+
+
+def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path):
+    from classifier.report import make_report
+
+    _, truth = _test_set(0)
+    prob = _noisy(truth, 0.5, 1)
+    real = fake_run(tmp_path / "runs", "real", 0, prob)
+    old = fake_run(tmp_path / "runs", "mix0.5", 0, prob, config={"n_synthetic_train": 40})
+    with pytest.raises(UserError, match="never checked against the test patients"):
+        make_report([real, old], tmp_path / "r1")
+    report, _ = make_report([real, old], tmp_path / "r2", allow_foreign_synthetic=True)
+    assert "could not be checked" in report.notes[0]
+    checked = fake_run(
+        tmp_path / "ok",
+        "mix0.5",
+        0,
+        prob,
+        config={"n_synthetic_train": 40, "synthetic_provenance": "checked"},
+    )
+    report, _ = make_report([real, checked], tmp_path / "r3")
+    assert not any("could not be checked" in n for n in report.notes)
