@@ -74,3 +74,39 @@ def test_unsplit_manifest_is_refused_and_digests_are_stable():
     provenance.require_patient_split(split, "--manifest m.parquet")
     assert provenance.split_map_digest(split) != provenance.split_map_digest(unsplit)
     assert provenance.patients_digest(["b", "a", "a"]) == provenance.patients_digest(["a", "b"])
+
+
+def test_cli_refuses_a_synthetic_set_made_from_another_split(tmp_path, phantom_dir):
+    """Split twice with different seeds, fine-tune and prompt on one, train on the other."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from manifests.io import read_manifest, write_manifest
+    from manifests.splits import split_by_patient
+
+    runner = CliRunner()
+    source = read_manifest(phantom_dir / "manifest.parquet")
+    for seed in (0, 1):
+        split = split_by_patient(source, (0.5, 0.25, 0.25), seed=seed)
+        write_manifest(split, phantom_dir / f"split{seed}.parquet", overwrite=True)
+    gen, syn = tmp_path / "gen", tmp_path / "syn"
+    steps = ["--max-steps", "2", "--autoencoder-steps", "2", "--batch-size", "4"]
+    result = runner.invoke(
+        app, ["finetune", "--manifest", str(phantom_dir / "split1.parquet"), "--base", "tiny",
+              "--out", str(gen), *steps],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["synthesize", "--model", str(gen), "--prompts-from",
+              str(phantom_dir / "split1.parquet"), "--labels", "pleural_effusion:6",
+              "--num-inference-steps", "1", "--out", str(syn)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    train = ["train-classifier", "--real", str(phantom_dir / "split0.parquet"), "--synthetic",
+             str(syn / "manifest.parquet"), "--mix", "0.5", "--backbone", "test_resnet",
+             "--epochs", "1", "--image-size", "32"]  # fmt: skip
+    refused = runner.invoke(app, [*train, "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2, refused.output
+    line = refused.output.strip()
+    assert len(line.splitlines()) == 1 and "val/test patients" in line, line
+    assert not (tmp_path / "run").exists()
