@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from augmentor.config import FinetuneConfig, SynthesisConfig
+from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
 
@@ -66,14 +68,19 @@ class DataConfig:
 
 @dataclass
 class GeneratorConfig:
-    """Fine-tuning of the generator on the real train split (RoentGen recipe)."""
+    """Fine-tuning of the generator on the real train split (RoentGen recipe).
+
+    Defaults are `augmentor.config.FinetuneConfig`'s, except that the text encoder trains
+    with the UNet (RoentGen's best setting).
+    """
 
     base: str = "tiny"  # 'tiny' or a local diffusers folder
-    max_steps: int = 400  # UNet steps
-    autoencoder_steps: int = 200  # only from 'tiny': steps fitting the 1-channel autoencoder
-    batch_size: int = 16
-    learning_rate: float | None = None  # None: finetune's default for the base
-    train_text_encoder: bool = False
+    max_steps: int = FinetuneConfig.max_steps  # UNet steps
+    # only from 'tiny': steps fitting the 1-channel autoencoder
+    autoencoder_steps: int = FinetuneConfig.autoencoder_steps
+    batch_size: int = FinetuneConfig.batch_size
+    learning_rate: float | None = FinetuneConfig.learning_rate  # None: the base's default
+    train_text_encoder: bool = True
     checkpointing_steps: int = 100  # an interrupted study resumes from the latest one
     seed: int = 0
     # Any other `augmentor.finetune.FinetuneConfig` field, passed through by name.
@@ -85,12 +92,13 @@ class SynthesisStageConfig:
     """Label-balanced synthesis prompted by real train reports."""
 
     labels: str = "pleural_effusion:100,pneumothorax:100"  # LABEL:COUNT,...
-    negatives: int = 0  # extra images from 'No Finding' reports
-    scheduler: str = "ddim"
-    num_inference_steps: int = 25
-    guidance_scale: float = 4.0
-    batch_size: int = 16
-    seed: int = 0
+    negatives: int = SynthesisConfig.negatives  # extra images from 'No Finding' reports
+    # RoentGen's sampler (augmentor.config): PNDM, 75 steps, guidance 4.
+    scheduler: str = SynthesisConfig.scheduler
+    num_inference_steps: int = SynthesisConfig.num_inference_steps
+    guidance_scale: float = SynthesisConfig.guidance_scale
+    batch_size: int = SynthesisConfig.batch_size
+    seed: int = SynthesisConfig.seed
 
 
 @dataclass
@@ -98,14 +106,15 @@ class ClassifierStageConfig:
     """Classifier arms x seeds, evaluated on the real test split."""
 
     labels: list[str] = field(default_factory=lambda: ["Pleural Effusion", "Pneumothorax"])
-    backbone: str = "densenet121"
+    # Defaults from `classifier.config.TrainConfig`.
+    backbone: str = TrainConfig.backbone
     pretrained: str | None = None  # local timm weights
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-4
-    patience: int = 3
-    uncertain: str = "ignore"
+    image_size: int = TrainConfig.image_size
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    patience: int = TrainConfig.patience
+    uncertain: str = TrainConfig.uncertain
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
     # A real-only arm per mixed arm trained for the same number of optimizer steps (its real
@@ -117,12 +126,13 @@ class ClassifierStageConfig:
     # Data efficiency: real train sizes (image counts >= 1, or fractions < 1) at which the
     # real, mixed and matched arms are also trained on a nested, patient-level subset.
     real_sizes: list[float] = field(default_factory=list)
-    allow_foreign_synthetic: bool = False  # a synthetic set whose patients cannot be checked
+    # a synthetic set whose patients cannot be checked
+    allow_foreign_synthetic: bool = TrainConfig.allow_foreign_synthetic
     pretrain_finetune: bool = True
     # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
     # from the synthetic arm's run, which saw as many images as the real train split.
     pretrain_all_synthetic: bool = False
-    num_workers: int = 0
+    num_workers: int = TrainConfig.num_workers
 
 
 @dataclass
@@ -358,6 +368,60 @@ def config_to_toml(cfg: StudyConfig) -> str:
         lines.append(f"\n[{section}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+# RoentGen's protocol (arXiv 2211.12737) as this study reproduces it, for the deviation list.
+ROENTGEN_PROTOCOL = {
+    "resolution (px)": 512,
+    "images per optimizer step": 256,
+    "text encoder trained": True,
+    "sampler": "pndm",
+    "sampling steps": 75,
+    "guidance scale": 4.0,
+}
+
+
+def roentgen_deviations(cfg: StudyConfig) -> list[str]:
+    """Where this study's settings differ from RoentGen's protocol (each a line for the report)."""
+    g, s = cfg.generator, cfg.synthesis
+    options = g.options or {}
+    resolution = options.get("resolution") or (
+        cfg.data.phantom_size if g.base == "tiny" and cfg.data.manifest is None else None
+    )
+    batch = g.batch_size * int(options.get("gradient_accumulation_steps", 1))
+    ours = {
+        "resolution (px)": resolution or 512,
+        "images per optimizer step": batch,
+        "text encoder trained": g.train_text_encoder,
+        "sampler": s.scheduler,
+        "sampling steps": s.num_inference_steps,
+        "guidance scale": s.guidance_scale,
+    }
+    lines = [
+        f"{key}: {ours[key]!r} here, {value!r} in RoentGen"
+        for key, value in ROENTGEN_PROTOCOL.items()
+        if ours[key] != value
+    ]
+    if g.base == "tiny":
+        lines.insert(0, "base: the miniature `tiny` model trained from scratch on CPU, not "
+                     "Stable Diffusion 1.x")  # fmt: skip
+    return lines
+
+
+def deviations_section(cfg: StudyConfig) -> dict[str, str]:
+    """The deviation list as a report section ({'md', 'html'})."""
+    from html import escape
+
+    lines = roentgen_deviations(cfg)
+    title = "Deviations from RoentGen's protocol"
+    if not lines:
+        text = "None: this study follows RoentGen's fine-tuning and sampling protocol."
+        return {"md": f"## {title}\n\n{text}\n", "html": f"<h2>{title}</h2><p>{text}</p>"}
+    md = f"## {title}\n\n" + "".join(f"- {line}\n" for line in lines)
+    html = f"<h2>{escape(title)}</h2><ul>" + "".join(
+        f"<li>{escape(line)}</li>" for line in lines
+    ) + "</ul>"
+    return {"md": md, "html": html}
 
 
 def _check_config(cfg: StudyConfig) -> None:
@@ -760,7 +824,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     if any(k.startswith("train ") for k in stages.seconds):
         stages.seconds["train"] = time.perf_counter() - train_start
 
-    sections = []
+    sections = [deviations_section(cfg)]
     if cfg.report.generator_eval:
         from augmentor.evaluate import GENERATOR_EVAL_FILE, generator_section
 

@@ -164,3 +164,15 @@ def test_real_manifest_config_paths_and_kept_split(tmp_path, phantom_manifest):
     before, after = read_manifest(phantom_manifest), read_manifest(out)
     assert list(after.rows["split"]) == list(before.rows["split"])
     assert after.image_paths()[0].is_file() and "keeping its" in lines[0]
+
+
+def test_real_base_defaults_follow_roentgen_and_the_demo_lists_its_deviations():
+    from study import GeneratorConfig, StudyConfig, demo_preset, roentgen_deviations
+
+    real = StudyConfig(generator=GeneratorConfig(base="/models/sd15", batch_size=256))
+    assert real.generator.train_text_encoder and real.synthesis.scheduler == "pndm"
+    assert (real.synthesis.num_inference_steps, real.synthesis.guidance_scale) == (75, 4.0)
+    assert roentgen_deviations(real) == []
+    demo = roentgen_deviations(demo_preset())
+    assert demo[0].startswith("base: the miniature `tiny` model")
+    assert any(line.startswith("resolution (px): 64 here, 512") for line in demo)
