@@ -1,30 +1,37 @@
 """Classifier: timm training on real/synthetic/mixed CXRs, evaluation, reports.
 
-Stable API (others build on it; import from the submodules, this package imports nothing
-heavy):
+Stable API (import from the submodules; this package imports nothing heavy):
+
+Configuration (`classifier.config`, torch-free)
+    TrainConfig(real, out, synthetic=None, mix=0.0, train_size=None, backbone="densenet121",
+        labels=None, ..., real_size=None, allow_foreign_synthetic=False, matched_to=None,
+        arm=None, resume=False, overwrite=False)
+    check_train_config(cfg); default_arm(mix, init_from)
 
 Training (`classifier.train`)
-    TrainConfig(real, out, synthetic=None, mix=0.0, train_size=None, backbone="densenet121",
-        labels=None, pretrained=None, init_from=None, uncertain="ignore", image_size=224,
-        epochs=10, batch_size=32, lr=3e-4, ..., seed=0, on_bad_image="error", arm=None,
-        resume=False, overwrite=False)
-    train_classifier(cfg, log=None) -> Path            # the run directory
+    train_classifier(cfg, log=None) -> Path            # the run folder
     start_training(cfg, log=None) -> TrainingSession | None   # step-by-step (benchmarks)
-    load_run(run_dir, device="cpu") -> (timm model in eval mode, config dict)
-    default_arm(mix, init_from) -> "real" | "synthetic" | "mix0.5" | "pretrain-finetune"
 
-Evaluation (`classifier.evaluate`)
+The run folder (`classifier.run`, its only owner)
+    read_config(run_dir), read_metrics(run_dir), read_predictions(run_dir) -> (frame, labels)
+    load_model(run_dir, device="cpu") -> (timm model in eval mode, config dict)
+    find_runs(paths) -> run folders; FORMAT (manifests.runfolder.FolderFormat)
+    config.json, model.safetensors (best val epoch), predictions.parquet, metrics.json
+    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.train_state:
+    safetensors + JSON, never pickles)
+
+Evaluation and statistics (`classifier.evaluate`)
     evaluate_run(run_dir, manifest=None, split="test", out_dir=None, n_boot=1000, seed=0)
-        -> metrics dict (also writes predictions.parquet and metrics.json)
     bootstrap_auroc(y_true, y_prob, groups, n_boot=1000, seed=0) -> (auroc, lo, hi)
     paired_bootstrap_delta(y_true, prob_a, prob_b, groups, n_boot=1000, seed=0)
-        -> (auroc_b - auroc_a, lo, hi)            # same resampled patients for both arms
-    patient_resample_weights(groups, n_boot, seed) -> (weights (B, P), codes (n,))
-    weighted_auroc(y_true, y_score, weights (B, n)) -> (B,) AUROC
-    compute_metrics(y_true, y_prob, labels, groups, n_boot, seed) -> metrics dict
-    read_predictions(run_dir) -> (frame, labels)
+    fixed_macro(per_label, keep)       # the macro over one fixed label set in every resample
+    seed_interval(terms, level, delta, method) -> SeedInterval  # patient bootstrap + seeds, t
+    compute_metrics(...) -> metrics dict (with ci_n_valid / macro_ci_n_valid)
 
-A run directory: `config.json`, `model.safetensors` (best val epoch), `metrics.json` (written
-last: present means finished), `predictions.parquet` (`image_path`, `patient_id`,
-`study_id`, `true.<label>` raw 1/0/-1/NaN, `prob.<label>`), `checkpoints/` (resume state).
+Reports (`classifier.report`, `classifier.efficiency`, `classifier.tables`)
+    make_report(run_dirs, out, synthetic=None, ..., allow_foreign_synthetic=False)
+    efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
+
+Also: `classifier.dataset.ManifestDataset` (a PyTorch Dataset over any manifest for your own
+trainer), `classifier.tracking` (--report-to tensorboard|wandb), `classifier.train_state`.
 """
