@@ -5,6 +5,7 @@ User errors (`manifests.UserError`) print as one line on stderr and exit with co
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -23,12 +24,41 @@ err_console = Console(stderr=True, soft_wrap=True)
 class _Group(TyperGroup):
     """A click group that turns a UserError anywhere below it into one line and exit 2."""
 
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: D102
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx: click.Context):  # noqa: D102
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+        with _one_line_usage_errors():
+            try:
+                return super().invoke(ctx)
+            except UserError as exc:
+                click.echo(f"error: {exc}", err=True)
+                raise typer.Exit(code=2) from None
+
+
+try:  # typer >= 0.20 vendors click: its usage errors are its own classes
+    from typer._click.exceptions import NoArgsIsHelpError as _TyperNoArgs
+    from typer._click.exceptions import UsageError as _TyperUsageError
+except ImportError:  # pragma: no cover - typer on plain click
+    _TyperNoArgs, _TyperUsageError = click.exceptions.NoArgsIsHelpError, click.UsageError
+_NO_ARGS_IS_HELP = (click.exceptions.NoArgsIsHelpError, _TyperNoArgs)
+_USAGE_ERRORS = (click.UsageError, _TyperUsageError)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    """Click's usage errors (a bad flag value, an unknown option) as one line and exit 2,
+    like a UserError; a bare command still prints its help."""
+    try:
+        yield
+    except _NO_ARGS_IS_HELP:
+        raise
+    except _USAGE_ERRORS as exc:
+        message = " ".join(exc.format_message().split())
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        click.echo(f"error: {where}{message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -579,6 +609,9 @@ def synthesize_cmd(
     ] = None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
+    from augmentor.label_spec import split_label_counts
+
+    split_label_counts(labels, negatives)  # a typo answers before torch loads
     from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
     from augmentor.synthesize import SynthesisConfig
 

@@ -27,6 +27,7 @@ import torch
 from augmentor import synthetic_set as sset
 from augmentor.base import check_pipeline_dir, cpu_only, load_pipeline
 from augmentor.generator import training_patients
+from augmentor.label_spec import split_label_counts
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
 from manifests import provenance, runfolder
 from manifests.errors import UserError
@@ -204,6 +205,7 @@ def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> 
 
 
 def _check_config(config: SynthesisConfig) -> None:
+    split_label_counts(config.labels, config.negatives)  # syntax and the size cap, first
     config.scheduler = config.scheduler.strip().lower()
     if config.scheduler not in SCHEDULERS:
         raise UserError(
