@@ -213,7 +213,7 @@ def manifest_summary(manifest: ManifestArg) -> None:
     from manifests.io import read_manifest
     from manifests.summary import summarize
 
-    summary = summarize(read_manifest(manifest))
+    summary = summarize(read_manifest(manifest), where=str(manifest))
     _print_frame(summary.counts, f"{manifest}: images and patients")
     _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)")
     if summary.not_labelled:
@@ -846,8 +846,10 @@ def study_cmd(
 
     Without --preset or --config: resumes the study in --out, or runs the demo preset.
     """
+    from manifests.files import check_output_folder
     from study import study
 
+    check_output_folder(out, "--out")
     result = study(out, preset, config, overwrite, log=console.print)
     _print_report(result.report, title=f"study {result.name!r}: AUROC per arm (real test split)")
     console.print(f"report: {result.report_files['report.html']}")

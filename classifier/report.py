@@ -55,6 +55,7 @@ from classifier.evaluate import (
 )
 from classifier.tables import fmt, html_table, md_table
 from manifests.errors import UserError
+from manifests.files import check_output_folder
 from manifests.io import atomic_path, read_manifest, write_json
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
@@ -821,6 +822,7 @@ def make_report(
     overwrite: bool = False,
 ) -> tuple[Report, dict[str, Path]]:
     """collect_runs -> summarize_arms -> write_report, for the CLI and the study."""
+    check_output_folder(out, "--out")  # before any work
     report = summarize_arms(collect_runs(run_dirs), baseline=baseline, n_boot=n_boot, seed=seed)
     return report, write_report(report, out, synthetic, sections, overwrite)
 

@@ -343,6 +343,8 @@ def export_imagefolder(
     if to.exists() and not overwrite:
         raise UserError(f"--to {to}: already exists; pass --overwrite to replace it")
     manifest = read_manifest(manifest_path)
+    if not len(manifest.rows):
+        raise UserError(f"{manifest_path}: has no rows; nothing to export")
     missing = [p for p in manifest.image_paths() if not p.is_file()]
     if missing:
         raise UserError(f"{manifest_path}: {len(missing)} image(s) not found, first: {missing[0]}")

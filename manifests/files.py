@@ -105,6 +105,14 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def check_output_folder(path: Path, flag: str) -> None:
+    """Refuse an output folder that is a file, or that cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
+    check_writable_parent(path / "_", flag)
+
+
 def check_writable_parent(path: Path, flag: str) -> None:
     """Refuse an output path whose nearest existing parent is a file or is not writable."""
     parent = Path(path).absolute().parent
@@ -114,3 +122,15 @@ def check_writable_parent(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_safetensors(path: Path, flag: str = "") -> None:
+    """Raise UserError if `path` is not a complete safetensors file (reads its header only)."""
+    from safetensors import safe_open
+
+    where = f"{flag}: {path}" if flag else str(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+        raise UserError(f"{where}: corrupt weights file ({exc})") from None
