@@ -33,6 +33,32 @@ def scratch_dir(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{path.name}")
 
 
+FAULT_ENV = "CXRAUG_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(kind: str = "rename") -> None:
+    """Test-only fault hook: with `CXRAUG_FAULT=rename:N` in the environment, this process
+    SIGKILLs itself at its Nth `rename` fault point (each atomic rename of a file or a
+    checkpoint folder is one), just before the rename, as a hard kill at that write would.
+
+    The reliability suite (tests/test_reliability.py) uses it to kill a command at its
+    first, a middle and its final write and check that `--resume` finishes it. Unset (the
+    normal case) it costs one dictionary lookup.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want != kind:
+        return
+    _fault_counts[kind] = _fault_counts.get(kind, 0) + 1
+    if _fault_counts[kind] == int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -65,6 +91,7 @@ def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") 
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
+        fault_point("rename")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

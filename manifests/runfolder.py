@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.errors import UserError
-from manifests.files import is_scratch_name, read_json, write_json
+from manifests.files import fault_point, is_scratch_name, read_json, write_json
 
 FRESH, RESUME, FINISHED, OVERWRITE = "fresh", "resume", "finished", "overwrite"
 LOCK_FILE = ".cxraug.lock"
@@ -326,6 +326,7 @@ def commit_checkpoint(out: Path, tmp: Path, step: int, keep: int | None) -> Path
     final = Path(out) / CHECKPOINTS_DIR / f"checkpoint-{step}"
     if final.exists():  # the same step saved again (e.g. resumed at the end): replace
         shutil.rmtree(final)
+    fault_point("rename")
     os.replace(tmp, final)
     if keep is not None:
         for old in list_checkpoints(out)[:-keep]:

@@ -702,3 +702,148 @@ def test_bad_input_is_one_line_and_leaves_output_untouched(
 def test_the_table_is_big_enough():
     assert len(BAD_INPUTS) >= 60
     assert len({c.id for c in BAD_INPUTS}) == len(BAD_INPUTS)
+
+
+# ------------------------------------------------------------------------------ flags fast
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train-classifier", "--real", "x.parquet", "--out", "o", "--mix", "abc"],
+        ["synthesize", "--model", "m", "--prompts-from", "p.parquet", "--out", "o"]
+        + ["--labels", "bad"],
+    ],
+    ids=["train-mix-abc", "synth-labels-bad"],
+)
+def test_bad_flag_answers_before_heavy_imports(args, tmp_path):
+    """A typo answers in well under a second (asserted < 2 s for slow machines): cli.py and
+    the flag checks import neither torch nor diffusers nor timm."""
+    start = time.monotonic()
+    proc = cli_subprocess(args, tmp_path)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert elapsed < 2.0, f"{elapsed:.2f}s"
+
+
+def test_png_bomb_is_skipped_with_on_bad_image_skip(env, tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(
+        app,
+        ["train-classifier", "--real", str(env["bomb"]), "--out", str(out)]
+        + ["--backbone", "test_resnet", "--image-size", "32", "--epochs", "1"]
+        + ["--labels", "support_devices", "--on-bad-image", "skip"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["bad_images"]["train"] == 1
+
+
+# ------------------------------------------------------------------------------ kill -9
+
+
+def cli_subprocess(args, cwd: Path, fault: str | None = None, timeout: float = 300):
+    """`cxraug ARGS` in a fresh interpreter on this checkout; `fault` sets CXRAUG_FAULT."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("CXRAUG_FAULT", None)
+    if fault:
+        env["CXRAUG_FAULT"] = fault
+    code = 'import sys, cli; sys.argv[0] = "cxraug"; cli.app()'
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def count_renames(monkeypatch, args) -> int:
+    """Run `args` in-process and count its atomic renames (fault points)."""
+    from manifests import files
+
+    monkeypatch.setenv("CXRAUG_FAULT", "rename:0")  # count, never fire
+    files._fault_counts.clear()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv("CXRAUG_FAULT")
+    return files._fault_counts.get("rename", 0)
+
+
+def scratch_left(out: Path) -> list[str]:
+    from manifests.files import is_scratch_name
+
+    return [p.name for p in Path(out).rglob("*") if is_scratch_name(p.name)]
+
+
+def kill_points(total: int) -> dict[str, int]:
+    return {"first-write": 1, "mid-run": max(2, total // 2), "final-write": total}
+
+
+KILLS: dict[str, list[str]] = {}  # command -> kill points survived (the README's figures)
+
+
+def synth_args(env, out: Path) -> list[str]:
+    return [
+        "synthesize", "--model", str(env["generator"]), "--prompts-from", str(env["phantom"]),
+        "--labels", "pneumothorax:3,pleural_effusion:3", "--out", str(out),
+        "--num-inference-steps", "2", "--batch-size", "2",
+    ]  # fmt: skip
+
+
+def synth_result(out: Path) -> list[tuple]:
+    """Rows (plan row, hash) of the finished set, and each image's bytes hash."""
+    m = read_manifest(out / "manifest.parquet")
+    rows = sorted(zip(m.rows["plan_row"], m.rows["image_sha256"], strict=True))
+    images = sorted(
+        (p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (out / "images").glob("*")
+    )
+    return [*rows, *images]
+
+
+@pytest.mark.slow
+def test_synthesize_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    total = count_renames(monkeypatch, synth_args(env, reference))
+    expected = synth_result(reference)
+    for name, n in kill_points(total).items():
+        out = tmp_path / name
+        killed = cli_subprocess(synth_args(env, out), tmp_path, fault=f"rename:{n}")
+        assert killed.returncode == -9, (name, killed.stderr[-2000:])
+        resumed = runner.invoke(app, [*synth_args(env, out), "--resume"])
+        assert resumed.exit_code == 0, (name, resumed.output)
+        assert synth_result(out) == expected, name
+        assert not scratch_left(out), (name, scratch_left(out))
+        KILLS.setdefault("synthesize", []).append(name)
+
+
+def train_args(env, out: Path) -> list[str]:
+    return [
+        "train-classifier", "--real", str(env["phantom"]), "--out", str(out),
+        "--backbone", "test_resnet", "--image-size", "32", "--epochs", "3",
+        "--labels", "support_devices", "--patience", "0", "--batch-size", "8",
+    ]  # fmt: skip
+
+
+def train_result(out: Path) -> tuple:
+    predictions = pq.read_table(out / "predictions.parquet").to_pandas()
+    weights = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    return predictions.to_csv(index=False), weights
+
+
+@pytest.mark.slow
+def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    total = count_renames(monkeypatch, train_args(env, reference))
+    expected = train_result(reference)
+    for name, n in kill_points(total).items():
+        out = tmp_path / name
+        killed = cli_subprocess(train_args(env, out), tmp_path, fault=f"rename:{n}")
+        assert killed.returncode == -9, (name, killed.stderr[-2000:])
+        resumed = runner.invoke(app, [*train_args(env, out), "--resume"])
+        assert resumed.exit_code == 0, (name, resumed.output)
+        assert train_result(out) == expected, name
+        assert not scratch_left(out), (name, scratch_left(out))
+        KILLS.setdefault("train-classifier", []).append(name)
