@@ -847,3 +847,99 @@ def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_pa
         assert train_result(out) == expected, name
         assert not scratch_left(out), (name, scratch_left(out))
         KILLS.setdefault("train-classifier", []).append(name)
+
+
+# ------------------------------------------------------------------------------ safety
+
+
+def test_resume_never_unpickles_a_planted_checkpoint_and_a_moved_run_resumes(
+    env, tmp_path, monkeypatch
+):
+    """Kill a run mid-way, move its folder, plant pickles that would create a file in every
+    checkpoint, resume from the new place: it finishes and the file never appears."""
+    reference = tmp_path / "reference"
+    total = count_renames(monkeypatch, train_args(env, reference))
+    killed_at = tmp_path / "killed"
+    killed = cli_subprocess(
+        train_args(env, killed_at), tmp_path, fault=f"rename:{max(2, total // 2)}"
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(killed_at, moved)
+    marker = tmp_path / "pwned"
+    checkpoints = [p for p in (moved / "checkpoints").iterdir() if p.is_dir()]
+    assert checkpoints, "the kill came before the first checkpoint"
+    for folder in checkpoints:
+        for name in (
+            "custom_checkpoint_0.pkl",
+            "optimizer.bin",
+            "scheduler.bin",
+            "random_states_0.pkl",
+        ):
+            pickle_file(folder / name, marker)
+    resumed = runner.invoke(app, [*train_args(env, moved), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert not marker.exists(), "resume ran code from a planted pickle"
+    assert train_result(moved) == train_result(reference)
+
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_second_live_process_is_refused_naming_the_holder(env, tmp_path):
+    import socket
+
+    from manifests.runfolder import LOCK_FILE
+
+    holder = _sleeper()
+    try:
+        for args in (synth_args(env, tmp_path / "s"), train_args(env, tmp_path / "r")):
+            out = Path(args[args.index("--out") + 1])
+            out.mkdir()
+            lock = {"pid": holder.pid, "host": socket.gethostname()}
+            (out / LOCK_FILE).write_text(json.dumps(lock))
+            before = snapshot(out)
+            result = runner.invoke(app, args)
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert result.exit_code == 2 and len(lines) == 1, result.output
+            assert lines[0].startswith("error: ") and f"process {holder.pid}" in lines[0]
+            assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(env, tmp_path):
+    import socket
+
+    from manifests.runfolder import LOCK_FILE
+
+    dead = _sleeper()
+    dead.kill()
+    dead.wait()
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    result = runner.invoke(app, train_args(env, out))
+    assert result.exit_code == 0, result.output
+    assert (out / "metrics.json").is_file() and not (out / LOCK_FILE).exists()
+
+
+def test_overwrite_never_writes_through_a_symlinked_images_folder(env, tmp_path):
+    out = tmp_path / "s"
+    args = synth_args(env, out)
+    args[args.index("--labels") + 1] = "pneumothorax:2"
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    shutil.rmtree(out / "images")
+    (out / "images").symlink_to(outside, target_is_directory=True)
+    again = runner.invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (out / "images").is_dir() and not (out / "images").is_symlink()
+    assert len(list((out / "images").glob("*.png"))) == 2
