@@ -782,9 +782,6 @@ def kill_points(total: int) -> dict[str, int]:
     return {"first-write": 1, "mid-run": max(2, total // 2), "final-write": total}
 
 
-KILLS: dict[str, list[str]] = {}  # command -> kill points survived (the README's figures)
-
-
 def synth_args(env, out: Path) -> list[str]:
     return [
         "synthesize", "--model", str(env["generator"]), "--prompts-from", str(env["phantom"]),
@@ -816,7 +813,6 @@ def test_synthesize_survives_kill_at_first_mid_and_final_write(env, tmp_path, mo
         assert resumed.exit_code == 0, (name, resumed.output)
         assert synth_result(out) == expected, name
         assert not scratch_left(out), (name, scratch_left(out))
-        KILLS.setdefault("synthesize", []).append(name)
 
 
 def train_args(env, out: Path) -> list[str]:
@@ -846,7 +842,6 @@ def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_pa
         assert resumed.exit_code == 0, (name, resumed.output)
         assert train_result(out) == expected, name
         assert not scratch_left(out), (name, scratch_left(out))
-        KILLS.setdefault("train-classifier", []).append(name)
 
 
 # ------------------------------------------------------------------------------ safety
@@ -943,3 +938,23 @@ def test_overwrite_never_writes_through_a_symlinked_images_folder(env, tmp_path)
     assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
     assert (out / "images").is_dir() and not (out / "images").is_symlink()
     assert len(list((out / "images").glob("*.png"))) == 2
+
+
+def study_result(out: Path) -> str:
+    return (out / "report" / "report.csv").read_text()
+
+
+@pytest.mark.slow
+def test_study_smoke_survives_kill_at_first_mid_and_final_write(tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    args = ["study", "--preset", "smoke", "--out"]
+    total = count_renames(monkeypatch, [*args, str(reference)])
+    expected = study_result(reference)
+    for name, n in kill_points(total).items():
+        out = tmp_path / name
+        killed = cli_subprocess([*args, out], tmp_path, fault=f"rename:{n}", timeout=600)
+        assert killed.returncode == -9, (name, killed.stderr[-2000:])
+        resumed = runner.invoke(app, ["study", "--out", str(out)])
+        assert resumed.exit_code == 0, (name, resumed.output)
+        assert study_result(out) == expected, name
+        assert not scratch_left(out), (name, scratch_left(out))
