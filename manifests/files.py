@@ -86,6 +86,8 @@ def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") 
         raise UserError(f"{path}: a parent of it is a file, not a folder") from None
     except PermissionError:
         raise UserError(f"{path}: cannot write there (permission denied)") from None
+    except OSError as e:  # a read-only file system, a full disk, ...
+        raise UserError(f"{path}: cannot write there ({e.strerror or e})") from None
     os.close(fd)
     # mkstemp creates 0600; give the result the permissions a plain open() would.
     os.chmod(tmp, 0o666 & ~_umask())

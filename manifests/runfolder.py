@@ -241,7 +241,7 @@ def run_folder(
     existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except (PermissionError, FileExistsError, NotADirectoryError) as e:
+    except OSError as e:  # no permission, a file in the way, a read-only file system
         raise UserError(f"{flag} {out}: cannot create it ({e.strerror or e})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {out}: cannot write there (permission denied)")

@@ -800,7 +800,6 @@ def synth_result(out: Path) -> list[tuple]:
     return [*rows, *images]
 
 
-@pytest.mark.slow
 def test_synthesize_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     total = count_renames(monkeypatch, synth_args(env, reference))
@@ -829,7 +828,6 @@ def train_result(out: Path) -> tuple:
     return predictions.to_csv(index=False), weights
 
 
-@pytest.mark.slow
 def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     total = count_renames(monkeypatch, train_args(env, reference))
