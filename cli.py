@@ -555,7 +555,9 @@ def synthesize_cmd(
     labels: Annotated[
         str,
         typer.Option(
-            "--labels", help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000."
+            "--labels",
+            help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000 "
+            "(at most 10,000,000 images per run).",
         ),
     ],
     prompts_from: Annotated[

@@ -17,7 +17,9 @@ MAX_IMAGES_PER_RUN = 10_000_000
 _LABEL_SPEC = re.compile(r"^\s*([^:,]*[^:,\s])\s*:\s*([+-]?\d+)\s*$")
 
 
-def split_label_counts(spec: str, negatives: int = 0, flag: str = "--labels") -> list[tuple[str, int]]:
+def split_label_counts(
+    spec: str, negatives: int = 0, flag: str = "--labels"
+) -> list[tuple[str, int]]:
     """`pneumothorax:50,pleural_effusion:50` as [(name, count)], names as given.
 
     A malformed item, a count <= 0, or more than MAX_IMAGES_PER_RUN images in all (with
