@@ -90,9 +90,10 @@ def read_record(synthetic: Manifest) -> dict | None:
 
 def _held_out(real: Manifest) -> pd.Series:
     rows = real.rows[(real.rows["source"] == "real") & real.rows["split"].isin(HELD_OUT)]
-    return rows.drop_duplicates("patient_id").set_index(rows["patient_id"].astype(str).unique())[
-        "split"
-    ]
+    rows = rows.drop_duplicates("patient_id")
+    # plain arrays: pandas 3 refuses an ArrowStringArray as set_index keys
+    index = pd.Index(rows["patient_id"].astype(str).to_numpy(dtype=object), name="patient_id")
+    return pd.Series(rows["split"].to_numpy(dtype=object), index=index, name="split")
 
 
 def check_synthetic(
