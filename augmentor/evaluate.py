@@ -79,6 +79,7 @@ from augmentor.generator_metrics import (
 from augmentor.generator_report import plot_memorization, render_section
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
 from manifests.errors import UserError
+from manifests.files import check_output_folder
 from manifests.images import load_image
 from manifests.io import Manifest, atomic_path, read_manifest, write_json, write_manifest
 from manifests.splits import check_leakage
@@ -443,6 +444,7 @@ def evaluate_generator(
     json_path = out / GENERATOR_EVAL_FILE
     if json_path.exists() and not cfg.overwrite:
         raise UserError(f"{json_path}: already exists; pass --overwrite to replace it")
+    check_output_folder(out, "--out")  # before hashing or embedding anything
     synthetic, real = _check_inputs(cfg)
     filtered_path = _filtered_path(cfg, synthetic) if cfg.drop_memorized else None
     real = _subsample_real(real, cfg.max_real, cfg.seed)

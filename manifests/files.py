@@ -139,7 +139,13 @@ def check_output_folder(path: Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
-    check_writable_parent(path / "_", flag)
+    nearest = path.absolute()
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise UserError(f"{flag} {path}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {nearest} (permission denied)")
 
 
 def check_writable_parent(path: Path, flag: str) -> None:

@@ -153,8 +153,17 @@ def env(phantom_dir, tiny_generator_dir, tmp_path_factory) -> dict[str, Path]:
         + ["--labels", "support_devices", "--patience", "0"],
     )
     assert result.exit_code == 0, result.output
+    synthetic = base / "synthetic"
+    result = runner.invoke(
+        app,
+        ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from", str(phantom)]
+        + ["--labels", "pneumothorax:2", "--out", str(synthetic)]
+        + ["--num-inference-steps", "2", "--batch-size", "2"],
+    )
+    assert result.exit_code == 0, result.output
     return {
         "phantom": phantom,
+        "synthetic": synthetic / "manifest.parquet",
         "generator": tiny_generator_dir,
         "run": run,
         "empty": empty_manifest(phantom, base / "empty" / "manifest.parquet"),
@@ -225,8 +234,10 @@ def _rep(env, runs, out, *extra):
 
 
 def _eval(env, out, *extra, synthetic=None, real=None):
-    args = ["evaluate-generator", "--synthetic", str(synthetic or env["phantom"])]
+    args = ["evaluate-generator", "--synthetic", str(synthetic or env["synthetic"])]
     args += ["--real", str(real or env["phantom"]), "--out", str(out)]
+    if "--features" not in extra:
+        args += ["--features", str(env["run"])]
     return [*args, *extra], out
 
 
@@ -552,7 +563,7 @@ BAD_INPUTS: list[Case] = [
         lambda e, t: _rep(e, [e["run"]], a_file(t / "o", "report.json").parent),
     ),
     # -- evaluate-generator
-    Case("evalgen/synthetic-is-real", lambda e, t: _eval(e, t / "o")),
+    Case("evalgen/synthetic-is-real", lambda e, t: _eval(e, t / "o", synthetic=e["phantom"])),
     Case("evalgen/synthetic-zero-rows", lambda e, t: _eval(e, t / "o", synthetic=e["empty"])),
     Case("evalgen/real-missing", lambda e, t: _eval(e, t / "o", real=t / "none.parquet")),
     Case("evalgen/out-is-file", lambda e, t: _eval(e, a_file(t))),
@@ -562,6 +573,13 @@ BAD_INPUTS: list[Case] = [
     ),
     Case(
         "evalgen/threshold-over-1", lambda e, t: _eval(e, t / "o", "--memorization-threshold", "2")
+    ),
+    Case("evalgen/out-parent-file", lambda e, t: (_eval(e, a_file(t) / "o")[0], t / "taken")),
+    Case("evalgen/features-missing", lambda e, t: _eval(e, t / "o", "--features", str(t / "no"))),
+    Case(
+        "evalgen/out-unwritable",
+        lambda e, t: _eval(e, unwritable_dir(t) / "o"),
+        needs_chmod=True,
     ),
     # -- probe-text-encoder
     Case(
