@@ -5,6 +5,7 @@ User errors (`manifests.UserError`) print as one line on stderr and exit with co
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -26,12 +27,41 @@ err_console = Console(stderr=True, soft_wrap=True)
 class _Group(TyperGroup):
     """A click group that turns a UserError anywhere below it into one line and exit 2."""
 
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: D102
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx: click.Context):  # noqa: D102
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+        with _one_line_usage_errors():
+            try:
+                return super().invoke(ctx)
+            except UserError as exc:
+                click.echo(f"error: {exc}", err=True)
+                raise typer.Exit(code=2) from None
+
+
+try:  # typer >= 0.20 vendors click: its usage errors are its own classes
+    from typer._click.exceptions import NoArgsIsHelpError as _TyperNoArgs
+    from typer._click.exceptions import UsageError as _TyperUsageError
+except ImportError:  # pragma: no cover - typer on plain click
+    _TyperNoArgs, _TyperUsageError = click.exceptions.NoArgsIsHelpError, click.UsageError
+_NO_ARGS_IS_HELP = (click.exceptions.NoArgsIsHelpError, _TyperNoArgs)
+_USAGE_ERRORS = (click.UsageError, _TyperUsageError)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    """Click's usage errors (a bad flag value, an unknown option) as one line and exit 2,
+    like a UserError; a bare command still prints its help."""
+    try:
+        yield
+    except _NO_ARGS_IS_HELP:
+        raise
+    except _USAGE_ERRORS as exc:
+        message = " ".join(exc.format_message().split())
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        click.echo(f"error: {where}{message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -190,7 +220,7 @@ def manifest_summary(manifest: ManifestArg) -> None:
     from manifests.io import read_manifest
     from manifests.summary import summarize
 
-    summary = summarize(read_manifest(manifest))
+    summary = summarize(read_manifest(manifest), where=str(manifest))
     _print_frame(summary.counts, f"{manifest}: images and patients")
     _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)")
     if summary.not_labelled:
@@ -530,7 +560,9 @@ def synthesize_cmd(
     labels: Annotated[
         str,
         typer.Option(
-            "--labels", help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000."
+            "--labels",
+            help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000 "
+            "(at most 10,000,000 images per run).",
         ),
     ],
     prompts_from: Annotated[
@@ -585,6 +617,9 @@ def synthesize_cmd(
     ] = None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
+    from augmentor.label_spec import split_label_counts
+
+    split_label_counts(labels, negatives)  # a typo answers before torch loads
     from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
 
     oracle_filter = oracle_filter_config(filter_with, min_prob)
@@ -858,8 +893,10 @@ def study_cmd(
     With --resume and no --preset or --config, the folder's saved study.toml is used; a new
     folder without either runs the demo preset.
     """
+    from manifests.files import check_output_folder
     from study import study
 
+    check_output_folder(out, "--out")
     result = study(out, preset, config, resume, overwrite, log=console.print)
     _print_report(result.report, title=f"study {result.name!r}: AUROC per arm (real test split)")
     console.print(f"report: {result.report_files['report.html']}")

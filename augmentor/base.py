@@ -25,6 +25,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from manifests.errors import UserError
+from manifests.files import check_safetensors
 
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 TINY_IMAGE_SIZE = 64
@@ -161,9 +162,17 @@ def check_pipeline_dir(path: Path) -> None:
         folder = path / component
         if not (folder / "config.json").is_file():
             raise UserError(f"{folder}: missing config.json")
-        weights = [f for f in os.listdir(folder) if f.endswith((".safetensors", ".bin"))]
+        weights = [folder / f for f in os.listdir(folder) if f.endswith(".safetensors")]
+        if not weights and any(f.endswith(".bin") for f in os.listdir(folder)):
+            raise UserError(
+                f"{folder}: only .bin (pickle) weights; cxraug loads safetensors only. Convert "
+                "once where you trust the file: StableDiffusionPipeline.from_pretrained(DIR)"
+                ".save_pretrained(NEW_DIR, safe_serialization=True)"
+            )
         if not weights:
             raise UserError(f"{folder}: no weights (*.safetensors)")
+        for file in weights:
+            check_safetensors(file)
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -202,6 +211,7 @@ def load_pipeline(
             safety_checker=None,
             requires_safety_checker=False,
             local_files_only=True,
+            use_safetensors=True,
         )
     if not allow_download:
         raise UserError(
@@ -209,7 +219,11 @@ def load_pipeline(
             "pass a local diffusers folder, 'tiny', or --allow-download to fetch the hub id"
         )
     return StableDiffusionPipeline.from_pretrained(
-        spec, **dtype_kwargs(dtype), safety_checker=None, requires_safety_checker=False
+        spec,
+        **dtype_kwargs(dtype),
+        safety_checker=None,
+        requires_safety_checker=False,
+        use_safetensors=True,
     )
 
 

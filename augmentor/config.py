@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from augmentor.label_spec import split_label_counts
 from classifier.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
@@ -44,8 +45,6 @@ DEFAULT_SCHEDULER = "pndm"
 DEFAULT_STEPS = 75
 DEFAULT_GUIDANCE_SCALE = 4.0
 PRECISION_NAMES = ("fp32", "fp16", "bf16")
-# A synthesis run's row cap: the plan table is held in memory (about 1 KB a row).
-MAX_IMAGES = 10_000_000
 
 
 @dataclass
@@ -200,6 +199,8 @@ class SynthesisConfig:
 
 
 def check_synthesis_config(config: SynthesisConfig) -> None:
+    """Raise UserError naming the first bad flag value (labels syntax and the size cap first)."""
+    split_label_counts(config.labels, config.negatives)
     config.scheduler = config.scheduler.strip().lower()
     if config.scheduler not in SCHEDULERS:
         raise UserError(

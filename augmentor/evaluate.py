@@ -85,7 +85,7 @@ from augmentor.generator_report import (
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
 from manifests import runfolder
 from manifests.errors import UserError
-from manifests.files import atomic_path, write_json
+from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.images import load_image
 from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.splits import check_leakage
@@ -451,6 +451,7 @@ def evaluate_generator(
     """
     say = progress or (lambda _msg: None)
     out = Path(cfg.out)
+    check_output_folder(out, "--out")  # before hashing or embedding anything
     state = runfolder.folder_state(out, FORMAT, cfg.resume, cfg.overwrite)
     if state == runfolder.FINISHED:
         say(f"{out}: already evaluated; nothing to do")

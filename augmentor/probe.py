@@ -31,7 +31,7 @@ from classifier.evaluate import (
     seed_interval,
 )
 from manifests.errors import UserError
-from manifests.files import atomic_path, write_json
+from manifests.files import atomic_path, check_output_folder, check_safetensors, write_json
 from manifests.io import read_manifest
 from manifests.schema import resolve_label
 from manifests.splits import check_leakage
@@ -78,6 +78,11 @@ def _check_encoder_spec(spec: str | Path, flag: str) -> None:
     for sub in ("tokenizer", "text_encoder"):
         if not (path / sub).is_dir():
             raise UserError(f"{flag} {path}: missing {sub}/ (not a diffusers pipeline folder)")
+    weights = sorted((path / "text_encoder").glob("*.safetensors"))
+    if not weights:
+        raise UserError(f"{flag} {path}: no text_encoder/*.safetensors (safetensors only)")
+    for file in weights:
+        check_safetensors(file, flag)
 
 
 def load_text_encoder(spec: str | Path, flag: str = "--base"):
@@ -92,7 +97,9 @@ def load_text_encoder(spec: str | Path, flag: str = "--base"):
     _check_encoder_spec(spec, flag)
     path = Path(spec)
     tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-    encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(
+        path / "text_encoder", local_files_only=True, use_safetensors=True
+    )
     return tokenizer, encoder.eval()
 
 
@@ -188,6 +195,8 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
     if cfg.pooling not in POOLINGS:
         raise UserError(f"--pooling: {cfg.pooling!r} is not valid; valid: {', '.join(POOLINGS)}")
     json_path = Path(cfg.out) / "text_encoder_probe.json" if cfg.out else None
+    if json_path is not None:
+        check_output_folder(Path(cfg.out), "--out")
     if json_path is not None and json_path.exists() and not cfg.overwrite:
         raise UserError(f"{json_path}: already exists; pass --overwrite to replace it")
     manifest = read_manifest(cfg.manifest)

@@ -9,12 +9,12 @@ plan is computed up front by a pure function, is deterministic in its seed, and 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from augmentor.label_spec import split_label_counts
 from manifests.errors import UserError
 from manifests.io import Manifest
 from manifests.schema import resolve_label
@@ -31,30 +31,15 @@ PLAN_COLUMNS = (
     "seed",
 )
 
-_LABEL_SPEC = re.compile(r"^\s*([^:,]*[^:,\s])\s*:\s*([+-]?\d+)\s*$")
-
-
 def parse_label_counts(spec: str, labels: Sequence[str], flag: str = "--labels") -> dict[str, int]:
     """Parse `pneumothorax:5000,pleural_effusion:5000` into {canonical label: count}.
 
     Label spellings resolve case-insensitively against `labels` (`pleural_effusion` ==
     `Pleural Effusion`); a label named twice, a malformed item or a count <= 0 is a UserError.
     """
-    if not spec or not spec.strip():
-        raise UserError(
-            f"{flag}: empty; expected LABEL:COUNT[,LABEL:COUNT...], e.g. pneumothorax:50"
-        )
     counts: dict[str, int] = {}
-    for item in spec.split(","):
-        match = _LABEL_SPEC.match(item)
-        if not match:
-            raise UserError(
-                f"{flag}: {item.strip()!r} is not LABEL:COUNT (e.g. pneumothorax:50,pleural_effusion:50)"
-            )
-        name, count = match.group(1), int(match.group(2))
+    for name, count in split_label_counts(spec, flag=flag):
         label = resolve_label(name, labels, flag)
-        if count <= 0:
-            raise UserError(f"{flag}: count for {name!r} is {count}; it must be a positive integer")
         if label in counts:
             raise UserError(f"{flag}: label {label!r} is given more than once")
         counts[label] = count

@@ -76,7 +76,7 @@ from classifier.evaluate import (
 from classifier.tables import fmt, html_table, md_table
 from manifests import provenance
 from manifests.errors import UserError
-from manifests.files import atomic_path, write_json
+from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
@@ -1044,6 +1044,7 @@ def make_report(
     allow_foreign_synthetic: bool = False,
 ) -> tuple[Report, dict[str, Path]]:
     """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study)."""
+    check_output_folder(out, "--out")  # before any work
     runset = collect_runs(run_dirs)
     foreign = check_provenance(runset, allow_foreign_synthetic)
     report = summarize_arms(runset, baseline=baseline, n_boot=n_boot, seed=seed)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -53,6 +54,7 @@ from classifier.tracking import CLASSIFIER_SCALARS, start_tracking
 from classifier.train_state import load_train_state, save_train_state
 from manifests import provenance, runfolder
 from manifests.errors import UserError
+from manifests.files import check_safetensors
 from manifests.io import Manifest, manifest_digest, read_manifest
 from manifests.mixing import (
     MixPlan,
@@ -94,6 +96,29 @@ def check_backbone(backbone: str) -> None:
         raise UserError(f"--backbone: {backbone!r} is not a timm model{hint}")
 
 
+def check_pretrained_file(path: Path) -> None:
+    """Refuse a missing `--pretrained` file or a corrupt safetensors one (header read only)."""
+    if not path.is_file():
+        raise UserError(
+            f"--pretrained: {path} not found; give a local timm weights file "
+            "(.safetensors or .pth); nothing is downloaded"
+        )
+    if path.suffix == ".safetensors":
+        check_safetensors(path, "--pretrained")
+        return
+    try:  # weights_only: a pickle that needs code to load is refused, never run
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"--pretrained: {path} refused: it is a pickle that needs code to load (torch "
+            "weights_only loading blocked it); cxraug never runs code from weights. Convert "
+            "it to .safetensors where you trust it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"--pretrained: {path} is not a torch weights file ({first})") from None
+
+
 def build_model(backbone: str, num_labels: int, pretrained: Path | None = None) -> torch.nn.Module:
     """A timm model with 1 input channel and `num_labels` outputs; never touches a hub.
 
@@ -105,11 +130,7 @@ def build_model(backbone: str, num_labels: int, pretrained: Path | None = None) 
     if pretrained is None:
         return timm.create_model(backbone, num_classes=num_labels, in_chans=1, pretrained=False)
     path = Path(pretrained)
-    if not path.is_file():
-        raise UserError(
-            f"--pretrained: {path} not found; give a local timm weights file "
-            "(.safetensors or .pth); nothing is downloaded"
-        )
+    check_pretrained_file(path)
     try:
         # source=None keeps timm from preferring the hub; `file` makes it load this file.
         return timm.create_model(
@@ -621,6 +642,8 @@ def start_training(
 
     check_train_config(cfg)
     check_backbone(cfg.backbone)
+    if cfg.pretrained is not None:
+        check_pretrained_file(Path(cfg.pretrained))
     out = Path(cfg.out)
     if state_name is None:
         state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
@@ -735,6 +758,8 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
     """
     check_train_config(cfg)
     check_backbone(cfg.backbone)
+    if cfg.pretrained is not None:
+        check_pretrained_file(Path(cfg.pretrained))
     out = Path(cfg.out)
     state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
     if state_name == runfolder.FINISHED:

@@ -1,33 +1,38 @@
-"""Manifests: the data contract of cxraug (schema, Parquet I/O, importers, splits, mixing, phantoms)."""
+"""Manifests: the data contract of cxraug (schema, Parquet I/O, importers, splits, mixing, phantoms).
+
+The names below load on first use (PEP 562), so `from manifests.errors import UserError`
+does not import pandas: the CLI answers a bad flag before any heavy import.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from manifests.errors import UserError
-from manifests.files import atomic_path, write_json
-from manifests.io import (
-    Manifest,
-    concat_manifests,
-    filter_manifest,
-    label_prevalence,
-    read_manifest,
-    write_manifest,
-)
-from manifests.schema import CHEXPERT_LABELS, LABEL_SETS, NIH_LABELS, label_set, resolve_label
-from manifests.splits import check_leakage, split_by_patient
 
-__all__ = [
-    "CHEXPERT_LABELS",
-    "LABEL_SETS",
-    "NIH_LABELS",
-    "Manifest",
-    "UserError",
-    "atomic_path",
-    "check_leakage",
-    "concat_manifests",
-    "filter_manifest",
-    "label_prevalence",
-    "label_set",
-    "read_manifest",
-    "resolve_label",
-    "split_by_patient",
-    "write_json",
-    "write_manifest",
-]
+_LAZY = {
+    "Manifest": "manifests.io",
+    "atomic_path": "manifests.files",
+    "concat_manifests": "manifests.io",
+    "filter_manifest": "manifests.io",
+    "label_prevalence": "manifests.io",
+    "read_manifest": "manifests.io",
+    "write_json": "manifests.files",
+    "write_manifest": "manifests.io",
+    "CHEXPERT_LABELS": "manifests.schema",
+    "LABEL_SETS": "manifests.schema",
+    "NIH_LABELS": "manifests.schema",
+    "label_set": "manifests.schema",
+    "resolve_label": "manifests.schema",
+    "check_leakage": "manifests.splits",
+    "split_by_patient": "manifests.splits",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'manifests' has no attribute {name!r}")
+
+
+__all__ = ["UserError", *_LAZY]

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from manifests.errors import UserError
+from manifests.files import check_output_folder
 from manifests.io import Manifest, manifest_digest, read_manifest, to_table
 
 FORMATS = ("imagefolder",)
@@ -342,7 +343,10 @@ def export_imagefolder(
     manifest_path, to = Path(manifest_path), Path(to)
     if to.exists() and not overwrite:
         raise UserError(f"--to {to}: already exists; pass --overwrite to replace it")
+    check_output_folder(to, "--to")
     manifest = read_manifest(manifest_path)
+    if not len(manifest.rows):
+        raise UserError(f"{manifest_path}: has no rows; nothing to export")
     missing = [p for p in manifest.image_paths() if not p.is_file()]
     if missing:
         raise UserError(f"{manifest_path}: {len(missing)} image(s) not found, first: {missing[0]}")

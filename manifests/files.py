@@ -33,6 +33,32 @@ def scratch_dir(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{path.name}")
 
 
+FAULT_ENV = "CXRAUG_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(kind: str = "rename") -> None:
+    """Test-only fault hook: with `CXRAUG_FAULT=rename:N` in the environment, this process
+    SIGKILLs itself at its Nth `rename` fault point (each atomic rename of a file or a
+    checkpoint folder is one), just before the rename, as a hard kill at that write would.
+
+    The reliability suite (tests/test_reliability.py) uses it to kill a command at its
+    first, a middle and its final write and check that `--resume` finishes it. Unset (the
+    normal case) it costs one dictionary lookup.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want != kind:
+        return
+    _fault_counts[kind] = _fault_counts.get(kind, 0) + 1
+    if _fault_counts[kind] == int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -60,11 +86,14 @@ def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") 
         raise UserError(f"{path}: a parent of it is a file, not a folder") from None
     except PermissionError:
         raise UserError(f"{path}: cannot write there (permission denied)") from None
+    except OSError as e:  # a read-only file system, a full disk, ...
+        raise UserError(f"{path}: cannot write there ({e.strerror or e})") from None
     os.close(fd)
     # mkstemp creates 0600; give the result the permissions a plain open() would.
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
+        fault_point("rename")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -105,6 +134,20 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def check_output_folder(path: Path, flag: str) -> None:
+    """Refuse an output folder that is a file, or that cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
+    nearest = path.absolute()
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise UserError(f"{flag} {path}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {nearest} (permission denied)")
+
+
 def check_writable_parent(path: Path, flag: str) -> None:
     """Refuse an output path whose nearest existing parent is a file or is not writable."""
     parent = Path(path).absolute().parent
@@ -114,3 +157,15 @@ def check_writable_parent(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def check_safetensors(path: Path, flag: str = "") -> None:
+    """Raise UserError if `path` is not a complete safetensors file (reads its header only)."""
+    from safetensors import safe_open
+
+    where = f"{flag}: {path}" if flag else str(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+        raise UserError(f"{where}: corrupt weights file ({exc})") from None

@@ -62,7 +62,13 @@ def load_image(path: Path) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I", "F"):
                 return _to_uint8(np.asarray(img))
             return np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,  # a header claiming e.g. 50000 x 50000 pixels
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise UserError(f"{path}: corrupt or unreadable image ({exc})") from None
 
 

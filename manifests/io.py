@@ -133,6 +133,37 @@ def write_manifest(manifest: Manifest, path: Path, overwrite: bool = False) -> P
     return path
 
 
+def _text_as_utf8(table: pa.Table, path: Path) -> pa.Table:
+    """Binary columns (text written as bytes by another tool) as UTF-8 strings; a UserError
+    naming the column and row where the bytes are not UTF-8."""
+    for i, column_field in enumerate(table.schema):
+        if not (pa.types.is_binary(column_field.type) or pa.types.is_large_binary(column_field.type)):
+            continue
+        column = table.column(i)
+        try:
+            text = column.cast(pa.string())
+        except pa.ArrowInvalid:
+            row = next(
+                r
+                for r, value in enumerate(column.to_pylist())
+                if value is not None and not _is_utf8(value)
+            )
+            raise UserError(
+                f"{path}: column {column_field.name!r}, row {row}: text is not UTF-8; re-encode it "
+                "(e.g. from latin-1) and write the manifest again"
+            ) from None
+        table = table.set_column(i, pa.field(column_field.name, pa.string()), text)
+    return table
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_manifest(
     path: Path, columns: Sequence[str] | None = None, validate: bool = True
 ) -> Manifest:
@@ -150,7 +181,15 @@ def read_manifest(
     version = meta[META_VERSION].decode()
     if version != SCHEMA_VERSION:
         raise UserError(f"{path}: schema version {version}, this cxraug reads {SCHEMA_VERSION}")
-    labels = tuple(json.loads(meta[META_LABELS]))
+    try:
+        labels = tuple(json.loads(meta[META_LABELS]))
+    except (ValueError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(
+            f"{path}: its {META_LABELS.decode()} metadata is not a JSON list of label names; "
+            "the manifest is corrupt (rewrite it with cxraug)"
+        ) from None
+    if not all(isinstance(label, str) for label in labels):
+        raise UserError(f"{path}: its {META_LABELS.decode()} metadata is not a list of names")
     extra = {
         k.decode(): v.decode()
         for k, v in meta.items()
@@ -159,7 +198,10 @@ def read_manifest(
     if columns is not None:
         wanted = list(dict.fromkeys([*CORE_COLUMNS, *labels, *columns]))
         columns = [c for c in wanted if c in schema.names]
-    rows = pq.read_table(path, columns=columns).to_pandas()
+    try:
+        rows = _text_as_utf8(pq.read_table(path, columns=columns), path).to_pandas()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: holds text that is not UTF-8 ({exc.reason}); re-encode it") from None
     manifest = Manifest(rows=rows, labels=labels, root=path.parent, metadata=extra)
     if validate:
         manifest.validate(where=str(path))

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.errors import UserError
-from manifests.files import is_scratch_name, read_json, write_json
+from manifests.files import fault_point, is_scratch_name, read_json, write_json
 
 FRESH, RESUME, FINISHED, OVERWRITE = "fresh", "resume", "finished", "overwrite"
 LOCK_FILE = ".cxraug.lock"
@@ -247,7 +247,7 @@ def run_folder(
     existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except (PermissionError, FileExistsError, NotADirectoryError) as e:
+    except OSError as e:  # no permission, a file in the way, a read-only file system
         raise UserError(f"{flag} {out}: cannot create it ({e.strerror or e})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {out}: cannot write there (permission denied)")
@@ -333,6 +333,7 @@ def commit_checkpoint(out: Path, tmp: Path, step: int, keep: int | None) -> Path
     final = Path(out) / CHECKPOINTS_DIR / f"checkpoint-{step}"
     if final.exists():  # the same step saved again (e.g. resumed at the end): replace
         shutil.rmtree(final)
+    fault_point("rename")
     os.replace(tmp, final)
     if keep is not None:
         for old in list_checkpoints(out)[:-keep]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from manifests.errors import UserError
 from manifests.io import Manifest, label_prevalence
 from manifests.splits import split_counts
 
@@ -37,12 +38,14 @@ def _cell(positive: int, uncertain: int, labelled: int, total: int) -> str:
     return f"{positive / total:.1%} ({uncertain / total:.1%})"
 
 
-def summarize(manifest: Manifest) -> Summary:
+def summarize(manifest: Manifest, where: str = "manifest") -> Summary:
     """Counts per split/source and a label x (split, source) table of prevalence.
 
     A cell is the positive (uncertain) share of the group's images, or "not labelled" when
     the label is NaN on every image of the group.
     """
+    if not len(manifest.rows):
+        raise UserError(f"{where}: has no rows; nothing to summarize")
     prev = label_prevalence(manifest)
     labelled = prev[["positive", "negative", "uncertain"]].sum(axis=1)
     prev["cell"] = [
@@ -56,7 +59,10 @@ def summarize(manifest: Manifest) -> Summary:
     table = table.reindex(list(manifest.labels)).reset_index()
     per_label = labelled.groupby(prev["label"]).sum()
     not_labelled = [label for label in manifest.labels if per_label.get(label, 0) == 0]
-    notes = json.loads(manifest.metadata.get(NOTES_KEY, "[]"))
+    try:
+        notes = list(json.loads(manifest.metadata.get(NOTES_KEY, "[]")))
+    except (ValueError, TypeError):
+        raise UserError(f"{where}: its {NOTES_KEY} metadata is not a JSON list") from None
     return Summary(
         counts=split_counts(manifest), prevalence=table, notes=notes, not_labelled=not_labelled
     )
