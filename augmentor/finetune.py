@@ -28,12 +28,11 @@ share of each batch, only the main process writes, and noise seeds are offset pe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,26 +288,6 @@ def epoch_batches(n: int, batch: int, world: int, epoch: int, seed: int) -> torc
     steps = math.ceil(n / per)
     order = order.repeat(math.ceil(steps * per / n))[: steps * per]
     return order.view(steps, world, batch)
-
-
-@contextlib.contextmanager
-def _readable_images(paths: Sequence[Path]) -> Iterator[None]:
-    """Turn PIL's decompression-bomb refusal into a UserError naming the image."""
-    from PIL import Image
-
-    try:
-        yield
-    except Image.DecompressionBombError as e:
-        culprit = "an image"
-        for path in paths:  # only on failure: find which image it was (headers only)
-            try:
-                Image.open(path).close()
-            except Image.DecompressionBombError:
-                culprit = str(path)
-                break
-            except Exception:  # noqa: BLE001 - other problems are reported where they occur
-                continue
-        raise UserError(f"{culprit}: too large to decode safely ({e})") from None
 
 
 # ------------------------------------------------------------------------ loss and models
@@ -662,8 +641,7 @@ def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
         if vae is None:
             if run.main:
                 t = time.perf_counter()
-                with _readable_images(data.paths):
-                    pixels = load_pixels(data.paths, base.resolution, base.channels)
+                pixels = load_pixels(data.paths, base.resolution, base.channels)
                 result = fit_autoencoder(
                     base.vae,
                     pixels,
@@ -690,14 +668,13 @@ def cache_posteriors(run: Run, base: Base, data: TrainData) -> torch.Tensor:
     t = time.perf_counter()
     args = (base.vae, data.paths, base.resolution, base.channels)
     folder = generator.cache_dir(run.out) if run.cfg.cache_latents_on_disk else None
-    with _readable_images(data.paths):
-        if folder is not None and run.world > 1:
-            # Each rank encodes its share into the disk cache; then all read everything.
-            cache_latents(
-                *args, folder, shas=data.shas, only=range(run.rank, len(data.paths), run.world)
-            )
-            run.accelerator.wait_for_everyone()
-        posteriors = cache_latents(*args, folder, shas=data.shas)
+    if folder is not None and run.world > 1:
+        # Each rank encodes its share into the disk cache; then all read everything.
+        cache_latents(
+            *args, folder, shas=data.shas, only=range(run.rank, len(data.paths), run.world)
+        )
+        run.accelerator.wait_for_everyone()
+    posteriors = cache_latents(*args, folder, shas=data.shas)
     run.timings["latent_cache"] = time.perf_counter() - t
     return posteriors
 

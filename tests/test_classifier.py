@@ -360,7 +360,13 @@ def test_resume_continues_to_the_same_weights(phantom_manifest, tmp_path, monkey
 
 def test_synthetic_pretrain_then_finetune(phantom_manifest, synthetic_from_phantom, tmp_path):
     pre = train_classifier(
-        tiny_config(phantom_manifest, tmp_path / "pre", synthetic=synthetic_from_phantom, mix=1.0)
+        tiny_config(
+            phantom_manifest,
+            tmp_path / "pre",
+            synthetic=synthetic_from_phantom,
+            mix=1.0,
+            allow_foreign_synthetic=True,  # a hand-made set: no provenance records
+        )
     )
     pre_config = json.loads((pre / "config.json").read_text())
     assert pre_config["arm"] == "synthetic" and pre_config["n_real_train"] == 0
@@ -383,6 +389,7 @@ def test_synthetic_pretrain_then_finetune(phantom_manifest, synthetic_from_phant
             tmp_path / "mixed",
             synthetic=synthetic_from_phantom,
             mix=0.5,
+            allow_foreign_synthetic=True,
             epochs=1,
         )
     )

@@ -496,7 +496,7 @@ def test_cli_base_missing_component(phantom_manifest, tiny_generator_dir, tmp_pa
     )
     # diffusers' loading bars may precede the error: the error itself is one line.
     message = "\n".join(x for x in message.splitlines() if "Loading " not in x)
-    _assert_user_error(result, "cannot load it", message)
+    _assert_user_error(result, "corrupt weights file", message)
     assert not (tmp_path / "o").exists()
     result, message = _cli(
         "--manifest", str(phantom_manifest), "--base", "someone/model", "--out", str(tmp_path / "o")
@@ -600,7 +600,7 @@ def test_failed_runs_leave_the_output_as_found(phantom_manifest, phantom_dir, tm
                 phantom_manifest, _bomb_png(tmp_path / "bomb.png"), tmp_path / "b.parquet"
             ),
             [],
-            "too large to decode",
+            "decompression bomb",
         ),
     ]
     empty = tmp_path / "empty"

@@ -440,7 +440,7 @@ def test_probe_text_encoder_runs_on_the_tiny_model(tmp_path, phantom_manifest, t
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("missing_run", "classifier run directory not found"),
+        ("missing_run", "not a classifier run directory (not found)"),
         ("real_as_synthetic", "no synthetic rows"),
         ("label_mismatch", "label set differs"),
         ("missing_finetuned", "--finetuned"),
