@@ -26,6 +26,7 @@ from manifests.errors import UserError
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
+    core_and_labels,
     finish_import,
     normalize_sex,
     normalize_view,
@@ -146,22 +147,14 @@ def import_chexpert(
         "official split"
     )
     notes.append("CheXpert ships no report text: report is empty")
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    rows = pd.concat([rows[keep], mapped, rows[["official_split", WHERE]]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "csv_dir": str(csv_dir.absolute()),
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
     return finish_import(
-        rows,
+        core_and_labels(rows, mapped),
         target,
         DATASET,
         root,
         notes,
+        target_name,
+        {"csv_dir": str(csv_dir.absolute())},
         frontal_only=frontal_only,
         check_images=check_images,
-        provenance=provenance,
     )

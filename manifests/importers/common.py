@@ -27,6 +27,8 @@ NOTES_KEY = "cxraug.notes"
 IMPORT_KEY = "cxraug.import"
 FRONTAL_VIEWS = ("PA", "AP")
 WHERE = "_where"
+# The manifest columns every importer fills, in manifest order (labels follow them).
+CORE_COLUMNS = ("image_path", "patient_id", "study_id", "view", "sex", "age", "report")
 
 # Labels of different sets that name the same finding (normalised spellings). Everything
 # else corresponds by name (torchxrayvision's relabel_dataset does the same).
@@ -335,15 +337,22 @@ def official_split(values: pd.Series, where: Sequence[str], column: str) -> pd.S
     return mapped.astype(object).where(mapped.notna(), None)
 
 
+def core_and_labels(rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The core columns of `rows`, the label columns, then `official_split` (if any), `_where`."""
+    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
+    return pd.concat([rows[list(CORE_COLUMNS)], labels, rows[tail]], axis=1)
+
+
 def finish_import(
     rows: pd.DataFrame,
     labels: Sequence[str],
     dataset: str,
     root: Path,
     notes: list[str],
+    label_set_name: str,
+    sources: dict[str, object],
     frontal_only: bool = False,
     check_images: bool = False,
-    provenance: dict | None = None,
     is_frontal: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> Manifest:
     """Filter, check and assemble imported rows into a validated manifest.
@@ -352,6 +361,9 @@ def finish_import(
     columns, optionally `official_split`, and `_where`. With `frontal_only`, rows whose view
     is not PA/AP (or `is_frontal(rows)` false) are dropped; an empty result names the flag.
     Every remaining image must exist; with `check_images` every one must decode.
+
+    The import record in the metadata names the importer (`dataset`), `root`, the label set
+    and `frontal_only`, plus the importer's own `sources` (the files and options it read).
     """
     rows = rows.reset_index(drop=True)
     notes = list(notes)
@@ -397,9 +409,17 @@ def finish_import(
         rows["split"] = "train"
     rows = rows.drop(columns=[WHERE])
 
-    metadata = {NOTES_KEY: json.dumps(notes)}
-    if provenance:
-        metadata[IMPORT_KEY] = json.dumps(provenance, sort_keys=True, default=str)
+    provenance = {
+        "importer": dataset,
+        "root": str(Path(root).absolute()),
+        **sources,
+        "label_set": label_set_name,
+        "frontal_only": frontal_only,
+    }
+    metadata = {
+        NOTES_KEY: json.dumps(notes),
+        IMPORT_KEY: json.dumps(provenance, sort_keys=True, default=str),
+    }
     manifest = Manifest(rows=rows, labels=tuple(labels), root=Path(root), metadata=metadata)
     manifest.validate(where=f"{dataset} import")
     return manifest

@@ -24,6 +24,7 @@ from manifests.images import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
+    core_and_labels,
     finish_import,
     label_key,
     normalize_sex,
@@ -201,23 +202,14 @@ def import_folder(
         if labels_csv is not None:
             notes.append("the labels CSV has no label columns: all labels NaN")
 
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
-    rows = pd.concat([rows[keep], mapped, rows[tail]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None,
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
     return finish_import(
-        rows,
+        core_and_labels(rows, mapped),
         target,
         DATASET,
         root,
         notes,
+        target_name,
+        {"labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None},
         frontal_only=frontal_only,
         check_images=check_images,
-        provenance=provenance,
     )

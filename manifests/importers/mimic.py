@@ -23,6 +23,7 @@ import pandas as pd
 
 from manifests.errors import UserError
 from manifests.importers.common import (
+    CORE_COLUMNS,
     WHERE,
     absolute_posix,
     find_table,
@@ -202,25 +203,15 @@ def import_mimic_cxr(
         notes.append("no --reports folder: report is empty (synthesis needs report prompts)")
 
     keep = [
-        "image_path",
-        "patient_id",
-        "study_id",
-        "view",
-        "sex",
-        "age",
-        "report",
+        *CORE_COLUMNS,
         *target,
         "dicom_id",
         *(["official_split"] if "official_split" in rows.columns else []),
         WHERE,
     ]
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
+    sources = {
         "reports": str(Path(reports).absolute()) if reports is not None else None,
         "labeler": labeler,
-        "label_set": target_name,
-        "frontal_only": frontal_only,
     }
     return finish_import(
         rows[keep],
@@ -228,7 +219,8 @@ def import_mimic_cxr(
         DATASET,
         root,
         notes,
+        target_name,
+        sources,
         frontal_only=frontal_only,
         check_images=check_images,
-        provenance=provenance,
     )

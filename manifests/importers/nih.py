@@ -27,6 +27,7 @@ from manifests.errors import UserError
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
+    core_and_labels,
     finish_import,
     normalize_sex,
     normalize_view,
@@ -199,23 +200,14 @@ def import_nih(
         notes.append(f"no test_list.txt in {root}: no official split")
     notes.append("NIH ships no report text: report is empty")
 
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
-    rows = pd.concat([rows[keep], mapped, rows[tail]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "csv": str(csv.absolute()),
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
     return finish_import(
-        rows,
+        core_and_labels(rows, mapped),
         target,
         DATASET,
         root,
         notes,
+        target_name,
+        {"csv": str(csv.absolute())},
         frontal_only=frontal_only,
         check_images=check_images,
-        provenance=provenance,
     )
