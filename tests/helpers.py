@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,9 @@ import pandas as pd
 from manifests.images import save_png
 from manifests.io import Manifest
 from manifests.schema import CHEXPERT_LABELS
+
+if TYPE_CHECKING:
+    from augmentor.synthesize import SynthesisConfig
 
 
 def make_rows(n: int, patients: int, seed: int = 0, labels=CHEXPERT_LABELS) -> pd.DataFrame:
@@ -35,6 +39,23 @@ def make_rows(n: int, patients: int, seed: int = 0, labels=CHEXPERT_LABELS) -> p
     return rows
 
 
+def set_synthesis_columns(rows: pd.DataFrame, **values) -> None:
+    """Fill the columns of synthetic rows (prompt, seed, sampler, generator, hash) with
+    constants, in place; `values` overrides the defaults by column name."""
+    defaults = {
+        "prompt": "Small left effusion.",
+        "seed": 1,
+        "guidance_scale": 4.0,
+        "num_inference_steps": 20,
+        "scheduler": "DDIMScheduler",
+        "target_label": "Pleural Effusion",
+        "generator": "gen",
+        "image_sha256": "0" * 64,
+    }
+    for column, value in {**defaults, **values}.items():
+        rows[column] = value
+
+
 def make_manifest(
     root: Path, n: int = 20, patients: int = 8, seed: int = 0, images: bool = False
 ) -> Manifest:
@@ -46,3 +67,16 @@ def make_manifest(
         for p in rows["image_path"]:
             save_png(rng.integers(0, 255, size=(16, 16), dtype=np.uint8), root / p)
     return Manifest(rows=rows, labels=CHEXPERT_LABELS, root=root)
+
+
+def synthesis_config(model: Path, prompts: Path, out: Path, **kw) -> SynthesisConfig:
+    """A seconds-long synthesis from the generator folder `model` and the prompts manifest
+    `prompts` into `out`: 2 sampling steps, batches of 2, labels `x:1` unless `kw` says."""
+    # Deferred: the synthesis module pulls in torch and diffusers, which most tests never need.
+    from augmentor.synthesize import SynthesisConfig
+
+    kw.setdefault("num_inference_steps", 2)
+    kw.setdefault("batch_size", 2)
+    return SynthesisConfig(
+        model=str(model), prompts_from=str(prompts), out=str(out), **{"labels": "x:1", **kw}
+    )
