@@ -28,6 +28,7 @@ from manifests.importers.common import (
     absolute_posix,
     core_and_labels,
     finish_import,
+    import_request,
     normalize_sex,
     normalize_view,
     parse_age,
@@ -35,7 +36,6 @@ from manifests.importers.common import (
     read_csv_checked,
     relabel,
     relabel_notes,
-    resolve_labels,
     safe_relative,
     where_lines,
 )
@@ -93,7 +93,8 @@ def import_chexpert(
     """
     root = Path(root)
     csv_dir = find_csv_dir(root)
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
     parts = []
     for name, split in CSV_SPLITS.items():
@@ -147,14 +148,5 @@ def import_chexpert(
         "official split"
     )
     notes.append("CheXpert ships no report text: report is empty")
-    return finish_import(
-        core_and_labels(rows, mapped),
-        target,
-        DATASET,
-        root,
-        notes,
-        target_name,
-        {"csv_dir": str(csv_dir.absolute())},
-        frontal_only=frontal_only,
-        check_images=check_images,
-    )
+    sources = {"csv_dir": str(csv_dir.absolute())}
+    return finish_import(request, core_and_labels(rows, mapped), notes, sources)

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -343,31 +344,61 @@ def core_and_labels(rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rows[list(CORE_COLUMNS)], labels, rows[tail]], axis=1)
 
 
-def finish_import(
-    rows: pd.DataFrame,
-    labels: Sequence[str],
+@dataclass(frozen=True)
+class ImportRequest:
+    """What every importer is asked for, besides its own source files.
+
+    Attributes:
+        dataset: the importer's name (the manifest's `dataset` column).
+        root: the dataset's folder.
+        label_set: the name of the label set the manifest gets; `labels` its labels.
+        frontal_only: keep PA/AP images only.
+        check_images: decode every image, not only check that it exists.
+    """
+
+    dataset: str
+    root: Path
+    label_set: str
+    labels: tuple[str, ...]
+    frontal_only: bool = False
+    check_images: bool = False
+
+
+def import_request(
     dataset: str,
     root: Path,
+    label_set: str | None,
+    natural: str,
+    frontal_only: bool,
+    check_images: bool,
+) -> ImportRequest:
+    """The request of one import, `label_set` resolved (default: the dataset's `natural`)."""
+    name, labels = resolve_labels(label_set, natural)
+    return ImportRequest(dataset, Path(root), name, tuple(labels), frontal_only, check_images)
+
+
+def finish_import(
+    request: ImportRequest,
+    rows: pd.DataFrame,
     notes: list[str],
-    label_set_name: str,
     sources: dict[str, object],
-    frontal_only: bool = False,
-    check_images: bool = False,
     is_frontal: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> Manifest:
     """Filter, check and assemble imported rows into a validated manifest.
 
     `rows` holds the core columns (image_path absolute; split filled here), the label
-    columns, optionally `official_split`, and `_where`. With `frontal_only`, rows whose view
-    is not PA/AP (or `is_frontal(rows)` false) are dropped; an empty result names the flag.
-    Every remaining image must exist; with `check_images` every one must decode.
+    columns, optionally `official_split`, and `_where`. With `request.frontal_only`, rows
+    whose view is not PA/AP (or `is_frontal(rows)` false) are dropped; an empty result names
+    the flag. Every remaining image must exist; with `request.check_images` every one must
+    decode.
 
-    The import record in the metadata names the importer (`dataset`), `root`, the label set
-    and `frontal_only`, plus the importer's own `sources` (the files and options it read).
+    The import record in the metadata names the importer, its root, label set and
+    `frontal_only`, plus the importer's own `sources` (the files and options it read).
     """
+    dataset, root = request.dataset, request.root
     rows = rows.reset_index(drop=True)
     notes = list(notes)
-    if frontal_only:
+    if request.frontal_only:
         keep = (
             is_frontal(rows)
             if is_frontal is not None
@@ -387,7 +418,7 @@ def finish_import(
     where = rows[WHERE].tolist()
     paths = rows["image_path"].tolist()
     check_images_exist(paths, where)
-    if check_images:
+    if request.check_images:
         check_images_decode(paths, where)
 
     rows["source"] = "real"
@@ -411,16 +442,16 @@ def finish_import(
 
     provenance = {
         "importer": dataset,
-        "root": str(Path(root).absolute()),
+        "root": str(root.absolute()),
         **sources,
-        "label_set": label_set_name,
-        "frontal_only": frontal_only,
+        "label_set": request.label_set,
+        "frontal_only": request.frontal_only,
     }
     metadata = {
         NOTES_KEY: json.dumps(notes),
         IMPORT_KEY: json.dumps(provenance, sort_keys=True, default=str),
     }
-    manifest = Manifest(rows=rows, labels=tuple(labels), root=Path(root), metadata=metadata)
+    manifest = Manifest(rows=rows, labels=request.labels, root=root, metadata=metadata)
     manifest.validate(where=f"{dataset} import")
     return manifest
 

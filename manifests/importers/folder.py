@@ -26,6 +26,7 @@ from manifests.importers.common import (
     absolute_posix,
     core_and_labels,
     finish_import,
+    import_request,
     label_key,
     normalize_sex,
     normalize_view,
@@ -35,7 +36,6 @@ from manifests.importers.common import (
     read_csv_checked,
     relabel,
     report_section,
-    resolve_labels,
     safe_relative,
     section_counts_note,
     where_lines,
@@ -116,7 +116,8 @@ def import_folder(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"--root {root}: not a folder")
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
 
     if labels_csv is None:
@@ -202,14 +203,5 @@ def import_folder(
         if labels_csv is not None:
             notes.append("the labels CSV has no label columns: all labels NaN")
 
-    return finish_import(
-        core_and_labels(rows, mapped),
-        target,
-        DATASET,
-        root,
-        notes,
-        target_name,
-        {"labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None},
-        frontal_only=frontal_only,
-        check_images=check_images,
-    )
+    sources = {"labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None}
+    return finish_import(request, core_and_labels(rows, mapped), notes, sources)

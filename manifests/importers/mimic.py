@@ -28,6 +28,7 @@ from manifests.importers.common import (
     absolute_posix,
     find_table,
     finish_import,
+    import_request,
     normalize_view,
     official_split,
     parse_label_values,
@@ -35,7 +36,6 @@ from manifests.importers.common import (
     relabel,
     relabel_notes,
     report_section,
-    resolve_labels,
     section_counts_note,
     where_lines,
 )
@@ -133,7 +133,8 @@ def import_mimic_cxr(
     labeler = labeler.strip().lower()
     if labeler not in LABELERS:
         raise UserError(f"--labeler: unknown labeler {labeler!r}; valid: {', '.join(LABELERS)}")
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
 
     meta_csv = find_table(root, f"{PREFIX}-metadata")
@@ -213,14 +214,4 @@ def import_mimic_cxr(
         "reports": str(Path(reports).absolute()) if reports is not None else None,
         "labeler": labeler,
     }
-    return finish_import(
-        rows[keep],
-        target,
-        DATASET,
-        root,
-        notes,
-        target_name,
-        sources,
-        frontal_only=frontal_only,
-        check_images=check_images,
-    )
+    return finish_import(request, rows[keep], notes, sources)

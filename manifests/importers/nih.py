@@ -29,13 +29,13 @@ from manifests.importers.common import (
     absolute_posix,
     core_and_labels,
     finish_import,
+    import_request,
     normalize_sex,
     normalize_view,
     parse_age,
     read_csv_checked,
     relabel,
     relabel_notes,
-    resolve_labels,
     where_lines,
 )
 from manifests.io import Manifest
@@ -139,7 +139,8 @@ def import_nih(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"--root {root}: not a folder")
-    target_name, target = resolve_labels(label_set, "nih")
+    request = import_request(DATASET, root, label_set, "nih", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
     csv = Path(csv) if csv is not None else find_data_entry(root)
     rows = read_csv_checked(csv, COLUMNS)
@@ -200,14 +201,5 @@ def import_nih(
         notes.append(f"no test_list.txt in {root}: no official split")
     notes.append("NIH ships no report text: report is empty")
 
-    return finish_import(
-        core_and_labels(rows, mapped),
-        target,
-        DATASET,
-        root,
-        notes,
-        target_name,
-        {"csv": str(csv.absolute())},
-        frontal_only=frontal_only,
-        check_images=check_images,
-    )
+    sources = {"csv": str(csv.absolute())}
+    return finish_import(request, core_and_labels(rows, mapped), notes, sources)
