@@ -26,7 +26,6 @@ from manifests.errors import UserError
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
-    core_and_labels,
     finish_import,
     import_request,
     normalize_sex,
@@ -149,4 +148,4 @@ def import_chexpert(
     )
     notes.append("CheXpert ships no report text: report is empty")
     sources = {"csv_dir": str(csv_dir.absolute())}
-    return finish_import(request, core_and_labels(rows, mapped), notes, sources)
+    return finish_import(request, rows, mapped, notes, sources)

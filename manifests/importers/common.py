@@ -338,12 +338,6 @@ def official_split(values: pd.Series, where: Sequence[str], column: str) -> pd.S
     return mapped.astype(object).where(mapped.notna(), None)
 
 
-def core_and_labels(rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The core columns of `rows`, the label columns, then `official_split` (if any), `_where`."""
-    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
-    return pd.concat([rows[list(CORE_COLUMNS)], labels, rows[tail]], axis=1)
-
-
 @dataclass(frozen=True)
 class ImportRequest:
     """What every importer is asked for, besides its own source files.
@@ -380,22 +374,27 @@ def import_request(
 def finish_import(
     request: ImportRequest,
     rows: pd.DataFrame,
+    labels: pd.DataFrame,
     notes: list[str],
     sources: dict[str, object],
+    extra: Sequence[str] = (),
     is_frontal: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> Manifest:
     """Filter, check and assemble imported rows into a validated manifest.
 
-    `rows` holds the core columns (image_path absolute; split filled here), the label
-    columns, optionally `official_split`, and `_where`. With `request.frontal_only`, rows
-    whose view is not PA/AP (or `is_frontal(rows)` false) are dropped; an empty result names
-    the flag. Every remaining image must exist; with `request.check_images` every one must
-    decode.
+    `rows` holds the core columns (image_path absolute; split filled here), optionally
+    `official_split`, and `_where`; `labels` the label columns, aligned with `rows`. The
+    manifest's columns are the core ones, the labels, the `extra` columns of `rows`, then
+    `official_split`. With `request.frontal_only`, rows whose view is not PA/AP (or
+    `is_frontal(rows)` false) are dropped; an empty result names the flag. Every remaining
+    image must exist; with `request.check_images` every one must decode.
 
     The import record in the metadata names the importer, its root, label set and
     `frontal_only`, plus the importer's own `sources` (the files and options it read).
     """
     dataset, root = request.dataset, request.root
+    tail = [*extra, *(c for c in ("official_split", WHERE) if c in rows.columns)]
+    rows = pd.concat([rows[list(CORE_COLUMNS)], labels, rows[tail]], axis=1)
     rows = rows.reset_index(drop=True)
     notes = list(notes)
     if request.frontal_only:

@@ -24,7 +24,6 @@ from manifests.images import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
-    core_and_labels,
     finish_import,
     import_request,
     label_key,
@@ -204,4 +203,4 @@ def import_folder(
             notes.append("the labels CSV has no label columns: all labels NaN")
 
     sources = {"labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None}
-    return finish_import(request, core_and_labels(rows, mapped), notes, sources)
+    return finish_import(request, rows, mapped, notes, sources)

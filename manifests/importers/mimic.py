@@ -23,7 +23,6 @@ import pandas as pd
 
 from manifests.errors import UserError
 from manifests.importers.common import (
-    CORE_COLUMNS,
     WHERE,
     absolute_posix,
     find_table,
@@ -203,15 +202,9 @@ def import_mimic_cxr(
     else:
         notes.append("no --reports folder: report is empty (synthesis needs report prompts)")
 
-    keep = [
-        *CORE_COLUMNS,
-        *target,
-        "dicom_id",
-        *(["official_split"] if "official_split" in rows.columns else []),
-        WHERE,
-    ]
     sources = {
         "reports": str(Path(reports).absolute()) if reports is not None else None,
         "labeler": labeler,
     }
-    return finish_import(request, rows[keep], notes, sources)
+    labels = rows[list(target)]
+    return finish_import(request, rows, labels, notes, sources, extra=["dicom_id"])

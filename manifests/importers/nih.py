@@ -27,7 +27,6 @@ from manifests.errors import UserError
 from manifests.importers.common import (
     WHERE,
     absolute_posix,
-    core_and_labels,
     finish_import,
     import_request,
     normalize_sex,
@@ -202,4 +201,4 @@ def import_nih(
     notes.append("NIH ships no report text: report is empty")
 
     sources = {"csv": str(csv.absolute())}
-    return finish_import(request, core_and_labels(rows, mapped), notes, sources)
+    return finish_import(request, rows, mapped, notes, sources)
