@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from manifests.images import save_png
-from manifests.io import Manifest
+from manifests.io import Manifest, read_manifest, write_manifest
+from manifests.phantom import write_phantom_dataset
 from manifests.schema import CHEXPERT_LABELS
+from manifests.splits import split_by_patient
 
 if TYPE_CHECKING:
     from augmentor.synthesize import SynthesisConfig
@@ -80,3 +82,19 @@ def synthesis_config(model: Path, prompts: Path, out: Path, **kw) -> SynthesisCo
     return SynthesisConfig(
         model=str(model), prompts_from=str(prompts), out=str(out), **{"labels": "x:1", **kw}
     )
+
+
+def write_split_phantom(out: Path, n: int, seed: int, patients: int) -> Path:
+    """A phantom dataset of `n` 64 px images over `patients` patients in `out`, split
+    0.6/0.2/0.2 by patient; returns its manifest's path."""
+    path = write_phantom_dataset(out, n=n, size=64, seed=seed, patients=patients)
+    split = split_by_patient(read_manifest(path), (0.6, 0.2, 0.2), seed=0)
+    write_manifest(split, path, overwrite=True)
+    return path
+
+
+def image_folder(tmp_path_factory, name: str) -> Path:
+    """A fresh temporary folder `name` with an empty `images/` in it, to root a manifest."""
+    root = tmp_path_factory.mktemp(name)
+    (root / "images").mkdir()
+    return root

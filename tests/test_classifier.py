@@ -41,7 +41,7 @@ from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png
 from manifests.io import read_manifest, write_manifest
-from tests.helpers import set_synthesis_columns
+from tests.helpers import image_folder, set_synthesis_columns, write_split_phantom
 
 runner = CliRunner()
 LABELS = ("Support Devices", "Pleural Effusion")
@@ -53,23 +53,15 @@ LABELS = ("Support Devices", "Pleural Effusion")
 @pytest.fixture(scope="module")
 def larger_phantom(tmp_path_factory) -> Path:
     """480 phantom images (64 px, 160 patients), split 0.6/0.2/0.2: enough for AUROC > 0.9."""
-    from manifests.phantom import write_phantom_dataset
-    from manifests.splits import split_by_patient
-
     out = tmp_path_factory.mktemp("phantom480")
-    path = write_phantom_dataset(out, n=480, size=64, seed=2, patients=160)
-    write_manifest(
-        split_by_patient(read_manifest(path), (0.6, 0.2, 0.2), seed=0), path, overwrite=True
-    )
-    return path
+    return write_split_phantom(out, n=480, seed=2, patients=160)
 
 
 @pytest.fixture(scope="module")
 def synthetic_from_phantom(phantom_manifest, tmp_path_factory) -> Path:
     """The fixture's train images re-labelled as synthetic rows (a stand-in generator output)."""
     real = read_manifest(phantom_manifest)
-    out = tmp_path_factory.mktemp("syn")
-    (out / "images").mkdir()
+    out = image_folder(tmp_path_factory, "syn")
     rows = real.rows[real.rows["split"] == "train"].copy()
     new_paths = []
     for i, src in enumerate(real.image_paths()):
