@@ -118,23 +118,18 @@ UNET_CONFIGS = {
         use_linear_projection=True,
     ),
 }
+# The text towers' sizes and activation, one row per base (build_models adds the rest).
+_TEXT_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "hidden_act",
+    "projection_dim",
+)
 TEXT_CONFIGS = {
-    "sd15": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        hidden_act="quick_gelu",
-        projection_dim=768,
-    ),
-    "sd21-base": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=23,
-        num_attention_heads=16,
-        hidden_act="gelu",
-        projection_dim=512,
-    ),
+    "sd15": dict(zip(_TEXT_FIELDS, (768, 3072, 12, 12, "quick_gelu", 768), strict=True)),
+    "sd21-base": dict(zip(_TEXT_FIELDS, (1024, 4096, 23, 16, "gelu", 512), strict=True)),
 }
 VAE_CONFIG = dict(
     in_channels=3,
