@@ -168,6 +168,22 @@ def check_run_dir(run_dir: Path, flag: str = "--features") -> None:
         )
 
 
+def _extractor(
+    kind: str,
+    source: str,
+    model: torch.nn.Module,
+    key_parts: tuple,
+    preprocessing: dict,
+    device: str,
+    labels: tuple[str, ...] = (),
+) -> FeatureExtractor:
+    """The extractor named `kind:source`, keyed `kind-` and a digest of `kind` and `key_parts`
+    (the weights' digest and the preprocessing: cached features are only reused for both)."""
+    digest = hashlib.sha256("|".join(str(p) for p in (kind, *key_parts)).encode()).hexdigest()
+    name, key = f"{kind}:{source}", f"{kind}-{digest[:16]}"
+    return FeatureExtractor(model, name, key, **preprocessing, labels=labels, device=device)
+
+
 def load_run_extractor(
     run_dir: Path, device: str | None = None, flag: str = "--features"
 ) -> FeatureExtractor:
@@ -179,18 +195,10 @@ def load_run_extractor(
     size, in_chans = int(config["image_size"]), int(config.get("in_chans", 1))
     mean, std = (float(config["mean"]),) * in_chans, (float(config["std"]),) * in_chans
     digest = file_sha256(run.model_path(run_dir))[:16]
-    key = hashlib.sha256(f"run|{digest}|{size}|{mean}|{std}|{in_chans}".encode()).hexdigest()
-    return FeatureExtractor(
-        model=model,
-        name=f"run:{run_dir}",
-        key=f"run-{key[:16]}",
-        image_size=size,
-        mean=mean,
-        std=std,
-        in_chans=in_chans,
-        labels=tuple(config["labels"]),
-        device=device,
-    )
+    preprocessing = dict(image_size=size, mean=mean, std=std, in_chans=in_chans)
+    key = (digest, size, mean, std, in_chans)
+    labels = tuple(config["labels"])
+    return _extractor("run", str(run_dir), model, key, preprocessing, device, labels)
 
 
 def load_timm_extractor(
@@ -221,17 +229,8 @@ def load_timm_extractor(
     model.eval().to(device)
     digest = file_sha256(weights)[:16]
     mean, std = tuple(config["mean"]), tuple(config["std"])
-    key = hashlib.sha256(f"timm|{name}|{digest}|{size}|{mean}|{std}".encode()).hexdigest()
-    return FeatureExtractor(
-        model=model,
-        name=f"timm:{name}",
-        key=f"timm-{key[:16]}",
-        image_size=size,
-        mean=mean,
-        std=std,
-        in_chans=in_chans,
-        device=device,
-    )
+    preprocessing = dict(image_size=size, mean=mean, std=std, in_chans=in_chans)
+    return _extractor("timm", name, model, (name, digest, size, mean, std), preprocessing, device)
 
 
 def load_feature_extractor(

@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:
 from augmentor.base import CLIP_CONTEXT_LENGTH, tiny_tokenizer  # noqa: E402
 from augmentor.finetune import diffusion_loss, encode_prompts, tokenize_prompts  # noqa: E402
 from augmentor.latents import encode_posterior, sample_latents  # noqa: E402
-from augmentor.synthesize import generate_images  # noqa: E402
+from augmentor.synthesize import _quiet_diffusers, generate_images  # noqa: E402
 from classifier.data import AugmentConfig, augment_batch, normalize  # noqa: E402
 from classifier.train import build_model, model_normalization  # noqa: E402
 
@@ -91,64 +91,45 @@ PROMPTS = (
 _DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 _UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 
+# What the two bases' UNets share; each adds its cross-attention width and heads.
+_UNET_COMMON = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=_DOWN,
+    up_block_types=_UP,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    act_fn="silu",
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    center_input_sample=False,
+    mid_block_scale_factor=1,
+)
 UNET_CONFIGS = {
-    "sd15": dict(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=_DOWN,
-        up_block_types=_UP,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        norm_num_groups=32,
-        norm_eps=1e-5,
-        act_fn="silu",
-        downsample_padding=1,
-        flip_sin_to_cos=True,
-        freq_shift=0,
-        center_input_sample=False,
-        mid_block_scale_factor=1,
-    ),
+    "sd15": dict(_UNET_COMMON, cross_attention_dim=768, attention_head_dim=8),
     "sd21-base": dict(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=_DOWN,
-        up_block_types=_UP,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
+        _UNET_COMMON,
         cross_attention_dim=1024,
         attention_head_dim=(5, 10, 20, 20),
         use_linear_projection=True,
-        norm_num_groups=32,
-        norm_eps=1e-5,
-        act_fn="silu",
-        downsample_padding=1,
-        flip_sin_to_cos=True,
-        freq_shift=0,
-        center_input_sample=False,
-        mid_block_scale_factor=1,
     ),
 }
+# The text towers' sizes and activation, one row per base (build_models adds the rest).
+_TEXT_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "hidden_act",
+    "projection_dim",
+)
 TEXT_CONFIGS = {
-    "sd15": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        hidden_act="quick_gelu",
-        projection_dim=768,
-    ),
-    "sd21-base": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=23,
-        num_attention_heads=16,
-        hidden_act="gelu",
-        projection_dim=512,
-    ),
+    "sd15": dict(zip(_TEXT_FIELDS, (768, 3072, 12, 12, "quick_gelu", 768), strict=True)),
+    "sd21-base": dict(zip(_TEXT_FIELDS, (1024, 4096, 23, 16, "gelu", 512), strict=True)),
 }
 VAE_CONFIG = dict(
     in_channels=3,
@@ -554,19 +535,6 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-@contextlib.contextmanager
-def quiet_diffusers() -> Iterator[None]:
-    """Silence diffusers' per-cast warning about modules kept in fp32 (there are none here)."""
-    from diffusers.utils import logging as dlog
-
-    level = dlog.get_verbosity()
-    dlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(level)
-
-
 # ------------------------------------------------------------------------------ fine-tune
 
 
@@ -618,7 +586,8 @@ class TrainLoops:
         self.run, self.models, self.data = run, models, data
         self.train_te = train_text_encoder
         unet, te = models.unet, models.text_encoder
-        with quiet_diffusers():
+        # diffusers warns per cast about modules kept in fp32 (there are none here).
+        with _quiet_diffusers():
             unet.to(torch.float32).requires_grad_(True).train()
             # diffusers casts frozen models to the weight dtype; trained ones stay fp32.
             te.to(torch.float32 if train_text_encoder else run.dtype)
@@ -745,7 +714,8 @@ def sampling_pipeline(run: Run, models: Models):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    with quiet_diffusers():
+    # diffusers warns per cast about modules kept in fp32 (there are none here).
+    with _quiet_diffusers():
         pipe.to(run.device, run.dtype)
     # diffusers' default under torch 2; set explicitly so the rows say what they measure.
     pipe.unet.set_attn_processor(AttnProcessor2_0())

@@ -15,14 +15,10 @@ torch.set_num_threads(int(os.environ.get("CXRAUG_TEST_THREADS", "1")))
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """48 phantom images (64 px, 16 patients) with reports and labels, split 0.6/0.2/0.2."""
-    from manifests.io import read_manifest, write_manifest
-    from manifests.phantom import write_phantom_dataset
-    from manifests.splits import split_by_patient
+    from tests.helpers import write_split_phantom
 
     out = tmp_path_factory.mktemp("phantom")
-    path = write_phantom_dataset(out, n=48, size=64, seed=0, patients=16)
-    split = split_by_patient(read_manifest(path), (0.6, 0.2, 0.2), seed=0)
-    write_manifest(split, path, overwrite=True)
+    write_split_phantom(out, n=48, seed=0, patients=16)
     return out
 
 

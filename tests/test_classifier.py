@@ -41,6 +41,7 @@ from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png
 from manifests.io import read_manifest, write_manifest
+from tests.helpers import image_folder, set_synthesis_columns, write_split_phantom
 
 runner = CliRunner()
 LABELS = ("Support Devices", "Pleural Effusion")
@@ -52,23 +53,15 @@ LABELS = ("Support Devices", "Pleural Effusion")
 @pytest.fixture(scope="module")
 def larger_phantom(tmp_path_factory) -> Path:
     """480 phantom images (64 px, 160 patients), split 0.6/0.2/0.2: enough for AUROC > 0.9."""
-    from manifests.phantom import write_phantom_dataset
-    from manifests.splits import split_by_patient
-
     out = tmp_path_factory.mktemp("phantom480")
-    path = write_phantom_dataset(out, n=480, size=64, seed=2, patients=160)
-    write_manifest(
-        split_by_patient(read_manifest(path), (0.6, 0.2, 0.2), seed=0), path, overwrite=True
-    )
-    return path
+    return write_split_phantom(out, n=480, seed=2, patients=160)
 
 
 @pytest.fixture(scope="module")
 def synthetic_from_phantom(phantom_manifest, tmp_path_factory) -> Path:
     """The fixture's train images re-labelled as synthetic rows (a stand-in generator output)."""
     real = read_manifest(phantom_manifest)
-    out = tmp_path_factory.mktemp("syn")
-    (out / "images").mkdir()
+    out = image_folder(tmp_path_factory, "syn")
     rows = real.rows[real.rows["split"] == "train"].copy()
     new_paths = []
     for i, src in enumerate(real.image_paths()):
@@ -80,17 +73,14 @@ def synthetic_from_phantom(phantom_manifest, tmp_path_factory) -> Path:
     rows["image_path"] = new_paths
     rows["source"] = "synthetic"
     rows["patient_id"] = [f"synthetic-{i}" for i in range(len(rows))]
-    for column, value in (
-        ("prompt", "phantom"),
-        ("seed", 0),
-        ("guidance_scale", 4.0),
-        ("num_inference_steps", 2),
-        ("scheduler", "DDIMScheduler"),
-        ("target_label", "Support Devices"),
-        ("generator", "copy"),
-        ("image_sha256", "0" * 64),
-    ):
-        rows[column] = value
+    set_synthesis_columns(
+        rows,
+        prompt="phantom",
+        seed=0,
+        num_inference_steps=2,
+        target_label="Support Devices",
+        generator="copy",
+    )
     return write_manifest(replace(real, rows=rows, root=out), out / "synthetic.parquet")
 
 
@@ -266,17 +256,14 @@ def test_compute_metrics_nan_for_one_class_label():
 
 def test_training_reaches_auroc_above_09_and_run_dir(larger_phantom, tmp_path):
     labels = ("Support Devices", "Pleural Effusion", "Pneumothorax")
-    cfg = TrainConfig(
-        real=larger_phantom,
-        out=tmp_path / "run",
-        backbone="test_resnet",
+    cfg = tiny_config(
+        larger_phantom,
+        tmp_path / "run",
         labels=labels,
         image_size=64,
         epochs=12,
         batch_size=16,
-        lr=3e-3,
         n_boot=200,
-        patience=0,
     )
     out = train_classifier(cfg)
     metrics = json.loads((out / "metrics.json").read_text())

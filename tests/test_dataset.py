@@ -14,6 +14,7 @@ from classifier.dataset import ManifestDataset
 from manifests.errors import UserError
 from manifests.io import read_manifest
 from manifests.mixing import mix_manifests
+from tests.helpers import synthesis_config
 
 LABELS = ("Support Devices", "Pleural Effusion")
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,19 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def synthetic(tiny_generator_dir, phantom_manifest, tmp_path_factory) -> Path:
     """A real (tiny, untrained) synthesis run from phantom reports: 6 images."""
-    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.synthesize import synthesize
 
     out = tmp_path_factory.mktemp("synthetic")
-    return synthesize(
-        SynthesisConfig(
-            model=str(tiny_generator_dir),
-            prompts_from=str(phantom_manifest),
-            out=str(out),
-            labels="pleural_effusion:3,support_devices:3",
-            num_inference_steps=2,
-            batch_size=6,
-        )
-    ).manifest
+    labels = "pleural_effusion:3,support_devices:3"
+    cfg = synthesis_config(tiny_generator_dir, phantom_manifest, out, labels=labels, batch_size=6)
+    return synthesize(cfg).manifest
 
 
 def test_items_follow_the_uncertain_policy(phantom_manifest):

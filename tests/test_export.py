@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import cli
 from manifests.export import CARD_FILE, dataset_card, export_imagefolder
 from manifests.io import read_manifest
-from tests.helpers import make_manifest
+from tests.helpers import make_manifest, synthesis_config
 
 datasets = pytest.importorskip("datasets")
 runner = CliRunner()
@@ -62,17 +62,16 @@ def test_real_manifest_exports_and_loads_with_every_column(phantom_manifest, tmp
 def test_synthetic_set_card_has_sampler_generator_audit(
     tiny_generator_dir, phantom_manifest, tmp_path
 ):
-    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.synthesize import synthesize
 
     syn = tmp_path / "synthetic"
     result = synthesize(
-        SynthesisConfig(
-            model=str(tiny_generator_dir),
-            prompts_from=str(phantom_manifest),
-            out=str(syn),
+        synthesis_config(
+            tiny_generator_dir,
+            phantom_manifest,
+            syn,
             labels="cardiomegaly:2",
             negatives=1,
-            num_inference_steps=2,
             batch_size=3,
         )
     )

@@ -43,6 +43,7 @@ from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.images import load_image, save_png
 from manifests.io import Manifest, read_manifest, write_manifest
+from tests.helpers import image_folder
 
 # ---------------------------------------------------------------- fixtures
 
@@ -73,8 +74,7 @@ def run_dir(tmp_path_factory, phantom_manifest) -> Path:
 def synthetic_manifest(tmp_path_factory, phantom_manifest) -> Path:
     """16 'synthetic' rows: noisy, shifted phantom train images plus one byte-exact copy."""
     real = read_manifest(phantom_manifest)
-    root = tmp_path_factory.mktemp("synthetic")
-    (root / "images").mkdir()
+    root = image_folder(tmp_path_factory, "synthetic")
     train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     paths = real.image_paths()
     rng = np.random.default_rng(0)

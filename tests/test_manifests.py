@@ -1,4 +1,6 @@
-"""Manifest v1: schema validation, atomic Parquet I/O, helpers, splits, leakage, CLI."""
+"""Manifest v1: schema validation, atomic Parquet I/O, helpers, splits, leakage, CLI.
+
+The helpers come from the `manifests` package, as users import them."""
 
 from __future__ import annotations
 
@@ -11,24 +13,23 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from manifests.errors import UserError
-from manifests.io import (
+from manifests import (
+    CHEXPERT_LABELS,
+    NIH_LABELS,
     Manifest,
+    UserError,
+    check_leakage,
     concat_manifests,
     filter_manifest,
     label_prevalence,
+    label_set,
     read_manifest,
+    resolve_label,
+    split_by_patient,
     write_manifest,
 )
-from manifests.schema import (
-    CHEXPERT_LABELS,
-    NIH_LABELS,
-    arrow_schema,
-    label_set,
-    resolve_label,
-    validate_frame,
-)
-from manifests.splits import check_leakage, parse_fractions, split_by_patient
+from manifests.schema import arrow_schema, validate_frame
+from manifests.splits import parse_fractions
 from tests.helpers import make_manifest, make_rows
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from manifests.errors import UserError
 from manifests.io import Manifest
 from manifests.mixing import MIX_METADATA_KEY, draw_rows, mix_manifests, mix_plan_of, plan_mix
 from manifests.schema import CHEXPERT_LABELS, NIH_LABELS
-from tests.helpers import make_rows
+from tests.helpers import make_rows, set_synthesis_columns
 
 
 def real_manifest(tmp_path, n_train=40, n_eval=20) -> Manifest:
@@ -27,17 +27,7 @@ def synthetic_manifest(tmp_path, n=30, n_real_rows=5, labels=CHEXPERT_LABELS) ->
     rows["image_path"] = [f"syn/{i:05d}.png" for i in range(len(rows))]
     rows["source"] = ["synthetic"] * n + ["real"] * n_real_rows
     rows["patient_id"] = [f"syn{i}" for i in range(len(rows))]
-    for column, value in (
-        ("prompt", "Small left effusion."),
-        ("seed", 1),
-        ("guidance_scale", 4.0),
-        ("num_inference_steps", 20),
-        ("scheduler", "DDIMScheduler"),
-        ("target_label", "Pleural Effusion"),
-        ("generator", "gen"),
-        ("image_sha256", "0" * 64),
-    ):
-        rows[column] = value
+    set_synthesis_columns(rows)
     return Manifest(rows=rows, labels=labels, root=tmp_path / "syn")
 
 

@@ -16,6 +16,7 @@ from manifests.images import load_image
 from manifests.io import read_manifest
 from manifests.phantom import (
     IMAGE_HALF,
+    MODELLED_LABELS,
     draw_phantom,
     phantom_studies,
     study_labels,
@@ -25,15 +26,6 @@ from manifests.phantom import (
 from manifests.schema import CHEXPERT_LABELS
 
 runner = CliRunner()
-MODELLED = (
-    "No Finding",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Consolidation",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Support Devices",
-)
 HEDGES = ("possible", "possibly", "not excluded", "cannot be excluded", "may ", "questionable")
 KEYWORD = {
     "Cardiomegaly": "cardiomegaly",
@@ -80,9 +72,11 @@ def test_manifest_is_valid_with_images_reports_and_notes(small):
     assert image.shape == (64, 64) and image.dtype == np.uint8
     notes = json.loads(small.metadata["cxraug.notes"])
     assert any("never clinical data" in note for note in notes)
-    for text, labels in zip(rows["phantom_findings"], rows[list(MODELLED)].to_numpy(), strict=True):
+    for text, labels in zip(
+        rows["phantom_findings"], rows[list(MODELLED_LABELS)].to_numpy(), strict=True
+    ):
         findings = json.loads(text)
-        assert ("Pneumothorax" in findings) == (labels[MODELLED.index("Pneumothorax")] != 0)
+        assert ("Pneumothorax" in findings) == (labels[MODELLED_LABELS.index("Pneumothorax")] != 0)
     # ground truth for generator evaluation: the cardiothoracic ratio of every image
     enlarged = rows["Cardiomegaly"] != 0
     assert (rows.loc[enlarged, "phantom_ctr"] > 0.5).all()
@@ -115,7 +109,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, small):
 def test_labels_follow_the_documented_policy(reports):
     for study, _, _, labels in reports:
         for label in CHEXPERT_LABELS:
-            if label in MODELLED:
+            if label in MODELLED_LABELS:
                 assert labels[label] in (1.0, 0.0, -1.0)
             else:
                 assert np.isnan(labels[label])  # never drawn, never mentioned
@@ -130,7 +124,7 @@ def test_labels_follow_the_documented_policy(reports):
 
 
 def test_prevalence_is_learnable_but_not_dominant(reports):
-    values = {label: np.array([r[3][label] for r in reports]) for label in MODELLED}
+    values = {label: np.array([r[3][label] for r in reports]) for label in MODELLED_LABELS}
     for label in ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation"):
         drawn = np.mean(values[label] != 0)
         assert 0.12 <= drawn <= 0.35, (label, drawn)

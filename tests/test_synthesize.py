@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from augmentor.prompts import balanced_prompts, parse_label_counts, row_seed, template_notes
 from augmentor.synthesize import (
-    SynthesisConfig,
     generate_images,
     generator_digest,
     set_scheduler,
@@ -33,6 +32,7 @@ from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.schema import CHEXPERT_LABELS, NIH_LABELS, validate_frame
+from tests.helpers import synthesis_config
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
@@ -76,14 +76,6 @@ def prompts_manifest(root: Path, n: int = 20, train: int = 15, reports: bool = T
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory) -> Path:
     return prompts_manifest(tmp_path_factory.mktemp("prompts"))
-
-
-def config(model: Path, prompts: Path, out: Path, **kw) -> SynthesisConfig:
-    kw.setdefault("num_inference_steps", 2)
-    kw.setdefault("batch_size", 2)
-    return SynthesisConfig(
-        model=str(model), prompts_from=str(prompts), out=str(out), **{"labels": "x:1", **kw}
-    )
 
 
 def one_line_error(result, *fragments: str) -> None:
@@ -249,7 +241,9 @@ def test_cli_small_balanced_synthesis(tmp_path, tiny_generator_dir, prompts):
 
 def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_generator_dir, prompts):
     out = tmp_path / "synth"
-    cfg = config(tiny_generator_dir, prompts, out, labels="pneumothorax:5,pleural_effusion:3")
+    cfg = synthesis_config(
+        tiny_generator_dir, prompts, out, labels="pneumothorax:5,pleural_effusion:3"
+    )
 
     def stop_after_two_batches(committed: int) -> None:
         if committed >= 4:
@@ -264,9 +258,11 @@ def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_gener
 
     with pytest.raises(UserError, match="pass --resume to continue it"):
         synthesize(
-            config(tiny_generator_dir, prompts, out, labels="pneumothorax:5,pleural_effusion:3")
+            synthesis_config(
+                tiny_generator_dir, prompts, out, labels="pneumothorax:5,pleural_effusion:3"
+            )
         )
-    changed = config(
+    changed = synthesis_config(
         tiny_generator_dir,
         prompts,
         out,
@@ -277,7 +273,7 @@ def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_gener
     with pytest.raises(UserError, match="seed=0, now 9"):
         synthesize(changed)
 
-    resumed = config(
+    resumed = synthesis_config(
         tiny_generator_dir,
         prompts,
         out,

@@ -49,22 +49,17 @@ def test_train_classifier_reports_to_tensorboard(phantom_manifest, tmp_path):
 
 
 def test_finetune_reports_loss_lr_rate_and_validation_grids(phantom_manifest, tmp_path):
-    from augmentor.finetune import FinetuneConfig, finetune
+    from augmentor.finetune import finetune
+    from tests.test_finetune import _cfg  # the fine-tune tests' seconds-long tiny config
 
     out = tmp_path / "gen"
     finetune(
-        FinetuneConfig(
-            manifest=str(phantom_manifest),
-            base="tiny",
-            out=str(out),
-            batch_size=4,
-            max_steps=2,
-            autoencoder_steps=2,
-            checkpointing_steps=2,
+        _cfg(
+            phantom_manifest,
+            out,
             validation_prompts=("Large right pleural effusion.", "No acute process."),
             validation_steps=1,
             validation_inference_steps=2,
-            show_progress=False,
             report_to="tensorboard",
         )
     )

@@ -27,6 +27,7 @@ from manifests.importers.common import (
     WHERE,
     absolute_posix,
     finish_import,
+    import_request,
     normalize_sex,
     normalize_view,
     parse_age,
@@ -34,7 +35,6 @@ from manifests.importers.common import (
     read_csv_checked,
     relabel,
     relabel_notes,
-    resolve_labels,
     safe_relative,
     where_lines,
 )
@@ -92,7 +92,8 @@ def import_chexpert(
     """
     root = Path(root)
     csv_dir = find_csv_dir(root)
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
     parts = []
     for name, split in CSV_SPLITS.items():
@@ -146,22 +147,5 @@ def import_chexpert(
         "official split"
     )
     notes.append("CheXpert ships no report text: report is empty")
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    rows = pd.concat([rows[keep], mapped, rows[["official_split", WHERE]]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "csv_dir": str(csv_dir.absolute()),
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
-    return finish_import(
-        rows,
-        target,
-        DATASET,
-        root,
-        notes,
-        frontal_only=frontal_only,
-        check_images=check_images,
-        provenance=provenance,
-    )
+    sources = {"csv_dir": str(csv_dir.absolute())}
+    return finish_import(request, rows, mapped, notes, sources)

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ NOTES_KEY = "cxraug.notes"
 IMPORT_KEY = "cxraug.import"
 FRONTAL_VIEWS = ("PA", "AP")
 WHERE = "_where"
+# The manifest columns every importer fills, in manifest order (labels follow them).
+CORE_COLUMNS = ("image_path", "patient_id", "study_id", "view", "sex", "age", "report")
 
 # Labels of different sets that name the same finding (normalised spellings). Everything
 # else corresponds by name (torchxrayvision's relabel_dataset does the same).
@@ -335,27 +338,66 @@ def official_split(values: pd.Series, where: Sequence[str], column: str) -> pd.S
     return mapped.astype(object).where(mapped.notna(), None)
 
 
-def finish_import(
-    rows: pd.DataFrame,
-    labels: Sequence[str],
+@dataclass(frozen=True)
+class ImportRequest:
+    """What every importer is asked for, besides its own source files.
+
+    Attributes:
+        dataset: the importer's name (the manifest's `dataset` column).
+        root: the dataset's folder.
+        label_set: the name of the label set the manifest gets; `labels` its labels.
+        frontal_only: keep PA/AP images only.
+        check_images: decode every image, not only check that it exists.
+    """
+
+    dataset: str
+    root: Path
+    label_set: str
+    labels: tuple[str, ...]
+    frontal_only: bool = False
+    check_images: bool = False
+
+
+def import_request(
     dataset: str,
     root: Path,
+    label_set: str | None,
+    natural: str,
+    frontal_only: bool,
+    check_images: bool,
+) -> ImportRequest:
+    """The request of one import, `label_set` resolved (default: the dataset's `natural`)."""
+    name, labels = resolve_labels(label_set, natural)
+    return ImportRequest(dataset, Path(root), name, tuple(labels), frontal_only, check_images)
+
+
+def finish_import(
+    request: ImportRequest,
+    rows: pd.DataFrame,
+    labels: pd.DataFrame,
     notes: list[str],
-    frontal_only: bool = False,
-    check_images: bool = False,
-    provenance: dict | None = None,
+    sources: dict[str, object],
+    extra: Sequence[str] = (),
     is_frontal: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> Manifest:
     """Filter, check and assemble imported rows into a validated manifest.
 
-    `rows` holds the core columns (image_path absolute; split filled here), the label
-    columns, optionally `official_split`, and `_where`. With `frontal_only`, rows whose view
-    is not PA/AP (or `is_frontal(rows)` false) are dropped; an empty result names the flag.
-    Every remaining image must exist; with `check_images` every one must decode.
+    `rows` holds the core columns (image_path absolute; split filled here), optionally
+    `official_split`, and `_where`; `labels` the label columns, aligned with `rows`. The
+    manifest's columns are the core ones, the labels, the `extra` columns of `rows`, then
+    `official_split`. With `request.frontal_only`, rows whose view is not PA/AP (or
+    `is_frontal(rows)` false) are dropped; an empty result names the flag. Every remaining
+    image must exist; with `request.check_images` every one must decode.
+
+    The import record in the metadata names the importer, its root, label set and
+    `frontal_only`, plus the importer's own `sources` (the files and options it read).
     """
+    dataset, root = request.dataset, request.root
+    tail = [*extra, *(c for c in ("official_split", WHERE) if c in rows.columns)]
+    rows = pd.concat([rows[list(CORE_COLUMNS)], labels, rows[tail]], axis=1)
     rows = rows.reset_index(drop=True)
     notes = list(notes)
-    if frontal_only:
+    if request.frontal_only:
         keep = (
             is_frontal(rows)
             if is_frontal is not None
@@ -375,7 +417,7 @@ def finish_import(
     where = rows[WHERE].tolist()
     paths = rows["image_path"].tolist()
     check_images_exist(paths, where)
-    if check_images:
+    if request.check_images:
         check_images_decode(paths, where)
 
     rows["source"] = "real"
@@ -397,10 +439,18 @@ def finish_import(
         rows["split"] = "train"
     rows = rows.drop(columns=[WHERE])
 
-    metadata = {NOTES_KEY: json.dumps(notes)}
-    if provenance:
-        metadata[IMPORT_KEY] = json.dumps(provenance, sort_keys=True, default=str)
-    manifest = Manifest(rows=rows, labels=tuple(labels), root=Path(root), metadata=metadata)
+    provenance = {
+        "importer": dataset,
+        "root": str(root.absolute()),
+        **sources,
+        "label_set": request.label_set,
+        "frontal_only": request.frontal_only,
+    }
+    metadata = {
+        NOTES_KEY: json.dumps(notes),
+        IMPORT_KEY: json.dumps(provenance, sort_keys=True, default=str),
+    }
+    manifest = Manifest(rows=rows, labels=request.labels, root=root, metadata=metadata)
     manifest.validate(where=f"{dataset} import")
     return manifest
 

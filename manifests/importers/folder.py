@@ -25,6 +25,7 @@ from manifests.importers.common import (
     WHERE,
     absolute_posix,
     finish_import,
+    import_request,
     label_key,
     normalize_sex,
     normalize_view,
@@ -34,7 +35,6 @@ from manifests.importers.common import (
     read_csv_checked,
     relabel,
     report_section,
-    resolve_labels,
     safe_relative,
     section_counts_note,
     where_lines,
@@ -115,7 +115,8 @@ def import_folder(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"--root {root}: not a folder")
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
 
     if labels_csv is None:
@@ -201,23 +202,5 @@ def import_folder(
         if labels_csv is not None:
             notes.append("the labels CSV has no label columns: all labels NaN")
 
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
-    rows = pd.concat([rows[keep], mapped, rows[tail]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None,
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
-    return finish_import(
-        rows,
-        target,
-        DATASET,
-        root,
-        notes,
-        frontal_only=frontal_only,
-        check_images=check_images,
-        provenance=provenance,
-    )
+    sources = {"labels_csv": str(labels_csv.absolute()) if labels_csv is not None else None}
+    return finish_import(request, rows, mapped, notes, sources)

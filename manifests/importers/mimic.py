@@ -27,6 +27,7 @@ from manifests.importers.common import (
     absolute_posix,
     find_table,
     finish_import,
+    import_request,
     normalize_view,
     official_split,
     parse_label_values,
@@ -34,7 +35,6 @@ from manifests.importers.common import (
     relabel,
     relabel_notes,
     report_section,
-    resolve_labels,
     section_counts_note,
     where_lines,
 )
@@ -132,7 +132,8 @@ def import_mimic_cxr(
     labeler = labeler.strip().lower()
     if labeler not in LABELERS:
         raise UserError(f"--labeler: unknown labeler {labeler!r}; valid: {', '.join(LABELERS)}")
-    target_name, target = resolve_labels(label_set, "chexpert")
+    request = import_request(DATASET, root, label_set, "chexpert", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
 
     meta_csv = find_table(root, f"{PREFIX}-metadata")
@@ -201,34 +202,9 @@ def import_mimic_cxr(
     else:
         notes.append("no --reports folder: report is empty (synthesis needs report prompts)")
 
-    keep = [
-        "image_path",
-        "patient_id",
-        "study_id",
-        "view",
-        "sex",
-        "age",
-        "report",
-        *target,
-        "dicom_id",
-        *(["official_split"] if "official_split" in rows.columns else []),
-        WHERE,
-    ]
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
+    sources = {
         "reports": str(Path(reports).absolute()) if reports is not None else None,
         "labeler": labeler,
-        "label_set": target_name,
-        "frontal_only": frontal_only,
     }
-    return finish_import(
-        rows[keep],
-        target,
-        DATASET,
-        root,
-        notes,
-        frontal_only=frontal_only,
-        check_images=check_images,
-        provenance=provenance,
-    )
+    labels = rows[list(target)]
+    return finish_import(request, rows, labels, notes, sources, extra=["dicom_id"])

@@ -28,13 +28,13 @@ from manifests.importers.common import (
     WHERE,
     absolute_posix,
     finish_import,
+    import_request,
     normalize_sex,
     normalize_view,
     parse_age,
     read_csv_checked,
     relabel,
     relabel_notes,
-    resolve_labels,
     where_lines,
 )
 from manifests.io import Manifest
@@ -138,7 +138,8 @@ def import_nih(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"--root {root}: not a folder")
-    target_name, target = resolve_labels(label_set, "nih")
+    request = import_request(DATASET, root, label_set, "nih", frontal_only, check_images)
+    target_name, target = request.label_set, request.labels
     notes: list[str] = []
     csv = Path(csv) if csv is not None else find_data_entry(root)
     rows = read_csv_checked(csv, COLUMNS)
@@ -199,23 +200,5 @@ def import_nih(
         notes.append(f"no test_list.txt in {root}: no official split")
     notes.append("NIH ships no report text: report is empty")
 
-    keep = ["image_path", "patient_id", "study_id", "view", "sex", "age", "report"]
-    tail = [c for c in ("official_split", WHERE) if c in rows.columns]
-    rows = pd.concat([rows[keep], mapped, rows[tail]], axis=1)
-    provenance = {
-        "importer": DATASET,
-        "root": str(root.absolute()),
-        "csv": str(csv.absolute()),
-        "label_set": target_name,
-        "frontal_only": frontal_only,
-    }
-    return finish_import(
-        rows,
-        target,
-        DATASET,
-        root,
-        notes,
-        frontal_only=frontal_only,
-        check_images=check_images,
-        provenance=provenance,
-    )
+    sources = {"csv": str(csv.absolute())}
+    return finish_import(request, rows, mapped, notes, sources)
