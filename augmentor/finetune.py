@@ -1005,18 +1005,9 @@ def export_generator(
     acc.wait_for_everyone()
 
 
-def generator_record(
-    run: Run,
-    base: Base,
-    data: TrainData,
-    text: TextInputs,
-    training: Training,
-    state: TrainerState,
-    fit: dict | None,
-    config: dict,
-    session: dict[str, float],
-) -> dict:
+def generator_record(run: Run, *parts) -> dict:
     """`cxraug.json`: the config, what was trained on, how, how fast, and the loss curve."""
+    base, data, text, training, state, fit, config, session = parts  # as export_generator's
     import diffusers
     import transformers
 

@@ -139,24 +139,22 @@ def check_output_folder(path: Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
-    nearest = path.absolute()
+    _check_nearest_folder(path, path.absolute(), flag)
+
+
+def check_writable_parent(path: Path, flag: str) -> None:
+    """Refuse an output file whose nearest existing parent is a file or is not writable."""
+    _check_nearest_folder(Path(path), Path(path).absolute().parent, flag)
+
+
+def _check_nearest_folder(path: Path, start: Path, flag: str) -> None:
+    nearest = start
     while not nearest.exists():
         nearest = nearest.parent
     if not nearest.is_dir():
         raise UserError(f"{flag} {path}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: cannot write in {nearest} (permission denied)")
-
-
-def check_writable_parent(path: Path, flag: str) -> None:
-    """Refuse an output path whose nearest existing parent is a file or is not writable."""
-    parent = Path(path).absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
 
 
 def check_safetensors(path: Path, flag: str = "") -> None:
