@@ -172,9 +172,16 @@ def demo_preset() -> StudyConfig:
         generator=GeneratorConfig(
             max_steps=500,
             autoencoder_steps=200,
-            batch_size=16,
+            batch_size=32,
             learning_rate=1e-3,
             train_text_encoder=True,
+            options={
+                "snr_gamma": 5.0,
+                "lr_scheduler": "cosine",
+                "lr_warmup_steps": 50,
+                "ema": True,
+                "ema_decay": 0.995,
+            },
         ),
         synthesis=SynthesisStageConfig(
             labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",

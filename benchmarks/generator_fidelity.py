@@ -1,0 +1,383 @@
+"""Does a generator recipe draw what its prompts say? One fine-tune, judged by an oracle.
+
+    python benchmarks/generator_fidelity.py --work /tmp/fid --tag NAME
+        [--seed 0] [--n 800] [--patients 270] [--fractions 0.4,0.2,0.4]
+        [--set FIELD=VALUE ...] [--arch NAME] [--per-finding 40] [--negatives 40]
+        [--scheduler ddim] [--inference-steps 20] [--guidance 4] [--threads 2]
+
+Per `--seed` (the phantom drawing, split, oracle, fine-tune and synthesis seeds alike), the
+script draws the demo's phantoms (`manifests.phantom.write_phantom_dataset`), splits them by
+patient and trains ONE oracle classifier on real train as the demo's first real-only arm
+does (resnet10t, 64 px); both are cached under `--work`. Then, for the recipe `--tag`
+(the demo preset's generator settings, overridden by `--set` with any
+`augmentor.finetune.FinetuneConfig` field), it runs `finetune` -> `synthesize` and prints,
+per prompted finding, what the oracle (threshold: Youden on real val) sees:
+
+* hit: share of images prompted for the finding that the oracle calls positive, against
+  its rate on real test positives (target: hit >= 0.8 x real);
+* false: share of images whose prompt negates (or does not mention) the finding that the
+  oracle calls positive, against its rate on real test negatives (target: <= real + 0.10);
+* side: the stated side matched (the evaluate-generator side detector), target >= 0.85.
+
+It writes `WORK/<tag>-s<seed>/fidelity.json` and `grid.png` (per finding: six real train
+images, then six synthetic ones; last row 'No Finding' prompts). `--arch` swaps in a
+variant of the `tiny` UNet for experiments (names in ARCHES; 'default' is base.py's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from augmentor import base
+from augmentor.evaluate import LATERAL_LABELS, label_thresholds, laterality_table
+from augmentor.features import HalfMirrorEmbedder, embed_images, image_hashes, load_run_extractor
+from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.metrics import positive_rate
+from augmentor.synthesize import SynthesisConfig, synthesize
+from manifests.images import load_image, save_png
+from manifests.io import read_manifest, write_json, write_manifest
+from manifests.phantom import write_phantom_dataset
+from manifests.splits import split_by_patient
+
+FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
+LABEL_SPEC = "cardiomegaly:{k},pleural_effusion:{k},pneumothorax:{k},consolidation:{k}"
+# The demo preset's generator settings (study.py demo_preset) as FinetuneConfig fields.
+DEMO_GENERATOR = {
+    "max_steps": 500,
+    "autoencoder_steps": 200,
+    "batch_size": 16,
+    "learning_rate": 1e-3,
+    "train_text_encoder": True,
+}
+ARCHES: dict[str, dict] = {
+    "default": {},
+    # cross-attention only at 8x8 (and the mid block), plain ResNet blocks at 16x16
+    "attn8": {
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    },
+    # three levels 16 -> 8 -> 4, attention at 8x8 and 4x4
+    "c3": {
+        "block_out_channels": [32, 64, 128],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    },
+}
+
+
+def parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) -> Path:
+    folder = work / f"data-s{seed}-n{n}"
+    target = folder / "manifest.parquet"
+    if not target.is_file():
+        source = write_phantom_dataset(
+            folder / "phantom", n=n, size=64, seed=seed, patients=patients, overwrite=True
+        )
+        split = split_by_patient(read_manifest(source), fractions, seed=seed)
+        write_manifest(split, target, overwrite=True)
+    return target
+
+
+def oracle_run(work: Path, manifest: Path, seed: int, n: int) -> Path:
+    """The demo's real-only arm (seed `seed`): the oracle, trained once per data seed."""
+    from classifier.train import TrainConfig, train_classifier
+
+    out = work / f"oracle-s{seed}-n{n}"
+    if not (out / "metrics.json").is_file():
+        train_classifier(
+            TrainConfig(
+                real=manifest,
+                out=out,
+                backbone="resnet10t",
+                labels=FINDINGS,
+                image_size=64,
+                epochs=8,
+                batch_size=32,
+                lr=2e-3,
+                patience=0,
+                seed=seed,
+                overwrite=True,
+            ),
+            log=lambda _t: None,
+        )
+    return out
+
+
+def fidelity(synthetic_path: Path, real_path: Path, oracle: Path, cache: Path) -> pd.DataFrame:
+    """Per finding: hit rate, false-finding rate and side match against the oracle's real rates."""
+    extractor = load_run_extractor(oracle)
+    labels = list(extractor.labels)
+    syn, real = read_manifest(synthetic_path), read_manifest(real_path)
+    syn_h, real_h = image_hashes(syn), image_hashes(real)
+    syn_p = embed_images(syn.image_paths(), syn_h, [extractor], cache)[0]["probs"]
+    real_p = embed_images(real.image_paths(), real_h, [extractor], cache)[0]["probs"]
+    split = real.rows["split"].to_numpy()
+    thresholds = label_thresholds(real_p[split == "val"], real.rows[split == "val"], labels)
+    targets = syn.rows["target_label"]
+
+    halves = HalfMirrorEmbedder(extractor)
+    lateral = [lab for lab in LATERAL_LABELS if lab in labels]
+
+    def subset(manifest, hashes, mask):
+        idx = np.flatnonzero(mask)
+        paths = manifest.image_paths()
+        part = embed_images([paths[i] for i in idx], [hashes[i] for i in idx], [halves], cache)[0]
+        full = {}
+        for name, array in part.items():
+            full[name] = np.full((len(manifest), *array.shape[1:]), np.nan)
+            full[name][idx] = array
+        return full
+
+    side_syn = subset(syn, syn_h, targets.isin(lateral).to_numpy())
+    side_real = subset(real, real_h, (real.rows[lateral].to_numpy() == 1).any(axis=1))
+    sides, _ = laterality_table(syn, real, side_syn, side_real, tuple(labels))
+    sides = sides.set_index("label") if len(sides) else sides
+
+    records = []
+    test = split == "test"
+    for label in labels:
+        j = labels.index(label)
+        t = thresholds[label][0]
+        v = real.rows[label].to_numpy(dtype=np.float64)
+        stated = syn.rows[label].to_numpy(dtype=np.float64)
+        prompted = (targets == label).to_numpy()
+        not_stated = ~prompted & ((stated == 0) | np.isnan(stated))
+        side = sides.loc[label] if label in getattr(sides, "index", []) else None
+        records.append(
+            {
+                "finding": label,
+                "hit": positive_rate(syn_p[prompted, j], t),
+                "real_pos": positive_rate(real_p[test & (v == 1), j], t),
+                "false": positive_rate(syn_p[not_stated, j], t),
+                "real_neg": positive_rate(real_p[test & (v == 0), j], t),
+                "n_false": int(not_stated.sum()),
+                "side": None if side is None else float(side["synthetic_side_hit_rate"]),
+                "n_sided": None if side is None else int(side["n_synthetic_sided"]),
+                "real_side": None if side is None else float(side["real_heldout_side_hit_rate"]),
+                "nofinding_false": positive_rate(syn_p[(targets == "No Finding").to_numpy(), j], t),
+            }
+        )
+    table = pd.DataFrame(records)
+    table["hit_ok"] = table["hit"] >= 0.8 * table["real_pos"]
+    table["false_ok"] = table["false"] <= table["real_neg"] + 0.10
+    table["side_ok"] = table["side"].isna() | (table["side"] >= 0.85)
+    return table
+
+
+@torch.no_grad()
+def autoencoder_ceiling(vae_dir: Path, real_path: Path, oracle: Path) -> pd.DataFrame:
+    """The oracle on autoencoder reconstructions of real test images: what any UNet can reach.
+
+    A finding the autoencoder cannot reconstruct (a fine pleural line, lung markings) is a
+    finding no prompt can make the decoder draw; blur the oracle reads as opacity shows up
+    as false consolidation here first.
+    """
+    from diffusers import AutoencoderKL
+
+    from augmentor.latents import load_pixels
+
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    extractor = load_run_extractor(oracle)
+    labels = list(extractor.labels)
+    real = read_manifest(real_path)
+    split = real.rows["split"].to_numpy()
+    idx = np.flatnonzero(split != "train")
+    paths = real.image_paths()
+    pixels = load_pixels([paths[i] for i in idx], 64, 1)
+    rec = torch.cat(
+        [
+            vae.decode(vae.encode(pixels[s : s + 64]).latent_dist.mode()).sample
+            for s in range(0, len(pixels), 64)
+        ]
+    )
+
+    def to_u8(x: torch.Tensor) -> list[np.ndarray]:
+        return list(((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+
+    p_orig = extractor(to_u8(pixels))["probs"]
+    p_rec = extractor(to_u8(rec))["probs"]
+    rows, held = real.rows.iloc[idx], split[idx]
+    thresholds = label_thresholds(p_orig[held == "val"], rows[held == "val"], labels)
+    records = []
+    for j, label in enumerate(labels):
+        v, t = rows[label].to_numpy(dtype=np.float64), thresholds[label][0]
+        pos, neg = (held == "test") & (v == 1), (held == "test") & (v == 0)
+        records.append(
+            {
+                "finding": label,
+                "real_pos": positive_rate(p_orig[pos, j], t),
+                "recon_pos": positive_rate(p_rec[pos, j], t),
+                "real_neg": positive_rate(p_orig[neg, j], t),
+                "recon_neg": positive_rate(p_rec[neg, j], t),
+            }
+        )
+    return pd.DataFrame(records).assign(recon_mae=float((rec - pixels).abs().mean()))
+
+
+def grid(synthetic_path: Path, real_path: Path, path: Path, per_row: int = 6) -> None:
+    """Per finding (and No Finding): `per_row` real train positives, a gap, `per_row` synthetic."""
+    syn, real = read_manifest(synthetic_path), read_manifest(real_path)
+    sp, rp = syn.image_paths(), real.image_paths()
+    train = (real.rows["split"] == "train").to_numpy()
+    rows, prompts = [], []
+    for label in (*FINDINGS, "No Finding"):
+        r = np.flatnonzero(train & (real.rows[label].to_numpy() == 1))[:per_row]
+        s = np.flatnonzero((syn.rows["target_label"] == label).to_numpy())[:per_row]
+        if not len(s):
+            continue
+        real_tiles = [load_image(rp[i]) for i in r]
+        syn_tiles = [load_image(sp[i]) for i in s]
+        blank = np.zeros_like(syn_tiles[0])
+        real_tiles += [blank] * (per_row - len(real_tiles))
+        syn_tiles += [blank] * (per_row - len(syn_tiles))
+        gap = np.full((blank.shape[0], 8), 255, np.uint8)
+        rows.append(np.concatenate([*real_tiles, gap, *syn_tiles], axis=1))
+        prompts.append(f"{label}: " + " | ".join(syn.rows["prompt"].iloc[i] for i in s))
+    save_png(np.concatenate(rows, axis=0), path)
+    path.with_suffix(".txt").write_text("\n".join(prompts) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=800)
+    parser.add_argument("--patients", type=int, default=270)
+    parser.add_argument("--fractions", default="0.4,0.2,0.4")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--arch", default="default", choices=sorted(ARCHES))
+    parser.add_argument("--per-finding", type=int, default=40)
+    parser.add_argument("--negatives", type=int, default=40)
+    parser.add_argument("--scheduler", default="ddim")
+    parser.add_argument("--inference-steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-only", action="store_true", help="resynthesize, keep generator")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    fractions = tuple(float(x) for x in args.fractions.split(","))
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    manifest = real_data(work, args.seed, args.n, args.patients, fractions)
+    oracle = oracle_run(work, manifest, args.seed, args.n)
+    t_oracle = time.perf_counter() - t0
+
+    settings = dict(DEMO_GENERATOR)
+    settings.update(parse_value_pair(s) for s in args.set)
+    out = work / f"{args.tag}-s{args.seed}"
+    generator = out / "generator"
+    t = time.perf_counter()
+    if not args.eval_only:
+        if args.arch != "default":
+            _patch_arch(ARCHES[args.arch])
+        finetune(
+            FinetuneConfig(
+                manifest=str(manifest),
+                base="tiny",
+                out=str(generator),
+                seed=args.seed,
+                checkpointing_steps=100_000,
+                overwrite=True,
+                show_progress=False,
+                **settings,
+            ),
+            log=lambda _t: None,
+        )
+    t_finetune = time.perf_counter() - t
+    t = time.perf_counter()
+    synth = out / f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}"
+    synthesize(
+        SynthesisConfig(
+            model=str(generator),
+            prompts_from=str(manifest),
+            out=str(synth),
+            labels=LABEL_SPEC.format(k=args.per_finding),
+            negatives=args.negatives,
+            seed=args.seed,
+            scheduler=args.scheduler,
+            num_inference_steps=args.inference_steps,
+            guidance_scale=args.guidance,
+            batch_size=40,
+            overwrite=True,
+        )
+    )
+    t_synth = time.perf_counter() - t
+    table = fidelity(synth / "manifest.parquet", manifest, oracle, work / "feature_cache")
+    grid(synth / "manifest.parquet", manifest, synth / "grid.png")
+    ceiling = autoencoder_ceiling(generator / "vae", manifest, oracle)
+    record = json.loads((generator / "cxraug.json").read_text())
+    summary = {
+        "autoencoder_ceiling": ceiling.to_dict(orient="records"),
+        "tag": args.tag,
+        "seed": args.seed,
+        "settings": settings,
+        "arch": args.arch,
+        "sampling": [args.scheduler, args.inference_steps, args.guidance],
+        "finetune_wall_s": t_finetune,
+        "images_per_second": record["images_per_second"],
+        "train_seconds": record["train_seconds"],
+        "timings": record["timings"],
+        "n_train_images": record["n_train_images"],
+        "synthesis_wall_s": t_synth,
+        "oracle_wall_s": t_oracle,
+        "table": table.to_dict(orient="records"),
+        "passes": bool(table[["hit_ok", "false_ok", "side_ok"]].all().all()),
+    }
+    write_json(synth / "fidelity.json", summary, overwrite=True)
+    pd.set_option("display.width", 200)
+    print(
+        f"{args.tag} seed {args.seed} {settings} arch {args.arch} sampling {summary['sampling']}: "
+        f"finetune {t_finetune:.0f}s ({record['images_per_second']:.1f} img/s), "
+        f"synthesis {t_synth:.0f}s; grid {synth / 'grid.png'}"
+    )
+    cols = ["finding", "hit", "real_pos", "false", "real_neg", "nofinding_false", "side",
+            "n_sided", "real_side", "hit_ok", "false_ok", "side_ok"]  # fmt: skip
+    print(table[cols].round(2).to_string(index=False))
+    print("oracle on autoencoder reconstructions of real val/test images (the ceiling):")
+    print(ceiling.round(3).to_string(index=False))
+    print("PASS" if summary["passes"] else "FAIL")
+
+
+def parse_value_pair(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key.strip(), parse_value(value.strip())
+
+
+def _patch_arch(unet_kwargs: dict) -> None:
+    """Make `tiny` build its UNet with `unet_kwargs` overriding base.py's (experiments only)."""
+    from diffusers import UNet2DConditionModel
+
+    original = base.build_tiny_pipeline
+
+    def build(seed: int = 0):
+        pipe = original(seed)
+        config = dict(pipe.unet.config)
+        config.update(unet_kwargs)
+        torch.manual_seed(seed)
+        pipe.unet = UNet2DConditionModel.from_config(config)
+        pipe.register_modules(unet=pipe.unet)
+        return pipe
+
+    base.build_tiny_pipeline = build
+
+
+if __name__ == "__main__":
+    main()
