@@ -162,7 +162,9 @@ def demo_preset() -> StudyConfig:
     A small real training set (40% of 270 patients, about 320 images) and a large test set
     (40%, so the CIs are informative); the generator fine-tunes on that same train split
     (text encoder too, RoentGen's best setting) and synthesizes 80 images for each of the
-    four findings the phantom draws. Three seeds per arm.
+    four findings the phantom draws plus 40 from 'No Finding' reports. Arms: real, mix0.5,
+    its step-matched control, synthetic-only, and one small-data point (80 real images:
+    real, mix0.5, step-matched); three seeds each.
     """
     return StudyConfig(
         name="demo",
@@ -185,6 +187,8 @@ def demo_preset() -> StudyConfig:
         ),
         synthesis=SynthesisStageConfig(
             labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
+            negatives=40,
+            scheduler="ddim",
             num_inference_steps=20,
             batch_size=40,
         ),
@@ -198,6 +202,40 @@ def demo_preset() -> StudyConfig:
             patience=0,
             seeds=[0, 1, 2],
             mixes=[0.5],
+            pretrain_finetune=False,
+            real_sizes=[80],
+        ),
+        report=ReportStageConfig(n_boot=1000),
+    )
+
+
+def paper_preset() -> StudyConfig:
+    """RoentGen's arms on phantoms, sized for about an hour on 2 CPU cores (not yet timed).
+
+    2,000 phantoms split 0.6/0.2/0.2; the demo's generator recipe trained three times
+    longer (and its autoencoder four times longer); 300 synthetic images per finding and
+    100 'No Finding'; arms real, mix0.5 with its step-matched control, synthetic-only,
+    a 4x larger synthetic-only set, pretrain on all synthetic then fine-tune on real, and
+    the real-size sweep 50/100/200/400 images (real, mix0.5, step-matched); three seeds.
+    """
+    demo = demo_preset()
+    return StudyConfig(
+        name="paper",
+        data=DataConfig(
+            phantom_n=2000, phantom_size=64, phantom_patients=670, fractions=[0.6, 0.2, 0.2]
+        ),
+        generator=replace(demo.generator, max_steps=1500, autoencoder_steps=800),
+        synthesis=replace(
+            demo.synthesis,
+            labels="cardiomegaly:300,pleural_effusion:300,pneumothorax:300,consolidation:300",
+            negatives=100,
+        ),
+        classifier=replace(
+            demo.classifier,
+            larger_synthetic=[4.0],
+            pretrain_finetune=True,
+            pretrain_all_synthetic=True,
+            real_sizes=[50, 100, 200, 400],
         ),
         report=ReportStageConfig(n_boot=1000),
     )
@@ -229,7 +267,11 @@ def smoke_preset() -> StudyConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], StudyConfig]] = {"demo": demo_preset, "smoke": smoke_preset}
+PRESETS: dict[str, Callable[[], StudyConfig]] = {
+    "demo": demo_preset,
+    "paper": paper_preset,
+    "smoke": smoke_preset,
+}
 
 
 def _type_name(hint) -> str:

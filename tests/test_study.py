@@ -56,7 +56,7 @@ def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
     path.write_text("[classifier\n")
     with pytest.raises(UserError, match="not valid TOML"):
         load_study_config("smoke", path)
-    with pytest.raises(UserError, match="unknown preset 'big'; valid: demo, smoke"):
+    with pytest.raises(UserError, match="unknown preset 'big'; valid: demo, paper, smoke"):
         load_study_config("big")
 
 
@@ -84,7 +84,7 @@ def test_plan_runs_arms_and_pretrain_sources(tmp_path):
 def test_cli_bad_preset_and_config_are_one_line_errors(tmp_path):
     result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--preset", "huge"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --preset: unknown preset 'huge'; valid: demo, smoke"
+    assert result.output.strip() == "error: --preset: unknown preset 'huge'; valid: demo, paper, smoke"
     bad = tmp_path / "bad.toml"
     bad.write_text("[report]\nn_boot = 1.5\n")
     result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--config", str(bad)])
