@@ -877,7 +877,9 @@ def study_cmd(
         str | None,
         typer.Option(
             "--preset",
-            help="demo (phantoms + tiny base; about 6 min on 2 idle CPU cores) or smoke (<1 min).",
+            help="demo (phantoms + tiny base; 10.5 min measured on 2 idle CPU cores), paper "
+            "(RoentGen's arms and a real-size sweep; planned for about an hour, not yet timed) "
+            "or smoke (<1 min).",
         ),
     ] = None,
     config: Annotated[

@@ -157,7 +157,7 @@ class StudyConfig:
 
 
 def demo_preset() -> StudyConfig:
-    """Phantoms + tiny base on a laptop CPU in under 10 minutes (2 cores).
+    """Phantoms + tiny base on a laptop CPU (10.5 minutes measured on 2 idle cores).
 
     A small real training set (40% of 270 patients, about 320 images) and a large test set
     (40%, so the CIs are informative); the generator fine-tunes on that same train split

@@ -47,8 +47,9 @@ from augmentor.base import build_tiny_pipeline, image_channels
 from augmentor.finetune import diffusion_loss, encode_prompts, tokenize_prompts
 from augmentor.latents import cache_latents, preprocess_image, sample_latents
 from manifests.images import load_image
-from manifests.io import read_manifest
+from manifests.io import read_manifest, write_manifest
 from manifests.phantom import write_phantom_dataset
+from manifests.splits import split_by_patient
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -87,7 +88,10 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     manifest_path = write_phantom_dataset(Path(tmp.name), n=args.n, size=64, seed=0)
-    manifest = read_manifest(manifest_path)
+    # Split by patient (finetune refuses an unsplit manifest); both loops use the train rows.
+    split = split_by_patient(read_manifest(manifest_path), (0.8, 0.1, 0.1), seed=0)
+    write_manifest(split, manifest_path, overwrite=True)
+    manifest = split.with_rows(split.rows[split.rows["split"] == "train"])
     paths, prompts = manifest.image_paths(), list(manifest.rows["report"].astype(str))
 
     pipe = build_tiny_pipeline(seed=0)

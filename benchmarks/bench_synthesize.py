@@ -38,13 +38,17 @@ if str(ROOT) not in sys.path:
 from augmentor.base import build_tiny_pipeline  # noqa: E402
 from augmentor.prompts import balanced_prompts  # noqa: E402
 from augmentor.synthesize import SynthesisConfig, generate_images, synthesize  # noqa: E402
-from manifests.io import read_manifest  # noqa: E402
+from manifests.io import read_manifest, write_manifest  # noqa: E402
 from manifests.phantom import write_phantom_dataset  # noqa: E402
+from manifests.splits import split_by_patient  # noqa: E402
 
 
 def setup(folder: Path) -> tuple[Path, Path]:
     """Phantom report manifest (prompts) and a saved tiny generator directory."""
     prompts = write_phantom_dataset(folder / "phantom", n=120, size=64, seed=0)
+    # Prompts come from a manifest split by patient (synthesize refuses an unsplit one).
+    split = split_by_patient(read_manifest(prompts), (0.8, 0.1, 0.1), seed=0)
+    write_manifest(split, prompts, overwrite=True)
     model = folder / "generator"
     build_tiny_pipeline(seed=0).save_pretrained(model, safe_serialization=True)
     return prompts, model

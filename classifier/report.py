@@ -697,7 +697,7 @@ def display_rows(
             out.append(cells + [""] * (len(headers) - len(cells)))
             continue
         sd = "" if not math.isfinite(row.auroc_std) else f" ± {row.auroc_std:.3f}"
-        if row.arm == report.baseline:
+        if row.arm == report.baseline or row.arm == row.baseline:
             delta, rel = "(baseline)", ""
         elif math.isfinite(row.delta):
             delta = _delta_cell(row.delta, row.delta_lo, row.delta_hi)
