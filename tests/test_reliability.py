@@ -860,6 +860,38 @@ def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_pa
         assert not scratch_left(out), (name, scratch_left(out))
 
 
+def finetune_args(env, out: Path) -> list[str]:
+    return [
+        "finetune", "--manifest", str(env["phantom"]), "--base", "tiny", "--out", str(out),
+        "--max-steps", "4", "--autoencoder-steps", "2", "--batch-size", "4",
+        "--checkpointing-steps", "2",
+    ]  # fmt: skip
+
+
+def finetune_result(out: Path) -> list[tuple]:
+    """Every weights file of the exported pipeline, by path and content hash."""
+    return sorted(
+        (p.relative_to(out).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in out.rglob("*.safetensors")
+        if p.relative_to(out).parts[0] in ("unet", "text_encoder", "vae")
+    )
+
+
+def test_finetune_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    total = count_renames(monkeypatch, finetune_args(env, reference))
+    expected = finetune_result(reference)
+    assert expected, "the reference exported no weights"
+    for name, n in kill_points(total).items():
+        out = tmp_path / name
+        killed = cli_subprocess(finetune_args(env, out), tmp_path, fault=f"rename:{n}")
+        assert killed.returncode == -9, (name, killed.stderr[-2000:])
+        resumed = runner.invoke(app, [*finetune_args(env, out), "--resume"])
+        assert resumed.exit_code == 0, (name, resumed.output)
+        assert finetune_result(out) == expected, name
+        assert not scratch_left(out), (name, scratch_left(out))
+
+
 # ------------------------------------------------------------------------------ safety
 
 
