@@ -44,11 +44,19 @@ def efficiency_table(report) -> pd.DataFrame:
         family, _ = _family(arm)
         families.setdefault(family, []).append(arm)
     swept = {f: arms for f, arms in families.items() if len(arms) > 1}
+    def real_images(arm: str) -> float:
+        # Distinct real images: the real-only arm of the same size (a step-matched control
+        # repeats its real images, so its own count would double them).
+        _, tag = _family(arm)
+        runs = report.runs[report.runs["arm"] == f"real{tag}"]
+        if runs.empty:
+            runs = report.runs[report.runs["arm"] == arm]
+        return float(pd.to_numeric(runs["n_real_train"], errors="coerce").mean())
+
     rows = []
     for family, arms in swept.items():
         for arm in arms:
-            runs = report.runs[report.runs["arm"] == arm]
-            n_real = float(pd.to_numeric(runs["n_real_train"], errors="coerce").mean())
+            n_real = real_images(arm)
             for r in report.table[report.table["arm"] == arm].itertuples(index=False):
                 rows.append(
                     {
@@ -162,6 +170,9 @@ def efficiency_figure(table: pd.DataFrame) -> str | None:
             ax.plot(x, rows["auroc_mean"], marker="o", label=family)
             ax.fill_between(x, rows["auroc_lo"], rows["auroc_hi"], alpha=0.15)
         ax.set_xscale("log")
+        sizes = sorted(set(part["n_real"].round().astype(int)))
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("real train images", fontsize=8)
         if i == 0:

@@ -1002,7 +1002,7 @@ def test_study_smoke_survives_kill_at_first_mid_and_final_write(tmp_path, monkey
         out = tmp_path / name
         killed = cli_subprocess([*args, out], tmp_path, fault=f"rename:{n}", timeout=600)
         assert killed.returncode == -9, (name, killed.stderr[-2000:])
-        resumed = runner.invoke(app, ["study", "--out", str(out)])
+        resumed = runner.invoke(app, [*args, str(out), "--resume"])
         assert resumed.exit_code == 0, (name, resumed.output)
         assert study_result(out) == expected, name
         assert not scratch_left(out), (name, scratch_left(out))
