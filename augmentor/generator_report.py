@@ -363,26 +363,18 @@ def sample_rows(
 
 def plot_samples(rows: list[tuple[str, list[Path], list[Path]]], path: Path, per_side: int = 4):
     """Save `rows` (from `sample_rows`) as one PNG: real images left, synthetic right."""
-    from matplotlib.figure import Figure
+
+    from classifier.report import grid_figure
 
     cols = 2 * per_side + 1
-    fig = Figure(figsize=(1.25 * cols + 1.8, 1.3 * len(rows) + 0.5))
-    for i, (title, real_paths, syn_paths) in enumerate(rows):
-        cells = [*real_paths[:per_side], *[None] * (per_side - len(real_paths[:per_side]))]
-        cells += [None, *syn_paths[:per_side]]
-        for k in range(cols):
-            ax = fig.add_subplot(len(rows), cols, i * cols + k + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if k < len(cells) and cells[k] is not None:
-                ax.imshow(load_image(cells[k]), cmap="gray", vmin=0, vmax=255)
-            if k == 0:
-                ax.set_ylabel(title, fontsize=8, rotation=0, ha="right", va="center")
-            if i == 0 and k in (0, per_side + 1):
-                ax.set_title("real (train)" if k == 0 else "synthetic (prompted)", fontsize=9,
-                             loc="left")  # fmt: skip
+    cells = [
+        (title, [*real[:per_side], *[None] * (per_side - len(real[:per_side])), None,
+                 *syn[:per_side]])
+        for title, real, syn in rows
+    ]  # fmt: skip
+    fig = grid_figure(cells, (1.25 * cols + 1.8, 1.3 * len(rows) + 0.5), cols)
+    fig.axes[0].set_title("real (train)", fontsize=9, loc="left")
+    fig.axes[per_side + 1].set_title("synthetic (prompted)", fontsize=9, loc="left")
     fig.text(0.01, 0.005, "sides are the patient's (PA view: patient's right on image left)",
              fontsize=7)  # fmt: skip
     fig.tight_layout()

@@ -112,8 +112,8 @@ class Baseline:
 
 def run_loader_only(manifest_path: Path, args, labels) -> float:
     """cxraug's loader + batch augmentation over the train images, no model."""
+    from classifier.config import AugmentConfig
     from classifier.data import (
-        AugmentConfig,
         CachedImages,
         augment_batch,
         decode_images,

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import torch
+from gpu_check import VAE_CONFIG as SD_VAE_CONFIG  # the published SD 1.5 autoencoder
 
 from augmentor.base import build_tiny_pipeline, image_channels
 from augmentor.finetune import diffusion_loss, encode_prompts, tokenize_prompts
@@ -280,16 +281,7 @@ def flop_bounds() -> None:
     tiny = build_tiny_pipeline(seed=0)
     with torch.device("meta"):
         sd_unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # SD 1.5 config
-        sd_vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
+        sd_vae = AutoencoderKL(**{**SD_VAE_CONFIG, "sample_size": 512})
     for name, (enc, step) in (
         ("tiny, 64 px", count(tiny.unet.to("meta"), tiny.vae.to("meta"), 64, 16, 64)),
         ("SD 1.5 architecture, 512 px", count(sd_unet, sd_vae, 512, 64, 768)),

@@ -797,11 +797,31 @@ def roc_figure(report: Report, label: str) -> str | None:
     return _png(fig)
 
 
-def sample_grid(synthetic: Path, labels: Sequence[str], per_label: int = 6) -> str | None:
-    """Base64 PNG: a row of synthetic images per target label (None if there are none)."""
+def grid_figure(rows, figsize: tuple[float, float], columns: int):
+    """A matplotlib Figure with one row of grayscale images per `(label, paths)` in `rows`
+    (`columns` cells a row; a None path, or a short row, leaves a cell empty)."""
     from matplotlib.figure import Figure
 
     from manifests.images import load_image
+
+    fig = Figure(figsize=figsize)
+    for i, (label, paths) in enumerate(rows):
+        for k in range(columns):
+            ax = fig.add_subplot(len(rows), columns, i * columns + k + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if k < len(paths) and paths[k] is not None:
+                ax.imshow(load_image(Path(paths[k])), cmap="gray", vmin=0, vmax=255)
+            if k == 0:
+                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    return fig
+
+
+def sample_grid(synthetic: Path, labels: Sequence[str], per_label: int = 6) -> str | None:
+    """Base64 PNG: a row of synthetic images per target label (None if there are none)."""
+
 
     manifest = read_manifest(Path(synthetic))
     rows = manifest.rows.assign(_path=[str(p) for p in manifest.image_paths()])
@@ -814,18 +834,8 @@ def sample_grid(synthetic: Path, labels: Sequence[str], per_label: int = 6) -> s
     groups = [(label, g) for label, g in groups if len(g)]
     if not groups:
         return None
-    fig = Figure(figsize=(1.4 * per_label + 1.6, 1.5 * len(groups)))
-    for i, (label, group) in enumerate(groups):
-        for k in range(per_label):
-            ax = fig.add_subplot(len(groups), per_label, i * per_label + k + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if k < len(group):
-                ax.imshow(load_image(Path(group["_path"].iloc[k])), cmap="gray", vmin=0, vmax=255)
-            if k == 0:
-                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    rows = [(label, [Path(p) for p in group["_path"]]) for label, group in groups]
+    fig = grid_figure(rows, (1.4 * per_label + 1.6, 1.5 * len(groups)), per_label)
     return _png(fig)
 
 

@@ -326,17 +326,8 @@ def test_rgb_v_prediction_base_keeps_autoencoder_frozen(phantom_manifest, tmp_pa
 
     pipe = build_tiny_pipeline()
     torch.manual_seed(1)
-    pipe.vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    rgb = {"in_channels": 3, "out_channels": 3, "block_out_channels": (16, 32, 32)}
+    pipe.vae = AutoencoderKL.from_config({**pipe.vae.config, **rgb, "norm_num_groups": 8})
     pipe.scheduler = PNDMScheduler.from_config(
         pipe.scheduler.config, prediction_type="v_prediction"
     )
@@ -506,29 +497,20 @@ def test_cli_base_missing_component(phantom_manifest, tiny_generator_dir, tmp_pa
 
 def test_cli_manifest_without_train_rows_or_reports(phantom_manifest, tmp_path):
     m = read_manifest(phantom_manifest)
-    no_train = m.with_rows(m.rows.assign(split="test"))
-    write_manifest(no_train, tmp_path / "no_train.parquet")
-    result, message = _cli(
-        "--manifest",
-        str(tmp_path / "no_train.parquet"),
-        "--base",
-        "tiny",
-        "--out",
-        str(tmp_path / "o"),
-    )
-    _assert_user_error(result, "no real rows with split 'train'", message)
-
-    no_report = m.with_rows(m.rows.assign(report=[None] * (len(m) - 3) + ["", "  ", None]))
-    write_manifest(no_report, tmp_path / "no_report.parquet")
-    result, message = _cli(
-        "--manifest",
-        str(tmp_path / "no_report.parquet"),
-        "--base",
-        "tiny",
-        "--out",
-        str(tmp_path / "o"),
-    )
-    _assert_user_error(result, "no report text", message)
+    cases = {
+        "no_train": (m.rows.assign(split="test"), "no real rows with split 'train'"),
+        "no_report": (
+            m.rows.assign(report=[None] * (len(m) - 3) + ["", "  ", None]),
+            "no report text",
+        ),
+    }
+    for name, (rows, expected) in cases.items():
+        write_manifest(m.with_rows(rows), tmp_path / f"{name}.parquet")
+        out = tmp_path / "o"
+        result, message = _cli(
+            "--manifest", str(tmp_path / f"{name}.parquet"), "--base", "tiny", "--out", str(out)
+        )
+        _assert_user_error(result, expected, message)
 
 
 def test_cli_existing_output_is_refused(phantom_manifest, tmp_path):
@@ -587,7 +569,7 @@ def test_failed_runs_leave_the_output_as_found(phantom_manifest, phantom_dir, tm
     garbled = pa.array([b"\xff\xfe effusion"] * len(table), type=pa.binary()).view(pa.string())
     pq.write_table(table.set_column(column, "report", garbled), not_utf8)
     cases = [
-        (phantom_manifest, ["--resolution", "50"], "multiple of 8"),
+        (phantom_manifest, ["--resolution", "50"], "multiple of 16"),
         (not_utf8, [], "valid UTF-8"),
         (unsplit, [], "cxraug manifest split"),
         (

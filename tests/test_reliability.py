@@ -176,29 +176,31 @@ def env(phantom_dir, tiny_generator_dir, tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def _generator_copy(env, tmp_path_factory, name: str, broken: str | None = None) -> Path:
+    """A copy of the tiny generator, with `broken`'s weights file truncated."""
+    out = tmp_path_factory.mktemp(name) / "generator"
+    shutil.copytree(env["generator"], out)
+    if broken:
+        corrupt_weights(out / broken)
+    return out
+
+
 @pytest.fixture(scope="module")
 def corrupt_generator(env, tmp_path_factory) -> Path:
     """The tiny generator with a truncated UNet weights file."""
-    out = tmp_path_factory.mktemp("corrupt") / "generator"
-    shutil.copytree(env["generator"], out)
-    corrupt_weights(out / "unet")
-    return out
+    return _generator_copy(env, tmp_path_factory, "corrupt", "unet")
 
 
 @pytest.fixture(scope="module")
 def corrupt_text_generator(env, tmp_path_factory) -> Path:
     """The tiny generator with a truncated text encoder weights file."""
-    out = tmp_path_factory.mktemp("corrupt_text") / "generator"
-    shutil.copytree(env["generator"], out)
-    corrupt_weights(out / "text_encoder")
-    return out
+    return _generator_copy(env, tmp_path_factory, "corrupt_text", "text_encoder")
 
 
 @pytest.fixture(scope="module")
 def bin_generator(env, tmp_path_factory) -> Path:
     """The tiny generator with its UNet as a .bin (pickle) file instead of safetensors."""
-    out = tmp_path_factory.mktemp("binonly") / "generator"
-    shutil.copytree(env["generator"], out)
+    out = _generator_copy(env, tmp_path_factory, "binonly")
     for f in (out / "unet").glob("*.safetensors"):
         f.rename(f.with_suffix(".bin"))
     return out
@@ -800,6 +802,23 @@ def kill_points(total: int) -> dict[str, int]:
     return {"first-write": 1, "mid-run": max(2, total // 2), "final-write": total}
 
 
+def assert_survives_kills(monkeypatch, tmp_path, make_args, result) -> None:
+    """Kill `cxraug make_args(out)` (SIGKILL) at its first write, a middle one and its last;
+    each `--resume` must finish with `result(out)` equal to an uninterrupted run's and leave
+    no scratch behind."""
+    reference = tmp_path / "reference"
+    total = count_renames(monkeypatch, make_args(reference))
+    expected = result(reference)
+    for name, n in kill_points(total).items():
+        out = tmp_path / name
+        killed = cli_subprocess(make_args(out), tmp_path, fault=f"rename:{n}", timeout=600)
+        assert killed.returncode == -9, (name, killed.stderr[-2000:])
+        resumed = runner.invoke(app, [*make_args(out), "--resume"])
+        assert resumed.exit_code == 0, (name, resumed.output)
+        assert result(out) == expected, name
+        assert not scratch_left(out), (name, scratch_left(out))
+
+
 def synth_args(env, out: Path) -> list[str]:
     return [
         "synthesize", "--model", str(env["generator"]), "--prompts-from", str(env["phantom"]),
@@ -819,17 +838,8 @@ def synth_result(out: Path) -> list[tuple]:
 
 
 def test_synthesize_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
-    reference = tmp_path / "reference"
-    total = count_renames(monkeypatch, synth_args(env, reference))
-    expected = synth_result(reference)
-    for name, n in kill_points(total).items():
-        out = tmp_path / name
-        killed = cli_subprocess(synth_args(env, out), tmp_path, fault=f"rename:{n}")
-        assert killed.returncode == -9, (name, killed.stderr[-2000:])
-        resumed = runner.invoke(app, [*synth_args(env, out), "--resume"])
-        assert resumed.exit_code == 0, (name, resumed.output)
-        assert synth_result(out) == expected, name
-        assert not scratch_left(out), (name, scratch_left(out))
+    assert_survives_kills(monkeypatch, tmp_path, lambda out: synth_args(env, out), synth_result)
+
 
 
 def train_args(env, out: Path) -> list[str]:
@@ -847,17 +857,8 @@ def train_result(out: Path) -> tuple:
 
 
 def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
-    reference = tmp_path / "reference"
-    total = count_renames(monkeypatch, train_args(env, reference))
-    expected = train_result(reference)
-    for name, n in kill_points(total).items():
-        out = tmp_path / name
-        killed = cli_subprocess(train_args(env, out), tmp_path, fault=f"rename:{n}")
-        assert killed.returncode == -9, (name, killed.stderr[-2000:])
-        resumed = runner.invoke(app, [*train_args(env, out), "--resume"])
-        assert resumed.exit_code == 0, (name, resumed.output)
-        assert train_result(out) == expected, name
-        assert not scratch_left(out), (name, scratch_left(out))
+    assert_survives_kills(monkeypatch, tmp_path, lambda out: train_args(env, out), train_result)
+
 
 
 def finetune_args(env, out: Path) -> list[str]:
@@ -878,18 +879,8 @@ def finetune_result(out: Path) -> list[tuple]:
 
 
 def test_finetune_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
-    reference = tmp_path / "reference"
-    total = count_renames(monkeypatch, finetune_args(env, reference))
-    expected = finetune_result(reference)
-    assert expected, "the reference exported no weights"
-    for name, n in kill_points(total).items():
-        out = tmp_path / name
-        killed = cli_subprocess(finetune_args(env, out), tmp_path, fault=f"rename:{n}")
-        assert killed.returncode == -9, (name, killed.stderr[-2000:])
-        resumed = runner.invoke(app, [*finetune_args(env, out), "--resume"])
-        assert resumed.exit_code == 0, (name, resumed.output)
-        assert finetune_result(out) == expected, name
-        assert not scratch_left(out), (name, scratch_left(out))
+    assert_survives_kills(monkeypatch, tmp_path, lambda out: finetune_args(env, out), finetune_result)
+
 
 
 # ------------------------------------------------------------------------------ safety
@@ -994,15 +985,5 @@ def study_result(out: Path) -> str:
 
 @pytest.mark.slow
 def test_study_smoke_survives_kill_at_first_mid_and_final_write(tmp_path, monkeypatch):
-    reference = tmp_path / "reference"
     args = ["study", "--preset", "smoke", "--out"]
-    total = count_renames(monkeypatch, [*args, str(reference)])
-    expected = study_result(reference)
-    for name, n in kill_points(total).items():
-        out = tmp_path / name
-        killed = cli_subprocess([*args, out], tmp_path, fault=f"rename:{n}", timeout=600)
-        assert killed.returncode == -9, (name, killed.stderr[-2000:])
-        resumed = runner.invoke(app, [*args, str(out), "--resume"])
-        assert resumed.exit_code == 0, (name, resumed.output)
-        assert study_result(out) == expected, name
-        assert not scratch_left(out), (name, scratch_left(out))
+    assert_survives_kills(monkeypatch, tmp_path, lambda out: [*args, str(out)], study_result)
