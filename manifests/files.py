@@ -77,6 +77,7 @@ def atomic_path(path: Path, overwrite: bool = False, flag: str = "--overwrite") 
         raise UserError(f"{path}: is a folder; give a file path")
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass {flag} to replace it")
+    check_writable_parent(path, "")  # before creating any parent folder
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -148,13 +149,14 @@ def check_writable_parent(path: Path, flag: str) -> None:
 
 
 def _check_nearest_folder(path: Path, start: Path, flag: str) -> None:
+    where = f"{flag} {path}" if flag else str(path)
     nearest = start
     while not nearest.exists():
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise UserError(f"{flag} {path}: {nearest} is a file, not a folder")
+        raise UserError(f"{where}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: cannot write in {nearest} (permission denied)")
+        raise UserError(f"{where}: cannot write in {nearest} (permission denied)")
 
 
 def check_safetensors(path: Path, flag: str = "") -> None:

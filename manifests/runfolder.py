@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.errors import UserError
-from manifests.files import fault_point, is_scratch_name, read_json, write_json
+from manifests.files import (
+    check_output_folder,
+    fault_point,
+    is_scratch_name,
+    read_json,
+    write_json,
+)
 
 FRESH, RESUME, FINISHED, OVERWRITE = "fresh", "resume", "finished", "overwrite"
 LOCK_FILE = ".cxraug.lock"
@@ -245,6 +251,7 @@ def run_folder(
         yield out
         return
     existed = out.exists()
+    check_output_folder(out, flag)  # before creating anything
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # no permission, a file in the way, a read-only file system

@@ -685,6 +685,19 @@ def chmod_effective(tmp: Path) -> bool:
         d.chmod(0o700)
 
 
+def deny_writes_in(monkeypatch, locked: Path) -> None:
+    """`os.access(path, W_OK)` is False inside `locked` (root's view made a user's)."""
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        inside = Path(path).absolute().is_relative_to(locked.absolute())
+        if mode & os.W_OK and inside:
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
 def restore_permissions(tmp: Path) -> None:
     for p in [tmp, *tmp.rglob("*")]:
         if p.is_dir() and not p.is_symlink():
@@ -693,10 +706,13 @@ def restore_permissions(tmp: Path) -> None:
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.id for c in BAD_INPUTS])
 def test_bad_input_is_one_line_and_leaves_output_untouched(
-    case, env, corrupt_generator, corrupt_text_generator, bin_generator, tmp_path
+    case, env, corrupt_generator, corrupt_text_generator, bin_generator, tmp_path, monkeypatch
 ):
     if case.needs_chmod and not chmod_effective(tmp_path):
-        pytest.skip("running as root: chmod does not make a folder unwritable")
+        # As root chmod does not stop writes: make the permission check see the locked
+        # folder as unwritable, as it is for every other user (the command must check
+        # before it writes anything).
+        deny_writes_in(monkeypatch, tmp_path / "locked")
     e = {
         **env,
         "corrupt_generator": corrupt_generator,
