@@ -1,0 +1,135 @@
+"""What can a generator reach at best? The oracle on perfect drawings without film grain.
+
+    python benchmarks/oracle_ceiling.py --work /tmp/fid [--seed 0] [--n 800]
+        [--grain 1,0.5,0] [--vae GEN/vae ...]
+
+`evaluate-generator` judges synthetic images with an oracle: a classifier trained on real
+train images. This script asks how much of that judgement rests on the finding itself and
+how much on image texture a generator may not reproduce. For the demo's phantom data
+(drawn and split as in `benchmarks/generator_fidelity.py`, the same cached oracle), it
+redraws every real val/test study with the exact same anatomy and findings, with its film
+grain scaled by each `--grain` factor (1 = the images on disk, 0 = no grain), and, per
+`--vae`, passes the real images through that autoencoder (decode of the posterior mean).
+Per rendering and finding it prints the oracle's rate on test positives (the hit a
+perfect generator would get) and on test negatives (its false-finding rate), and whether
+the issue's targets hold against the real images' rates: hit >= 0.8 x real, false finding
+<= real + 0.10. A rendering that fails them is a ceiling no generator drawing that way can
+pass, however well it follows its prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from augmentor.features import load_run_extractor
+from augmentor.generator_metrics import label_thresholds
+from augmentor.latents import load_pixels
+from augmentor.metrics import positive_rate
+from generator_fidelity import oracle_run, real_data
+from manifests.io import read_manifest
+from manifests.phantom.drawing import draw_phantom
+from manifests.phantom.findings import phantom_studies
+
+
+def _u8(pixels: torch.Tensor) -> list[np.ndarray]:
+    return list(((pixels[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+
+
+def redraw(rows: pd.DataFrame, n: int, seed: int, patients: int, grain: float, size: int):
+    """The studies of `rows`, drawn again with their film grain scaled by `grain`."""
+    by_id = {s.study_id: s for s in phantom_studies(n, seed=seed, patients=patients)}
+    return [
+        draw_phantom(dataclasses.replace(by_id[sid], noise=by_id[sid].noise * grain), size)
+        for sid in rows["study_id"]
+    ]
+
+
+@torch.no_grad()
+def reconstruct(vae_dir: Path, pixels: torch.Tensor) -> torch.Tensor:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    return torch.cat(
+        [
+            vae.decode(vae.encode(pixels[s : s + 64]).latent_dist.mode()).sample
+            for s in range(0, len(pixels), 64)
+        ]
+    )
+
+
+def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float]]:
+    """Per label: the oracle's positive rate on test positives and on test negatives."""
+    out = {}
+    for j, label in enumerate(labels):
+        v, t = rows[label].to_numpy(dtype=np.float64), thresholds[label][0]
+        pos, neg = (held == "test") & (v == 1), (held == "test") & (v == 0)
+        out[label] = (positive_rate(probs[pos, j], t), positive_rate(probs[neg, j], t))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=800)
+    parser.add_argument("--patients", type=int, default=270)
+    parser.add_argument("--fractions", default="0.4,0.2,0.4")
+    parser.add_argument("--grain", default="1,0.5,0")
+    parser.add_argument("--vae", type=Path, action="append", default=[])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    fractions = tuple(float(x) for x in args.fractions.split(","))
+    manifest = real_data(args.work, args.seed, args.n, args.patients, fractions)
+    oracle = oracle_run(args.work, manifest, args.seed, args.n)
+    extractor = load_run_extractor(oracle)
+    labels = list(extractor.labels)
+    real = read_manifest(manifest)
+    idx = np.flatnonzero(real.rows["split"].to_numpy() != "train")
+    rows = real.rows.iloc[idx]
+    held = rows["split"].to_numpy()
+    paths = real.image_paths()
+    pixels = load_pixels([paths[i] for i in idx], 64, 1)
+    p_real = extractor(_u8(pixels))["probs"]
+    thresholds = label_thresholds(p_real[held == "val"], rows[held == "val"], labels)
+    reference = rates(p_real, rows, held, labels, thresholds)
+
+    renderings: dict[str, np.ndarray] = {"real images on disk": p_real}
+    for factor in (float(x) for x in args.grain.split(",")):
+        images = redraw(rows, args.n, args.seed, args.patients, factor, 64)
+        if factor == 1.0:
+            same = all(np.array_equal(a, np.asarray(b)) for a, b in zip(images, _u8(pixels)))
+            print(f"redrawn at grain x1 identical to the images on disk: {same}")
+        renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
+    for vae_dir in args.vae:
+        renderings[f"autoencoder {vae_dir}"] = extractor(_u8(reconstruct(vae_dir, pixels)))["probs"]
+
+    records = []
+    for name, probs in renderings.items():
+        for label, (hit, false) in rates(probs, rows, held, labels, thresholds).items():
+            real_pos, real_neg = reference[label]
+            records.append(
+                {
+                    "rendering": name,
+                    "finding": label,
+                    "hit": hit,
+                    "real_pos": real_pos,
+                    "false": false,
+                    "real_neg": real_neg,
+                    "hit_ok": hit >= 0.8 * real_pos,
+                    "false_ok": false <= real_neg + 0.10,
+                }
+            )
+    table = pd.DataFrame(records)
+    pd.set_option("display.width", 200)
+    print(f"oracle {oracle}; real val/test studies of data seed {args.seed}: {len(idx)}")
+    print(table.round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
