@@ -36,13 +36,13 @@ import pandas as pd
 import torch
 
 from augmentor import base
-from augmentor.generator_metrics import LATERAL_LABELS, label_thresholds, laterality_table
 from augmentor.features import HalfMirrorEmbedder, embed_images, image_hashes, load_run_extractor
 from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.generator_metrics import LATERAL_LABELS, label_thresholds, laterality_table
 from augmentor.metrics import positive_rate
 from augmentor.synthesize import SynthesisConfig, synthesize
-from manifests.images import load_image, save_png
 from manifests.files import write_json
+from manifests.images import load_image, save_png
 from manifests.io import read_manifest, write_manifest
 from manifests.phantom import write_phantom_dataset
 from manifests.splits import split_by_patient

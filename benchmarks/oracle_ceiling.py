@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from generator_fidelity import oracle_run, real_data
 
 from augmentor.features import load_run_extractor
 from augmentor.generator_metrics import label_thresholds
 from augmentor.latents import load_pixels
 from augmentor.metrics import positive_rate
-from generator_fidelity import oracle_run, real_data
 from manifests.io import read_manifest
 from manifests.phantom.drawing import draw_phantom
 from manifests.phantom.findings import phantom_studies
@@ -103,7 +103,9 @@ def main() -> None:
     for factor in (float(x) for x in args.grain.split(",")):
         images = redraw(rows, args.n, args.seed, args.patients, factor, 64)
         if factor == 1.0:
-            same = all(np.array_equal(a, np.asarray(b)) for a, b in zip(images, _u8(pixels)))
+            same = all(
+                np.array_equal(a, np.asarray(b)) for a, b in zip(images, _u8(pixels), strict=True)
+            )
             print(f"redrawn at grain x1 identical to the images on disk: {same}")
         renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
     for vae_dir in args.vae:
