@@ -378,6 +378,16 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
+def test_sample_grid_with_no_real_image_of_a_prompted_finding(phantom_manifest, synthetic_manifest):
+    from augmentor.generator_report import sample_rows
+
+    real = read_manifest(phantom_manifest)
+    none_real = real.with_rows(real.rows.assign(Pneumothorax=0.0))
+    grid = sample_rows(none_real, read_manifest(synthetic_manifest))
+    pneumothorax = [row for row in grid if row[0].startswith("Pneumothorax")]
+    assert pneumothorax and all(not r and len(s) == 4 for _, r, s in pneumothorax)
+
+
 def test_filter_by_oracle_keeps_agreeing_rows_and_records_scores(synthetic_manifest):
     manifest = read_manifest(synthetic_manifest)
 
