@@ -926,6 +926,14 @@ def evaluate_generator_cmd(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Local weights for --features-timm.")
     ] = None,
+    features_xrv: Annotated[
+        Path | None,
+        typer.Option(
+            "--features-xrv",
+            help="Or torchxrayvision DenseNet-121 weights: a local .safetensors file or state "
+            "dict (RoentGen's FID features; needs the xrv extra).",
+        ),
+    ] = None,
     oracle: Annotated[
         Path | None,
         typer.Option("--oracle", help="Classifier run for prompt alignment (default: --features)."),
@@ -983,6 +991,7 @@ def evaluate_generator_cmd(
             features=features,
             features_timm=features_timm,
             weights=weights,
+            features_xrv=features_xrv,
             oracle=oracle,
             cache_dir=cache_dir,
             batch_size=batch_size,

@@ -550,3 +550,106 @@ def test_synthesize_filter_with_records_oracle_scores(
     kept = read_manifest(out / "manifest.parquet")
     assert len(kept) == 4 and kept.rows["oracle_prob"].between(0, 1).all()
     assert len(pd.read_parquet(out / "oracle_scores.parquet")) == 4
+
+
+# ---------------------------------------------------------------- torchxrayvision features
+
+
+@pytest.fixture(scope="module")
+def xrv_weights(tmp_path_factory) -> Path:
+    """torchxrayvision's DenseNet-121 with random weights, saved as safetensors."""
+    xrv = pytest.importorskip("torchxrayvision")
+    from safetensors.torch import save_file
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("torchxrayvision tried to fetch weights")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(xrv.models, "get_weights", no_download)
+    patch.setattr(xrv.utils, "download", no_download)
+    try:
+        torch.manual_seed(0)
+        model = xrv.models.DenseNet(weights=None)  # the architecture only: must not download
+    finally:
+        patch.undo()
+    path = tmp_path_factory.mktemp("xrv") / "densenet121.safetensors"
+    save_file(model.state_dict(), str(path))
+    return path
+
+
+def test_xrv_extractor_gives_1024_deterministic_features(xrv_weights, phantom_manifest):
+    from augmentor.features import load_feature_extractor
+    from augmentor.xrv_features import XRV_FEATURE_DIM
+
+    images = [load_image(p) for p in read_manifest(phantom_manifest).image_paths()[:3]]
+    images.append(np.full((40, 56), 200, dtype=np.uint8))  # not square: centre-cropped first
+    extractor = load_feature_extractor(xrv_weights=xrv_weights, device="cpu")
+    assert extractor.labels == () and extractor.name == f"xrv:{xrv_weights}"
+    x = extractor.preprocess(images)
+    assert x.shape == (4, 1, 224, 224) and -1024 <= float(x.min()) < float(x.max()) <= 1024
+    first = extractor(images)["features"]
+    assert first.shape == (4, XRV_FEATURE_DIM) == (4, 1024) and np.isfinite(first).all()
+    np.testing.assert_array_equal(first, extractor(images)["features"])
+    again = load_feature_extractor(xrv_weights=xrv_weights, device="cpu")
+    assert again.key == extractor.key
+    np.testing.assert_array_equal(first, again(images)["features"])
+    np.testing.assert_array_equal(first[1:3], extractor(images[1:3])["features"])
+
+
+def test_xrv_extractor_refuses_missing_corrupt_and_foreign_files(tmp_path, xrv_weights):
+    from augmentor.features import load_feature_extractor
+    from augmentor.xrv_features import load_xrv_extractor
+
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(UserError, match="not found") as info:
+        load_xrv_extractor(missing)
+    assert str(info.value).startswith(f"--features-xrv: {missing}")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(xrv_weights.read_bytes()[:1000])
+    with pytest.raises(UserError, match=f"--features-xrv: {corrupt}: corrupt"):
+        load_xrv_extractor(corrupt)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=f"--features-xrv: {garbage} is not a torch weights"):
+        load_xrv_extractor(garbage)
+    pickled = tmp_path / "model.pt"  # a whole pickled module, as xrv's release files are
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    with pytest.raises(UserError, match="refused: it is a pickle"):
+        load_xrv_extractor(pickled)
+    other = tmp_path / "other.pth"  # a state dict of another network
+    torch.save({"features.conv0.weight": torch.zeros(8, 1, 3, 3)}, other)
+    with pytest.raises(UserError, match="does not fit torchxrayvision's DenseNet-121"):
+        load_xrv_extractor(other)
+    with pytest.raises(UserError, match="exactly one"):
+        load_feature_extractor(timm_name="test_resnet", xrv_weights=xrv_weights)
+
+
+def test_cli_features_xrv_missing_file_is_one_line(tmp_path, phantom_manifest, synthetic_manifest):
+    from cli import app
+
+    missing = tmp_path / "xrv.safetensors"
+    args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+            str(phantom_manifest), "--features-xrv", str(missing),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"--features-xrv: {missing} not found" in lines[0], result.output
+
+
+@pytest.mark.slow
+def test_evaluate_generator_with_xrv_features(
+    tmp_path, xrv_weights, phantom_manifest, synthetic_manifest
+):
+    from cli import app
+
+    out = tmp_path / "eval"
+    args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+            str(phantom_manifest), "--features-xrv", str(xrv_weights), "--out", str(out),
+            "--max-real", "4", "--batch-size", "8"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "generator_eval.json").read_text())
+    assert doc["feature_extractor"]["dim"] == 1024
+    assert doc["feature_extractor"]["name"] == f"xrv:{xrv_weights}"
+    assert doc["fidelity"]["fid"] is not None and doc["oracle"] is None
