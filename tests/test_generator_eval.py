@@ -653,3 +653,13 @@ def test_evaluate_generator_with_xrv_features(
     assert doc["feature_extractor"]["dim"] == 1024
     assert doc["feature_extractor"]["name"] == f"xrv:{xrv_weights}"
     assert doc["fidelity"]["fid"] is not None and doc["oracle"] is None
+
+
+def test_xrv_extractor_without_torchxrayvision_names_the_extra(monkeypatch, xrv_weights):
+    import sys
+
+    from augmentor.xrv_features import load_xrv_extractor
+
+    monkeypatch.setitem(sys.modules, "torchxrayvision", None)  # import fails as if absent
+    with pytest.raises(UserError, match=r'--features-xrv needs torchxrayvision.*\.\[xrv\]"'):
+        load_xrv_extractor(xrv_weights)
