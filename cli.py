@@ -573,6 +573,14 @@ def synthesize_cmd(
     negatives: Annotated[
         int, typer.Option("--negatives", help="Extra images from 'No Finding' reports.")
     ] = SynthesisConfig.negatives,
+    images_per_prompt: Annotated[
+        int,
+        typer.Option(
+            "--images-per-prompt",
+            help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
+            "diversity: 4); label counts stay exact.",
+        ),
+    ] = SynthesisConfig.images_per_prompt,
     seed: Seed = SynthesisConfig.seed,
     scheduler: Annotated[
         str,
@@ -630,6 +638,7 @@ def synthesize_cmd(
             out=str(out),
             labels=labels,
             negatives=negatives,
+            images_per_prompt=images_per_prompt,
             seed=seed,
             scheduler=scheduler,
             num_inference_steps=num_inference_steps,
