@@ -24,6 +24,8 @@ What each metric means, and its limits:
   subsets, as clean-fid and torchmetrics); unbiased at small sample sizes, unlike FID.
 - Diversity: mean MS-SSIM of image pairs (lower = more diverse); synthetic pairs of one
   prompt and of one target label, against real pairs of one label and of one patient.
+  Synthesized with `--images-per-prompt K`, the same-prompt row follows RoentGen's
+  protocol: all pairs among each drawn prompt's K images (4 images: 6 pairs).
 - Prompt alignment: per target label, the share of synthetic images the oracle calls
   positive at a threshold chosen on real val images (Youden's J; 0.5 if val has one class),
   next to the same rate on real test positives (sensitivity) and negatives (false-positive
@@ -78,6 +80,7 @@ from augmentor.generator_metrics import (
     laterality_table,
     memorization_table,
     prompt_fidelity_table,
+    prompt_groups_repeat,
 )
 from augmentor.generator_report import (
     plot_memorization,
@@ -508,6 +511,13 @@ def _evaluate(
     tables["diversity"] = diversity_table(synthetic, real, size, cfg.max_pairs, cfg.seed)
     if "prompt" in synthetic.rows and not synthetic.rows["prompt"].duplicated().any():
         notes.append("every synthetic prompt is unique: no same-prompt MS-SSIM pairs")
+    elif prompt_groups_repeat(synthetic.rows):
+        same = tables["diversity"].iloc[0]
+        notes.append(
+            f"same-prompt MS-SSIM follows RoentGen's protocol: all {same['pairs']} pairs within "
+            f"each of {same['groups']} prompt groups (one drawn prompt's images, "
+            "synthesize --images-per-prompt; 4 images give 6 pairs)"
+        )
 
     if oracle is not None:
         say("prompt alignment, laterality and prompt fidelity")

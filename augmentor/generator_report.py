@@ -40,7 +40,7 @@ _DISPLAY = {
     ),
     "diversity": (
         "diversity: MS-SSIM of image pairs (lower is more diverse)",
-        {"comparison": "pairs of", "label": "label", "pairs": "n",
+        {"comparison": "pairs of", "label": "label", "groups": "groups", "pairs": "n pairs",
          "ms_ssim_mean": "MS-SSIM", "ms_ssim_std": "sd"},
     ),
     "alignment": (

@@ -16,8 +16,10 @@ from augmentor.evaluate import GENERATOR_EVAL_SCHEMA, generator_section
 from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
 from augmentor.generator_metrics import (
     FidelityTargets,
+    diversity_table,
     memorization_table,
     prompt_fidelity_table,
+    same_prompt_pairs,
     stated_side,
     true_side,
 )
@@ -29,6 +31,7 @@ from augmentor.metrics import (
     nearest_neighbours,
     pair_indices,
     polynomial_mmd,
+    whole_group_pairs,
     youden_threshold,
 )
 from augmentor.oracle_filter import (
@@ -283,6 +286,49 @@ def test_pairs_youden_and_sides():
     left, right = mirror_halves(image)
     np.testing.assert_array_equal(left[:, 2:], image[:, :2][:, ::-1])
     np.testing.assert_array_equal(right[:, :2], image[:, 2:][:, ::-1])
+
+
+def test_whole_group_pairs_gives_all_six_pairs_per_group_of_four():
+    n = 5
+    groups = np.repeat(np.arange(n), 4)[np.random.default_rng(0).permutation(4 * n)]
+    first, second, counted = whole_group_pairs(groups)
+    assert counted == n and len(first) == 6 * n
+    assert (groups[first] == groups[second]).all() and (first != second).all()
+    pairs = {tuple(sorted(p)) for p in zip(first.tolist(), second.tolist(), strict=True)}
+    assert len(pairs) == 6 * n  # every pair once
+    assert np.unique(groups[first], return_counts=True)[1].tolist() == [6] * n
+    # Over the cap, whole groups are drawn (seeded): 13 pairs allow two groups of 6.
+    first, second, counted = whole_group_pairs(groups, max_pairs=13, seed=1)
+    assert counted == 2 and len(first) == 12
+    assert sorted(np.unique(groups[first], return_counts=True)[1].tolist()) == [6, 6]
+    again = whole_group_pairs(groups, max_pairs=13, seed=1)
+    np.testing.assert_array_equal(first, again[0])
+    # Singletons give nothing; groups of 2 and 3 give 1 and 3 pairs.
+    assert whole_group_pairs(np.arange(4))[2] == 0
+    assert len(whole_group_pairs(np.array([0, 0, 1, 1, 1, 2]))[0]) == 4
+
+
+def test_same_prompt_pairs_follow_prompt_groups_else_prompt_text():
+    text = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    grouped = pd.DataFrame({"prompt": text, "prompt_group": [0, 0, 1, 1, 2, 2, 3, 3]})
+    first, second, groups = same_prompt_pairs(grouped, max_pairs=20, cap=400)
+    assert groups == 4 and len(first) == 4  # one pair per group of 2, never across groups
+    assert (
+        grouped["prompt_group"].to_numpy()[first] == grouped["prompt_group"].to_numpy()[second]
+    ).all()
+    single = pd.DataFrame({"prompt": text, "prompt_group": range(8)})  # one image per draw
+    first, second, groups = same_prompt_pairs(single, max_pairs=20, cap=400)
+    assert groups == 2 and len(first) == 12  # by prompt text: 6 pairs for each of 2 prompts
+
+
+def test_diversity_table_reports_prompt_groups_and_pairs(phantom_manifest, synthetic_manifest):
+    synthetic = read_manifest(synthetic_manifest)
+    grouped = synthetic.with_rows(synthetic.rows.assign(prompt_group=np.arange(16) // 4))
+    table = diversity_table(grouped, read_manifest(phantom_manifest), size=64, max_pairs=20)
+    same = table.iloc[0]
+    assert same["comparison"] == "synthetic, same prompt"
+    assert (same["groups"], same["pairs"]) == (4, 24)  # 4 groups of 4 images: 6 pairs each
+    assert 0 < same["ms_ssim_mean"] <= 1 and "groups" in table.columns
 
 
 # ---------------------------------------------------------------- cache and audit
