@@ -512,11 +512,12 @@ def _evaluate(
     if "prompt" in synthetic.rows and not synthetic.rows["prompt"].duplicated().any():
         notes.append("every synthetic prompt is unique: no same-prompt MS-SSIM pairs")
     elif prompt_groups_repeat(synthetic.rows):
-        same = tables["diversity"].iloc[0]
+        diversity = tables["diversity"]
+        same = diversity[diversity["comparison"] == "synthetic, same prompt"].iloc[0]
         notes.append(
-            f"same-prompt MS-SSIM follows RoentGen's protocol: all {same['pairs']} pairs within "
-            f"each of {same['groups']} prompt groups (one drawn prompt's images, "
-            "synthesize --images-per-prompt; 4 images give 6 pairs)"
+            "same-prompt MS-SSIM follows RoentGen's protocol: all pairs within each prompt "
+            "group (one drawn prompt's images, synthesize --images-per-prompt; 4 images give "
+            f"6 pairs): {same['groups']} groups, {same['pairs']} pairs"
         )
 
     if oracle is not None:
