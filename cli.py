@@ -573,6 +573,14 @@ def synthesize_cmd(
     negatives: Annotated[
         int, typer.Option("--negatives", help="Extra images from 'No Finding' reports.")
     ] = SynthesisConfig.negatives,
+    images_per_prompt: Annotated[
+        int,
+        typer.Option(
+            "--images-per-prompt",
+            help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
+            "diversity: 4); label counts stay exact.",
+        ),
+    ] = SynthesisConfig.images_per_prompt,
     seed: Seed = SynthesisConfig.seed,
     scheduler: Annotated[
         str,
@@ -630,6 +638,7 @@ def synthesize_cmd(
             out=str(out),
             labels=labels,
             negatives=negatives,
+            images_per_prompt=images_per_prompt,
             seed=seed,
             scheduler=scheduler,
             num_inference_steps=num_inference_steps,
@@ -926,6 +935,14 @@ def evaluate_generator_cmd(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Local weights for --features-timm.")
     ] = None,
+    features_xrv: Annotated[
+        Path | None,
+        typer.Option(
+            "--features-xrv",
+            help="Or torchxrayvision DenseNet-121 weights: a local .safetensors file or state "
+            "dict (RoentGen's FID features; needs the xrv extra).",
+        ),
+    ] = None,
     oracle: Annotated[
         Path | None,
         typer.Option("--oracle", help="Classifier run for prompt alignment (default: --features)."),
@@ -983,6 +1000,7 @@ def evaluate_generator_cmd(
             features=features,
             features_timm=features_timm,
             weights=weights,
+            features_xrv=features_xrv,
             oracle=oracle,
             cache_dir=cache_dir,
             batch_size=batch_size,

@@ -172,6 +172,9 @@ class SynthesisConfig:
         out: output folder (images/, shards/, manifest.parquet, synthesis.json).
         labels: `LABEL:COUNT,...`, e.g. `pneumothorax:5000,pleural_effusion:5000`.
         negatives: images prompted by 'No Finding' reports.
+        images_per_prompt: consecutive rows (images, each with its own seed) per drawn
+            prompt; RoentGen's diversity protocol uses 4 (MS-SSIM over their 6 pairs). The
+            label counts stay exact: only the number of distinct prompts drawn changes.
         seed: plan seed; each row's generation seed derives from it and the row index.
         scheduler: a key of SCHEDULERS.
         num_inference_steps, guidance_scale, negative_prompt: sampling settings.
@@ -186,6 +189,7 @@ class SynthesisConfig:
     out: str
     labels: str
     negatives: int = 0
+    images_per_prompt: int = 1
     seed: int = 0
     scheduler: str = DEFAULT_SCHEDULER
     num_inference_steps: int = DEFAULT_STEPS
@@ -214,6 +218,7 @@ def check_synthesis_config(config: SynthesisConfig) -> None:
         ("--num-inference-steps", config.num_inference_steps),
         ("--batch-size", config.batch_size),
         ("--shard-every", config.shard_every),
+        ("--images-per-prompt", config.images_per_prompt),
     ):
         if value < 1:
             raise UserError(f"{flag}: {value}; it must be 1 or more")

@@ -1,10 +1,12 @@
 """Generator evaluation: fidelity, diversity, prompt alignment, laterality, memorization.
 
 `evaluate_generator` compares a synthetic manifest with the real manifest the generator
-was trained on, using a feature extractor (a cxraug classifier run trained on real data, or
+was trained on, using a feature extractor (a cxraug classifier run trained on real data;
 local timm weights, e.g. `--features-timm inception_v3 --weights FILE`, the architecture
 FID/KID are usually reported with; the numbers match clean-fid's only with its weights and
-resizing) and, for prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
+resizing; or torchxrayvision's DenseNet-121, `--features-xrv FILE`, RoentGen's CXR-specific
+features, matching its setup only with the published `densenet121-res224-all` weights) and,
+for prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
 `GENERATOR_EVAL_SCHEMA`, below), `generator_eval.md`, `memorization.parquet` and
 `memorization.png` into its output folder; this module owns those names, the writer and
 the reader (`read_generator_eval`, `generator_section` for `cxraug report`).
@@ -22,6 +24,8 @@ What each metric means, and its limits:
   subsets, as clean-fid and torchmetrics); unbiased at small sample sizes, unlike FID.
 - Diversity: mean MS-SSIM of image pairs (lower = more diverse); synthetic pairs of one
   prompt and of one target label, against real pairs of one label and of one patient.
+  Synthesized with `--images-per-prompt K`, the same-prompt row follows RoentGen's
+  protocol: all pairs among each drawn prompt's K images (4 images: 6 pairs).
 - Prompt alignment: per target label, the share of synthetic images the oracle calls
   positive at a threshold chosen on real val images (Youden's J; 0.5 if val has one class),
   next to the same rate on real test positives (sensitivity) and negatives (false-positive
@@ -60,6 +64,7 @@ from augmentor.features import (
     FeatureExtractor,
     HalfMirrorEmbedder,
     PixelEmbedder,
+    XrvFeatureExtractor,
     check_run_dir,
     embed_images,
     image_hashes,
@@ -75,6 +80,7 @@ from augmentor.generator_metrics import (
     laterality_table,
     memorization_table,
     prompt_fidelity_table,
+    prompt_groups_repeat,
 )
 from augmentor.generator_report import (
     plot_memorization,
@@ -115,6 +121,8 @@ class GeneratorEvalConfig:
         out: output folder.
         features: a cxraug classifier run whose backbone gives the features.
         features_timm, weights: alternatively a timm model name and local weights file.
+        features_xrv: alternatively a local torchxrayvision DenseNet-121 weights file
+            (safetensors, or a state dict `torch.load(weights_only=True)` reads).
         oracle: classifier run for prompt alignment and laterality (default: `features`
             when that is a run; none with `features_timm` -> those sections are skipped).
         cache_dir: feature cache (default `<out>/feature_cache`).
@@ -139,6 +147,7 @@ class GeneratorEvalConfig:
     features: Path | None = None
     features_timm: str | None = None
     weights: Path | None = None
+    features_xrv: Path | None = None
     oracle: Path | None = None
     cache_dir: Path | None = None
     batch_size: int = 64
@@ -254,13 +263,21 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 # ---------------------------------------------------------------- orchestration
 
 
-def _extractors(cfg: GeneratorEvalConfig) -> tuple[FeatureExtractor, FeatureExtractor | None]:
+# What gives the features: a classifier run or timm weights, or torchxrayvision's DenseNet.
+Extractor = FeatureExtractor | XrvFeatureExtractor
+
+
+def _extractors(cfg: GeneratorEvalConfig) -> tuple[Extractor, FeatureExtractor | None]:
     if cfg.features is not None:
         check_run_dir(cfg.features, "--features")
     if cfg.oracle is not None:
         check_run_dir(cfg.oracle, "--oracle")
     features = load_feature_extractor(
-        run_dir=cfg.features, timm_name=cfg.features_timm, weights=cfg.weights, device=cfg.device
+        run_dir=cfg.features,
+        timm_name=cfg.features_timm,
+        weights=cfg.weights,
+        device=cfg.device,
+        xrv_weights=cfg.features_xrv,
     )
     if cfg.oracle is not None and (cfg.features is None or Path(cfg.oracle) != Path(cfg.features)):
         oracle = load_run_extractor(cfg.oracle, cfg.device, flag="--oracle")
@@ -307,7 +324,7 @@ class _Embedded:
 def _embed(
     synthetic: Manifest,
     real: Manifest,
-    features: FeatureExtractor,
+    features: Extractor,
     oracle: FeatureExtractor | None,
     cache_dir: Path,
     cfg: GeneratorEvalConfig,
@@ -494,6 +511,14 @@ def _evaluate(
     tables["diversity"] = diversity_table(synthetic, real, size, cfg.max_pairs, cfg.seed)
     if "prompt" in synthetic.rows and not synthetic.rows["prompt"].duplicated().any():
         notes.append("every synthetic prompt is unique: no same-prompt MS-SSIM pairs")
+    elif prompt_groups_repeat(synthetic.rows):
+        diversity = tables["diversity"]
+        same = diversity[diversity["comparison"] == "synthetic, same prompt"].iloc[0]
+        notes.append(
+            "same-prompt MS-SSIM follows RoentGen's protocol: all pairs within each prompt "
+            "group (one drawn prompt's images, synthesize --images-per-prompt; 4 images give "
+            f"6 pairs): {same['groups']} groups, {same['pairs']} pairs"
+        )
 
     if oracle is not None:
         say("prompt alignment, laterality and prompt fidelity")
@@ -535,7 +560,7 @@ def _summary(
     cfg: GeneratorEvalConfig,
     synthetic: Manifest,
     real: Manifest,
-    features: FeatureExtractor,
+    features: Extractor,
     oracle: FeatureExtractor | None,
     tables: dict[str, pd.DataFrame],
     size: int,

@@ -5,7 +5,9 @@ An extractor is a timm model read straight from files, never from a hub:
 - a cxraug classifier run folder, loaded through its owner `classifier.run`, giving pooled
   backbone features and, from its head, per-label probabilities (the prompt-alignment
   oracle);
-- any timm architecture with local weights (`timm_name` + `weights`), features only.
+- any timm architecture with local weights (`timm_name` + `weights`), features only;
+- torchxrayvision's DenseNet-121 with local weights (`augmentor.xrv_features`), features
+  only (RoentGen's FID features).
 
 Each image is embedded once: `embed_images` loads the images that are not yet in the cache
 (a folder per extractor, keyed by the image's content hash), runs every extractor that
@@ -30,6 +32,7 @@ import torch
 from PIL import Image
 
 from augmentor.metrics import pixel_signature
+from augmentor.xrv_features import XrvFeatureExtractor, load_xrv_extractor
 from classifier import run
 from manifests.errors import UserError
 from manifests.files import atomic_path, file_sha256
@@ -239,15 +242,24 @@ def load_feature_extractor(
     weights: Path | None = None,
     image_size: int | None = None,
     device: str | None = None,
-) -> FeatureExtractor:
-    """A classifier run (`run_dir`) or a timm name with local `weights`; exactly one."""
-    if (run_dir is None) == (timm_name is None):
+    xrv_weights: Path | None = None,
+) -> FeatureExtractor | XrvFeatureExtractor:
+    """A classifier run (`run_dir`), a timm name with local `weights`, or torchxrayvision's
+    DenseNet-121 with local `xrv_weights`; exactly one."""
+    if sum(x is not None for x in (run_dir, timm_name, xrv_weights)) != 1:
         raise UserError(
-            "pass exactly one feature extractor: --features RUN (a cxraug classifier run) "
-            "or --features-timm NAME --weights PATH"
+            "pass exactly one feature extractor: --features RUN (a cxraug classifier run), "
+            "--features-timm NAME --weights PATH, or --features-xrv PATH (torchxrayvision "
+            "DenseNet-121)"
         )
     if run_dir is not None:
         return load_run_extractor(run_dir, device)
+    if xrv_weights is not None:
+        if weights is not None:
+            raise UserError(
+                "--weights is for --features-timm; --features-xrv takes its weights file itself"
+            )
+        return load_xrv_extractor(xrv_weights, device)
     if weights is None:
         raise UserError(f"--features-timm {timm_name}: needs --weights PATH (local weights)")
     return load_timm_extractor(timm_name, weights, image_size, device)

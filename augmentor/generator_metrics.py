@@ -26,6 +26,7 @@ from augmentor.metrics import (
     nearest_neighbours,
     pair_indices,
     positive_rate,
+    whole_group_pairs,
     youden_threshold,
 )
 from manifests.images import load_image
@@ -152,6 +153,34 @@ def _group_pairs(
     return members[first], members[second]
 
 
+# Synthetic manifest column: rows that share it are one drawn prompt's images
+# (`synthesize --images-per-prompt K`).
+PROMPT_GROUP = "prompt_group"
+
+
+def prompt_groups_repeat(rows: pd.DataFrame) -> bool:
+    """Whether some drawn prompt made two or more of these synthetic rows."""
+    return PROMPT_GROUP in rows.columns and bool(rows[PROMPT_GROUP].duplicated().any())
+
+
+def same_prompt_pairs(
+    rows: pd.DataFrame, max_pairs: int, cap: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Synthetic image pairs that share a prompt, and how many prompt groups they come from.
+
+    RoentGen's protocol where rows repeat a drawn prompt (`prompt_group`, from
+    `synthesize --images-per-prompt K`): all pairs within each group (K = 4: 6 pairs),
+    whole groups drawn at random when there are more than `cap` pairs. Otherwise (one
+    image per drawn prompt) rows whose prompt text is equal, at most `max_pairs` per prompt
+    and `cap` in all.
+    """
+    if prompt_groups_repeat(rows):
+        return whole_group_pairs(rows[PROMPT_GROUP].to_numpy(), cap, seed)
+    prompts = rows["prompt"].fillna("").to_numpy()
+    first, second = _group_pairs(prompts, np.arange(len(rows)), max_pairs, cap, seed)
+    return first, second, len(pd.unique(prompts[first]))
+
+
 def diversity_table(
     synthetic: Manifest,
     real: Manifest,
@@ -161,11 +190,13 @@ def diversity_table(
 ) -> pd.DataFrame:
     """Mean MS-SSIM (lower = more diverse) of synthetic and real image pairs.
 
-    Rows: synthetic pairs sharing a prompt (at most `max_pairs` per prompt), synthetic
-    pairs sharing a target label, real train pairs positive for that label (per label),
-    real train pairs of one patient (at most `max_pairs` per patient); each comparison
-    draws at most 20 x `max_pairs` pairs. Images are resized to `size` so both sides use
-    the same MS-SSIM scales.
+    Rows: synthetic pairs sharing a prompt (`same_prompt_pairs`: all pairs of each drawn
+    prompt's images where a prompt made several, RoentGen's protocol; else at most
+    `max_pairs` per prompt text), synthetic pairs sharing a target label, real train pairs
+    positive for that label (per label), real train pairs of one patient (at most
+    `max_pairs` per patient); each comparison draws at most 20 x `max_pairs` pairs.
+    `groups` counts the prompts, labels or patients the pairs come from. Images are resized
+    to `size` so both sides use the same MS-SSIM scales.
     """
     cap = 20 * max_pairs
     syn_rows = synthetic.rows
@@ -173,23 +204,22 @@ def diversity_table(
     real_bank = _ImageBank(real.image_paths(), size)
     records = []
 
-    def add(comparison: str, label: str, bank: _ImageBank, pairs) -> None:
+    def add(comparison: str, label: str, bank: _ImageBank, pairs, groups: int = 1) -> None:
         values = _pairs_ms_ssim(bank, *pairs)
         records.append(
             {
                 "comparison": comparison,
                 "label": label,
+                "groups": int(groups) if len(values) else 0,
                 "pairs": len(values),
                 "ms_ssim_mean": float(values.mean()) if len(values) else float("nan"),
                 "ms_ssim_std": float(values.std()) if len(values) else float("nan"),
             }
         )
 
-    everyone = np.arange(len(syn_rows))
     if "prompt" in syn_rows.columns:
-        prompts = syn_rows["prompt"].fillna("").to_numpy()
-        add("synthetic, same prompt", "all", syn_bank,
-            _group_pairs(prompts, everyone, max_pairs, cap, seed))  # fmt: skip
+        first, second, groups = same_prompt_pairs(syn_rows, max_pairs, cap, seed)
+        add("synthetic, same prompt", "all", syn_bank, (first, second), groups)
     targets = (
         syn_rows["target_label"].fillna("").to_numpy()
         if "target_label" in syn_rows.columns
@@ -209,8 +239,9 @@ def diversity_table(
                     _group_pairs(np.zeros(len(positives)), positives, cap, cap, seed))  # fmt: skip
     patients = real.rows["patient_id"].to_numpy()[train]
     if pd.Series(patients).duplicated().any():
-        add("real train, same patient", "all", real_bank,
-            _group_pairs(patients, train, max_pairs, cap, seed))  # fmt: skip
+        pairs = _group_pairs(patients, train, max_pairs, cap, seed)
+        n_patients = len(pd.unique(real.rows["patient_id"].to_numpy()[pairs[0]]))
+        add("real train, same patient", "all", real_bank, pairs, n_patients)
     return pd.DataFrame(records)
 
 

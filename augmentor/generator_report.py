@@ -40,7 +40,7 @@ _DISPLAY = {
     ),
     "diversity": (
         "diversity: MS-SSIM of image pairs (lower is more diverse)",
-        {"comparison": "pairs of", "label": "label", "pairs": "n",
+        {"comparison": "pairs of", "label": "label", "groups": "groups", "pairs": "n pairs",
          "ms_ssim_mean": "MS-SSIM", "ms_ssim_std": "sd"},
     ),
     "alignment": (
@@ -348,8 +348,9 @@ def sample_rows(
             r = rrows[rrows[label] == 1]
             s = srows[srows["target_label"] == label]
             if side is not None:
-                r = r[[stated_side(t, label) == side for t in r["report"]]]
-                s = s[[stated_side(t, label) == side for t in s["prompt"]]]
+                # Boolean arrays: an empty list would select no columns, not no rows.
+                r = r[np.array([stated_side(t, label) == side for t in r["report"]], dtype=bool)]
+                s = s[np.array([stated_side(t, label) == side for t in s["prompt"]], dtype=bool)]
             pick = lambda rows: [  # noqa: E731
                 Path(p) for p in rows["_path"].to_numpy()[
                     rng.permutation(len(rows))[:per_side]

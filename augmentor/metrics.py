@@ -281,6 +281,41 @@ def pair_indices(
     return np.concatenate(first), np.concatenate(second)
 
 
+def whole_group_pairs(
+    groups: np.ndarray, max_pairs: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every pair (i, j), i < j, within each group of equal `groups` values (RoentGen's
+    diversity protocol: 4 images per prompt, all 6 pairs); groups of one give none.
+
+    n groups of k members give n * k * (k - 1) / 2 pairs. When that is more than
+    `max_pairs`, whole groups are drawn at random (seeded) while their pairs fit, at least
+    one, so every group counted keeps all its pairs.
+
+    Returns:
+        first, second (positions), and the number of groups the pairs come from.
+    """
+    groups = np.asarray(groups)
+    members = [
+        np.sort(idx)
+        for idx in pd.Series(np.arange(len(groups))).groupby(groups, sort=False).indices.values()
+        if len(idx) >= 2
+    ]
+    sizes = np.array([len(m) * (len(m) - 1) // 2 for m in members], dtype=np.int64)
+    keep = np.arange(len(members))
+    if max_pairs is not None and sizes.sum() > max_pairs:
+        order = np.random.default_rng(seed).permutation(len(members))
+        fits = np.cumsum(sizes[order]) <= max_pairs
+        keep = np.sort(order[: max(1, int(fits.sum()))])
+    first, second = [], []
+    for k in keep:
+        ii, jj = np.triu_indices(len(members[k]), k=1)
+        first.append(members[k][ii])
+        second.append(members[k][jj])
+    if not first:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+    return np.concatenate(first), np.concatenate(second), len(keep)
+
+
 # ---------------------------------------------------------------- nearest neighbours
 
 

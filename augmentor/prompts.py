@@ -5,6 +5,9 @@ training split, so a synthetic image carries the labels of the report that made 
 pneumothorax report that also mentions an effusion yields Pleural Effusion = 1 too). The
 plan is computed up front by a pure function, is deterministic in its seed, and is small
 (one row of text per image), so generation can stream, shard and resume by plan row.
+RoentGen measures diversity with several images per prompt (4, and MS-SSIM over their 6
+pairs): `images_per_prompt` K gives each drawn prompt K consecutive rows, each with its own
+seed, and records the draw in `prompt_group`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ PLAN_COLUMNS = (
     "prompt_study_id",
     "prompt_patient_id",
     "seed",
+    "prompt_group",
 )
 
 def parse_label_counts(spec: str, labels: Sequence[str], flag: str = "--labels") -> dict[str, int]:
@@ -86,18 +90,28 @@ def _cycle(pool_size: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(pool_size) for _ in range(passes)])[:n]
 
 
+def prompt_draws(n: int, images_per_prompt: int) -> np.ndarray:
+    """For `n` rows, the index of the drawn prompt each row uses: K consecutive rows per
+    prompt (the last prompt gets fewer when K does not divide `n`), e.g. n=5, K=2 ->
+    [0, 0, 1, 1, 2]."""
+    return np.arange(n, dtype=np.int64) // int(images_per_prompt)
+
+
 def balanced_prompts(
     manifest: Manifest,
     targets: Mapping[str, int],
     negatives: int = 0,
     seed: int = 0,
     where: str = "--prompts-from",
+    images_per_prompt: int = 1,
 ) -> pd.DataFrame:
     """The full synthesis plan: one row per image to generate, in generation order.
 
     For each target label, `targets[label]` rows prompted by reports of train rows with
     label == 1, cycling through them in a seeded order so every report is used before any
-    repeats; each row carries that report's labels. A label without any positive report
+    repeats; each row carries that report's labels. Each drawn report prompts
+    `images_per_prompt` consecutive rows (K): the counts stay exact, only ceil(count / K)
+    reports are drawn per label (K = 1 draws exactly as before). A label without any positive report
     falls back to `template_prompt(label)` with the target 1 and every other label NaN
     (`prompt_source` says 'template'). `negatives` rows come from 'No Finding' reports (or
     rows with no positive/uncertain label in a set without 'No Finding'); their template
@@ -105,12 +119,15 @@ def balanced_prompts(
 
     Returns:
         A DataFrame with `row` (0..N-1), `target_label`, `prompt`, `prompt_source`
-        ('report'/'template'), `prompt_study_id`, `prompt_patient_id`, `seed` (per row, see `row_seed`) and one
-        float32 column per label of `manifest`.
+        ('report'/'template'), `prompt_study_id`, `prompt_patient_id`, `seed` (per row, see
+        `row_seed`), `prompt_group` (the drawn prompt, numbered across the plan: rows that
+        share it are one prompt's K images) and one float32 column per label of `manifest`.
     """
     labels = tuple(manifest.labels)
     if negatives < 0:
         raise UserError(f"--negatives: {negatives} is negative; give 0 or more")
+    if images_per_prompt < 1:
+        raise UserError(f"--images-per-prompt: {images_per_prompt}; it must be 1 or more")
     goals = {resolve_label(name, labels): int(n) for name, n in targets.items()}
     for label, n in goals.items():
         if n <= 0:
@@ -121,6 +138,7 @@ def balanced_prompts(
     values = reports[list(labels)].to_numpy(dtype=np.float32)
 
     parts: list[pd.DataFrame] = []
+    groups: list[np.ndarray] = []
     jobs = [
         (label, n, reports[label].to_numpy(dtype=np.float64) == 1.0) for label, n in goals.items()
     ]
@@ -128,9 +146,12 @@ def balanced_prompts(
         jobs.append((NEGATIVE_TARGET, negatives, _negative_mask(reports, labels)))
     for k, (target, n, mask) in enumerate(jobs):
         pool = np.flatnonzero(mask)
+        draws = prompt_draws(n, images_per_prompt)
+        groups.append(draws + (groups[-1][-1] + 1 if groups else 0))
         if len(pool):
             # One stream per job (seed, k): adding a label never reshuffles another's prompts.
-            picks = pool[_cycle(len(pool), n, np.random.default_rng([int(seed), k]))]
+            rng = np.random.default_rng([int(seed), k])
+            picks = pool[_cycle(len(pool), int(draws[-1]) + 1, rng)][draws]
             part = pd.DataFrame(values[picks], columns=list(labels))
             part.insert(0, "target_label", target)
             part.insert(1, "prompt", reports["report"].to_numpy()[picks].astype(str))
@@ -155,6 +176,7 @@ def balanced_prompts(
     plan = pd.concat(parts, ignore_index=True)
     plan.insert(0, "row", np.arange(len(plan), dtype=np.int64))
     plan.insert(6, "seed", np.array([row_seed(seed, r) for r in range(len(plan))], dtype=np.int64))
+    plan.insert(7, "prompt_group", np.concatenate(groups))
     for label in labels:
         plan[label] = plan[label].astype(np.float32)
     return plan

@@ -146,6 +146,7 @@ def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> 
         "prompts_digest": manifest_digest(Path(config.prompts_from)),
         "targets": [[label, n] for label, n in targets.items()],
         "negatives": config.negatives,
+        "images_per_prompt": config.images_per_prompt,
         "seed": config.seed,
         "scheduler": config.scheduler,
         "num_inference_steps": config.num_inference_steps,
@@ -196,6 +197,7 @@ def _manifest_rows(
     rows["generator"] = digest
     rows["image_sha256"] = hashes
     rows[sset.ROW_COLUMN] = plan_rows["row"].to_numpy(dtype=np.int64)
+    rows["prompt_group"] = plan_rows["prompt_group"].to_numpy(dtype=np.int64)
     rows["prompt_source"] = plan_rows["prompt_source"].to_numpy()
     rows["prompt_study_id"] = plan_rows["prompt_study_id"].to_numpy()
     rows[provenance.PROMPT_PATIENT_COLUMN] = plan_rows["prompt_patient_id"].to_numpy()
@@ -223,7 +225,12 @@ def synthesize(
     targets = parse_label_counts(config.labels, prompts.labels)
     check_pipeline_dir(model)
     plan = balanced_prompts(
-        prompts, targets, negatives=config.negatives, seed=config.seed, where=where
+        prompts,
+        targets,
+        negatives=config.negatives,
+        seed=config.seed,
+        where=where,
+        images_per_prompt=config.images_per_prompt,
     )
     labels = tuple(prompts.labels)
     digest = generator_digest(model)
@@ -241,7 +248,8 @@ def synthesize(
     # Every rank decides the folder's state before anyone writes, so they all agree.
     mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
     if mode in (runfolder.RESUME, runfolder.FINISHED):
-        saved = sset.read_record(out).get("identity", {})
+        # A folder from before --images-per-prompt drew one image per prompt.
+        saved = {"images_per_prompt": 1, **sset.read_record(out).get("identity", {})}
         runfolder.check_resume_config(saved, identity, set(), out)
     # Rows done before this run, read before any rank commits new shards.
     done = sset.committed_rows(out) if mode == runfolder.RESUME else set()

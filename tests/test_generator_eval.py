@@ -16,8 +16,10 @@ from augmentor.evaluate import GENERATOR_EVAL_SCHEMA, generator_section
 from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
 from augmentor.generator_metrics import (
     FidelityTargets,
+    diversity_table,
     memorization_table,
     prompt_fidelity_table,
+    same_prompt_pairs,
     stated_side,
     true_side,
 )
@@ -29,6 +31,7 @@ from augmentor.metrics import (
     nearest_neighbours,
     pair_indices,
     polynomial_mmd,
+    whole_group_pairs,
     youden_threshold,
 )
 from augmentor.oracle_filter import (
@@ -285,6 +288,49 @@ def test_pairs_youden_and_sides():
     np.testing.assert_array_equal(right[:, :2], image[:, 2:][:, ::-1])
 
 
+def test_whole_group_pairs_gives_all_six_pairs_per_group_of_four():
+    n = 5
+    groups = np.repeat(np.arange(n), 4)[np.random.default_rng(0).permutation(4 * n)]
+    first, second, counted = whole_group_pairs(groups)
+    assert counted == n and len(first) == 6 * n
+    assert (groups[first] == groups[second]).all() and (first != second).all()
+    pairs = {tuple(sorted(p)) for p in zip(first.tolist(), second.tolist(), strict=True)}
+    assert len(pairs) == 6 * n  # every pair once
+    assert np.unique(groups[first], return_counts=True)[1].tolist() == [6] * n
+    # Over the cap, whole groups are drawn (seeded): 13 pairs allow two groups of 6.
+    first, second, counted = whole_group_pairs(groups, max_pairs=13, seed=1)
+    assert counted == 2 and len(first) == 12
+    assert sorted(np.unique(groups[first], return_counts=True)[1].tolist()) == [6, 6]
+    again = whole_group_pairs(groups, max_pairs=13, seed=1)
+    np.testing.assert_array_equal(first, again[0])
+    # Singletons give nothing; groups of 2 and 3 give 1 and 3 pairs.
+    assert whole_group_pairs(np.arange(4))[2] == 0
+    assert len(whole_group_pairs(np.array([0, 0, 1, 1, 1, 2]))[0]) == 4
+
+
+def test_same_prompt_pairs_follow_prompt_groups_else_prompt_text():
+    text = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    grouped = pd.DataFrame({"prompt": text, "prompt_group": [0, 0, 1, 1, 2, 2, 3, 3]})
+    first, second, groups = same_prompt_pairs(grouped, max_pairs=20, cap=400)
+    assert groups == 4 and len(first) == 4  # one pair per group of 2, never across groups
+    assert (
+        grouped["prompt_group"].to_numpy()[first] == grouped["prompt_group"].to_numpy()[second]
+    ).all()
+    single = pd.DataFrame({"prompt": text, "prompt_group": range(8)})  # one image per draw
+    first, second, groups = same_prompt_pairs(single, max_pairs=20, cap=400)
+    assert groups == 2 and len(first) == 12  # by prompt text: 6 pairs for each of 2 prompts
+
+
+def test_diversity_table_reports_prompt_groups_and_pairs(phantom_manifest, synthetic_manifest):
+    synthetic = read_manifest(synthetic_manifest)
+    grouped = synthetic.with_rows(synthetic.rows.assign(prompt_group=np.arange(16) // 4))
+    table = diversity_table(grouped, read_manifest(phantom_manifest), size=64, max_pairs=20)
+    same = table.iloc[0]
+    assert same["comparison"] == "synthetic, same prompt"
+    assert (same["groups"], same["pairs"]) == (4, 24)  # 4 groups of 4 images: 6 pairs each
+    assert 0 < same["ms_ssim_mean"] <= 1 and "groups" in table.columns
+
+
 # ---------------------------------------------------------------- cache and audit
 
 
@@ -376,6 +422,16 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     # A second run hits the feature cache and refuses to overwrite without --overwrite.
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_sample_grid_with_no_real_image_of_a_prompted_finding(phantom_manifest, synthetic_manifest):
+    from augmentor.generator_report import sample_rows
+
+    real = read_manifest(phantom_manifest)
+    none_real = real.with_rows(real.rows.assign(Pneumothorax=0.0))
+    grid = sample_rows(none_real, read_manifest(synthetic_manifest))
+    pneumothorax = [row for row in grid if row[0].startswith("Pneumothorax")]
+    assert pneumothorax and all(not r and len(s) == 4 for _, r, s in pneumothorax)
 
 
 def test_filter_by_oracle_keeps_agreeing_rows_and_records_scores(synthetic_manifest):
@@ -540,3 +596,116 @@ def test_synthesize_filter_with_records_oracle_scores(
     kept = read_manifest(out / "manifest.parquet")
     assert len(kept) == 4 and kept.rows["oracle_prob"].between(0, 1).all()
     assert len(pd.read_parquet(out / "oracle_scores.parquet")) == 4
+
+
+# ---------------------------------------------------------------- torchxrayvision features
+
+
+@pytest.fixture(scope="module")
+def xrv_weights(tmp_path_factory) -> Path:
+    """torchxrayvision's DenseNet-121 with random weights, saved as safetensors."""
+    xrv = pytest.importorskip("torchxrayvision")
+    from safetensors.torch import save_file
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("torchxrayvision tried to fetch weights")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(xrv.models, "get_weights", no_download)
+    patch.setattr(xrv.utils, "download", no_download)
+    try:
+        torch.manual_seed(0)
+        model = xrv.models.DenseNet(weights=None)  # the architecture only: must not download
+    finally:
+        patch.undo()
+    path = tmp_path_factory.mktemp("xrv") / "densenet121.safetensors"
+    save_file(model.state_dict(), str(path))
+    return path
+
+
+def test_xrv_extractor_gives_1024_deterministic_features(xrv_weights, phantom_manifest):
+    from augmentor.features import load_feature_extractor
+    from augmentor.xrv_features import XRV_FEATURE_DIM
+
+    images = [load_image(p) for p in read_manifest(phantom_manifest).image_paths()[:3]]
+    images.append(np.full((40, 56), 200, dtype=np.uint8))  # not square: centre-cropped first
+    extractor = load_feature_extractor(xrv_weights=xrv_weights, device="cpu")
+    assert extractor.labels == () and extractor.name == f"xrv:{xrv_weights}"
+    x = extractor.preprocess(images)
+    assert x.shape == (4, 1, 224, 224) and -1024 <= float(x.min()) < float(x.max()) <= 1024
+    first = extractor(images)["features"]
+    assert first.shape == (4, XRV_FEATURE_DIM) == (4, 1024) and np.isfinite(first).all()
+    np.testing.assert_array_equal(first, extractor(images)["features"])
+    again = load_feature_extractor(xrv_weights=xrv_weights, device="cpu")
+    assert again.key == extractor.key
+    np.testing.assert_array_equal(first, again(images)["features"])
+    np.testing.assert_array_equal(first[1:3], extractor(images[1:3])["features"])
+
+
+def test_xrv_extractor_refuses_missing_corrupt_and_foreign_files(tmp_path, xrv_weights):
+    from augmentor.features import load_feature_extractor
+    from augmentor.xrv_features import load_xrv_extractor
+
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(UserError, match="not found") as info:
+        load_xrv_extractor(missing)
+    assert str(info.value).startswith(f"--features-xrv: {missing}")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(xrv_weights.read_bytes()[:1000])
+    with pytest.raises(UserError, match=f"--features-xrv: {corrupt}: corrupt"):
+        load_xrv_extractor(corrupt)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=f"--features-xrv: {garbage} is not a torch weights"):
+        load_xrv_extractor(garbage)
+    pickled = tmp_path / "model.pt"  # a whole pickled module, as xrv's release files are
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    with pytest.raises(UserError, match="refused: it is a pickle"):
+        load_xrv_extractor(pickled)
+    other = tmp_path / "other.pth"  # a state dict of another network
+    torch.save({"features.conv0.weight": torch.zeros(8, 1, 3, 3)}, other)
+    with pytest.raises(UserError, match="does not fit torchxrayvision's DenseNet-121"):
+        load_xrv_extractor(other)
+    with pytest.raises(UserError, match="exactly one"):
+        load_feature_extractor(timm_name="test_resnet", xrv_weights=xrv_weights)
+
+
+def test_cli_features_xrv_missing_file_is_one_line(tmp_path, phantom_manifest, synthetic_manifest):
+    from cli import app
+
+    missing = tmp_path / "xrv.safetensors"
+    args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+            str(phantom_manifest), "--features-xrv", str(missing),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"--features-xrv: {missing} not found" in lines[0], result.output
+
+
+@pytest.mark.slow
+def test_evaluate_generator_with_xrv_features(
+    tmp_path, xrv_weights, phantom_manifest, synthetic_manifest
+):
+    from cli import app
+
+    out = tmp_path / "eval"
+    args = ["evaluate-generator", "--synthetic", str(synthetic_manifest), "--real",
+            str(phantom_manifest), "--features-xrv", str(xrv_weights), "--out", str(out),
+            "--max-real", "4", "--batch-size", "8"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "generator_eval.json").read_text())
+    assert doc["feature_extractor"]["dim"] == 1024
+    assert doc["feature_extractor"]["name"] == f"xrv:{xrv_weights}"
+    assert doc["fidelity"]["fid"] is not None and doc["oracle"] is None
+
+
+def test_xrv_extractor_without_torchxrayvision_names_the_extra(monkeypatch, xrv_weights):
+    import sys
+
+    from augmentor.xrv_features import load_xrv_extractor
+
+    monkeypatch.setitem(sys.modules, "torchxrayvision", None)  # import fails as if absent
+    with pytest.raises(UserError, match=r'--features-xrv needs torchxrayvision.*\.\[xrv\]"'):
+        load_xrv_extractor(xrv_weights)

@@ -148,6 +148,30 @@ def test_plan_counts_labels_from_reports_and_cycling(prompts):
     assert small["seed"].tolist() == plan["seed"].iloc[:3].tolist()
 
 
+def test_plan_images_per_prompt_repeats_each_drawn_prompt(prompts):
+    m = read_manifest(prompts)
+    targets = {"pneumothorax": 7, "pleural_effusion": 2}
+    one = balanced_prompts(m, targets, negatives=3, seed=0)
+    four = balanced_prompts(m, targets, negatives=3, seed=0, images_per_prompt=4)
+    # Counts stay exact; only the number of distinct prompts drawn changes.
+    assert four["target_label"].tolist() == one["target_label"].tolist()
+    assert four["seed"].tolist() == one["seed"].tolist()  # each row keeps its own seed
+    assert one["prompt_group"].tolist() == list(range(12))  # K = 1: one row per draw
+    sizes = four.groupby("prompt_group", sort=True).size().tolist()
+    assert sizes == [4, 3, 2, 3]  # Pneumothorax 7 = 4 + 3, Pleural Effusion 2, No Finding 3
+    for _, group in four.groupby("prompt_group"):
+        assert group["row"].diff().dropna().eq(1).all()  # consecutive rows
+        assert group["prompt"].nunique() == group["prompt_study_id"].nunique() == 1
+        assert group["target_label"].nunique() == 1 and group["seed"].is_unique
+    # The draws are K = 1's first ones: the same seeded stream per label.
+    for label, n_draws in (("Pneumothorax", 2), ("Pleural Effusion", 1), ("No Finding", 1)):
+        drawn = four[four["target_label"] == label].drop_duplicates("prompt_group")
+        first = one[one["target_label"] == label]["prompt_study_id"].tolist()[:n_draws]
+        assert drawn["prompt_study_id"].tolist() == first
+    with pytest.raises(UserError, match="--images-per-prompt: 0; it must be 1 or more"):
+        balanced_prompts(m, targets, images_per_prompt=0)
+
+
 def test_plan_template_fallback_and_bad_manifests(tmp_path, prompts):
     m = read_manifest(prompts)
     plan = balanced_prompts(m, {"Edema": 2, "Pneumothorax": 1}, seed=0)
@@ -293,6 +317,48 @@ def test_interrupt_then_resume_completes_without_duplicates(tmp_path, tiny_gener
     assert synthesize(resumed).generated == 0  # resuming a finished run is a no-op
 
 
+def test_images_per_prompt_synthesis_resumes_and_keeps_its_k(tmp_path, tiny_generator_dir, prompts):
+    out = tmp_path / "synth"
+    labels = "pneumothorax:4,pleural_effusion:2"
+    cfg = synthesis_config(tiny_generator_dir, prompts, out, labels=labels, images_per_prompt=2)
+
+    def stop_after_first_batch(committed: int) -> None:
+        if committed >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(cfg, on_batch=stop_after_first_batch)
+    assert committed_rows(out) == {0, 1}
+    with pytest.raises(UserError, match="images_per_prompt=2, now 3"):
+        synthesize(
+            synthesis_config(
+                tiny_generator_dir, prompts, out, labels=labels, images_per_prompt=3, resume=True
+            )
+        )
+    resumed = synthesis_config(
+        tiny_generator_dir, prompts, out, labels=labels, images_per_prompt=2, resume=True
+    )
+    result = synthesize(resumed)
+    assert (result.skipped, result.generated) == (2, 4)
+    rows = read_manifest(result.manifest).rows
+    assert rows["plan_row"].tolist() == list(range(6))
+    assert rows["target_label"].value_counts().to_dict() == {
+        "Pneumothorax": 4,
+        "Pleural Effusion": 2,
+    }
+    assert rows["prompt_group"].tolist() == [0, 0, 1, 1, 2, 2]
+    for _, group in rows.groupby("prompt_group"):  # one prompt, K images, K seeds
+        assert group["prompt"].nunique() == 1 and group["seed"].nunique() == 2
+        assert group["image_sha256"].nunique() == 2
+    assert json.loads((out / "synthesis.json").read_text())["identity"]["images_per_prompt"] == 2
+    bad = runner.invoke(
+        app,
+        ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from", str(prompts),
+         "--labels", labels, "--out", str(tmp_path / "o"), "--images-per-prompt", "0"],
+    )  # fmt: skip
+    one_line_error(bad, "--images-per-prompt: 0; it must be 1 or more")
+
+
 def test_sigkill_leaves_valid_shards_and_resume_finishes(tmp_path, tiny_generator_dir, prompts):
     out = tmp_path / "synth"
     args = [str(BIN / "cxraug"), "synthesize", "--model", str(tiny_generator_dir)]
@@ -406,6 +472,8 @@ def test_accelerate_two_cpu_processes(tmp_path, tiny_generator_dir, prompts):
     args += [
         "--negatives",
         "2",
+        "--images-per-prompt",
+        "2",
         "--out",
         str(out),
         "--num-inference-steps",
@@ -425,6 +493,9 @@ def test_accelerate_two_cpu_processes(tmp_path, tiny_generator_dir, prompts):
         "No Finding": 2,
     }
     assert m.rows["plan_row"].tolist() == list(range(11))
+    # Two images per drawn prompt, split across the ranks row by row: 5 = 2 + 2 + 1, 4, 2.
+    assert m.rows.groupby("prompt_group").size().tolist() == [2, 2, 1, 2, 2, 2]
+    assert m.rows.groupby("prompt_group")["prompt"].nunique().eq(1).all()
     ranks = {p.name.split("-")[1] for p in shard_paths(out)}
     assert ranks == {"0", "1"}
     shutil.rmtree(out)
