@@ -2,6 +2,11 @@
 
     python benchmarks/bench_synthesize.py [--rows 32] [--batch-size 16] [--steps 4]
         [--repeats 3] [--threads 0] [--sizes 200,2000] [--memory-steps 1] [--memory-batch-size 32]
+        [--model GEN --prompts M] [--skip-throughput]
+
+At the limit of one machine (issue 12): `--model runs/demo/generator --prompts
+runs/demo/data/manifest.parquet --sizes 2000,20000 --skip-throughput` runs the demo
+generator end to end at 2,000 and 20,000 images and compares peak RSS and images/s.
 
 Throughput: the same `tiny` generator, rows (phantom train reports, one seed each), steps
 and guidance, generated through `generate_images` once with `--batch-size` rows per call
@@ -129,34 +134,46 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=1)
     parser.add_argument("--memory-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--model", type=Path, help="a generator folder (default: a fresh tiny)")
+    parser.add_argument("--prompts", type=Path, help="its split prompt manifest (with --model)")
+    parser.add_argument("--skip-throughput", action="store_true", help="memory runs only")
     args = parser.parse_args()
+    if (args.model is None) != (args.prompts is None):
+        parser.error("--model and --prompts go together")
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        prompts, model = setup(folder)
+        prompts, model = (args.prompts, args.model) if args.model else setup(folder)
         if args.threads:
             torch.set_num_threads(args.threads)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"torch threads: {torch.get_num_threads()}; load average {load}", flush=True)
-        t = bench_throughput(prompts, model, args.rows, args.batch_size, args.steps, args.repeats)
-        print(
-            f"throughput ({args.rows} rows, {args.steps} PNDM steps, guidance 4, tiny 64 px): "
-            f"one image per call {t['single']:.2f} img/s, batch {args.batch_size} "
-            f"{t['batched']:.2f} img/s -> {t['ratio']:.2f}x (target 3x; medians of {args.repeats})",
-            flush=True,
-        )
-        peaks = []
+        if not args.skip_throughput:
+            t = bench_throughput(
+                prompts, model, args.rows, args.batch_size, args.steps, args.repeats
+            )
+            print(
+                f"throughput ({args.rows} rows, {args.steps} PNDM steps, guidance 4, 64 px): "
+                f"one image per call {t['single']:.2f} img/s, batch {args.batch_size} "
+                f"{t['batched']:.2f} img/s -> {t['ratio']:.2f}x "
+                f"(target 3x; medians of {args.repeats})",
+                flush=True,
+            )
+        peaks, rates = [], []
         for n in (int(s) for s in args.sizes.split(",")):
             m = bench_memory(
                 prompts, model, folder, n, args.memory_steps, args.memory_batch_size, args.threads
             )
             peaks.append(m["peak_rss_mib"])
+            rates.append(n / m["seconds"])
             print(
                 f"memory: {n} images ({args.memory_steps} step(s), batch {args.memory_batch_size}) "
-                f"peak RSS {m['peak_rss_mib']:.0f} MiB in {m['seconds']:.1f} s",
+                f"peak RSS {m['peak_rss_mib']:.0f} MiB in {m['seconds']:.1f} s "
+                f"({rates[-1]:.1f} images/s end to end)",
                 flush=True,
             )
         print(f"peak RSS ratio largest/smallest: {peaks[-1] / peaks[0]:.3f} (flat ~ 1)")
+        print(f"images/s ratio largest/smallest: {rates[-1] / rates[0]:.3f} (target >= 0.95)")
 
 
 if __name__ == "__main__":
