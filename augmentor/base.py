@@ -132,14 +132,19 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
+    # SD v1's scheduler config, `clip_sample: false` included: a sampler switched to DDIM
+    # or DDPM from it must not clip predicted latents to [-1, 1] (their pixel-space default).
+    scheduler = PNDMScheduler.from_config(
+        {
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000,
+            "skip_prk_steps": True,
+            "steps_offset": 1,
+            "set_alpha_to_one": False,
+            "clip_sample": False,
+        }
     )
     return StableDiffusionPipeline(
         vae=vae,

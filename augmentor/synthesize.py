@@ -34,7 +34,8 @@ from augmentor.config import (
     SynthesisConfig,
     check_synthesis_config,
 )
-from augmentor.generator import training_patients
+from augmentor.generator import generator_record_or_none, training_patients
+from augmentor.grain import GrainModel, add_grain
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
 from manifests import provenance, runfolder
 from manifests.errors import UserError
@@ -78,25 +79,45 @@ def generator_digest(model_dir: Path) -> str:
 
 
 def set_scheduler(pipe, name: str) -> str:
-    """Swap `pipe.scheduler` for the named sampler (same noise schedule); returns the name."""
+    """Swap `pipe.scheduler` for the named sampler (same noise schedule); returns the name.
+
+    A config that does not say `clip_sample` gets False: latents are not bounded to
+    [-1, 1] as pixels are, and DDIM's and DDPM's default (True) clips every predicted
+    latent there (Stable Diffusion's shipped configs say False for this reason).
+    """
     key = name.strip().lower()
     if key not in SCHEDULERS:
         raise UserError(f"--scheduler: unknown {name!r}; valid: {', '.join(SCHEDULERS)}")
     import diffusers
 
     cls = getattr(diffusers, SCHEDULERS[key])
-    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    extra = {} if "clip_sample" in pipe.scheduler.config else {"clip_sample": False}
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
     return key
 
 
-def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
-    """(B, H, W, C) floats in [0, 1] -> (B, H, W) uint8; RGB uses ITU-R 601 luma like PIL's 'L'."""
+def to_grayscale(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) floats in [0, 1] -> (B, H, W) floats; RGB uses ITU-R 601 luma like PIL's 'L'."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 4 and images.shape[-1] == 3:
         images = images @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     elif images.ndim == 4:
         images = images[..., 0]
-    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return images
+
+
+def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) floats in [0, 1] -> (B, H, W) uint8 (`to_grayscale`, rounded)."""
+    return np.round(np.clip(to_grayscale(images), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def film_grain_of(model: Path, wanted: bool) -> GrainModel | None:
+    """The grain model in the generator's `cxraug.json` when `wanted` and it has one."""
+    if not wanted:
+        return None
+    record = generator_record_or_none(model)
+    grain = (record or {}).get("film_grain")
+    return GrainModel.from_dict(grain) if grain else None
 
 
 @contextlib.contextmanager
@@ -119,12 +140,13 @@ def generate_images(
     num_inference_steps: int,
     guidance_scale: float,
     negative_prompt: str | None = None,
+    grain: GrainModel | None = None,
 ) -> np.ndarray:
     """One pipeline call for a batch of rows -> (B, H, W) uint8 grayscale images.
 
     One CPU `torch.Generator` per row: diffusers draws each row's initial latents (and any
     sampler noise) from its own generator, so a row's image is the same in any batch and on
-    any device.
+    any device. `grain` adds film grain drawn from each row's seed (`augmentor.grain`).
     """
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     with torch.inference_mode(), _quiet_diffusers():
@@ -136,10 +158,15 @@ def generate_images(
             generator=generators,
             output_type="np",
         )
-    return to_grayscale_uint8(out.images)
+    images = to_grayscale(out.images)
+    if grain is not None:
+        images = add_grain(images, grain, seeds)
+    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> dict:
+def _identity(
+    config: SynthesisConfig, targets: dict[str, int], digest: str, grain: GrainModel | None
+) -> dict:
     """The settings that determine the images; a resumed run must match them exactly."""
     identity = {
         "generator_digest": digest,
@@ -153,6 +180,7 @@ def _identity(config: SynthesisConfig, targets: dict[str, int], digest: str) -> 
         "guidance_scale": float(config.guidance_scale),
         "negative_prompt": config.negative_prompt,
         "precision": config.precision,
+        "film_grain": grain is not None,
     }
     return json.loads(json.dumps(identity))
 
@@ -237,7 +265,8 @@ def synthesize(
     record = provenance.synthetic_record(digest, _generator_patients(model), prompts)
     del prompts
     notes = template_notes(plan)
-    identity = _identity(config, targets, digest)
+    grain = film_grain_of(model, config.film_grain)
+    identity = _identity(config, targets, digest, grain)
     metadata = {
         GENERATOR_DIGEST_KEY: digest,
         "cxraug.synthesis": json.dumps(identity, sort_keys=True),
@@ -248,8 +277,12 @@ def synthesize(
     # Every rank decides the folder's state before anyone writes, so they all agree.
     mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
     if mode in (runfolder.RESUME, runfolder.FINISHED):
-        # A folder from before --images-per-prompt drew one image per prompt.
-        saved = {"images_per_prompt": 1, **sset.read_record(out).get("identity", {})}
+        # A folder from before --images-per-prompt drew one image per prompt, without grain.
+        saved = {
+            "images_per_prompt": 1,
+            "film_grain": False,
+            **sset.read_record(out).get("identity", {}),
+        }
         runfolder.check_resume_config(saved, identity, set(), out)
     # Rows done before this run, read before any rank commits new shards.
     done = sset.committed_rows(out) if mode == runfolder.RESUME else set()
@@ -265,7 +298,7 @@ def synthesize(
         state.wait_for_everyone()
         if mode == runfolder.FINISHED:
             done = set(range(len(plan)))
-        _generate(config, plan, labels, done, out, metadata, state, on_batch)
+        _generate(config, plan, labels, done, out, metadata, state, on_batch, grain)
         state.wait_for_everyone()
         path = sset.manifest_path(out)
         if state.is_main_process and mode != runfolder.FINISHED:
@@ -291,6 +324,7 @@ def _generate(
     metadata: dict,
     state,
     on_batch: Callable[[int], None] | None,
+    grain: GrainModel | None = None,
 ) -> int:
     """This rank's rows not yet committed, in batches; returns how many it generated."""
     rank, world = state.process_index, state.num_processes
@@ -319,6 +353,7 @@ def _generate(
             config.num_inference_steps,
             config.guidance_scale,
             config.negative_prompt,
+            grain,
         )
         hashes = []
         for row, image in zip(batch["row"], images, strict=True):
@@ -350,5 +385,7 @@ __all__ = [
     "generator_digest",
     "set_scheduler",
     "synthesize",
+    "film_grain_of",
+    "to_grayscale",
     "to_grayscale_uint8",
 ]

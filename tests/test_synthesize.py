@@ -215,6 +215,17 @@ def test_grayscale_and_scheduler_names(tiny_generator_dir):
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     with pytest.raises(UserError, match="--scheduler: unknown 'plms'; valid: pndm, ddim"):
         set_scheduler(pipe, "plms")
+    # Latents are not clipped to [-1, 1]: not from tiny's config, nor from a config that
+    # does not say (DDIM's and DDPM's own default clips, which wrecked every DDIM image).
+    for name in ("ddim", "ddpm"):
+        set_scheduler(pipe, name)
+        assert pipe.scheduler.config.clip_sample is False
+    from diffusers import PNDMScheduler
+
+    pipe.scheduler = PNDMScheduler(skip_prk_steps=True)
+    assert "clip_sample" not in pipe.scheduler.config
+    set_scheduler(pipe, "ddim")
+    assert pipe.scheduler.config.clip_sample is False
 
 
 @pytest.mark.parametrize("scheduler", ["pndm", "euler-a"])
