@@ -489,6 +489,14 @@ def finetune_cmd(
         float | None,
         typer.Option("--caption-dropout", help="Empty-prompt share (default 0.1 tiny, else 0)."),
     ] = FinetuneConfig.caption_dropout,
+    film_grain: Annotated[
+        bool | None,
+        typer.Option(
+            "--film-grain/--no-film-grain",
+            help="Measure the grain the autoencoder drops, for synthesize to add back "
+            "(default: on from tiny, else off).",
+        ),
+    ] = FinetuneConfig.film_grain,
     seed: Seed = FinetuneConfig.seed,
     checkpointing_steps: Annotated[int, typer.Option("--checkpointing-steps")] = FinetuneConfig.checkpointing_steps,
     checkpoints_total_limit: Annotated[
@@ -537,6 +545,7 @@ def finetune_cmd(
             snr_gamma=snr_gamma,
             noise_offset=noise_offset,
             caption_dropout=caption_dropout,
+            film_grain=film_grain,
             seed=seed,
             checkpointing_steps=checkpointing_steps,
             checkpoints_total_limit=checkpoints_total_limit,
@@ -606,6 +615,13 @@ def synthesize_cmd(
         int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
     ] = SynthesisConfig.shard_every,
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = SynthesisConfig.precision,
+    film_grain: Annotated[
+        bool,
+        typer.Option(
+            "--film-grain/--no-film-grain",
+            help="Add the film grain the generator measured at fine-tuning (if it has one).",
+        ),
+    ] = SynthesisConfig.film_grain,
     resume: Resume = SynthesisConfig.resume,
     overwrite: RunOverwrite = SynthesisConfig.overwrite,
     filter_with: Annotated[
@@ -647,6 +663,7 @@ def synthesize_cmd(
             batch_size=batch_size,
             shard_every=shard_every,
             precision=precision,
+            film_grain=film_grain,
             resume=resume,
             overwrite=overwrite,
         ),

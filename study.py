@@ -99,6 +99,7 @@ class SynthesisStageConfig:
     guidance_scale: float = SynthesisConfig.guidance_scale
     batch_size: int = SynthesisConfig.batch_size
     seed: int = SynthesisConfig.seed
+    film_grain: bool = SynthesisConfig.film_grain  # add a `tiny` generator's measured grain
 
 
 @dataclass
@@ -454,6 +455,11 @@ def roentgen_deviations(cfg: StudyConfig) -> list[str]:
     if g.base == "tiny":
         lines.insert(0, "base: the miniature `tiny` model trained from scratch on CPU, not "
                      "Stable Diffusion 1.x")  # fmt: skip
+        if s.film_grain and options.get("film_grain", True) is not False:
+            lines.append(
+                "film grain: measured on the train images (what tiny's autoencoder drops) "
+                "and added to every synthetic image; RoentGen adds none"
+            )
     return lines
 
 
@@ -645,6 +651,7 @@ def stage_synthesize(
             num_inference_steps=cfg.num_inference_steps,
             guidance_scale=cfg.guidance_scale,
             batch_size=cfg.batch_size,
+            film_grain=cfg.film_grain,
             resume=True,
         )
     )

@@ -55,7 +55,8 @@ class FinetuneConfig:
     downsampling (64 for tiny, 512 for SD 1.5); `learning_rate` = 5e-5 (RoentGen) for a full
     fine-tune of a real base, 1e-4 with LoRA, 5e-4 from `tiny` (trained from scratch);
     `caption_dropout` = 0.1 from `tiny` (it must learn the empty prompt that
-    classifier-free guidance needs; a real base already has), else 0.
+    classifier-free guidance needs; a real base already has), else 0; `film_grain` = on
+    from `tiny` (its small autoencoder drops the images' grain; `augmentor.grain`), else off.
     """
 
     manifest: str
@@ -80,6 +81,7 @@ class FinetuneConfig:
     snr_gamma: float | None = None
     noise_offset: float = 0.0
     caption_dropout: float | None = None
+    film_grain: bool | None = None  # None: fit it from `tiny` (augmentor.grain), else off
     seed: int = 0
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
@@ -156,6 +158,10 @@ def resolved_learning_rate(cfg: FinetuneConfig) -> float:
     return 1e-4 if cfg.lora_rank else 5e-5
 
 
+def resolved_film_grain(cfg: FinetuneConfig) -> bool:
+    return cfg.base == "tiny" if cfg.film_grain is None else cfg.film_grain
+
+
 def resolved_caption_dropout(cfg: FinetuneConfig) -> float:
     if cfg.caption_dropout is not None:
         return cfg.caption_dropout
@@ -181,6 +187,8 @@ class SynthesisConfig:
         batch_size: images per pipeline call (does not change any image).
         shard_every: batches per committed shard (work lost to a kill is at most this).
         precision: fp32, fp16 or bf16 weights.
+        film_grain: add the film grain the generator measured at fine-tuning
+            (`augmentor.grain`; only generators fine-tuned from `tiny` have one).
         resume: finish an interrupted run in `out`; overwrite: replace `out`'s outputs.
     """
 
@@ -198,6 +206,7 @@ class SynthesisConfig:
     batch_size: int = 8
     shard_every: int = 1
     precision: str = "fp32"
+    film_grain: bool = True
     resume: bool = False
     overwrite: bool = False
 

@@ -49,8 +49,10 @@ from augmentor.config import (
     FinetuneConfig,
     check_finetune_config,
     resolved_caption_dropout,
+    resolved_film_grain,
     resolved_learning_rate,
 )
+from augmentor.grain import fit_autoencoder_grain
 from augmentor.latents import cache_latents, load_pixels, sample_latents
 from classifier.tracking import start_tracking
 from classifier.train_state import load_train_state, save_train_state
@@ -515,13 +517,14 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     with runfolder.run_folder(out, state_name, main=run.main):
         begin_run(run, state_name, config)
         fit = fit_tiny_autoencoder(run, base, data)
+        grain = fit_film_grain(run, base, data)
         posteriors = cache_posteriors(run, base, data)
         text = cache_text(run, base, data)
         models, params = set_up_trainables(run, base)
         training = make_optimizer(run, base, models, params)
         state = resume_training(run, training, state_name)
         session = train_loop(run, base, posteriors, text, training, state)
-        export_generator(run, base, data, text, training, state, fit, config, session)
+        export_generator(run, base, data, text, training, state, fit, config, session, grain)
     run.accelerator.end_training()
     return out
 
@@ -661,6 +664,28 @@ def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
         base.vae = vae
     base.vae.requires_grad_(False).eval().to(run.device)
     return fit
+
+
+GRAIN_FIT_IMAGES = 256
+
+
+def fit_film_grain(run: Run, base: Base, data: TrainData) -> dict | None:
+    """The grain the (frozen) autoencoder drops, on up to 256 train images (`augmentor.grain`).
+
+    Only the main process needs it (it goes into `cxraug.json`); None when off.
+    """
+    if not (run.main and resolved_film_grain(run.cfg)):
+        return None
+    t = time.perf_counter()
+    paths = data.paths[:GRAIN_FIT_IMAGES]
+    pixels = load_pixels(paths, base.resolution, base.channels)
+    model = fit_autoencoder_grain(base.vae, pixels)
+    run.timings["film_grain_fit"] = time.perf_counter() - t
+    run.say(
+        f"film grain: std {min(model.std):.4f}-{max(model.std):.4f} (images in [0, 1]) "
+        f"that the autoencoder drops, measured on {len(paths)} train images"
+    )
+    return model.to_dict()
 
 
 def cache_posteriors(run: Run, base: Base, data: TrainData) -> torch.Tensor:
@@ -972,6 +997,7 @@ def export_generator(
     fit: dict | None,
     config: dict,
     session: dict[str, float],
+    grain: dict | None = None,
 ) -> None:
     """Write the generator folder: pipeline (EMA weights, LoRA merged), patients, record last."""
     acc = run.accelerator
@@ -997,6 +1023,7 @@ def export_generator(
         run.timings["total_this_session"] = time.perf_counter() - run.started
         record = generator_record(run, base, data, text, training, state, fit, config, session)
         record["training_patients_digest"] = patients_digest
+        record["film_grain"] = grain
         generator.write_generator_record(run.out, _jsonable(record))  # last: marks it finished
         run.say(
             f"finetune: step {state.global_step}/{run.cfg.max_steps}, "

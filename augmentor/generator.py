@@ -98,6 +98,12 @@ def read_generator_record(out: Path, flag: str = "--model") -> dict:
     return read_json(path, "generator record")
 
 
+def generator_record_or_none(out: Path) -> dict | None:
+    """`cxraug.json` of a cxraug generator; None for any other pipeline folder."""
+    path = Path(out) / RECORD_FILE
+    return read_json(path, "generator record") if path.is_file() else None
+
+
 def clear_finished(out: Path) -> None:
     """Remove `cxraug.json` before training on (a finished run continued to more steps)."""
     (Path(out) / RECORD_FILE).unlink(missing_ok=True)
@@ -251,6 +257,7 @@ __all__ = [
     "is_finished",
     "load_autoencoder",
     "patients_digest",
+    "generator_record_or_none",
     "read_generator_record",
     "read_run_config",
     "save_autoencoder",

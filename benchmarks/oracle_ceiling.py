@@ -9,7 +9,11 @@ how much on image texture a generator may not reproduce. For the demo's phantom 
 (drawn and split as in `benchmarks/generator_fidelity.py`, the same cached oracle), it
 redraws every real val/test study with the exact same anatomy and findings, with its film
 grain scaled by each `--grain` factor (1 = the images on disk, 0 = no grain), and, per
-`--vae`, passes the real images through that autoencoder (decode of the posterior mean).
+`--vae`, passes the real images through that autoencoder (decode of the posterior mean),
+then adds the film grain that autoencoder drops, as measured on the train images
+(`augmentor.grain`, what `synthesize` adds to a `tiny` generator's images); it prints that
+measured grain beside the grain the phantom actually drew (image minus its grain-free
+redrawing, per intensity band).
 Per rendering and finding it prints the oracle's rate on test positives (the hit a
 perfect generator would get) and on test negatives (its false-finding rate), and whether
 the issue's targets hold against the real images' rates: hit >= 0.8 x real, false finding
@@ -26,10 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from diffusers import AutoencoderKL
 from generator_fidelity import oracle_run, real_data
 
 from augmentor.features import load_run_extractor
+from augmentor.finetune import GRAIN_FIT_IMAGES
 from augmentor.generator_metrics import label_thresholds
+from augmentor.grain import BANDS, add_grain, fit_grain, gray01, reconstruct
 from augmentor.latents import load_pixels
 from augmentor.metrics import positive_rate
 from manifests.io import read_manifest
@@ -50,17 +57,16 @@ def redraw(rows: pd.DataFrame, n: int, seed: int, patients: int, grain: float, s
     ]
 
 
-@torch.no_grad()
-def reconstruct(vae_dir: Path, pixels: torch.Tensor) -> torch.Tensor:
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    return torch.cat(
-        [
-            vae.decode(vae.encode(pixels[s : s + 64]).latent_dist.mode()).sample
-            for s in range(0, len(pixels), 64)
-        ]
-    )
+def drawn_grain(rows: pd.DataFrame, n: int, seed: int, patients: int) -> list[float]:
+    """The grain the phantom actually drew, per intensity band: image at grain x1 minus x0."""
+    grainy = np.stack(redraw(rows, n, seed, patients, 1.0, 64)).astype(np.float32) / 255
+    clean = np.stack(redraw(rows, n, seed, patients, 0.0, 64)).astype(np.float32) / 255
+    band = np.clip((clean * BANDS).astype(np.intp), 0, BANDS - 1)
+    diff = grainy - clean
+    return [
+        round(float(diff[band == k].std()), 4) if (band == k).sum() >= 64 else float("nan")
+        for k in range(BANDS)
+    ]
 
 
 def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float]]:
@@ -108,8 +114,20 @@ def main() -> None:
             )
             print(f"redrawn at grain x1 identical to the images on disk: {same}")
         renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
+    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")[:GRAIN_FIT_IMAGES]
+    train_pixels = load_pixels([paths[i] for i in train], 64, 1)
+    if args.vae:
+        truth = drawn_grain(real.rows.iloc[train], args.n, args.seed, args.patients)
+        print(f"film grain drawn on the train images (std per band): {truth}")
     for vae_dir in args.vae:
-        renderings[f"autoencoder {vae_dir}"] = extractor(_u8(reconstruct(vae_dir, pixels)))["probs"]
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        recon = reconstruct(vae, pixels)
+        renderings[f"autoencoder {vae_dir}"] = extractor(_u8(recon))["probs"]
+        model = fit_grain(gray01(train_pixels), gray01(reconstruct(vae, train_pixels)))
+        grainy = add_grain(gray01(recon), model, list(range(len(recon))))
+        print(f"film grain measured behind {vae_dir}: {np.round(model.std, 4).tolist()}")
+        images = list(np.round(grainy * 255).astype(np.uint8))
+        renderings[f"autoencoder {vae_dir} + film grain"] = extractor(images)["probs"]
 
     records = []
     for name, probs in renderings.items():

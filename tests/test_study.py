@@ -176,3 +176,7 @@ def test_real_base_defaults_follow_roentgen_and_the_demo_lists_its_deviations():
     demo = roentgen_deviations(demo_preset())
     assert demo[0].startswith("base: the miniature `tiny` model")
     assert any(line.startswith("resolution (px): 64 here, 512") for line in demo)
+    assert demo[-1].startswith("film grain: measured on the train images")
+    no_grain = demo_preset()
+    no_grain.synthesis.film_grain = False
+    assert not any("film grain" in line for line in roentgen_deviations(no_grain))
