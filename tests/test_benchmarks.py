@@ -7,9 +7,26 @@ otherwise only show when someone reruns a README figure. This imports each one, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_samplers
+from benchmarks.bench_samplers import (
+    Measured,
+    Setting,
+    count_unet_evaluations,
+    departures,
+    kid_window,
+    pick_cheapest,
+    plan_settings,
+    rate_margin,
+    speedup,
+)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -37,3 +54,130 @@ def test_every_benchmark_script_imports():
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- bench_samplers (issue 12)
+
+
+def _measured(name: str, unet: float, rates: dict, kid=(0.01, 0.002), ref_seed=None, rate=10.0):
+    """A hand-made result: `name` is 'SCHEDULER STEPS GUIDANCE', `rates` key -> (rate, n)."""
+    scheduler, steps, guidance = name.split()
+    setting = Setting(
+        scheduler, int(steps), float(guidance), seed=ref_seed or 0, reference=ref_seed is not None
+    )
+    return Measured(setting, unet, 40, 40 / rate, dict(rates), kid)
+
+
+def test_bench_samplers_settings_measure_the_reference_twice():
+    settings = bench_samplers.settings_from(bench_samplers.parse_args([]))
+    names = [s.name for s in settings]
+    assert names[:2] == ["pndm 75 g4 (ref, seed 0)", "pndm 75 g4 (ref, seed 1)"]
+    expected = [f"{s} {n} g4" for s in ("dpm++", "unipc", "ddim") for n in (10, 20, 30)]
+    expected += ["ddim 20 g1", "ddim 20 g2", "ddim 20 g7"]  # ddim 20 g4 is already there
+    assert names[2:] == expected
+    assert all(s.seed == 0 and not s.reference for s in settings[2:])
+    assert len({s.folder for s in settings}) == len(settings)
+    with pytest.raises(ValueError, match="two or more distinct seeds"):
+        plan_settings(("pndm", 75, 4.0), [0, 0], ["ddim"], [10], 4.0, ("ddim", 10), [1.0])
+    # A candidate equal to the reference is not a candidate.
+    same = plan_settings(("ddim", 10, 4.0), [0, 1], ["ddim"], [10, 20], 4.0, ("ddim", 10), [4.0])
+    assert [s.name for s in same[2:]] == ["ddim 20 g4"]
+
+
+def test_bench_samplers_counts_unet_evaluations_per_image(tiny_generator_dir):
+    """Guidance > 1 doubles every step (diffusers' do_classifier_free_guidance); PNDM with
+    skip_prk_steps repeats its first step; two images per call are counted per image."""
+    from augmentor.base import load_pipeline
+
+
+    pipe = load_pipeline(tiny_generator_dir)
+    pipe.set_progress_bar_config(disable=True)
+    expected = {
+        ("pndm", 3, 4.0): 8,
+        ("pndm", 3, 1.0): 4,
+        ("ddim", 3, 4.0): 6,
+        ("ddim", 3, 1.0): 3,
+        ("dpm++", 2, 4.0): 4,
+        ("unipc", 2, 2.0): 4,
+    }
+    counted = {k: count_unet_evaluations(pipe, Setting(*k)) for k in expected}
+    assert counted == expected
+    assert not pipe.unet._forward_pre_hooks  # the hook is gone afterwards
+
+
+def test_bench_samplers_pick_rule():
+    # Two reference runs that agree: the binomial margin, z SEs of candidate - reference mean.
+    assert rate_margin([(0.5, 40), (0.5, 40)], 40, 1.96) == pytest.approx(
+        1.96 * np.sqrt(0.25 * (1 / 40 + (2 / 40) / 4))
+    )
+    # Runs that disagree by more: their gap.
+    assert rate_margin([(0.3, 40), (0.7, 40)], 40, 1.96) == pytest.approx(0.4)
+    # A reference that never fires still tolerates one hit in 40 (pooled rate off 0), not two.
+    assert 1 / 40 < rate_margin([(0.0, 40), (0.0, 40)], 40, 1.96) < 2 / 40
+    assert kid_window([(0.010, 0.002), (0.014, 0.001)]) == pytest.approx((0.008, 0.016))
+
+    ref_rates = {"Pneumothorax hit": (0.6, 40), "Pneumothorax false": (0.1, 160)}
+    refs = [
+        _measured("pndm 75 4", 152, ref_rates, ref_seed=0, rate=2.0),
+        _measured(
+            "pndm 75 4",
+            152,
+            {**ref_rates, "Pneumothorax hit": (0.7, 40)},
+            (0.012, 0.002),
+            ref_seed=1,
+            rate=2.2,
+        ),
+    ]
+    margin = rate_margin([(0.6, 40), (0.7, 40)], 40, 1.96)
+    same = _measured("ddim 20 4", 40, {**ref_rates, "Pneumothorax hit": (0.65, 40)})
+    assert departures(same, refs, 1.96) == []
+    off = {**ref_rates, "Pneumothorax hit": (0.65 - margin - 0.01, 40)}
+    cheap_but_off = _measured("ddim 10 4", 20, off, rate=16.0)
+    assert [d.split()[:2] for d in departures(cheap_but_off, refs, 1.96)] == [
+        ["Pneumothorax", "hit"]
+    ]
+    too_far_kid = _measured(
+        "dpm++ 10 4", 20, {**ref_rates, "Pneumothorax hit": (0.65, 40)}, kid=(0.02, 0.001)
+    )
+    assert [d.split()[0] for d in departures(too_far_kid, refs, 1.96)] == ["KID"]
+    unmeasured = _measured("unipc 10 4", 20, {"Pneumothorax false": (0.1, 160)})
+    assert "measured in only one" in departures(unmeasured, refs, 1.96)[0]
+    slow_twin = _measured("unipc 20 4", 40, {**ref_rates, "Pneumothorax hit": (0.62, 40)}, rate=7)
+    dear = _measured("ddim 30 4", 60, ref_rates, rate=5.0)
+
+    results = [*refs, dear, slow_twin, cheap_but_off, too_far_kid, unmeasured, same]
+    pick = pick_cheapest(results, 1.96)
+    assert pick is same  # the cheapest within the noise; its equal-cost twin is slower
+    gain = speedup(pick, results)
+    assert gain["unet"] == pytest.approx(152 / 40)
+    assert gain["images_per_s"] == pytest.approx(10.0 / 2.1)
+    assert pick_cheapest([*refs, cheap_but_off, too_far_kid], 1.96) is None
+    assert pick_cheapest(refs, 1.96) is None  # the reference is never its own pick
+
+
+def test_bench_samplers_tiny_run_end_to_end(tmp_path, capsys):
+    """The script's main path on an untrained tiny generator: every row, counted costs, the
+    pick consistent with the rule, the JSON written."""
+    document = bench_samplers.main(["--tiny", "--out", str(tmp_path)])
+    rows = {r["setting"]: r for r in document["rows"]}
+    assert len(rows) == 11
+    costs = {name: r["unet_per_image"] for name, r in rows.items()}
+    assert costs["pndm 3 g4 (ref, seed 0)"] == costs["pndm 3 g4 (ref, seed 1)"] == 8
+    assert costs["ddim 2 g1"] == 2 and costs["ddim 2 g7"] == costs["dpm++ 2 g4"] == 4
+    assert costs["unipc 1 g4"] == 2
+    for row in rows.values():
+        assert row["n_images"] == 10 and row["images_per_s"] > 0 and row["kid_mean"] is not None
+        assert {f"{f} hit" for f in bench_samplers.TINY_LABELS} <= set(row["rates"])
+    within = [r for r in rows.values() if not r["reference"] and not r["departures"]]
+    pick = document["pick"]
+    if within:
+        chosen = rows[pick["setting"]]
+        assert not chosen["reference"] and not chosen["departures"]
+        assert chosen["unet_per_image"] == min(r["unet_per_image"] for r in within)
+        assert pick["speedup"]["unet"] == pytest.approx(8 / chosen["unet_per_image"])
+    else:
+        assert pick is None
+    saved = json.loads((tmp_path / bench_samplers.RESULTS_FILE).read_text())
+    assert saved["rows"] == json.loads(json.dumps(document["rows"]))
+    printed = capsys.readouterr().out
+    assert "pick: " in printed and "elapsed" in printed and "within ref" in printed
