@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from augmentor.config import FinetuneConfig, OracleFilterConfig, SynthesisConfig
+from augmentor.config import FAST_SAMPLER, FinetuneConfig, OracleFilterConfig, SynthesisConfig
 from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
@@ -563,6 +563,7 @@ def finetune_cmd(
 
 @app.command("synthesize")
 def synthesize_cmd(
+    ctx: typer.Context,
     model: Annotated[
         Path, typer.Option("--model", help="Generator directory (diffusers pipeline folder).")
     ],
@@ -607,6 +608,17 @@ def synthesize_cmd(
             help="Classifier-free guidance (4: RoentGen's fidelity/alignment trade-off).",
         ),
     ] = SynthesisConfig.guidance_scale,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast",
+            help="Sample with {} {} steps, guidance {:g} instead of RoentGen's defaults "
+            "(augmentor.config.FAST_SAMPLER; how it is chosen: benchmarks/bench_samplers.py); "
+            "excludes --scheduler, --num-inference-steps and --guidance-scale.".format(
+                *FAST_SAMPLER
+            ),
+        ),
+    ] = False,
     negative_prompt: Annotated[
         str | None, typer.Option("--negative-prompt", help="Optional negative prompt.")
     ] = SynthesisConfig.negative_prompt,
@@ -644,6 +656,20 @@ def synthesize_cmd(
     from augmentor.label_spec import split_label_counts
 
     split_label_counts(labels, negatives)  # a typo answers before torch loads
+    if fast:  # the benchmarked sampler, unless a sampler flag was given too
+        flags = {
+            "--scheduler": "scheduler",
+            "--num-inference-steps": "num_inference_steps",
+            "--guidance-scale": "guidance_scale",
+        }
+        given = [f for f, p in flags.items() if ctx.get_parameter_source(p).name != "DEFAULT"]
+        name, steps, guidance = FAST_SAMPLER
+        if given:
+            raise UserError(
+                f"--fast and {', '.join(given)} exclude each other: --fast sets --scheduler "
+                f"{name}, --num-inference-steps {steps} and --guidance-scale {guidance:g}; drop one"
+            )
+        scheduler, num_inference_steps, guidance_scale = name, steps, guidance
     from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
 
     oracle_filter = oracle_filter_config(filter_with, min_prob)

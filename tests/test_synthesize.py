@@ -510,3 +510,50 @@ def test_accelerate_two_cpu_processes(tmp_path, tiny_generator_dir, prompts):
     ranks = {p.name.split("-")[1] for p in shard_paths(out)}
     assert ranks == {"0", "1"}
     shutil.rmtree(out)
+
+
+# ------------------------------------------------------------------------------------ --fast
+
+
+def test_fast_sampler_is_cheaper_than_roentgens_default():
+    from augmentor.config import (
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_SCHEDULER,
+        DEFAULT_STEPS,
+        FAST_SAMPLER,
+        SCHEDULERS,
+    )
+
+    assert (DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_GUIDANCE_SCALE) == ("pndm", 75, 4.0)
+    scheduler, steps, guidance = FAST_SAMPLER
+    assert scheduler in SCHEDULERS and 1 <= steps < DEFAULT_STEPS and guidance >= 0
+
+
+def test_cli_fast_applies_the_fast_sampler(tmp_path, tiny_generator_dir, prompts, monkeypatch):
+    import cli
+
+    monkeypatch.setattr(cli, "FAST_SAMPLER", ("ddim", 2, 3.0))  # the real one takes 20 steps
+    out = tmp_path / "synth"
+    args = ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from", str(prompts)]
+    args += ["--labels", "pneumothorax:2", "--out", str(out), "--batch-size", "2", "--fast"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = read_manifest(out / "manifest.parquet").rows
+    assert (rows["scheduler"] == "ddim").all() and (rows["num_inference_steps"] == 2).all()
+    assert (rows["guidance_scale"] == 3.0).all()
+    config = json.loads((out / "synthesis.json").read_text())["config"]
+    sampler = [config[k] for k in ("scheduler", "num_inference_steps", "guidance_scale")]
+    assert sampler == ["ddim", 2, 3.0]
+
+
+@pytest.mark.parametrize(
+    "extra", [["--scheduler", "pndm"], ["--num-inference-steps", "75"], ["--guidance-scale", "4"]]
+)
+def test_cli_fast_with_a_sampler_flag_is_one_line_error(
+    tmp_path, tiny_generator_dir, prompts, extra
+):
+    """Even a value equal to the default: the user said two things."""
+    args = ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from", str(prompts)]
+    args += ["--labels", "pneumothorax:1", "--out", str(tmp_path / "o"), "--fast", *extra]
+    one_line_error(runner.invoke(app, args), "--fast and " + extra[0], "exclude each other")
+    assert not (tmp_path / "o").exists()
