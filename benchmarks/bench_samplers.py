@@ -28,8 +28,10 @@ noise as the first reference run. Per setting it prints one row of one table:
   above 1, and then runs each step on the conditional and unconditional latents together,
   so a step is 2 evaluations per image at guidance > 1 and 1 at guidance <= 1; PNDM with
   `skip_prk_steps` (Stable Diffusion's config) repeats its first timestep, one extra step;
-* images/s: images / wall time of the `synthesize` call (the plan, pipeline load, sampling,
-  PNGs, shards and merge: what `cxraug synthesize` costs; not the evaluation);
+* images/s: images / time spent in the pipeline calls of the `synthesize` run (text
+  encoding, denoising, decoding, grain: `augmentor.synthesize.generate_images`, timed by a
+  wrapper), as `bench_synthesize.py` counts it; the run's wall time (plus plan, pipeline
+  load, generator digest, PNGs, shards and merge, a fixed cost per run) is in the JSON;
 * prompt fidelity as `augmentor.generator_metrics.prompt_fidelity_table` computes it for
   `evaluate-generator` (the same code path: `augmentor.evaluate._oracle_tables`), the oracle
   being `--oracle`, a classifier run trained on real train images (thresholds by Youden's J
@@ -74,10 +76,11 @@ the script end to end), with `TINY_DEFAULTS` as defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +88,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from augmentor import synthesize as synthesize_module
 from augmentor.config import SCHEDULERS
 from augmentor.evaluate import GeneratorEvalConfig, _Embedded, _oracle_tables
 from augmentor.features import FeatureExtractor, embed_images, image_hashes, load_run_extractor
@@ -215,14 +219,15 @@ class Measured:
     setting: Setting
     unet_per_image: float
     n_images: int
-    synthesis_s: float
+    sampling_s: float  # in pipeline calls
     rates: dict[str, Rate]  # "<finding> <hit|false|side>" -> rate
     kid: tuple[float, float]  # mean, sd over subsets
+    synthesis_s: float = float("nan")  # the whole synthesize() call
     fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def images_per_s(self) -> float:
-        return self.n_images / self.synthesis_s if self.synthesis_s > 0 else float("nan")
+        return self.n_images / self.sampling_s if self.sampling_s > 0 else float("nan")
 
 
 @dataclass
@@ -353,6 +358,25 @@ def speedup(pick: Measured, results: Sequence[Measured]) -> dict[str, float]:
 # ---------------------------------------------------------------- running
 
 
+@contextlib.contextmanager
+def timed_sampling(seconds: list[float]) -> Iterator[None]:
+    """Append the duration of every pipeline call `synthesize` makes to `seconds`."""
+    original = synthesize_module.generate_images
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    synthesize_module.generate_images = timed
+    try:
+        yield
+    finally:
+        synthesize_module.generate_images = original
+
+
 def label_spec(labels: Sequence[str], per_finding: int) -> str:
     return ",".join(f"{label}:{per_finding}" for label in labels)
 
@@ -374,12 +398,15 @@ def run_setting(setting: Setting, args, labels: Sequence[str], oracle: OracleVie
         batch_size=args.batch_size,
         overwrite=True,
     )
+    calls: list[float] = []
     start = time.perf_counter()
-    result = synthesize(config)
+    with timed_sampling(calls):
+        result = synthesize(config)
     wall = time.perf_counter() - start
     fidelity, kid = judge(result.manifest, oracle)
     n = sum(result.counts.values())
-    return Measured(setting, unet, n, wall, rates_from_fidelity(fidelity), kid, fidelity)
+    rates = rates_from_fidelity(fidelity)
+    return Measured(setting, unet, n, sum(calls), rates, kid, wall, fidelity)
 
 
 def table(results: Sequence[Measured], z: float) -> pd.DataFrame:
@@ -420,6 +447,7 @@ def to_json(results: Sequence[Measured], pick: Measured | None, z: float, extra:
                 "reference": r.setting.reference,
                 "unet_per_image": r.unet_per_image,
                 "n_images": r.n_images,
+                "sampling_s": r.sampling_s,
                 "synthesis_s": r.synthesis_s,
                 "images_per_s": r.images_per_s,
                 "rates": {k: {"rate": finite(v), "n": n} for k, (v, n) in r.rates.items()},
@@ -519,20 +547,20 @@ def report(results: Sequence[Measured], pick: Measured | None, z: float) -> None
     print(frame.to_string(index=False, na_rep="-"))
     references = [r for r in results if r.setting.reference]
     low, high = kid_window([r.kid for r in references])
-    print(f"reference noise (z = {z:g}): KID window [{low:.4f}, {high:.4f}]; rate margins:")
-    keys = sorted(set().union(*(r.rates for r in references)))
-    margins = []
-    for key in keys:
+    print(
+        f"reference noise (z = {z:g}): KID in [{low:.4f}, {high:.4f}]; per rate, the reference "
+        "runs, their mean and how far a set of the same size may lie from it:"
+    )
+    for key in sorted(set().union(*(r.rates for r in references))):
         ref = [r.rates.get(key, (float("nan"), 0)) for r in references]
         if all(c > 0 and math.isfinite(v) for v, c in ref):
-            n = ref[0][1]
-            mean = np.mean([v for v, _ in ref])
-            margins.append(f"{key} {mean:.2f} +- {rate_margin(ref, n, z):.2f}")
-    print("  " + "; ".join(margins))
+            runs = " / ".join(f"{v:.2f}" for v, _ in ref)
+            mean, margin = np.mean([v for v, _ in ref]), rate_margin(ref, ref[0][1], z)
+            print(f"  {key}: {runs} (n {ref[0][1]}), mean {mean:.2f} +- {margin:.2f}")
     for r in results:
         off = [] if r.setting.reference else departures(r, references, z)
         if off:
-            print(f"  {r.setting.name} outside: " + "; ".join(off))
+            print(f"{r.setting.name} is outside the reference's noise: " + "; ".join(off))
     if pick is None:
         print("pick: none: no setting is within the reference's noise")
         return
@@ -567,9 +595,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for setting in settings:
         measured = run_setting(setting, args, labels, oracle, pipe)
         print(
-            f"{setting.name}: {measured.n_images} images in {measured.synthesis_s:.1f} s "
-            f"({measured.images_per_s:.2f}/s), {measured.unet_per_image:g} UNet evaluations "
-            "per image",
+            f"{setting.name}: {measured.n_images} images, {measured.sampling_s:.1f} s sampling "
+            f"({measured.images_per_s:.2f}/s; {measured.synthesis_s:.1f} s in all), "
+            f"{measured.unet_per_image:g} UNet evaluations per image",
             flush=True,
         )
         results.append(measured)
