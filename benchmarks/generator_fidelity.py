@@ -4,13 +4,15 @@
         [--seed 0] [--n 800] [--patients 270] [--fractions 0.4,0.2,0.4]
         [--set FIELD=VALUE ...] [--arch NAME] [--per-finding 40] [--negatives 40]
         [--scheduler ddim] [--inference-steps 20] [--guidance 4] [--threads 2]
+        [--autoencoder GEN/vae] [--eval-only] [--no-film-grain]
 
 Per `--seed` (the phantom drawing, split, oracle, fine-tune and synthesis seeds alike), the
 script draws the demo's phantoms (`manifests.phantom.write_phantom_dataset`), splits them by
 patient and trains ONE oracle classifier on real train as the demo's first real-only arm
 does (resnet10t, 64 px); both are cached under `--work`. Then, for the recipe `--tag`
-(the demo preset's generator settings, overridden by `--set` with any
-`augmentor.finetune.FinetuneConfig` field), it runs `finetune` -> `synthesize` and prints,
+(the demo preset's generator settings, `study.demo_preset`, overridden by `--set` with any
+`augmentor.finetune.FinetuneConfig` field; `--autoencoder DIR` skips the autoencoder fit
+and uses a fitted one), it runs `finetune` -> `synthesize` and prints,
 per prompted finding, what the oracle (threshold: Youden on real val) sees:
 
 * hit: share of images prompted for the finding that the oracle calls positive, against
@@ -49,14 +51,21 @@ from manifests.splits import split_by_patient
 
 FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
 LABEL_SPEC = "cardiomegaly:{k},pleural_effusion:{k},pneumothorax:{k},consolidation:{k}"
-# The demo preset's generator settings (study.py demo_preset) as FinetuneConfig fields.
-DEMO_GENERATOR = {
-    "max_steps": 500,
-    "autoencoder_steps": 200,
-    "batch_size": 16,
-    "learning_rate": 1e-3,
-    "train_text_encoder": True,
-}
+
+
+def demo_generator() -> dict:
+    """The demo preset's generator settings (study.demo_preset) as FinetuneConfig fields."""
+    from study import demo_preset
+
+    g = demo_preset().generator
+    fields = ("max_steps", "autoencoder_steps", "batch_size", "learning_rate")
+    return {
+        **{name: getattr(g, name) for name in fields},
+        "train_text_encoder": g.train_text_encoder,
+        **(g.options or {}),
+    }
+
+
 ARCHES: dict[str, dict] = {
     "default": {},
     # cross-attention only at 8x8 (and the mid block), plain ResNet blocks at 16x16
@@ -270,6 +279,13 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-only", action="store_true", help="resynthesize, keep generator")
+    parser.add_argument("--no-film-grain", action="store_true", help="synthesize without grain")
+    parser.add_argument(
+        "--autoencoder",
+        type=Path,
+        help="use this fitted tiny autoencoder (e.g. runs/demo/generator/vae) instead of "
+        "fitting one: the recipe's UNet and text encoder alone are compared",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fractions = tuple(float(x) for x in args.fractions.split(","))
@@ -281,7 +297,7 @@ def main() -> None:
     oracle = oracle_run(work, manifest, args.seed, args.n)
     t_oracle = time.perf_counter() - t0
 
-    settings = dict(DEMO_GENERATOR)
+    settings = demo_generator()
     settings.update(parse_value_pair(s) for s in args.set)
     out = work / f"{args.tag}-s{args.seed}"
     generator = out / "generator"
@@ -289,6 +305,8 @@ def main() -> None:
     if not args.eval_only:
         if args.arch != "default":
             _patch_arch(ARCHES[args.arch])
+        if args.autoencoder:
+            _patch_autoencoder(args.autoencoder)
         finetune(
             FinetuneConfig(
                 manifest=str(manifest),
@@ -304,7 +322,8 @@ def main() -> None:
         )
     t_finetune = time.perf_counter() - t
     t = time.perf_counter()
-    synth = out / f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}"
+    grain = "" if not args.no_film_grain else "-nograin"
+    synth = out / f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}{grain}"
     synthesize(
         SynthesisConfig(
             model=str(generator),
@@ -317,6 +336,7 @@ def main() -> None:
             num_inference_steps=args.inference_steps,
             guidance_scale=args.guidance,
             batch_size=40,
+            film_grain=not args.no_film_grain,
             overwrite=True,
         )
     )
@@ -332,6 +352,7 @@ def main() -> None:
         "settings": settings,
         "arch": args.arch,
         "sampling": [args.scheduler, args.inference_steps, args.guidance],
+        "film_grain": not args.no_film_grain,
         "finetune_wall_s": t_finetune,
         "images_per_second": record["images_per_second"],
         "train_seconds": record["train_seconds"],
@@ -360,6 +381,19 @@ def main() -> None:
 def parse_value_pair(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
     return key.strip(), parse_value(value.strip())
+
+
+def _patch_autoencoder(folder: Path) -> None:
+    """Make fine-tuning from `tiny` take the fitted autoencoder in `folder` (no fit)."""
+    from diffusers import AutoencoderKL
+
+    from augmentor import generator
+
+    def load(_out):
+        vae = AutoencoderKL.from_pretrained(folder, use_safetensors=True)
+        return vae, {"loaded_from": str(folder), "steps": 0, "seconds": 0.0}
+
+    generator.load_autoencoder = load
 
 
 def _patch_arch(unet_kwargs: dict) -> None:

@@ -38,12 +38,21 @@ def _family(arm: str) -> tuple[str, str]:
 
 def efficiency_table(report) -> pd.DataFrame:
     """Rows (family, arm, n_real, label, auroc_mean, auroc_lo, auroc_hi) for arm families
-    measured at more than one real size; empty when the study has no size sweep."""
+    measured at more than one real size, and, when the real arm is, for families measured
+    at a smaller real size only; empty when the study has no size sweep."""
     families: dict[str, list[str]] = {}
     for arm in report.arms:
         family, _ = _family(arm)
         families.setdefault(family, []).append(arm)
-    swept = {f: arms for f, arms in families.items() if len(arms) > 1}
+    # Arm families measured at several sizes; with a swept real arm, also a family measured
+    # at one smaller size only (e.g. mixed arms only at the small size): a point to compare.
+    real_swept = len(families.get("real", [])) > 1
+    swept = {
+        f: arms
+        for f, arms in families.items()
+        if len(arms) > 1 or (real_swept and any(size_tag(a) for a in arms))
+    }
+
     def real_images(arm: str) -> float:
         # Distinct real images: the real-only arm of the same size (a step-matched control
         # repeats its real images, so its own count would double them).
@@ -108,11 +117,19 @@ def synthetic_worth(table: pd.DataFrame, label: str = MACRO, real: str = "real")
         n0 = float(first["n_real"])
         equal = [_crossing(sizes, aurocs, float(first[k])) for k in ("auroc_mean", "auroc_lo",
                                                                         "auroc_hi")]  # fmt: skip
+        control = table[
+            (table["family"] == f"real-steps-{family}")
+            & (table["label"] == label)
+            & (table["n_real"] == n0)
+        ]
+        control_auroc = float(control["auroc_mean"].iloc[0]) if len(control) else math.nan
         out.append(
             {
                 "family": family,
                 "label": label,
                 "n_real": n0,
+                "control_auroc": control_auroc,
+                "control_equivalent": _crossing(sizes, aurocs, control_auroc),
                 "auroc": float(first["auroc_mean"]),
                 "auroc_lo": float(first["auroc_lo"]),
                 "auroc_hi": float(first["auroc_hi"]),
@@ -140,15 +157,24 @@ def worth_text(worth: dict) -> str:
         f"{worth['label']} AUROC {worth['auroc']:.3f} [{worth['auroc_lo']:.3f}, "
         f"{worth['auroc_hi']:.3f}]"
     )
+    control = worth.get("control_auroc", math.nan)
+    tail = (
+        ""
+        if not math.isfinite(control)
+        else f" Its step-matched control (the same real images, as many optimizer steps, no "
+        f"synthetic image) reaches {control:.3f}, what about "
+        f"{_n(worth['control_equivalent'], big)} real images give: only the part of the "
+        "worth beyond the control's is owed to the synthetic images."
+    )
     if math.isfinite(eq) and eq <= worth["n_real"]:
         return head + "; real-only training already does as well there: the synthetic data is " \
-            "worth no extra real images at this size."
+            "worth no extra real images at this size." + tail
     return (
         head
         + f", which real-only training reaches at about {_n(eq, big)} real images "
         f"[{_n(worth['real_equivalent_lo'], big)}, {_n(worth['real_equivalent_hi'], big)}] "
         "(linear interpolation between measured sizes; interval from the mixed arm's 95% CI, "
-        "the real curve's own uncertainty not included)."
+        "the real curve's own uncertainty not included)." + tail
     )
 
 
@@ -167,8 +193,12 @@ def efficiency_figure(table: pd.DataFrame) -> str | None:
         for family, rows in part.groupby("family", sort=True):
             rows = rows.sort_values("n_real")
             x = rows["n_real"].to_numpy(float)
-            ax.plot(x, rows["auroc_mean"], marker="o", label=family)
-            ax.fill_between(x, rows["auroc_lo"], rows["auroc_hi"], alpha=0.15)
+            mean, lo, hi = (rows[k].to_numpy(float) for k in ("auroc_mean", "auroc_lo", "auroc_hi"))
+            if len(x) == 1:  # one size: the point and its CI as an error bar
+                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o", capsize=3, label=family)
+                continue
+            ax.plot(x, mean, marker="o", label=family)
+            ax.fill_between(x, lo, hi, alpha=0.15)
         ax.set_xscale("log")
         sizes = sorted(set(part["n_real"].round().astype(int)))
         ax.set_xticks(sizes, [str(n) for n in sizes])

@@ -43,3 +43,40 @@ def test_sized_arms_compare_with_the_real_arm_of_their_size_and_sort_by_size():
     assert sorted(reversed(arms), key=arm_order) == [
         "real", "mix0.5", "real-n40", "real-steps-mix0.5-n40", "mix0.5-n40"
     ]
+
+
+def test_a_mixed_arm_at_the_small_size_only_is_a_point_on_the_real_curve():
+    from types import SimpleNamespace
+
+    from classifier.efficiency import efficiency_figure, efficiency_table
+
+    arms = ["real", "real-n80", "mix0.5-n80", "real-steps-mix0.5-n80"]
+    values = {"real": 0.95, "real-n80": 0.68, "mix0.5-n80": 0.87, "real-steps-mix0.5-n80": 0.86}
+    report = SimpleNamespace(
+        arms=arms,
+        runs=pd.DataFrame(
+            {"arm": arms, "n_real_train": [320, 80, 80, 160]}
+        ),
+        table=pd.DataFrame(
+            [
+                {"arm": a, "label": "macro", "auroc_mean": v, "auroc_lo": v - 0.05,
+                 "auroc_hi": v + 0.05}  # fmt: skip
+                for a, v in values.items()
+            ]
+        ),
+    )
+    table = efficiency_table(report)
+    assert set(table["family"]) == {"real", "mix0.5", "real-steps-mix0.5"}
+    mixed = table[table["family"] == "mix0.5"]
+    assert mixed["n_real"].tolist() == [80.0]  # its distinct real images, not 160
+    (worth,) = [w for w in synthetic_worth(table) if w["family"] == "mix0.5"]
+    assert math.isclose(worth["real_equivalent"], 80 + (0.87 - 0.68) / (0.95 - 0.68) * 240)
+    assert worth["control_auroc"] == 0.86
+    assert math.isclose(worth["control_equivalent"], 80 + (0.86 - 0.68) / (0.95 - 0.68) * 240)
+    assert "step-matched control" in worth_text(worth) and "about 240 real images" in worth_text(
+        worth
+    )
+    assert efficiency_figure(table)  # a single-size family is drawn as a point with its CI
+    # Without a swept real arm there is nothing to compare a single size with.
+    report.arms = ["real", "mix0.5-n80"]
+    assert efficiency_table(report).empty
