@@ -184,3 +184,17 @@ def test_bench_samplers_tiny_run_end_to_end(tmp_path, capsys):
     assert saved["rows"] == json.loads(json.dumps(document["rows"]))
     printed = capsys.readouterr().out
     assert "pick: " in printed and "elapsed" in printed and "within ref" in printed
+
+
+def test_bench_loader_tiny_run_reports_the_loader_wait(tmp_path, capsys):
+    """The 20,000-row loader check's path at toy size: renamed patients pass provenance, a
+    mixed run trains, and every epoch reports its loader wait as a share of the epoch."""
+    from benchmarks import bench_loader
+
+    rows = bench_loader.main(["--tiny", "--work", str(tmp_path / "work")])
+    assert [r["epoch"] for r in rows] == [0] and rows[0]["images"] == 64
+    assert 0 <= rows[0]["loader_wait_s"] < rows[0]["seconds"]
+    assert rows[0]["wait_share"] == pytest.approx(rows[0]["loader_wait_s"] / rows[0]["seconds"])
+    printed = capsys.readouterr().out
+    assert "32 real + 32 synthetic train rows" in printed and "waited on the loader" in printed
+    assert not (tmp_path / "work").exists()
