@@ -211,6 +211,7 @@ def test_grayscale_and_scheduler_names(tiny_generator_dir):
     from augmentor.base import load_pipeline
 
     pipe = load_pipeline(tiny_generator_dir)
+    assert pipe.scheduler.config.get("clip_sample") is False  # tiny's config says so, as SD's
     assert set_scheduler(pipe, "DPM++") == "dpm++"
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     with pytest.raises(UserError, match="--scheduler: unknown 'plms'; valid: pndm, ddim"):
