@@ -68,6 +68,8 @@ def demo_generator() -> dict:
 
 ARCHES: dict[str, dict] = {
     "default": {},
+    # the default UNet on 16-channel latents (an autoencoder with latent_channels=16)
+    "lat16": {"in_channels": 16, "out_channels": 16},
     # cross-attention only at 8x8 (and the mid block), plain ResNet blocks at 16x16
     "attn8": {
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],

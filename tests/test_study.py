@@ -32,6 +32,21 @@ def test_presets_round_trip_through_toml(tmp_path):
     assert load_study_config().name == "demo"  # the default
 
 
+def test_paper_preset_synthesizes_enough_for_its_larger_synthetic_arm(tmp_path):
+    """The 4x synthetic-only arm must see 4x as many *unique* images, not repeats."""
+    from augmentor.label_spec import split_label_counts
+    from manifests.io import read_manifest
+    from study import stage_data
+
+    cfg = load_study_config("paper")
+    rows = read_manifest(stage_data(cfg.data, tmp_path, lambda _t: None)).rows
+    n_train = int((rows["split"] == "train").sum())
+    counts = split_label_counts(cfg.synthesis.labels)
+    n_synthetic = sum(n for _, n in counts) + cfg.synthesis.negatives
+    assert n_synthetic >= max(cfg.classifier.larger_synthetic) * n_train
+    assert n_train >= max(cfg.classifier.real_sizes)  # the sweep's sizes fit the split
+
+
 def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text("[classifier]\nseeds = [3, 4]\nmixes = [0.25, 0.75]\nlr = 1\n")
