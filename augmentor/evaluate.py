@@ -308,7 +308,7 @@ def _embed_subset(
 
 
 @dataclass
-class _Embedded:
+class Embedded:
     """Every per-image array the metrics need (rows in manifest order)."""
 
     syn_hashes: list[str]
@@ -329,7 +329,7 @@ def _embed(
     cache_dir: Path,
     cfg: GeneratorEvalConfig,
     say: Callable[[str], None],
-) -> _Embedded:
+) -> Embedded:
     """Hash and embed every image once (features, 32 px thumbnails, oracle), via the cache."""
     say(f"hashing {len(synthetic)} synthetic and {len(real)} real images")
     syn_hashes, real_hashes = image_hashes(synthetic), image_hashes(real)
@@ -342,7 +342,7 @@ def _embed(
     )
     real_out = embed_images(real.image_paths(), real_hashes, embedders, cache_dir, cfg.batch_size)
     oracle_at = 0 if oracle is features else 2
-    return _Embedded(
+    return Embedded(
         syn_hashes=syn_hashes,
         real_hashes=real_hashes,
         syn_features=syn_out[0]["features"],
@@ -354,11 +354,11 @@ def _embed(
     )
 
 
-def _oracle_tables(
+def oracle_tables(
     synthetic: Manifest,
     real: Manifest,
     oracle: FeatureExtractor,
-    emb: _Embedded,
+    emb: Embedded,
     cache_dir: Path,
     cfg: GeneratorEvalConfig,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -404,7 +404,7 @@ def _oracle_tables(
 
 
 def _memorization(
-    synthetic: Manifest, real: Manifest, emb: _Embedded, cfg: GeneratorEvalConfig
+    synthetic: Manifest, real: Manifest, emb: Embedded, cfg: GeneratorEvalConfig
 ) -> tuple[pd.DataFrame, dict | None]:
     """Nearest train image of every synthetic image, and the same search from held-out real
     images (how often the thresholds flag honest images)."""
@@ -522,8 +522,8 @@ def _evaluate(
 
     if oracle is not None:
         say("prompt alignment, laterality and prompt fidelity")
-        oracle_tables, oracle_notes = _oracle_tables(synthetic, real, oracle, emb, cache_dir, cfg)
-        tables.update(oracle_tables)
+        found, oracle_notes = oracle_tables(synthetic, real, oracle, emb, cache_dir, cfg)
+        tables.update(found)
         notes.extend(oracle_notes)
     else:
         notes.append("no oracle classifier run (--oracle): prompt alignment and laterality skipped")

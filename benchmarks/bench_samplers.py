@@ -33,7 +33,7 @@ noise as the first reference run. Per setting it prints one row of one table:
   wrapper), as `bench_synthesize.py` counts it; the run's wall time (plus plan, pipeline
   load, generator digest, PNGs, shards and merge, a fixed cost per run) is in the JSON;
 * prompt fidelity as `augmentor.generator_metrics.prompt_fidelity_table` computes it for
-  `evaluate-generator` (the same code path: `augmentor.evaluate._oracle_tables`), the oracle
+  `evaluate-generator` (the same code path: `augmentor.evaluate.oracle_tables`), the oracle
   being `--oracle`, a classifier run trained on real train images (thresholds by Youden's J
   on real val): per finding the hit rate (images prompted for it that the oracle calls
   positive), the false-finding rate (images whose prompt negates or does not mention it
@@ -93,7 +93,7 @@ import torch
 from augmentor import synthesize as synthesize_module
 from augmentor.base import load_pipeline
 from augmentor.config import SCHEDULERS
-from augmentor.evaluate import GeneratorEvalConfig, _Embedded, _oracle_tables
+from augmentor.evaluate import Embedded, GeneratorEvalConfig, oracle_tables
 from augmentor.features import FeatureExtractor, embed_images, image_hashes, load_run_extractor
 from augmentor.metrics import kid_from_features
 from augmentor.synthesize import SynthesisConfig, generate_images, set_scheduler, synthesize
@@ -275,7 +275,7 @@ def judge(synthetic_path: Path, oracle: OracleView) -> tuple[pd.DataFrame, tuple
     hashes = image_hashes(synthetic)
     out = embed_images(synthetic.image_paths(), hashes, [oracle.extractor], oracle.cache)[0]
     empty = np.empty((0, 0))  # thumbnails: only memorization reads them
-    emb = _Embedded(
+    emb = Embedded(
         syn_hashes=hashes,
         real_hashes=oracle.hashes,
         syn_features=out["features"],
@@ -286,7 +286,7 @@ def judge(synthetic_path: Path, oracle: OracleView) -> tuple[pd.DataFrame, tuple
         real_probs=oracle.probs,
     )
     cfg = GeneratorEvalConfig(synthetic=synthetic_path, real=oracle.real_path, out=oracle.cache)
-    tables, _ = _oracle_tables(synthetic, oracle.real, oracle.extractor, emb, oracle.cache, cfg)
+    tables, _ = oracle_tables(synthetic, oracle.real, oracle.extractor, emb, oracle.cache, cfg)
     kid = kid_from_features(out["features"], oracle.train_features)
     return tables["prompt_fidelity"], kid
 

@@ -197,10 +197,14 @@ def autoencoder_ceiling(vae_dir: Path, real_path: Path, oracle: Path) -> pd.Data
 
     A finding the autoencoder cannot reconstruct (a fine pleural line, lung markings) is a
     finding no prompt can make the decoder draw; blur the oracle reads as opacity shows up
-    as false consolidation here first.
+    as false consolidation here first. `grain_*` columns: the same reconstructions with
+    the film grain that `synthesize` adds (fitted on up to 256 train images as fine-tuning
+    does, `augmentor.grain`), i.e. the ceiling of what a `tiny` generator's images can show.
     """
     from diffusers import AutoencoderKL
 
+    from augmentor.finetune import GRAIN_FIT_IMAGES
+    from augmentor.grain import add_grain, fit_autoencoder_grain, gray01, reconstruct
     from augmentor.latents import load_pixels
 
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
@@ -211,18 +215,17 @@ def autoencoder_ceiling(vae_dir: Path, real_path: Path, oracle: Path) -> pd.Data
     idx = np.flatnonzero(split != "train")
     paths = real.image_paths()
     pixels = load_pixels([paths[i] for i in idx], 64, 1)
-    rec = torch.cat(
-        [
-            vae.decode(vae.encode(pixels[s : s + 64]).latent_dist.mode()).sample
-            for s in range(0, len(pixels), 64)
-        ]
-    )
+    rec = reconstruct(vae, pixels)
+    train = [paths[i] for i in np.flatnonzero(split == "train")[:GRAIN_FIT_IMAGES]]
+    grain = fit_autoencoder_grain(vae, load_pixels(train, 64, 1))
+    grainy = add_grain(gray01(rec), grain, list(range(len(rec))))
 
-    def to_u8(x: torch.Tensor) -> list[np.ndarray]:
-        return list(((x[:, 0].clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+    def to_u8(x: np.ndarray) -> list[np.ndarray]:
+        return list((np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8))
 
-    p_orig = extractor(to_u8(pixels))["probs"]
-    p_rec = extractor(to_u8(rec))["probs"]
+    p_orig = extractor(to_u8(gray01(pixels)))["probs"]
+    p_rec = extractor(to_u8(gray01(rec)))["probs"]
+    p_grain = extractor(to_u8(grainy))["probs"]
     rows, held = real.rows.iloc[idx], split[idx]
     thresholds = label_thresholds(p_orig[held == "val"], rows[held == "val"], labels)
     records = []
@@ -234,8 +237,10 @@ def autoencoder_ceiling(vae_dir: Path, real_path: Path, oracle: Path) -> pd.Data
                 "finding": label,
                 "real_pos": positive_rate(p_orig[pos, j], t),
                 "recon_pos": positive_rate(p_rec[pos, j], t),
+                "grain_pos": positive_rate(p_grain[pos, j], t),
                 "real_neg": positive_rate(p_orig[neg, j], t),
                 "recon_neg": positive_rate(p_rec[neg, j], t),
+                "grain_neg": positive_rate(p_grain[neg, j], t),
             }
         )
     return pd.DataFrame(records).assign(recon_mae=float((rec - pixels).abs().mean()))
