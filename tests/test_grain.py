@@ -89,18 +89,20 @@ def test_finetune_from_tiny_measures_grain_and_synthesize_adds_it(
     assert len(grain.std) == 16 and max(grain.std) > 0
     assert record["config"]["film_grain"] is None and "film_grain_fit" in record["timings"]
 
+    def config(name: str, film_grain: bool, **extra) -> SynthesisConfig:
+        return SynthesisConfig(
+            model=str(grain_generator),
+            prompts_from=str(phantom_manifest),
+            out=str(tmp_path / name),
+            labels="pleural_effusion:2",
+            num_inference_steps=2,
+            film_grain=film_grain,
+            **extra,
+        )
+
     def run(name: str, film_grain: bool):
         out = tmp_path / name
-        synthesize(
-            SynthesisConfig(
-                model=str(grain_generator),
-                prompts_from=str(phantom_manifest),
-                out=str(out),
-                labels="pleural_effusion:2",
-                num_inference_steps=2,
-                film_grain=film_grain,
-            )
-        )
+        synthesize(config(name, film_grain))
         identity = json.loads((out / "synthesis.json").read_text())["identity"]
         images = [load_image(p) for p in read_manifest(out / "manifest.parquet").image_paths()]
         return identity, np.stack(images).astype(int)
@@ -116,17 +118,7 @@ def test_finetune_from_tiny_measures_grain_and_synthesize_adds_it(
     from manifests.errors import UserError
 
     with pytest.raises(UserError, match="film_grain"):
-        synthesize(
-            SynthesisConfig(
-                model=str(grain_generator),
-                prompts_from=str(phantom_manifest),
-                out=str(tmp_path / "grain"),
-                labels="pleural_effusion:2",
-                num_inference_steps=2,
-                film_grain=False,
-                resume=True,
-            )
-        )
+        synthesize(config("grain", False, resume=True))
 
 
 def test_plain_pipeline_folder_has_no_grain(tiny_generator_dir, phantom_manifest, tmp_path):
