@@ -8,7 +8,8 @@ differences are for speed and safety:
 
 * Each training image is encoded by the autoencoder once; its posterior (mean and
   log-variance) is cached and every step samples from it (`augmentor.latents`). Report
-  embeddings are cached too while the text encoder is frozen.
+  embeddings are cached too while the text encoder is frozen. These frozen-input stages,
+  the training rows and the base live in `augmentor.train_inputs`.
 * From `tiny` (no pretrained autoencoder), a first stage fits the 1-channel autoencoder on
   the training images (`augmentor.autoencoder.fit_autoencoder`).
 * Everything a run can refuse (flags, manifest, base, resolution) is checked before the
@@ -20,7 +21,7 @@ differences are for speed and safety:
   resume bit-identically.
 * The result is a generator folder (`augmentor.generator`): a plain diffusers pipeline
   (safetensors; EMA weights with `ema`; LoRA merged into the weights, adapters also kept in
-  `DIR/lora/`), the training patients, and `DIR/cxraug.json`, written last.
+  `DIR/lora/`; `augmentor.lora`), the training patients, and `DIR/cxraug.json`, written last.
 
 Runs unchanged in one process or under `accelerate launch` (DDP): every rank trains on its
 share of each batch, only the main process writes, and noise seeds are offset per rank.
@@ -32,39 +33,45 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
 from augmentor import generator
-from augmentor.autoencoder import fit_autoencoder
-from augmentor.base import cpu_only, image_channels, load_pipeline
-from augmentor.config import (
-    FinetuneConfig,
-    check_finetune_config,
-    resolved_caption_dropout,
-    resolved_film_grain,
-    resolved_learning_rate,
+from augmentor.base import cpu_only
+from augmentor.config import FinetuneConfig, check_finetune_config, resolved_learning_rate
+from augmentor.latents import sample_latents
+from augmentor.lora import (
+    TEXT_LORA_TARGETS,
+    UNET_LORA_TARGETS,
+    add_lora,
+    lora_state_dict,
+    merge_lora_,
 )
-from augmentor.grain import fit_autoencoder_grain
-from augmentor.latents import cache_latents, load_pixels, sample_latents
+from augmentor.train_inputs import (
+    Base,
+    Run,
+    TextInputs,
+    TrainData,
+    cache_posteriors,
+    cache_text,
+    fit_film_grain,
+    fit_tiny_autoencoder,
+    load_base,
+    load_train_data,
+)
 from classifier.tracking import start_tracking
 from classifier.train_state import load_train_state, save_train_state
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import file_sha256, read_json
-from manifests.io import Manifest, manifest_digest, read_manifest
+from manifests.io import manifest_digest
 from manifests.progress import progress, quiet_library_bars
-from manifests.splits import check_leakage
-
-UNET_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
-TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 # Settings a --resume may change without changing what is being trained. Paths are free
 # (a moved run still resumes); the inputs they name are compared by digest.
@@ -177,108 +184,6 @@ def begin_run(run: Run, state: str, config: dict) -> None:
 # --------------------------------------------------------------------------------- data
 
 
-@dataclass
-class TrainData:
-    """The training rows of a manifest: image paths, prompts, image hashes."""
-
-    manifest: Manifest
-    paths: list[Path]
-    prompts: list[str]
-    shas: list[str | None]
-    dropped_empty: int
-
-    @property
-    def patients(self) -> list[str]:
-        """The patients whose images and reports train the generator, sorted."""
-        return sorted({str(p) for p in self.manifest.rows["patient_id"]})
-
-
-def _read_manifest(path: Path) -> Manifest:
-    try:
-        return read_manifest(path)
-    except (UnicodeDecodeError, pa.ArrowException) as e:  # e.g. a report that is not UTF-8
-        text = str(e).strip().splitlines()
-        raise UserError(
-            f"{path}: cannot read its rows ({text[0] if text else e.__class__.__name__}); "
-            "every text column (e.g. report) must be valid UTF-8"
-        ) from None
-
-
-def load_train_data(manifest_path: Path) -> TrainData:
-    """Real train rows with report text (the prompt).
-
-    Refuses a manifest never split by patient (no val or test rows: its test patients would
-    train the generator), leakage, and empty input.
-    """
-    manifest = _read_manifest(Path(manifest_path))
-    check_leakage(manifest, where=str(manifest_path))
-    rows = manifest.rows
-    real = rows["source"] == "real"
-    if not (real & rows["split"].isin(["val", "test"])).any():
-        raise UserError(
-            f"{manifest_path}: never split by patient (no real val or test rows); split it "
-            f"first (cxraug manifest split {manifest_path}) so no evaluation patient trains "
-            "the generator"
-        )
-    train = rows[(rows["split"] == "train") & real]
-    if train.empty:
-        raise UserError(
-            f"{manifest_path}: no real rows with split 'train'; split it first "
-            "(cxraug manifest split)"
-        )
-    try:
-        reports = train["report"].astype("string").fillna("").str.strip()
-    except (UnicodeDecodeError, pa.ArrowException):  # arrow-backed strings check on use
-        raise UserError(
-            f"{manifest_path}: column 'report' holds text that is not valid UTF-8; "
-            "re-encode the reports as UTF-8"
-        ) from None
-    keep = reports != ""
-    if not keep.any():
-        raise UserError(
-            f"{manifest_path}: no report text in the {len(train)} train rows (column 'report'); "
-            "fine-tuning needs reports as prompts"
-        )
-    train_manifest = manifest.with_rows(train[keep.to_numpy()])
-    shas = (
-        [s if isinstance(s, str) and s else None for s in train_manifest.rows["image_sha256"]]
-        if "image_sha256" in train_manifest.rows
-        else [None] * len(train_manifest)
-    )
-    return TrainData(
-        manifest=train_manifest,
-        paths=train_manifest.image_paths(),
-        prompts=list(reports[keep]),
-        shas=shas,
-        dropped_empty=int((~keep).sum()),
-    )
-
-
-def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, int]:
-    """Token ids (N, max_length), truncated to the tokenizer's length; also how many were cut."""
-    max_length = tokenizer.model_max_length
-    ids = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    lengths = [len(x) for x in tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
-    return ids, sum(n > max_length for n in lengths)
-
-
-@torch.no_grad()
-def encode_prompts(text_encoder, input_ids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Text encoder hidden states for token ids (what the UNet cross-attends to)."""
-    device = next(text_encoder.parameters()).device
-    out = [
-        text_encoder(input_ids[s : s + batch_size].to(device))[0]
-        for s in range(0, len(input_ids), batch_size)
-    ]
-    return torch.cat(out)
-
-
 def epoch_batches(n: int, batch: int, world: int, epoch: int, seed: int) -> torch.Tensor:
     """This epoch's order as (micro-batches, world, batch) row indices.
 
@@ -339,49 +244,6 @@ def diffusion_loss(
     weights = weights / snr if prediction_type == "epsilon" else weights / (snr + 1)
     loss = F.mse_loss(pred.float(), target.float(), reduction="none")
     return (loss.mean(dim=list(range(1, loss.ndim))) * weights).mean()
-
-
-def add_lora(model: torch.nn.Module, rank: int, targets: Sequence[str]) -> None:
-    """LoRA adapters (peft) on `targets`; only they train. Gaussian init, alpha = rank.
-
-    `inject_adapter_in_model` works alike on the diffusers UNet and the transformers text
-    encoder (whose own `add_adapter` wants a newer peft in transformers 5).
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    config = LoraConfig(
-        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets)
-    )
-    model.requires_grad_(False)
-    inject_adapter_in_model(config, model, adapter_name="default")
-    model.peft_config = {"default": config}  # what peft's state-dict helpers read
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
-
-
-def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter weights in diffusers' LoRA format."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-
-
-def merge_lora_(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold LoRA into the base weights and drop the adapter layers (plain model again)."""
-    from diffusers.utils import recurse_remove_peft_layers
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-    recurse_remove_peft_layers(model)
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-    if hasattr(model, "_hf_peft_config_loaded"):
-        # transformers saves adapters only while this is set.
-        model._hf_peft_config_loaded = False
-    return model
 
 
 class TrainerState:
@@ -527,219 +389,6 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         export_generator(run, base, data, text, training, state, fit, config, session, grain)
     run.accelerator.end_training()
     return out
-
-
-@dataclass
-class Run:
-    """What every phase of one run shares: config, folder, accelerator, log, timings."""
-
-    cfg: FinetuneConfig
-    out: Path
-    accelerator: Any
-    log: Callable[[str], None]
-    timings: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    @property
-    def rank(self) -> int:
-        return self.accelerator.process_index
-
-    @property
-    def world(self) -> int:
-        return self.accelerator.num_processes
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
-    def say(self, text: str) -> None:
-        if self.main:
-            self.log(text)
-
-    def announce(self, data: TrainData, base: Base) -> None:
-        self.say(
-            f"finetune: {len(data.paths)} train images with reports"
-            + (f" ({data.dropped_empty} without report dropped)" if data.dropped_empty else "")
-            + f", base {self.cfg.base}, {base.resolution}px, {base.channels}-channel "
-            f"autoencoder, prediction {base.noise_scheduler.config.prediction_type}, "
-            f"{self.world} process(es)"
-        )
-
-
-# ------------------------------------------------------------------------------ the base
-
-
-@dataclass
-class Base:
-    """The base pipeline's parts, the training resolution and the noise scheduler."""
-
-    pipe: Any
-    vae: Any
-    unet: Any
-    text_encoder: Any
-    tokenizer: Any
-    channels: int
-    resolution: int
-    noise_scheduler: Any
-    load_seconds: float
-
-
-def load_base(cfg: FinetuneConfig) -> Base:
-    """Load `--base` and check `--resolution` against it; writes nothing.
-
-    A missing, partial or corrupt base is one UserError naming it.
-    """
-    from diffusers import DDPMScheduler
-    from safetensors import SafetensorError
-
-    t = time.perf_counter()
-    try:
-        pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download)
-    except (OSError, ValueError, SafetensorError) as e:
-        text = str(e).strip().splitlines()
-        raise UserError(
-            f"--base {cfg.base}: cannot load it ({text[0] if text else e.__class__.__name__})"
-        ) from None
-    vae, unet = pipe.vae, pipe.unet
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    default = int(unet.config.sample_size) * vae_scale
-    resolution = cfg.resolution or default
-    multiple = vae_scale * 2 ** (len(unet.config.block_out_channels) - 1)
-    if resolution % multiple:
-        raise UserError(
-            f"--resolution: {resolution}; this base needs a multiple of {multiple} "
-            f"(default {default})"
-        )
-    return Base(
-        pipe=pipe,
-        vae=vae,
-        unet=unet,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        channels=image_channels(pipe),
-        resolution=resolution,
-        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
-        load_seconds=time.perf_counter() - t,
-    )
-
-
-# ------------------------------------------------------------------------ caches
-
-
-def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
-    """From `tiny`: fit its autoencoder on the train images, once per run; else keep it frozen.
-
-    The fitted autoencoder is saved in the run folder and every rank loads that copy.
-    Returns the fit record (None from a real base).
-    """
-    cfg = run.cfg
-    run.timings["load"] = base.load_seconds
-    fit = None
-    if cfg.base == "tiny":
-        vae, fit = generator.load_autoencoder(run.out)
-        if vae is None:
-            if run.main:
-                t = time.perf_counter()
-                pixels = load_pixels(data.paths, base.resolution, base.channels)
-                result = fit_autoencoder(
-                    base.vae,
-                    pixels,
-                    steps=cfg.autoencoder_steps,
-                    batch_size=cfg.autoencoder_batch_size,
-                    learning_rate=cfg.autoencoder_learning_rate,
-                    seed=cfg.seed,
-                    log=run.say,
-                    show_progress=cfg.show_progress,
-                )
-                fit = asdict(result)
-                generator.save_autoencoder(base.vae, run.out, fit)
-                run.timings["autoencoder_fit"] = time.perf_counter() - t
-            run.accelerator.wait_for_everyone()
-            vae, saved = generator.load_autoencoder(run.out)
-            fit = fit or saved
-        base.vae = vae
-    base.vae.requires_grad_(False).eval().to(run.device)
-    return fit
-
-
-GRAIN_FIT_IMAGES = 256
-
-
-def fit_film_grain(run: Run, base: Base, data: TrainData) -> dict | None:
-    """The grain the (frozen) autoencoder drops, on up to 256 train images (`augmentor.grain`).
-
-    Only the main process needs it (it goes into `cxraug.json`); None when off.
-    """
-    if not (run.main and resolved_film_grain(run.cfg)):
-        return None
-    t = time.perf_counter()
-    paths = data.paths[:GRAIN_FIT_IMAGES]
-    pixels = load_pixels(paths, base.resolution, base.channels)
-    model = fit_autoencoder_grain(base.vae, pixels)
-    run.timings["film_grain_fit"] = time.perf_counter() - t
-    run.say(
-        f"film grain: std {min(model.std):.4f}-{max(model.std):.4f} (images in [0, 1]) "
-        f"that the autoencoder drops, measured on {len(paths)} train images"
-    )
-    return model.to_dict()
-
-
-def cache_posteriors(run: Run, base: Base, data: TrainData) -> torch.Tensor:
-    """Each train image's autoencoder posterior, encoded once (disk cache shared by ranks)."""
-    t = time.perf_counter()
-    args = (base.vae, data.paths, base.resolution, base.channels)
-    folder = generator.cache_dir(run.out) if run.cfg.cache_latents_on_disk else None
-    if folder is not None and run.world > 1:
-        # Each rank encodes its share into the disk cache; then all read everything.
-        cache_latents(
-            *args, folder, shas=data.shas, only=range(run.rank, len(data.paths), run.world)
-        )
-        run.accelerator.wait_for_everyone()
-    posteriors = cache_latents(*args, folder, shas=data.shas)
-    run.timings["latent_cache"] = time.perf_counter() - t
-    return posteriors
-
-
-@dataclass
-class TextInputs:
-    """Token ids of every prompt and, while the text encoder is frozen, their embeddings."""
-
-    input_ids: torch.Tensor
-    empty_ids: torch.Tensor
-    truncated: int
-    caption_dropout: float
-    cache: torch.Tensor | None = None  # one row per distinct report, on the CPU
-    prompt_index: torch.Tensor | None = None  # row -> its report's row in `cache`
-    empty: torch.Tensor | None = None  # the empty prompt's embedding
-
-
-def cache_text(run: Run, base: Base, data: TrainData) -> TextInputs:
-    """Tokenize the reports; with a frozen text encoder, embed each distinct report once."""
-    tokenizer, text_encoder = base.tokenizer, base.text_encoder
-    input_ids, truncated = tokenize_prompts(tokenizer, data.prompts)
-    empty_ids, _ = tokenize_prompts(tokenizer, [""])
-    if truncated:
-        run.say(
-            f"finetune: {truncated} report(s) longer than {tokenizer.model_max_length} tokens truncated"
-        )
-    text = TextInputs(input_ids, empty_ids, truncated, resolved_caption_dropout(run.cfg))
-    text_encoder.to(run.device)
-    if run.cfg.train_text_encoder:
-        return text
-    t = time.perf_counter()
-    text_encoder.requires_grad_(False).eval()
-    unique, inverse = np.unique(np.asarray(data.prompts, dtype=object), return_inverse=True)
-    unique_ids, _ = tokenize_prompts(tokenizer, list(unique))
-    # Kept on the CPU (one row per distinct report); each batch moves its rows over.
-    text.cache = encode_prompts(text_encoder, unique_ids).cpu()
-    text.prompt_index = torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
-    text.empty = encode_prompts(text_encoder, empty_ids)[0].cpu()
-    run.timings["text_cache"] = time.perf_counter() - t
-    return text
 
 
 # ------------------------------------------------------------------------ what trains

@@ -45,8 +45,9 @@ import torch
 from gpu_check import VAE_CONFIG as SD_VAE_CONFIG  # the published SD 1.5 autoencoder
 
 from augmentor.base import build_tiny_pipeline, image_channels
-from augmentor.finetune import diffusion_loss, encode_prompts, tokenize_prompts
+from augmentor.finetune import diffusion_loss
 from augmentor.latents import cache_latents, preprocess_image, sample_latents
+from augmentor.train_inputs import encode_prompts, tokenize_prompts
 from manifests.images import load_image
 from manifests.io import read_manifest, write_manifest
 from manifests.phantom import write_phantom_dataset

@@ -203,9 +203,9 @@ def autoencoder_ceiling(vae_dir: Path, real_path: Path, oracle: Path) -> pd.Data
     """
     from diffusers import AutoencoderKL
 
-    from augmentor.finetune import GRAIN_FIT_IMAGES
     from augmentor.grain import add_grain, fit_autoencoder_grain, gray01, reconstruct
     from augmentor.latents import load_pixels
+    from augmentor.train_inputs import GRAIN_FIT_IMAGES
 
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     extractor = load_run_extractor(oracle)

@@ -61,9 +61,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from augmentor.base import CLIP_CONTEXT_LENGTH, tiny_tokenizer  # noqa: E402
-from augmentor.finetune import diffusion_loss, encode_prompts, tokenize_prompts  # noqa: E402
+from augmentor.finetune import diffusion_loss  # noqa: E402
 from augmentor.latents import encode_posterior, sample_latents  # noqa: E402
 from augmentor.synthesize import _quiet_diffusers, generate_images  # noqa: E402
+from augmentor.train_inputs import encode_prompts, tokenize_prompts  # noqa: E402
 from classifier.data import AugmentConfig, augment_batch, normalize  # noqa: E402
 from classifier.train import build_model, model_normalization  # noqa: E402
 

@@ -34,11 +34,11 @@ from diffusers import AutoencoderKL
 from generator_fidelity import oracle_run, real_data
 
 from augmentor.features import load_run_extractor
-from augmentor.finetune import GRAIN_FIT_IMAGES
 from augmentor.generator_metrics import label_thresholds
 from augmentor.grain import BANDS, add_grain, fit_grain, gray01, reconstruct
 from augmentor.latents import load_pixels
 from augmentor.metrics import positive_rate
+from augmentor.train_inputs import GRAIN_FIT_IMAGES
 from manifests.io import read_manifest
 from manifests.phantom.drawing import draw_phantom
 from manifests.phantom.findings import phantom_studies
