@@ -849,7 +849,7 @@ def train_classifier_cmd(
 
 
 def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
-    from classifier.report import display_rows
+    from classifier.report_render import display_rows
 
     out = out or console
     # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
@@ -900,7 +900,7 @@ def report_cmd(
     Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
     synthetic samples). Runs must share one label set and one test set.
     """
-    from classifier.report import make_report
+    from classifier.report_render import make_report
 
     sections = []
     if generator_eval is not None:

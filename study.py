@@ -13,7 +13,8 @@ DESIGN.md's flow; there is no second code path:
   -> `runs/<arm>-seed<k>/`
 * evaluate-generator (optional): `augmentor.evaluate.evaluate_generator`
   (`cxraug evaluate-generator`) -> `generator_eval/`
-* report: `classifier.report.make_report` (`cxraug report`) -> `report/report.{html,md,csv,json}`
+* report: `classifier.report_render.make_report` (`cxraug report`)
+  -> `report/report.{html,md,csv,json}`
 
 Arms: `real` (mix 0), `synthetic` (mix 1: as many synthetic images as real train images),
 `mix<m>` for each configured ratio (m = synthetic fraction; 0.5 adds as many synthetic as
@@ -845,7 +846,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
         The report and where everything is.
     """
     from augmentor.synthetic_set import manifest_path
-    from classifier.report import REPORT_FILES, load_report, make_report
+    from classifier.report_render import REPORT_FILES, load_report, make_report
     from classifier.run import is_finished
     from manifests.files import atomic_path
     from manifests.io import read_manifest

@@ -365,7 +365,7 @@ def sample_rows(
 def plot_samples(rows: list[tuple[str, list[Path], list[Path]]], path: Path, per_side: int = 4):
     """Save `rows` (from `sample_rows`) as one PNG: real images left, synthetic right."""
 
-    from classifier.report import grid_figure
+    from classifier.report_render import grid_figure
 
     cols = 2 * per_side + 1
     cells = [

@@ -28,7 +28,8 @@ Evaluation and statistics (`classifier.evaluate`)
     seed_interval(terms, level, delta, method) -> SeedInterval  # patient bootstrap + seeds, t
     compute_metrics(...) -> metrics dict (with ci_n_valid / macro_ci_n_valid)
 
-Reports (`classifier.report`, `classifier.efficiency`, `classifier.tables`)
+Reports (`classifier.report_render`; the statistics in `classifier.report`; `classifier.efficiency`,
+`classifier.tables`)
     make_report(run_dirs, out, synthetic=None, ..., allow_foreign_synthetic=False)
     efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
 

@@ -1,8 +1,10 @@
 """Compare classifier arms: AUROC per arm and label over seeds, and deltas against real-only.
 
-`cxraug report RUN...` and the last stage of `cxraug study` call, in order,
-:func:`collect_runs` (read and check the run directories), :func:`summarize_arms` (the
-statistics) and :func:`write_report` (report.md, report.csv, report.json, report.html).
+:func:`collect_runs` reads and checks the run directories, :func:`check_provenance` refuses
+synthetic data never checked against the test patients, and :func:`summarize_arms` computes
+the statistics (a :class:`Report`). Showing and writing them (terminal table, report.md,
+report.csv, report.json, report.html, figures) and `make_report`, which `cxraug report` and
+`cxraug study` call, are `classifier.report_render`'s.
 
 The statistics, and why:
 
@@ -42,10 +44,6 @@ Every delta shown has its CI: a delta whose resamples give no CI is reported as 
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,13 +54,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
-from classifier.efficiency import (
-    efficiency_figure,
-    efficiency_table,
-    size_tag,
-    synthetic_worth,
-    worth_text,
-)
+from classifier.efficiency import size_tag
 from classifier.evaluate import (
     CI_LEVEL,
     SeedInterval,
@@ -73,18 +65,14 @@ from classifier.evaluate import (
     resampled_auroc,
     seed_interval,
 )
-from classifier.tables import fmt, html_table, md_table
 from manifests import provenance
 from manifests.errors import UserError
-from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
 
-REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 MACRO = "macro"
 BASELINE_ARM = "real"
 CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
 MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
-REPORT_VERSION = 2
 _FPR_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -306,7 +294,6 @@ TABLE_COLUMNS = [
     "delta_vs_matched_hi",
     "relative_vs_matched_pct",
 ]
-_FLOAT_COLUMNS = [c for c in TABLE_COLUMNS if c.startswith(("auroc_", "delta", "relative_"))]
 
 
 def _mean_roc(truth: np.ndarray, probs: list[np.ndarray], j: int) -> np.ndarray | None:
@@ -648,431 +635,11 @@ def _data_notes(runset: RunSet) -> list[str]:
     return []
 
 
-# ------------------------------------------------------------------------------ display
-
-
-def _signed(value: float, digits: int = 3) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}"
-
-
-def _delta_cell(delta: float, lo: float, hi: float) -> str:
-    if not math.isfinite(delta):
-        return "n/a"
-    return f"{_signed(delta)} [{_signed(lo)}, {_signed(hi)}]"
-
-
-def display_rows(
-    report: Report, macro_only: bool = False, compact: bool = False
-) -> tuple[list[str], list[list[str]]]:
-    """Headers and text rows of the summary table (terminal, Markdown and HTML share it).
-
-    Columns: arm, label, runs, AUROC mean ± sd, min–max, its CI, Δ vs the baseline with its
-    CI, rel. %, Δ vs the arm's step-matched control with its CI (only when the report has
-    one), and the valid resamples of the row's CIs. `compact` keeps arm, label, AUROC
-    mean ± sd and the deltas (for narrow terminals); the files always have every column.
-    """
-    pct = int(round(report.ci_level * 100))
-    base = report.baseline or BASELINE_ARM
-    controls = {c: a for a, c in report.matched.items()}
-    headers = [
-        "arm",
-        "label",
-        "runs",
-        "AUROC mean ± sd",
-        "min–max",
-        f"{pct}% CI",
-        f"Δ vs {base} [{pct}% CI]",
-        "rel. %",
-    ]
-    if report.matched:
-        headers.append(f"Δ vs step-matched [{pct}% CI]")
-    headers.append("valid resamples")
-    out = []
-    for row in report.table.itertuples(index=False):
-        if macro_only and row.label != MACRO:
-            continue
-        valid = "" if pd.isna(row.n_valid) else f"{int(row.n_valid)}/{report.n_boot}"
-        if not math.isfinite(row.auroc_mean):  # undefined label (see the notes)
-            cells = [row.arm, row.label, str(row.n_runs), "n/a", "", "", "n/a", ""]
-            out.append(cells + [""] * (len(headers) - len(cells)))
-            continue
-        sd = "" if not math.isfinite(row.auroc_std) else f" ± {row.auroc_std:.3f}"
-        if row.arm == report.baseline or row.arm == row.baseline:
-            delta, rel = "(baseline)", ""
-        elif math.isfinite(row.delta):
-            delta = _delta_cell(row.delta, row.delta_lo, row.delta_hi)
-            rel = f"{row.relative_pct:+.1f}%"
-        else:
-            delta, rel = "n/a", ""
-        cells = [
-            row.arm,
-            row.label,
-            str(row.n_runs),
-            fmt(row.auroc_mean) + sd,
-            f"{fmt(row.auroc_min)}–{fmt(row.auroc_max)}",
-            f"[{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
-            delta,
-            rel,
-        ]
-        if report.matched:
-            if row.arm in report.matched:
-                cells.append(
-                    _delta_cell(
-                        row.delta_vs_matched, row.delta_vs_matched_lo, row.delta_vs_matched_hi
-                    )
-                    + f" vs {report.matched[row.arm]}"
-                )
-            else:
-                cells.append(f"(control of {controls[row.arm]})" if row.arm in controls else "")
-        out.append([*cells, valid])
-    if compact:
-        wanted = [0, 1, 3, 6, 7] + ([8] if report.matched else [])
-        return [headers[i] for i in wanted], [[r[i] for i in wanted] for r in out]
-    return headers, out
-
-
-def _method_text(report: Report) -> str:
-    pct = int(round(report.ci_level * 100))
-    base = report.baseline or BASELINE_ARM
-    text = (
-        f"AUROC on the real test split ({report.n_test_images} images, "
-        f"{report.n_test_patients} patients), per run; per arm the mean over seeds, its sd "
-        f"and min–max, and a {pct}% CI of the mean. Δ is the arm's mean AUROC minus the "
-        f"{base!r} arm's. Each CI covers test-patient sampling and training seeds: a "
-        f"patient bootstrap ({report.n_boot} resamples, seed {report.bootstrap_seed}; the "
-        "same resampled patients score every arm, so deltas are paired) gives the patient "
-        "variance, the runs' spread over seeds beyond test-set noise the seed variance, and "
-        "the interval is a t interval (Welch-Satterthwaite degrees of freedom, never "
-        "narrower than the t interval of the per-seed values alone; an arm's AUROC on the "
-        "logit scale); deltas of arms with the same seeds are paired by seed. "
-        "With one seed per arm the CI is the patient-bootstrap percentile interval alone. "
-        f"rel. % = 100 × Δ / {base!r} mean AUROC. Macro: the mean over the labels with both "
-        "classes in the test set, the same labels in every resample; resamples lacking a "
-        "class are left out (valid resamples)."
-    )
-    if report.matched:
-        text += (
-            " Δ vs step-matched: the arm minus its real-only control trained for the same "
-            "number of optimizer steps."
-        )
-    return text
-
-
-# ------------------------------------------------------------------------------ figures
-
-
-def _png(fig) -> str:
-    """Base64 PNG of a matplotlib Figure (Agg canvas; no pyplot, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def roc_figure(report: Report, label: str) -> str | None:
-    """Base64 PNG: the label's mean ROC curve per arm (None if the label is undefined)."""
-    from matplotlib.figure import Figure
-
-    curves = [(arm, report.roc[arm][label]) for arm in report.arms if label in report.roc[arm]]
-    if not curves:
-        return None
-    means = report.table.set_index(["arm", "label"])["auroc_mean"]
-    fig = Figure(figsize=(4.2, 4.0))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--")
-    for arm, tpr in curves:
-        n = int(report.table[(report.table.arm == arm)].n_runs.iloc[0])
-        ax.plot(
-            _FPR_GRID,
-            tpr,
-            lw=1.8 if arm == report.baseline else 1.3,
-            label=f"{arm} ({fmt(means[(arm, label)])}, {n} seed{'s' * (n > 1)})",
-        )
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=label)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(loc="lower right", fontsize=7)
-    return _png(fig)
-
-
-def grid_figure(rows, figsize: tuple[float, float], columns: int):
-    """A matplotlib Figure with one row of grayscale images per `(label, paths)` in `rows`
-    (`columns` cells a row; a None path, or a short row, leaves a cell empty)."""
-    from matplotlib.figure import Figure
-
-    from manifests.images import load_image
-
-    fig = Figure(figsize=figsize)
-    for i, (label, paths) in enumerate(rows):
-        for k in range(columns):
-            ax = fig.add_subplot(len(rows), columns, i * columns + k + 1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if k < len(paths) and paths[k] is not None:
-                ax.imshow(load_image(Path(paths[k])), cmap="gray", vmin=0, vmax=255)
-            if k == 0:
-                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    return fig
-
-
-def sample_grid(synthetic: Path, labels: Sequence[str], per_label: int = 6) -> str | None:
-    """Base64 PNG: a row of synthetic images per target label (None if there are none)."""
-
-
-    manifest = read_manifest(Path(synthetic))
-    rows = manifest.rows.assign(_path=[str(p) for p in manifest.image_paths()])
-    if "target_label" not in rows:
-        return None
-    groups = [
-        (label, rows[rows["target_label"] == label].head(per_label))
-        for label in [*labels, *sorted(set(rows["target_label"].dropna()) - set(labels))]
-    ]
-    groups = [(label, g) for label, g in groups if len(g)]
-    if not groups:
-        return None
-    rows = [(label, [Path(p) for p in group["_path"]]) for label, group in groups]
-    fig = grid_figure(rows, (1.4 * per_label + 1.6, 1.5 * len(groups)), per_label)
-    return _png(fig)
-
-
-# ------------------------------------------------------------------------------ files
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;color:#222;line-height:1.45;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
-tr:nth-child(even) td{background:#fafafa}
-.notes li{color:#7a4b00}.method{color:#444;font-size:.92em}
-.figs{display:flex;flex-wrap:wrap;gap:.6em}.figs img{max-width:340px;border:1px solid #eee}
-img.grid{max-width:100%;border:1px solid #eee}
-"""
-
-
-def _report_json(report: Report) -> dict:
-    table = report.table.astype(object).where(report.table.notna(), None)
-    runs = report.runs.astype(object).where(report.runs.notna(), None)
-    return {
-        "report_version": REPORT_VERSION,
-        "labels": list(report.labels),
-        "arms": report.arms,
-        "baseline": report.baseline,
-        "n_test_images": report.n_test_images,
-        "n_test_patients": report.n_test_patients,
-        "n_boot": report.n_boot,
-        "ci_level": report.ci_level,
-        "bootstrap_seed": report.bootstrap_seed,
-        "method": _method_text(report),
-        "notes": report.notes,
-        "matched": report.matched,
-        "min_seeds": MIN_SEEDS,
-        "rows": table.to_dict(orient="records"),
-        "runs": runs.to_dict(orient="records"),
-        "synthetic": report.synthetic,
-        "data_efficiency": {
-            "rows": efficiency_table(report).to_dict(orient="records"),
-            # inf (never reached within the measured sizes) is written as null
-            "synthetic_worth": [
-                {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                 for k, v in w.items()}
-                for w in synthetic_worth(efficiency_table(report))
-            ],
-        },
-    }
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_report(
-    report: Report,
-    out: Path,
-    synthetic: Path | None = None,
-    sections: Sequence[dict[str, str]] = (),
-    overwrite: bool = False,
-    title: str = "cxraug augmentation study",
-) -> dict[str, Path]:
-    """Write report.md, report.csv, report.json and a self-contained report.html.
-
-    Args:
-        report: from :func:`summarize_arms`.
-        out: output folder.
-        synthetic: a synthetic manifest for the sample grid (default: the one the runs used).
-        sections: extra fragments `{'md': ..., 'html': ...}` appended (e.g. the generator
-            evaluation of `augmentor.evaluate.generator_section`).
-        overwrite: replace an existing report in `out`.
-        title: the page title.
-
-    Returns:
-        {file name: path} of the files written.
-    """
-    out = Path(out)
-    if (out / "report.json").exists() and not overwrite:
-        raise UserError(f"--out: {out} already holds a report; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    if synthetic is not None and not Path(synthetic).is_file():
-        raise UserError(f"--synthetic: {synthetic} not found")
-    if synthetic is None and report.synthetic:
-        # The manifest the runs trained on; it may have moved since.
-        if Path(report.synthetic).is_file():
-            synthetic = Path(report.synthetic)
-        else:
-            report.notes.append(f"synthetic manifest {report.synthetic} not found: no sample grid")
-    grid = sample_grid(Path(synthetic), report.labels) if synthetic else None
-
-    headers, rows = display_rows(report)
-    run_headers = ["run", "arm", "seed", "backbone", "real train", "synthetic train", "macro AUROC"]
-    run_rows = [
-        [
-            r.run,
-            r.arm,
-            str(r.seed),
-            str(r.backbone),
-            str(r.n_real_train),
-            str(r.n_synthetic_train),
-            fmt(r.macro_auroc),
-        ]
-        for r in report.runs.itertuples(index=False)
-    ]
-    macro_headers, macro_rows = display_rows(report, macro_only=True)
-
-    # Markdown
-    md = [f"# {title}\n\n", _method_text(report) + "\n\n"]
-    md += [f"- note: {n}\n" for n in report.notes]
-    md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
-    md += ["\n## Per label\n\n", md_table(headers, rows)]
-    efficiency = efficiency_table(report)
-    worth = synthetic_worth(efficiency)
-    if len(efficiency):
-        md += ["\n## Data efficiency: AUROC against real train size\n\n"]
-        md += [f"{worth_text(w)}\n\n" for w in worth]
-        eff_rows = [
-            [r.family, r.label, f"{r.n_real:.0f}", fmt(r.auroc_mean),
-             f"[{fmt(r.auroc_lo)}, {fmt(r.auroc_hi)}]"]
-            for r in efficiency.itertuples(index=False)
-        ]  # fmt: skip
-        md.append(md_table(["arm", "label", "real train", "AUROC", "95% CI"], eff_rows))
-    md += ["\n## Runs\n\n", md_table(run_headers, run_rows)]
-    if synthetic:
-        md.append(f"\nSynthetic samples: {synthetic} (grid in report.html).\n")
-    md += ["\n" + s["md"] for s in sections if s.get("md")]
-
-    # HTML
-    figures = [(label, roc_figure(report, label)) for label in report.labels]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='method'>{html.escape(_method_text(report))}</p>",
-    ]
-    if report.notes:
-        parts.append(
-            "<ul class='notes'>"
-            + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
-            + "</ul>"
-        )
-    parts += [
-        "<h2>Macro AUROC</h2>",
-        html_table(macro_headers, macro_rows, "summary"),
-        "<h2>Per label</h2>",
-        html_table(headers, rows, "labels"),
-        "<h2>ROC curves (mean over seeds, per arm)</h2><div class='figs'>",
-    ]
-    for label, png in figures:
-        if png:
-            parts.append(f"<img alt='ROC {html.escape(label)}' src='data:image/png;base64,{png}'/>")
-        else:
-            parts.append(f"<p>{html.escape(label)}: no ROC curve (one class in the test set)</p>")
-    parts.append("</div>")
-    if grid:
-        parts += [
-            "<h2>Synthetic samples per label</h2>",
-            f"<p class='method'>{html.escape(str(synthetic))}</p>",
-            f"<img class='grid' alt='synthetic samples' src='data:image/png;base64,{grid}'/>",
-        ]
-    if len(efficiency):
-        png = efficiency_figure(efficiency)
-        parts.append("<h2>Data efficiency: AUROC against real train size</h2>")
-        parts += [f"<p>{html.escape(worth_text(w))}</p>" for w in worth]
-        parts.append(f"<img class='grid' alt='data efficiency' src='data:image/png;base64,{png}'/>")
-    parts += ["<h2>Runs</h2>", html_table(run_headers, run_rows, "runs")]
-    parts += [s["html"] for s in sections if s.get("html")]
-    parts.append("</body></html>\n")
-
-    paths = {name: out / name for name in REPORT_FILES}
-    with atomic_path(paths["report.csv"], overwrite=True) as tmp:
-        report.table.to_csv(tmp, index=False, float_format="%.6g")
-    _write_text(paths["report.md"], "".join(md))
-    _write_text(paths["report.html"], "".join(parts))
-    write_json(paths["report.json"], _report_json(report))  # last: its presence means done
-    return paths
-
-
-def load_report(out: Path) -> Report:
-    """A written report read back from `out/report.json` (without the ROC curves)."""
-    path = Path(out) / "report.json"
-    if not path.is_file():
-        raise UserError(f"{out}: no report.json; make the report first (cxraug report)")
-    doc = json.loads(path.read_text())
-    table = pd.DataFrame(doc["rows"], columns=TABLE_COLUMNS)
-    for column in _FLOAT_COLUMNS:
-        table[column] = table[column].astype(float)  # JSON null -> NaN
-    return Report(
-        table=table,
-        labels=tuple(doc["labels"]),
-        arms=list(doc["arms"]),
-        baseline=doc["baseline"],
-        runs=pd.DataFrame(doc["runs"]),
-        n_test_images=doc["n_test_images"],
-        n_test_patients=doc["n_test_patients"],
-        n_boot=doc["n_boot"],
-        ci_level=doc["ci_level"],
-        bootstrap_seed=doc["bootstrap_seed"],
-        notes=list(doc["notes"]),
-        synthetic=doc.get("synthetic"),
-        matched=dict(doc.get("matched") or {}),
-    )
-
-
-def make_report(
-    run_dirs: Sequence[Path],
-    out: Path,
-    synthetic: Path | None = None,
-    baseline: str = BASELINE_ARM,
-    n_boot: int = 1000,
-    seed: int = 0,
-    sections: Sequence[dict[str, str]] = (),
-    overwrite: bool = False,
-    allow_foreign_synthetic: bool = False,
-) -> tuple[Report, dict[str, Path]]:
-    """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study)."""
-    check_output_folder(out, "--out")  # before any work
-    runset = collect_runs(run_dirs)
-    foreign = check_provenance(runset, allow_foreign_synthetic)
-    report = summarize_arms(runset, baseline=baseline, n_boot=n_boot, seed=seed)
-    report.notes[:0] = foreign  # the header says so first
-    return report, write_report(report, out, synthetic, sections, overwrite)
-
-
 __all__ = [
     "Report",
     "Run",
     "RunSet",
     "arm_order",
     "collect_runs",
-    "display_rows",
-    "load_report",
-    "make_report",
-    "roc_figure",
-    "sample_grid",
     "summarize_arms",
-    "write_report",
 ]

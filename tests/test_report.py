@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from classifier.evaluate import paired_bootstrap_delta
-from classifier.report import collect_runs, display_rows, summarize_arms, write_report
+from classifier.report import collect_runs, summarize_arms
+from classifier.report_render import display_rows, write_report
 from cli import app
 from manifests.errors import UserError
 
@@ -318,7 +319,7 @@ def test_step_matched_control_delta_in_table_display_and_files(tmp_path):
     assert doc["matched"] == {"mix0.5": "real-steps-mix0.5"} and doc["report_version"] == 2
     assert "Δ vs step-matched" in paths["report.md"].read_text()
     assert "Δ vs step-matched" in paths["report.html"].read_text()
-    from classifier.report import load_report
+    from classifier.report_render import load_report
 
     again = load_report(tmp_path / "out")
     assert again.matched == report.matched
@@ -359,7 +360,7 @@ def test_seed_interval_is_wider_than_drawing_runs_with_replacement(tmp_path):
 
 
 def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path):
-    from classifier.report import make_report
+    from classifier.report_render import make_report
 
     _, truth = _test_set(0)
     prob = _noisy(truth, 0.5, 1)

@@ -101,7 +101,7 @@ def test_tables_never_break_a_label_at_80_and_60_columns():
 
 
 def test_report_table_never_breaks_a_label(monkeypatch):
-    from classifier import report as report_mod
+    from classifier import report_render as report_mod
 
     labels = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "macro"]
     arms = ["real", "synthetic", "mix0.5"]
