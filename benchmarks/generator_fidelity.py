@@ -10,9 +10,9 @@ Per `--seed` (the phantom drawing, split, oracle, fine-tune and synthesis seeds 
 script draws the demo's phantoms (`manifests.phantom.write_phantom_dataset`), splits them by
 patient and trains ONE oracle classifier on real train as the demo's first real-only arm
 does (resnet10t, 64 px); both are cached under `--work`. Then, for the recipe `--tag`
-(the demo preset's generator settings, `study.demo_preset`, overridden by `--set` with any
-`augmentor.finetune.FinetuneConfig` field; `--autoencoder DIR` skips the autoencoder fit
-and uses a fitted one), it runs `finetune` -> `synthesize` and prints,
+(the demo preset's generator settings, `study.presets.demo_preset`, overridden by `--set`
+with any `augmentor.finetune.FinetuneConfig` field; `--autoencoder DIR` skips the
+autoencoder fit and uses a fitted one), it runs `finetune` -> `synthesize` and prints,
 per prompted finding, what the oracle (threshold: Youden on real val) sees:
 
 * hit: share of images prompted for the finding that the oracle calls positive, against
@@ -54,8 +54,8 @@ LABEL_SPEC = "cardiomegaly:{k},pleural_effusion:{k},pneumothorax:{k},consolidati
 
 
 def demo_generator() -> dict:
-    """The demo preset's generator settings (study.demo_preset) as FinetuneConfig fields."""
-    from study import demo_preset
+    """The demo preset's generator settings (study.presets.demo_preset) as FinetuneConfig fields."""
+    from study.presets import demo_preset
 
     g = demo_preset().generator
     fields = ("max_steps", "autoencoder_steps", "batch_size", "learning_rate")

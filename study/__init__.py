@@ -21,29 +21,33 @@ Arms: `real` (mix 0), `synthetic` (mix 1: as many synthetic images as real train
 real), and `pretrain-finetune` (initialised from a classifier trained on synthetic images
 only, then trained on real; by default that is the `synthetic` arm's run of the same seed).
 
-The configuration (`StudyConfig`, a preset plus an optional TOML file) is saved as
-`study.toml` in the study folder; a re-run with another configuration is refused. Each
-finished stage leaves a marker in `stages/` (a classifier run: its `metrics.json`); a
-re-run skips it ('skip <stage>'), and an interrupted stage resumes: fine-tuning from its
-latest checkpoint, synthesis from its committed shards, a classifier run from its last
-epoch; the data and report stages simply run again.
+The configuration (`study.config.StudyConfig`, a preset of `study.presets` plus an optional
+TOML file) is saved as `study.toml` in the study folder; a re-run with another configuration
+is refused. Each finished stage leaves a marker in `stages/` (a classifier run: its
+`metrics.json`); a re-run skips it ('skip <stage>'), and an interrupted stage resumes:
+fine-tuning from its latest checkpoint, synthesis from its committed shards, a classifier
+run from its last epoch; the data and report stages simply run again.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from augmentor.config import FAST_SAMPLER, FinetuneConfig, SynthesisConfig
-from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
+from study.config import (
+    ClassifierStageConfig,
+    DataConfig,
+    GeneratorConfig,
+    StudyConfig,
+    SynthesisStageConfig,
+    _check_config,
+    config_to_toml,
+)
+from study.presets import load_study_config
 
 STUDY_FILE = "study.toml"
 STAGES_DIR = "stages"
@@ -52,392 +56,7 @@ STAGES = ("data", "finetune", "synthesize", "train", "evaluate-generator", "repo
 FORMAT = runfolder.FolderFormat("study", STUDY_FILE, f"{STAGES_DIR}/report.json")
 
 
-# ------------------------------------------------------------------------------ config
-
-
-@dataclass
-class DataConfig:
-    """Where the real images come from and how they are split by patient."""
-
-    manifest: str | None = None  # a real manifest; None: draw the phantom dataset
-    phantom_n: int = 600  # phantom images (one study each)
-    phantom_size: int = 64  # phantom image side, pixels
-    phantom_patients: int | None = None  # default n/3
-    fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train,val,test
-    seed: int = 0  # phantom drawing and split
-
-
-@dataclass
-class GeneratorConfig:
-    """Fine-tuning of the generator on the real train split (RoentGen recipe).
-
-    Defaults are `augmentor.config.FinetuneConfig`'s, except that the text encoder trains
-    with the UNet (RoentGen's best setting).
-    """
-
-    base: str = "tiny"  # 'tiny' or a local diffusers folder
-    max_steps: int = FinetuneConfig.max_steps  # UNet steps
-    # only from 'tiny': steps fitting the 1-channel autoencoder
-    autoencoder_steps: int = FinetuneConfig.autoencoder_steps
-    batch_size: int = FinetuneConfig.batch_size
-    learning_rate: float | None = FinetuneConfig.learning_rate  # None: the base's default
-    train_text_encoder: bool = True
-    checkpointing_steps: int = 100  # an interrupted study resumes from the latest one
-    seed: int = 0
-    # Any other `augmentor.finetune.FinetuneConfig` field, passed through by name.
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class SynthesisStageConfig:
-    """Label-balanced synthesis prompted by real train reports."""
-
-    labels: str = "pleural_effusion:100,pneumothorax:100"  # LABEL:COUNT,...
-    negatives: int = SynthesisConfig.negatives  # extra images from 'No Finding' reports
-    # RoentGen's sampler (augmentor.config): PNDM, 75 steps, guidance 4.
-    scheduler: str = SynthesisConfig.scheduler
-    num_inference_steps: int = SynthesisConfig.num_inference_steps
-    guidance_scale: float = SynthesisConfig.guidance_scale
-    batch_size: int = SynthesisConfig.batch_size
-    seed: int = SynthesisConfig.seed
-    film_grain: bool = SynthesisConfig.film_grain  # add a `tiny` generator's measured grain
-
-
-@dataclass
-class ClassifierStageConfig:
-    """Classifier arms x seeds, evaluated on the real test split."""
-
-    labels: list[str] = field(default_factory=lambda: ["Pleural Effusion", "Pneumothorax"])
-    # Defaults from `classifier.config.TrainConfig`.
-    backbone: str = TrainConfig.backbone
-    pretrained: str | None = None  # local timm weights
-    image_size: int = TrainConfig.image_size
-    epochs: int = TrainConfig.epochs
-    batch_size: int = TrainConfig.batch_size
-    lr: float = TrainConfig.lr
-    patience: int = TrainConfig.patience
-    uncertain: str = TrainConfig.uncertain
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
-    # A real-only arm per mixed arm trained for the same number of optimizer steps (its real
-    # images repeated to the mixed arm's training-set size): rules out "more steps".
-    matched_controls: bool = True
-    synthetic_arm: bool = True  # mix 1: as many synthetic as real train images
-    # Larger synthetic-only arms `synthetic-x<k>`: k x R synthetic images (RoentGen's +3%).
-    larger_synthetic: list[float] = field(default_factory=list)
-    # Data efficiency: real train sizes (image counts >= 1, or fractions < 1) at which the
-    # real, mixed and matched arms are also trained on a nested, patient-level subset.
-    real_sizes: list[float] = field(default_factory=list)
-    # False: the mixed arms (and their controls) only at the `real_sizes`, not on the full
-    # real train split (the real arm on the full split always trains: it is the oracle).
-    full_size_mixes: bool = True
-    # a synthetic set whose patients cannot be checked
-    allow_foreign_synthetic: bool = TrainConfig.allow_foreign_synthetic
-    pretrain_finetune: bool = True
-    # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
-    # from the synthetic arm's run, which saw as many images as the real train split.
-    pretrain_all_synthetic: bool = False
-    num_workers: int = TrainConfig.num_workers
-
-
-@dataclass
-class ReportStageConfig:
-    n_boot: int = 1000  # paired bootstrap resamples
-    seed: int = 0
-    # Evaluate the generator (fidelity, diversity, prompt alignment, memorization) with the
-    # first real-only classifier run as feature extractor and oracle; shown in the report.
-    generator_eval: bool = True
-
-
-@dataclass
-class StudyConfig:
-    """The whole study; a preset, optionally overridden by a TOML file of the same shape."""
-
-    name: str = "custom"
-    data: DataConfig = field(default_factory=DataConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    synthesis: SynthesisStageConfig = field(default_factory=SynthesisStageConfig)
-    classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
-    report: ReportStageConfig = field(default_factory=ReportStageConfig)
-
-
-def demo_preset() -> StudyConfig:
-    """Phantoms + tiny base on a laptop CPU (about 10 minutes on 2 idle cores).
-
-    A small real training set (40% of 270 patients, about 320 images) and a large test set
-    (40%, so the CIs are informative); the generator fine-tunes on that same train split
-    (1,000 steps of 32 images, text encoder too, RoentGen's best setting; no EMA, which
-    smoothed away the fine texture at this length; film grain measured and added back) and
-    synthesizes 80 images for each of the four findings the phantom draws plus 40 from
-    'No Finding' reports. Arms: the real-only arm on the whole train split (the oracle of
-    the fidelity table, seed 0) and one small-data point, 80 real images: real, mix0.5 and
-    its step-matched control; three seeds each.
-    """
-    return StudyConfig(
-        name="demo",
-        data=DataConfig(
-            phantom_n=800, phantom_size=64, phantom_patients=270, fractions=[0.4, 0.2, 0.4]
-        ),
-        generator=GeneratorConfig(
-            max_steps=1000,
-            autoencoder_steps=200,
-            batch_size=32,
-            learning_rate=2e-3,
-            train_text_encoder=True,
-            options={"snr_gamma": 5.0, "lr_scheduler": "cosine", "lr_warmup_steps": 50},
-        ),
-        synthesis=SynthesisStageConfig(
-            labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
-            negatives=40,
-            scheduler="ddim",
-            num_inference_steps=20,
-            batch_size=40,
-        ),
-        classifier=ClassifierStageConfig(
-            labels=["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation"],
-            backbone="resnet10t",
-            image_size=64,
-            epochs=8,
-            batch_size=32,
-            lr=2e-3,
-            patience=0,
-            seeds=[0, 1, 2],
-            mixes=[0.5],
-            synthetic_arm=False,
-            pretrain_finetune=False,
-            real_sizes=[80],
-            full_size_mixes=False,
-        ),
-        report=ReportStageConfig(n_boot=1000),
-    )
-
-
-def paper_preset() -> StudyConfig:
-    """RoentGen's arms on phantoms, sized for about 35 minutes on 2 idle CPU cores.
-
-    Half an hour here leaves the 2x spread between machines of the same size inside the
-    hour. 1,200 phantoms split 0.5/0.15/0.35 (600 train images; a test set of about 420 for
-    usable CIs). The generator is the demo's recipe (text encoder trained, lr 2e-3, no EMA,
-    film grain) written out here, so that a change to the demo does not change this
-    preset: 1,500 steps of 32 after 400 autoencoder steps. Synthesis uses the fast sampler
-    (DDIM 10, guidance 4; `benchmarks/bench_samplers.py` found it at RoentGen's fidelity)
-    and draws 550 images per finding plus 200 'No Finding': 2,400 unique images, so that
-    the 4x synthetic-only arm (4 x 600) repeats none. Arms: real, mix0.5 with its
-    step-matched control, synthetic-only (as many images as real), synthetic-only 4x,
-    pretrain on synthetic then fine-tune on real, and the real-size sweep 50/100/200
-    (real, mix0.5, step-matched); three seeds.
-    """
-    demo = demo_preset()
-    fast_scheduler, fast_steps, fast_guidance = FAST_SAMPLER
-    return StudyConfig(
-        name="paper",
-        data=DataConfig(
-            phantom_n=1200, phantom_size=64, phantom_patients=400, fractions=[0.5, 0.15, 0.35]
-        ),
-        generator=GeneratorConfig(
-            max_steps=1500,
-            autoencoder_steps=400,
-            batch_size=32,
-            learning_rate=2e-3,
-            train_text_encoder=True,
-            options={"snr_gamma": 5.0, "lr_scheduler": "cosine", "lr_warmup_steps": 50},
-        ),
-        synthesis=replace(
-            demo.synthesis,
-            labels="cardiomegaly:550,pleural_effusion:550,pneumothorax:550,consolidation:550",
-            negatives=200,
-            scheduler=fast_scheduler,
-            num_inference_steps=fast_steps,
-            guidance_scale=fast_guidance,
-        ),
-        classifier=replace(
-            demo.classifier,
-            synthetic_arm=True,
-            full_size_mixes=True,
-            larger_synthetic=[4.0],
-            pretrain_finetune=True,
-            real_sizes=[50, 100, 200],
-        ),
-        report=ReportStageConfig(n_boot=1000),
-    )
-
-
-def smoke_preset() -> StudyConfig:
-    """Every stage at toy size: the whole study in well under a minute (for tests)."""
-    return StudyConfig(
-        name="smoke",
-        data=DataConfig(
-            phantom_n=120, phantom_size=64, phantom_patients=40, fractions=[0.5, 0.2, 0.3]
-        ),
-        generator=GeneratorConfig(max_steps=4, autoencoder_steps=4, batch_size=8),
-        synthesis=SynthesisStageConfig(
-            labels="pleural_effusion:6,pneumothorax:6", num_inference_steps=2, batch_size=12
-        ),
-        classifier=ClassifierStageConfig(
-            labels=["Pleural Effusion", "Pneumothorax"],
-            backbone="test_resnet",
-            image_size=64,
-            epochs=1,
-            batch_size=16,
-            lr=3e-3,
-            patience=0,
-            seeds=[0],
-            mixes=[0.5],
-        ),
-        report=ReportStageConfig(n_boot=100),
-    )
-
-
-PRESETS: dict[str, Callable[[], StudyConfig]] = {
-    "demo": demo_preset,
-    "paper": paper_preset,
-    "smoke": smoke_preset,
-}
-
-
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _check_value(value, hint, where: str):
-    """`value` converted to the field type `hint`, or a UserError naming `where`."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_value(value, option, where)
-            except UserError:
-                continue
-        raise UserError(f"{where}: {value!r} is not {_type_name(hint)}")
-    if origin is list:
-        (item,) = typing.get_args(hint) or (object,)
-        if not isinstance(value, list | tuple):
-            raise UserError(f"{where}: {value!r} is not a list of {_type_name(item)}")
-        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: {value!r} is not a table")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: {value!r} is not true/false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{where}: {value!r} is not an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{where}: {value!r} is not a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: {value!r} is not a string")
-        return value
-    raise TypeError(f"unsupported config type {hint!r}")  # a bug in the dataclasses
-
-
-def _apply(obj, data: dict, where: str, section: str = ""):
-    """A copy of dataclass `obj` with the keys of `data` set (checked by name and type)."""
-    hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in fields(obj)]
-    changes = {}
-    for key, value in data.items():
-        name = f"{section}.{key}" if section else key
-        if key not in hints:
-            valid = ", ".join(names)
-            raise UserError(f"{where}: unknown key {name!r}; valid: {valid}")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            if not isinstance(value, dict):
-                raise UserError(f"{where}: {name!r} must be a table ([{name}])")
-            changes[key] = _apply(current, value, where, name)
-        else:
-            changes[key] = _check_value(value, hints[key], f"{where}: key {name!r}")
-    return replace(obj, **changes)
-
-
-def _load_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config: {path} not found")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"--config: {path} is not valid TOML ({exc})") from None
-
-
-def load_study_config(preset: str | None = None, config: Path | None = None) -> StudyConfig:
-    """A preset (default 'demo' when no file is given) overridden by a TOML file.
-
-    The TOML file has the shape of :class:`StudyConfig`: top-level `name`, and tables
-    `[data]`, `[generator]`, `[synthesis]`, `[classifier]`, `[report]`. Unknown keys and
-    wrong types are a UserError naming the key and the file.
-    """
-    if preset is not None and preset not in PRESETS:
-        raise UserError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    base = PRESETS[preset]() if preset else (StudyConfig() if config else demo_preset())
-    if config is None:
-        return base
-    data = _load_toml(config)
-    cfg = _resolve_paths(_apply(base, data, str(config)), Path(config).parent)
-    return cfg if preset or "name" in data else replace(cfg, name=Path(config).stem)
-
-
-def _resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
-    """Relative paths in a config file are relative to the file's folder; made absolute."""
-
-    def absolute(value: str | None) -> str | None:
-        if value is None or value == "tiny" or Path(value).is_absolute():
-            return value
-        return str((folder / value).resolve())
-
-    base = cfg.generator.base  # 'tiny', a folder, or a hub id (left as is)
-    base = absolute(base) if (folder / base).exists() else base
-    return replace(
-        cfg,
-        data=replace(cfg.data, manifest=absolute(cfg.data.manifest)),
-        generator=replace(cfg.generator, base=base),
-        classifier=replace(cfg.classifier, pretrained=absolute(cfg.classifier.pretrained)),
-    )
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if math.isfinite(value) else ("nan" if value != value else "inf")
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-        )
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def config_to_toml(cfg: StudyConfig) -> str:
-    """The config as TOML (None values are left out: they are the defaults)."""
-    lines = [f"# cxraug study configuration (preset {cfg.name!r}); rerun with --config"]
-    top = {k: v for k, v in asdict(cfg).items() if not isinstance(v, dict)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
-    for section, values in asdict(cfg).items():
-        if not isinstance(values, dict):
-            continue
-        lines.append(f"\n[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
+# ------------------------------------------------------------------------------ deviations
 
 
 # RoentGen's protocol (arXiv 2211.12737) as this study reproduces it, for the deviation list.
@@ -497,22 +116,6 @@ def deviations_section(cfg: StudyConfig) -> dict[str, str]:
         f"<li>{escape(line)}</li>" for line in lines
     ) + "</ul>"
     return {"md": md, "html": html}
-
-
-def _check_config(cfg: StudyConfig) -> None:
-    c = cfg.classifier
-    for m in c.mixes:
-        if not 0.0 < m < 1.0:
-            raise UserError(
-                f"study: classifier.mixes has {m!r}; mixed arms need 0 < m < 1 (the real and "
-                "synthetic arms are synthetic_arm and the real baseline)"
-            )
-    if not c.seeds:
-        raise UserError("study: classifier.seeds is empty; give at least one seed")
-    if len(set(c.seeds)) != len(c.seeds):
-        raise UserError(f"study: classifier.seeds {c.seeds} repeats a seed")
-    if not c.labels:
-        raise UserError("study: classifier.labels is empty")
 
 
 # ------------------------------------------------------------------------------ stages
@@ -970,17 +573,8 @@ def study(
 
 
 __all__ = [
-    "PRESETS",
     "ArmRun",
-    "ClassifierStageConfig",
-    "DataConfig",
-    "GeneratorConfig",
-    "ReportStageConfig",
-    "StudyConfig",
     "StudyResult",
-    "SynthesisStageConfig",
-    "config_to_toml",
-    "load_study_config",
     "plan_runs",
     "run_study",
     "study",
