@@ -73,7 +73,7 @@ MACRO = "macro"
 BASELINE_ARM = "real"
 CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
 MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
-_FPR_GRID = np.linspace(0.0, 1.0, 101)
+FPR_GRID = np.linspace(0.0, 1.0, 101)
 
 
 # ------------------------------------------------------------------------------ runs
@@ -305,7 +305,7 @@ def _mean_roc(truth: np.ndarray, probs: list[np.ndarray], j: int) -> np.ndarray 
     tprs = []
     for prob in probs:
         fpr, tpr, _ = roc_curve(t, prob[usable, j])
-        tprs.append(np.interp(_FPR_GRID, fpr, tpr))
+        tprs.append(np.interp(FPR_GRID, fpr, tpr))
     mean = np.mean(tprs, axis=0)
     mean[0] = 0.0
     return mean

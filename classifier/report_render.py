@@ -24,8 +24,8 @@ import pandas as pd
 
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
 from classifier.report import (
-    _FPR_GRID,
     BASELINE_ARM,
+    FPR_GRID,
     MACRO,
     MIN_SEEDS,
     TABLE_COLUMNS,
@@ -180,7 +180,7 @@ def roc_figure(report: Report, label: str) -> str | None:
     for arm, tpr in curves:
         n = int(report.table[(report.table.arm == arm)].n_runs.iloc[0])
         ax.plot(
-            _FPR_GRID,
+            FPR_GRID,
             tpr,
             lw=1.8 if arm == report.baseline else 1.3,
             label=f"{arm} ({fmt(means[(arm, label)])}, {n} seed{'s' * (n > 1)})",

@@ -44,7 +44,7 @@ from study.config import (
     GeneratorConfig,
     StudyConfig,
     SynthesisStageConfig,
-    _check_config,
+    check_config,
     config_to_toml,
 )
 from study.presets import load_study_config
@@ -229,7 +229,8 @@ def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path
 
     An interrupted run resumes from its latest checkpoint.
     """
-    from augmentor.finetune import FinetuneConfig, finetune
+    from augmentor.config import FinetuneConfig
+    from augmentor.finetune import finetune
 
     known = {f.name for f in fields(FinetuneConfig)}
     unknown = sorted(set(cfg.options) - known)
@@ -259,7 +260,8 @@ def stage_synthesize(
     cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log
 ) -> Path:
     """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run."""
-    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.config import SynthesisConfig
+    from augmentor.synthesize import synthesize
     from augmentor.synthetic_set import manifest_path
 
     result = synthesize(
@@ -408,7 +410,8 @@ def stage_train(
     log: Callable[[str], None],
 ) -> Path:
     """One classifier run (classifier.train.train_classifier); resumes a cut run."""
-    from classifier.train import TrainConfig, train_classifier
+    from classifier.config import TrainConfig
+    from classifier.train import train_classifier
 
     train_cfg = TrainConfig(
         real=real,
@@ -454,7 +457,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     from manifests.files import atomic_path
     from manifests.io import read_manifest
 
-    _check_config(cfg)
+    check_config(cfg)
     out = Path(out)
     _check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -565,7 +568,7 @@ def study(
         cfg = load_study_config(None, saved)
     else:
         cfg = load_study_config(preset, config)
-    _check_config(cfg)
+    check_config(cfg)
     if state in (runfolder.RESUME, runfolder.FINISHED):
         _check_same_config(out, cfg)
     with runfolder.run_folder(out, state, fmt=FORMAT):

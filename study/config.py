@@ -4,7 +4,7 @@
 `[synthesis]`, `[classifier]`, `[report]` (`config_to_toml`: the `study.toml` a study folder
 keeps). A TOML file of the same shape overrides a preset (`study.presets.load_study_config`):
 unknown keys and wrong types are a UserError naming the key and the file, and relative paths
-are relative to the file's folder. `_check_config` refuses settings no study can run.
+are relative to the file's folder. `check_config` refuses settings no study can run.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _check_value(value, hint, where: str):
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in the dataclasses
 
 
-def _apply(obj, data: dict, where: str, section: str = ""):
+def apply_overrides(obj, data: dict, where: str, section: str = ""):
     """A copy of dataclass `obj` with the keys of `data` set (checked by name and type)."""
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in fields(obj)]
@@ -193,13 +193,13 @@ def _apply(obj, data: dict, where: str, section: str = ""):
         if is_dataclass(current):
             if not isinstance(value, dict):
                 raise UserError(f"{where}: {name!r} must be a table ([{name}])")
-            changes[key] = _apply(current, value, where, name)
+            changes[key] = apply_overrides(current, value, where, name)
         else:
             changes[key] = _check_value(value, hints[key], f"{where}: key {name!r}")
     return replace(obj, **changes)
 
 
-def _load_toml(path: Path) -> dict:
+def load_toml(path: Path) -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -213,7 +213,7 @@ def _load_toml(path: Path) -> dict:
         raise UserError(f"--config: {path} is not valid TOML ({exc})") from None
 
 
-def _resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
+def resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
     """Relative paths in a config file are relative to the file's folder; made absolute."""
 
     def absolute(value: str | None) -> str | None:
@@ -263,7 +263,7 @@ def config_to_toml(cfg: StudyConfig) -> str:
 # ------------------------------------------------------------------------------ checks
 
 
-def _check_config(cfg: StudyConfig) -> None:
+def check_config(cfg: StudyConfig) -> None:
     c = cfg.classifier
     for m in c.mixes:
         if not 0.0 < m < 1.0:
@@ -286,5 +286,9 @@ __all__ = [
     "ReportStageConfig",
     "StudyConfig",
     "SynthesisStageConfig",
+    "apply_overrides",
+    "check_config",
     "config_to_toml",
+    "load_toml",
+    "resolve_paths",
 ]

@@ -21,9 +21,9 @@ from study.config import (
     ReportStageConfig,
     StudyConfig,
     SynthesisStageConfig,
-    _apply,
-    _load_toml,
-    _resolve_paths,
+    apply_overrides,
+    load_toml,
+    resolve_paths,
 )
 
 
@@ -173,8 +173,8 @@ def load_study_config(preset: str | None = None, config: Path | None = None) -> 
     base = PRESETS[preset]() if preset else (StudyConfig() if config else demo_preset())
     if config is None:
         return base
-    data = _load_toml(config)
-    cfg = _resolve_paths(_apply(base, data, str(config)), Path(config).parent)
+    data = load_toml(config)
+    cfg = resolve_paths(apply_overrides(base, data, str(config)), Path(config).parent)
     return cfg if preset or "name" in data else replace(cfg, name=Path(config).stem)
 
 
