@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augmentor.config import OracleFilterConfig
+from augmentor.config import OracleFilterConfig, SynthesisConfig
 from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
-from augmentor.synthesize import SynthesisConfig, SynthesisResult, synthesize
+from augmentor.synthesize import SynthesisResult, synthesize
 from manifests.errors import UserError
 from manifests.files import atomic_path
 from manifests.io import Manifest, read_manifest, write_manifest

@@ -165,7 +165,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from classifier.train import TrainConfig, start_training
+    from classifier.config import TrainConfig
+    from classifier.train import start_training
 
     labels = ("Support Devices", "Pleural Effusion", "Pneumothorax", "Cardiomegaly")
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench-classifier-"))

@@ -210,7 +210,8 @@ def main() -> None:
 
 def compare_finetune(manifest_path: Path, pipe, args, loader, noise_scheduler) -> None:
     """cxraug's finetune() against a plain loop that trains UNet + text encoder, back to back."""
-    from augmentor.finetune import FinetuneConfig, finetune
+    from augmentor.config import FinetuneConfig
+    from augmentor.finetune import finetune
 
     steps = args.steps * args.blocks
     start = time.perf_counter()

@@ -46,8 +46,8 @@ def make_real(folder: Path, n: int, seed: int) -> Path:
 
 
 def make_synthetic(model: Path, real: Path, out: Path, per_finding: int, steps: int | None):
-    from augmentor.config import FAST_SAMPLER
-    from augmentor.synthesize import SynthesisConfig, synthesize
+    from augmentor.config import FAST_SAMPLER, SynthesisConfig
+    from augmentor.synthesize import synthesize
 
     scheduler, fast_steps, guidance = FAST_SAMPLER
     spec = ",".join(f"{f.lower().replace(' ', '_')}:{per_finding}" for f in FINDINGS)
@@ -67,7 +67,8 @@ def make_synthetic(model: Path, real: Path, out: Path, per_finding: int, steps: 
 
 
 def train(real: Path, synthetic: Path, out: Path, args) -> dict:
-    from classifier.train import TrainConfig, train_classifier
+    from classifier.config import TrainConfig
+    from classifier.train import train_classifier
     from manifests.files import read_json
 
     train_classifier(

@@ -92,11 +92,11 @@ import torch
 
 from augmentor import synthesize as synthesize_module
 from augmentor.base import load_pipeline
-from augmentor.config import SCHEDULERS
+from augmentor.config import SCHEDULERS, SynthesisConfig
 from augmentor.evaluate import Embedded, GeneratorEvalConfig, oracle_tables
 from augmentor.features import FeatureExtractor, embed_images, image_hashes, load_run_extractor
 from augmentor.metrics import kid_from_features
-from augmentor.synthesize import SynthesisConfig, generate_images, set_scheduler, synthesize
+from augmentor.synthesize import generate_images, set_scheduler, synthesize
 from manifests.files import write_json
 from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.phantom import write_phantom_dataset
@@ -472,7 +472,8 @@ def to_json(results: Sequence[Measured], pick: Measured | None, z: float, extra:
 def build_tiny_inputs(work: Path) -> tuple[Path, Path, Path]:
     """An untrained `tiny` generator, 48 split phantom images and a one-epoch oracle."""
     from augmentor.base import build_tiny_pipeline
-    from classifier.train import TrainConfig, train_classifier
+    from classifier.config import TrainConfig
+    from classifier.train import train_classifier
 
     generator = work / "generator"
     build_tiny_pipeline(seed=0).save_pretrained(generator, safe_serialization=True)

@@ -41,8 +41,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from augmentor.base import build_tiny_pipeline  # noqa: E402
+from augmentor.config import SynthesisConfig  # noqa: E402
 from augmentor.prompts import balanced_prompts  # noqa: E402
-from augmentor.synthesize import SynthesisConfig, generate_images, synthesize  # noqa: E402
+from augmentor.synthesize import generate_images, synthesize  # noqa: E402
 from manifests.io import read_manifest, write_manifest  # noqa: E402
 from manifests.phantom import write_phantom_dataset  # noqa: E402
 from manifests.splits import split_by_patient  # noqa: E402

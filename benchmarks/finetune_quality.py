@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.config import FinetuneConfig
+from augmentor.finetune import finetune
 from augmentor.generator import read_generator_record
 from manifests.files import write_json
 from manifests.images import load_image, save_png

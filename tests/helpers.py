@@ -15,7 +15,7 @@ from manifests.schema import CHEXPERT_LABELS
 from manifests.splits import split_by_patient
 
 if TYPE_CHECKING:
-    from augmentor.synthesize import SynthesisConfig
+    from augmentor.config import SynthesisConfig
 
 
 def make_rows(n: int, patients: int, seed: int = 0, labels=CHEXPERT_LABELS) -> pd.DataFrame:
@@ -75,7 +75,7 @@ def synthesis_config(model: Path, prompts: Path, out: Path, **kw) -> SynthesisCo
     """A seconds-long synthesis from the generator folder `model` and the prompts manifest
     `prompts` into `out`: 2 sampling steps, batches of 2, labels `x:1` unless `kw` says."""
     # Deferred: the synthesis module pulls in torch and diffusers, which most tests never need.
-    from augmentor.synthesize import SynthesisConfig
+    from augmentor.config import SynthesisConfig
 
     kw.setdefault("num_inference_steps", 2)
     kw.setdefault("batch_size", 2)

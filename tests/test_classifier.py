@@ -18,6 +18,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from classifier.config import TrainConfig
 from classifier.data import (
     AugmentConfig,
     CachedImages,
@@ -36,7 +37,7 @@ from classifier.evaluate import (
     weighted_auroc,
 )
 from classifier.run import load_model
-from classifier.train import TrainConfig, build_model, train_classifier
+from classifier.train import build_model, train_classifier
 from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 import augmentor.finetune as ft
 from augmentor import generator
 from augmentor.base import build_tiny_pipeline, check_pipeline_dir
-from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.config import FinetuneConfig
+from augmentor.finetune import finetune
 from augmentor.latents import (
     cache_latents,
     encode_posterior,

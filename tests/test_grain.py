@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.config import FinetuneConfig, SynthesisConfig
+from augmentor.finetune import finetune
 from augmentor.grain import GrainModel, add_grain, fit_grain
-from augmentor.synthesize import SynthesisConfig, synthesize
+from augmentor.synthesize import synthesize
 from manifests.images import load_image
 from manifests.io import read_manifest
 
