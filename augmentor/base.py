@@ -119,14 +119,17 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     # plain ResNet blocks at 16x16, as SD's UNet has none at its deepest level: attention at
     # the full latent size cost more than half of a training step on a CPU; without it a
     # step is ~2.5x cheaper, and the 4x4 level sees the whole chest at once (heart size,
-    # the side of an effusion are global).
+    # the side of an effusion are global). 64 channels at 16x16, not 32: the full-size
+    # level draws the fine texture (ribs, lung markings); with 32 the lungs came out hazy and
+    # the oracle read them as consolidation (`benchmarks/generator_fidelity.py --arch
+    # narrow16` rebuilds the 32-channel UNet; README, Generator levers). ~1.4x per step.
     unet = UNet2DConditionModel(
         sample_size=TINY_IMAGE_SIZE // 4,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 128),
+        block_out_channels=(64, 64, 128),
         layers_per_block=1,
         cross_attention_dim=64,
         attention_head_dim=8,

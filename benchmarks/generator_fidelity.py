@@ -38,11 +38,12 @@ import pandas as pd
 import torch
 
 from augmentor import base
+from augmentor.config import FinetuneConfig, SynthesisConfig
 from augmentor.features import HalfMirrorEmbedder, embed_images, image_hashes, load_run_extractor
-from augmentor.finetune import FinetuneConfig, finetune
+from augmentor.finetune import finetune
 from augmentor.generator_metrics import LATERAL_LABELS, label_thresholds, laterality_table
 from augmentor.metrics import positive_rate
-from augmentor.synthesize import SynthesisConfig, synthesize
+from augmentor.synthesize import synthesize
 from manifests.files import write_json
 from manifests.images import load_image, save_png
 from manifests.io import read_manifest, write_manifest
@@ -75,12 +76,8 @@ ARCHES: dict[str, dict] = {
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
         "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
     },
-    # three levels 16 -> 8 -> 4, attention at 8x8 and 4x4
-    "c3": {
-        "block_out_channels": [32, 64, 128],
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    },
+    # the `tiny` UNet before 2026-11-30: 32 channels instead of 64 at 16x16
+    "narrow16": {"block_out_channels": [32, 64, 128]},
 }
 
 
@@ -107,7 +104,8 @@ def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) ->
 
 def oracle_run(work: Path, manifest: Path, seed: int, n: int) -> Path:
     """The demo's real-only arm (seed `seed`): the oracle, trained once per data seed."""
-    from classifier.train import TrainConfig, train_classifier
+    from classifier.config import TrainConfig
+    from classifier.train import train_classifier
 
     out = work / f"oracle-s{seed}-n{n}"
     if not (out / "metrics.json").is_file():
