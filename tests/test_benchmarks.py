@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import bench_samplers
@@ -198,3 +199,25 @@ def test_bench_loader_tiny_run_reports_the_loader_wait(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "32 real + 32 synthetic train rows" in printed and "waited on the loader" in printed
     assert not (tmp_path / "work").exists()
+
+
+# ------------------------------------------------------------------------- false_findings
+
+
+def test_false_findings_breakdown_compares_like_with_like():
+    from benchmarks.false_findings import breakdown
+
+    labels = ["A", "B"]
+    # Synthetic, prompted for B (A not stated): the oracle calls A in 3 of 4 images.
+    # One row prompted for A is no false finding; one stating A uncertain (-1) is left out.
+    syn = pd.DataFrame(
+        {"target_label": ["B"] * 4 + ["A", "B"], "A": [0, np.nan, 0, 0, 1, -1], "B": [1] * 6}
+    )
+    syn_pos = np.array([1, 1, 1, 0, 1, 1], dtype=bool)
+    # Real test: A-negatives with B are called A half the time, those without B never.
+    real = pd.DataFrame({"A": [0, 0, 0, 0, 0, 0, 1], "B": [1, 1, 0, 0, 0, 0, 0]})
+    real_pos = np.array([1, 0, 0, 0, 0, 0, 1], dtype=bool)
+    table, rates = breakdown("A", labels, syn, syn_pos, real, real_pos)
+    assert table.loc[1, "size_synthetic"] == 4 and table.loc[1, "mean_synthetic"] == 0.75
+    assert table.loc[1, "mean_real"] == 0.5 and table.loc[1, "size_real"] == 2
+    assert rates == {"synthetic": 0.75, "matched": 0.5, "raw": pytest.approx(1 / 6)}
