@@ -11,7 +11,7 @@ script draws the demo's phantoms (`manifests.phantom.write_phantom_dataset`), sp
 patient and trains ONE oracle classifier on real train as the demo's first real-only arm
 does (resnet10t, 64 px); both are cached under `--work`. Then, for the recipe `--tag`
 (the demo preset's generator settings, `study.presets.demo_preset`, overridden by `--set`
-with any `augmentor.finetune.FinetuneConfig` field; `--autoencoder DIR` skips the
+with any `augmentor.config.FinetuneConfig` field; `--autoencoder DIR` skips the
 autoencoder fit and uses a fitted one), it runs `finetune` -> `synthesize` and prints,
 per prompted finding, what the oracle (threshold: Youden on real val) sees:
 

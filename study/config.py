@@ -52,7 +52,7 @@ class GeneratorConfig:
     train_text_encoder: bool = True
     checkpointing_steps: int = 100  # an interrupted study resumes from the latest one
     seed: int = 0
-    # Any other `augmentor.finetune.FinetuneConfig` field, passed through by name.
+    # Any other `augmentor.config.FinetuneConfig` field, passed through by name.
     options: dict = field(default_factory=dict)
 
 
