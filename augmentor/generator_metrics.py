@@ -490,6 +490,19 @@ def _check(applies: bool, value: float, bound: float, at_least: bool) -> bool | 
     return value >= bound - 1e-12 if at_least else value <= bound + 1e-12
 
 
+def unprompted_mask(synthetic_rows: pd.DataFrame, label: str) -> np.ndarray:
+    """Synthetic rows whose prompt does not ask for `label`: not its target, and the prompt
+    negates it (0) or does not mention it (NaN, or no column); the false-finding denominator."""
+    n = len(synthetic_rows)
+    stated = (
+        synthetic_rows[label].to_numpy(dtype=np.float64)
+        if label in synthetic_rows.columns
+        else np.full(n, np.nan)
+    )
+    target = synthetic_rows.get("target_label", pd.Series([None] * n)).to_numpy()
+    return (target != label) & (np.isnan(stated) | (stated == 0))
+
+
 def prompt_fidelity_table(
     syn_probs: np.ndarray,
     synthetic_rows: pd.DataFrame,
@@ -531,13 +544,8 @@ def prompt_fidelity_table(
     for label in order:
         j = labels.index(label)
         t, _ = thresholds[label]
-        stated = (
-            synthetic_rows[label].to_numpy(dtype=np.float64)
-            if label in synthetic_rows.columns
-            else np.full(n, np.nan)
-        )
         prompted = prompted_by == label
-        unprompted = ~prompted & (np.isnan(stated) | (stated == 0))
+        unprompted = unprompted_mask(synthetic_rows, label)
         v = real_rows[label].to_numpy(dtype=np.float64)
         pos, neg = test & (v == 1), test & (v == 0)
         if not prompted.any() and not (unprompted.any() and neg.any()):

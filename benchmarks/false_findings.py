@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from augmentor.features import embed_images, image_hashes, load_run_extractor
-from augmentor.generator_metrics import label_thresholds
+from augmentor.generator_metrics import label_thresholds, unprompted_mask
 from manifests.io import read_manifest
 
 
@@ -42,8 +42,7 @@ def breakdown(
     real test rows. Returns the table and {'synthetic', 'matched', 'raw'} overall rates.
     """
     others = [other for other in labels if other != label]
-    stated = syn_rows[label].to_numpy(dtype=np.float64)
-    unprompted = (syn_rows["target_label"] != label).to_numpy() & ((stated == 0) | np.isnan(stated))
+    unprompted = unprompted_mask(syn_rows, label)
     negative = (real_rows[label] != 1).to_numpy()
 
     def groups(rows: pd.DataFrame, positive: np.ndarray) -> pd.DataFrame:

@@ -41,7 +41,12 @@ from augmentor import base
 from augmentor.config import FinetuneConfig, SynthesisConfig
 from augmentor.features import HalfMirrorEmbedder, embed_images, image_hashes, load_run_extractor
 from augmentor.finetune import finetune
-from augmentor.generator_metrics import LATERAL_LABELS, label_thresholds, laterality_table
+from augmentor.generator_metrics import (
+    LATERAL_LABELS,
+    label_thresholds,
+    laterality_table,
+    unprompted_mask,
+)
 from augmentor.metrics import positive_rate
 from augmentor.synthesize import synthesize
 from manifests.files import write_json
@@ -164,9 +169,8 @@ def fidelity(synthetic_path: Path, real_path: Path, oracle: Path, cache: Path) -
         j = labels.index(label)
         t = thresholds[label][0]
         v = real.rows[label].to_numpy(dtype=np.float64)
-        stated = syn.rows[label].to_numpy(dtype=np.float64)
         prompted = (targets == label).to_numpy()
-        not_stated = ~prompted & ((stated == 0) | np.isnan(stated))
+        not_stated = unprompted_mask(syn.rows, label)
         side = sides.loc[label] if label in getattr(sides, "index", []) else None
         records.append(
             {
