@@ -11,6 +11,7 @@ Configuration (`classifier.config`, torch-free)
 Training (`classifier.train`)
     train_classifier(cfg, log=None) -> Path            # the run folder
     start_training(cfg, log=None) -> TrainingSession | None   # step-by-step (benchmarks)
+    prepare_data(cfg, log) -> RunData   # `classifier.run_data`: train/val/test, decoded once
 
 The run folder (`classifier.run`, its only owner)
     read_config(run_dir), read_metrics(run_dir), read_predictions(run_dir) -> (frame, labels)

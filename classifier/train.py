@@ -1,9 +1,9 @@
 """Train a timm classifier on real, synthetic or mixed chest X-rays; evaluate on real test.
 
-Reads top to bottom as a training script does: config, output folder, accelerator, data,
-model, optimizer and schedule, loop (validate, keep the best, stop early, checkpoint),
-test evaluation. It runs in one process or under ``accelerate launch`` (DDP); mixed
-precision is on by default on a GPU.
+Reads top to bottom as a training script does: config, output folder, accelerator, data
+(`classifier.run_data`), model, optimizer and schedule, loop (validate, keep the best, stop
+early, checkpoint), test evaluation. It runs in one process or under ``accelerate launch``
+(DDP); mixed precision is on by default on a GPU.
 
 A run directory holds:
 
@@ -38,31 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from classifier.config import TrainConfig, check_train_config, default_arm
-from classifier.data import (
-    CachedImages,
-    augment_batch,
-    decode_images,
-    label_targets,
-    make_loader,
-    normalize,
-    resolve_labels,
-)
+from classifier.data import augment_batch, make_loader, normalize
 from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
+from classifier.run_data import RunData, prepare_data, split_dataset
 from classifier.tracking import CLASSIFIER_SCALARS, start_tracking
 from classifier.train_state import load_train_state, save_train_state
-from manifests import provenance, runfolder
+from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import check_safetensors
-from manifests.io import Manifest, manifest_digest, read_manifest
-from manifests.mixing import (
-    MixPlan,
-    mix_manifests,
-    mix_plan_of,
-    subset_real_train,
-)
-from manifests.splits import check_leakage
+from manifests.io import manifest_digest
 
 logger = logging.getLogger(__name__)
 
@@ -188,136 +174,6 @@ def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, 
     return f"initialised backbone from {run_dir}; new head for labels {', '.join(labels)}"
 
 
-# ------------------------------------------------------------------------------ data
-
-
-@dataclass
-class RunData:
-    """Everything the loop needs from the manifests, decoded once."""
-
-    labels: tuple[str, ...]
-    images: np.ndarray  # uint8 (U, 1, S, S), every readable image once
-    train: pd.DataFrame  # rows with a `_pos` column (row of `images`)
-    val: pd.DataFrame
-    test: pd.DataFrame
-    plan: MixPlan
-    bad: dict[str, int]
-    first_bad: str | None
-    cache_seconds: float
-    synthetic_provenance: str | None = None
-
-
-@dataclass
-class TrainingSet:
-    """The mixed training manifest, the real manifest it came from, and provenance."""
-
-    mixed: Manifest
-    real: Manifest  # the whole real manifest (every train row, before --real-size)
-    synthetic_provenance: str | None  # provenance.CHECKED / FOREIGN; None without synthetic
-
-
-def load_manifests(cfg: TrainConfig) -> TrainingSet:
-    """The mixed training manifest (real val/test untouched), leakage- and provenance-checked.
-
-    A synthetic set is refused when any of its prompts came from, or its generator trained
-    on, a val or test patient of `--real` (`manifests.provenance`).
-    """
-    real = read_manifest(Path(cfg.real))
-    check_leakage(real, where=f"--real {cfg.real}")
-    synthetic, status = None, None
-    if cfg.synthetic is not None and cfg.mix > 0:
-        synthetic = read_manifest(Path(cfg.synthetic))
-        check_leakage(synthetic, where=f"--synthetic {cfg.synthetic}")
-        status = provenance.check_synthetic(
-            real, synthetic, cfg.allow_foreign_synthetic, where=f"--synthetic {cfg.synthetic}"
-        )
-    for split in ("train", "val", "test"):
-        if split == "train" and cfg.mix == 1:
-            continue
-        if not (real.rows["split"] == split).any():
-            raise UserError(
-                f"--real {cfg.real}: no rows in split {split!r}; split it first "
-                "(cxraug manifest split)"
-            )
-    pool = real if cfg.real_size is None else subset_real_train(real, cfg.real_size, cfg.seed)
-    mixed = mix_manifests(pool, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
-    check_leakage(mixed, where="mixed training set")
-    return TrainingSet(mixed=mixed, real=real, synthetic_provenance=status)
-
-
-def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
-    """Mix, choose labels, decode every image once."""
-    if cfg.synthetic is not None and cfg.mix == 0:
-        log("note: --synthetic is not used with --mix 0 (real images only)")
-    training = load_manifests(cfg)
-    mixed = training.mixed
-    plan = mix_plan_of(mixed)
-    assert plan is not None
-    # From the real train rows only (before --real-size), so every arm of a study, whatever
-    # its synthetic share or real size, trains on the same label set.
-    real_train = training.real.with_rows(
-        training.real.rows[training.real.rows["split"] == "train"]
-    )
-    labels = resolve_labels(real_train, cfg.labels, cfg.uncertain, cfg.min_label_count)
-    rows = mixed.rows
-    paths = rows["image_path"].astype(str).to_numpy()
-    unique, inverse = np.unique(paths, return_inverse=True)
-    start = time.perf_counter()
-    threads = max(1, min(8, os.cpu_count() or 1))
-    cache = decode_images(
-        [Path(p) for p in unique],
-        cfg.image_size,
-        on_bad_image=cfg.on_bad_image,
-        num_threads=threads,
-        cache_dir=cfg.cache_dir,
-    )
-    seconds = time.perf_counter() - start
-    position = np.full(len(unique), -1, dtype=np.int64)
-    position[cache.keep] = np.arange(len(cache.keep))
-    rows = rows.assign(_pos=position[inverse])
-    bad_rows = rows["_pos"].to_numpy() < 0
-    bad = {
-        s: int((bad_rows & (rows["split"] == s).to_numpy()).sum()) for s in ("train", "val", "test")
-    }
-    rows = rows[~bad_rows]
-    parts = {}
-    for split in ("train", "val", "test"):
-        part = rows[rows["split"] == split].reset_index(drop=True)
-        if split != "train":
-            part = part[part["source"] == "real"].reset_index(drop=True)
-        if part.empty:
-            raise UserError(f"--real {cfg.real}: no readable images left in split {split!r}")
-        parts[split] = part
-    if len(parts["train"]) < 2:
-        raise UserError("the training set has fewer than 2 readable images")
-    log(
-        f"{plan.describe()}; val {len(parts['val'])}, test {len(parts['test'])} images; "
-        f"decoded {len(unique)} images once in {seconds:.1f}s"
-    )
-    if sum(bad.values()):
-        log(
-            f"skipped {sum(bad.values())} unreadable images (train {bad['train']}, val "
-            f"{bad['val']}, test {bad['test']}); first: {cache.bad[0]}"
-        )
-    return RunData(
-        labels=labels,
-        images=cache.images,
-        train=parts["train"],
-        val=parts["val"],
-        test=parts["test"],
-        plan=plan,
-        bad=bad,
-        first_bad=cache.bad[0] if cache.bad else None,
-        cache_seconds=seconds,
-        synthetic_provenance=training.synthetic_provenance,
-    )
-
-
-def split_dataset(data: RunData, part: pd.DataFrame, uncertain: str) -> CachedImages:
-    targets, mask = label_targets(part[list(data.labels)].to_numpy(np.float32), uncertain)
-    return CachedImages(data.images, targets, mask, positions=part["_pos"].to_numpy())
-
-
 # ------------------------------------------------------------------------------ run folder
 
 
@@ -364,9 +220,7 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
                 else None
             ),
             "init_from_digest": (
-                manifest_digest(model_path(Path(cfg.init_from)))
-                if cfg.init_from
-                else None
+                manifest_digest(model_path(Path(cfg.init_from))) if cfg.init_from else None
             ),
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
@@ -782,7 +636,9 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
     return session.out
 
 
-def _save_checkpoint(accelerator, model, optimizer, scheduler, state: TrainerState, out: Path) -> None:
+def _save_checkpoint(
+    accelerator, model, optimizer, scheduler, state: TrainerState, out: Path
+) -> None:
     """Save this epoch's training state (no pickles) and drop older epochs' states."""
     tmp = None
     if accelerator.is_main_process:
