@@ -12,11 +12,11 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
 from augmentor.config import FAST_SAMPLER, FinetuneConfig, OracleFilterConfig, SynthesisConfig
 from classifier.config import TrainConfig
+from classifier.tables import _print_frame
 from manifests import runfolder
 from manifests.errors import UserError
 
@@ -108,88 +108,6 @@ FrontalOnly = Annotated[
 ]
 
 
-def _column_widths(headers, rows, no_wrap, room: int) -> list[int] | None:
-    """Widths (summing to at most `room`) that wrap cells only between words, a no-wrap
-    column's data cells not at all (its header may wrap between words); None if none fit."""
-    least, natural = [], []
-    for i, header in enumerate(headers):
-        cells = [str(row[i]) for row in rows]
-        words = [w for c in [header, *cells] for w in c.split()] or [""]
-        data = max((len(c) for c in cells), default=0)
-        natural.append(max(len(header), data))
-        least.append(max(max(map(len, words)), data if no_wrap[i] else 0))
-    if sum(least) > room:
-        return None
-    widths = list(natural)
-    while sum(widths) > room:  # narrow the column with the most room to spare by one
-        i = max(range(len(widths)), key=lambda j: (widths[j] - least[j], widths[j]))
-        widths[i] -= 1
-    return widths
-
-
-def _table_layout(headers, rows, no_wrap, width: int) -> tuple[dict, list[int]] | None:
-    """A boxed table if it fits `width`, else a lighter one (no outer edge, one space between
-    columns), else None (the caller prints one block per row)."""
-    from rich import box
-
-    n = len(headers)
-    for style, overhead in (
-        ({}, 3 * n + 1),  # borders and padding around every cell
-        (
-            {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 0)},
-            2 * (n - 1),  # a space and a divider between columns
-        ),
-    ):
-        widths = _column_widths(headers, rows, no_wrap, width - overhead)
-        if widths is not None:
-            return style, widths
-    return None
-
-
-def _print_table(
-    headers, rows, title: str, right=(), no_wrap=(), keys: int = 1, styles=None, out=None
-) -> None:
-    """A table that never breaks a word: boxed when it fits, else lighter, else one block
-    per row ("header: value" lines).
-
-    `right`/`no_wrap`: column indices right-aligned / whose data never wraps; `keys`: leading
-    columns that name a row in the vertical layout; `styles`: a rich style per row (or None).
-    """
-    from rich.text import Text
-
-    out = out or console
-    headers = [str(h) for h in headers]
-    rows = [[str(v) for v in row] for row in rows]
-    styles = styles or [None] * len(rows)
-    nowrap = [i in no_wrap for i in range(len(headers))]
-    out.print(Text(title, style="italic"))  # a plain line: a long path is never folded
-    layout = _table_layout(headers, rows, nowrap, out.width)
-    if layout is not None:
-        style, widths = layout
-        table = Table(show_header=True, **style)
-        for i, header in enumerate(headers):
-            justify = "right" if i in right else "left"
-            table.add_column(header, justify=justify, width=widths[i])
-        for row, row_style in zip(rows, styles, strict=True):
-            table.add_row(*map(Text, row), style=row_style)
-        out.print(table)
-        return
-    for row, style in zip(rows, styles, strict=True):
-        out.print(Text(" · ".join(v for v in row[:keys] if v), style=style or "bold"))
-        for header, value in zip(headers[keys:], row[keys:], strict=True):
-            if value:
-                out.print(Text(f"  {header}: {value}"))
-
-
-def _print_frame(frame, title: str, out=None) -> None:
-    numeric = {i for i, c in enumerate(frame.columns) if frame[c].dtype.kind in "fiu"}
-    rows = [
-        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-        for row in frame.itertuples(index=False)
-    ]
-    _print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)
-
-
 # ---------------------------------------------------------------- manifests (issue 2)
 
 
@@ -221,8 +139,8 @@ def manifest_summary(manifest: ManifestArg) -> None:
     from manifests.summary import summarize
 
     summary = summarize(read_manifest(manifest), where=str(manifest))
-    _print_frame(summary.counts, f"{manifest}: images and patients")
-    _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)")
+    _print_frame(summary.counts, f"{manifest}: images and patients", out=console)
+    _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)", out=console)
     if summary.not_labelled:
         console.print(
             f"not labelled by the source ({len(summary.not_labelled)}, all NaN; not counted "
@@ -291,7 +209,7 @@ def manifest_split(
     )
     target = out or manifest
     write_manifest(result, target, overwrite=overwrite or out is None)
-    _print_frame(split_counts(result), f"{target}: split (seed {seed})")
+    _print_frame(split_counts(result), f"{target}: split (seed {seed})", out=console)
 
 
 # ---------------------------------------------------------------- importers (issue 2)
@@ -380,7 +298,9 @@ def import_nih_cmd(
     out: OutManifest,
     csv: Annotated[
         Path | None,
-        typer.Option("--csv", help="Data_Entry CSV (default: newest Data_Entry_2017*.csv in root)."),
+        typer.Option(
+            "--csv", help="Data_Entry CSV (default: newest Data_Entry_2017*.csv in root)."
+        ),
     ] = None,
     label_set: ImportLabelSet = None,
     frontal_only: FrontalOnly = False,
@@ -466,15 +386,25 @@ def finetune_cmd(
         str,
         typer.Option("--lr-scheduler", help="constant, constant_with_warmup, linear, cosine, ..."),
     ] = FinetuneConfig.lr_scheduler,
-    lr_warmup_steps: Annotated[int, typer.Option("--lr-warmup-steps")] = FinetuneConfig.lr_warmup_steps,
+    lr_warmup_steps: Annotated[
+        int, typer.Option("--lr-warmup-steps")
+    ] = FinetuneConfig.lr_warmup_steps,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images per process per step.")
     ] = FinetuneConfig.batch_size,
-    gradient_accumulation_steps: Annotated[int, typer.Option("--gradient-accumulation-steps")] = FinetuneConfig.gradient_accumulation_steps,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps in all.")] = FinetuneConfig.max_steps,
-    ema: Annotated[bool, typer.Option("--ema", help="Keep and save EMA weights.")] = FinetuneConfig.ema,
+    gradient_accumulation_steps: Annotated[
+        int, typer.Option("--gradient-accumulation-steps")
+    ] = FinetuneConfig.gradient_accumulation_steps,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="Optimizer steps in all.")
+    ] = FinetuneConfig.max_steps,
+    ema: Annotated[
+        bool, typer.Option("--ema", help="Keep and save EMA weights.")
+    ] = FinetuneConfig.ema,
     ema_decay: Annotated[float, typer.Option("--ema-decay")] = FinetuneConfig.ema_decay,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = FinetuneConfig.gradient_checkpointing,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing")
+    ] = FinetuneConfig.gradient_checkpointing,
     mixed_precision: Annotated[
         str | None,
         typer.Option(
@@ -498,7 +428,9 @@ def finetune_cmd(
         ),
     ] = FinetuneConfig.film_grain,
     seed: Seed = FinetuneConfig.seed,
-    checkpointing_steps: Annotated[int, typer.Option("--checkpointing-steps")] = FinetuneConfig.checkpointing_steps,
+    checkpointing_steps: Annotated[
+        int, typer.Option("--checkpointing-steps")
+    ] = FinetuneConfig.checkpointing_steps,
     checkpoints_total_limit: Annotated[
         int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
     ] = FinetuneConfig.checkpoints_total_limit,
@@ -507,7 +439,9 @@ def finetune_cmd(
         list[str] | None,
         typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
     ] = None,
-    validation_steps: Annotated[int, typer.Option("--validation-steps")] = FinetuneConfig.validation_steps,
+    validation_steps: Annotated[
+        int, typer.Option("--validation-steps")
+    ] = FinetuneConfig.validation_steps,
     autoencoder_steps: Annotated[
         int, typer.Option("--autoencoder-steps", help="tiny only: autoencoder fitting steps.")
     ] = FinetuneConfig.autoencoder_steps,
@@ -622,11 +556,15 @@ def synthesize_cmd(
     negative_prompt: Annotated[
         str | None, typer.Option("--negative-prompt", help="Optional negative prompt.")
     ] = SynthesisConfig.negative_prompt,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per call.")] = SynthesisConfig.batch_size,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images per call.")
+    ] = SynthesisConfig.batch_size,
     shard_every: Annotated[
         int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
     ] = SynthesisConfig.shard_every,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16.")] = SynthesisConfig.precision,
+    precision: Annotated[
+        str, typer.Option("--precision", help="fp32, fp16 or bf16.")
+    ] = SynthesisConfig.precision,
     film_grain: Annotated[
         bool,
         typer.Option(
@@ -704,9 +642,15 @@ def synthesize_cmd(
             f"skipped {result.skipped} already done)"
         )
         if kept is not None:
-            _print_frame(kept.counts, f"oracle filter ({filter_with}, min prob {kept.min_prob})")
+            _print_frame(
+                kept.counts,
+                f"oracle filter ({filter_with}, min prob {kept.min_prob})",
+                out=console,
+            )
             if len(kept.rejected):
-                _print_frame(kept.rejected, "rejected by the oracle (images stay on disk)")
+                _print_frame(
+                    kept.rejected, "rejected by the oracle (images stay on disk)", out=console
+                )
             console.print(f"kept rows in {kept.manifest}; every row's score in {kept.scores}")
 
 
@@ -758,16 +702,24 @@ def train_classifier_cmd(
     uncertain: Annotated[
         str, typer.Option("--uncertain", help="-1 labels: ignore | zeros | ones.")
     ] = TrainConfig.uncertain,
-    image_size: Annotated[int, typer.Option("--image-size", help="Input side, pixels.")] = TrainConfig.image_size,
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Input side, pixels.")
+    ] = TrainConfig.image_size,
     epochs: Annotated[int, typer.Option("--epochs")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size")] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")] = TrainConfig.lr,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="timm optimizer name.")] = TrainConfig.optimizer,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")
+    ] = TrainConfig.lr,
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="timm optimizer name.")
+    ] = TrainConfig.optimizer,
     patience: Annotated[
         int, typer.Option("--patience", help="Early stop after N epochs without val gain; 0 off.")
     ] = TrainConfig.patience,
     seed: Seed = TrainConfig.seed,
-    num_workers: Annotated[int, typer.Option("--num-workers", help="Loader processes.")] = TrainConfig.num_workers,
+    num_workers: Annotated[
+        int, typer.Option("--num-workers", help="Loader processes.")
+    ] = TrainConfig.num_workers,
     on_bad_image: Annotated[
         str, typer.Option("--on-bad-image", help="Unreadable images: error | skip (counted).")
     ] = TrainConfig.on_bad_image,
@@ -848,21 +800,6 @@ def train_classifier_cmd(
     train_classifier(cfg, log=console.print)
 
 
-def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
-    from classifier.report_render import display_rows
-
-    out = out or console
-    # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
-    headers, rows = display_rows(report, compact=out.width < 120)
-    numbers = set(range(2, len(headers)))  # numbers never wrap; arm and label names may
-    styles = ["bold" if row[1] == "macro" else None for row in rows]
-    _print_table(
-        headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
-    )
-    for note in report.notes:
-        out.print(f"note: {note}")
-
-
 @app.command("report")
 def report_cmd(
     runs: Annotated[
@@ -900,7 +837,7 @@ def report_cmd(
     Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
     synthetic samples). Runs must share one label set and one test set.
     """
-    from classifier.report_render import make_report
+    from classifier.report_render import _print_report, make_report
 
     sections = []
     if generator_eval is not None:
@@ -918,7 +855,7 @@ def report_cmd(
         overwrite=overwrite,
         allow_foreign_synthetic=allow_foreign_synthetic,
     )
-    _print_report(report)
+    _print_report(report, out=console)
     console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
 
 
@@ -947,12 +884,17 @@ def study_cmd(
     With --resume and no --preset or --config, the folder's saved study.toml is used; a new
     folder without either runs the demo preset.
     """
+    from classifier.report_render import _print_report
     from manifests.files import check_output_folder
     from study import study
 
     check_output_folder(out, "--out")
     result = study(out, preset, config, resume, overwrite, log=console.print)
-    _print_report(result.report, title=f"study {result.name!r}: AUROC per arm (real test split)")
+    _print_report(
+        result.report,
+        title=f"study {result.name!r}: AUROC per arm (real test split)",
+        out=console,
+    )
     console.print(f"report: {result.report_files['report.html']}")
 
 
@@ -1060,7 +1002,7 @@ def evaluate_generator_cmd(
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
     )
     for title, table in display_tables(result.tables):
-        _print_frame(table, title)
+        _print_frame(table, title, out=console)
     memo = result.summary["memorization"]
     console.print(
         f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
@@ -1118,6 +1060,7 @@ def probe_text_encoder_cmd(
     _print_frame(
         display_table(result.table),
         "text encoder probe: held-out report AUROC of a linear probe (base vs fine-tuned)",
+        out=console,
     )
     for note in result.notes:
         console.print(f"note: {note}")

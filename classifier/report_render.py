@@ -34,7 +34,7 @@ from classifier.report import (
     collect_runs,
     summarize_arms,
 )
-from classifier.tables import fmt, html_table, md_table
+from classifier.tables import _print_table, fmt, html_table, md_table
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
@@ -124,6 +124,21 @@ def display_rows(
         wanted = [0, 1, 3, 6, 7] + ([8] if report.matched else [])
         return [headers[i] for i in wanted], [[r[i] for i in wanted] for r in out]
     return headers, out
+
+
+def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
+    from rich.console import Console
+
+    out = out or Console(soft_wrap=True)
+    # Narrow terminals get the essential columns; report.md/.csv/.html have them all.
+    headers, rows = display_rows(report, compact=out.width < 120)
+    numbers = set(range(2, len(headers)))  # numbers never wrap; arm and label names may
+    styles = ["bold" if row[1] == "macro" else None for row in rows]
+    _print_table(
+        headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
+    )
+    for note in report.notes:
+        out.print(f"note: {note}")
 
 
 def _method_text(report: Report) -> str:
@@ -217,7 +232,6 @@ def grid_figure(rows, figsize: tuple[float, float], columns: int):
 def sample_grid(synthetic: Path, labels: Sequence[str], per_label: int = 6) -> str | None:
     """Base64 PNG: a row of synthetic images per target label (None if there are none)."""
 
-
     manifest = read_manifest(Path(synthetic))
     rows = manifest.rows.assign(_path=[str(p) for p in manifest.image_paths()])
     if "target_label" not in rows:
@@ -275,8 +289,10 @@ def _report_json(report: Report) -> dict:
             "rows": efficiency_table(report).to_dict(orient="records"),
             # inf (never reached within the measured sizes) is written as null
             "synthetic_worth": [
-                {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                 for k, v in w.items()}
+                {
+                    k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                    for k, v in w.items()
+                }
                 for w in synthetic_worth(efficiency_table(report))
             ],
         },
