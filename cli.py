@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from augmentor.config import FAST_SAMPLER, FinetuneConfig, OracleFilterConfig, SynthesisConfig
 from classifier.config import TrainConfig
-from classifier.tables import _print_frame
+from classifier.tables import print_frame
 from manifests import runfolder
 from manifests.errors import UserError
 
@@ -139,8 +139,8 @@ def manifest_summary(manifest: ManifestArg) -> None:
     from manifests.summary import summarize
 
     summary = summarize(read_manifest(manifest), where=str(manifest))
-    _print_frame(summary.counts, f"{manifest}: images and patients", out=console)
-    _print_frame(summary.prevalence, "label prevalence (positive / uncertain share)", out=console)
+    print_frame(summary.counts, f"{manifest}: images and patients", out=console)
+    print_frame(summary.prevalence, "label prevalence (positive / uncertain share)", out=console)
     if summary.not_labelled:
         console.print(
             f"not labelled by the source ({len(summary.not_labelled)}, all NaN; not counted "
@@ -209,7 +209,7 @@ def manifest_split(
     )
     target = out or manifest
     write_manifest(result, target, overwrite=overwrite or out is None)
-    _print_frame(split_counts(result), f"{target}: split (seed {seed})", out=console)
+    print_frame(split_counts(result), f"{target}: split (seed {seed})", out=console)
 
 
 # ---------------------------------------------------------------- importers (issue 2)
@@ -642,13 +642,13 @@ def synthesize_cmd(
             f"skipped {result.skipped} already done)"
         )
         if kept is not None:
-            _print_frame(
+            print_frame(
                 kept.counts,
                 f"oracle filter ({filter_with}, min prob {kept.min_prob})",
                 out=console,
             )
             if len(kept.rejected):
-                _print_frame(
+                print_frame(
                     kept.rejected, "rejected by the oracle (images stay on disk)", out=console
                 )
             console.print(f"kept rows in {kept.manifest}; every row's score in {kept.scores}")
@@ -837,7 +837,7 @@ def report_cmd(
     Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
     synthetic samples). Runs must share one label set and one test set.
     """
-    from classifier.report_render import _print_report, make_report
+    from classifier.report_render import make_report, print_report
 
     sections = []
     if generator_eval is not None:
@@ -855,7 +855,7 @@ def report_cmd(
         overwrite=overwrite,
         allow_foreign_synthetic=allow_foreign_synthetic,
     )
-    _print_report(report, out=console)
+    print_report(report, out=console)
     console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
 
 
@@ -884,13 +884,13 @@ def study_cmd(
     With --resume and no --preset or --config, the folder's saved study.toml is used; a new
     folder without either runs the demo preset.
     """
-    from classifier.report_render import _print_report
+    from classifier.report_render import print_report
     from manifests.files import check_output_folder
     from study import study
 
     check_output_folder(out, "--out")
     result = study(out, preset, config, resume, overwrite, log=console.print)
-    _print_report(
+    print_report(
         result.report,
         title=f"study {result.name!r}: AUROC per arm (real test split)",
         out=console,
@@ -1002,7 +1002,7 @@ def evaluate_generator_cmd(
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
     )
     for title, table in display_tables(result.tables):
-        _print_frame(table, title, out=console)
+        print_frame(table, title, out=console)
     memo = result.summary["memorization"]
     console.print(
         f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
@@ -1057,7 +1057,7 @@ def probe_text_encoder_cmd(
             overwrite=overwrite,
         )
     )
-    _print_frame(
+    print_frame(
         display_table(result.table),
         "text encoder probe: held-out report AUROC of a linear probe (base vs fine-tuned)",
         out=console,

@@ -34,7 +34,7 @@ from classifier.report import (
     collect_runs,
     summarize_arms,
 )
-from classifier.tables import _print_table, fmt, html_table, md_table
+from classifier.tables import fmt, html_table, md_table, print_table
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
@@ -126,7 +126,7 @@ def display_rows(
     return headers, out
 
 
-def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
+def print_report(report, title: str = "AUROC per arm", out=None) -> None:
     from rich.console import Console
 
     out = out or Console(soft_wrap=True)
@@ -134,7 +134,7 @@ def _print_report(report, title: str = "AUROC per arm", out=None) -> None:
     headers, rows = display_rows(report, compact=out.width < 120)
     numbers = set(range(2, len(headers)))  # numbers never wrap; arm and label names may
     styles = ["bold" if row[1] == "macro" else None for row in rows]
-    _print_table(
+    print_table(
         headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
     )
     for note in report.notes:

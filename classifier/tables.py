@@ -2,7 +2,7 @@
 
 One place for how a number is printed in a report, so `report.md`, `report.html` and the
 generator evaluation section read alike. The terminal tables (`cxraug` prints every table
-through `_print_table`) never break a word: boxed when they fit, else lighter, else one
+through `print_table`) never break a word: boxed when they fit, else lighter, else one
 block per row.
 """
 
@@ -84,7 +84,7 @@ def _table_layout(headers, rows, no_wrap, width: int) -> tuple[dict, list[int]] 
     return None
 
 
-def _print_table(
+def print_table(
     headers, rows, title: str, right=(), no_wrap=(), keys: int = 1, styles=None, out=None
 ) -> None:
     """A table that never breaks a word: boxed when it fits, else lighter, else one block
@@ -121,10 +121,10 @@ def _print_table(
                 out.print(Text(f"  {header}: {value}"))
 
 
-def _print_frame(frame, title: str, out=None) -> None:
+def print_frame(frame, title: str, out=None) -> None:
     numeric = {i for i, c in enumerate(frame.columns) if frame[c].dtype.kind in "fiu"}
     rows = [
         [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         for row in frame.itertuples(index=False)
     ]
-    _print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)
+    print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from classifier.tables import _print_frame
+from classifier.tables import print_frame
 from manifests.progress import Progress, progress
 from manifests.schema import CHEXPERT_LABELS
 from manifests.summary import NOT_LABELLED, summarize
@@ -93,7 +93,7 @@ def test_tables_never_break_a_label_at_80_and_60_columns():
     for width in (80, 70, 60, 40):
         _WIDTH[0] = width
         out = Console(width=width, file=io.StringIO(), record=True, soft_wrap=True)
-        _print_frame(_prevalence_frame(), "label prevalence (positive / uncertain share)", out)
+        print_frame(_prevalence_frame(), "label prevalence (positive / uncertain share)", out)
         text = out.export_text()
         _words_intact(text, [*CHEXPERT_LABELS, "train/synthetic", NOT_LABELLED])
         if width == 40:
@@ -119,7 +119,7 @@ def test_report_table_never_breaks_a_label(monkeypatch):
     for width in (80, 72, 60):
         _WIDTH[0] = width
         out = Console(width=width, file=io.StringIO(), record=True, soft_wrap=True)
-        report_mod._print_report(_Report(), "study 'demo': AUROC per arm", out=out)
+        report_mod.print_report(_Report(), "study 'demo': AUROC per arm", out=out)
         text = out.export_text()
         _words_intact(text, [*labels, "Pleural Effusion", "+0.012 [-0.003, +0.027]"])
 
