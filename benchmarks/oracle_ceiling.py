@@ -1,7 +1,7 @@
 """What can a generator reach at best? The oracle on perfect drawings without film grain.
 
     python benchmarks/oracle_ceiling.py --work /tmp/fid [--seed 0] [--n 800]
-        [--grain 1,0.5,0] [--vae GEN/vae ...]
+        [--grain 1,0.5,0] [--vae GEN/vae ...] [--fit-steps 400,800]
 
 `evaluate-generator` judges synthetic images with an oracle: a classifier trained on real
 train images. This script asks how much of that judgement rests on the finding itself and
@@ -13,7 +13,9 @@ grain scaled by each `--grain` factor (1 = the images on disk, 0 = no grain), an
 then adds the film grain that autoencoder drops, as measured on the train images
 (`augmentor.grain`, what `synthesize` adds to a `tiny` generator's images); it prints that
 measured grain beside the grain the phantom actually drew (image minus its grain-free
-redrawing, per intensity band).
+redrawing, per intensity band). `--fit-steps` fits `tiny`'s autoencoder on the train images
+for each step count, as `finetune` does (its default batch size and learning rate), caches it
+under `--work` and adds it to the `--vae` list: how far a longer fit moves the ceiling.
 Per rendering and finding it prints the oracle's rate on test positives (the hit a
 perfect generator would get) and on test negatives (its false-finding rate), and whether
 the issue's targets hold against the real images' rates: hit >= 0.8 x real, false finding
@@ -33,6 +35,9 @@ import torch
 from diffusers import AutoencoderKL
 from generator_fidelity import oracle_run, real_data
 
+from augmentor.autoencoder import fit_autoencoder
+from augmentor.base import build_tiny_pipeline
+from augmentor.config import FinetuneConfig
 from augmentor.features import load_run_extractor
 from augmentor.generator_metrics import label_thresholds
 from augmentor.grain import BANDS, add_grain, fit_grain, gray01, reconstruct
@@ -79,6 +84,30 @@ def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float
     return out
 
 
+def fitted_autoencoder(work: Path, seed: int, n: int, paths, train, steps: int) -> Path:
+    """`tiny`'s autoencoder fitted `steps` steps on the train images, as `finetune` fits it.
+
+    The batch size and learning rate are `FinetuneConfig`'s defaults; cached under `work`.
+    """
+    folder = work / f"autoencoder-s{seed}-n{n}-{steps}"
+    if (folder / "config.json").is_file():
+        return folder
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+    vae = build_tiny_pipeline(seed=seed).vae
+    fit = fit_autoencoder(
+        vae,
+        load_pixels([paths[i] for i in train], 64, 1),
+        steps=steps,
+        batch_size=defaults["autoencoder_batch_size"],
+        learning_rate=defaults["autoencoder_learning_rate"],
+        seed=seed,
+        show_progress=False,
+    )
+    print(f"fitted {steps} autoencoder steps in {fit.seconds:.0f} s -> {folder}")
+    vae.save_pretrained(folder)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -88,6 +117,12 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.4,0.2,0.4")
     parser.add_argument("--grain", default="1,0.5,0")
     parser.add_argument("--vae", type=Path, action="append", default=[])
+    parser.add_argument(
+        "--fit-steps",
+        default="",
+        help="comma-separated step counts: fit `tiny`'s autoencoder that long on the train split "
+        "(as `finetune` does) and add each to the --vae list",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     fractions = tuple(float(x) for x in args.fractions.split(","))
@@ -114,7 +149,10 @@ def main() -> None:
             )
             print(f"redrawn at grain x1 identical to the images on disk: {same}")
         renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
-    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")[:GRAIN_FIT_IMAGES]
+    train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
+    for steps in (int(x) for x in args.fit_steps.split(",") if x):
+        args.vae.append(fitted_autoencoder(args.work, args.seed, args.n, paths, train, steps))
+    train = train[:GRAIN_FIT_IMAGES]
     train_pixels = load_pixels([paths[i] for i in train], 64, 1)
     if args.vae:
         truth = drawn_grain(real.rows.iloc[train], args.n, args.seed, args.patients)

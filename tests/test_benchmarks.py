@@ -90,7 +90,6 @@ def test_bench_samplers_counts_unet_evaluations_per_image(tiny_generator_dir):
     skip_prk_steps repeats its first step; two images per call are counted per image."""
     from augmentor.base import load_pipeline
 
-
     pipe = load_pipeline(tiny_generator_dir)
     pipe.set_progress_bar_config(disable=True)
     expected = {
@@ -221,3 +220,35 @@ def test_false_findings_breakdown_compares_like_with_like():
     assert table.loc[1, "size_synthetic"] == 4 and table.loc[1, "mean_synthetic"] == 0.75
     assert table.loc[1, "mean_real"] == 0.5 and table.loc[1, "size_real"] == 2
     assert rates == {"synthetic": 0.75, "matched": 0.5, "raw": pytest.approx(1 / 6)}
+
+
+# ------------------------------------------------------------------------- oracle_ceiling
+
+FIT_AUTOENCODER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from diffusers import AutoencoderKL
+from manifests.phantom import write_phantom_dataset
+from manifests.io import read_manifest
+from oracle_ceiling import fitted_autoencoder
+work = Path(sys.argv[2])
+manifest = read_manifest(write_phantom_dataset(work / "phantom", n=6, size=64, seed=0))
+paths = manifest.image_paths()
+folder = fitted_autoencoder(work, 0, 6, paths, [0, 1, 2, 3], 2)
+assert fitted_autoencoder(work, 0, 6, paths, [0, 1, 2, 3], 2) == folder  # cached
+vae = AutoencoderKL.from_pretrained(folder)
+print(folder.name, vae.config.in_channels, vae.config.scaling_factor != 0.18215)
+"""
+
+
+def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", FIT_AUTOENCODER, str(BENCHMARKS), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.count("fitted 2 autoencoder steps") == 1
+    assert done.stdout.strip().splitlines()[-1] == "autoencoder-s0-n6-2 1 True"
