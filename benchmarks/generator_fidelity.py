@@ -96,7 +96,9 @@ def parse_value(text: str):
 
 
 def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) -> Path:
-    folder = work / f"data-s{seed}-n{n}"
+    """The phantoms of one draw, split by patient; cached under a name that says the draw."""
+    split_name = "-".join(f"{x:g}" for x in fractions)
+    folder = work / f"data-s{seed}-n{n}-p{patients}-f{split_name}"
     target = folder / "manifest.parquet"
     if not target.is_file():
         source = write_phantom_dataset(
@@ -107,12 +109,12 @@ def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) ->
     return target
 
 
-def oracle_run(work: Path, manifest: Path, seed: int, n: int) -> Path:
-    """The demo's real-only arm (seed `seed`): the oracle, trained once per data seed."""
+def oracle_run(work: Path, manifest: Path, seed: int) -> Path:
+    """The demo's real-only arm (seed `seed`): the oracle, trained once per data draw."""
     from classifier.config import TrainConfig
     from classifier.train import train_classifier
 
-    out = work / f"oracle-s{seed}-n{n}"
+    out = work / manifest.parent.name.replace("data-", "oracle-", 1)
     if not (out / "metrics.json").is_file():
         train_classifier(
             TrainConfig(
@@ -303,7 +305,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     manifest = real_data(work, args.seed, args.n, args.patients, fractions)
-    oracle = oracle_run(work, manifest, args.seed, args.n)
+    oracle = oracle_run(work, manifest, args.seed)
     t_oracle = time.perf_counter() - t0
 
     settings = demo_generator()

@@ -84,12 +84,13 @@ def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float
     return out
 
 
-def fitted_autoencoder(work: Path, seed: int, n: int, paths, train, steps: int) -> Path:
+def fitted_autoencoder(work: Path, draw: str, seed: int, paths, train, steps: int) -> Path:
     """`tiny`'s autoencoder fitted `steps` steps on the train images, as `finetune` fits it.
 
-    The batch size and learning rate are `FinetuneConfig`'s defaults; cached under `work`.
+    The batch size and learning rate are `FinetuneConfig`'s defaults; cached under `work`
+    by `draw` (the data draw's name, e.g. 's0-n800-p270-f0.4-0.2-0.4') and `steps`.
     """
-    folder = work / f"autoencoder-s{seed}-n{n}-{steps}"
+    folder = work / f"autoencoder-{draw}-{steps}"
     if (folder / "config.json").is_file():
         return folder
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
@@ -127,7 +128,7 @@ def main() -> None:
     torch.set_num_threads(2)
     fractions = tuple(float(x) for x in args.fractions.split(","))
     manifest = real_data(args.work, args.seed, args.n, args.patients, fractions)
-    oracle = oracle_run(args.work, manifest, args.seed, args.n)
+    oracle = oracle_run(args.work, manifest, args.seed)
     extractor = load_run_extractor(oracle)
     labels = list(extractor.labels)
     real = read_manifest(manifest)
@@ -151,7 +152,8 @@ def main() -> None:
         renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
     train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     for steps in (int(x) for x in args.fit_steps.split(",") if x):
-        args.vae.append(fitted_autoencoder(args.work, args.seed, args.n, paths, train, steps))
+        draw = manifest.parent.name.replace("data-", "", 1)
+        args.vae.append(fitted_autoencoder(args.work, draw, args.seed, paths, train, steps))
     train = train[:GRAIN_FIT_IMAGES]
     train_pixels = load_pixels([paths[i] for i in train], 64, 1)
     if args.vae:

@@ -235,8 +235,8 @@ from oracle_ceiling import fitted_autoencoder
 work = Path(sys.argv[2])
 manifest = read_manifest(write_phantom_dataset(work / "phantom", n=6, size=64, seed=0))
 paths = manifest.image_paths()
-folder = fitted_autoencoder(work, 0, 6, paths, [0, 1, 2, 3], 2)
-assert fitted_autoencoder(work, 0, 6, paths, [0, 1, 2, 3], 2) == folder  # cached
+folder = fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2)
+assert fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2) == folder  # cached
 vae = AutoencoderKL.from_pretrained(folder)
 print(folder.name, vae.config.in_channels, vae.config.scaling_factor != 0.18215)
 """
