@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from augmentor.optim import adamw
 from manifests.progress import progress
 
 
@@ -80,7 +81,7 @@ def fit_autoencoder(
     probe = pixels[: min(64, len(pixels))]
     before = reconstruction_error(vae, probe)
     log(f"autoencoder: reconstruction error before fitting {before:.4f} (mean |x - x'|, [-1, 1])")
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = adamw(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     vae.train()
     bar = progress(range(steps), desc="fit autoencoder", disable=not show_progress, leave=False)

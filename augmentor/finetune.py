@@ -53,6 +53,7 @@ from augmentor.lora import (
     lora_state_dict,
     merge_lora_,
 )
+from augmentor.optim import adamw
 from augmentor.train_inputs import (
     Base,
     Run,
@@ -443,7 +444,7 @@ def make_optimizer(run: Run, base: Base, models: list[torch.nn.Module], params: 
 
     cfg, world = run.cfg, run.world
     lr = resolved_learning_rate(cfg)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.adam_weight_decay)
+    optimizer = adamw(params, lr=lr, weight_decay=cfg.adam_weight_decay)
     lr_scheduler = get_scheduler(
         cfg.lr_scheduler,
         optimizer=optimizer,

@@ -642,3 +642,25 @@ def test_two_cpu_processes_under_accelerate_launch(phantom_manifest, tmp_path):
     }
     assert not list(ckpt.glob("*.pkl")) and not list(ckpt.glob("*.bin"))
     check_pipeline_dir(out)
+
+
+def test_generator_optimizer_is_fused_adamw_on_cpu_and_steps_like_plain_adamw():
+    from augmentor.optim import adamw
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused, plain = (
+        adamw(a.parameters(), 1e-2, 0.01),
+        torch.optim.AdamW(b.parameters(), 1e-2, weight_decay=0.01),
+    )
+    assert fused.defaults["fused"] is True
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
