@@ -259,8 +259,15 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
             (
                 "table",
                 probe["rows"],
-                ["label", "base_auroc", "finetuned_auroc", "delta", "delta_lo", "delta_hi",
-                 "relative_pct"],
+                [
+                    "label",
+                    "base_auroc",
+                    "finetuned_auroc",
+                    "delta",
+                    "delta_lo",
+                    "delta_hi",
+                    "relative_pct",
+                ],
             ),
         ]
         blocks += [("p", f"Probe note: {note}") for note in probe.get("notes", [])]
@@ -351,15 +358,15 @@ def sample_rows(
                 # Boolean arrays: an empty list would select no columns, not no rows.
                 r = r[np.array([stated_side(t, label) == side for t in r["report"]], dtype=bool)]
                 s = s[np.array([stated_side(t, label) == side for t in s["prompt"]], dtype=bool)]
-            pick = lambda rows: [  # noqa: E731
-                Path(p) for p in rows["_path"].to_numpy()[
-                    rng.permutation(len(rows))[:per_side]
-                ]
-            ]
             if len(s):
                 title = label if side is None else f"{label}, {side}"
-                out.append((title, pick(r), pick(s)))
+                out.append((title, _pick(r, rng, per_side), _pick(s, rng, per_side)))
     return out
+
+
+def _pick(rows: pd.DataFrame, rng: np.random.Generator, k: int) -> list[Path]:
+    """Up to `k` of `rows`' image paths, in random order."""
+    return [Path(p) for p in rows["_path"].to_numpy()[rng.permutation(len(rows))[:k]]]
 
 
 def plot_samples(rows: list[tuple[str, list[Path], list[Path]]], path: Path, per_side: int = 4):

@@ -16,7 +16,9 @@ import torch
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.AdamW:
     """`torch.optim.AdamW`, fused when every parameter is a float tensor on CPU or CUDA."""
     params = list(params)
     fused = bool(params) and all(

@@ -35,6 +35,7 @@ PLAN_COLUMNS = (
     "prompt_group",
 )
 
+
 def parse_label_counts(spec: str, labels: Sequence[str], flag: str = "--labels") -> dict[str, int]:
     """Parse `pneumothorax:5000,pleural_effusion:5000` into {canonical label: count}.
 
@@ -157,9 +158,7 @@ def balanced_prompts(
             part.insert(1, "prompt", reports["report"].to_numpy()[picks].astype(str))
             part.insert(2, "prompt_source", "report")
             part.insert(3, "prompt_study_id", reports["study_id"].to_numpy()[picks].astype(str))
-            part.insert(
-                4, "prompt_patient_id", reports["patient_id"].to_numpy()[picks].astype(str)
-            )
+            part.insert(4, "prompt_patient_id", reports["patient_id"].to_numpy()[picks].astype(str))
         else:
             is_negative = target == NEGATIVE_TARGET and k == len(goals)
             fill = 0.0 if is_negative else np.nan

@@ -46,6 +46,7 @@ from manifests.progress import progress, quiet_library_bars
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+
 @dataclass
 class SynthesisResult:
     """What a run produced: the merged manifest (on the main process) and what happened."""

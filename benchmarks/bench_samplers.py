@@ -338,9 +338,7 @@ def pick_cheapest(results: Sequence[Measured], z: float) -> Measured | None:
     """The non-reference setting within the reference's noise with the fewest UNet
     evaluations per image (ties: more images/s); None when no setting is."""
     references = [r for r in results if r.setting.reference]
-    within = [
-        r for r in results if not r.setting.reference and not departures(r, references, z)
-    ]
+    within = [r for r in results if not r.setting.reference and not departures(r, references, z)]
     if not within:
         return None
     return min(within, key=lambda r: (r.unet_per_image, -r.images_per_s))

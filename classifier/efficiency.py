@@ -92,7 +92,8 @@ def _crossing(sizes: np.ndarray, aurocs: np.ndarray, target: float) -> float:
     if aurocs[0] >= target:
         return float(sizes[0])
     for (n0, a0), (n1, a1) in zip(
-        zip(sizes[:-1], aurocs[:-1], strict=True), zip(sizes[1:], aurocs[1:], strict=True),
+        zip(sizes[:-1], aurocs[:-1], strict=True),
+        zip(sizes[1:], aurocs[1:], strict=True),
         strict=True,
     ):
         if a1 >= target > a0:
@@ -167,11 +168,12 @@ def worth_text(worth: dict) -> str:
         "worth beyond the control's is owed to the synthetic images."
     )
     if math.isfinite(eq) and eq <= worth["n_real"]:
-        return head + "; real-only training already does as well there: the synthetic data is " \
+        return (
+            head + "; real-only training already does as well there: the synthetic data is "
             "worth no extra real images at this size." + tail
+        )
     return (
-        head
-        + f", which real-only training reaches at about {_n(eq, big)} real images "
+        head + f", which real-only training reaches at about {_n(eq, big)} real images "
         f"[{_n(worth['real_equivalent_lo'], big)}, {_n(worth['real_equivalent_hi'], big)}] "
         "(linear interpolation between measured sizes; interval from the mixed arm's 95% CI, "
         "the real curve's own uncertainty not included)." + tail

@@ -76,7 +76,10 @@ def load_tree(folder: Path, name: str) -> dict:
 def _optimizer_state(optimizer) -> dict:
     state = optimizer.state_dict()
     # JSON keys are strings; remember that the optimizer's state keys are parameter ids.
-    return {"state": {str(k): v for k, v in state["state"].items()}, "groups": state["param_groups"]}
+    return {
+        "state": {str(k): v for k, v in state["state"].items()},
+        "groups": state["param_groups"],
+    }
 
 
 def _load_optimizer(optimizer, saved: dict) -> None:

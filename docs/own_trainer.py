@@ -20,6 +20,7 @@ def main(real_path, synthetic_path, backbone="resnet18", image_size=224):
     from classifier.dataset import ManifestDataset
     from manifests import read_manifest
     from manifests.mixing import mix_manifests
+
     mixed = mix_manifests(read_manifest(real_path), read_manifest(synthetic_path), mix=0.5)
     train = ManifestDataset(mixed, split="train", uncertain="zeros", image_size=image_size)
     model = timm.create_model(backbone, num_classes=len(train.labels), in_chans=1)

@@ -115,7 +115,9 @@ def read_json(path: Path, what: str = "file") -> dict:
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e.__class__.__name__}); {what} is corrupt") from None
+        raise UserError(
+            f"{path}: not valid JSON ({e.__class__.__name__}); {what} is corrupt"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object in this {what}")
     return data

@@ -137,7 +137,9 @@ def _text_as_utf8(table: pa.Table, path: Path) -> pa.Table:
     """Binary columns (text written as bytes by another tool) as UTF-8 strings; a UserError
     naming the column and row where the bytes are not UTF-8."""
     for i, column_field in enumerate(table.schema):
-        if not (pa.types.is_binary(column_field.type) or pa.types.is_large_binary(column_field.type)):
+        if not (
+            pa.types.is_binary(column_field.type) or pa.types.is_large_binary(column_field.type)
+        ):
             continue
         column = table.column(i)
         try:
@@ -201,7 +203,9 @@ def read_manifest(
     try:
         rows = _text_as_utf8(pq.read_table(path, columns=columns), path).to_pandas()
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: holds text that is not UTF-8 ({exc.reason}); re-encode it") from None
+        raise UserError(
+            f"{path}: holds text that is not UTF-8 ({exc.reason}); re-encode it"
+        ) from None
     manifest = Manifest(rows=rows, labels=labels, root=path.parent, metadata=extra)
     if validate:
         manifest.validate(where=str(path))

@@ -288,7 +288,9 @@ def check_resume_config(saved: dict, new: dict, free: set[str], out: Path) -> No
             continue
         if saved[key] != value:
             old = saved[key]
-            what = "the input changed" if key.endswith("digest") else f"{key}={old!r}, now {value!r}"
+            what = (
+                "the input changed" if key.endswith("digest") else f"{key}={old!r}, now {value!r}"
+            )
             raise UserError(
                 f"--resume: {out} was started with different settings ({what}); use the "
                 "same settings, --overwrite, or a new --out"

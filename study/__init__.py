@@ -112,9 +112,11 @@ def deviations_section(cfg: StudyConfig) -> dict[str, str]:
         text = "None: this study follows RoentGen's fine-tuning and sampling protocol."
         return {"md": f"## {title}\n\n{text}\n", "html": f"<h2>{title}</h2><p>{text}</p>"}
     md = f"## {title}\n\n" + "".join(f"- {line}\n" for line in lines)
-    html = f"<h2>{escape(title)}</h2><ul>" + "".join(
-        f"<li>{escape(line)}</li>" for line in lines
-    ) + "</ul>"
+    html = (
+        f"<h2>{escape(title)}</h2><ul>"
+        + "".join(f"<li>{escape(line)}</li>" for line in lines)
+        + "</ul>"
+    )
     return {"md": md, "html": html}
 
 
@@ -398,7 +400,9 @@ def real_train_counts(cfg: ClassifierStageConfig, real_manifest) -> dict:
         counts[(None, seed)] = n_all
         for size in cfg.real_sizes:
             sub = subset_real_train(real_manifest, size, seed).rows
-            counts[(size, seed)] = int(((sub["split"] == "train") & (sub["source"] == "real")).sum())
+            counts[(size, seed)] = int(
+                ((sub["split"] == "train") & (sub["source"] == "real")).sum()
+            )
     return counts
 
 

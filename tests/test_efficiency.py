@@ -24,7 +24,9 @@ def test_worth_interpolates_the_real_curve():
     worth = synthetic_worth(_table([0.70, 0.80, 0.90], [0.75, 0.82, 0.91]))
     (w,) = worth
     assert w["n_real"] == 40 and math.isclose(w["real_equivalent"], 60.0)
-    assert math.isclose(w["real_equivalent_lo"], 52.0) and math.isclose(w["real_equivalent_hi"], 68.0)
+    assert math.isclose(w["real_equivalent_lo"], 52.0) and math.isclose(
+        w["real_equivalent_hi"], 68.0
+    )
     assert "about 60 real images [52, 68]" in worth_text(w)
 
 
@@ -41,7 +43,11 @@ def test_sized_arms_compare_with_the_real_arm_of_their_size_and_sort_by_size():
     assert baseline_for("mix0.5-n40", "real", arms) == "real-n40"
     assert baseline_for("mix0.5", "real", arms) == "real"
     assert sorted(reversed(arms), key=arm_order) == [
-        "real", "mix0.5", "real-n40", "real-steps-mix0.5-n40", "mix0.5-n40"
+        "real",
+        "mix0.5",
+        "real-n40",
+        "real-steps-mix0.5-n40",
+        "mix0.5-n40",
     ]
 
 
@@ -54,13 +60,16 @@ def test_a_mixed_arm_at_the_small_size_only_is_a_point_on_the_real_curve():
     values = {"real": 0.95, "real-n80": 0.68, "mix0.5-n80": 0.87, "real-steps-mix0.5-n80": 0.86}
     report = SimpleNamespace(
         arms=arms,
-        runs=pd.DataFrame(
-            {"arm": arms, "n_real_train": [320, 80, 80, 160]}
-        ),
+        runs=pd.DataFrame({"arm": arms, "n_real_train": [320, 80, 80, 160]}),
         table=pd.DataFrame(
             [
-                {"arm": a, "label": "macro", "auroc_mean": v, "auroc_lo": v - 0.05,
-                 "auroc_hi": v + 0.05}  # fmt: skip
+                {
+                    "arm": a,
+                    "label": "macro",
+                    "auroc_mean": v,
+                    "auroc_lo": v - 0.05,
+                    "auroc_hi": v + 0.05,
+                }  # fmt: skip
                 for a, v in values.items()
             ]
         ),

@@ -857,7 +857,6 @@ def test_synthesize_survives_kill_at_first_mid_and_final_write(env, tmp_path, mo
     assert_survives_kills(monkeypatch, tmp_path, lambda out: synth_args(env, out), synth_result)
 
 
-
 def train_args(env, out: Path) -> list[str]:
     return [
         "train-classifier", "--real", str(env["phantom"]), "--out", str(out),
@@ -874,7 +873,6 @@ def train_result(out: Path) -> tuple:
 
 def test_train_classifier_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
     assert_survives_kills(monkeypatch, tmp_path, lambda out: train_args(env, out), train_result)
-
 
 
 def finetune_args(env, out: Path) -> list[str]:
@@ -895,8 +893,9 @@ def finetune_result(out: Path) -> list[tuple]:
 
 
 def test_finetune_survives_kill_at_first_mid_and_final_write(env, tmp_path, monkeypatch):
-    assert_survives_kills(monkeypatch, tmp_path, lambda out: finetune_args(env, out), finetune_result)
-
+    assert_survives_kills(
+        monkeypatch, tmp_path, lambda out: finetune_args(env, out), finetune_result
+    )
 
 
 # ------------------------------------------------------------------------------ safety

@@ -98,7 +98,12 @@ def test_plan_runs_mixed_arms_only_at_the_small_sizes(tmp_path):
     cfg.full_size_mixes = False
     real_counts = {(None, 0): 60, (20, 0): 20}
     names = [r.out.name for r in plan_runs(cfg, tmp_path, n_synthetic=40, real_counts=real_counts)]
-    assert names == ["real-seed0", "real-n20-seed0", "mix0.5-n20-seed0", "real-steps-mix0.5-n20-seed0"]
+    assert names == [
+        "real-seed0",
+        "real-n20-seed0",
+        "mix0.5-n20-seed0",
+        "real-steps-mix0.5-n20-seed0",
+    ]
     cfg.full_size_mixes = True
     names = [r.out.name for r in plan_runs(cfg, tmp_path, n_synthetic=40, real_counts=real_counts)]
     assert "mix0.5-seed0" in names and "real-steps-mix0.5-seed0" in names and len(names) == 6
@@ -107,7 +112,9 @@ def test_plan_runs_mixed_arms_only_at_the_small_sizes(tmp_path):
 def test_cli_bad_preset_and_config_are_one_line_errors(tmp_path):
     result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--preset", "huge"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --preset: unknown preset 'huge'; valid: demo, paper, smoke"
+    assert (
+        result.output.strip() == "error: --preset: unknown preset 'huge'; valid: demo, paper, smoke"
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text("[report]\nn_boot = 1.5\n")
     result = runner.invoke(app, ["study", "--out", str(tmp_path / "s"), "--config", str(bad)])
