@@ -84,7 +84,7 @@ def demo_preset() -> StudyConfig:
 def paper_preset() -> StudyConfig:
     """RoentGen's arms on phantoms, sized for about 40 minutes on 2 idle CPU cores.
 
-    39 minutes here: within the hour, but a machine of the same size at half the speed
+    37-39 minutes here: within the hour, but a machine of the same size at half the speed
     would pass it (the 1,600-step autoencoder fit, which took the generator to all four
     findings, added about 5 minutes to the 33 before). 1,200 phantoms split 0.5/0.15/0.35
     (600 train images; a test set of about 420 for usable CIs). The generator is the demo's recipe (text encoder trained, lr 2e-3, no EMA,
