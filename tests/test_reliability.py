@@ -753,7 +753,7 @@ def test_the_table_is_big_enough():
     ids=["train-mix-abc", "synth-labels-bad"],
 )
 def test_bad_flag_answers_before_heavy_imports(args, tmp_path):
-    """A typo answers in well under a second (asserted < 2 s for slow machines): cli/ and
+    """A typo answers in well under a second (asserted < 2 s for slow machines): cli.py and
     the flag checks import neither torch nor diffusers nor timm."""
     start = time.monotonic()
     proc = cli_subprocess(args, tmp_path)

@@ -136,8 +136,8 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    files = []
-    for package in ("cli", "study", "augmentor", "classifier", "manifests"):
+    files = [ROOT / "cli.py"]
+    for package in ("study", "augmentor", "classifier", "manifests"):
         files += sorted((ROOT / package).rglob("*.py"))
     modules = {_module_name(f): f for f in files}
     graph = {}

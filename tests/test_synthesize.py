@@ -531,9 +531,9 @@ def test_fast_sampler_is_cheaper_than_roentgens_default():
 
 
 def test_cli_fast_applies_the_fast_sampler(tmp_path, tiny_generator_dir, prompts, monkeypatch):
-    import cli.generator_cmds as cmds
+    import cli
 
-    monkeypatch.setattr(cmds, "FAST_SAMPLER", ("ddim", 2, 3.0))  # the real one takes 10 steps
+    monkeypatch.setattr(cli, "FAST_SAMPLER", ("ddim", 2, 3.0))  # the real one takes 10 steps
     out = tmp_path / "synth"
     args = ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from", str(prompts)]
     args += ["--labels", "pneumothorax:2", "--out", str(out), "--batch-size", "2", "--fast"]
