@@ -2,7 +2,7 @@
 
 torch's default AdamW on CPU updates one parameter tensor at a time (`_single_tensor_adam`,
 a dozen small ops per tensor); the fused kernel does the whole update in one pass per
-tensor. On `tiny` (about 8M parameters, half of them the text encoder's token embedding)
+tensor. On `tiny` (about 8.5M parameters, 3.2M of them the text encoder's token embedding)
 that is most of the optimizer's share of a fine-tuning step on 2 cores
 (`benchmarks/bench_finetune.py` times the whole loop against plain diffusers').
 """

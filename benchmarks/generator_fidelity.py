@@ -109,12 +109,17 @@ def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) ->
     return target
 
 
+def draw_name(manifest: Path) -> str:
+    """The draw a `real_data` manifest holds, e.g. 's0-n800-p270-f0.4-0.2-0.4'."""
+    return manifest.parent.name.removeprefix("data-")
+
+
 def oracle_run(work: Path, manifest: Path, seed: int) -> Path:
     """The demo's real-only arm (seed `seed`): the oracle, trained once per data draw."""
     from classifier.config import TrainConfig
     from classifier.train import train_classifier
 
-    out = work / manifest.parent.name.replace("data-", "oracle-", 1)
+    out = work / f"oracle-{draw_name(manifest)}"
     if not (out / "metrics.json").is_file():
         train_classifier(
             TrainConfig(

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
-from generator_fidelity import oracle_run, real_data
+from generator_fidelity import draw_name, oracle_run, real_data
 
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import build_tiny_pipeline
@@ -152,7 +152,7 @@ def main() -> None:
         renderings[f"redrawn, grain x{factor:g}"] = extractor(images)["probs"]
     train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     for steps in (int(x) for x in args.fit_steps.split(",") if x):
-        draw = manifest.parent.name.replace("data-", "", 1)
+        draw = draw_name(manifest)
         args.vae.append(fitted_autoencoder(args.work, draw, args.seed, paths, train, steps))
     train = train[:GRAIN_FIT_IMAGES]
     train_pixels = load_pixels([paths[i] for i in train], 64, 1)
