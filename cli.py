@@ -443,7 +443,11 @@ def finetune_cmd(
         int, typer.Option("--validation-steps")
     ] = FinetuneConfig.validation_steps,
     autoencoder_steps: Annotated[
-        int, typer.Option("--autoencoder-steps", help="tiny only: autoencoder fitting steps.")
+        int,
+        typer.Option(
+            "--autoencoder-steps",
+            help="tiny only: autoencoder fitting steps (fewer blur the lung markings).",
+        ),
     ] = FinetuneConfig.autoencoder_steps,
     no_disk_cache: Annotated[
         bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")

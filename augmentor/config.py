@@ -99,7 +99,8 @@ class FinetuneConfig:
     validation_steps: int = 500
     validation_inference_steps: int = 25
     validation_guidance_scale: float = 4.0
-    autoencoder_steps: int = 300
+    # tiny only; 1,600 keeps the lung markings the oracle reads (README, Generator levers)
+    autoencoder_steps: int = 1600
     autoencoder_learning_rate: float = 1e-3
     autoencoder_batch_size: int = 8
     cache_latents_on_disk: bool = True
