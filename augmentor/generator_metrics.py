@@ -469,7 +469,8 @@ class FidelityTargets:
         hit_vs_real_positive: the hit rate of a prompted finding is at least this times the
             oracle's rate on real test positives.
         false_finding_margin: the false-finding rate is at most the oracle's rate on real
-            test negatives plus this.
+            test negatives (matched to the prompted findings: `matched_negative_rate`) plus
+            this.
         side_hit_rate: the stated side is matched in at least this share of sided images.
     """
 
@@ -487,7 +488,7 @@ def _check(applies: bool, value: float, bound: float, at_least: bool) -> bool | 
         return None
     if not (math.isfinite(value) and math.isfinite(bound)):
         return False
-    return value >= bound - 1e-12 if at_least else value <= bound + 1e-12
+    return bool(value >= bound - 1e-12 if at_least else value <= bound + 1e-12)
 
 
 def unprompted_mask(synthetic_rows: pd.DataFrame, label: str) -> np.ndarray:
@@ -501,6 +502,50 @@ def unprompted_mask(synthetic_rows: pd.DataFrame, label: str) -> np.ndarray:
     )
     target = synthetic_rows.get("target_label", pd.Series([None] * n)).to_numpy()
     return (target != label) & (np.isnan(stated) | (stated == 0))
+
+
+def stated_findings(rows: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """(N, len(labels)) 0/1: which of `labels` each row states as present (a missing column: none)."""
+    n = len(rows)
+    columns = [
+        rows[x].to_numpy(dtype=np.float64) == 1 if x in rows.columns else np.zeros(n, bool)
+        for x in labels
+    ]
+    return np.stack(columns, axis=1).astype(np.int8) if labels else np.zeros((n, 0), np.int8)
+
+
+def matched_negative_rate(
+    scores: np.ndarray,
+    threshold: float,
+    real_rows: pd.DataFrame,
+    negatives: np.ndarray,
+    counted_rows: pd.DataFrame,
+    others: list[str],
+) -> float:
+    """The oracle's rate on real negatives, matched to the other findings the prompts state.
+
+    `scores`: the oracle's score for the finding on each real row, positive at `threshold`;
+    `negatives`: the real test rows negative for it; `counted_rows`: the synthetic rows its
+    false-finding rate counts; `others`: the oracle's other findings. The oracle reads some
+    findings into others (enlarged hearts and effusions as consolidation, say) at their own
+    rates, so its rate over all real negatives, most of them normal, is not what a
+    generator that drew its prompts perfectly would score when most of its unprompted images
+    are prompted for other findings. Here the real negatives are grouped by which of
+    `others` they show and the synthetic rows by which their prompt states, and each real
+    group's rate is weighted by its share of the synthetic rows: direct standardisation to
+    the prompt mix (`benchmarks/false_findings.py` prints the groups). A synthetic group no
+    real negative falls in takes the rate over all negatives, as does an empty `others`.
+    """
+    overall = positive_rate(scores[negatives], threshold)
+    if len(counted_rows) == 0 or not others:
+        return overall
+    real_keys = stated_findings(real_rows, others)
+    keys, counts = np.unique(stated_findings(counted_rows, others), axis=0, return_counts=True)
+    total = 0.0
+    for key, count in zip(keys, counts, strict=True):
+        group = negatives & (real_keys == key).all(axis=1)
+        total += count * (positive_rate(scores[group], threshold) if group.any() else overall)
+    return float(total / counts.sum())
 
 
 def prompt_fidelity_table(
@@ -521,7 +566,9 @@ def prompt_fidelity_table(
       the oracle calls positive, against `real_positive_rate` on real test positives;
     - `false_finding_rate`: share of synthetic images whose prompt negates the finding
       (label 0) or does not mention it (NaN) that the oracle calls positive, against
-      `real_negative_rate` on real test negatives;
+      `real_negative_rate` on real test negatives and `matched_negative_rate`, the same
+      matched to the other findings those images' prompts state (`matched_negative_rate()`;
+      the target compares with this one);
     - `side_hit_rate`: for findings with a side, the side detector's agreement with the side
       the prompt states (from `laterality_table`), against `real_side_hit_rate` on real
       held-out images.
@@ -554,6 +601,10 @@ def prompt_fidelity_table(
         false = positive_rate(syn_probs[unprompted, j], t)
         real_pos = positive_rate(real_probs[pos, j], t)
         real_neg = positive_rate(real_probs[neg, j], t)
+        others = [x for x in labels if x not in (label, NO_FINDING)]
+        matched_neg = matched_negative_rate(
+            real_probs[:, j], t, real_rows, neg, synthetic_rows[unprompted], others
+        )
         n_sided = 0
         side = real_side = float("nan")
         if label in LATERAL_LABELS:
@@ -569,6 +620,7 @@ def prompt_fidelity_table(
             "n_unprompted": int(unprompted.sum()),
             "false_finding_rate": false,
             "real_negative_rate": real_neg,
+            "matched_negative_rate": matched_neg,
             "n_sided": int(n_sided),
             "side_hit_rate": side,
             "real_side_hit_rate": real_side,
@@ -577,7 +629,7 @@ def prompt_fidelity_table(
                 prompted.any(), hit, targets.hit_vs_real_positive * real_pos, at_least=True
             ),
             "false_finding_ok": _check(
-                unprompted.any(), false, real_neg + targets.false_finding_margin, at_least=False
+                unprompted.any(), false, matched_neg + targets.false_finding_margin, at_least=False
             ),
             "side_ok": _check(n_sided > 0, side, targets.side_hit_rate, at_least=True),
         }

@@ -30,7 +30,7 @@ _DISPLAY = {
         {"finding": "finding", "n_prompted": "n prompted", "hit_rate": "hit",
          "real_positive_rate": "real pos", "n_unprompted": "n unprompted",
          "false_finding_rate": "false finding", "real_negative_rate": "real neg",
-         "n_sided": "n sided", "side_hit_rate": "side", "real_side_hit_rate": "real side",
+         "matched_negative_rate": "matched", "n_sided": "n sided", "side_hit_rate": "side", "real_side_hit_rate": "real side",
          "meets_targets": "meets targets"},
     ),
     "fidelity": (
@@ -184,10 +184,13 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
             f"Oracle {doc['oracle']}, per finding: hit = share of images prompted for it that "
             "the oracle calls positive (real pos: its rate on real test positives); false "
             "finding = share of images whose prompt negates or does not mention it that the "
-            "oracle calls positive (real neg: its rate on real test negatives); side = share "
+            "oracle calls positive (real neg: its rate on real test negatives; matched: "
+            "the same, each real negative stratum (by the finding it shows, or No Finding) "
+            "weighted by its share of those images' prompted findings, since the oracle reads "
+            "some findings into others); side = share "
             "of sided prompts whose side the side detector finds (real side: on real "
             f"held-out images). Targets: hit >= {t['hit_vs_real_positive']:g} x real pos, "
-            f"false finding <= real neg + {t['false_finding_margin']:g}, side >= "
+            f"false finding <= matched real neg + {t['false_finding_margin']:g}, side >= "
             f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings.",
         ),
         ("table", rows, _columns("prompt_fidelity")),

@@ -11,7 +11,8 @@ rate on real test images negative for the finding with the same other findings. 
 generator that draws what its prompts say matches the real rate in every group: a group
 where it does not is where its false findings come from. `matched` is the real rate
 weighted by the synthetic groups' sizes (the reference the prompts' mix of findings calls
-for), `raw` the real rate on all real test negatives (the fidelity table's reference).
+for, and the fidelity table's since 2026-11-30: `matched_negative_rate`), `raw` the real
+rate on all real test negatives (the fidelity table's reference before).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from augmentor.features import embed_images, image_hashes, load_run_extractor
-from augmentor.generator_metrics import label_thresholds, unprompted_mask
+from augmentor.generator_metrics import (
+    NO_FINDING,
+    label_thresholds,
+    matched_negative_rate,
+    stated_findings,
+    unprompted_mask,
+)
 from manifests.io import read_manifest
 
 
@@ -33,31 +40,36 @@ def breakdown(
     syn_rows: pd.DataFrame,
     syn_positive: np.ndarray,
     real_rows: pd.DataFrame,
-    real_positive: np.ndarray,
+    real_scores: np.ndarray,
+    threshold: float,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per combination of the other findings' stated values (1 or not): synthetic vs real rate.
 
     `syn_rows` have `target_label` and one column per label (the prompt's statement);
-    `*_positive` are the oracle's calls for `label` (bool, one per row); `real_rows` are the
-    real test rows. Returns the table and {'synthetic', 'matched', 'raw'} overall rates.
+    `syn_positive` are the oracle's calls for `label` on them (bool, one per row);
+    `real_rows` are the real test rows, `real_scores` the oracle's scores for `label` on
+    them, positive at `threshold`. Returns the table and {'synthetic', 'matched', 'raw'}
+    overall rates ('matched' as `evaluate-generator`'s reference).
     """
-    others = [other for other in labels if other != label]
+    others = [other for other in labels if other not in (label, NO_FINDING)]
     unprompted = unprompted_mask(syn_rows, label)
     negative = (real_rows[label] != 1).to_numpy()
 
     def groups(rows: pd.DataFrame, positive: np.ndarray) -> pd.DataFrame:
-        keys = {other: (rows[other].to_numpy() == 1).astype(int) for other in others}
-        frame = pd.DataFrame({**keys, "positive": positive.astype(float)})
+        frame = pd.DataFrame(stated_findings(rows, others), columns=others)
+        frame["positive"] = positive.astype(float)
         return frame.groupby(others)["positive"].agg(["mean", "size"])
 
     syn = groups(syn_rows[unprompted], syn_positive[unprompted])
-    real = groups(real_rows[negative], real_positive[negative])
+    real = groups(real_rows[negative], real_scores[negative] >= threshold)
     table = syn.add_suffix("_synthetic").join(real.add_suffix("_real"), how="left")
-    weights = table["size_synthetic"] / table["size_synthetic"].sum()
+    matched = matched_negative_rate(
+        real_scores, threshold, real_rows, negative, syn_rows[unprompted], others
+    )
     rates = {
         "synthetic": float(syn_positive[unprompted].mean()),
-        "matched": float((weights * table["mean_real"].fillna(0.0)).sum()),
-        "raw": float(real_positive[negative].mean()),
+        "matched": matched,
+        "raw": float((real_scores[negative] >= threshold).mean()),
     }
     return table, rates
 
@@ -87,8 +99,9 @@ def main() -> None:
             labels,
             syn.rows,
             syn_p["probs"][:, j] >= t,
-            real.rows[test],
-            real_p["probs"][test, j] >= t,
+            real.rows[test].reset_index(drop=True),
+            real_p["probs"][test, j],
+            t,
         )
         print(f"\n{label}: oracle-positive share of images whose prompt does not state it")
         print(table.round(2).to_string())

@@ -215,8 +215,8 @@ def test_false_findings_breakdown_compares_like_with_like():
     syn_pos = np.array([1, 1, 1, 0, 1, 1], dtype=bool)
     # Real test: A-negatives with B are called A half the time, those without B never.
     real = pd.DataFrame({"A": [0, 0, 0, 0, 0, 0, 1], "B": [1, 1, 0, 0, 0, 0, 0]})
-    real_pos = np.array([1, 0, 0, 0, 0, 0, 1], dtype=bool)
-    table, rates = breakdown("A", labels, syn, syn_pos, real, real_pos)
+    real_scores = np.array([0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9])
+    table, rates = breakdown("A", labels, syn, syn_pos, real, real_scores, 0.5)
     assert table.loc[1, "size_synthetic"] == 4 and table.loc[1, "mean_synthetic"] == 0.75
     assert table.loc[1, "mean_real"] == 0.5 and table.loc[1, "size_real"] == 2
     assert rates == {"synthetic": 0.75, "matched": 0.5, "raw": pytest.approx(1 / 6)}

@@ -230,6 +230,9 @@ def test_prompt_fidelity_hit_false_finding_side_and_targets():
     assert (card.n_prompted, card.n_unprompted) == (3, 4)
     assert card.hit_rate == pytest.approx(2 / 3) and card.real_positive_rate == 1.0
     assert card.false_finding_rate == 0.25 and card.real_negative_rate == 0.25
+    # Matched: two unprompted images state a pneumothorax (the real negative with one: 0 of
+    # 1 read as cardiomegaly), two state neither other finding (real: 1 of 3), so 1/6.
+    assert card.matched_negative_rate == pytest.approx(1 / 6)
     assert [card.hit_ok, card.false_finding_ok, card.side_ok] == [False, True, None]
     assert (ptx.n_prompted, ptx.n_unprompted, ptx.n_sided) == (3, 4, 2)
     assert ptx.hit_rate == pytest.approx(2 / 3) and ptx.real_positive_rate == 0.5
@@ -245,6 +248,54 @@ def test_prompt_fidelity_hit_false_finding_side_and_targets():
     table = prompt_fidelity_table(syn_probs, synthetic, real_probs, real_rows, labels, None, loose)
     assert table["meets_targets"].tolist() == [True, False, True]
     assert table.set_index("finding").loc["Pneumothorax", "side_ok"] is False
+
+
+def test_false_finding_reference_is_matched_to_the_prompt_mix():
+    """A generator that redraws real images exactly meets the false-finding target.
+
+    The oracle reads effusion into half of the real images showing cardiomegaly and into no
+    normal one. Real test negatives for effusion: 10 cardiomegaly, 30 normal (rate 0.125).
+    The 'generator' returns those very images, each cardiomegaly one four times: its
+    false-finding rate is 20 / 70, above 0.125 + 0.1 although every image is a real one;
+    the reference matched to its prompt mix is the same 20 / 70.
+    """
+    labels = ("Cardiomegaly", "Pleural Effusion", "No Finding")
+    card = [1.0] * 10 + [0.0] * 30
+    real_rows = pd.DataFrame(
+        {
+            "split": ["val"] * 2 + ["test"] * 40,
+            "Cardiomegaly": [1.0, 0.0] + card,
+            "Pleural Effusion": [1.0, 0.0] + [0.0] * 40,
+            "No Finding": [0.0, 1.0] + [1.0 - c for c in card],
+        }
+    )
+    effusion_read = [0.9] * 5 + [0.1] * 35  # half the cardiomegaly images, no normal one
+    real_probs = np.array(
+        [[0.9, 0.9, 0.1], [0.1, 0.1, 0.9]]
+        + [[c * 0.8 + 0.1, e, 0.9 - c * 0.8] for c, e in zip(card, effusion_read, strict=True)]
+    )
+    copies = [4] * 10 + [1] * 30
+    syn_probs = np.repeat(real_probs[2:], copies, axis=0)
+    syn_card = np.repeat(card, copies)
+    synthetic = pd.DataFrame(
+        {
+            "target_label": np.where(syn_card == 1, "Cardiomegaly", "No Finding"),
+            "prompt": np.where(syn_card == 1, "Cardiomegaly.", "Normal."),
+            "Cardiomegaly": syn_card,
+            "Pleural Effusion": 0.0,
+            "No Finding": 1.0 - syn_card,
+        }
+    )
+    table = prompt_fidelity_table(syn_probs, synthetic, real_probs, real_rows, labels)
+    effusion = table.set_index("finding").loc["Pleural Effusion"]
+    assert effusion.n_unprompted == 70 and effusion.real_negative_rate == 0.125
+    assert effusion.false_finding_rate == pytest.approx(20 / 70)
+    assert effusion.matched_negative_rate == pytest.approx(20 / 70)
+    assert effusion.false_finding_ok
+    # A generator that draws effusion into every cardiomegaly image it is asked for misses.
+    syn_probs[syn_card == 1, 1] = 0.9
+    table = prompt_fidelity_table(syn_probs, synthetic, real_probs, real_rows, labels)
+    assert not table.set_index("finding").loc["Pleural Effusion", "false_finding_ok"]
 
 
 def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise(phantom_manifest):
