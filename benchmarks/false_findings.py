@@ -53,7 +53,7 @@ def breakdown(
     """
     others = [other for other in labels if other not in (label, NO_FINDING)]
     unprompted = unprompted_mask(syn_rows, label)
-    negative = (real_rows[label] != 1).to_numpy()
+    negative = (real_rows[label] == 0).to_numpy()  # as the fidelity table: not uncertain
 
     def groups(rows: pd.DataFrame, positive: np.ndarray) -> pd.DataFrame:
         frame = pd.DataFrame(stated_findings(rows, others), columns=others)
