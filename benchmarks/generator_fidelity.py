@@ -326,6 +326,11 @@ def main() -> None:
         default=1.0,
         help="train the text encoder at this multiple of the learning rate (experiment)",
     )
+    parser.add_argument(
+        "--high-noise-bias",
+        action="store_true",
+        help="sample training time steps as 1000 x (1 - u^2), mean 667 (experiment)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fractions = tuple(float(x) for x in args.fractions.split(","))
@@ -349,6 +354,8 @@ def main() -> None:
             _patch_autoencoder(args.autoencoder)
         if args.text_encoder_lr_scale != 1.0:
             _patch_text_encoder_lr(args.text_encoder_lr_scale)
+        if args.high_noise_bias:
+            _patch_high_noise_timesteps()
         finetune(
             FinetuneConfig(
                 manifest=str(manifest),
@@ -394,6 +401,7 @@ def main() -> None:
         "settings": settings,
         "arch": args.arch,
         "text_encoder_lr_scale": args.text_encoder_lr_scale,
+        "high_noise_bias": args.high_noise_bias,
         "sampling": [args.scheduler, args.inference_steps, args.guidance],
         "film_grain": not args.no_film_grain,
         "finetune_wall_s": t_finetune,
@@ -464,6 +472,28 @@ def _patch_text_encoder_lr(scale: float) -> None:
 
     ft.set_up_trainables = set_up
     ft.adamw = grouped
+
+
+def _patch_high_noise_timesteps() -> None:
+    """Make the denoising loss draw time steps biased to high noise, t = T (1 - u^2)."""
+    from augmentor import finetune as ft
+
+    randint = torch.randint
+
+    def biased(low, high, size, generator=None, device=None):
+        u = torch.rand(size, generator=generator, device=device)
+        return (high * (1 - u**2)).long().clamp(low, high - 1)
+
+    original = ft.diffusion_loss
+
+    def loss(*args, **kwargs):
+        torch.randint = biased
+        try:
+            return original(*args, **kwargs)
+        finally:
+            torch.randint = randint
+
+    ft.diffusion_loss = loss
 
 
 def _patch_arch(arch: dict) -> None:
