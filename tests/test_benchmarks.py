@@ -252,3 +252,51 @@ def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert done.stdout.count("fitted 2 autoencoder steps") == 1
     assert done.stdout.strip().splitlines()[-1] == "autoencoder-s0-n6-2 1 True"
+
+
+# ------------------------------------------------------------------------- generator_fidelity
+
+FIDELITY_HOOKS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+import generator_fidelity as gf
+from augmentor import base
+from augmentor import finetune as ft
+
+class Echo(torch.nn.Module):
+    seen = []
+    def forward(self, x, t, h, return_dict=False):
+        self.seen.append(t.clone())
+        return (x,)
+
+from diffusers import DDPMScheduler
+gf._patch_high_noise_timesteps()
+echo, generator = Echo(), torch.Generator().manual_seed(0)
+for _ in range(40):
+    ft.diffusion_loss(echo, DDPMScheduler(), torch.randn(64, 4, 2, 2), None, generator=generator)
+t = torch.cat(echo.seen).float()
+assert torch.randint is gf.torch.randint and torch.randint(0, 3, (100,)).max() <= 2
+gf._patch_arch(gf.ARCHES["lat8"])
+pipe = base.build_tiny_pipeline()
+z = pipe.vae.encode(torch.zeros(1, 1, 64, 64)).latent_dist.mode()
+out = pipe.unet(z, 10, torch.zeros(1, 77, 64)).sample
+import json
+print(json.dumps({"mean": t.mean().item(), "min": int(t.min()), "max": int(t.max()),
+                  "latents": list(z.shape), "unet_out": list(out.shape)}))
+"""
+
+
+def test_generator_fidelity_experiment_hooks():
+    """--high-noise-bias draws time steps with mean ~667 (and leaves torch.randint alone
+    outside the loss); --arch lat8 builds an autoencoder with 8x8x8 latents the UNet takes."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIDELITY_HOOKS, str(BENCHMARKS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 640 <= got["mean"] <= 695 and got["min"] >= 0 and got["max"] <= 999
+    assert got["latents"] == got["unet_out"] == [1, 8, 8, 8]
