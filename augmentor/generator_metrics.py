@@ -504,6 +504,11 @@ def unprompted_mask(synthetic_rows: pd.DataFrame, label: str) -> np.ndarray:
     return (target != label) & (np.isnan(stated) | (stated == 0))
 
 
+def other_findings(label: str, labels) -> list[str]:
+    """The findings a false-finding rate for `label` is matched on: the others, not No Finding."""
+    return [x for x in labels if x not in (label, NO_FINDING)]
+
+
 def stated_findings(rows: pd.DataFrame, labels: list[str]) -> np.ndarray:
     """(N, len(labels)) 0/1: which of `labels` each row states as present (a missing column: none)."""
     n = len(rows)
@@ -601,7 +606,7 @@ def prompt_fidelity_table(
         false = positive_rate(syn_probs[unprompted, j], t)
         real_pos = positive_rate(real_probs[pos, j], t)
         real_neg = positive_rate(real_probs[neg, j], t)
-        others = [x for x in labels if x not in (label, NO_FINDING)]
+        others = other_findings(label, labels)
         matched_neg = matched_negative_rate(
             real_probs[:, j], t, real_rows, neg, synthetic_rows[unprompted], others
         )

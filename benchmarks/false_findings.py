@@ -25,9 +25,9 @@ import pandas as pd
 
 from augmentor.features import embed_images, image_hashes, load_run_extractor
 from augmentor.generator_metrics import (
-    NO_FINDING,
     label_thresholds,
     matched_negative_rate,
+    other_findings,
     stated_findings,
     unprompted_mask,
 )
@@ -51,7 +51,7 @@ def breakdown(
     them, positive at `threshold`. Returns the table and {'synthetic', 'matched', 'raw'}
     overall rates ('matched' as `evaluate-generator`'s reference).
     """
-    others = [other for other in labels if other not in (label, NO_FINDING)]
+    others = other_findings(label, labels)
     unprompted = unprompted_mask(syn_rows, label)
     negative = (real_rows[label] == 0).to_numpy()  # as the fidelity table: not uncertain
 

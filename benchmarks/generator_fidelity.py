@@ -47,6 +47,7 @@ from augmentor.generator_metrics import (
     label_thresholds,
     laterality_table,
     matched_negative_rate,
+    other_findings,
     unprompted_mask,
 )
 from augmentor.metrics import positive_rate
@@ -192,7 +193,7 @@ def fidelity(synthetic_path: Path, real_path: Path, oracle: Path, cache: Path) -
         v = real.rows[label].to_numpy(dtype=np.float64)
         prompted = (targets == label).to_numpy()
         not_stated = unprompted_mask(syn.rows, label)
-        others = [x for x in labels if x != label]
+        others = other_findings(label, labels)
         side = sides.loc[label] if label in getattr(sides, "index", []) else None
         records.append(
             {
