@@ -261,8 +261,8 @@ def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
                 t = time.perf_counter()
                 pixels = load_pixels(data.paths, base.resolution, base.channels)
                 result = fit_autoencoder(
-                    base.vae,
-                    pixels,
+                    base.vae.to(run.device),
+                    pixels.to(run.device),
                     steps=cfg.autoencoder_steps,
                     batch_size=cfg.autoencoder_batch_size,
                     learning_rate=cfg.autoencoder_learning_rate,
