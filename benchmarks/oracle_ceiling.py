@@ -2,6 +2,7 @@
 
     python benchmarks/oracle_ceiling.py --work /tmp/fid [--seed 0] [--n 800]
         [--grain 1,0.5,0] [--vae GEN/vae ...] [--fit-steps 400,800]
+        [--autoencoder-set KEY=VALUE ...] [--autoencoder-bf16] [--threads 2]
 
 `evaluate-generator` judges synthetic images with an oracle: a classifier trained on real
 train images. This script asks how much of that judgement rests on the finding itself and
@@ -15,7 +16,8 @@ then adds the film grain that autoencoder drops, as measured on the train images
 measured grain beside the grain the phantom actually drew (image minus its grain-free
 redrawing, per intensity band). `--fit-steps` fits `tiny`'s autoencoder on the train images
 for each step count, as `finetune` does (its default batch size and learning rate), caches it
-under `--work` and adds it to the `--vae` list: how far a longer fit moves the ceiling.
+under `--work` and adds it to the `--vae` list: how far a longer fit moves the ceiling
+(`--autoencoder-set` and `--autoencoder-bf16` vary that fit's architecture and precision).
 Per rendering and finding it prints the oracle's rate on test positives (the hit a
 perfect generator would get) and on test negatives (its false-finding rate), and whether
 the issue's targets hold against the real images' rates: hit >= 0.8 x real, false finding
@@ -84,17 +86,38 @@ def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float
     return out
 
 
-def fitted_autoencoder(work: Path, draw: str, seed: int, paths, train, steps: int) -> Path:
+def fitted_autoencoder(
+    work: Path,
+    draw: str,
+    seed: int,
+    paths,
+    train,
+    steps: int,
+    overrides: dict | None = None,
+    bf16: bool = False,
+) -> Path:
     """`tiny`'s autoencoder fitted `steps` steps on the train images, as `finetune` fits it.
 
     The batch size and learning rate are `FinetuneConfig`'s defaults; cached under `work`
-    by `draw` (the data draw's name, e.g. 's0-n800-p270-f0.4-0.2-0.4') and `steps`.
+    by `draw` (the data draw's name, e.g. 's0-n800-p270-f0.4-0.2-0.4'), `steps`, and the
+    experiment's `overrides` (AutoencoderKL config values instead of `tiny`'s) and `bf16`
+    (the fit under bfloat16 autocast).
     """
-    folder = work / f"autoencoder-{draw}-{steps}"
+    variant = "".join(
+        f"-{key}=" + (".".join(map(str, v)) if isinstance(v, list | tuple) else str(v))
+        for key, v in sorted((overrides or {}).items())
+    ) + ("-bf16" if bf16 else "")
+    folder = work / f"autoencoder-{draw}-{steps}{variant}"
     if (folder / "config.json").is_file():
         return folder
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     vae = build_tiny_pipeline(seed=seed).vae
+    if overrides:
+        torch.manual_seed(seed)
+        # without the private keys: diffusers keeps a key listed in `_use_default_values`
+        # at its default, whatever value the config gives it
+        config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+        vae = AutoencoderKL.from_config({**config, **overrides})
     fit = fit_autoencoder(
         vae,
         load_pixels([paths[i] for i in train], 64, 1),
@@ -103,10 +126,22 @@ def fitted_autoencoder(work: Path, draw: str, seed: int, paths, train, steps: in
         learning_rate=defaults["autoencoder_learning_rate"],
         seed=seed,
         show_progress=False,
+        bf16=bf16,
     )
     print(f"fitted {steps} autoencoder steps in {fit.seconds:.0f} s -> {folder}")
     vae.save_pretrained(folder)
     return folder
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'KEY=VALUE' -> (KEY, value): a comma list of ints, an int, true/false, or the text."""
+    key, _, value = text.partition("=")
+    if "," in value:
+        return key, [int(x) for x in value.split(",")]
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
 def main() -> None:
@@ -124,8 +159,23 @@ def main() -> None:
         help="comma-separated step counts: fit `tiny`'s autoencoder that long on the train split "
         "(as `finetune` does) and add each to the --vae list",
     )
+    parser.add_argument(
+        "--autoencoder-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --fit-steps: this AutoencoderKL config value instead of tiny's, e.g. "
+        "block_out_channels=16,32,32 or mid_block_add_attention=false (experiment)",
+    )
+    parser.add_argument(
+        "--autoencoder-bf16",
+        action="store_true",
+        help="with --fit-steps: fit under bfloat16 autocast",
+    )
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    overrides = dict(parse_override(s) for s in args.autoencoder_set)
     fractions = tuple(float(x) for x in args.fractions.split(","))
     manifest = real_data(args.work, args.seed, args.n, args.patients, fractions)
     oracle = oracle_run(args.work, manifest, args.seed)
@@ -153,7 +203,11 @@ def main() -> None:
     train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     for steps in (int(x) for x in args.fit_steps.split(",") if x):
         draw = draw_name(manifest)
-        args.vae.append(fitted_autoencoder(args.work, draw, args.seed, paths, train, steps))
+        args.vae.append(
+            fitted_autoencoder(
+                args.work, draw, args.seed, paths, train, steps, overrides, args.autoencoder_bf16
+            )
+        )
     train = train[:GRAIN_FIT_IMAGES]
     train_pixels = load_pixels([paths[i] for i in train], 64, 1)
     if args.vae:
