@@ -75,15 +75,29 @@ def demo_generator() -> dict:
     }
 
 
+# Cross-attention at 4x4 only (and in the mid block); `tiny` attends at 8x8 and 4x4, as SD does
+# at every level but its deepest (one of 16x16 would cost more than half of a step).
+ATTN4 = {
+    "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+}
+
 ARCHES: dict[str, dict] = {
     "default": {},
+    # cross-attention at 4x4 only: a 1.35x cheaper step (benchmarks/bench_tiny_arch.py)
+    "attn4": ATTN4,
     # the default UNet on 16-channel latents (an autoencoder with latent_channels=16)
     "lat16": {"in_channels": 16, "out_channels": 16},
-    # cross-attention only at 8x8 (and the mid block), plain ResNet blocks at 16x16
+    # two levels: cross-attention only at 8x8 (and the mid block), ResNet blocks at 16x16
     "attn8": {
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
         "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
     },
+    # the pooled text embedding added to the time embedding too (diffusers'
+    # addition_embed_type "text"): every ResNet block, 16x16 included, sees the prompt
+    "textemb": {"addition_embed_type": "text", "addition_embed_type_num_heads": 4},
+    # attn4, and at 16x16 one ResNet block (on the way up) instead of three
+    "attn4-thin16": {**ATTN4, "layers_per_block": [0, 1, 1]},
     # the `tiny` UNet before 2026-11-30: 32 channels instead of 64 at 16x16
     "narrow16": {"block_out_channels": [32, 64, 128]},
     # the default UNet on 8x8x8 latents, from an autoencoder with a fourth level (8x down)
@@ -328,6 +342,12 @@ def main() -> None:
         help="train the text encoder at this multiple of the learning rate (experiment)",
     )
     parser.add_argument(
+        "--zero-snr-v",
+        action="store_true",
+        help="tiny's schedule rescaled to zero terminal SNR, v-prediction, trailing time "
+        "steps (Lin et al. 2023; experiment)",
+    )
+    parser.add_argument(
         "--high-noise-bias",
         action="store_true",
         help="sample training time steps as 1000 x (1 - u^2), mean 667 (experiment)",
@@ -357,6 +377,8 @@ def main() -> None:
             _patch_text_encoder_lr(args.text_encoder_lr_scale)
         if args.high_noise_bias:
             _patch_high_noise_timesteps()
+        if args.zero_snr_v:
+            _patch_zero_snr_v()
         finetune(
             FinetuneConfig(
                 manifest=str(manifest),
@@ -509,14 +531,37 @@ def _patch_arch(arch: dict) -> None:
 
     def build(seed: int = 0):
         pipe = original(seed)
-        config = dict(pipe.unet.config)
+        # without the private keys: diffusers keeps a key listed in `_use_default_values`
+        # at its default, whatever value the config gives it
+        config = {k: v for k, v in pipe.unet.config.items() if not k.startswith("_")}
         config.update(unet_kwargs)
         torch.manual_seed(seed)
         pipe.unet = UNet2DConditionModel.from_config(config)
         pipe.register_modules(unet=pipe.unet)
         if "vae" in arch:
-            pipe.vae = AutoencoderKL.from_config({**dict(pipe.vae.config), **arch["vae"]})
+            config = {k: v for k, v in pipe.vae.config.items() if not k.startswith("_")}
+            pipe.vae = AutoencoderKL.from_config({**config, **arch["vae"]})
             pipe.register_modules(vae=pipe.vae)
+        return pipe
+
+    base.build_tiny_pipeline = build
+
+
+def _patch_zero_snr_v() -> None:
+    """Make `tiny` ship a DDIM schedule with zero terminal SNR, v-prediction, trailing steps."""
+    from diffusers import DDIMScheduler
+
+    original = base.build_tiny_pipeline
+
+    def build(seed: int = 0):
+        pipe = original(seed)
+        pipe.scheduler = DDIMScheduler.from_config(
+            pipe.scheduler.config,
+            prediction_type="v_prediction",
+            rescale_betas_zero_snr=True,
+            timestep_spacing="trailing",
+        )
+        pipe.register_modules(scheduler=pipe.scheduler)
         return pipe
 
     base.build_tiny_pipeline = build
