@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import bench_samplers
 from benchmarks.bench_samplers import (
@@ -237,12 +238,22 @@ manifest = read_manifest(write_phantom_dataset(work / "phantom", n=6, size=64, s
 paths = manifest.image_paths()
 folder = fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2)
 assert fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2) == folder  # cached
+overrides = {"block_out_channels": [16, 32, 32], "mid_block_add_attention": False}
+variant = fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2, overrides, True)
+narrow = AutoencoderKL.from_pretrained(variant)
+name = "autoencoder-s0-n6-2-block_out_channels=16.32.32-mid_block_add_attention=False-bf16"
+assert variant.name == name, variant.name
+assert narrow.config.mid_block_add_attention is False  # tiny's has it
+assert list(narrow.config.block_out_channels) == [16, 32, 32]
+assert narrow.dtype == next(narrow.parameters()).dtype == __import__("torch").float32
 vae = AutoencoderKL.from_pretrained(folder)
 print(folder.name, vae.config.in_channels, vae.config.scaling_factor != 0.18215)
 """
 
 
 def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
+    """A fit is cached by its step count; --autoencoder-set and --autoencoder-bf16 fit a
+    separate variant with that architecture, its weights kept in float32."""
     done = subprocess.run(
         [sys.executable, "-c", FIT_AUTOENCODER, str(BENCHMARKS), str(tmp_path)],
         capture_output=True,
@@ -250,7 +261,7 @@ def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    assert done.stdout.count("fitted 2 autoencoder steps") == 1
+    assert done.stdout.count("fitted 2 autoencoder steps") == 2
     assert done.stdout.strip().splitlines()[-1] == "autoencoder-s0-n6-2 1 True"
 
 
@@ -300,3 +311,83 @@ def test_generator_fidelity_experiment_hooks():
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert 640 <= got["mean"] <= 695 and got["min"] >= 0 and got["max"] <= 999
     assert got["latents"] == got["unet_out"] == [1, 8, 8, 8]
+
+
+MORE_FIDELITY_HOOKS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import json
+import torch
+import generator_fidelity as gf
+from augmentor import base
+from diffusers import DDPMScheduler
+
+out = {"tiny": {"down": [type(b).__name__ for b in base.build_tiny_pipeline().unet.down_blocks]}}
+original = base.build_tiny_pipeline
+for arch in ("textemb", "attn4"):
+    base.build_tiny_pipeline = original
+    gf._patch_arch(gf.ARCHES[arch])
+    unet = base.build_tiny_pipeline().unet
+    kinds = [type(b).__name__ for b in unet.down_blocks]
+    sample = unet(torch.zeros(2, 4, 16, 16), 10, torch.randn(2, 77, 64)).sample
+    out[arch] = {"add_embedding": getattr(unet, "add_embedding", None) is not None, "down": kinds,
+                 "shape": list(sample.shape)}
+base.build_tiny_pipeline = original
+gf._patch_zero_snr_v()
+pipe = base.build_tiny_pipeline()
+train = DDPMScheduler.from_config(pipe.scheduler.config)
+out["zero_snr_v"] = {"scheduler": type(pipe.scheduler).__name__,
+                     "prediction": train.config.prediction_type,
+                     "last_alpha_bar": float(train.alphas_cumprod[-1]),
+                     "spacing": pipe.scheduler.config.timestep_spacing}
+print(json.dumps(out))
+"""
+
+
+def test_generator_fidelity_arch_and_schedule_hooks():
+    """`tiny` cross-attends at 8x8 and 4x4; --arch attn4 at 4x4 only, --arch textemb adds
+    the pooled prompt to the time embedding; --zero-snr-v ships a v-prediction DDIM schedule whose last
+    time step is pure noise, and training reads it (DDPMScheduler.from_config)."""
+    done = subprocess.run(
+        [sys.executable, "-c", MORE_FIDELITY_HOOKS, str(BENCHMARKS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["textemb"]["add_embedding"] and got["textemb"]["shape"] == [2, 4, 16, 16]
+    assert got["tiny"]["down"] == ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 2
+    assert got["attn4"]["down"] == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"]
+    assert got["textemb"]["down"] == got["tiny"]["down"]
+    assert not got["attn4"]["add_embedding"] and got["attn4"]["shape"] == [2, 4, 16, 16]
+    zs = got["zero_snr_v"]
+    assert zs["scheduler"] == "DDIMScheduler" and zs["prediction"] == "v_prediction"
+    assert zs["last_alpha_bar"] < 1e-6 and zs["spacing"] == "trailing"
+
+
+# ------------------------------------------------------------------------- bench_tiny_arch
+
+
+def test_bench_tiny_arch_compares_tiny_with_the_light_layout():
+    """The light layout drops the UNet's 8x8 cross-attention and the autoencoder's middle
+    attention and nothing else; both steps train, and the timing helper returns a ratio."""
+    from benchmarks import bench_tiny_arch as bench
+
+    parts = bench.layouts()
+    tiny_unet, light_unet = parts["UNet"]
+    assert [type(b).__name__ for b in light_unet.down_blocks] == [
+        "DownBlock2D",
+        "DownBlock2D",
+        "CrossAttnDownBlock2D",
+    ]
+    assert [type(b).__name__ for b in tiny_unet.down_blocks][1] == "CrossAttnDownBlock2D"
+    assert light_unet.config.block_out_channels == tiny_unet.config.block_out_channels
+    tiny_vae, light_vae = parts["autoencoder"]
+    assert tiny_vae.config.mid_block_add_attention and not light_vae.config.mid_block_add_attention
+    before = [p.detach().clone() for p in light_vae.parameters()]
+    first, second, ratio = bench.alternate(
+        bench.unet_step(light_unet, batch=2), bench.autoencoder_step(light_vae, 2), 1, 1
+    )
+    assert first > 0 and second > 0 and ratio == pytest.approx(first / second)
+    assert any(not torch.equal(a, b) for a, b in zip(before, light_vae.parameters(), strict=True))
