@@ -32,6 +32,19 @@ from benchmarks.bench_samplers import (
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh interpreter with the benchmarks folder as argv[1]; must pass."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(BENCHMARKS), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    return done
+
+
 IMPORT_ALL = """
 import importlib, sys, traceback
 sys.path.insert(0, sys.argv[1])
@@ -49,13 +62,7 @@ sys.exit(1 if failed else 0)
 def test_every_benchmark_script_imports():
     names = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "__init__")
     assert "generator_fidelity" in names and "oracle_ceiling" in names
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL, str(BENCHMARKS), *names],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    run_script(IMPORT_ALL, *names)
 
 
 # ---------------------------------------------------------------- bench_samplers (issue 12)
@@ -254,13 +261,7 @@ print(folder.name, vae.config.in_channels, vae.config.scaling_factor != 0.18215)
 def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
     """A fit is cached by its step count; --autoencoder-set and --autoencoder-bf16 fit a
     separate variant with that architecture, its weights kept in float32."""
-    done = subprocess.run(
-        [sys.executable, "-c", FIT_AUTOENCODER, str(BENCHMARKS), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    done = run_script(FIT_AUTOENCODER, str(tmp_path))
     assert done.stdout.count("fitted 2 autoencoder steps") == 2
     assert done.stdout.strip().splitlines()[-1] == "autoencoder-s0-n6-2 1 True"
 
@@ -301,13 +302,7 @@ print(json.dumps({"mean": t.mean().item(), "min": int(t.min()), "max": int(t.max
 def test_generator_fidelity_experiment_hooks():
     """--high-noise-bias draws time steps with mean ~667 (and leaves torch.randint alone
     outside the loss); --arch lat8 builds an autoencoder with 8x8x8 latents the UNet takes."""
-    done = subprocess.run(
-        [sys.executable, "-c", FIDELITY_HOOKS, str(BENCHMARKS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    done = run_script(FIDELITY_HOOKS)
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert 640 <= got["mean"] <= 695 and got["min"] >= 0 and got["max"] <= 999
     assert got["latents"] == got["unet_out"] == [1, 8, 8, 8]
@@ -348,13 +343,7 @@ def test_generator_fidelity_arch_and_schedule_hooks():
     """`tiny` cross-attends at 8x8 and 4x4; --arch attn4 at 4x4 only, --arch textemb adds
     the pooled prompt to the time embedding; --zero-snr-v ships a v-prediction DDIM schedule whose last
     time step is pure noise, and training reads it (DDPMScheduler.from_config)."""
-    done = subprocess.run(
-        [sys.executable, "-c", MORE_FIDELITY_HOOKS, str(BENCHMARKS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    done = run_script(MORE_FIDELITY_HOOKS)
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["textemb"]["add_embedding"] and got["textemb"]["shape"] == [2, 4, 16, 16]
     assert got["tiny"]["down"] == ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 2
