@@ -26,7 +26,7 @@ import statistics
 import time
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from generator_fidelity import rebuilt
 
 from augmentor.base import build_tiny_pipeline
 
@@ -35,11 +35,6 @@ LIGHT_UNET = {
     "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
 }
 LIGHT_AUTOENCODER = {"mid_block_add_attention": False}
-
-
-def public_config(model) -> dict:
-    """A model's config without diffusers' private keys (which would pin values to defaults)."""
-    return {k: v for k, v in model.config.items() if not k.startswith("_")}
 
 
 def unet_step(unet, batch: int = 16):
@@ -97,9 +92,9 @@ def layouts(seed: int = 0) -> dict[str, tuple]:
     """(tiny, light) models per part, with the same seed."""
     pipe = build_tiny_pipeline(seed)
     torch.manual_seed(seed)
-    unet_light = UNet2DConditionModel.from_config({**public_config(pipe.unet), **LIGHT_UNET})
+    unet_light = rebuilt(pipe.unet, LIGHT_UNET)
     torch.manual_seed(seed)
-    vae_light = AutoencoderKL.from_config({**public_config(pipe.vae), **LIGHT_AUTOENCODER})
+    vae_light = rebuilt(pipe.vae, LIGHT_AUTOENCODER)
     return {"UNet": (pipe.unet, unet_light), "autoencoder": (pipe.vae, vae_light)}
 
 

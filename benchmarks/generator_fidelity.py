@@ -116,6 +116,9 @@ ARCHES: dict[str, dict] = {
 
 
 def parse_value(text: str):
+    """'3' -> 3, '1e-3' -> 0.001, 'true'/'false'/'none', '16,32,32' -> [16, 32, 32], else text."""
+    if "," in text:
+        return [parse_value(x.strip()) for x in text.split(",")]
     for cast in (int, float):
         try:
             return cast(text)
@@ -457,6 +460,16 @@ def parse_value_pair(text: str) -> tuple[str, object]:
     return key.strip(), parse_value(value.strip())
 
 
+def rebuilt(model, overrides: dict):
+    """A new, randomly initialised model of `model`'s class and config, with `overrides`.
+
+    The config goes without its private keys: diffusers keeps a key listed in
+    `_use_default_values` at its default, whatever value the config gives it.
+    """
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    return type(model).from_config({**config, **overrides})
+
+
 def _patch_autoencoder(folder: Path) -> None:
     """Make fine-tuning from `tiny` take the fitted autoencoder in `folder` (no fit)."""
     from diffusers import AutoencoderKL
@@ -524,23 +537,16 @@ def _patch_arch(arch: dict) -> None:
 
     For experiments only; the keys are the diffusers configs' own.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     original = base.build_tiny_pipeline
     unet_kwargs = {k: v for k, v in arch.items() if k != "vae"}
 
     def build(seed: int = 0):
         pipe = original(seed)
-        # without the private keys: diffusers keeps a key listed in `_use_default_values`
-        # at its default, whatever value the config gives it
-        config = {k: v for k, v in pipe.unet.config.items() if not k.startswith("_")}
-        config.update(unet_kwargs)
         torch.manual_seed(seed)
-        pipe.unet = UNet2DConditionModel.from_config(config)
+        pipe.unet = rebuilt(pipe.unet, unet_kwargs)
         pipe.register_modules(unet=pipe.unet)
         if "vae" in arch:
-            config = {k: v for k, v in pipe.vae.config.items() if not k.startswith("_")}
-            pipe.vae = AutoencoderKL.from_config({**config, **arch["vae"]})
+            pipe.vae = rebuilt(pipe.vae, arch["vae"])
             pipe.register_modules(vae=pipe.vae)
         return pipe
 

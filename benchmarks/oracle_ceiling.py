@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
-from generator_fidelity import draw_name, oracle_run, real_data
+from generator_fidelity import draw_name, oracle_run, parse_value_pair, real_data, rebuilt
 
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import build_tiny_pipeline
@@ -114,10 +114,7 @@ def fitted_autoencoder(
     vae = build_tiny_pipeline(seed=seed).vae
     if overrides:
         torch.manual_seed(seed)
-        # without the private keys: diffusers keeps a key listed in `_use_default_values`
-        # at its default, whatever value the config gives it
-        config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
-        vae = AutoencoderKL.from_config({**config, **overrides})
+        vae = rebuilt(vae, overrides)
     fit = fit_autoencoder(
         vae,
         load_pixels([paths[i] for i in train], 64, 1),
@@ -131,17 +128,6 @@ def fitted_autoencoder(
     print(f"fitted {steps} autoencoder steps in {fit.seconds:.0f} s -> {folder}")
     vae.save_pretrained(folder)
     return folder
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """'KEY=VALUE' -> (KEY, value): a comma list of ints, an int, true/false, or the text."""
-    key, _, value = text.partition("=")
-    if "," in value:
-        return key, [int(x) for x in value.split(",")]
-    try:
-        return key, int(value)
-    except ValueError:
-        return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
 def main() -> None:
@@ -175,7 +161,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = dict(parse_override(s) for s in args.autoencoder_set)
+    overrides = dict(parse_value_pair(s) for s in args.autoencoder_set)
     fractions = tuple(float(x) for x in args.fractions.split(","))
     manifest = real_data(args.work, args.seed, args.n, args.patients, fractions)
     oracle = oracle_run(args.work, manifest, args.seed)

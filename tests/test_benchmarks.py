@@ -358,10 +358,11 @@ def test_generator_fidelity_arch_and_schedule_hooks():
 # ------------------------------------------------------------------------- bench_tiny_arch
 
 
-def test_bench_tiny_arch_compares_tiny_with_the_light_layout():
+def test_bench_tiny_arch_compares_tiny_with_the_light_layout(monkeypatch):
     """The light layout drops the UNet's 8x8 cross-attention and the autoencoder's middle
     attention and nothing else; both steps train, and the timing helper returns a ratio."""
-    from benchmarks import bench_tiny_arch as bench
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run: it imports generator_fidelity
+    import bench_tiny_arch as bench
 
     parts = bench.layouts()
     tiny_unet, light_unet = parts["UNet"]
@@ -380,3 +381,19 @@ def test_bench_tiny_arch_compares_tiny_with_the_light_layout():
     )
     assert first > 0 and second > 0 and ratio == pytest.approx(first / second)
     assert any(not torch.equal(a, b) for a, b in zip(before, light_vae.parameters(), strict=True))
+
+
+def test_benchmark_overrides_parse_and_take_effect(monkeypatch):
+    """`--set` / `--autoencoder-set` values parse to what configs take, and `rebuilt` applies
+    a key `tiny` never passed (diffusers would otherwise pin it to its default)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from generator_fidelity import parse_value_pair, rebuilt
+
+    from augmentor.base import build_tiny_pipeline
+
+    assert parse_value_pair("block_out_channels=16,32,32") == ("block_out_channels", [16, 32, 32])
+    assert parse_value_pair("mid_block_add_attention=false") == ("mid_block_add_attention", False)
+    assert parse_value_pair("learning_rate=1e-3") == ("learning_rate", 0.001)
+    unet = build_tiny_pipeline().unet
+    textemb = rebuilt(unet, {"addition_embed_type": "text", "addition_embed_type_num_heads": 4})
+    assert textemb.config.addition_embed_type == "text" and unet.config.addition_embed_type is None
