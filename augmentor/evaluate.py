@@ -67,6 +67,7 @@ from augmentor.features import (
     XrvFeatureExtractor,
     check_run_dir,
     embed_images,
+    embed_subset,
     image_hashes,
     load_feature_extractor,
     load_run_extractor,
@@ -286,27 +287,6 @@ def _extractors(cfg: GeneratorEvalConfig) -> tuple[Extractor, FeatureExtractor |
     return features, oracle
 
 
-def _embed_subset(
-    manifest: Manifest,
-    hashes: list[str],
-    mask: np.ndarray,
-    embedder,
-    cache_dir: Path,
-    cfg: GeneratorEvalConfig,
-) -> dict[str, np.ndarray]:
-    """An embedder's outputs for the rows in `mask`; NaN rows elsewhere (never read)."""
-    idx = np.flatnonzero(mask)
-    paths = manifest.image_paths()
-    part = embed_images(
-        [paths[i] for i in idx], [hashes[i] for i in idx], [embedder], cache_dir, cfg.batch_size
-    )[0]
-    full = {}
-    for name, array in part.items():
-        full[name] = np.full((len(manifest), *array.shape[1:]), np.nan, dtype=np.float64)
-        full[name][idx] = array
-    return full
-
-
 @dataclass
 class Embedded:
     """Every per-image array the metrics need (rows in manifest order)."""
@@ -379,8 +359,8 @@ def oracle_tables(
         halves = HalfMirrorEmbedder(oracle)
         syn_rows = targets.isin(lateral).to_numpy()
         real_rows = (real.rows[lateral].to_numpy() == 1).any(axis=1)
-        syn_h = _embed_subset(synthetic, emb.syn_hashes, syn_rows, halves, cache_dir, cfg)
-        real_h = _embed_subset(real, emb.real_hashes, real_rows, halves, cache_dir, cfg)
+        syn_h = embed_subset(synthetic, emb.syn_hashes, syn_rows, halves, cache_dir, cfg.batch_size)
+        real_h = embed_subset(real, emb.real_hashes, real_rows, halves, cache_dir, cfg.batch_size)
         laterality, lat_notes = laterality_table(
             synthetic, real, syn_h, real_h, oracle.labels, cfg.seed
         )

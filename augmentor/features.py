@@ -428,3 +428,27 @@ def embed_images(
         {name: cache.get(list(hashes), name) for name in cache.outputs()} if len(hashes) else {}
         for cache in caches
     ]
+
+
+def embed_subset(
+    manifest: Manifest,
+    hashes: Sequence[str],
+    mask: np.ndarray,
+    embedder: Embedder,
+    cache_dir: Path,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """One embedder's outputs for the rows in `mask` only, NaN elsewhere (rows in manifest order).
+
+    For embedders that cost extra passes (the half-mirror side detector) and concern a few rows.
+    """
+    idx = np.flatnonzero(mask)
+    paths = manifest.image_paths()
+    part = embed_images(
+        [paths[i] for i in idx], [hashes[i] for i in idx], [embedder], cache_dir, batch_size
+    )[0]
+    full = {}
+    for name, array in part.items():
+        full[name] = np.full((len(manifest), *array.shape[1:]), np.nan, dtype=np.float64)
+        full[name][idx] = array
+    return full

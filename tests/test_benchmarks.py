@@ -308,6 +308,49 @@ def test_generator_fidelity_experiment_hooks():
     assert got["latents"] == got["unet_out"] == [1, 8, 8, 8]
 
 
+IMMISCIBLE_HOOK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import json
+import torch
+import generator_fidelity as gf
+from augmentor import finetune as ft
+from diffusers import DDPMScheduler
+
+class Echo(torch.nn.Module):
+    def forward(self, x, t, h, return_dict=False):
+        return (x,)
+
+class Recording(DDPMScheduler):
+    def add_noise(self, latents, noise, timesteps):
+        self.noise = noise
+        return super().add_noise(latents, noise, timesteps)
+
+latents = torch.randn(16, 4, 4, 4) * 3
+plain = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))
+gf._patch_immiscible()
+sched = Recording()
+ft.diffusion_loss(Echo(), sched, latents, None, generator=torch.Generator().manual_seed(5))
+paired = sched.noise
+rows = lambda a: sorted(map(tuple, a.flatten(1).tolist()))
+print(json.dumps({
+    "permutation": rows(paired) == rows(plain),
+    "moved": not torch.equal(paired, plain),
+    "paired": float((latents - paired).flatten(1).norm(dim=1).sum()),
+    "plain": float((latents - plain).flatten(1).norm(dim=1).sum()),
+    "randn_restored": torch.randn is gf.torch.randn and torch.randn(2, 3).shape == (2, 3),
+}))
+"""
+
+
+def test_generator_fidelity_immiscible_hook_pairs_noise_by_least_distance():
+    """--immiscible permutes a batch's noise draws (the same draws) so that the summed
+    latent-noise distance is least, and leaves torch.randn alone outside the loss."""
+    got = json.loads(run_script(IMMISCIBLE_HOOK).stdout.strip().splitlines()[-1])
+    assert got["permutation"] and got["moved"] and got["randn_restored"]
+    assert got["paired"] < got["plain"]
+
+
 MORE_FIDELITY_HOOKS = """
 import sys
 sys.path.insert(0, sys.argv[1])
