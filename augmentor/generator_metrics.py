@@ -26,6 +26,7 @@ from augmentor.metrics import (
     nearest_neighbours,
     pair_indices,
     positive_rate,
+    rate_interval,
     whole_group_pairs,
     youden_threshold,
 )
@@ -553,6 +554,13 @@ def matched_negative_rate(
     return float(total / counts.sum())
 
 
+def _interval(name: str, rate: float, n: int) -> dict[str, float]:
+    """`name`_low / `name`_high: the 95% Wilson interval of a rate measured on `n` images."""
+    successes = round(rate * n) if math.isfinite(rate) else 0
+    low, high = rate_interval(successes, n) if math.isfinite(rate) else (math.nan, math.nan)
+    return {f"{name}_low": low, f"{name}_high": high}
+
+
 def prompt_fidelity_table(
     syn_probs: np.ndarray,
     synthetic_rows: pd.DataFrame,
@@ -577,6 +585,11 @@ def prompt_fidelity_table(
     - `side_hit_rate`: for findings with a side, the side detector's agreement with the side
       the prompt states (from `laterality_table`), against `real_side_hit_rate` on real
       held-out images.
+
+    Each of the three rates comes with its 95% Wilson interval (`hit_rate_low`,
+    `hit_rate_high`, ...; `augmentor.metrics.rate_interval`): at 80 images a rate is known to
+    about +-0.08, so a miss by less than that may be noise. The targets judge the rates
+    themselves, as the issue defines them.
 
     `hit_ok`, `false_finding_ok` and `side_ok` compare with `targets` (None where a target
     does not apply: nothing prompted, nothing unprompted, no side); `meets_targets` is True
@@ -617,17 +630,21 @@ def prompt_fidelity_table(
             if label in sides:
                 side = float(sides[label]["synthetic_side_hit_rate"])
                 real_side = float(sides[label]["real_heldout_side_hit_rate"])
+        n_side_judged = int(sides[label]["n_synthetic_sided"]) if label in sides else 0
         record = {
             "finding": label,
             "n_prompted": int(prompted.sum()),
             "hit_rate": hit,
+            **_interval("hit_rate", hit, int(prompted.sum())),
             "real_positive_rate": real_pos,
             "n_unprompted": int(unprompted.sum()),
             "false_finding_rate": false,
+            **_interval("false_finding_rate", false, int(unprompted.sum())),
             "real_negative_rate": real_neg,
             "matched_negative_rate": matched_neg,
             "n_sided": int(n_sided),
             "side_hit_rate": side,
+            **_interval("side_hit_rate", side, n_side_judged),
             "real_side_hit_rate": real_side,
             "threshold": t,
             "hit_ok": _check(

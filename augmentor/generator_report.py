@@ -28,9 +28,11 @@ _DISPLAY = {
     "prompt_fidelity": (
         "prompt fidelity: does the oracle see the prompted finding, only it, on its side?",
         {"finding": "finding", "n_prompted": "n prompted", "hit_rate": "hit",
-         "real_positive_rate": "real pos", "n_unprompted": "n unprompted",
-         "false_finding_rate": "false finding", "real_negative_rate": "real neg",
-         "matched_negative_rate": "matched", "n_sided": "n sided", "side_hit_rate": "side", "real_side_hit_rate": "real side",
+         "hit_rate_ci": "hit 95% CI", "real_positive_rate": "real pos",
+         "n_unprompted": "n unprompted", "false_finding_rate": "false finding",
+         "false_finding_rate_ci": "false 95% CI", "real_negative_rate": "real neg",
+         "matched_negative_rate": "matched", "n_sided": "n sided", "side_hit_rate": "side",
+         "side_hit_rate_ci": "side 95% CI", "real_side_hit_rate": "real side",
          "meets_targets": "meets targets"},
     ),
     "fidelity": (
@@ -63,6 +65,29 @@ def _with_kid_x1000(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(kid_x1000=table["kid_mean"] * 1000, kid_std_x1000=table["kid_std"] * 1000)
 
 
+RATES_WITH_INTERVALS = ("hit_rate", "false_finding_rate", "side_hit_rate")
+
+
+def _interval_text(low, high) -> str:
+    """'0.73–0.89' (an en dash, as min–max elsewhere in the report), or 'n/a' where there is
+    no interval (no images; a document written before intervals were)."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"{low:.2f}–{high:.2f}"
+
+
+def with_interval_text(rows: list[dict]) -> list[dict]:
+    """Prompt-fidelity rows with `<rate>_ci` text beside each rate's `_low` / `_high`."""
+    return [
+        row
+        | {
+            f"{name}_ci": _interval_text(row.get(f"{name}_low"), row.get(f"{name}_high"))
+            for name in RATES_WITH_INTERVALS
+        }
+        for row in rows
+    ]
+
+
 def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) pairs for a terminal: the main columns under short headers.
 
@@ -75,6 +100,8 @@ def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.Dat
         if table is not None and len(table):
             if key == "fidelity":
                 table = _with_kid_x1000(table)
+            if key == "prompt_fidelity":
+                table = pd.DataFrame(with_interval_text(table.to_dict("records")))
             out.append((title, table[list(columns)].rename(columns=columns)))
     return out
 
@@ -175,7 +202,7 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
     if not fidelity:
         return []
     t = fidelity["targets"]
-    rows = fidelity["rows"]
+    rows = with_interval_text(fidelity["rows"])
     met = sum(bool(r["meets_targets"]) for r in rows)
     return [
         ("h", "Prompt fidelity"),
@@ -191,7 +218,8 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
             "of sided prompts whose side the side detector finds (real side: on real "
             f"held-out images). Targets: hit >= {t['hit_vs_real_positive']:g} x real pos, "
             f"false finding <= matched real neg + {t['false_finding_margin']:g}, side >= "
-            f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings.",
+            f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings. 95% CI: Wilson "
+            "interval of each rate (a miss inside it may be noise).",
         ),
         ("table", rows, _columns("prompt_fidelity")),
     ]

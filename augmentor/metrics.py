@@ -415,6 +415,22 @@ def positive_rate(scores: np.ndarray, threshold: float) -> float:
     return float((s >= threshold).mean()) if len(s) else float("nan")
 
 
+def rate_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate of `successes` in `n` (NaNs for n = 0).
+
+    A rate of 80 images has a standard error of about 0.04: the interval says whether a
+    rate that misses a target by less than that could be noise. Wilson's interval keeps close
+    to its nominal coverage at small n and rates near 0 or 1, where the normal one does not
+    (Brown, Cai & DasGupta 2001).
+    """
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def binary_targets(values: np.ndarray) -> np.ndarray:
     """Manifest label values as probe targets: 1 positive, 0 for 0 or NaN, -1 uncertain.
 
