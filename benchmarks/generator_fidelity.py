@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -311,6 +312,13 @@ def main() -> None:
     parser.add_argument("--scheduler", default="ddim")
     parser.add_argument("--inference-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument(
+        "--side-guidance",
+        type=float,
+        default=0.0,
+        help="sample with a side-contrast guidance term of this weight, away from the prompt "
+        "with left and right exchanged (experiment; see _patch_side_contrast)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-only", action="store_true", help="resynthesize, keep generator")
     parser.add_argument("--no-film-grain", action="store_true", help="synthesize without grain")
@@ -388,7 +396,12 @@ def main() -> None:
     t_finetune = time.perf_counter() - t
     t = time.perf_counter()
     grain = "" if not args.no_film_grain else "-nograin"
-    synth = out / f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}{grain}"
+    side = f"-side{args.side_guidance:g}" if args.side_guidance else ""
+    if args.side_guidance:
+        _patch_side_contrast(args.side_guidance)
+    synth = out / (
+        f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}{grain}{side}"
+    )
     synthesize(
         SynthesisConfig(
             model=str(generator),
@@ -420,6 +433,7 @@ def main() -> None:
         "high_noise_bias": args.high_noise_bias,
         "immiscible": args.immiscible,
         "sampling": [args.scheduler, args.inference_steps, args.guidance],
+        "side_guidance": args.side_guidance,
         "film_grain": not args.no_film_grain,
         "finetune_wall_s": t_finetune,
         "images_per_second": record["images_per_second"],
@@ -552,6 +566,72 @@ def _patch_immiscible() -> None:
             torch.randn = randn
 
     ft.diffusion_loss = loss
+
+
+_SIDE_WORD = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def swap_sides(text: str) -> str:
+    """`text` with every 'left' and 'right' exchanged, case kept ('Left' -> 'Right')."""
+
+    def other(match: re.Match) -> str:
+        word = match.group(0)
+        swapped = "right" if word.lower() == "left" else "left"
+        if word.isupper():
+            return swapped.upper()
+        return swapped.capitalize() if word[0].isupper() else swapped
+
+    return _SIDE_WORD.sub(other, text)
+
+
+def side_contrast_sample(pipe, prompts, generators, steps, guidance, side, negative=None):
+    """StableDiffusionPipeline's sampling plus a side-contrast term; (B, H, W, C) in [0, 1].
+
+    Classifier-free guidance: e = e_u + g (e_c - e_u). Each prompt is also encoded with left
+    and right exchanged, and every step is pushed away from that mirror report as well:
+    e += s (e_c - e_mirror), as composable diffusion subtracts a condition (Liu et al. 2022).
+    A prompt without a side word is its own mirror (the term vanishes); s = 0 gives the
+    pipeline's own images (the test compares them).
+    """
+    device = pipe._execution_device
+    negatives = [negative] * len(prompts) if negative else None
+    cond, uncond = pipe.encode_prompt(list(prompts), device, 1, True, negatives)
+    mirrored = [swap_sides(p) for p in prompts]
+    mirror, _ = pipe.encode_prompt(mirrored, device, 1, False)
+    sided = side != 0 and mirrored != list(prompts)
+    parts = 3 if sided else 2
+    embeds = torch.cat([uncond, cond, mirror][:parts])
+    pipe.scheduler.set_timesteps(steps, device=device)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    latents = pipe.prepare_latents(
+        len(prompts), pipe.unet.config.in_channels, size, size, cond.dtype, device, generators
+    )
+    step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
+    for t in pipe.scheduler.timesteps:
+        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * parts), t)
+        pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        e_u, e_c, *e_m = pred.chunk(parts)
+        noise = e_u + guidance * (e_c - e_u) + (side * (e_c - e_m[0]) if sided else 0)
+        latents = pipe.scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(decoded, output_type="np")
+
+
+def _patch_side_contrast(weight: float) -> None:
+    """Make `synthesize` sample with side-contrast guidance of `weight` (experiment)."""
+    from augmentor import synthesize as syn
+
+    def generate(pipe, prompts, seeds, steps, guidance, negative=None, grain=None):
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        with torch.inference_mode():
+            images = syn.to_grayscale(
+                side_contrast_sample(pipe, prompts, generators, steps, guidance, weight, negative)
+            )
+        if grain is not None:
+            images = syn.add_grain(images, grain, seeds)
+        return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    syn.generate_images = generate
 
 
 def _patch_arch(arch: dict) -> None:

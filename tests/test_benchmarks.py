@@ -351,6 +351,46 @@ def test_generator_fidelity_immiscible_hook_pairs_noise_by_least_distance():
     assert got["paired"] < got["plain"]
 
 
+SIDE_CONTRAST_HOOK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import json
+import numpy as np
+import generator_fidelity as gf
+from augmentor import synthesize as syn
+from augmentor.base import load_pipeline
+
+pipe = load_pipeline(sys.argv[2])
+syn.set_scheduler(pipe, sys.argv[3])
+pipe.set_progress_bar_config(disable=True)
+prompts = ["Small right apical pneumothorax.", "Left pneumothorax, small left effusion.",
+           "Moderate bilateral pleural effusions.", "Cardiomegaly."]
+seeds = [11, 22, 33, 44]
+plain = syn.generate_images(pipe, prompts, seeds, 3, 4.0).astype(int)
+out = {"swap": gf.swap_sides("Right lobe. LEFT base, left. Leftover.")}
+gf._patch_side_contrast(0.0)
+out["zero"] = int(np.abs(syn.generate_images(pipe, prompts, seeds, 3, 4.0) - plain).max())
+gf._patch_side_contrast(2.0)
+moved = np.abs(syn.generate_images(pipe, prompts, seeds, 3, 4.0) - plain).max(axis=(1, 2))
+out["moved"] = moved.tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler-a"])
+def test_generator_fidelity_side_contrast_hook(tiny_generator_dir, scheduler):
+    """--side-guidance: at weight 0 the hook's sampling loop draws the pipeline's very images
+    (same latents, sampler noise, decoding, grain); at weight 2 it changes the images whose
+    prompt states a side and leaves the others (a report without a side is its own mirror)."""
+    got = json.loads(
+        run_script(SIDE_CONTRAST_HOOK, str(tiny_generator_dir), scheduler).stdout.splitlines()[-1]
+    )
+    assert got["swap"] == "Left lobe. RIGHT base, right. Leftover."
+    assert got["zero"] <= 1
+    assert got["moved"][0] > 2 and got["moved"][1] > 2
+    assert got["moved"][2] <= 1 and got["moved"][3] <= 1
+
+
 MORE_FIDELITY_HOOKS = """
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -440,3 +480,21 @@ def test_benchmark_overrides_parse_and_take_effect(monkeypatch):
     unet = build_tiny_pipeline().unet
     textemb = rebuilt(unet, {"addition_embed_type": "text", "addition_embed_type_num_heads": 4})
     assert textemb.config.addition_embed_type == "text" and unet.config.addition_embed_type is None
+
+
+# ------------------------------------------------------------------------- side_misses
+
+
+def test_side_misses_groups_by_the_location_the_report_names():
+    from benchmarks.side_misses import by_location, location
+
+    assert location("Airspace consolidation in the Right Middle Lobe. No effusion.") == (
+        "right middle lobe"
+    )
+    assert location("Patchy opacity in the lingula.") == "lingula"
+    assert location("Consolidation.") == location(None) == "(none named)"
+    table = by_location(["a", "b", "a", "a"], np.array([True, False, False, True]))
+    assert table.to_dict("records") == [
+        {"location": "a", "n": 3, "found": 2, "missed": 1},
+        {"location": "b", "n": 1, "found": 0, "missed": 1},
+    ]
