@@ -422,12 +422,9 @@ def laterality_table(
             notes.append(f"laterality {label}: fewer than 2 left and 2 right real train cases")
             continue
         held = detector.held
+        truth = detector.sides[held] == "left"
         real_hits = (
-            float(
-                (
-                    detector.predict_left(halves_real, held) == (detector.sides[held] == "left")
-                ).mean()
-            )
+            float((detector.predict_left(halves_real, held) == truth).mean())
             if len(held)
             else float("nan")
         )
