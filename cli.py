@@ -415,6 +415,14 @@ def finetune_cmd(
         float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting (5 is usual).")
     ] = FinetuneConfig.snr_gamma,
     noise_offset: Annotated[float, typer.Option("--noise-offset")] = FinetuneConfig.noise_offset,
+    balance_labels: Annotated[
+        str | None,
+        typer.Option(
+            "--balance-labels",
+            help="Comma list of labels, e.g. 'Pneumothorax,Consolidation': each epoch draws "
+            "images weighted toward rare findings, sides and lobes (augmentor.balance).",
+        ),
+    ] = None,
     caption_dropout: Annotated[
         float | None,
         typer.Option("--caption-dropout", help="Empty-prompt share (default 0.1 tiny, else 0)."),
@@ -482,6 +490,7 @@ def finetune_cmd(
             mixed_precision=mixed_precision,
             snr_gamma=snr_gamma,
             noise_offset=noise_offset,
+            balance_labels=tuple(x.strip() for x in (balance_labels or "").split(",") if x.strip()),
             caption_dropout=caption_dropout,
             film_grain=film_grain,
             seed=seed,

@@ -90,6 +90,8 @@ class FinetuneConfig:
     noise_offset: float = 0.0
     caption_dropout: float | None = None
     film_grain: bool | None = None  # None: fit it from `tiny` (augmentor.grain), else off
+    # draw each epoch's images weighted toward rare findings, sides, lobes (augmentor.balance)
+    balance_labels: tuple[str, ...] = ()
     seed: int = 0
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2

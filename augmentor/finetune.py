@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from augmentor import generator
+from augmentor.balance import balanced_weights, weighted_batches
 from augmentor.base import cpu_only
 from augmentor.config import FinetuneConfig, check_finetune_config, resolved_learning_rate
 from augmentor.latents import sample_latents
@@ -373,6 +374,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     run = Run(cfg, out, make_accelerator(cfg), log or print)
     run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
+    weights = (
+        balanced_weights(data.manifest.rows, cfg.balance_labels) if cfg.balance_labels else None
+    )
     base = load_base(cfg)
     config = run_config(cfg)
     check_resume(state_name, out, config)
@@ -386,7 +390,7 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         models, params = set_up_trainables(run, base)
         training = make_optimizer(run, base, models, params)
         state = resume_training(run, training, state_name)
-        session = train_loop(run, base, posteriors, text, training, state)
+        session = train_loop(run, base, posteriors, text, training, state, weights)
         export_generator(run, base, data, text, training, state, fit, config, session, grain)
     run.accelerator.end_training()
     return out
@@ -514,8 +518,12 @@ def train_loop(
     text: TextInputs,
     training: Training,
     state: TrainerState,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Train to `max_steps`: validation grids and checkpoints on their schedules.
+
+    `weights`: per training row, how often each epoch draws it (`augmentor.balance`); None
+    for a plain shuffle that shows every row once an epoch.
 
     Returns this session's image count and training seconds (without validation and saving).
     """
@@ -546,7 +554,12 @@ def train_loop(
     while state.global_step < cfg.max_steps:
         epoch, position = divmod(state.micro_step, per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = epoch_batches(n, cfg.batch_size, run.world, epoch, cfg.seed), epoch
+            order = (
+                epoch_batches(n, cfg.batch_size, run.world, epoch, cfg.seed)
+                if weights is None
+                else weighted_batches(weights, cfg.batch_size, run.world, epoch, cfg.seed)
+            )
+            order_epoch = epoch
         idx = order[position, run.rank]
         with acc.accumulate(*models_p):
             latents = sample_latents(posteriors[idx].to(device), scaling, noise)

@@ -54,7 +54,6 @@ from augmentor.generator_metrics import (
     label_thresholds,
     laterality_table,
     prompt_fidelity_table,
-    stated_side,
 )
 from augmentor.metrics import positive_rate
 from augmentor.synthesize import synthesize
@@ -347,12 +346,6 @@ def main() -> None:
         help="sample training time steps as 1000 x (1 - u^2), mean 667 (experiment)",
     )
     parser.add_argument(
-        "--balanced-sampling",
-        action="store_true",
-        help="draw training images with weight 1 / sqrt(count) of their rarest finding, "
-        "side and lobe (experiment; see _patch_balanced_sampling)",
-    )
-    parser.add_argument(
         "--immiscible",
         action="store_true",
         help="pair each batch's noise with its latents by least total distance (immiscible "
@@ -387,8 +380,6 @@ def main() -> None:
             _patch_zero_snr_v()
         if args.immiscible:
             _patch_immiscible()
-        if args.balanced_sampling:
-            _patch_balanced_sampling(manifest)
         finetune(
             FinetuneConfig(
                 manifest=str(manifest),
@@ -441,7 +432,6 @@ def main() -> None:
         "text_encoder_lr_scale": args.text_encoder_lr_scale,
         "high_noise_bias": args.high_noise_bias,
         "immiscible": args.immiscible,
-        "balanced_sampling": args.balanced_sampling,
         "sampling": [args.scheduler, args.inference_steps, args.guidance],
         "side_guidance": args.side_guidance,
         "film_grain": not args.no_film_grain,
@@ -545,61 +535,6 @@ def _patch_high_noise_timesteps() -> None:
             torch.randint = randint
 
     ft.diffusion_loss = loss
-
-
-_LOBE = re.compile(r"(right|left) (upper|middle|lower) lobe|lingula", re.IGNORECASE)
-
-
-def finding_units(row: pd.Series) -> list[str]:
-    """What a training image teaches: each finding it shows with its side (and, for a
-    consolidation, the lobe its report names); 'none' for an image without one."""
-    units = []
-    for label in FINDINGS:
-        if row.get(label) != 1:
-            continue
-        where = stated_side(row.get("report"), label) or ""
-        if label == "Consolidation":
-            lobe = _LOBE.search(row.get("report") or "")
-            where = lobe.group(0).lower() if lobe else where
-        units.append(f"{label}:{where}")
-    return units or ["none"]
-
-
-def balanced_weights(rows: pd.DataFrame) -> np.ndarray:
-    """Per image, 1 / sqrt(count) of its rarest unit (`finding_units`), mean 1."""
-    units = [finding_units(row) for _, row in rows.iterrows()]
-    counts = pd.Series([u for us in units for u in us]).value_counts()
-    weights = np.array([max(counts[u] ** -0.5 for u in us) for us in units])
-    return weights / weights.mean()
-
-
-def _patch_balanced_sampling(manifest: Path) -> None:
-    """Make each fine-tuning epoch draw its images with `balanced_weights` (with
-    replacement, seeded as the plain order is), so that rare finding/side/lobe pairs
-    (a right middle lobe consolidation: 6 of 320 demo images) are seen more often."""
-    from augmentor import finetune as ft
-    from augmentor.train_inputs import load_train_data
-
-    weights = balanced_weights(load_train_data(manifest).manifest.rows)
-
-    def weighted(n: int, batch: int, world: int, epoch: int, seed: int) -> torch.Tensor:
-        if n != len(weights):
-            raise RuntimeError(f"balanced sampling: {n} training rows, {len(weights)} weights")
-        return weighted_batches(weights, batch, world, epoch, seed)
-
-    ft.epoch_batches = weighted
-
-
-def weighted_batches(
-    weights: np.ndarray, batch: int, world: int, epoch: int, seed: int
-) -> torch.Tensor:
-    """`finetune.epoch_batches`' shape and seeding, rows drawn by `weights` with replacement."""
-    per = batch * world
-    steps = -(-len(weights) // per)
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    probs = torch.as_tensor(weights, dtype=torch.float64)
-    order = torch.multinomial(probs, steps * per, replacement=True, generator=generator)
-    return order.view(steps, world, batch)
 
 
 def _patch_immiscible() -> None:

@@ -26,6 +26,8 @@ from study.config import (
     resolve_paths,
 )
 
+DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
+
 
 def demo_preset() -> StudyConfig:
     """Phantoms + tiny base on a laptop CPU (about 20 minutes on 2 idle cores).
@@ -54,7 +56,12 @@ def demo_preset() -> StudyConfig:
             batch_size=16,
             learning_rate=2e-3,
             train_text_encoder=True,
-            options={"snr_gamma": 5.0, "lr_scheduler": "cosine", "lr_warmup_steps": 50},
+            options={
+                "snr_gamma": 5.0,
+                "lr_scheduler": "cosine",
+                "lr_warmup_steps": 50,
+                "balance_labels": list(DEMO_LABELS),
+            },
         ),
         synthesis=SynthesisStageConfig(
             labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
@@ -64,7 +71,7 @@ def demo_preset() -> StudyConfig:
             batch_size=40,
         ),
         classifier=ClassifierStageConfig(
-            labels=["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation"],
+            labels=list(DEMO_LABELS),
             backbone="resnet10t",
             image_size=64,
             epochs=8,

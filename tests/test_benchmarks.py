@@ -498,33 +498,3 @@ def test_side_misses_groups_by_the_location_the_report_names():
         {"location": "a", "n": 3, "found": 2, "missed": 1},
         {"location": "b", "n": 1, "found": 0, "missed": 1},
     ]
-
-
-def test_generator_fidelity_balanced_sampling_weights_rare_finding_sides_up():
-    """--balanced-sampling: an image weighs 1/sqrt(count) of its rarest finding/side/lobe
-    (mean 1); each epoch then draws a seeded order of the usual shape from those weights."""
-    from benchmarks import generator_fidelity as gf
-
-    rows = pd.DataFrame(
-        {
-            "report": ["Normal."] * 8
-            + ["Right middle lobe consolidation."]
-            + ["Left upper lobe consolidation. Small left pleural effusion."] * 3,
-            "Consolidation": [0.0] * 8 + [1.0] * 4,
-            "Pleural Effusion": [0.0] * 9 + [1.0] * 3,
-        }
-    )
-    assert gf.finding_units(rows.iloc[0]) == ["none"]
-    assert gf.finding_units(rows.iloc[9]) == [
-        "Pleural Effusion:left",
-        "Consolidation:left upper lobe",
-    ]
-    w = gf.balanced_weights(rows)
-    assert w.mean() == pytest.approx(1.0)
-    assert w[8] / w[0] == pytest.approx((8 / 1) ** 0.5)  # 1 right middle lobe vs 8 normal
-    assert w[9] / w[0] == pytest.approx((8 / 3) ** 0.5)
-    order = gf.weighted_batches(w, 4, 1, 0, 0)
-    assert order.shape == (3, 1, 4) and torch.equal(order, gf.weighted_batches(w, 4, 1, 0, 0))
-    many = torch.cat([gf.weighted_batches(w, 4, 1, e, 0).flatten() for e in range(2000)])
-    shares = torch.bincount(many, minlength=12).double() / len(many)
-    assert shares[8] / shares[0] == pytest.approx((8 / 1) ** 0.5, rel=0.1)

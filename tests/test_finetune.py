@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -30,6 +31,7 @@ from augmentor.latents import (
     preprocess_image,
     sample_latents,
 )
+from augmentor.train_inputs import load_train_data
 from classifier.train_state import load_tree
 from cli import app
 from manifests.errors import UserError
@@ -424,6 +426,64 @@ def test_epoch_batches_cover_rows_and_split_ranks():
     assert torch.equal(order, ft.epoch_batches(10, 2, 2, epoch=0, seed=0))
 
 
+def test_balanced_weights_favour_rare_finding_sides_and_lobes():
+    """An image weighs 1/sqrt(count) of its rarest finding/side (lobe for a consolidation)
+    unit, mean 1; each epoch draws a seeded order of epoch_batches' shape by those weights."""
+    from augmentor.balance import balanced_weights, finding_units, weighted_batches
+
+    labels = ("Consolidation", "Pleural Effusion")
+    rows = pd.DataFrame(
+        {
+            "report": ["Normal."] * 8
+            + ["Right middle lobe consolidation."]
+            + ["Left upper lobe consolidation. Small left pleural effusion."] * 3,
+            "Consolidation": [0.0] * 8 + [1.0] * 4,
+            "Pleural Effusion": [0.0] * 9 + [1.0] * 3,
+        }
+    )
+    assert finding_units(rows.iloc[0], labels) == ["none"]
+    assert finding_units(rows.iloc[9], labels) == [
+        "Consolidation:left upper lobe",
+        "Pleural Effusion:left",
+    ]
+    w = balanced_weights(rows, labels)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[8] / w[0] == pytest.approx((8 / 1) ** 0.5)  # one right middle lobe vs 8 normal
+    assert w[9] / w[0] == pytest.approx((8 / 3) ** 0.5)
+    order = weighted_batches(w, 4, 1, 0, 0)
+    assert order.shape == ft.epoch_batches(12, 4, 1, 0, 0).shape == (3, 1, 4)
+    assert torch.equal(order, weighted_batches(w, 4, 1, 0, 0))
+    draws = torch.cat([weighted_batches(w, 4, 1, e, 0).flatten() for e in range(2000)])
+    share = torch.bincount(draws, minlength=12).double() / len(draws)
+    assert share[8] / share[0] == pytest.approx((8 / 1) ** 0.5, rel=0.1)
+    with pytest.raises(UserError, match="--balance-labels: Nodule not a label column"):
+        balanced_weights(rows, ("Nodule",))
+
+
+def test_finetune_with_balance_labels_draws_by_weight(phantom_manifest, tmp_path, monkeypatch):
+    """--balance-labels: every epoch's order comes from the weights of the train rows (the
+    run's config records the labels); without it, the plain shuffle."""
+    import augmentor.finetune as finetune_module
+
+    seen = []
+    real = finetune_module.weighted_batches
+
+    def spy(weights, *args):
+        seen.append(weights)
+        return real(weights, *args)
+
+    monkeypatch.setattr(finetune_module, "weighted_batches", spy)
+    labels = ("Pneumothorax", "Pleural Effusion")
+    out = finetune(_cfg(phantom_manifest, tmp_path / "b", balance_labels=labels))
+    rows = load_train_data(phantom_manifest).manifest.rows
+    assert seen and all(len(w) == len(rows) for w in seen)
+    assert seen[0].max() > seen[0].min()
+    assert json.loads((out / "cxraug.json").read_text())["config"]["balance_labels"] == list(labels)
+    seen.clear()
+    finetune(_cfg(phantom_manifest, tmp_path / "plain"))
+    assert not seen
+
+
 # ------------------------------------------------------------------ bad input (CLI)
 
 runner = CliRunner()
@@ -452,6 +512,7 @@ def _assert_user_error(result, text: str, message: str) -> None:
         (["--learning-rate", "0"], "--learning-rate"),
         (["--snr-gamma", "-5"], "--snr-gamma"),
         (["--resume", "--overwrite"], "--resume and --overwrite"),
+        (["--balance-labels", "Pneumothorax,Nodule"], "--balance-labels: Nodule"),
     ],
 )
 def test_cli_bad_flags(flags, text, phantom_manifest, tmp_path):
