@@ -1,6 +1,6 @@
 """Ready-made studies, and picking one: `load_study_config(preset, config)`.
 
-`demo` (phantoms and the tiny base on a laptop CPU, about 20 minutes), `paper` (RoentGen's
+`demo` (phantoms and the tiny base on a laptop CPU, about 18 minutes), `paper` (RoentGen's
 arms on phantoms, about 40 minutes) and `smoke` (every stage at toy size, for tests), by name
 in `PRESETS`; `load_study_config` takes one and overrides it with a TOML file
 (`study.config`).
@@ -30,7 +30,7 @@ DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidatio
 
 
 def demo_preset() -> StudyConfig:
-    """Phantoms + tiny base on a laptop CPU (about 20 minutes on 2 idle cores).
+    """Phantoms + tiny base on a laptop CPU (about 18 minutes on 2 idle cores).
 
     A small real training set (40% of 270 patients, about 320 images) and a large test set
     (40%, so the CIs are informative); the generator fine-tunes on that same train split
