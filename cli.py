@@ -416,11 +416,11 @@ def finetune_cmd(
     ] = FinetuneConfig.snr_gamma,
     noise_offset: Annotated[float, typer.Option("--noise-offset")] = FinetuneConfig.noise_offset,
     balance_labels: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--balance-labels",
-            help="Comma list of labels, e.g. 'Pneumothorax,Consolidation': each epoch draws "
-            "images weighted toward rare findings, sides and lobes (augmentor.balance).",
+            help="A label to balance (repeat the flag for more): each epoch draws images "
+            "weighted toward rare findings, their sides and lobes (augmentor.balance).",
         ),
     ] = None,
     caption_dropout: Annotated[
@@ -490,7 +490,7 @@ def finetune_cmd(
             mixed_precision=mixed_precision,
             snr_gamma=snr_gamma,
             noise_offset=noise_offset,
-            balance_labels=tuple(x.strip() for x in (balance_labels or "").split(",") if x.strip()),
+            balance_labels=tuple(balance_labels or ()),
             caption_dropout=caption_dropout,
             film_grain=film_grain,
             seed=seed,

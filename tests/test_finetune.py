@@ -512,7 +512,10 @@ def _assert_user_error(result, text: str, message: str) -> None:
         (["--learning-rate", "0"], "--learning-rate"),
         (["--snr-gamma", "-5"], "--snr-gamma"),
         (["--resume", "--overwrite"], "--resume and --overwrite"),
-        (["--balance-labels", "Pneumothorax,Nodule"], "--balance-labels: Nodule"),
+        (
+            ["--balance-labels", "Pneumothorax", "--balance-labels", "Nodule"],
+            "--balance-labels: Nodule",
+        ),
     ],
 )
 def test_cli_bad_flags(flags, text, phantom_manifest, tmp_path):
