@@ -27,6 +27,12 @@ LOBE = re.compile(r"(right|left) (upper|middle|lower) lobe|lingula", re.IGNORECA
 LOBE_LABELS = ("Consolidation",)  # findings placed by lobe, not only by side
 
 
+def named_lobe(text: str | None) -> str | None:
+    """The first lobe (or 'lingula') a report names, lower case; None without one."""
+    match = LOBE.search(text or "")
+    return match.group(0).lower() if match else None
+
+
 def finding_units(row: pd.Series, labels: Sequence[str]) -> list[str]:
     """What one training image teaches about `labels`: 'Label:side' (or 'Label:lobe' for
     LOBE_LABELS, from the first lobe its report names) per listed finding it shows, or
@@ -38,8 +44,7 @@ def finding_units(row: pd.Series, labels: Sequence[str]) -> list[str]:
             continue
         where = stated_side(report, label) or ""
         if label in LOBE_LABELS:
-            lobe = LOBE.search(report)
-            where = lobe.group(0).lower() if lobe else where
+            where = named_lobe(report) or where
         units.append(f"{label}:{where}")
     return units or ["none"]
 

@@ -159,7 +159,15 @@ def generate_images(
             generator=generators,
             output_type="np",
         )
-    images = to_grayscale(out.images)
+    return finish_images(out.images, seeds, grain)
+
+
+def finish_images(
+    images: np.ndarray, seeds: list[int], grain: GrainModel | None = None
+) -> np.ndarray:
+    """A pipeline's (B, H, W, C) images in [0, 1] -> (B, H, W) uint8 grayscale, with the
+    film grain of each row's seed added first when `grain` is given."""
+    images = to_grayscale(images)
     if grain is not None:
         images = add_grain(images, grain, seeds)
     return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -387,6 +395,7 @@ __all__ = [
     "set_scheduler",
     "synthesize",
     "film_grain_of",
+    "finish_images",
     "to_grayscale",
     "to_grayscale_uint8",
 ]

@@ -624,12 +624,10 @@ def _patch_side_contrast(weight: float) -> None:
     def generate(pipe, prompts, seeds, steps, guidance, negative=None, grain=None):
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         with torch.inference_mode():
-            images = syn.to_grayscale(
-                side_contrast_sample(pipe, prompts, generators, steps, guidance, weight, negative)
+            images = side_contrast_sample(
+                pipe, prompts, generators, steps, guidance, weight, negative
             )
-        if grain is not None:
-            images = syn.add_grain(images, grain, seeds)
-        return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return syn.finish_images(images, seeds, grain)
 
     syn.generate_images = generate
 

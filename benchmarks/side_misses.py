@@ -17,24 +17,21 @@ with the wrong half high draws it on the other side.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from augmentor.balance import named_lobe
 from augmentor.features import HalfMirrorEmbedder, embed_subset, image_hashes, load_run_extractor
 from augmentor.generator_metrics import fit_side_detector, prompt_sides
 from manifests.io import read_manifest
 
-LOCATION = re.compile(r"(right|left) (upper|middle|lower) lobe|lingula", re.IGNORECASE)
-
 
 def location(text: str | None) -> str:
-    """The first lobe a report names, lower case; '(none named)' without one."""
-    match = LOCATION.search(text or "")
-    return match.group(0).lower() if match else "(none named)"
+    """The first lobe a report names (`augmentor.balance.named_lobe`); '(none named)'."""
+    return named_lobe(text) or "(none named)"
 
 
 def by_location(names: list[str], hits: np.ndarray) -> pd.DataFrame:
