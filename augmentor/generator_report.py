@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from classifier.tables import fmt, html_table, md_table
+from classifier.tables import cell, fmt, frame_text, html_table, md_table
 from manifests.files import atomic_path
 from manifests.images import load_image
 
@@ -161,8 +161,26 @@ def plot_memorization(table: pd.DataFrame, path: Path, n: int, overwrite: bool =
 
 
 def _columns(key: str) -> list[str]:
-    """The report shows a table's fields under their JSON names, the terminal's columns."""
+    """The JSON fields the report shows for a table: the terminal's columns."""
     return list(_DISPLAY[key][1])
+
+
+# Headers for people: the terminal's, and those of the tables only the report shows.
+_HEADERS = {field: header for _, columns in _DISPLAY.values() for field, header in columns.items()}
+_HEADERS |= {
+    "image_path": "synthetic image", "target_label": "prompted for",
+    "pixel_correlation": "pixel r", "feature_cosine": "feature cos",
+    "nn_pixel_path": "nearest train image", "base_auroc": "base AUROC",
+    "finetuned_auroc": "fine-tuned AUROC", "delta": "Δ", "delta_lo": "Δ low",
+    "delta_hi": "Δ high", "relative_pct": "rel. %",
+}  # fmt: skip
+
+
+def prompt_fidelity_text(table: pd.DataFrame) -> str:
+    """The prompt-fidelity table as plain text for a log, under the terminal's headers."""
+    title, columns = _DISPLAY["prompt_fidelity"]
+    rows = pd.DataFrame(with_interval_text(table.to_dict("records")))
+    return f"{title}\n{frame_text(rows[list(columns)].rename(columns=columns))}"
 
 
 def _kid_x1000(rows: list[dict]) -> list[dict]:
@@ -310,13 +328,15 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
 def _md(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "_none_\n"
-    return md_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows])
+    headers = [_HEADERS.get(c, c) for c in columns]
+    return md_table(headers, [[cell(r.get(c)) for c in columns] for r in rows])
 
 
 def _html(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "<p><em>none</em></p>"
-    return html_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows])
+    headers = [_HEADERS.get(c, c) for c in columns]
+    return html_table(headers, [[cell(r.get(c)) for c in columns] for r in rows])
 
 
 def render_section(

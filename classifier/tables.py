@@ -13,6 +13,8 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def fmt(value, digits: int = 3) -> str:
     """A table cell: a float to `digits` decimals, None/NaN/inf as 'n/a', anything else str()."""
@@ -22,6 +24,19 @@ def fmt(value, digits: int = 3) -> str:
     if is_float:
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def cell(value, digits: int = 3) -> str:
+    """A cell for people: `fmt`, with booleans as yes/no."""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    return fmt(value, digits)
+
+
+def frame_text(frame, digits: int = 3) -> str:
+    """A data frame as plain aligned text (a log line): `cell` for every value."""
+    shown = frame.astype(object).map(lambda v: cell(v, digits))
+    return shown.to_string(index=False)
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -123,8 +138,5 @@ def print_table(
 
 def print_frame(frame, title: str, out=None) -> None:
     numeric = {i for i, c in enumerate(frame.columns) if frame[c].dtype.kind in "fiu"}
-    rows = [
-        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-        for row in frame.itertuples(index=False)
-    ]
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False)]
     print_table(list(frame.columns), rows, title, right=numeric, no_wrap=numeric, out=out)

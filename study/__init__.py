@@ -294,7 +294,7 @@ def stage_evaluate_generator(
 ) -> Path:
     """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator)."""
     from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
-    from augmentor.generator_report import display_tables
+    from augmentor.generator_report import prompt_fidelity_text
 
     result = evaluate_generator(
         GeneratorEvalConfig(
@@ -302,9 +302,8 @@ def stage_evaluate_generator(
         ),
         progress=lambda text: log(f"  {text}"),
     )
-    for title, table in display_tables(result.tables):
-        if "fidelity" in title.lower() and "prompt" in title.lower():
-            log(f"{title}\n{table.to_string(index=False)}")
+    if len(result.tables.get("prompt_fidelity", [])):
+        log(prompt_fidelity_text(result.tables["prompt_fidelity"]))
     return out
 
 

@@ -379,3 +379,27 @@ def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path
     )
     report, _ = make_report([real, checked], tmp_path / "r3")
     assert not any("could not be checked" in n for n in report.notes)
+
+
+def test_tables_for_people_round_and_say_n_a():
+    """Terminal and log tables: three decimals, 'n/a' for NaN, yes/no for booleans."""
+    import pandas as pd
+
+    from augmentor.generator_report import prompt_fidelity_text
+    from classifier.tables import frame_text
+
+    text = frame_text(pd.DataFrame({"a": [0.123456, float("nan")], "ok": [True, False]}))
+    assert "0.123" in text and "0.1234" not in text
+    assert "n/a" in text and "NaN" not in text and "yes" in text and "no" in text
+    row = {
+        "finding": "Cardiomegaly", "n_prompted": 80, "hit_rate": 0.45, "hit_rate_low": 0.35,
+        "hit_rate_high": 0.56, "real_positive_rate": 1.0, "n_unprompted": 214,
+        "false_finding_rate": 0.373832, "false_finding_rate_low": 0.31,
+        "false_finding_rate_high": 0.44, "real_negative_rate": 0.008403,
+        "matched_negative_rate": 0.041206, "n_sided": 0, "side_hit_rate": float("nan"),
+        "side_hit_rate_low": None, "side_hit_rate_high": None,
+        "real_side_hit_rate": float("nan"), "meets_targets": False,
+    }  # fmt: skip
+    text = prompt_fidelity_text(pd.DataFrame([row]))
+    assert "n prompted" in text and "n_prompted" not in text
+    assert "0.374" in text and "0.373832" not in text and "NaN" not in text
