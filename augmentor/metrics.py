@@ -8,11 +8,8 @@ inputs (and `seed` where one is taken).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 
@@ -27,35 +24,32 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
+def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (eigenvalues below 0, from
+    rounding, are taken as 0)."""
+    values, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
 def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
     """Fréchet distance between two Gaussians (Heusel et al. 2017, the 'F' of FID).
 
-    d = |mu1 - mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2)). With fewer samples than feature
-    dimensions the covariances are singular and `sqrtm` may return non-finite values; then
-    `eps` is added to both diagonals (as pytorch-fid does). The matrix square root of a
-    product of PSD matrices is real in exact arithmetic, so a small imaginary part is
-    numerical noise and dropped; a large one is a bug and raises.
+    d = |mu1 - mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2)). tr sqrt(S1 S2) is computed as
+    tr sqrt(A S2 A) with A = sqrt(S1): the same eigenvalues, but of a symmetric positive
+    semi-definite matrix, so two symmetric eigendecompositions replace the general matrix
+    square root (about 50x faster at 512 dimensions, exact for singular covariances, never
+    complex).
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1 = np.atleast_2d(sigma1).astype(np.float64)
     sigma2 = np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        # Singular covariances are expected with few images; handled just below.
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(len(sigma1)) * eps
-            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imag = np.max(np.abs(np.diagonal(covmean).imag))
-        scale = max(1.0, float(np.max(np.abs(covmean.real))))
-        if imag > 1e-3 * scale:
-            raise ValueError(f"sqrtm has a large imaginary component ({imag:.3g})")
-        covmean = covmean.real
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    root = _psd_sqrt((sigma1 + sigma1.T) / 2)
+    product = root @ sigma2 @ root
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None)).sum()
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean
     # Tiny negative values are rounding error of a distance that is 0.
     return float(max(value, 0.0))
 

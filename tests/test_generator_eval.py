@@ -129,6 +129,22 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
     assert fids[0] < 0.05
 
 
+def test_frechet_distance_matches_the_closed_form_and_the_general_square_root():
+    import scipy.linalg
+
+    from augmentor.metrics import frechet_distance
+
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
+    mu1, mu2 = np.zeros(3), np.array([1.0, 0.0, 2.0])
+    expected = 5.0 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()  # commuting (diagonal) case
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 6)), rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6))
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    general = np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(np.zeros(6), s1, np.zeros(6), s2) == pytest.approx(general)
+
+
 def test_fid_with_singular_covariances_stays_finite():
     rng = np.random.default_rng(1)
     few = rng.normal(size=(10, 40))  # fewer images than dimensions: singular covariance
