@@ -18,7 +18,7 @@ The run folder (`classifier.run`, its only owner)
     load_model(run_dir, device="cpu") -> (timm model in eval mode, config dict)
     find_runs(paths) -> run folders; FORMAT (manifests.runfolder.FolderFormat)
     config.json, model.safetensors (best val epoch), predictions.parquet, metrics.json
-    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.train_state:
+    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.training:
     safetensors + JSON, never pickles)
 
 Evaluation and statistics (`classifier.evaluate`)
@@ -35,5 +35,7 @@ Reports (`classifier.report_render`; the statistics in `classifier.report`; `cla
     efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
 
 Also: `classifier.dataset.ManifestDataset` (a PyTorch Dataset over any manifest for your own
-trainer), `classifier.tracking` (--report-to tensorboard|wandb), `classifier.train_state`.
+trainer) and the training toolkit both trainers share, `classifier.training`: `build_accelerator`,
+`Checkpointer` (safetensors + JSON, never pickles), `jsonable`, tracking (--report-to
+tensorboard|wandb).
 """

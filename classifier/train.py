@@ -43,8 +43,8 @@ from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
 from classifier.run_data import RunData, prepare_data, split_dataset
-from classifier.tracking import CLASSIFIER_SCALARS, start_tracking
-from classifier.train_state import load_train_state, save_train_state
+from classifier.training.state import load_train_state, save_train_state
+from classifier.training.tracking import CLASSIFIER_SCALARS, start_tracking
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import check_safetensors
