@@ -10,7 +10,8 @@ Configuration (`classifier.config`, torch-free)
 
 Training (`classifier.train`)
     train_classifier(cfg, log=None) -> Path            # the run folder
-    start_training(cfg, log=None) -> TrainingSession | None   # step-by-step (benchmarks)
+    decide_folder_state(cfg) -> str    # every check, then fresh / resume / finished / overwrite
+    start_training(cfg, accelerator, state_name, log=None) -> TrainingSession  # step by step
     prepare_data(cfg, log) -> RunData   # `classifier.run_data`: train/val/test, decoded once
 
 The run folder (`classifier.run`, its only owner)

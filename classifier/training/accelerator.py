@@ -58,7 +58,8 @@ def resolve_mixed_precision(requested: str | None, cpu: bool) -> str | None:
     else:
         resolved = requested or "no"
     if cpu and (resolved or launched) == "fp16":
-        raise UserError("--mixed-precision fp16 needs a GPU; use bf16 or no on a CPU")
+        where = "--mixed-precision fp16" if resolved else "ACCELERATE_MIXED_PRECISION=fp16"
+        raise UserError(f"{where} needs a GPU; use bf16 or no on a CPU")
     return resolved
 
 
