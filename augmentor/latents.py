@@ -16,7 +16,6 @@ bytes as one uninterrupted fill (`cache_latents`).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from manifests.files import file_sha256
+from manifests.files import atomic_path, file_sha256
 from manifests.images import load_image
 
 try:  # diffusers >= 0.25
@@ -149,9 +148,8 @@ def cache_latents(
 
 def _save_entry(tensor: torch.Tensor, path: Path) -> None:
     # Written beside the target and renamed: a killed run never leaves a torn entry.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({POSTERIOR_KEY: tensor}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file({POSTERIOR_KEY: tensor}, str(tmp))
 
 
 def sample_latents(

@@ -249,6 +249,40 @@ def _plant_pickles(checkpoint: Path, marker: Path) -> None:
     torch.save({"evil": _Planted(marker)}, checkpoint / "scheduler.bin")
 
 
+def test_killed_during_the_latent_cache_fill_resumes_to_the_same_weights(
+    phantom_manifest, tmp_path, monkeypatch
+):
+    """Killed after 15 cache entries (inside the first chunk of 16), `--resume` writes the
+    cache and trains the weights of an uninterrupted run, to the bit."""
+    import augmentor.latents as lat
+
+    straight = finetune(_cfg(phantom_manifest, tmp_path / "straight"))
+
+    real_save, written = lat._save_entry, []
+
+    def save_then_die(tensor, path):
+        if len(written) == 15:
+            raise KeyboardInterrupt("simulated kill during the latent-cache fill")
+        real_save(tensor, path)
+        written.append(path)
+
+    monkeypatch.setattr(lat, "_save_entry", save_then_die)
+    cfg = _cfg(phantom_manifest, tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg)
+    monkeypatch.setattr(lat, "_save_entry", real_save)
+    killed = Path(cfg.out)
+    assert latest_checkpoint(killed) is None and len(written) == 15
+
+    finetune(replace(cfg, resume=True))
+
+    def entries(out: Path) -> dict[str, bytes]:  # image sha -> cached posterior's bytes
+        return {p.name: p.read_bytes() for p in (out / "cache").rglob("*.safetensors")}
+
+    assert len(entries(straight)) > 16 and entries(killed) == entries(straight)
+    assert not _changed(_weights(straight / "unet"), _weights(killed / "unet"))
+
+
 def test_half_written_checkpoint_is_never_latest(tmp_path):
     ckpt = tmp_path / "checkpoints"
     for step in (2, 10):
