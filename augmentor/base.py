@@ -249,18 +249,3 @@ def load_pipeline(
 def image_channels(pipe: StableDiffusionPipeline) -> int:
     """Channels the autoencoder takes: 1 for `tiny`, 3 for Stable Diffusion's RGB VAE."""
     return int(pipe.vae.config.in_channels)
-
-
-def cpu_only() -> bool:
-    """Whether processes run on CPU: `ACCELERATE_USE_CPU` says so, or there is no GPU.
-
-    `accelerate launch --cpu` starts one process; several CPU processes come from
-    `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N` (torchrun).
-    Accelerate only forms a CPU (gloo) process group when told `cpu=True`, so callers pass
-    this to `Accelerator`/`PartialState` rather than let each process run alone.
-    """
-    from accelerate.utils import parse_flag_from_env
-
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
-        return True
-    return not (torch.cuda.is_available() or torch.backends.mps.is_available())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augmentor.label_spec import split_label_counts
-from classifier.tracking import check_report_to
+from classifier.training.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
 
@@ -107,7 +107,7 @@ class FinetuneConfig:
     autoencoder_batch_size: int = 8
     cache_latents_on_disk: bool = True
     show_progress: bool = True
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
+    report_to: str = "none"  # none | tensorboard | wandb (classifier.training.tracking)
 
 
 # ------------------------------------------------------------------------- config checks

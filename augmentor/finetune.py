@@ -16,7 +16,7 @@ differences are for speed and safety:
   output folder is touched; a fresh run that fails later is put back as found
   (`manifests.runfolder`).
 * Checkpoints (`DIR/checkpoints/checkpoint-STEP`) hold safetensors and JSON only
-  (`classifier.train_state`; nothing is unpickled on `--resume`), are written under a
+  (`classifier.training.checkpointer`; nothing is unpickled on `--resume`), are written under a
   scratch name and renamed, so a run killed at any moment resumes from a whole one, and
   resume bit-identically.
 * The result is a generator folder (`augmentor.generator`): a plain diffusers pipeline
@@ -44,7 +44,6 @@ import torch.nn.functional as F
 
 from augmentor import generator
 from augmentor.balance import balanced_weights, weighted_batches
-from augmentor.base import cpu_only
 from augmentor.config import FinetuneConfig, check_finetune_config, resolved_learning_rate
 from augmentor.latents import sample_latents
 from augmentor.lora import (
@@ -67,8 +66,10 @@ from augmentor.train_inputs import (
     load_base,
     load_train_data,
 )
-from classifier.tracking import start_tracking
-from classifier.train_state import load_train_state, save_train_state
+from classifier.training.accelerator import build_accelerator
+from classifier.training.checkpointer import Checkpointer
+from classifier.training.records import jsonable
+from classifier.training.tracking import start_tracking
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import file_sha256, read_json
@@ -100,16 +101,6 @@ _RESUME_FREE = {
 
 
 # ------------------------------------------------------------------------- output folder
-
-
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def decide_folder_state(cfg: FinetuneConfig) -> str:
@@ -155,7 +146,7 @@ def base_digest(base: str) -> str:
 
 def run_config(cfg: FinetuneConfig) -> dict:
     """The config as JSON, paths absolute, with the input digests a resume must match."""
-    config = _jsonable(asdict(cfg))
+    config = jsonable(asdict(cfg))
     config["manifest"] = os.path.abspath(cfg.manifest)
     config["out"] = os.path.abspath(cfg.out)
     if cfg.base != "tiny" and Path(cfg.base).exists():
@@ -276,50 +267,6 @@ class TrainerState:
         self.resumed_from = list(state["resumed_from"])
 
 
-def make_accelerator(cfg: FinetuneConfig):
-    from accelerate import Accelerator
-
-    cpu = cpu_only()
-    mp = cfg.mixed_precision
-    if mp is None and not os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        mp = "no"
-    if cpu and (mp or os.environ.get("ACCELERATE_MIXED_PRECISION")) == "fp16":
-        raise UserError("--mixed-precision fp16 needs a GPU; use bf16 or no on a CPU")
-    return Accelerator(
-        cpu=cpu,
-        mixed_precision=mp,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-    )
-
-
-# ------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(run: Run, training: Training, state: TrainerState) -> Path:
-    """Save the training state as checkpoint-STEP (no pickles); keep the newest K."""
-    acc, step = run.accelerator, state.global_step
-    tmp = runfolder.checkpoint_scratch(run.out, step) if acc.is_main_process else None
-    acc.wait_for_everyone()
-    # The same scratch name runfolder.checkpoint_scratch made on the main process.
-    tmp = tmp or run.out / runfolder.CHECKPOINTS_DIR / f".tmp-checkpoint-{step}"
-    save_train_state(
-        tmp,
-        models=training.checkpointed(acc),
-        optimizer=training.optimizer,
-        scheduler=training.lr_scheduler,
-        ema=training.ema,
-        trainer=state.state_dict(),
-        rank=acc.process_index,
-        is_main=acc.is_main_process,
-        generators={"noise": state.generator},
-    )
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        runfolder.commit_checkpoint(run.out, tmp, step, run.cfg.checkpoints_total_limit)
-    acc.wait_for_everyone()
-    return run.out / runfolder.CHECKPOINTS_DIR / f"checkpoint-{step}"
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -371,7 +318,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     if state_name == runfolder.FINISHED:
         (log or print)(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
         return out
-    run = Run(cfg, out, make_accelerator(cfg), log or print)
+    accelerator = build_accelerator(cfg.mixed_precision, cfg.seed, cfg.gradient_accumulation_steps)
+    run = Run(cfg, out, accelerator, log or print)
     run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
     weights = (
@@ -389,8 +337,8 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
         text = cache_text(run, base, data)
         models, params = set_up_trainables(run, base)
         training = make_optimizer(run, base, models, params)
-        state = resume_training(run, training, state_name)
-        session = train_loop(run, base, posteriors, text, training, state, weights)
+        state, checkpointer = resume_training(run, training, state_name)
+        session = train_loop(run, base, posteriors, text, training, state, checkpointer, weights)
         export_generator(run, base, data, text, training, state, fit, config, session, grain)
     run.accelerator.end_training()
     return out
@@ -478,26 +426,30 @@ def make_optimizer(run: Run, base: Base, models: list[torch.nn.Module], params: 
 # ------------------------------------------------------------------------ resume and loop
 
 
-def resume_training(run: Run, training: Training, state_name: str) -> TrainerState:
-    """The trainer state: fresh, or restored from the latest checkpoint (never unpickled).
+def resume_training(
+    run: Run, training: Training, state_name: str
+) -> tuple[TrainerState, Checkpointer]:
+    """The trainer state, fresh or restored from the latest checkpoint, and its checkpointer.
 
-    Restores weights, optimizer, LR schedule, EMA, counters and every random state, so a
-    resumed run continues bit-identically.
+    Restores weights, optimizer, LR schedule, EMA, counters and every random state (nothing
+    is unpickled), so a resumed run continues bit-identically.
     """
     acc = run.accelerator
     gen_device = "cpu" if run.device.type == "cpu" else run.device
     state = TrainerState(torch.Generator(device=gen_device).manual_seed(run.cfg.seed + run.rank))
-    latest = runfolder.latest_checkpoint(run.out) if state_name == runfolder.RESUME else None
-    if latest is not None:
-        trainer = load_train_state(
-            latest,
-            models=training.checkpointed(acc),
-            optimizer=training.optimizer,
-            scheduler=training.lr_scheduler,
-            ema=training.ema,
-            rank=run.rank,
-            generators={"noise": state.generator},
-        )
+    checkpointer = Checkpointer(
+        run.out,
+        acc,
+        training.checkpointed(acc),
+        optimizer=training.optimizer,
+        scheduler=training.lr_scheduler,
+        ema=training.ema,
+        generators={"noise": state.generator},
+        keep=run.cfg.checkpoints_total_limit,
+    )
+    resumed = checkpointer.resume() if state_name == runfolder.RESUME else None
+    if resumed is not None:
+        latest, trainer = resumed
         if training.ema is not None:
             training.ema.to(run.device)
         state.load_state_dict(trainer)
@@ -508,7 +460,7 @@ def resume_training(run: Run, training: Training, state_name: str) -> TrainerSta
         run.say(f"{run.out}: no complete checkpoint yet; starting from step 0")
     elif run.cfg.resume:
         run.say("finetune: nothing to resume yet; starting a new run")
-    return state
+    return state, checkpointer
 
 
 def train_loop(
@@ -518,6 +470,7 @@ def train_loop(
     text: TextInputs,
     training: Training,
     state: TrainerState,
+    checkpointer: Checkpointer,
     weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Train to `max_steps`: validation grids and checkpoints on their schedules.
@@ -637,7 +590,7 @@ def train_loop(
             val_seconds += time.perf_counter() - tv
         if state.global_step % cfg.checkpointing_steps == 0 or last:
             tc = time.perf_counter()
-            save_checkpoint(run, training, state)
+            checkpointer.save(state.global_step, state.state_dict())
             val_seconds += time.perf_counter() - tc
     bar.close()
     tracker.end()
@@ -687,7 +640,7 @@ def export_generator(
         record = generator_record(run, base, data, text, training, state, fit, config, session)
         record["training_patients_digest"] = patients_digest
         record["film_grain"] = grain
-        generator.write_generator_record(run.out, _jsonable(record))  # last: marks it finished
+        generator.write_generator_record(run.out, jsonable(record))  # last: marks it finished
         run.say(
             f"finetune: step {state.global_step}/{run.cfg.max_steps}, "
             f"{record['images_per_second']:.1f} images/s; wrote {run.out}"

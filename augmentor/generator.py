@@ -8,19 +8,18 @@ read it, all through this module. It holds:
   ``diffusers.StableDiffusionPipeline.from_pretrained(dir)`` loads;
 * ``lora/``: the LoRA adapters alone (diffusers format) when trained with LoRA;
 * ``training_patients.json``: the patients whose images and reports trained it, sorted, and
-  the SHA-256 of that list (`patients_digest`), so consumers can refuse a generator that saw
-  their val or test patients;
+  the SHA-256 of that list (`manifests.provenance.patients_digest`), so consumers can
+  refuse a generator that saw their val or test patients;
 * ``cxraug.json``: the run record (config, step, manifest digest, timings); written last,
   so its presence means the run finished;
 * while training: ``checkpoints/config.json`` (written when the run starts; a ``--resume``
   must match it), ``checkpoints/autoencoder/`` (the fitted `tiny` autoencoder),
-  ``checkpoints/checkpoint-N/`` (`manifests.runfolder`, `classifier.train_state`),
+  ``checkpoints/checkpoint-N/`` (`classifier.training.checkpointer`),
   ``cache/`` (cached autoencoder posteriors) and ``validation/`` (sample grids).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from manifests.errors import UserError
 from manifests.files import atomic_path, read_json, scratch_dir, write_json
+from manifests.provenance import patients_digest
 from manifests.runfolder import CHECKPOINTS_DIR, FolderFormat
 
 RECORD_FILE = "cxraug.json"
@@ -109,14 +109,9 @@ def clear_finished(out: Path) -> None:
     (Path(out) / RECORD_FILE).unlink(missing_ok=True)
 
 
-def patients_digest(patients: Sequence[str]) -> str:
-    """SHA-256 (hex) of a patient list: sorted ids, one per line, UTF-8."""
-    text = "\n".join(sorted(str(p) for p in patients))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def write_training_patients(out: Path, patients: Sequence[str]) -> str:
-    """Record the patients that trained the generator; returns their digest."""
+    """Record the patients that trained the generator; returns their digest
+    (`manifests.provenance.patients_digest`, which synthetic manifests record too)."""
     ids = sorted({str(p) for p in patients})
     digest = patients_digest(ids)
     write_json(
@@ -256,7 +251,6 @@ __all__ = [
     "export_pipeline",
     "is_finished",
     "load_autoencoder",
-    "patients_digest",
     "generator_record_or_none",
     "read_generator_record",
     "read_run_config",

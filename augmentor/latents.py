@@ -8,13 +8,14 @@ keeps that draw while the encoder runs once per image instead of once per step.
 
 The cache lives in memory and, optionally, on disk as one safetensors file per image in
 ``<cache_dir>/posterior-<vae digest>-<resolution>px/<image sha256>.safetensors``: a changed
-autoencoder or resolution never reads stale entries.
+autoencoder or resolution never reads stale entries. Images are encoded in fixed chunks of
+rows, so a fill that was killed and resumed, or shared by several processes, writes the same
+bytes as one uninterrupted fill (`cache_latents`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from manifests.files import file_sha256
+from manifests.files import atomic_path, file_sha256
 from manifests.images import load_image
 
 try:  # diffusers >= 0.25
@@ -89,54 +90,66 @@ def cache_latents(
     cache_dir: Path | None = None,
     batch_size: int = 16,
     shas: Sequence[str | None] | None = None,
-    only: Sequence[int] | None = None,
+    share: tuple[int, int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor | None:
     """Encode each image once; return the (N, 2 * latent_channels, h, w) posterior parameters.
 
-    With `cache_dir`, entries found on disk are read instead of encoded and new ones are
-    written (atomically), so a resumed or repeated run encodes nothing. `only` restricts the
-    work to some rows (one process's share under `accelerate launch`); it then only fills
-    the disk cache and returns None. `shas` (e.g. the manifest's `image_sha256`) saves
-    hashing files; missing ones are computed.
+    Images are encoded in fixed chunks keyed by row: chunk k is rows [k * batch_size,
+    (k + 1) * batch_size), always encoded whole, whatever is already cached. Why: an
+    encoder's output for an image moves in the last float bits with the other images in its
+    batch, so encoding only the missing rows of a fill a kill interrupted would give other
+    bytes than an uninterrupted fill. Fixed chunks make every entry the same however the
+    fill was interrupted and however many processes shared it.
+
+    With `cache_dir`, a chunk whose entries are all on disk is read instead of encoded and
+    new entries are written (atomically), so a resumed or repeated run encodes nothing it
+    finished. Rows with the same image (`shas`) share one entry, the encoding of the first
+    such row. `share=(rank, world)` encodes only chunks k with k % world == rank (one
+    process's share under `accelerate launch`) into the disk cache and returns None. `shas`
+    (e.g. the manifest's `image_sha256`) saves hashing files; missing ones are computed.
     """
-    vae_key = vae_digest(vae) if cache_dir is not None else ""
-    folder = posterior_cache_dir(cache_dir, vae_key, resolution) if cache_dir else None
-    if folder is not None:
+    n = len(paths)
+    folder = None
+    keys: list[Path] = []
+    if cache_dir is not None:
+        folder = posterior_cache_dir(cache_dir, vae_digest(vae), resolution)
         folder.mkdir(parents=True, exist_ok=True)
-    rows = list(range(len(paths))) if only is None else list(only)
-    results: dict[int, torch.Tensor] = {}
-    todo: list[int] = []
-    keys: dict[int, Path] = {}
-    for i in rows:
-        if folder is not None:
+        for i in range(n):
             sha = (shas[i] if shas is not None else None) or file_sha256(paths[i])
-            keys[i] = folder / f"{sha}.safetensors"
-            if keys[i].is_file():
-                results[i] = load_file(keys[i])[POSTERIOR_KEY]
-                if progress:
-                    progress(1)
-                continue
-        todo.append(i)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        params = encode_posterior(vae, load_pixels([paths[i] for i in chunk], resolution, channels))
-        for i, p in zip(chunk, params.cpu(), strict=True):
-            results[i] = p.contiguous()
-            if folder is not None:
-                _save_entry(results[i], keys[i])
+            keys.append(folder / f"{sha}.safetensors")
+    first = {}  # entry -> the first row with that image: the row whose encoding it holds
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    rank, world = share if share is not None else (0, 1)
+    results: dict[int, torch.Tensor] = {}
+    for k in range(rank, -(-n // batch_size), world):
+        chunk = range(k * batch_size, min(n, (k + 1) * batch_size))
+        owned = [i for i in chunk if folder is not None and first[keys[i]] == i]
+        if folder is not None and all(keys[i].is_file() for i in owned):
+            if share is None:
+                results.update({i: load_file(keys[i])[POSTERIOR_KEY] for i in owned})
+        else:
+            pixels = load_pixels([paths[i] for i in chunk], resolution, channels)
+            params = encode_posterior(vae, pixels).cpu()
+            for i, p in zip(chunk, params, strict=True):
+                results[i] = p.contiguous()
+            for i in owned:
+                if not keys[i].is_file():  # one a killed fill wrote holds these same bytes
+                    _save_entry(results[i], keys[i])
         if progress:
             progress(len(chunk))
-    if only is not None:
+    if share is not None:
         return None
-    return torch.stack([results[i] for i in range(len(paths))])
+    if folder is not None:
+        return torch.stack([results[first[keys[i]]] for i in range(n)])
+    return torch.stack([results[i] for i in range(n)])
 
 
 def _save_entry(tensor: torch.Tensor, path: Path) -> None:
     # Written beside the target and renamed: a killed run never leaves a torn entry.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({POSTERIOR_KEY: tensor}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file({POSTERIOR_KEY: tensor}, str(tmp))
 
 
 def sample_latents(

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from augmentor import synthetic_set as sset
-from augmentor.base import check_pipeline_dir, cpu_only, load_pipeline
+from augmentor.base import check_pipeline_dir, load_pipeline
 from augmentor.config import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_SCHEDULER,
@@ -37,6 +37,7 @@ from augmentor.config import (
 from augmentor.generator import generator_record_or_none, training_patients
 from augmentor.grain import GrainModel, add_grain
 from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
+from classifier.training.accelerator import cpu_only
 from manifests import provenance, runfolder
 from manifests.errors import UserError
 from manifests.files import atomic_path, file_sha256

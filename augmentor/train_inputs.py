@@ -33,6 +33,7 @@ from augmentor.config import FinetuneConfig, resolved_caption_dropout, resolved_
 from augmentor.grain import fit_autoencoder_grain
 from augmentor.latents import cache_latents, load_pixels
 from manifests.errors import UserError
+from manifests.files import file_sha256
 from manifests.io import Manifest, read_manifest
 from manifests.splits import check_leakage
 
@@ -304,17 +305,21 @@ def fit_film_grain(run: Run, base: Base, data: TrainData) -> dict | None:
 
 
 def cache_posteriors(run: Run, base: Base, data: TrainData) -> torch.Tensor:
-    """Each train image's autoencoder posterior, encoded once (disk cache shared by ranks)."""
+    """Each train image's autoencoder posterior, encoded once (disk cache shared by ranks).
+
+    Encoded in fixed chunks of rows (`augmentor.latents.cache_latents`), so a fill killed
+    and resumed, or split across ranks, gives the same bytes as one uninterrupted fill.
+    """
     t = time.perf_counter()
     args = (base.vae, data.paths, base.resolution, base.channels)
     folder = generator.cache_dir(run.out) if run.cfg.cache_latents_on_disk else None
+    shas = data.shas
     if folder is not None and run.world > 1:
         # Each rank encodes its share into the disk cache; then all read everything.
-        cache_latents(
-            *args, folder, shas=data.shas, only=range(run.rank, len(data.paths), run.world)
-        )
+        shas = [s or file_sha256(p) for s, p in zip(shas, data.paths, strict=True)]
+        cache_latents(*args, folder, shas=shas, share=(run.rank, run.world))
         run.accelerator.wait_for_everyone()
-    posteriors = cache_latents(*args, folder, shas=data.shas)
+    posteriors = cache_latents(*args, folder, shas=shas)
     run.timings["latent_cache"] = time.perf_counter() - t
     return posteriors
 

@@ -166,7 +166,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from classifier.config import TrainConfig
-    from classifier.train import start_training
+    from classifier.train import decide_folder_state, start_training
+    from classifier.training.accelerator import build_accelerator
 
     labels = ("Support Devices", "Pleural Effusion", "Pneumothorax", "Cardiomegaly")
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench-classifier-"))
@@ -180,22 +181,22 @@ def main() -> None:
 
     # cxraug's own training session (what `train_classifier` loops over) and the baseline,
     # epochs interleaved so both see the same machine load.
-    session = start_training(
-        TrainConfig(
-            real=manifest,
-            out=tmp / "run",
-            backbone=args.backbone,
-            labels=labels,
-            image_size=args.image_size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            patience=0,
-            num_workers=args.workers,
-            overwrite=True,
-        ),
-        log=lambda line: None,
+    cfg = TrainConfig(
+        real=manifest,
+        out=tmp / "run",
+        backbone=args.backbone,
+        labels=labels,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=0,
+        num_workers=args.workers,
+        overwrite=True,
     )
+    state_name = decide_folder_state(cfg)
+    accelerator = build_accelerator(cfg.mixed_precision, cfg.seed)
+    session = start_training(cfg, accelerator, state_name, log=lambda line: None)
     base = Baseline(tmp / "imagefolder", args, session.mean, session.std, len(labels))
     ours, theirs, waits, seconds, images, train_s = [], [], 0.0, 0.0, 0, 0.0
     for epoch in range(args.epochs):

@@ -10,7 +10,8 @@ Configuration (`classifier.config`, torch-free)
 
 Training (`classifier.train`)
     train_classifier(cfg, log=None) -> Path            # the run folder
-    start_training(cfg, log=None) -> TrainingSession | None   # step-by-step (benchmarks)
+    decide_folder_state(cfg) -> str    # every check, then fresh / resume / finished / overwrite
+    start_training(cfg, accelerator, state_name, log=None) -> TrainingSession  # step by step
     prepare_data(cfg, log) -> RunData   # `classifier.run_data`: train/val/test, decoded once
 
 The run folder (`classifier.run`, its only owner)
@@ -18,7 +19,7 @@ The run folder (`classifier.run`, its only owner)
     load_model(run_dir, device="cpu") -> (timm model in eval mode, config dict)
     find_runs(paths) -> run folders; FORMAT (manifests.runfolder.FolderFormat)
     config.json, model.safetensors (best val epoch), predictions.parquet, metrics.json
-    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.train_state:
+    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.training:
     safetensors + JSON, never pickles)
 
 Evaluation and statistics (`classifier.evaluate`)
@@ -35,5 +36,7 @@ Reports (`classifier.report_render`; the statistics in `classifier.report`; `cla
     efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
 
 Also: `classifier.dataset.ManifestDataset` (a PyTorch Dataset over any manifest for your own
-trainer), `classifier.tracking` (--report-to tensorboard|wandb), `classifier.train_state`.
+trainer) and the training toolkit both trainers share, `classifier.training`: `build_accelerator`,
+`Checkpointer` (safetensors + JSON, never pickles), `jsonable`, tracking (--report-to
+tensorboard|wandb).
 """

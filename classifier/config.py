@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classifier.run import read_config
-from classifier.tracking import check_report_to
+from classifier.training.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.mixing import check_mix, check_real_size
@@ -85,7 +85,7 @@ class TrainConfig:
     n_boot: int = 1000
     min_label_count: int = 5  # default label choice: positives and negatives in train
     eval_batch_size: int = 128
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.tracking)
+    report_to: str = "none"  # none | tensorboard | wandb (classifier.training.tracking)
     overwrite: bool = False
     resume: bool = False
 

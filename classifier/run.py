@@ -10,7 +10,7 @@ A run folder holds:
 * ``predictions.parquet``: ``image_path``, ``patient_id``, ``study_id``, then per label
   ``true.<label>`` (raw 1/0/-1/NaN) and ``prob.<label>``.
 * ``metrics.json``: the test evaluation; written last, so its presence means finished.
-* ``checkpoints/checkpoint-N/``: the training state after epoch N (`classifier.train_state`).
+* ``checkpoints/checkpoint-N/``: the training state after epoch N (`classifier.training.checkpointer`).
 
 `classifier.train` writes runs, `classifier.evaluate` scores them, `classifier.report`
 and `augmentor` (oracle, features) read them, all through this module.

@@ -14,10 +14,12 @@ A run directory holds:
 * ``metrics.json`` and ``predictions.parquet``: the test evaluation (see `evaluate.py`);
   ``metrics.json`` is written last, so its presence means the run is finished.
 * ``checkpoints/checkpoint-N/``: the training state after epoch N, for ``--resume``
-  (safetensors + JSON, `classifier.train_state`; never pickles).
+  (safetensors + JSON, never pickles).
 
 The folder format is owned by `classifier.run`; its lifecycle (fresh / resume / finished /
-overwrite, lock, scratch) by `manifests.runfolder`.
+overwrite, lock, scratch) by `manifests.runfolder`. The accelerator, the checkpoints (save,
+resume, the best model) and tracking come from the training toolkit `finetune` shares
+(`classifier.training`).
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
 from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
 from classifier.run_data import RunData, prepare_data, split_dataset
-from classifier.tracking import CLASSIFIER_SCALARS, start_tracking
-from classifier.train_state import load_train_state, save_train_state
+from classifier.training.accelerator import build_accelerator
+from classifier.training.checkpointer import Checkpointer
+from classifier.training.records import jsonable
+from classifier.training.tracking import CLASSIFIER_SCALARS, start_tracking
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import check_safetensors
@@ -177,21 +181,22 @@ def load_init_weights(model: torch.nn.Module, run_dir: Path, labels: tuple[str, 
 # ------------------------------------------------------------------------------ run folder
 
 
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+def decide_folder_state(cfg: TrainConfig) -> str:
+    """Every check a run makes before anything is written, then the folder's state.
+
+    Flags, backbone, `--pretrained` file, then `runfolder.folder_state` (fresh / resume /
+    finished / overwrite) for the run folder; read-only, so every rank calls it.
+    """
+    check_train_config(cfg)
+    check_backbone(cfg.backbone)
+    if cfg.pretrained is not None:
+        check_pretrained_file(Path(cfg.pretrained))
+    return runfolder.folder_state(Path(cfg.out), RUN_FORMAT, cfg.resume, cfg.overwrite)
 
 
 def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict:
     """config.json: the TrainConfig plus resolved labels, normalisation, counts, digests."""
-    config = _jsonable(asdict(cfg))
+    config = jsonable(asdict(cfg))
     for key in ("real", "out", "synthetic", "pretrained", "init_from", "cache_dir"):
         if config[key] is not None:  # absolute: a run folder is readable from anywhere
             config[key] = os.path.abspath(config[key])
@@ -208,7 +213,7 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
             "n_synthetic_train": int((data.train["source"] == "synthetic").sum()),
             "n_val": len(data.val),
             "n_test": len(data.test),
-            "mix_plan": _jsonable(asdict(data.plan))
+            "mix_plan": jsonable(asdict(data.plan))
             | {
                 "real_repeated": data.plan.real_repeated,
                 "synthetic_repeated": data.plan.synthetic_repeated,
@@ -233,13 +238,12 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
 
 
 class TrainerState:
-    """Epoch counter, best score and history; saved as JSON in each checkpoint."""
+    """Epoch counter, early-stopping count and history; saved as JSON in each checkpoint
+    (the best score and epoch travel with it, kept by the `Checkpointer`)."""
 
     def __init__(self) -> None:
         self.epoch = 0  # epochs finished
         self.num_updates = 0
-        self.best_score = -math.inf
-        self.best_epoch = -1
         self.bad_epochs = 0
         self.stopped = False
         self.history: list[dict] = []
@@ -249,32 +253,6 @@ class TrainerState:
 
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
-
-
-def _accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env
-
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-            mp = None  # set by `accelerate launch` / its config: let accelerate read it
-        elif torch.cuda.is_available():
-            mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            mp = "no"
-    # Several CPU processes (`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...`) only
-    # form a gloo group when the Accelerator is told cpu=True.
-    cpu = bool(parse_flag_from_env("ACCELERATE_USE_CPU")) or not torch.cuda.is_available()
-    return Accelerator(
-        cpu=cpu,
-        mixed_precision=mp,
-        dataloader_config=DataLoaderConfiguration(
-            use_seedable_sampler=True,
-            data_seed=cfg.seed,
-            non_blocking=torch.cuda.is_available(),  # batches are pinned on GPU machines
-        ),
-    )
 
 
 def _masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -360,9 +338,9 @@ def validate(model, loader, accelerator, labels, val_rows: pd.DataFrame, mean, s
 class TrainingSession:
     """A run set up and ready to train: what `train_classifier` loops over.
 
-    `start_training` builds it (folder, accelerator, data, model, optimizer, schedule, resumed
-    state); `train_epoch`, `validate_epoch` and `finish` are the loop's steps. The benchmark
-    drives the same object epoch by epoch.
+    `start_training` builds it (data, model, optimizer, schedule, checkpointer, resumed
+    state); `train_epoch`, `validate_epoch`, `end_epoch` and `finish` are the loop's steps.
+    The benchmark drives the same object epoch by epoch.
     """
 
     cfg: TrainConfig
@@ -375,6 +353,7 @@ class TrainingSession:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     state: TrainerState
+    checkpointer: Checkpointer
     config: dict
     mean: float
     std: float
@@ -408,18 +387,13 @@ class TrainingSession:
 
     def end_epoch(self, record: dict) -> None:
         """Keep the best model, count epochs without improvement, checkpoint."""
-        cfg, state, acc = self.cfg, self.state, self.accelerator
+        cfg, state = self.cfg, self.state
         # Select on val macro AUROC; a val set with one class everywhere has none: use loss.
         auroc = record["val_macro_auroc"]
         score = auroc if math.isfinite(auroc) else -record["val_loss"]
         record["monitor"] = "val_macro_auroc" if math.isfinite(auroc) else "-val_loss"
-        improved = score > state.best_score + 1e-6
-        if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-            if acc.is_main_process:
-                save_model(acc.unwrap_model(self.model), self.out)
-        else:
-            state.bad_epochs += 1
+        improved = self.checkpointer.update_best(score, state.epoch)
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.epoch += 1
         if cfg.patience and state.bad_epochs >= cfg.patience:
             state.stopped = True
@@ -430,7 +404,7 @@ class TrainingSession:
             f"{record['val_loss']:.4f}, val macro AUROC {auroc:.4f}, "
             f"{record['train_images_per_s']:.0f} img/s" + (" (best)" if improved else "")
         )
-        _save_checkpoint(acc, self.model, self.optimizer, self.scheduler, state, self.out)
+        self.checkpointer.save(state.epoch, state.state_dict())
         if state.stopped:
             self.say(f"early stop: no val improvement for {cfg.patience} epochs")
 
@@ -462,8 +436,8 @@ class TrainingSession:
                 "synthetic_provenance": self.config["synthetic_provenance"],
                 "init_from": self.config["init_from"],
                 "bad_images": data.bad,
-                "best_epoch": state.best_epoch,
-                "best_val_score": state.best_score,
+                "best_epoch": self.checkpointer.best_step,
+                "best_val_score": self.checkpointer.best_score,
                 "epochs_run": state.epoch,
                 "history": state.history,
                 "cache_seconds": data.cache_seconds,
@@ -482,40 +456,26 @@ class TrainingSession:
 
 def start_training(
     cfg: TrainConfig,
+    accelerator,
+    state_name: str,
     log: Callable[[str], None] | None = None,
-    accelerator=None,
-    state_name: str | None = None,
-) -> TrainingSession | None:
-    """Check flags and folder, decode data, build model/optimizer/schedule, resume state.
+) -> TrainingSession:
+    """Decode data, build model/optimizer/schedule, restore the state of a resumed run.
 
-    `train_classifier` passes the accelerator and the folder state it holds the folder in;
-    called alone (benchmarks) it decides them itself. Returns None when `cfg.resume` finds
-    the run already finished.
+    Args:
+        cfg: the run, already checked (`decide_folder_state`).
+        accelerator: the run's (`classifier.training.accelerator.build_accelerator`).
+        state_name: the folder state `decide_folder_state` gave (fresh, resume, overwrite);
+            `train_classifier` holds the folder in it (`runfolder.run_folder`).
+        log: called with progress lines on the main process (default: this module's logger).
     """
-    from accelerate.utils import set_seed
-
-    check_train_config(cfg)
-    check_backbone(cfg.backbone)
-    if cfg.pretrained is not None:
-        check_pretrained_file(Path(cfg.pretrained))
     out = Path(cfg.out)
-    if state_name is None:
-        state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
-    accelerator = accelerator or _accelerator(cfg)
 
     def say(text: str) -> None:
         if accelerator.is_main_process:
             (log or logger.info)(text)
 
-    if state_name == runfolder.FINISHED:
-        say(f"{out}: already finished; nothing to do")
-        return None
-    if state_name == runfolder.OVERWRITE and accelerator.is_main_process and out.is_dir():
-        runfolder.empty_folder(out)
-    accelerator.wait_for_everyone()
-
-    # ---- data, model
-    set_seed(cfg.seed)
+    # ---- data, model (the global generators were seeded from cfg.seed with the accelerator)
     data = prepare_data(cfg, say)
     model = build_model(cfg.backbone, len(data.labels), cfg.pretrained)
     if cfg.init_from is not None:
@@ -568,15 +528,20 @@ def start_training(
         updates_per_epoch=len(train_loader),
     )
     state = TrainerState()
-    latest = runfolder.latest_checkpoint(out) if state_name == runfolder.RESUME else None
-    if latest is not None:
-        trainer = load_train_state(
-            latest,
-            models={"model": accelerator.unwrap_model(model)},
-            optimizer=optimizer,
-            scheduler=scheduler,
-            rank=accelerator.process_index,
-        )
+    unwrapped = accelerator.unwrap_model(model)
+    checkpointer = Checkpointer(
+        out,
+        accelerator,
+        {"model": unwrapped},
+        optimizer=optimizer,
+        scheduler=scheduler,
+        keep=1,
+        save_best=lambda: save_model(unwrapped, out),
+        unit="epoch",
+    )
+    resumed = checkpointer.resume() if state_name == runfolder.RESUME else None
+    if resumed is not None:
+        latest, trainer = resumed
         state.load_state_dict(trainer)
         say(f"resumed from {latest} (epoch {state.epoch} of {cfg.epochs})")
     elif state_name == runfolder.RESUME:
@@ -592,6 +557,7 @@ def start_training(
         train_loader=train_loader,
         val_loader=val_loader,
         state=state,
+        checkpointer=checkpointer,
         config=config,
         mean=mean,
         std=std,
@@ -610,20 +576,15 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         The run directory (`classifier.run`: config.json, model.safetensors, metrics.json,
         predictions.parquet). A finished run is returned as is with `cfg.resume`.
     """
-    check_train_config(cfg)
-    check_backbone(cfg.backbone)
-    if cfg.pretrained is not None:
-        check_pretrained_file(Path(cfg.pretrained))
     out = Path(cfg.out)
-    state_name = runfolder.folder_state(out, RUN_FORMAT, cfg.resume, cfg.overwrite)
+    state_name = decide_folder_state(cfg)  # read-only: every rank decides before anyone writes
     if state_name == runfolder.FINISHED:
         (log or logger.info)(f"{out}: already finished; nothing to do")
         return out
-    accelerator = _accelerator(cfg)
+    accelerator = build_accelerator(cfg.mixed_precision, cfg.seed)
     accelerator.wait_for_everyone()  # every process decided the state before anyone writes
     with runfolder.run_folder(out, state_name, accelerator.is_main_process, fmt=RUN_FORMAT):
-        session = start_training(cfg, log, accelerator, state_name)
-        assert session is not None
+        session = start_training(cfg, accelerator, state_name, log)
         tracker = start_tracking(cfg.report_to, session.out, session.config, accelerator)
         while session.state.epoch < cfg.epochs and not session.state.stopped:
             record = {"epoch": session.state.epoch}
@@ -634,27 +595,3 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
         session.finish()
         tracker.end()
     return session.out
-
-
-def _save_checkpoint(
-    accelerator, model, optimizer, scheduler, state: TrainerState, out: Path
-) -> None:
-    """Save this epoch's training state (no pickles) and drop older epochs' states."""
-    tmp = None
-    if accelerator.is_main_process:
-        tmp = runfolder.checkpoint_scratch(out, state.epoch)
-    accelerator.wait_for_everyone()
-    tmp = tmp or out / runfolder.CHECKPOINTS_DIR / f".tmp-checkpoint-{state.epoch}"
-    save_train_state(
-        tmp,
-        models={"model": accelerator.unwrap_model(model)},
-        optimizer=optimizer,
-        scheduler=scheduler,
-        trainer=state.state_dict(),
-        rank=accelerator.process_index,
-        is_main=accelerator.is_main_process,
-    )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        runfolder.commit_checkpoint(out, tmp, state.epoch, keep=1)
-    accelerator.wait_for_everyone()

@@ -30,7 +30,11 @@ HELD_OUT = ("val", "test")
 
 
 def patients_digest(patients: Iterable[str]) -> str:
-    """SHA-256 over the sorted, distinct patient ids (one per line)."""
+    """SHA-256 (hex) over the sorted, distinct patient ids, one per line, UTF-8.
+
+    The one patient digest: a generator folder's `training_patients.json` and a synthetic
+    manifest's provenance record it.
+    """
     text = "\n".join(sorted({str(p) for p in patients}))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

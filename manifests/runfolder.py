@@ -42,6 +42,7 @@ from manifests.files import (
     fault_point,
     is_scratch_name,
     read_json,
+    scratch_dir,
     write_json,
 )
 
@@ -328,9 +329,19 @@ def latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def checkpoint_dir(out: Path, step: int) -> Path:
+    """Where checkpoint `step` lives once committed."""
+    return Path(out) / CHECKPOINTS_DIR / f"checkpoint-{step}"
+
+
+def checkpoint_scratch_dir(out: Path, step: int) -> Path:
+    """The scratch name checkpoint `step` is built under (what every rank writes into)."""
+    return scratch_dir(checkpoint_dir(out, step))
+
+
 def checkpoint_scratch(out: Path, step: int) -> Path:
     """An empty scratch folder to save checkpoint `step` into (then `commit_checkpoint`)."""
-    tmp = Path(out) / CHECKPOINTS_DIR / f".tmp-checkpoint-{step}"
+    tmp = checkpoint_scratch_dir(out, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
@@ -339,7 +350,7 @@ def checkpoint_scratch(out: Path, step: int) -> Path:
 def commit_checkpoint(out: Path, tmp: Path, step: int, keep: int | None) -> Path:
     """Mark `tmp` complete, rename it to `checkpoint-step`, keep the newest `keep`."""
     write_json(Path(tmp) / CHECKPOINT_DONE, {"step": step})
-    final = Path(out) / CHECKPOINTS_DIR / f"checkpoint-{step}"
+    final = checkpoint_dir(out, step)
     if final.exists():  # the same step saved again (e.g. resumed at the end): replace
         shutil.rmtree(final)
     fault_point("rename")
@@ -374,7 +385,9 @@ __all__ = [
     "acquire_lock",
     "check_resume_config",
     "check_resume_overwrite",
+    "checkpoint_dir",
     "checkpoint_scratch",
+    "checkpoint_scratch_dir",
     "checkpoint_step",
     "commit_checkpoint",
     "empty_folder",

@@ -32,10 +32,12 @@ from augmentor.latents import (
     sample_latents,
 )
 from augmentor.train_inputs import load_train_data
-from classifier.train_state import load_tree
+from classifier.training.checkpointer import Checkpointer
+from classifier.training.state import load_tree
 from cli import app
 from manifests.errors import UserError
 from manifests.io import manifest_digest, read_manifest, write_manifest
+from manifests.provenance import patients_digest
 from manifests.runfolder import checkpoint_step, latest_checkpoint, list_checkpoints
 
 CXRAUG = Path(sys.executable).parent / "cxraug"
@@ -126,7 +128,7 @@ def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_
     assert patients == sorted(set(train["patient_id"]))
     assert not set(patients) & set(rows.loc[rows["split"] != "train", "patient_id"])
     saved = json.loads((out / "training_patients.json").read_text())
-    assert saved["digest"] == generator.patients_digest(patients)
+    assert saved["digest"] == patients_digest(patients)
     assert record["training_patients_digest"] == saved["digest"]
     assert [s for s, _ in record["losses"]] == [1, 2, 3]
 
@@ -188,17 +190,17 @@ def test_interrupted_run_resumes_to_the_same_weights(phantom_manifest, tmp_path,
     """
     straight = finetune(_cfg(phantom_manifest, tmp_path / "straight", max_steps=4))
 
-    real_save = ft.save_checkpoint
+    real_save = Checkpointer.save
 
-    def save_then_die(run, training, state):
-        real_save(run, training, state)
+    def save_then_die(self, step, trainer):
+        real_save(self, step, trainer)
         raise KeyboardInterrupt("simulated kill after the first checkpoint")
 
-    monkeypatch.setattr(ft, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
     cfg = _cfg(phantom_manifest, tmp_path / "killed", max_steps=4)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg)
-    monkeypatch.setattr(ft, "save_checkpoint", real_save)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
     killed = Path(cfg.out)
     assert not (killed / "cxraug.json").exists()  # not marked finished
     assert latest_checkpoint(killed).name == "checkpoint-2"
@@ -245,6 +247,40 @@ def _plant_pickles(checkpoint: Path, marker: Path) -> None:
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"):
         (checkpoint / name).write_bytes(payload)
     torch.save({"evil": _Planted(marker)}, checkpoint / "scheduler.bin")
+
+
+def test_killed_during_the_latent_cache_fill_resumes_to_the_same_weights(
+    phantom_manifest, tmp_path, monkeypatch
+):
+    """Killed after 15 cache entries (inside the first chunk of 16), `--resume` writes the
+    cache and trains the weights of an uninterrupted run, to the bit."""
+    import augmentor.latents as lat
+
+    straight = finetune(_cfg(phantom_manifest, tmp_path / "straight"))
+
+    real_save, written = lat._save_entry, []
+
+    def save_then_die(tensor, path):
+        if len(written) == 15:
+            raise KeyboardInterrupt("simulated kill during the latent-cache fill")
+        real_save(tensor, path)
+        written.append(path)
+
+    monkeypatch.setattr(lat, "_save_entry", save_then_die)
+    cfg = _cfg(phantom_manifest, tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg)
+    monkeypatch.setattr(lat, "_save_entry", real_save)
+    killed = Path(cfg.out)
+    assert latest_checkpoint(killed) is None and len(written) == 15
+
+    finetune(replace(cfg, resume=True))
+
+    def entries(out: Path) -> dict[str, bytes]:  # image sha -> cached posterior's bytes
+        return {p.name: p.read_bytes() for p in (out / "cache").rglob("*.safetensors")}
+
+    assert len(entries(straight)) > 16 and entries(killed) == entries(straight)
+    assert not _changed(_weights(straight / "unet"), _weights(killed / "unet"))
 
 
 def test_half_written_checkpoint_is_never_latest(tmp_path):

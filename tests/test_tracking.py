@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from classifier.tracking import TRACKING_DIR, check_report_to
+from classifier.training.tracking import TRACKING_DIR, check_report_to
 from cli import app
 from manifests.errors import UserError
 

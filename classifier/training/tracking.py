@@ -8,7 +8,8 @@ RUN/logs`); wandb runs offline there (`wandb sync` uploads later). Only the main
 writes; elsewhere a `Tracker` does nothing, as does `--report-to none`.
 
 The training loops make one call per event: `start_tracking(...)` once, `tracker.log(...)`
-or `tracker.log_image(...)`, then `tracker.end()`.
+or `tracker.log_image(...)`, then `tracker.end()`. Part of the training toolkit
+(`classifier.training`).
 """
 
 from __future__ import annotations

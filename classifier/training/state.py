@@ -2,9 +2,10 @@
 
 accelerate's `save_state` writes optimizer, scheduler, random and custom states with
 `torch.save` (pickle), and `load_state` unpickles some of them with `weights_only=False`:
-resuming a tampered checkpoint could run code. cxraug's trainers (`augmentor.finetune`,
-`classifier.train`) save and load through these functions instead; a checkpoint folder
-holds only `*.safetensors` and `*.json`, and loading never calls `torch.load`.
+resuming a tampered checkpoint could run code. cxraug's trainers save and load through
+these functions instead (by way of `classifier.training.checkpointer.Checkpointer`); a
+checkpoint folder holds only `*.safetensors` and `*.json`, and loading never calls
+`torch.load`.
 
 What is saved: model weights, optimizer state, LR-scheduler state, EMA weights, the
 process's random states (torch, numpy, Python, and any named `torch.Generator`) per rank,
