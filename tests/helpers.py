@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,3 +99,11 @@ def image_folder(tmp_path_factory, name: str) -> Path:
     root = tmp_path_factory.mktemp(name)
     (root / "images").mkdir()
     return root
+
+
+def free_port() -> int:
+    """A TCP port free right now (the OS picks it): `accelerate launch --main_process_port`,
+    so two-process tests running side by side never meet on the default port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -42,7 +42,7 @@ from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png
 from manifests.io import read_manifest, write_manifest
-from tests.helpers import image_folder, set_synthesis_columns, write_split_phantom
+from tests.helpers import free_port, image_folder, set_synthesis_columns, write_split_phantom
 
 runner = CliRunner()
 LABELS = ("Support Devices", "Pleural Effusion")
@@ -507,6 +507,8 @@ def test_runs_under_accelerate_launch_with_two_processes(phantom_manifest, tmp_p
         "no",
         "--dynamo_backend",
         "no",
+        "--main_process_port",  # its own, beside other tests' launches
+        str(free_port()),
         str(bin_dir / "cxraug"),
         "train-classifier",
         "--real",

@@ -32,7 +32,7 @@ from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.io import Manifest, read_manifest, write_manifest
 from manifests.schema import CHEXPERT_LABELS, NIH_LABELS, validate_frame
-from tests.helpers import synthesis_config
+from tests.helpers import free_port, synthesis_config
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
@@ -479,6 +479,7 @@ def test_accelerate_two_cpu_processes(tmp_path, tiny_generator_dir, prompts):
     # torchrun launcher (`--multi_gpu`) with ACCELERATE_USE_CPU=1.
     args = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
     args += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    args += ["--main_process_port", str(free_port())]  # its own, beside other tests' launches
     args += [str(BIN / "cxraug"), "synthesize", "--model", str(tiny_generator_dir)]
     args += ["--prompts-from", str(prompts), "--labels", "pneumothorax:5,pleural_effusion:4"]
     args += [
