@@ -252,7 +252,8 @@ def test_gradient_accumulation_resumes_to_the_same_weights(phantom_manifest, tmp
     micro-step count of the uninterrupted run."""
     import augmentor.finetune as ft
     from augmentor.config import FinetuneConfig
-    from classifier.train_state import TRAINER_FILE
+    from classifier.training.checkpointer import Checkpointer
+    from classifier.training.state import TRAINER_FILE
     from manifests.runfolder import latest_checkpoint
 
     def cfg(out: Path) -> FinetuneConfig:
@@ -263,17 +264,17 @@ def test_gradient_accumulation_resumes_to_the_same_weights(phantom_manifest, tmp
         )  # fmt: skip
 
     straight = ft.finetune(cfg(tmp_path / "straight"))
-    real_save = ft.save_checkpoint
+    real_save = Checkpointer.save
 
-    def save_then_die(run, training, state):
-        real_save(run, training, state)
+    def save_then_die(self, step, trainer):
+        real_save(self, step, trainer)
         raise KeyboardInterrupt("killed after the first checkpoint")
 
-    monkeypatch.setattr(ft, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(cfg(killed))
-    monkeypatch.setattr(ft, "save_checkpoint", real_save)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
     first = json.loads((latest_checkpoint(killed) / TRAINER_FILE).read_text())
     assert (first["global_step"], first["micro_step"]) == (2, 6)
     ft.finetune(replace(cfg(killed), resume=True))
