@@ -29,9 +29,7 @@ share of each batch, only the main process writes, and noise seeds are offset pe
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,6 +43,7 @@ import torch.nn.functional as F
 from augmentor import generator
 from augmentor.balance import balanced_weights, weighted_batches
 from augmentor.config import FinetuneConfig, check_finetune_config, resolved_learning_rate
+from augmentor.finetune_folder import begin_run, check_resume, decide_folder_state, run_config
 from augmentor.latents import sample_latents
 from augmentor.lora import (
     TEXT_LORA_TARGETS,
@@ -66,113 +65,14 @@ from augmentor.train_inputs import (
     load_base,
     load_train_data,
 )
+from augmentor.validation import run_validation
 from classifier.training.accelerator import build_accelerator
 from classifier.training.checkpointer import Checkpointer
 from classifier.training.records import jsonable
 from classifier.training.tracking import start_tracking
 from manifests import runfolder
 from manifests.errors import UserError
-from manifests.files import file_sha256, read_json
-from manifests.io import manifest_digest
 from manifests.progress import progress, quiet_library_bars
-
-# Settings a --resume may change without changing what is being trained. Paths are free
-# (a moved run still resumes); the inputs they name are compared by digest.
-_RESUME_FREE = {
-    "report_to",
-    "max_steps",
-    "checkpointing_steps",
-    "checkpoints_total_limit",
-    "resume",
-    "overwrite",
-    "validation_prompts",
-    "validation_steps",
-    "validation_inference_steps",
-    "validation_guidance_scale",
-    "cache_latents_on_disk",
-    "mixed_precision",
-    "gradient_checkpointing",
-    "allow_download",
-    "show_progress",
-    "out",
-    "manifest",
-    "base",
-}
-
-
-# ------------------------------------------------------------------------- output folder
-
-
-def decide_folder_state(cfg: FinetuneConfig) -> str:
-    """`runfolder.folder_state` for the generator folder; read-only (every rank calls it).
-
-    A finished generator resumed with a larger `--max-steps` than it reached continues.
-    """
-    out = Path(cfg.out)
-    state = runfolder.folder_state(out, generator.FORMAT, cfg.resume, cfg.overwrite)
-    if state == runfolder.FINISHED:
-        done = generator.read_generator_record(out, flag="--out").get("global_step", 0)
-        if int(done) < cfg.max_steps:
-            return runfolder.RESUME
-    return state
-
-
-def base_digest(base: str) -> str:
-    """What a resume compares the base by: `tiny`, a hub id, or a local folder's content.
-
-    Hashes `model_index.json` and the component folders it names (not checkpoints or caches
-    a generator folder used as a base also holds).
-    """
-    path = Path(base)
-    if base == "tiny" or not path.is_dir():
-        return base
-    index = path / "model_index.json"
-    names = [k for k in read_json(index, "pipeline index") if not k.startswith("_")]
-    files = [index]
-    for name in sorted(names):
-        folder = path / name
-        if folder.is_dir():
-            files += sorted(
-                p
-                for p in folder.rglob("*")
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-            )
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.relative_to(path).as_posix()}\0".encode())
-        digest.update(bytes.fromhex(file_sha256(f)))
-    return digest.hexdigest()[:16]
-
-
-def run_config(cfg: FinetuneConfig) -> dict:
-    """The config as JSON, paths absolute, with the input digests a resume must match."""
-    config = jsonable(asdict(cfg))
-    config["manifest"] = os.path.abspath(cfg.manifest)
-    config["out"] = os.path.abspath(cfg.out)
-    if cfg.base != "tiny" and Path(cfg.base).exists():
-        config["base"] = os.path.abspath(cfg.base)
-    config["manifest_digest"] = manifest_digest(Path(cfg.manifest))
-    config["base_digest"] = base_digest(cfg.base)
-    return config
-
-
-def check_resume(state: str, out: Path, config: dict) -> None:
-    """Refuse a resume whose settings differ from the ones the run started with."""
-    if state != runfolder.RESUME:
-        return
-    saved = generator.read_run_config(out)
-    if saved is not None:
-        runfolder.check_resume_config(saved, config, _RESUME_FREE, out)
-
-
-def begin_run(run: Run, state: str, config: dict) -> None:
-    """Record the config (marks the folder as a generator); a continued run is unfinished."""
-    if run.main:
-        if state != runfolder.RESUME or generator.read_run_config(run.out) is None:
-            generator.write_run_config(run.out, config)
-        generator.clear_finished(run.out)  # re-exported at the end; until then not finished
-    run.accelerator.wait_for_everyone()
-
 
 # --------------------------------------------------------------------------------- data
 
@@ -265,41 +165,6 @@ class TrainerState:
         self.train_seconds = float(state["train_seconds"])
         self.losses = [list(x) for x in state["losses"]]
         self.resumed_from = list(state["resumed_from"])
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _grid(images: np.ndarray, columns: int = 4) -> np.ndarray:
-    """(N, H, W[, C]) floats in [0, 1] as one grayscale uint8 grid."""
-    if images.ndim == 4:
-        images = images.mean(axis=-1)
-    n, h, w = images.shape
-    cols = min(columns, n)
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * h, cols * w), dtype=np.float32)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
-    return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
-
-
-def run_validation(pipe, cfg: FinetuneConfig, resolution: int, step: int, out: Path) -> Path:
-    """One image per validation prompt (fixed seed) as a PNG grid in DIR/validation/."""
-    pipe.set_progress_bar_config(disable=True)
-    rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    images = pipe(
-        list(cfg.validation_prompts),
-        height=resolution,
-        width=resolution,
-        num_inference_steps=cfg.validation_inference_steps,
-        guidance_scale=cfg.validation_guidance_scale,
-        generator=rng,
-        output_type="np",
-    ).images
-    return generator.write_validation_grid(
-        out, step, _grid(np.asarray(images)), cfg.validation_prompts
-    )
 
 
 # --------------------------------------------------------------------------------- run
