@@ -152,6 +152,9 @@ def extra_option(name: str, hint: Any, default: Any, help: str) -> inspect.Param
     )
 
 
+CONFIG_COMMANDS: dict[str, type] = {}  # command name -> its config class (config_command)
+
+
 def config_command(parent: typer.Typer, name: str, cls: type, *extra: inspect.Parameter):
     """Register the decorated function as command `name`, whose options are the fields of
     the config class `cls` (their flags, defaults and help: manifests.settings), then
@@ -170,6 +173,7 @@ def config_command(parent: typer.Typer, name: str, cls: type, *extra: inspect.Pa
         command.__signature__ = inspect.Signature([*map(_parameter, fields), *extra])
         command.__doc__ = run.__doc__
         parent.command(name)(command)
+        CONFIG_COMMANDS[name] = cls
         return run
 
     return register
