@@ -72,6 +72,38 @@ def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
         load_study_config("big")
 
 
+def test_sections_override_their_command_configs(tmp_path):
+    """A section's keys are its command's config fields (the paths excepted), applied over
+    that config's defaults; an older study.toml's `[generator.options]` reads the same."""
+    from augmentor.config import FinetuneConfig
+
+    path = tmp_path / "mine.toml"
+    path.write_text("[generator]\nema = true\n[generator.options]\nnoise_offset = 0.05\n")
+    cfg = load_study_config("smoke", path)
+    gen = cfg.generator.command_config(manifest="m.parquet", out="g", resume=True)
+    assert isinstance(gen, FinetuneConfig) and gen.ema and gen.noise_offset == 0.05
+    assert (gen.max_steps, gen.train_text_encoder, gen.lr_scheduler) == (4, True, "constant")
+    assert gen.batch_size == 8 and gen.ema_decay == FinetuneConfig.ema_decay
+    # Only the differences from the command's defaults are kept.
+    assert "seed" not in cfg.generator.with_settings(seed=0).settings
+    path.write_text('[classifier]\nout = "elsewhere"\n')
+    with pytest.raises(UserError, match="key 'classifier.out' is set by the study itself"):
+        load_study_config("smoke", path)
+    path.write_text("[synthesis]\nguidance_scale = nan\n")
+    with pytest.raises(UserError, match="'synthesis.guidance_scale': nan is not a finite number"):
+        load_study_config("smoke", path)
+
+
+def test_study_help_gives_every_presets_description_and_time():
+    from study.presets import PRESETS
+
+    result = runner.invoke(app, ["study", "-h"], env={"COLUMNS": "100"})
+    text = " ".join(result.output.replace("│", " ").split())
+    for preset in PRESETS.values():
+        assert preset.describe() in text, preset.name
+    assert "about 18 minutes on 2 CPU cores" in text and "about 40 minutes on one GPU" in text
+
+
 def test_plan_runs_arms_and_pretrain_sources(tmp_path):
     cfg = load_study_config("smoke").classifier
     cfg.seeds, cfg.mixes = [0, 1], [0.75, 0.25]
