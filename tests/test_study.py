@@ -104,6 +104,20 @@ def test_study_help_gives_every_presets_description_and_time():
     assert "about 18 minutes on 2 CPU cores" in text and "about 40 minutes on one GPU" in text
 
 
+def test_docs_that_list_the_presets_list_them_as_study_presets_does():
+    """A page with the presets table (README.md, docs/) shows it as `presets_table` gives it."""
+    from pathlib import Path
+
+    from study.presets import presets_table
+
+    root = Path(__file__).resolve().parents[1]
+    header = presets_table().splitlines()[0]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if header in text:
+            assert presets_table() in text, f"{page.name}: the presets table is out of date"
+
+
 def test_plan_runs_arms_and_pretrain_sources(tmp_path):
     cfg = load_study_config("smoke").classifier
     cfg.seeds, cfg.mixes = [0, 1], [0.75, 0.25]
