@@ -190,7 +190,7 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset(
             "demo",
-            "phantoms and the tiny base, the generator's fidelity and a small-data arm",
+            "phantoms and the tiny base: the generator's prompt fidelity, real vs mixed at 80 images",
             "about 18 minutes on 2 CPU cores",
             demo_preset,
         ),
