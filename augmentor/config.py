@@ -90,8 +90,8 @@ class FinetuneConfig:
         1, help="Batches whose gradients add up to one optimizer step."
     )
     max_steps: int = setting(1000, help="Optimizer steps in all.")
-    adam_weight_decay: float = setting(1e-2, help="AdamW weight decay.")
-    max_grad_norm: float = setting(1.0, help="Gradient clipping norm.")
+    adam_weight_decay: float = setting(1e-2, help="AdamW weight decay.", cli=False)
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm.", cli=False)
     ema: bool = setting(False, help="Keep and save EMA weights.")
     ema_decay: float = setting(0.9999, help="EMA decay per step.")
     gradient_checkpointing: bool = setting(
@@ -131,7 +131,9 @@ class FinetuneConfig:
     autoencoder_steps: int = setting(
         1600, help="tiny only: autoencoder fitting steps (fewer blur the lung markings)."
     )
-    autoencoder_learning_rate: float = setting(1e-3, help="tiny only: autoencoder learning rate.")
+    autoencoder_learning_rate: float = setting(
+        1e-3, help="tiny only: autoencoder learning rate.", cli=False
+    )
     autoencoder_batch_size: int = setting(8, help="tiny only: images per autoencoder step.")
     cache_latents_on_disk: bool = setting(
         True,

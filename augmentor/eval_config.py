@@ -33,15 +33,9 @@ class FidelityTargets:
         side_hit_rate: the stated side is matched in at least this share of sided images.
     """
 
-    hit_vs_real_positive: float = setting(
-        0.8, help="Target: a prompted finding's hit rate is at least this x the real positives'."
-    )
-    false_finding_margin: float = setting(
-        0.10, help="Target: the false-finding rate is at most the real negatives' + this."
-    )
-    side_hit_rate: float = setting(
-        0.85, help="Target: the stated side is matched in at least this share of images."
-    )
+    hit_vs_real_positive: float = 0.8
+    false_finding_margin: float = 0.10
+    side_hit_rate: float = 0.85
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -96,18 +90,22 @@ class GeneratorEvalConfig:
         help="Where --drop-memorized writes (default: <synthetic>.unmemorized.parquet beside it).",
     )
     ssim_size: int | None = setting(
-        None, help="Side images are resized to for MS-SSIM (default: theirs, at most 256)."
+        None,
+        help="Side images are resized to for MS-SSIM (default: theirs, at most 256).",
+        cli=False,
     )
     max_pairs: int = setting(20, help="MS-SSIM pairs per group.")
     max_real: int | None = setting(None, help="At most N real images per split (random).")
-    thumbnails: int = setting(12, help="Pairs shown in memorization.png.")
+    thumbnails: int = setting(12, help="Pairs shown in memorization.png.", cli=False)
     seed: int = setting(0, help=SEED_HELP)
     resume: bool = setting(False, help=runfolder.RESUME_HELP)
     overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)
-    device: str | None = setting(None, help="Torch device (default: cuda if present, else cpu).")
-    kid_subsets: int = setting(KID_SUBSETS, help="KID's random subsets.")
-    kid_subset_size: int = setting(KID_SUBSET_SIZE, help="KID's subset size (at most).")
-    fidelity_targets: FidelityTargets = setting(default_factory=FidelityTargets)
+    device: str | None = setting(
+        None, help="Torch device (default: cuda if present, else cpu).", cli=False
+    )
+    kid_subsets: int = setting(KID_SUBSETS, help="KID's random subsets.", cli=False)
+    kid_subset_size: int = setting(KID_SUBSET_SIZE, help="KID's subset size (at most).", cli=False)
+    fidelity_targets: FidelityTargets = setting(default_factory=FidelityTargets, cli=False)
 
 
 @dataclass
@@ -127,8 +125,10 @@ class ProbeConfig:
         None, parse=comma_list, help="Comma list (default: probe-able labels)."
     )
     pooling: str = setting("mean", help="mean (over tokens) or eos (end-of-text token).")
-    batch_size: int = setting(64, help="Reports per forward pass.")
-    c: float = setting(1.0, help="Inverse L2 strength of each logistic-regression probe.")
+    batch_size: int = setting(64, help="Reports per forward pass.", cli=False)
+    c: float = setting(
+        1.0, help="Inverse L2 strength of each logistic-regression probe.", cli=False
+    )
     seed: int = setting(0, help=SEED_HELP)
     n_boot: int = setting(N_BOOT, help="Bootstrap resamples of held-out patients (CI).")
     out: Path | None = setting(

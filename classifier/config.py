@@ -41,11 +41,15 @@ def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
 class AugmentConfig:
     """Random augmentation of training batches (saved in a run's config.json)."""
 
-    rotate_deg: float = setting(10.0, help="Random rotation, up to this many degrees.")
-    scale: tuple[float, float] = setting((0.9, 1.1), help="Random zoom range (min max).")
-    translate: float = setting(0.05, help="Random shift, a fraction of the image side.")
-    brightness: float = setting(0.1, help="Random brightness shift, in [0, 1] intensity units.")
-    contrast: float = setting(0.1, help="Random contrast: x(1 ± this) around the image mean.")
+    rotate_deg: float = setting(10.0, help="Random rotation, up to this many degrees.", cli=False)
+    scale: tuple[float, float] = setting((0.9, 1.1), help="Random zoom range (min max).", cli=False)
+    translate: float = setting(0.05, help="Random shift, a fraction of the image side.", cli=False)
+    brightness: float = setting(
+        0.1, help="Random brightness shift, in [0, 1] intensity units.", cli=False
+    )
+    contrast: float = setting(
+        0.1, help="Random contrast: x(1 ± this) around the image mean.", cli=False
+    )
     hflip: bool = setting(False, help="Random horizontal flips (off: laterality matters on a CXR).")
 
 
@@ -89,10 +93,12 @@ class TrainConfig:
     epochs: int = setting(10, help="Passes over the training set (at most).")
     batch_size: int = setting(32, help="Images per batch.")
     lr: float = setting(3e-4, help="Peak learning rate (cosine, warmup).")
-    weight_decay: float = setting(0.01, help="Optimizer weight decay.")
+    weight_decay: float = setting(0.01, help="Optimizer weight decay.", cli=False)
     optimizer: str = setting("adamw", help="timm optimizer name.")
-    warmup_epochs: int = setting(1, help="Epochs of linear learning-rate warmup.")
-    min_lr: float = setting(1e-6, help="Learning rate at the end of the cosine schedule.")
+    warmup_epochs: int = setting(1, help="Epochs of linear learning-rate warmup.", cli=False)
+    min_lr: float = setting(
+        1e-6, help="Learning rate at the end of the cosine schedule.", cli=False
+    )
     patience: int = setting(3, help="Early stop after N epochs without val gain; 0 off.")
     seed: int = setting(0, help=SEED_HELP)
     num_workers: int = setting(
@@ -119,16 +125,20 @@ class TrainConfig:
     )  # default_arm
     augment: AugmentConfig = setting(default_factory=AugmentConfig)
     mixed_precision: str = setting(
-        "auto", help="auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16."
+        "auto", help="auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16.", cli=False
     )
     cache_dir: Path | None = setting(
         None, help="Memory-mapped image cache (sets larger than memory)."
     )
-    n_boot: int = setting(N_BOOT, help="Bootstrap resamples of test patients (metrics' CIs).")
-    min_label_count: int = setting(
-        5, help="Default label choice: labels with this many train positives and negatives."
+    n_boot: int = setting(
+        N_BOOT, help="Bootstrap resamples of test patients (metrics' CIs).", cli=False
     )
-    eval_batch_size: int = setting(128, help="Images per forward pass when evaluating.")
+    min_label_count: int = setting(
+        5,
+        help="Default label choice: labels with this many train positives and negatives.",
+        cli=False,
+    )
+    eval_batch_size: int = setting(128, help="Images per forward pass when evaluating.", cli=False)
     report_to: str = setting("none", help=REPORT_TO_HELP)  # classifier.tracking
     overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)
     resume: bool = setting(False, help=runfolder.RESUME_HELP)
