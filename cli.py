@@ -6,8 +6,13 @@ User errors (`manifests.UserError`) print as one line on stderr and exit with co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -15,10 +20,22 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from augmentor.config import FAST_SAMPLER, FinetuneConfig, OracleFilterConfig, SynthesisConfig
-from classifier.config import TrainConfig
+from augmentor.eval_config import GeneratorEvalConfig, ProbeConfig
+from classifier.config import ReportConfig, TrainConfig
 from classifier.tables import print_frame
 from manifests import runfolder
+from manifests.config import DemoDataConfig, SplitConfig
 from manifests.errors import UserError
+from manifests.settings import (
+    REPLACE_HELP,
+    Option,
+    build_config,
+    check_finite,
+    field_default,
+    flag_names,
+    options,
+)
+from study.presets import presets_help
 
 console = Console(soft_wrap=True)  # never break paths or messages mid-word
 err_console = Console(stderr=True, soft_wrap=True)
@@ -87,49 +104,91 @@ app.add_typer(manifest_app, name="manifest")
 # Shared argument aliases.
 ManifestArg = Annotated[Path, typer.Argument(help="A manifest (.parquet).", show_default=False)]
 OutManifest = Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.parquet).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=REPLACE_HELP)]
 # The run-folder commands (finetune, synthesize, train-classifier, study, evaluate-generator)
 # share these two flags and their meaning (manifests.runfolder).
 Resume = Annotated[bool, typer.Option("--resume", help=runfolder.RESUME_HELP)]
 RunOverwrite = Annotated[bool, typer.Option("--overwrite", help=runfolder.OVERWRITE_HELP)]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outputs).")]
-LabelSetOpt = Annotated[
-    str, typer.Option("--label-set", help="Label columns: chexpert (14, default) or nih (14).")
-]
-ReportTo = Annotated[
-    str,
-    typer.Option(
-        "--report-to",
-        help="Log to tensorboard or wandb (offline) under OUT/logs/, or none.",
-    ),
-]
 FrontalOnly = Annotated[
     bool, typer.Option("--frontal-only", help="Keep PA/AP (frontal) views only.")
 ]
 
 
-# ---------------------------------------------------------------- manifests (issue 2)
+# ---------------------------------------------------------------- commands from config classes
 
 
-@app.command("demo-data")
-def demo_data(
-    out: Annotated[Path, typer.Argument(help="Output folder for PNGs and manifest.parquet.")],
-    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 2000,
-    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 128,
-    patients: Annotated[
-        int | None,
-        typer.Option("--patients", help="Patients (default: n/3, several studies each)."),
-    ] = None,
-    seed: Seed = 0,
-    overwrite: Overwrite = False,
-) -> None:
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parameter(option: Option) -> inspect.Parameter:
+    """The Typer parameter of one config field (manifests.settings.Option)."""
+    field, hint, meta = option.field, option.hint, option.field.metadata
+    default = field_default(field)
+    if default is dataclasses.MISSING:
+        default = inspect.Parameter.empty  # a required option
+    if meta.get("parse"):  # the flag takes text (`--labels A,B`); the field gets it parsed
+        hint, default = str | None, None
+    elif typing.get_origin(hint) is tuple and ... in typing.get_args(hint):
+        hint = list[typing.get_args(hint)[0]]  # a repeatable flag
+    help = meta.get("help", "")
+    if meta.get("argument"):
+        info = typer.Argument(help=help, show_default=default is not inspect.Parameter.empty)
+    else:
+        info = typer.Option(*flag_names(field), help=help)
+    return inspect.Parameter(
+        option.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[hint, info],
+    )
+
+
+def extra_option(name: str, hint: Any, default: Any, help: str) -> inspect.Parameter:
+    """An option of a command that is not a field of its config (`--{name}`)."""
+    info = typer.Option(_flag(name), help=help)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[hint, info]
+    )
+
+
+CONFIG_COMMANDS: dict[str, type] = {}  # command name -> its config class (config_command)
+
+
+def config_command(parent: typer.Typer, name: str, cls: type, *extra: inspect.Parameter):
+    """Register the decorated function as command `name`, whose options are the fields of
+    the config class `cls` (their flags, defaults and help: manifests.settings), then
+    `extra`. The function gets the config built from the options (and each extra by name);
+    any number that is NaN or infinite is refused first, naming its flag."""
+    fields = options(cls)
+    flags = {o.name: o.flag for o in fields} | {p.name: _flag(p.name) for p in extra}
+    extra_names = [p.name for p in extra]
+
+    def register(run: Callable[..., None]) -> Callable[..., None]:
+        def command(**values: Any) -> None:
+            check_finite(values, flags)
+            extras = {key: values.pop(key) for key in extra_names}
+            run(build_config(cls, values), **extras)
+
+        command.__signature__ = inspect.Signature([*map(_parameter, fields), *extra])
+        command.__doc__ = run.__doc__
+        parent.command(name)(command)
+        CONFIG_COMMANDS[name] = cls
+        return run
+
+    return register
+
+
+# ---------------------------------------------------------------- manifests
+
+
+@config_command(app, "demo-data", DemoDataConfig)
+def demo_data(cfg: DemoDataConfig) -> None:
     """Draw the embedded phantom CXR dataset (a demo and test fixture, not clinical data)."""
     from manifests.phantom import write_phantom_dataset
 
-    path = write_phantom_dataset(
-        out, n=n, size=size, seed=seed, patients=patients, overwrite=overwrite
-    )
-    console.print(f"wrote {n} phantom images and {path}")
+    path = write_phantom_dataset(**asdict(cfg))
+    console.print(f"wrote {cfg.n} phantom images and {path}")
 
 
 @manifest_app.command("summary")
@@ -184,35 +243,22 @@ def manifest_export(
     console.print(f'load: datasets.load_dataset("imagefolder", data_dir="{result.folder}")')
 
 
-@manifest_app.command("split")
-def manifest_split(
-    manifest: ManifestArg,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output manifest (default: update in place).")
-    ] = None,
-    fractions: Annotated[
-        str, typer.Option("--fractions", help="train,val,test shares of patients.")
-    ] = "0.8,0.1,0.1",
-    seed: Seed = 0,
-    no_official: Annotated[
-        bool, typer.Option("--no-official", help="Ignore the dataset's official split.")
-    ] = False,
-    overwrite: Overwrite = False,
-) -> None:
+@config_command(manifest_app, "split", SplitConfig)
+def manifest_split(cfg: SplitConfig) -> None:
     """Patient-disjoint, label-stratified train/val/test split (keeps official splits)."""
     from manifests.io import read_manifest, write_manifest
     from manifests.splits import parse_fractions, split_by_patient, split_counts
 
-    shares = parse_fractions(fractions)
+    shares = parse_fractions(cfg.fractions)
     result = split_by_patient(
-        read_manifest(manifest), shares, seed=seed, keep_official=not no_official
+        read_manifest(cfg.manifest), shares, seed=cfg.seed, keep_official=not cfg.no_official
     )
-    target = out or manifest
-    write_manifest(result, target, overwrite=overwrite or out is None)
-    print_frame(split_counts(result), f"{target}: split (seed {seed})", out=console)
+    target = cfg.out or cfg.manifest
+    write_manifest(result, target, overwrite=cfg.overwrite or cfg.out is None)
+    print_frame(split_counts(result), f"{target}: split (seed {cfg.seed})", out=console)
 
 
-# ---------------------------------------------------------------- importers (issue 2)
+# ---------------------------------------------------------------- importers
 
 ImportRoot = Annotated[Path, typer.Option("--root", help="The dataset's folder.")]
 ImportLabelSet = Annotated[
@@ -350,302 +396,76 @@ def import_folder_cmd(
     )
 
 
-# ---------------------------------------------------------------- generator (issue 3)
+# ---------------------------------------------------------------- generator
 
 
-@app.command("finetune")
-def finetune_cmd(
-    manifest: Annotated[
-        Path, typer.Option("--manifest", "-m", help="Split manifest; its real train rows train.")
-    ],
-    base: Annotated[
-        str,
-        typer.Option(
-            "--base", help="'tiny', a local diffusers SD folder, or a hub id (--allow-download)."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output generator folder.")],
-    allow_download: Annotated[
-        bool, typer.Option("--allow-download", help="Let --base be fetched from the hub.")
-    ] = FinetuneConfig.allow_download,
-    resolution: Annotated[
-        int | None, typer.Option("--resolution", help="Image side (default: the base's).")
-    ] = FinetuneConfig.resolution,
-    train_text_encoder: Annotated[
-        bool,
-        typer.Option("--train-text-encoder", help="Train the text encoder too (RoentGen's best)."),
-    ] = FinetuneConfig.train_text_encoder,
-    lora_rank: Annotated[
-        int | None, typer.Option("--lora-rank", help="Train LoRA adapters of this rank instead.")
-    ] = FinetuneConfig.lora_rank,
-    learning_rate: Annotated[
-        float | None,
-        typer.Option("--learning-rate", help="Default: 5e-5 (RoentGen), 1e-4 LoRA, 5e-4 tiny."),
-    ] = FinetuneConfig.learning_rate,
-    lr_scheduler: Annotated[
-        str,
-        typer.Option("--lr-scheduler", help="constant, constant_with_warmup, linear, cosine, ..."),
-    ] = FinetuneConfig.lr_scheduler,
-    lr_warmup_steps: Annotated[
-        int, typer.Option("--lr-warmup-steps")
-    ] = FinetuneConfig.lr_warmup_steps,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Images per process per step.")
-    ] = FinetuneConfig.batch_size,
-    gradient_accumulation_steps: Annotated[
-        int, typer.Option("--gradient-accumulation-steps")
-    ] = FinetuneConfig.gradient_accumulation_steps,
-    max_steps: Annotated[
-        int, typer.Option("--max-steps", help="Optimizer steps in all.")
-    ] = FinetuneConfig.max_steps,
-    ema: Annotated[
-        bool, typer.Option("--ema", help="Keep and save EMA weights.")
-    ] = FinetuneConfig.ema,
-    ema_decay: Annotated[float, typer.Option("--ema-decay")] = FinetuneConfig.ema_decay,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing")
-    ] = FinetuneConfig.gradient_checkpointing,
-    mixed_precision: Annotated[
-        str | None,
-        typer.Option(
-            "--mixed-precision", help="no, fp16 or bf16 (default: accelerate's, else no)."
-        ),
-    ] = FinetuneConfig.mixed_precision,
-    snr_gamma: Annotated[
-        float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting (5 is usual).")
-    ] = FinetuneConfig.snr_gamma,
-    noise_offset: Annotated[float, typer.Option("--noise-offset")] = FinetuneConfig.noise_offset,
-    balance_labels: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--balance-labels",
-            help="A label to balance (repeat the flag for more): each epoch draws images "
-            "weighted toward rare findings, their sides and lobes (augmentor.balance).",
-        ),
-    ] = None,
-    caption_dropout: Annotated[
-        float | None,
-        typer.Option("--caption-dropout", help="Empty-prompt share (default 0.1 tiny, else 0)."),
-    ] = FinetuneConfig.caption_dropout,
-    film_grain: Annotated[
-        bool | None,
-        typer.Option(
-            "--film-grain/--no-film-grain",
-            help="Measure the grain the autoencoder drops, for synthesize to add back "
-            "(default: on from tiny, else off).",
-        ),
-    ] = FinetuneConfig.film_grain,
-    seed: Seed = FinetuneConfig.seed,
-    checkpointing_steps: Annotated[
-        int, typer.Option("--checkpointing-steps")
-    ] = FinetuneConfig.checkpointing_steps,
-    checkpoints_total_limit: Annotated[
-        int | None, typer.Option("--checkpoints-total-limit", help="Keep the last K checkpoints.")
-    ] = FinetuneConfig.checkpoints_total_limit,
-    resume: Resume = FinetuneConfig.resume,
-    validation_prompts: Annotated[
-        list[str] | None,
-        typer.Option("--validation-prompts", help="A fixed prompt (repeat the flag for more)."),
-    ] = None,
-    validation_steps: Annotated[
-        int, typer.Option("--validation-steps")
-    ] = FinetuneConfig.validation_steps,
-    autoencoder_steps: Annotated[
-        int,
-        typer.Option(
-            "--autoencoder-steps",
-            help="tiny only: autoencoder fitting steps (fewer blur the lung markings).",
-        ),
-    ] = FinetuneConfig.autoencoder_steps,
-    no_disk_cache: Annotated[
-        bool, typer.Option("--no-disk-cache", help="Keep the latent cache in memory only.")
-    ] = False,
-    report_to: ReportTo = FinetuneConfig.report_to,
-    overwrite: RunOverwrite = FinetuneConfig.overwrite,
-) -> None:
+@config_command(app, "finetune", FinetuneConfig)
+def finetune_cmd(cfg: FinetuneConfig) -> None:
     """Fine-tune a Stable Diffusion base on train CXRs and reports (the RoentGen recipe).
 
     Runs unchanged under `accelerate launch`.
     """
     from augmentor.finetune import finetune
 
-    finetune(
-        FinetuneConfig(
-            manifest=str(manifest),
-            base=base,
-            out=str(out),
-            allow_download=allow_download,
-            resolution=resolution,
-            train_text_encoder=train_text_encoder,
-            lora_rank=lora_rank,
-            learning_rate=learning_rate,
-            lr_scheduler=lr_scheduler,
-            lr_warmup_steps=lr_warmup_steps,
-            batch_size=batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            max_steps=max_steps,
-            ema=ema,
-            ema_decay=ema_decay,
-            gradient_checkpointing=gradient_checkpointing,
-            mixed_precision=mixed_precision,
-            snr_gamma=snr_gamma,
-            noise_offset=noise_offset,
-            balance_labels=tuple(balance_labels or ()),
-            caption_dropout=caption_dropout,
-            film_grain=film_grain,
-            seed=seed,
-            checkpointing_steps=checkpointing_steps,
-            checkpoints_total_limit=checkpoints_total_limit,
-            resume=resume,
-            overwrite=overwrite,
-            validation_prompts=tuple(validation_prompts or ()),
-            validation_steps=validation_steps,
-            autoencoder_steps=autoencoder_steps,
-            cache_latents_on_disk=not no_disk_cache,
-            report_to=report_to,
-        ),
-        log=console.print,
-    )
+    finetune(cfg, log=console.print)
 
 
-@app.command("synthesize")
-def synthesize_cmd(
-    ctx: typer.Context,
-    model: Annotated[
-        Path, typer.Option("--model", help="Generator directory (diffusers pipeline folder).")
-    ],
-    labels: Annotated[
-        str,
-        typer.Option(
-            "--labels",
-            help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000 "
-            "(at most 10,000,000 images per run).",
-        ),
-    ],
-    prompts_from: Annotated[
-        Path,
-        typer.Option("--prompts-from", help="Manifest whose train-split reports are the prompts."),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    negatives: Annotated[
-        int, typer.Option("--negatives", help="Extra images from 'No Finding' reports.")
-    ] = SynthesisConfig.negatives,
-    images_per_prompt: Annotated[
-        int,
-        typer.Option(
-            "--images-per-prompt",
-            help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
-            "diversity: 4); label counts stay exact.",
-        ),
-    ] = SynthesisConfig.images_per_prompt,
-    seed: Seed = SynthesisConfig.seed,
-    scheduler: Annotated[
-        str,
-        typer.Option(
-            "--scheduler", help="pndm, ddim, ddpm, dpm++, euler, euler-a, heun, lms, unipc."
-        ),
-    ] = SynthesisConfig.scheduler,
-    num_inference_steps: Annotated[
-        int, typer.Option("--num-inference-steps", help="Denoising steps (RoentGen: 75).")
-    ] = SynthesisConfig.num_inference_steps,
-    guidance_scale: Annotated[
-        float,
-        typer.Option(
-            "--guidance-scale",
-            help="Classifier-free guidance (4: RoentGen's fidelity/alignment trade-off).",
-        ),
-    ] = SynthesisConfig.guidance_scale,
-    fast: Annotated[
-        bool,
-        typer.Option(
-            "--fast",
-            help="Sample with {} {} steps, guidance {:g} instead of RoentGen's defaults "
-            "(augmentor.config.FAST_SAMPLER; how it is chosen: benchmarks/bench_samplers.py); "
-            "excludes --scheduler, --num-inference-steps and --guidance-scale.".format(
-                *FAST_SAMPLER
-            ),
-        ),
-    ] = False,
-    negative_prompt: Annotated[
-        str | None, typer.Option("--negative-prompt", help="Optional negative prompt.")
-    ] = SynthesisConfig.negative_prompt,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Images per call.")
-    ] = SynthesisConfig.batch_size,
-    shard_every: Annotated[
-        int, typer.Option("--shard-every", help="Batches per committed Parquet shard.")
-    ] = SynthesisConfig.shard_every,
-    precision: Annotated[
-        str, typer.Option("--precision", help="fp32, fp16 or bf16.")
-    ] = SynthesisConfig.precision,
-    film_grain: Annotated[
-        bool,
-        typer.Option(
-            "--film-grain/--no-film-grain",
-            help="Add the film grain the generator measured at fine-tuning (if it has one).",
-        ),
-    ] = SynthesisConfig.film_grain,
-    resume: Resume = SynthesisConfig.resume,
-    overwrite: RunOverwrite = SynthesisConfig.overwrite,
-    filter_with: Annotated[
+FAST_HELP = (
+    "Sample with {} {} steps, guidance {:g} instead of RoentGen's defaults "
+    "(augmentor.config.FAST_SAMPLER; how it is chosen: benchmarks/bench_samplers.py); "
+    "excludes --scheduler, --num-inference-steps and --guidance-scale."
+).format(*FAST_SAMPLER)
+
+
+@config_command(
+    app,
+    "synthesize",
+    SynthesisConfig,
+    inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    extra_option("fast", bool, False, FAST_HELP),
+    extra_option(
+        "filter_with",
         Path | None,
-        typer.Option(
-            "--filter-with",
-            help="Quality filter: keep only images this classifier run (oracle) scores as "
-            "showing their target label; its score is recorded per row (oracle_prob).",
-        ),
-    ] = None,
-    min_prob: Annotated[
+        None,
+        "Quality filter: keep only images this classifier run (oracle) scores as showing "
+        "their target label; its score is recorded per row (oracle_prob).",
+    ),
+    extra_option(
+        "min_prob",
         float | None,
-        typer.Option(
-            "--min-prob",
-            help=f"Oracle probability to keep an image (default {OracleFilterConfig.min_prob:g}).",
-        ),
-    ] = None,
+        None,
+        f"Oracle probability to keep an image (default {OracleFilterConfig.min_prob:g}).",
+    ),
+)
+def synthesize_cmd(
+    cfg: SynthesisConfig,
+    ctx: typer.Context,
+    fast: bool,
+    filter_with: Path | None,
+    min_prob: float | None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
-    from augmentor.label_spec import split_label_counts
+    from augmentor.config import check_synthesis_config
 
-    split_label_counts(labels, negatives)  # a typo answers before torch loads
     if fast:  # the benchmarked sampler, unless a sampler flag was given too
-        flags = {
-            "--scheduler": "scheduler",
-            "--num-inference-steps": "num_inference_steps",
-            "--guidance-scale": "guidance_scale",
-        }
-        given = [f for f, p in flags.items() if ctx.get_parameter_source(p).name != "DEFAULT"]
+        given = [
+            o.flag
+            for o in options(SynthesisConfig)
+            if o.name in ("scheduler", "num_inference_steps", "guidance_scale")
+            and ctx.get_parameter_source(o.name).name != "DEFAULT"
+        ]
         name, steps, guidance = FAST_SAMPLER
         if given:
             raise UserError(
                 f"--fast and {', '.join(given)} exclude each other: --fast sets --scheduler "
                 f"{name}, --num-inference-steps {steps} and --guidance-scale {guidance:g}; drop one"
             )
-        scheduler, num_inference_steps, guidance_scale = name, steps, guidance
+        cfg.scheduler, cfg.num_inference_steps, cfg.guidance_scale = name, steps, guidance
+    check_synthesis_config(cfg)  # a typo answers before torch loads
     from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
 
     oracle_filter = oracle_filter_config(filter_with, min_prob)
-    result, kept = synthesize_and_filter(
-        SynthesisConfig(
-            model=str(model),
-            prompts_from=str(prompts_from),
-            out=str(out),
-            labels=labels,
-            negatives=negatives,
-            images_per_prompt=images_per_prompt,
-            seed=seed,
-            scheduler=scheduler,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            batch_size=batch_size,
-            shard_every=shard_every,
-            precision=precision,
-            film_grain=film_grain,
-            resume=resume,
-            overwrite=overwrite,
-        ),
-        oracle_filter,
-    )
+    result, kept = synthesize_and_filter(cfg, oracle_filter)
     if result.is_main_process:
         for note in result.notes:
             console.print(f"note: {note}")
@@ -667,184 +487,22 @@ def synthesize_cmd(
             console.print(f"kept rows in {kept.manifest}; every row's score in {kept.scores}")
 
 
-# ---------------------------------------------------------------- classifier, report, study (issue 4)
+# ---------------------------------------------------------------- classifier, report, study
 
 
-@app.command("train-classifier")
-def train_classifier_cmd(
-    real: Annotated[Path, typer.Option("--real", help="Real manifest, split by patient.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
-    synthetic: Annotated[
-        Path | None, typer.Option("--synthetic", help="Synthetic manifest (needed when --mix > 0).")
-    ] = TrainConfig.synthetic,
-    mix: Annotated[
-        float,
-        typer.Option(
-            "--mix",
-            help="Synthetic fraction of the training set, 0 to 1. 0: real only; 1: synthetic "
-            "only (as many images as real train); m in (0, 1): all R real train images plus "
-            "round(R*m/(1-m)) synthetic, so 0.5 adds as many synthetic as real. Val/test stay real.",
-        ),
-    ] = TrainConfig.mix,
-    train_size: Annotated[
-        int | None,
-        typer.Option(
-            "--train-size",
-            help="Fix the training set size T: round(T*mix) synthetic + the rest real "
-            "(drawn with repetition only if too few exist; said in the output).",
-        ),
-    ] = TrainConfig.train_size,
-    backbone: Annotated[
-        str, typer.Option("--backbone", help="Any timm model name.")
-    ] = TrainConfig.backbone,
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            "--labels", help="Comma list (default: labels with 5+ train positives and negatives)."
-        ),
-    ] = TrainConfig.labels,
-    pretrained: Annotated[
-        Path | None, typer.Option("--pretrained", help="Local timm weights (.safetensors/.pth).")
-    ] = TrainConfig.pretrained,
-    init_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--init-from", help="Start from another run's weights (pretrain-then-finetune)."
-        ),
-    ] = TrainConfig.init_from,
-    uncertain: Annotated[
-        str, typer.Option("--uncertain", help="-1 labels: ignore | zeros | ones.")
-    ] = TrainConfig.uncertain,
-    image_size: Annotated[
-        int, typer.Option("--image-size", help="Input side, pixels.")
-    ] = TrainConfig.image_size,
-    epochs: Annotated[int, typer.Option("--epochs")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = TrainConfig.batch_size,
-    lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (cosine, warmup).")
-    ] = TrainConfig.lr,
-    optimizer: Annotated[
-        str, typer.Option("--optimizer", help="timm optimizer name.")
-    ] = TrainConfig.optimizer,
-    patience: Annotated[
-        int, typer.Option("--patience", help="Early stop after N epochs without val gain; 0 off.")
-    ] = TrainConfig.patience,
-    seed: Seed = TrainConfig.seed,
-    num_workers: Annotated[
-        int, typer.Option("--num-workers", help="Loader processes.")
-    ] = TrainConfig.num_workers,
-    on_bad_image: Annotated[
-        str, typer.Option("--on-bad-image", help="Unreadable images: error | skip (counted).")
-    ] = TrainConfig.on_bad_image,
-    arm: Annotated[
-        str | None, typer.Option("--arm", help="Arm name (default: real, synthetic, mix0.5, ...).")
-    ] = TrainConfig.arm,
-    real_size: Annotated[
-        float | None,
-        typer.Option(
-            "--real-size",
-            help="Train on a nested, patient-level, label-stratified subset of the real train "
-            "split: N images (>= 1) or a fraction (< 1). Val/test stay whole.",
-        ),
-    ] = TrainConfig.real_size,
-    matched_to: Annotated[
-        str | None,
-        typer.Option(
-            "--matched-to",
-            help="Record that this real-only run is the step-matched control of ARM (give it "
-            "--train-size equal to ARM's training-set size so it takes as many steps).",
-        ),
-    ] = TrainConfig.matched_to,
-    allow_foreign_synthetic: Annotated[
-        bool,
-        typer.Option(
-            "--allow-foreign-synthetic",
-            help="Accept a synthetic set whose prompt and generator patients cannot be checked "
-            "against the val/test patients of --real (reports say so).",
-        ),
-    ] = TrainConfig.allow_foreign_synthetic,
-    hflip: Annotated[
-        bool, typer.Option("--hflip", help="Random horizontal flips (off: laterality matters).")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Memory-mapped image cache (huge sets).")
-    ] = TrainConfig.cache_dir,
-    resume: Resume = TrainConfig.resume,
-    report_to: ReportTo = TrainConfig.report_to,
-    overwrite: RunOverwrite = TrainConfig.overwrite,
-) -> None:
+@config_command(app, "train-classifier", TrainConfig)
+def train_classifier_cmd(cfg: TrainConfig) -> None:
     """Train a timm classifier on real, synthetic or mixed CXRs; evaluate on real test.
 
     No horizontal flip by default: laterality matters (heart side, left vs right findings).
     """
-    from classifier.config import AugmentConfig
     from classifier.train import train_classifier
 
-    cfg = TrainConfig(
-        real=real,
-        out=out,
-        synthetic=synthetic,
-        mix=mix,
-        train_size=train_size,
-        backbone=backbone,
-        labels=tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None,
-        pretrained=pretrained,
-        init_from=init_from,
-        uncertain=uncertain,
-        image_size=image_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        patience=patience,
-        seed=seed,
-        num_workers=num_workers,
-        on_bad_image=on_bad_image,
-        arm=arm,
-        real_size=real_size,
-        matched_to=matched_to,
-        allow_foreign_synthetic=allow_foreign_synthetic,
-        augment=AugmentConfig(hflip=hflip),
-        cache_dir=cache_dir,
-        resume=resume,
-        overwrite=overwrite,
-        report_to=report_to,
-    )
     train_classifier(cfg, log=console.print)
 
 
-@app.command("report")
-def report_cmd(
-    runs: Annotated[
-        list[Path],
-        typer.Argument(help="Classifier run directories (or folders of them).", show_default=False),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.*.")],
-    synthetic: Annotated[
-        Path | None,
-        typer.Option(
-            "--synthetic", help="Synthetic manifest for the sample grid (default: the runs')."
-        ),
-    ] = None,
-    generator_eval: Annotated[
-        Path | None,
-        typer.Option("--generator-eval", help="An evaluate-generator folder to include."),
-    ] = None,
-    baseline: Annotated[
-        str, typer.Option("--baseline", help="Arm the deltas are taken against.")
-    ] = "real",
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
-    seed: Seed = 0,
-    allow_foreign_synthetic: Annotated[
-        bool,
-        typer.Option(
-            "--allow-foreign-synthetic",
-            help="Report runs whose synthetic images' patients were never checked (said in the "
-            "report's header).",
-        ),
-    ] = False,
-    overwrite: Overwrite = False,
-) -> None:
+@config_command(app, "report", ReportConfig)
+def report_cmd(cfg: ReportConfig) -> None:
     """AUROC per arm and label over seeds; deltas vs real-only with paired bootstrap CIs.
 
     Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
@@ -853,21 +511,11 @@ def report_cmd(
     from classifier.report_render import make_report, print_report
 
     sections = []
-    if generator_eval is not None:
+    if cfg.generator_eval is not None:
         from augmentor.evaluate import generator_section
 
-        sections.append(generator_section(generator_eval))
-    report, paths = make_report(
-        runs,
-        out,
-        synthetic,
-        baseline,
-        n_boot,
-        seed,
-        sections=sections,
-        overwrite=overwrite,
-        allow_foreign_synthetic=allow_foreign_synthetic,
-    )
+        sections.append(generator_section(cfg.generator_eval))
+    report, paths = make_report(cfg, sections)
     print_report(report, out=console)
     console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
 
@@ -877,12 +525,7 @@ def study_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")],
     preset: Annotated[
         str | None,
-        typer.Option(
-            "--preset",
-            help="demo (phantoms + tiny base; 10.5 min measured on 2 idle CPU cores), paper "
-            "(RoentGen's arms and a real-size sweep; planned for about an hour, not yet timed) "
-            "or smoke (<1 min).",
-        ),
+        typer.Option("--preset", help=f"A ready-made study: {presets_help()}"),
     ] = None,
     config: Annotated[
         Path | None,
@@ -911,109 +554,16 @@ def study_cmd(
     console.print(f"report: {result.report_files['report.html']}")
 
 
-# ---------------------------------------------------------------- generator evaluation (issue 5)
+# ---------------------------------------------------------------- generator evaluation
 
 
-@app.command("evaluate-generator")
-def evaluate_generator_cmd(
-    synthetic: Annotated[
-        Path, typer.Option("--synthetic", help="Synthetic manifest (from cxraug synthesize).")
-    ],
-    real: Annotated[
-        Path, typer.Option("--real", help="Real manifest the generator was trained on (split).")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (generator_eval.json).")],
-    features: Annotated[
-        Path | None,
-        typer.Option("--features", help="Classifier run (trained on real data) giving features."),
-    ] = None,
-    features_timm: Annotated[
-        str | None, typer.Option("--features-timm", help="Or a timm model name (with --weights).")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Local weights for --features-timm.")
-    ] = None,
-    features_xrv: Annotated[
-        Path | None,
-        typer.Option(
-            "--features-xrv",
-            help="Or torchxrayvision DenseNet-121 weights: a local .safetensors file or state "
-            "dict (RoentGen's FID features; needs the xrv extra).",
-        ),
-    ] = None,
-    oracle: Annotated[
-        Path | None,
-        typer.Option("--oracle", help="Classifier run for prompt alignment (default: --features)."),
-    ] = None,
-    memorization_threshold: Annotated[
-        float,
-        typer.Option(
-            "--memorization-threshold",
-            help="Flag a synthetic image whose 32x32 pixel correlation with a train image "
-            "(centred on the mean train image) is at least this.",
-        ),
-    ] = 0.97,
-    feature_threshold: Annotated[
-        float,
-        typer.Option(
-            "--feature-threshold",
-            help="Flag it too when the centred feature cosine is at least this.",
-        ),
-    ] = 0.98,
-    drop_memorized: Annotated[
-        bool,
-        typer.Option("--drop-memorized", help="Write the synthetic manifest without flagged rows."),
-    ] = False,
-    filtered_out: Annotated[
-        Path | None,
-        typer.Option(
-            "--filtered-out",
-            help="Where --drop-memorized writes (default: <synthetic>.unmemorized.parquet beside it).",
-        ),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir", help="Feature cache by image hash (default: OUT/feature_cache)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
-    max_real: Annotated[
-        int | None, typer.Option("--max-real", help="At most N real images per split (random).")
-    ] = None,
-    max_pairs: Annotated[int, typer.Option("--max-pairs", help="MS-SSIM pairs per group.")] = 20,
-    seed: Seed = 0,
-    resume: Resume = False,
-    overwrite: RunOverwrite = False,
-) -> None:
+@config_command(app, "evaluate-generator", GeneratorEvalConfig)
+def evaluate_generator_cmd(cfg: GeneratorEvalConfig) -> None:
     """FID/KID, diversity (MS-SSIM), prompt alignment and fidelity, laterality, memorization."""
-    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+    from augmentor.evaluate import evaluate_generator
     from augmentor.generator_report import display_tables
 
-    result = evaluate_generator(
-        GeneratorEvalConfig(
-            synthetic=synthetic,
-            real=real,
-            out=out,
-            features=features,
-            features_timm=features_timm,
-            weights=weights,
-            features_xrv=features_xrv,
-            oracle=oracle,
-            cache_dir=cache_dir,
-            batch_size=batch_size,
-            memorization_threshold=memorization_threshold,
-            feature_threshold=feature_threshold,
-            drop_memorized=drop_memorized,
-            filtered_manifest=filtered_out,
-            max_pairs=max_pairs,
-            max_real=max_real,
-            seed=seed,
-            resume=resume,
-            overwrite=overwrite,
-        ),
-        progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
-    )
+    result = evaluate_generator(cfg, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     for title, table in display_tables(result.tables):
         print_frame(table, title, out=console)
     memo = result.summary["memorization"]
@@ -1026,50 +576,15 @@ def evaluate_generator_cmd(
         console.print(f"wrote {memo['dropped_manifest']} without the flagged images")
     for note in result.summary["notes"]:
         console.print(f"note: {note}")
-    console.print(f"wrote {out / 'generator_eval.json'}, generator_eval.md, memorization.png")
+    console.print(f"wrote {cfg.out / 'generator_eval.json'}, generator_eval.md, memorization.png")
 
 
-@app.command("probe-text-encoder")
-def probe_text_encoder_cmd(
-    base: Annotated[str, typer.Option("--base", help="'tiny' or the base diffusers folder.")],
-    finetuned: Annotated[Path, typer.Option("--finetuned", help="Fine-tuned generator directory.")],
-    manifest: Annotated[
-        Path, typer.Option("--manifest", help="Real manifest with reports, split by patient.")
-    ],
-    labels: Annotated[
-        str | None, typer.Option("--labels", help="Comma list (default: probe-able labels).")
-    ] = None,
-    pooling: Annotated[
-        str, typer.Option("--pooling", help="mean (over tokens) or eos (end-of-text token).")
-    ] = "mean",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Folder for text_encoder_probe.json (e.g. the eval folder)."
-        ),
-    ] = None,
-    seed: Seed = 0,
-    n_boot: Annotated[
-        int, typer.Option("--n-boot", help="Bootstrap resamples of held-out patients (CI).")
-    ] = 1000,
-    overwrite: Overwrite = False,
-) -> None:
+@config_command(app, "probe-text-encoder", ProbeConfig)
+def probe_text_encoder_cmd(cfg: ProbeConfig) -> None:
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
-    from augmentor.probe import ProbeConfig, display_table, probe_text_encoder
+    from augmentor.probe import display_table, probe_text_encoder
 
-    result = probe_text_encoder(
-        ProbeConfig(
-            base=base,
-            finetuned=finetuned,
-            manifest=manifest,
-            labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
-            pooling=pooling,
-            out=out,
-            seed=seed,
-            n_boot=n_boot,
-            overwrite=overwrite,
-        )
-    )
+    result = probe_text_encoder(cfg)
     print_frame(
         display_table(result.table),
         "text encoder probe: held-out report AUROC of a linear probe (base vs fine-tuned)",
@@ -1077,5 +592,5 @@ def probe_text_encoder_cmd(
     )
     for note in result.notes:
         console.print(f"note: {note}")
-    if out is not None:
-        console.print(f"wrote {out / 'text_encoder_probe.json'}")
+    if cfg.out is not None:
+        console.print(f"wrote {cfg.out / 'text_encoder_probe.json'}")

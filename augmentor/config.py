@@ -1,8 +1,9 @@
-"""Configurations of the generator's commands, with their defaults and flag checks.
+"""Configurations of the generator's commands (`finetune`, `synthesize` and its oracle
+filter): defaults, help texts and flag checks.
 
-Torch-free on purpose: the CLI builds and checks a config (a typo answers at once) before
-it imports torch or diffusers, and reads each flag's default from the dataclass here, so a
-default lives in one place (the study reads them from here too).
+Torch-free on purpose: the CLI builds its options from these dataclasses' fields
+(`manifests.settings`) and checks a config (a typo answers at once) before it imports torch
+or diffusers, so a default lives in one place (the study overrides the same fields by name).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from augmentor.label_spec import split_label_counts
 from classifier.training.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
+from manifests.settings import REPORT_TO_HELP, SEED_HELP, setting
 
 LR_SCHEDULERS = (
     "constant",
@@ -57,7 +59,7 @@ PRECISION_NAMES = ("fp32", "fp16", "bf16")
 
 @dataclass
 class FinetuneConfig:
-    """Everything a fine-tuning run depends on; saved in `DIR/cxraug.json`.
+    """Everything a fine-tuning run depends on (`cxraug finetune`); saved in `DIR/cxraug.json`.
 
     `None` defaults are resolved from the base: `resolution` = UNet sample size x autoencoder
     downsampling (64 for tiny, 512 for SD 1.5); `learning_rate` = 5e-5 (RoentGen) for a full
@@ -67,47 +69,79 @@ class FinetuneConfig:
     from `tiny` (its small autoencoder drops the images' grain; `augmentor.grain`), else off.
     """
 
-    manifest: str
-    base: str
-    out: str
-    allow_download: bool = False
-    resolution: int | None = None
-    train_text_encoder: bool = False
-    lora_rank: int | None = None
-    learning_rate: float | None = None
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 1000
-    adam_weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    ema: bool = False
-    ema_decay: float = 0.9999
-    gradient_checkpointing: bool = False
-    mixed_precision: str | None = None  # None: accelerate launch's setting, else "no"
-    snr_gamma: float | None = None
-    noise_offset: float = 0.0
-    caption_dropout: float | None = None
-    film_grain: bool | None = None  # None: fit it from `tiny` (augmentor.grain), else off
-    # draw each epoch's images weighted toward rare findings, sides, lobes (augmentor.balance)
-    balance_labels: tuple[str, ...] = ()
-    seed: int = 0
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 2
-    resume: bool = False  # continue the latest checkpoint in `out`
-    overwrite: bool = False
-    validation_prompts: tuple[str, ...] = ()
-    validation_steps: int = 500
-    validation_inference_steps: int = 25
-    validation_guidance_scale: float = 4.0
-    # tiny only; 1,600 keeps the lung markings the oracle reads (README, Generator levers)
-    autoencoder_steps: int = 1600
-    autoencoder_learning_rate: float = 1e-3
-    autoencoder_batch_size: int = 8
-    cache_latents_on_disk: bool = True
-    show_progress: bool = True
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.training.tracking)
+    manifest: str = setting(
+        flag=("--manifest", "-m"), help="Split manifest; its real train rows train."
+    )
+    base: str = setting(help="'tiny', a local diffusers SD folder, or a hub id (--allow-download).")
+    out: str = setting(flag=("--out", "-o"), help="Output generator folder.")
+    allow_download: bool = setting(False, help="Let --base be fetched from the hub.")
+    resolution: int | None = setting(None, help="Image side (default: the base's).")
+    train_text_encoder: bool = setting(False, help="Train the text encoder too (RoentGen's best).")
+    lora_rank: int | None = setting(None, help="Train LoRA adapters of this rank instead.")
+    learning_rate: float | None = setting(
+        None, help="Default: 5e-5 (RoentGen), 1e-4 LoRA, 5e-4 tiny."
+    )
+    lr_scheduler: str = setting(
+        "constant", help="constant, constant_with_warmup, linear, cosine, ..."
+    )
+    lr_warmup_steps: int = setting(0, help="Steps of linear learning-rate warmup.")
+    batch_size: int = setting(4, help="Images per process per step.")
+    gradient_accumulation_steps: int = setting(
+        1, help="Batches whose gradients add up to one optimizer step."
+    )
+    max_steps: int = setting(1000, help="Optimizer steps in all.")
+    adam_weight_decay: float = setting(1e-2, help="AdamW weight decay.", cli=False)
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm.", cli=False)
+    ema: bool = setting(False, help="Keep and save EMA weights.")
+    ema_decay: float = setting(0.9999, help="EMA decay per step.")
+    gradient_checkpointing: bool = setting(
+        False, help="Recompute activations in the backward pass (less memory, slower)."
+    )
+    mixed_precision: str | None = setting(
+        None, help="no, fp16 or bf16 (default: accelerate's, else no)."
+    )
+    snr_gamma: float | None = setting(None, help="Min-SNR loss weighting (5 is usual).")
+    noise_offset: float = setting(0.0, help="Offset noise (0: off).")
+    caption_dropout: float | None = setting(
+        None, help="Empty-prompt share (default 0.1 tiny, else 0)."
+    )
+    film_grain: bool | None = setting(
+        None,
+        flag="--film-grain/--no-film-grain",
+        help="Measure the grain the autoencoder drops, for synthesize to add back "
+        "(default: on from tiny, else off).",
+    )
+    balance_labels: tuple[str, ...] = setting(
+        (),
+        help="A label to balance (repeat the flag for more): each epoch draws images "
+        "weighted toward rare findings, their sides and lobes (augmentor.balance).",
+    )
+    seed: int = setting(0, help=SEED_HELP)
+    checkpointing_steps: int = setting(500, help="Optimizer steps between checkpoints.")
+    checkpoints_total_limit: int | None = setting(2, help="Keep the last K checkpoints.")
+    resume: bool = setting(False, help=runfolder.RESUME_HELP)
+    overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)
+    validation_prompts: tuple[str, ...] = setting(
+        (), help="A fixed prompt (repeat the flag for more)."
+    )
+    validation_steps: int = setting(500, help="Optimizer steps between validation images.")
+    validation_inference_steps: int = setting(25, help="Denoising steps of validation images.")
+    validation_guidance_scale: float = setting(4.0, help="Guidance scale of validation images.")
+    # 1,600 keeps the lung markings the oracle reads (README, Generator levers)
+    autoencoder_steps: int = setting(
+        1600, help="tiny only: autoencoder fitting steps (fewer blur the lung markings)."
+    )
+    autoencoder_learning_rate: float = setting(
+        1e-3, help="tiny only: autoencoder learning rate.", cli=False
+    )
+    autoencoder_batch_size: int = setting(8, help="tiny only: images per autoencoder step.")
+    cache_latents_on_disk: bool = setting(
+        True,
+        flag="--disk-cache/--no-disk-cache",
+        help="Keep the latent cache on disk in OUT (--no-disk-cache: in memory only).",
+    )
+    show_progress: bool = setting(True, cli=False)  # progress bars (off in benchmarks)
+    report_to: str = setting("none", help=REPORT_TO_HELP)  # classifier.training.tracking
 
 
 # ------------------------------------------------------------------------- config checks
@@ -181,45 +215,47 @@ def resolved_caption_dropout(cfg: FinetuneConfig) -> float:
 
 @dataclass
 class SynthesisConfig:
-    """Everything a synthesis run needs; saved as `OUT/synthesis.json`.
+    """Everything a synthesis run needs (`cxraug synthesize`); saved as `OUT/synthesis.json`.
 
-    Attributes:
-        model: generator directory (diffusers Stable Diffusion pipeline folder).
-        prompts_from: manifest whose train-split reports are the prompts.
-        out: output folder (images/, shards/, manifest.parquet, synthesis.json).
-        labels: `LABEL:COUNT,...`, e.g. `pneumothorax:5000,pleural_effusion:5000`.
-        negatives: images prompted by 'No Finding' reports.
-        images_per_prompt: consecutive rows (images, each with its own seed) per drawn
-            prompt; RoentGen's diversity protocol uses 4 (MS-SSIM over their 6 pairs). The
-            label counts stay exact: only the number of distinct prompts drawn changes.
-        seed: plan seed; each row's generation seed derives from it and the row index.
-        scheduler: a key of SCHEDULERS.
-        num_inference_steps, guidance_scale, negative_prompt: sampling settings.
-        batch_size: images per pipeline call (does not change any image).
-        shard_every: batches per committed shard (work lost to a kill is at most this).
-        precision: fp32, fp16 or bf16 weights.
-        film_grain: add the film grain the generator measured at fine-tuning
-            (`augmentor.grain`; only generators fine-tuned from `tiny` have one).
-        resume: finish an interrupted run in `out`; overwrite: replace `out`'s outputs.
+    `images_per_prompt` images (each with its own seed) share a drawn prompt: RoentGen's
+    diversity protocol uses 4 (MS-SSIM over their 6 pairs); the label counts stay exact, only
+    the number of distinct prompts drawn changes. Each row's generation seed derives from
+    `seed` and the row index; `batch_size` changes no image, and `shard_every` bounds the
+    work a kill loses. `film_grain` adds the grain the generator measured at fine-tuning
+    (`augmentor.grain`; only generators fine-tuned from `tiny` have one).
     """
 
-    model: str
-    prompts_from: str
-    out: str
-    labels: str
-    negatives: int = 0
-    images_per_prompt: int = 1
-    seed: int = 0
-    scheduler: str = DEFAULT_SCHEDULER
-    num_inference_steps: int = DEFAULT_STEPS
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
-    negative_prompt: str | None = None
-    batch_size: int = 8
-    shard_every: int = 1
-    precision: str = "fp32"
-    film_grain: bool = True
-    resume: bool = False
-    overwrite: bool = False
+    model: str = setting(help="Generator directory (diffusers pipeline folder).")
+    prompts_from: str = setting(help="Manifest whose train-split reports are the prompts.")
+    out: str = setting(flag=("--out", "-o"), help="Output folder.")
+    labels: str = setting(
+        help="LABEL:COUNT,... e.g. pneumothorax:5000,pleural_effusion:5000 "
+        "(at most 10,000,000 images per run).",
+    )
+    negatives: int = setting(0, help="Extra images from 'No Finding' reports.")
+    images_per_prompt: int = setting(
+        1,
+        help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
+        "diversity: 4); label counts stay exact.",
+    )
+    seed: int = setting(0, help=SEED_HELP)
+    scheduler: str = setting(DEFAULT_SCHEDULER, help=", ".join(SCHEDULERS) + ".")
+    num_inference_steps: int = setting(DEFAULT_STEPS, help="Denoising steps (RoentGen: 75).")
+    guidance_scale: float = setting(
+        DEFAULT_GUIDANCE_SCALE,
+        help="Classifier-free guidance (4: RoentGen's fidelity/alignment trade-off).",
+    )
+    negative_prompt: str | None = setting(None, help="Optional negative prompt.")
+    batch_size: int = setting(8, help="Images per call.")
+    shard_every: int = setting(1, help="Batches per committed Parquet shard.")
+    precision: str = setting("fp32", help="fp32, fp16 or bf16.")
+    film_grain: bool = setting(
+        True,
+        flag="--film-grain/--no-film-grain",
+        help="Add the film grain the generator measured at fine-tuning (if it has one).",
+    )
+    resume: bool = setting(False, help=runfolder.RESUME_HELP)
+    overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)
 
 
 def check_synthesis_config(config: SynthesisConfig) -> None:

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor.eval_config import GeneratorEvalConfig
 from augmentor.features import (
     FeatureExtractor,
     HalfMirrorEmbedder,
@@ -74,7 +75,6 @@ from augmentor.features import (
 )
 from augmentor.generator_metrics import (
     LATERAL_LABELS,
-    FidelityTargets,
     alignment_table,
     diversity_table,
     fidelity_table,
@@ -89,7 +89,7 @@ from augmentor.generator_report import (
     render_section,
     sample_rows,
 )
-from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
+from augmentor.metrics import ms_ssim_scales
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json
@@ -107,66 +107,6 @@ MEMORIZATION_TABLE = "memorization.parquet"
 MEMORIZATION_FIGURE = "memorization.png"
 SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding and side
 PROBE_FILE = "text_encoder_probe.json"  # written by `cxraug probe-text-encoder --out`
-
-DEFAULT_PIXEL_THRESHOLD = 0.97
-DEFAULT_FEATURE_THRESHOLD = 0.98
-
-
-@dataclass
-class GeneratorEvalConfig:
-    """Inputs and knobs of `evaluate_generator` (saved beside the outputs).
-
-    Attributes:
-        synthetic: the synthetic manifest (from `cxraug synthesize`).
-        real: the real manifest the generator was trained on (patient-disjoint splits).
-        out: output folder.
-        features: a cxraug classifier run whose backbone gives the features.
-        features_timm, weights: alternatively a timm model name and local weights file.
-        features_xrv: alternatively a local torchxrayvision DenseNet-121 weights file
-            (safetensors, or a state dict `torch.load(weights_only=True)` reads).
-        oracle: classifier run for prompt alignment and laterality (default: `features`
-            when that is a run; none with `features_timm` -> those sections are skipped).
-        cache_dir: feature cache (default `<out>/feature_cache`).
-        memorization_threshold: pixel correlation (32x32) at or above which a synthetic
-            image counts as a near-copy of its nearest train image.
-        feature_threshold: extractor-feature cosine at or above which it does too.
-        drop_memorized: also write the synthetic manifest without the flagged rows, to
-            `filtered_manifest` (default `<synthetic stem>.unmemorized.parquet` beside the
-            synthetic manifest; it must lie above the synthetic images, which stay put).
-        ssim_size: side images are resized to for MS-SSIM (default: the synthetic images'
-            size, at most 256).
-        max_pairs: pairs per group for MS-SSIM (and at most 20x that in all per comparison).
-        max_real: use at most this many real images per split (random, seeded); None = all.
-        thumbnails: pairs shown in `memorization.png`.
-        kid_subsets, kid_subset_size: KID's random subsets and their size (at most).
-        fidelity_targets: what prompt fidelity must reach per finding.
-    """
-
-    synthetic: Path
-    real: Path
-    out: Path
-    features: Path | None = None
-    features_timm: str | None = None
-    weights: Path | None = None
-    features_xrv: Path | None = None
-    oracle: Path | None = None
-    cache_dir: Path | None = None
-    batch_size: int = 64
-    memorization_threshold: float = DEFAULT_PIXEL_THRESHOLD
-    feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
-    drop_memorized: bool = False
-    filtered_manifest: Path | None = None
-    ssim_size: int | None = None
-    max_pairs: int = 20
-    max_real: int | None = None
-    thumbnails: int = 12
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    device: str | None = None
-    kid_subsets: int = KID_SUBSETS
-    kid_subset_size: int = KID_SUBSET_SIZE
-    fidelity_targets: FidelityTargets = field(default_factory=FidelityTargets)
 
 
 @dataclass

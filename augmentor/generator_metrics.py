@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from augmentor.eval_config import KID_SUBSET_SIZE, KID_SUBSETS, FidelityTargets
 from augmentor.metrics import (
-    KID_SUBSET_SIZE,
-    KID_SUBSETS,
     fid_from_features,
     kid_from_features,
     ms_ssim,
@@ -499,27 +498,6 @@ def memorization_table(
 # ---------------------------------------------------------------- prompt fidelity
 
 NO_FINDING = "No Finding"
-
-
-@dataclass(frozen=True)
-class FidelityTargets:
-    """What a generator that draws its prompts must reach, per finding (issue 10).
-
-    Attributes:
-        hit_vs_real_positive: the hit rate of a prompted finding is at least this times the
-            oracle's rate on real test positives.
-        false_finding_margin: the false-finding rate is at most the oracle's rate on real
-            test negatives (matched to the prompted findings: `matched_negative_rate`) plus
-            this.
-        side_hit_rate: the stated side is matched in at least this share of sided images.
-    """
-
-    hit_vs_real_positive: float = 0.8
-    false_finding_margin: float = 0.10
-    side_hit_rate: float = 0.85
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def _check(applies: bool, value: float, bound: float, at_least: bool) -> bool | None:

@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from augmentor.eval_config import KID_SUBSET_SIZE, KID_SUBSETS
+
 # ---------------------------------------------------------------- fidelity: FID
 
 
@@ -61,8 +63,6 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- fidelity: KID
 
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
 # Up to this many kernel entries (float64, ~240 MB) the whole kernel matrices are computed
 # once and each subset reads its block: 25x less work than one product per subset.
 _KID_GRAM_LIMIT = 30_000_000

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from augmentor.eval_config import POOLINGS, ProbeConfig
 from augmentor.metrics import binary_targets, linear_probe_auroc
 from classifier.evaluate import (
     CI_LEVEL,
@@ -36,37 +37,7 @@ from manifests.io import read_manifest
 from manifests.schema import resolve_label
 from manifests.splits import check_leakage
 
-POOLINGS = ("mean", "eos")
 PROBE_SCHEMA = "cxraug.text_encoder_probe/1"
-
-
-@dataclass
-class ProbeConfig:
-    """Inputs of `probe_text_encoder` (saved in its JSON output).
-
-    Attributes:
-        base: `tiny` or a local diffusers folder (its `text_encoder/` and `tokenizer/`).
-        finetuned: the generator directory from `cxraug finetune`.
-        manifest: real manifest with reports, split by patient.
-        labels: labels to probe (any spelling); default every label with 2+ positives and
-            2+ negatives both in train and in held-out reports.
-        pooling: `mean` (attention-masked mean of the last hidden states) or `eos`
-            (the end-of-text token's pooled output, what CLIP trains for).
-        out: optional folder for `text_encoder_probe.json`/`.csv` (use the
-            evaluate-generator folder to have the report show it).
-    """
-
-    base: str
-    finetuned: Path
-    manifest: Path
-    labels: tuple[str, ...] | None = None
-    pooling: str = "mean"
-    batch_size: int = 64
-    c: float = 1.0
-    seed: int = 0
-    n_boot: int = 1000  # paired bootstrap resamples of held-out patients for the change's CI
-    out: Path | None = None
-    overwrite: bool = False
 
 
 def _check_encoder_spec(spec: str | Path, flag: str) -> None:

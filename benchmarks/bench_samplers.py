@@ -93,7 +93,8 @@ import torch
 from augmentor import synthesize as synthesize_module
 from augmentor.base import load_pipeline
 from augmentor.config import SCHEDULERS, SynthesisConfig
-from augmentor.evaluate import Embedded, GeneratorEvalConfig, oracle_tables
+from augmentor.eval_config import GeneratorEvalConfig
+from augmentor.evaluate import Embedded, oracle_tables
 from augmentor.features import FeatureExtractor, embed_images, image_hashes, load_run_extractor
 from augmentor.metrics import kid_from_features
 from augmentor.synthesize import generate_images, set_scheduler, synthesize

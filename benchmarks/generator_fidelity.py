@@ -68,16 +68,12 @@ LABEL_SPEC = "cardiomegaly:{k},pleural_effusion:{k},pneumothorax:{k},consolidati
 
 
 def demo_generator() -> dict:
-    """The demo preset's generator settings (study.presets.demo_preset) as FinetuneConfig fields."""
+    """The demo preset's generator settings (study.presets.demo_preset) as FinetuneConfig
+    fields, less those this script sets itself (base, seed, checkpointing)."""
     from study.presets import demo_preset
 
-    g = demo_preset().generator
-    fields = ("max_steps", "autoencoder_steps", "batch_size", "learning_rate")
-    return {
-        **{name: getattr(g, name) for name in fields},
-        "train_text_encoder": g.train_text_encoder,
-        **(g.options or {}),
-    }
+    settings = demo_preset().generator.settings
+    return {k: v for k, v in settings.items() if k not in ("base", "seed", "checkpointing_steps")}
 
 
 # Cross-attention at 4x4 only (and in the mid block); `tiny` attends at 8x8 and 4x4, as SD does

@@ -7,6 +7,7 @@ Configuration (`classifier.config`, torch-free)
         labels=None, ..., real_size=None, allow_foreign_synthetic=False, matched_to=None,
         arm=None, resume=False, overwrite=False)
     check_train_config(cfg); default_arm(mix, init_from)
+    ReportConfig(runs, out, ...)   # `cxraug report`; N_BOOT, the bootstrap's resamples
 
 Training (`classifier.train`)
     train_classifier(cfg, log=None) -> Path            # the run folder
@@ -23,16 +24,16 @@ The run folder (`classifier.run`, its only owner)
     safetensors + JSON, never pickles)
 
 Evaluation and statistics (`classifier.evaluate`)
-    evaluate_run(run_dir, manifest=None, split="test", out_dir=None, n_boot=1000, seed=0)
-    bootstrap_auroc(y_true, y_prob, groups, n_boot=1000, seed=0) -> (auroc, lo, hi)
-    paired_bootstrap_delta(y_true, prob_a, prob_b, groups, n_boot=1000, seed=0)
+    evaluate_run(run_dir, manifest=None, split="test", out_dir=None, n_boot=N_BOOT, seed=0)
+    bootstrap_auroc(y_true, y_prob, groups, n_boot=N_BOOT, seed=0) -> (auroc, lo, hi)
+    paired_bootstrap_delta(y_true, prob_a, prob_b, groups, n_boot=N_BOOT, seed=0)
     fixed_macro(per_label, keep)       # the macro over one fixed label set in every resample
     seed_interval(terms, level, delta, method) -> SeedInterval  # patient bootstrap + seeds, t
     compute_metrics(...) -> metrics dict (with ci_n_valid / macro_ci_n_valid)
 
 Reports (`classifier.report_render`; the statistics in `classifier.report`; `classifier.efficiency`,
 `classifier.tables`)
-    make_report(run_dirs, out, synthetic=None, ..., allow_foreign_synthetic=False)
+    make_report(cfg: ReportConfig, sections=()) -> (report, written files)
     efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
 
 Also: `classifier.dataset.ManifestDataset` (a PyTorch Dataset over any manifest for your own

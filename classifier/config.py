@@ -1,14 +1,15 @@
-"""Configuration of `train-classifier`, with its defaults and flag checks.
+"""Configurations of the classifier's commands (`train-classifier`, `report`): defaults,
+help texts and flag checks, and the bootstrap's resample count `N_BOOT`.
 
-Torch-free on purpose: the CLI builds and checks a config (a typo answers at once) before
-it imports torch or timm, and reads each flag's default from the dataclass here, so a
-default lives in one place (the study reads them from here too).
+Torch-free on purpose: the CLI builds its options from these dataclasses' fields
+(`manifests.settings`) and checks a config (a typo answers at once) before it imports torch
+or timm, so a default lives in one place (the study overrides the same fields by name).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.run import read_config
@@ -16,7 +17,12 @@ from classifier.training.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.mixing import check_mix, check_real_size
+from manifests.settings import REPLACE_HELP, REPORT_TO_HELP, SEED_HELP, comma_list, setting
 
+# Bootstrap resamples of test patients behind every interval (train-classifier's metrics,
+# report, the text-encoder probe, the study), unless a command is told otherwise.
+N_BOOT = 1000
+BASELINE_ARM = "real"  # the arm a report's deltas are taken against
 UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
 BAD_IMAGE_POLICIES = ("skip", "error")
 
@@ -35,17 +41,22 @@ def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
 class AugmentConfig:
     """Random augmentation of training batches (saved in a run's config.json)."""
 
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.05  # fraction of the image side, each direction
-    brightness: float = 0.1  # added, in [0, 1] intensity units
-    contrast: float = 0.1  # multiplied around the image mean by 1 ± contrast
-    hflip: bool = False  # off: laterality matters on a CXR
+    rotate_deg: float = setting(10.0, help="Random rotation, up to this many degrees.", cli=False)
+    scale: tuple[float, float] = setting((0.9, 1.1), help="Random zoom range (min max).", cli=False)
+    translate: float = setting(0.05, help="Random shift, a fraction of the image side.", cli=False)
+    brightness: float = setting(
+        0.1, help="Random brightness shift, in [0, 1] intensity units.", cli=False
+    )
+    contrast: float = setting(
+        0.1, help="Random contrast: x(1 ± this) around the image mean.", cli=False
+    )
+    hflip: bool = setting(False, help="Random horizontal flips (off: laterality matters on a CXR).")
 
 
 @dataclass
 class TrainConfig:
-    """A classifier run. Saved (with derived facts) as the run's config.json.
+    """A classifier run (`cxraug train-classifier`). Saved (with derived facts) as the run's
+    config.json.
 
     The mix: `mix` is the synthetic fraction of the training set. Without `train_size`, all
     R real train images are kept and round(R * mix / (1 - mix)) synthetic ones added
@@ -53,41 +64,107 @@ class TrainConfig:
     `train_size` T: round(T * mix) synthetic, the rest real (see `manifests.mixing`).
     """
 
-    real: Path
-    out: Path
-    synthetic: Path | None = None
-    mix: float = 0.0
-    train_size: int | None = None
-    backbone: str = "densenet121"
-    labels: tuple[str, ...] | None = None  # None: labels with enough train positives
-    pretrained: Path | None = None  # local timm weights (safetensors or .pth)
-    init_from: Path | None = None  # another run directory to start from
-    uncertain: str = "ignore"  # -1 labels: ignore | zeros | ones
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"  # any timm optimizer name
-    warmup_epochs: int = 1
-    min_lr: float = 1e-6
-    patience: int = 3  # epochs without val improvement before stopping; 0 never stops
-    seed: int = 0
-    num_workers: int = 0  # loader processes; the loader only copies from the cache
-    on_bad_image: str = "error"  # error | skip
-    real_size: float | None = None  # a nested, patient-level subset of real train images
-    allow_foreign_synthetic: bool = False  # accept a synthetic set whose patients are unknown
-    matched_to: str | None = None  # the arm whose optimizer steps this real-only control matches
-    arm: str | None = None  # default from mix and init_from (see default_arm)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16
-    cache_dir: Path | None = None  # memory-mapped image cache for sets larger than RAM
-    n_boot: int = 1000
-    min_label_count: int = 5  # default label choice: positives and negatives in train
-    eval_batch_size: int = 128
-    report_to: str = "none"  # none | tensorboard | wandb (classifier.training.tracking)
-    overwrite: bool = False
-    resume: bool = False
+    real: Path = setting(help="Real manifest, split by patient.")
+    out: Path = setting(flag=("--out", "-o"), help="Run directory to write.")
+    synthetic: Path | None = setting(None, help="Synthetic manifest (needed when --mix > 0).")
+    mix: float = setting(
+        0.0,
+        help="Synthetic fraction of the training set, 0 to 1. 0: real only; 1: synthetic "
+        "only (as many images as real train); m in (0, 1): all R real train images plus "
+        "round(R*m/(1-m)) synthetic, so 0.5 adds as many synthetic as real. Val/test stay real.",
+    )
+    train_size: int | None = setting(
+        None,
+        help="Fix the training set size T: round(T*mix) synthetic + the rest real "
+        "(drawn with repetition only if too few exist; said in the output).",
+    )
+    backbone: str = setting("densenet121", help="Any timm model name.")
+    labels: tuple[str, ...] | None = setting(
+        None,
+        parse=comma_list,
+        help="Comma list (default: labels with 5+ train positives and negatives).",
+    )
+    pretrained: Path | None = setting(None, help="Local timm weights (.safetensors/.pth).")
+    init_from: Path | None = setting(
+        None, help="Start from another run's weights (pretrain-then-finetune)."
+    )
+    uncertain: str = setting("ignore", help="-1 labels: ignore | zeros | ones.")
+    image_size: int = setting(224, help="Input side, pixels.")
+    epochs: int = setting(10, help="Passes over the training set (at most).")
+    batch_size: int = setting(32, help="Images per batch.")
+    lr: float = setting(3e-4, help="Peak learning rate (cosine, warmup).")
+    weight_decay: float = setting(0.01, help="Optimizer weight decay.", cli=False)
+    optimizer: str = setting("adamw", help="timm optimizer name.")
+    warmup_epochs: int = setting(1, help="Epochs of linear learning-rate warmup.", cli=False)
+    min_lr: float = setting(
+        1e-6, help="Learning rate at the end of the cosine schedule.", cli=False
+    )
+    patience: int = setting(3, help="Early stop after N epochs without val gain; 0 off.")
+    seed: int = setting(0, help=SEED_HELP)
+    num_workers: int = setting(
+        0, help="Loader processes (the loader only copies from the image cache)."
+    )
+    on_bad_image: str = setting("error", help="Unreadable images: error | skip (counted).")
+    real_size: float | None = setting(
+        None,
+        help="Train on a nested, patient-level, label-stratified subset of the real train "
+        "split: N images (>= 1) or a fraction (< 1). Val/test stay whole.",
+    )
+    allow_foreign_synthetic: bool = setting(
+        False,
+        help="Accept a synthetic set whose prompt and generator patients cannot be checked "
+        "against the val/test patients of --real (reports say so).",
+    )
+    matched_to: str | None = setting(
+        None,
+        help="Record that this real-only run is the step-matched control of ARM (give it "
+        "--train-size equal to ARM's training-set size so it takes as many steps).",
+    )
+    arm: str | None = setting(
+        None, help="Arm name (default: real, synthetic, mix0.5, ...)."
+    )  # default_arm
+    augment: AugmentConfig = setting(default_factory=AugmentConfig)
+    mixed_precision: str = setting(
+        "auto", help="auto (bf16/fp16 on GPU, none on CPU) | no | fp16 | bf16.", cli=False
+    )
+    cache_dir: Path | None = setting(
+        None, help="Memory-mapped image cache (sets larger than memory)."
+    )
+    n_boot: int = setting(
+        N_BOOT, help="Bootstrap resamples of test patients (metrics' CIs).", cli=False
+    )
+    min_label_count: int = setting(
+        5,
+        help="Default label choice: labels with this many train positives and negatives.",
+        cli=False,
+    )
+    eval_batch_size: int = setting(128, help="Images per forward pass when evaluating.", cli=False)
+    report_to: str = setting("none", help=REPORT_TO_HELP)  # classifier.training.tracking
+    overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)
+    resume: bool = setting(False, help=runfolder.RESUME_HELP)
+
+
+@dataclass
+class ReportConfig:
+    """`cxraug report`: AUROC per arm and label over seeds, deltas with paired bootstrap CIs."""
+
+    runs: list[Path] = setting(
+        argument=True, help="Classifier run directories (or folders of them)."
+    )
+    out: Path = setting(flag=("--out", "-o"), help="Output folder for report.*.")
+    synthetic: Path | None = setting(
+        None, help="Synthetic manifest for the sample grid (default: the runs')."
+    )
+    generator_eval: Path | None = setting(None, help="An evaluate-generator folder to include.")
+    baseline: str = setting(BASELINE_ARM, help="Arm the deltas are taken against.")
+    n_boot: int = setting(N_BOOT, help="Bootstrap resamples.")
+    seed: int = setting(0, help=SEED_HELP)
+    allow_foreign_synthetic: bool = setting(
+        False,
+        help="Report runs whose synthetic images' patients were never checked (said in the "
+        "report's header).",
+    )
+    overwrite: bool = setting(False, help=REPLACE_HELP)
 
 
 def default_arm(mix: float, init_from: Path | None) -> str:

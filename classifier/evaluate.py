@@ -37,6 +37,7 @@ from scipy.stats import t as student_t
 from sklearn.metrics import roc_auc_score
 
 from classifier import run
+from classifier.config import N_BOOT
 from manifests.errors import UserError
 from manifests.io import Manifest, filter_manifest, read_manifest
 from manifests.splits import check_leakage
@@ -175,7 +176,7 @@ def bootstrap_auroc(
     y_true: np.ndarray,
     y_prob: np.ndarray,
     groups: Sequence,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = CI_LEVEL,
     chunk: int = 20_000_000,
@@ -213,7 +214,7 @@ def paired_bootstrap_delta(
     prob_a: np.ndarray,
     prob_b: np.ndarray,
     groups: Sequence,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = CI_LEVEL,
     chunk: int = 20_000_000,
@@ -438,7 +439,7 @@ def compute_metrics(
     y_prob: np.ndarray,
     labels: Sequence[str],
     groups: Sequence,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = CI_LEVEL,
 ) -> dict:
@@ -564,7 +565,7 @@ def evaluate_run(
     manifest: Path | Manifest | None = None,
     split: str = "test",
     out_dir: Path | None = None,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     batch_size: int = 64,
     on_bad_image: str = "error",

@@ -54,6 +54,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
+from classifier.config import BASELINE_ARM, N_BOOT
 from classifier.efficiency import size_tag
 from classifier.evaluate import (
     CI_LEVEL,
@@ -70,7 +71,6 @@ from manifests.errors import UserError
 from manifests.io import read_manifest
 
 MACRO = "macro"
-BASELINE_ARM = "real"
 CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
 MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
 FPR_GRID = np.linspace(0.0, 1.0, 101)
@@ -368,7 +368,7 @@ def baseline_for(arm: str, baseline: str, arms) -> str | None:
 def summarize_arms(
     runset: RunSet,
     baseline: str = BASELINE_ARM,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = CI_LEVEL,
 ) -> Report:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from classifier.config import BASELINE_ARM, ReportConfig
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
 from classifier.report import (
-    BASELINE_ARM,
     FPR_GRID,
     MACRO,
     MIN_SEEDS,
@@ -458,23 +458,19 @@ def load_report(out: Path) -> Report:
 
 
 def make_report(
-    run_dirs: Sequence[Path],
-    out: Path,
-    synthetic: Path | None = None,
-    baseline: str = BASELINE_ARM,
-    n_boot: int = 1000,
-    seed: int = 0,
-    sections: Sequence[dict[str, str]] = (),
-    overwrite: bool = False,
-    allow_foreign_synthetic: bool = False,
+    cfg: ReportConfig, sections: Sequence[dict[str, str]] = ()
 ) -> tuple[Report, dict[str, Path]]:
-    """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study)."""
-    check_output_folder(out, "--out")  # before any work
-    runset = collect_runs(run_dirs)
-    foreign = check_provenance(runset, allow_foreign_synthetic)
-    report = summarize_arms(runset, baseline=baseline, n_boot=n_boot, seed=seed)
+    """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study).
+
+    `sections` are extra report sections ({'md', 'html'}), e.g. the generator evaluation's;
+    `cfg.generator_eval` is read by the caller, which owns that folder's reader.
+    """
+    check_output_folder(cfg.out, "--out")  # before any work
+    runset = collect_runs(cfg.runs)
+    foreign = check_provenance(runset, cfg.allow_foreign_synthetic)
+    report = summarize_arms(runset, baseline=cfg.baseline, n_boot=cfg.n_boot, seed=cfg.seed)
     report.notes[:0] = foreign  # the header says so first
-    return report, write_report(report, out, synthetic, sections, overwrite)
+    return report, write_report(report, cfg.out, cfg.synthetic, sections, cfg.overwrite)
 
 
 __all__ = [

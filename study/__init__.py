@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from manifests import runfolder
@@ -44,6 +44,7 @@ from study.config import (
     GeneratorConfig,
     StudyConfig,
     SynthesisStageConfig,
+    as_tables,
     check_config,
     config_to_toml,
 )
@@ -72,29 +73,27 @@ ROENTGEN_PROTOCOL = {
 
 def roentgen_deviations(cfg: StudyConfig) -> list[str]:
     """Where this study's settings differ from RoentGen's protocol (each a line for the report)."""
-    g, s = cfg.generator, cfg.synthesis
-    options = g.options or {}
-    resolution = options.get("resolution") or (
-        cfg.data.phantom_size if g.base == "tiny" and cfg.data.manifest is None else None
+    g, s = cfg.generator.value, cfg.synthesis.value
+    resolution = g("resolution") or (
+        cfg.data.phantom_size if g("base") == "tiny" and cfg.data.manifest is None else None
     )
-    batch = g.batch_size * int(options.get("gradient_accumulation_steps", 1))
     ours = {
         "resolution (px)": resolution or 512,
-        "images per optimizer step": batch,
-        "text encoder trained": g.train_text_encoder,
-        "sampler": s.scheduler,
-        "sampling steps": s.num_inference_steps,
-        "guidance scale": s.guidance_scale,
+        "images per optimizer step": g("batch_size") * g("gradient_accumulation_steps"),
+        "text encoder trained": g("train_text_encoder"),
+        "sampler": s("scheduler"),
+        "sampling steps": s("num_inference_steps"),
+        "guidance scale": s("guidance_scale"),
     }
     lines = [
         f"{key}: {ours[key]!r} here, {value!r} in RoentGen"
         for key, value in ROENTGEN_PROTOCOL.items()
         if ours[key] != value
     ]
-    if g.base == "tiny":
+    if g("base") == "tiny":
         lines.insert(0, "base: the miniature `tiny` model trained from scratch on CPU, not "
                      "Stable Diffusion 1.x")  # fmt: skip
-        if s.film_grain and options.get("film_grain", True) is not False:
+        if s("film_grain") and g("film_grain") is not False:
             lines.append(
                 "film grain: measured on the train images (what tiny's autoencoder drops) "
                 "and added to every synthetic image; RoentGen adds none"
@@ -168,8 +167,8 @@ def _check_same_config(out: Path, cfg: StudyConfig) -> None:
     if not saved.is_file():
         return
     old = load_study_config(None, saved)
-    if asdict(old) != asdict(cfg):
-        diff = _first_difference(asdict(old), asdict(cfg))
+    if as_tables(old) != as_tables(cfg):
+        diff = _first_difference(as_tables(old), as_tables(cfg))
         raise UserError(
             f"--resume: {out} holds a study made with another configuration ({diff}); use a "
             f"new --out, or the same settings (--config {saved}) to resume it"
@@ -231,55 +230,23 @@ def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path
 
     An interrupted run resumes from its latest checkpoint.
     """
-    from augmentor.config import FinetuneConfig
     from augmentor.finetune import finetune
 
-    known = {f.name for f in fields(FinetuneConfig)}
-    unknown = sorted(set(cfg.options) - known)
-    if unknown:
-        raise UserError(
-            f"study: generator.options has unknown FinetuneConfig field(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(sorted(known))}"
-        )
-    settings = {
-        "manifest": str(manifest),
-        "base": cfg.base,
-        "out": str(out),
-        "max_steps": cfg.max_steps,
-        "autoencoder_steps": cfg.autoencoder_steps,
-        "batch_size": cfg.batch_size,
-        "learning_rate": cfg.learning_rate,
-        "train_text_encoder": cfg.train_text_encoder,
-        "checkpointing_steps": cfg.checkpointing_steps,
-        "seed": cfg.seed,
-        **cfg.options,
-    }
-    settings["resume"] = True  # a fresh folder starts; a cut run continues (manifests.runfolder)
-    return Path(finetune(FinetuneConfig(**settings), log=log))
+    # a fresh folder starts; a cut run continues (manifests.runfolder)
+    settings = cfg.command_config(manifest=str(manifest), out=str(out), resume=True)
+    return Path(finetune(settings, log=log))
 
 
 def stage_synthesize(
     cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log
 ) -> Path:
     """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run."""
-    from augmentor.config import SynthesisConfig
     from augmentor.synthesize import synthesize
     from augmentor.synthetic_set import manifest_path
 
     result = synthesize(
-        SynthesisConfig(
-            model=str(generator),
-            prompts_from=str(prompts),
-            out=str(out),
-            labels=cfg.labels,
-            negatives=cfg.negatives,
-            seed=cfg.seed,
-            scheduler=cfg.scheduler,
-            num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale,
-            batch_size=cfg.batch_size,
-            film_grain=cfg.film_grain,
-            resume=True,
+        cfg.command_config(
+            model=str(generator), prompts_from=str(prompts), out=str(out), resume=True
         )
     )
     for note in result.notes:
@@ -293,7 +260,8 @@ def stage_evaluate_generator(
     real: Path, synthetic: Path, oracle: Path, out: Path, log: Callable[[str], None]
 ) -> Path:
     """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator)."""
-    from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
+    from augmentor.eval_config import GeneratorEvalConfig
+    from augmentor.evaluate import evaluate_generator
     from augmentor.generator_report import prompt_fidelity_text
 
     result = evaluate_generator(
@@ -413,30 +381,18 @@ def stage_train(
     log: Callable[[str], None],
 ) -> Path:
     """One classifier run (classifier.train.train_classifier); resumes a cut run."""
-    from classifier.config import TrainConfig
     from classifier.train import train_classifier
 
-    train_cfg = TrainConfig(
+    train_cfg = cfg.command_config(
         real=real,
         out=run.out,
         synthetic=synthetic if run.mix > 0 else None,
         mix=run.mix,
         train_size=run.train_size,
-        backbone=cfg.backbone,
-        labels=tuple(cfg.labels),
-        pretrained=Path(cfg.pretrained) if cfg.pretrained else None,
         init_from=run.init_from,
         real_size=run.real_size,
         matched_to=run.matched_to,
-        allow_foreign_synthetic=cfg.allow_foreign_synthetic,
-        uncertain=cfg.uncertain,
-        image_size=cfg.image_size,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        patience=cfg.patience,
         seed=run.seed,
-        num_workers=cfg.num_workers,
         arm=run.arm,
         resume=True,  # a fresh folder starts; a cut run continues (manifests.runfolder)
     )
@@ -479,7 +435,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     generator = out / "generator"
     if not stages.done("finetune", generator):
         start = time.perf_counter()
-        log(f"finetune {cfg.generator.base} on the train split -> {generator}")
+        log(f"finetune {cfg.generator.value('base')} on the train split -> {generator}")
         stage_finetune(cfg.generator, real, generator, log)
         stages.finish("finetune", start)
 
@@ -487,7 +443,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     synthetic = manifest_path(synthetic_dir)
     if not stages.done("synthesize", synthetic):
         start = time.perf_counter()
-        log(f"synthesize {cfg.synthesis.labels} -> {synthetic_dir}")
+        log(f"synthesize {cfg.synthesis.value('labels')} -> {synthetic_dir}")
         stage_synthesize(cfg.synthesis, generator, real, synthetic_dir, log)
         stages.finish("synthesize", start)
 
@@ -528,16 +484,14 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
         files = {name: report_dir / name for name in REPORT_FILES}
     else:
         start = time.perf_counter()
-        report, files = make_report(
-            runs,
-            report_dir,
+        report_cfg = cfg.report.command_config(
+            runs=runs,
+            out=report_dir,
             synthetic=synthetic,
-            n_boot=cfg.report.n_boot,
-            seed=cfg.report.seed,
-            sections=sections,
             overwrite=True,
-            allow_foreign_synthetic=cfg.classifier.allow_foreign_synthetic,
+            allow_foreign_synthetic=cfg.classifier.value("allow_foreign_synthetic"),
         )
+        report, files = make_report(report_cfg, sections)
         stages.finish("report", start)
     return StudyResult(
         name=cfg.name,

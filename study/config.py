@@ -1,24 +1,32 @@
 """The study's configuration: `StudyConfig` and its sections, TOML in and out, checks.
 
-`StudyConfig` has one dataclass per stage, written as TOML tables `[data]`, `[generator]`,
+`StudyConfig` has one section per stage, written as TOML tables `[data]`, `[generator]`,
 `[synthesis]`, `[classifier]`, `[report]` (`config_to_toml`: the `study.toml` a study folder
-keeps). A TOML file of the same shape overrides a preset (`study.presets.load_study_config`):
+keeps). The generator, synthesis, classifier and report sections are sets of overrides of
+their command's config dataclass (`FinetuneConfig`, `SynthesisConfig`, `TrainConfig`,
+`ReportConfig`): a table's keys are that dataclass's fields by name (any field but those the
+study sets itself, such as the paths), beside the section's own study settings (the arms,
+seeds and sizes of `[classifier]`). A new field of a command's config is a study key at once.
+A TOML file of the same shape overrides a preset (`study.presets.load_study_config`):
 unknown keys and wrong types are a UserError naming the key and the file, and relative paths
 are relative to the file's folder. `check_config` refuses settings no study can run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 from augmentor.config import FinetuneConfig, SynthesisConfig
-from classifier.config import TrainConfig
+from classifier.config import ReportConfig, TrainConfig
 from manifests.errors import UserError
+from manifests.settings import field_default
 
 # ------------------------------------------------------------------------------ config
 
@@ -36,55 +44,115 @@ class DataConfig:
 
 
 @dataclass
-class GeneratorConfig:
-    """Fine-tuning of the generator on the real train split (RoentGen recipe).
+class Section:
+    """A stage's settings of its command's config dataclass (`COMMAND`), by field name.
 
-    Defaults are `augmentor.config.FinetuneConfig`'s, except that the text encoder trains
-    with the UNet (RoentGen's best setting).
+    `settings` holds only what differs from the command's defaults (given values are checked
+    and converted to the field's type; one equal to the default is dropped), so a section
+    is its overrides; `value(name)` is what the stage runs with, and `command_config` the
+    stage's config: the command's defaults, these overrides, then what the study sets
+    itself (`SET_BY_STUDY`, never a key of the section).
     """
 
-    base: str = "tiny"  # 'tiny' or a local diffusers folder
-    max_steps: int = FinetuneConfig.max_steps  # UNet steps
-    # only from 'tiny': steps fitting the 1-channel autoencoder
-    autoencoder_steps: int = FinetuneConfig.autoencoder_steps
-    batch_size: int = FinetuneConfig.batch_size
-    learning_rate: float | None = FinetuneConfig.learning_rate  # None: the base's default
-    train_text_encoder: bool = True
-    checkpointing_steps: int = 100  # an interrupted study resumes from the latest one
-    seed: int = 0
-    # Any other `augmentor.config.FinetuneConfig` field, passed through by name.
-    options: dict = field(default_factory=dict)
+    NAME: ClassVar[str]  # its TOML table
+    COMMAND: ClassVar[type]
+    SET_BY_STUDY: ClassVar[frozenset[str]]
+
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked = check_settings(type(self), self.settings, "study")
+        defaults = command_defaults(self.COMMAND)
+        for f in fields(self.COMMAND):
+            if f.name not in defaults and f.name not in self.SET_BY_STUDY | set(checked):
+                raise UserError(f"study: {self.NAME}.{f.name} has no default; set it")
+        self.settings = {k: v for k, v in checked.items() if v != defaults.get(k)}
+
+    @classmethod
+    def own_fields(cls) -> list[str]:
+        """The section's study settings (dataclass fields other than `settings`)."""
+        return [f.name for f in fields(cls) if f.name != "settings"]
+
+    @classmethod
+    def table_keys(cls) -> list[str]:
+        """Every key its TOML table takes: its own fields, then the command's."""
+        command = [f.name for f in fields(cls.COMMAND) if f.name not in cls.SET_BY_STUDY]
+        return [*cls.own_fields(), *(k for k in command if k not in cls.own_fields())]
+
+    def value(self, name: str) -> Any:
+        """The setting the stage runs with: the override, else the command's default."""
+        if name in self.settings:
+            return self.settings[name]
+        return command_defaults(self.COMMAND)[name]
+
+    def with_settings(self, **changes: Any):
+        """A copy with these overrides added."""
+        return replace(self, settings={**self.settings, **changes})
+
+    def command_config(self, **study: Any):
+        """The command's config for this stage; `study` gives what the study sets."""
+        return self.COMMAND(**{**self.settings, **study})
+
+
+def command_defaults(cls: type) -> dict[str, Any]:
+    """{field: default} of a config dataclass (fields without one left out)."""
+    found = {f.name: field_default(f) for f in fields(cls)}
+    return {k: v for k, v in found.items() if v is not dataclasses.MISSING}
 
 
 @dataclass
-class SynthesisStageConfig:
-    """Label-balanced synthesis prompted by real train reports."""
+class GeneratorConfig(Section):
+    """Fine-tuning of the generator on the real train split (`cxraug finetune`'s settings).
 
-    labels: str = "pleural_effusion:100,pneumothorax:100"  # LABEL:COUNT,...
-    negatives: int = SynthesisConfig.negatives  # extra images from 'No Finding' reports
-    # RoentGen's sampler (augmentor.config): PNDM, 75 steps, guidance 4.
-    scheduler: str = SynthesisConfig.scheduler
-    num_inference_steps: int = SynthesisConfig.num_inference_steps
-    guidance_scale: float = SynthesisConfig.guidance_scale
-    batch_size: int = SynthesisConfig.batch_size
-    seed: int = SynthesisConfig.seed
-    film_grain: bool = SynthesisConfig.film_grain  # add a `tiny` generator's measured grain
+    The study's defaults: the `tiny` base, the text encoder trained with the UNet
+    (RoentGen's best setting), a checkpoint every 100 steps (a cut study resumes there).
+    """
+
+    NAME: ClassVar[str] = "generator"
+    COMMAND: ClassVar[type] = FinetuneConfig
+    SET_BY_STUDY: ClassVar[frozenset[str]] = frozenset({"manifest", "out", "resume", "overwrite"})
+
+    settings: dict[str, Any] = field(
+        default_factory=lambda: {
+            "base": "tiny",
+            "train_text_encoder": True,
+            "checkpointing_steps": 100,
+        }
+    )
 
 
 @dataclass
-class ClassifierStageConfig:
-    """Classifier arms x seeds, evaluated on the real test split."""
+class SynthesisStageConfig(Section):
+    """Label-balanced synthesis prompted by real train reports (`cxraug synthesize`'s
+    settings; RoentGen's sampler by default: PNDM, 75 steps, guidance 4)."""
 
-    labels: list[str] = field(default_factory=lambda: ["Pleural Effusion", "Pneumothorax"])
-    # Defaults from `classifier.config.TrainConfig`.
-    backbone: str = TrainConfig.backbone
-    pretrained: str | None = None  # local timm weights
-    image_size: int = TrainConfig.image_size
-    epochs: int = TrainConfig.epochs
-    batch_size: int = TrainConfig.batch_size
-    lr: float = TrainConfig.lr
-    patience: int = TrainConfig.patience
-    uncertain: str = TrainConfig.uncertain
+    NAME: ClassVar[str] = "synthesis"
+    COMMAND: ClassVar[type] = SynthesisConfig
+    SET_BY_STUDY: ClassVar[frozenset[str]] = frozenset(
+        {"model", "prompts_from", "out", "resume", "overwrite"}
+    )
+
+    settings: dict[str, Any] = field(
+        default_factory=lambda: {"labels": "pleural_effusion:100,pneumothorax:100"}
+    )
+
+
+@dataclass
+class ClassifierStageConfig(Section):
+    """Classifier arms x seeds, evaluated on the real test split: the arms below, and
+    `cxraug train-classifier`'s settings for every run (the study sets each run's data,
+    mix, size, seed and folder)."""
+
+    NAME: ClassVar[str] = "classifier"
+    COMMAND: ClassVar[type] = TrainConfig
+    SET_BY_STUDY: ClassVar[frozenset[str]] = frozenset(
+        {"real", "out", "synthetic", "mix", "train_size", "init_from", "real_size"}
+        | {"matched_to", "arm", "seed", "resume", "overwrite"}
+    )
+
+    settings: dict[str, Any] = field(
+        default_factory=lambda: {"labels": ("Pleural Effusion", "Pneumothorax")}
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
     # A real-only arm per mixed arm trained for the same number of optimizer steps (its real
@@ -99,19 +167,22 @@ class ClassifierStageConfig:
     # False: the mixed arms (and their controls) only at the `real_sizes`, not on the full
     # real train split (the real arm on the full split always trains: it is the oracle).
     full_size_mixes: bool = True
-    # a synthetic set whose patients cannot be checked
-    allow_foreign_synthetic: bool = TrainConfig.allow_foreign_synthetic
     pretrain_finetune: bool = True
     # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
     # from the synthetic arm's run, which saw as many images as the real train split.
     pretrain_all_synthetic: bool = False
-    num_workers: int = TrainConfig.num_workers
 
 
 @dataclass
-class ReportStageConfig:
-    n_boot: int = 1000  # paired bootstrap resamples
-    seed: int = 0
+class ReportStageConfig(Section):
+    """The report (`cxraug report`'s settings: bootstrap resamples, seed, baseline arm)."""
+
+    NAME: ClassVar[str] = "report"
+    COMMAND: ClassVar[type] = ReportConfig
+    SET_BY_STUDY: ClassVar[frozenset[str]] = frozenset(
+        {"runs", "out", "synthetic", "generator_eval", "overwrite", "allow_foreign_synthetic"}
+    )
+
     # Evaluate the generator (fidelity, diversity, prompt alignment, memorization) with the
     # first real-only classifier run as feature extractor and oracle; shown in the report.
     generator_eval: bool = True
@@ -151,11 +222,19 @@ def _check_value(value, hint, where: str):
             except UserError:
                 continue
         raise UserError(f"{where}: {value!r} is not {_type_name(hint)}")
-    if origin is list:
-        (item,) = typing.get_args(hint) or (object,)
+    if origin in (list, tuple):
+        items = typing.get_args(hint) or (object,)
         if not isinstance(value, list | tuple):
-            raise UserError(f"{where}: {value!r} is not a list of {_type_name(item)}")
-        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise UserError(f"{where}: {value!r} is not a list of {_type_name(items[0])}")
+        if origin is list or items[-1] is ...:
+            items = (items[0],) * len(value)
+        elif len(items) != len(value):
+            raise UserError(f"{where}: {value!r} is not a list of {len(items)} values")
+        checked = [
+            _check_value(v, t, f"{where}[{i}]")
+            for i, (v, t) in enumerate(zip(value, items, strict=True))
+        ]
+        return checked if origin is list else tuple(checked)
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"{where}: {value!r} is not a table")
@@ -171,22 +250,72 @@ def _check_value(value, hint, where: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{where}: {value!r} is not a number")
+        if not math.isfinite(value):
+            raise UserError(f"{where}: {value!r} is not a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise UserError(f"{where}: {value!r} is not a string")
         return value
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise UserError(f"{where}: {value!r} is not a path")
+        return Path(value)
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in the dataclasses
 
 
+def check_settings(section: type[Section], data: dict, where: str) -> dict:
+    """`data` as overrides of the section's command config: each key a field the study
+    does not set itself, each value converted to its type (a table for a nested config)."""
+    hints = typing.get_type_hints(section.COMMAND)
+    defaults = command_defaults(section.COMMAND)
+    checked = {}
+    for key, value in data.items():
+        name = f"{section.NAME}.{key}"
+        if key in section.SET_BY_STUDY:
+            raise UserError(f"{where}: key {name!r} is set by the study itself; leave it out")
+        if key not in hints:
+            raise UserError(
+                f"{where}: unknown key {name!r}; valid: {', '.join(section.table_keys())}"
+            )
+        default = defaults.get(key)
+        if is_dataclass(default) and not is_dataclass(value):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: {name!r} must be a table ([{name}])")
+            checked[key] = apply_overrides(default, value, where, name)
+        else:
+            checked[key] = (
+                value
+                if is_dataclass(value)
+                else _check_value(value, hints[key], f"{where}: key {name!r}")
+            )
+    return checked
+
+
 def apply_overrides(obj, data: dict, where: str, section: str = ""):
-    """A copy of dataclass `obj` with the keys of `data` set (checked by name and type)."""
+    """A copy of dataclass `obj` with the keys of `data` set (checked by name and type).
+
+    In a stage's section, a key that is not one of its own fields overrides its command's
+    config (`check_settings`); an `options` table (older study.toml files) holds more such
+    keys.
+    """
+    data = dict(data)
+    if isinstance(obj, Section):
+        data.update(data.pop("options", None) or {})
+        own = {k: v for k, v in data.items() if k in obj.own_fields()}
+        rest = {k: v for k, v in data.items() if k not in own}
+        settings = {**obj.settings, **check_settings(type(obj), rest, where)}
+        return replace(_apply_fields(obj, own, where, section), settings=settings)
+    return _apply_fields(obj, data, where, section)
+
+
+def _apply_fields(obj, data: dict, where: str, section: str):
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in fields(obj)]
     changes = {}
     for key, value in data.items():
         name = f"{section}.{key}" if section else key
-        if key not in hints:
+        if key not in hints or key == "settings":
             valid = ", ".join(names)
             raise UserError(f"{where}: unknown key {name!r}; valid: {valid}")
         current = getattr(obj, key)
@@ -221,14 +350,51 @@ def resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
             return value
         return str((folder / value).resolve())
 
-    base = cfg.generator.base  # 'tiny', a folder, or a hub id (left as is)
+    def paths(section: Section) -> Section:
+        changes = {
+            k: Path(absolute(str(v))) for k, v in section.settings.items() if isinstance(v, Path)
+        }
+        return section.with_settings(**changes)
+
+    base = cfg.generator.value("base")  # 'tiny', a folder, or a hub id (left as is)
     base = absolute(base) if (folder / base).exists() else base
     return replace(
         cfg,
         data=replace(cfg.data, manifest=absolute(cfg.data.manifest)),
-        generator=replace(cfg.generator, base=base),
-        classifier=replace(cfg.classifier, pretrained=absolute(cfg.classifier.pretrained)),
+        generator=paths(cfg.generator).with_settings(base=base),
+        synthesis=paths(cfg.synthesis),
+        classifier=paths(cfg.classifier),
+        report=paths(cfg.report),
     )
+
+
+def _plain(value):
+    """A config value as TOML writes it: paths as strings, tuples as lists, configs as tables."""
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def as_tables(cfg: StudyConfig) -> dict:
+    """The config as its TOML tables: each section's own fields, then every setting of its
+    command's config that the stage runs with (the study's own overrides and the defaults)."""
+    tables: dict = {"name": cfg.name}
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        if isinstance(section, Section):
+            own = {k: getattr(section, k) for k in section.own_fields()}
+            tables[f.name] = _plain(
+                {**own, **{k: section.value(k) for k in section.table_keys() if k not in own}}
+            )
+        elif is_dataclass(section):
+            tables[f.name] = _plain(section)
+    return tables
 
 
 def _toml_value(value) -> str:
@@ -248,11 +414,12 @@ def _toml_value(value) -> str:
 
 
 def config_to_toml(cfg: StudyConfig) -> str:
-    """The config as TOML (None values are left out: they are the defaults)."""
+    """The config as TOML, every setting written out (None values are left out: they are
+    the defaults)."""
     lines = [f"# cxraug study configuration (preset {cfg.name!r}); rerun with --config"]
-    top = {k: v for k, v in asdict(cfg).items() if not isinstance(v, dict)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
-    for section, values in asdict(cfg).items():
+    tables = as_tables(cfg)
+    lines += [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
+    for section, values in tables.items():
         if not isinstance(values, dict):
             continue
         lines.append(f"\n[{section}]")
@@ -275,7 +442,7 @@ def check_config(cfg: StudyConfig) -> None:
         raise UserError("study: classifier.seeds is empty; give at least one seed")
     if len(set(c.seeds)) != len(c.seeds):
         raise UserError(f"study: classifier.seeds {c.seeds} repeats a seed")
-    if not c.labels:
+    if not c.value("labels"):
         raise UserError("study: classifier.labels is empty")
 
 
@@ -286,7 +453,10 @@ __all__ = [
     "ReportStageConfig",
     "StudyConfig",
     "SynthesisStageConfig",
+    "Section",
     "apply_overrides",
+    "as_tables",
+    "check_settings",
     "check_config",
     "config_to_toml",
     "load_toml",

@@ -1,15 +1,15 @@
 """Ready-made studies, and picking one: `load_study_config(preset, config)`.
 
-`demo` (phantoms and the tiny base on a laptop CPU, about 18 minutes), `paper` (RoentGen's
-arms on phantoms, about 40 minutes) and `smoke` (every stage at toy size, for tests), by name
-in `PRESETS`; `load_study_config` takes one and overrides it with a TOML file
-(`study.config`).
+`PRESETS` names each one (`Preset`: what it is, how long it takes, its configuration); the
+CLI's `study --help` and the docs read the descriptions and timings from there
+(`presets_help`, `presets_table`). `load_study_config` takes a preset and overrides it with
+a TOML file (`study.config`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from augmentor.config import FAST_SAMPLER
@@ -30,22 +30,13 @@ DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidatio
 
 
 def demo_preset() -> StudyConfig:
-    """Phantoms + tiny base on a laptop CPU (about 18 minutes on 2 idle cores).
-
-    A small real training set (40% of 270 patients, about 320 images) and a large test set
-    (40%, so the CIs are informative); the generator fine-tunes on that same train split
-    (1,600 autoencoder steps, which on seed 1 put the oracle's ceiling within the fidelity
-    targets where 400 kept it below them; then 3,000 steps of 16 images, text encoder too,
-    RoentGen's best setting (2,000 steps left the consolidation side at 0.80-0.86 and 1,000
-    steps of 32 lower: the side is learned late, in steps; 3,000 passed every target on
-    seeds 0 and 1 in benchmarks/generator_fidelity.py); each epoch's images drawn balanced
-    by finding, side and lobe (`balance_labels`, augmentor.balance: a right-middle-lobe
-    consolidation is 6 of 320 images; on seed 0 the consolidation side went from 0.85 to
-    0.98 in the same benchmark); no EMA, which smoothed away the fine texture at this length;
-    film grain measured and added back) and synthesizes 80 images for each of the four
-    findings the phantom draws plus 40 from 'No Finding' reports. Arms: the real-only arm on
-    the whole train split (the oracle of the fidelity table, seed 0) and one small-data
-    point, 80 real images: real, mix0.5 and its step-matched control; three seeds each.
+    """Phantoms and the tiny base on a laptop CPU: a small real training set (40% of 270
+    patients, about 320 images) and a large test set (40%, for informative intervals); the
+    generator fine-tuned on that train split (its autoencoder first, then the UNet and text
+    encoder, images drawn balanced by finding, side and lobe); 80 synthetic images for each
+    of the four findings the phantom draws plus 40 from 'No Finding' reports. Arms: real-only
+    on the whole train split (the oracle of the fidelity table) and, at 80 real images,
+    real, mix0.5 and its step-matched control; three seeds each.
     """
     return StudyConfig(
         name="demo",
@@ -53,33 +44,40 @@ def demo_preset() -> StudyConfig:
             phantom_n=800, phantom_size=64, phantom_patients=270, fractions=[0.4, 0.2, 0.4]
         ),
         generator=GeneratorConfig(
-            max_steps=3000,
-            autoencoder_steps=1600,
-            batch_size=16,
-            learning_rate=2e-3,
-            train_text_encoder=True,
-            options={
+            {
+                "base": "tiny",
+                "max_steps": 3000,  # the side of a consolidation is learned late, in steps
+                "autoencoder_steps": 1600,  # 400 kept the oracle's ceiling below the targets
+                "batch_size": 16,
+                "learning_rate": 2e-3,
+                "train_text_encoder": True,
+                "checkpointing_steps": 100,
                 "snr_gamma": 5.0,
                 "lr_scheduler": "cosine",
                 "lr_warmup_steps": 50,
-                "balance_labels": list(DEMO_LABELS),
-            },
+                # a right-middle-lobe consolidation is 6 of 320 images: draw them more often
+                "balance_labels": DEMO_LABELS,
+            }
         ),
         synthesis=SynthesisStageConfig(
-            labels="cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
-            negatives=40,
-            scheduler="ddim",
-            num_inference_steps=20,
-            batch_size=40,
+            {
+                "labels": "cardiomegaly:80,pleural_effusion:80,pneumothorax:80,consolidation:80",
+                "negatives": 40,
+                "scheduler": "ddim",
+                "num_inference_steps": 20,
+                "batch_size": 40,
+            }
         ),
         classifier=ClassifierStageConfig(
-            labels=list(DEMO_LABELS),
-            backbone="resnet10t",
-            image_size=64,
-            epochs=8,
-            batch_size=32,
-            lr=2e-3,
-            patience=0,
+            {
+                "labels": DEMO_LABELS,
+                "backbone": "resnet10t",
+                "image_size": 64,
+                "epochs": 8,
+                "batch_size": 32,
+                "lr": 2e-3,
+                "patience": 0,
+            },
             seeds=[0, 1, 2],
             mixes=[0.5],
             synthetic_arm=False,
@@ -87,24 +85,17 @@ def demo_preset() -> StudyConfig:
             real_sizes=[80],
             full_size_mixes=False,
         ),
-        report=ReportStageConfig(n_boot=1000),
+        report=ReportStageConfig(),
     )
 
 
 def paper_preset() -> StudyConfig:
-    """RoentGen's arms on phantoms, sized for about 40 minutes on 2 idle CPU cores.
-
-    37-39 minutes here: within the hour, but a machine of the same size at half the speed
-    would pass it (the 1,600-step autoencoder fit, which took the generator to all four
-    findings, added about 5 minutes to the 33 before). 1,200 phantoms split 0.5/0.15/0.35
-    (600 train images; a test set of about 420 for usable CIs). The generator is the demo's recipe (text encoder trained, lr 2e-3, no EMA,
-    film grain) written out here, so that a change to the demo does not change this
-    preset: 1,500 steps of 32 after 1,600 autoencoder steps. Synthesis uses the fast sampler
-    (DDIM 10, guidance 4; `benchmarks/bench_samplers.py` found it at RoentGen's fidelity)
-    and draws 550 images per finding plus 200 'No Finding': 2,400 unique images, so that
-    the 4x synthetic-only arm (4 x 600) repeats none. Arms: real, mix0.5 with its
-    step-matched control, synthetic-only (as many images as real), synthetic-only 4x,
-    pretrain on synthetic then fine-tune on real, and the real-size sweep 50/100/200
+    """RoentGen's arms on phantoms: 1,200 phantoms split 0.5/0.15/0.35 by patient (600 train
+    images, about 420 test); the demo's generator recipe, written out here so that a change
+    to the demo leaves this preset as it is, for 1,500 steps of 32; the fast sampler,
+    550 images per finding plus 200 'No Finding' (2,400 unique images). Arms: real, mix0.5
+    with its step-matched control, synthetic-only (as many images as real), synthetic-only
+    4x, pretrain on synthetic then fine-tune on real, and the real-size sweep 50/100/200
     (real, mix0.5, step-matched); three seeds.
     """
     demo = demo_preset()
@@ -115,15 +106,21 @@ def paper_preset() -> StudyConfig:
             phantom_n=1200, phantom_size=64, phantom_patients=400, fractions=[0.5, 0.15, 0.35]
         ),
         generator=GeneratorConfig(
-            max_steps=1500,
-            autoencoder_steps=1600,
-            batch_size=32,
-            learning_rate=2e-3,
-            train_text_encoder=True,
-            options={"snr_gamma": 5.0, "lr_scheduler": "cosine", "lr_warmup_steps": 50},
+            {
+                "base": "tiny",
+                "max_steps": 1500,
+                "autoencoder_steps": 1600,
+                "batch_size": 32,
+                "learning_rate": 2e-3,
+                "train_text_encoder": True,
+                "checkpointing_steps": 100,
+                "snr_gamma": 5.0,
+                "lr_scheduler": "cosine",
+                "lr_warmup_steps": 50,
+            }
         ),
-        synthesis=replace(
-            demo.synthesis,
+        synthesis=demo.synthesis.with_settings(
+            # 4 x 550 + 200 = 2,400 unique images: the 4x synthetic-only arm repeats none
             labels="cardiomegaly:550,pleural_effusion:550,pneumothorax:550,consolidation:550",
             negatives=200,
             scheduler=fast_scheduler,
@@ -138,41 +135,86 @@ def paper_preset() -> StudyConfig:
             pretrain_finetune=True,
             real_sizes=[50, 100, 200],
         ),
-        report=ReportStageConfig(n_boot=1000),
+        report=ReportStageConfig(),
     )
 
 
 def smoke_preset() -> StudyConfig:
-    """Every stage at toy size: the whole study in well under a minute (for tests)."""
+    """Every stage at toy size (for tests)."""
     return StudyConfig(
         name="smoke",
         data=DataConfig(
             phantom_n=120, phantom_size=64, phantom_patients=40, fractions=[0.5, 0.2, 0.3]
         ),
-        generator=GeneratorConfig(max_steps=4, autoencoder_steps=4, batch_size=8),
+        generator=GeneratorConfig().with_settings(max_steps=4, autoencoder_steps=4, batch_size=8),
         synthesis=SynthesisStageConfig(
-            labels="pleural_effusion:6,pneumothorax:6", num_inference_steps=2, batch_size=12
+            {
+                "labels": "pleural_effusion:6,pneumothorax:6",
+                "num_inference_steps": 2,
+                "batch_size": 12,
+            }
         ),
         classifier=ClassifierStageConfig(
-            labels=["Pleural Effusion", "Pneumothorax"],
-            backbone="test_resnet",
-            image_size=64,
-            epochs=1,
-            batch_size=16,
-            lr=3e-3,
-            patience=0,
+            {
+                "labels": ("Pleural Effusion", "Pneumothorax"),
+                "backbone": "test_resnet",
+                "image_size": 64,
+                "epochs": 1,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "patience": 0,
+            },
             seeds=[0],
             mixes=[0.5],
         ),
-        report=ReportStageConfig(n_boot=100),
+        report=ReportStageConfig({"n_boot": 100}),
     )
 
 
-PRESETS: dict[str, Callable[[], StudyConfig]] = {
-    "demo": demo_preset,
-    "paper": paper_preset,
-    "smoke": smoke_preset,
+@dataclass(frozen=True)
+class Preset:
+    """A ready-made study: what it is and how long it takes (what `study --help` and the
+    docs say), and its configuration."""
+
+    name: str
+    summary: str
+    duration: str
+    build: Callable[[], StudyConfig]
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.summary}; {self.duration})"
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "demo",
+            "phantoms and the tiny base: the generator's prompt fidelity, real vs mixed at 80 images",
+            "about 18 minutes on 2 CPU cores",
+            demo_preset,
+        ),
+        Preset(
+            "paper",
+            "RoentGen's arms and a real-size sweep on phantoms",
+            "about 40 minutes on one GPU",
+            paper_preset,
+        ),
+        Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),
+    )
 }
+
+
+def presets_help() -> str:
+    """The presets in one sentence, as `cxraug study --help` gives them."""
+    return "; ".join(preset.describe() for preset in PRESETS.values()) + "."
+
+
+def presets_table() -> str:
+    """The presets as a Markdown table, as the docs show it (a test keeps them equal):
+    `python -c "from study.presets import presets_table; print(presets_table())"`."""
+    rows = [f"| `{p.name}` | {p.summary} | {p.duration} |" for p in PRESETS.values()]
+    return "\n".join(["| preset | what it is | time |", "|---|---|---|", *rows])
 
 
 def load_study_config(preset: str | None = None, config: Path | None = None) -> StudyConfig:
@@ -184,7 +226,7 @@ def load_study_config(preset: str | None = None, config: Path | None = None) -> 
     """
     if preset is not None and preset not in PRESETS:
         raise UserError(f"--preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    base = PRESETS[preset]() if preset else (StudyConfig() if config else demo_preset())
+    base = PRESETS[preset].build() if preset else (StudyConfig() if config else demo_preset())
     if config is None:
         return base
     data = load_toml(config)
@@ -194,8 +236,11 @@ def load_study_config(preset: str | None = None, config: Path | None = None) -> 
 
 __all__ = [
     "PRESETS",
+    "Preset",
     "demo_preset",
     "load_study_config",
     "paper_preset",
+    "presets_help",
+    "presets_table",
     "smoke_preset",
 ]

@@ -360,6 +360,7 @@ def test_seed_interval_is_wider_than_drawing_runs_with_replacement(tmp_path):
 
 
 def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path):
+    from classifier.config import ReportConfig
     from classifier.report_render import make_report
 
     _, truth = _test_set(0)
@@ -367,8 +368,10 @@ def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path
     real = fake_run(tmp_path / "runs", "real", 0, prob)
     old = fake_run(tmp_path / "runs", "mix0.5", 0, prob, config={"n_synthetic_train": 40})
     with pytest.raises(UserError, match="never checked against the test patients"):
-        make_report([real, old], tmp_path / "r1")
-    report, _ = make_report([real, old], tmp_path / "r2", allow_foreign_synthetic=True)
+        make_report(ReportConfig([real, old], tmp_path / "r1"))
+    report, _ = make_report(
+        ReportConfig([real, old], tmp_path / "r2", allow_foreign_synthetic=True)
+    )
     assert "could not be checked" in report.notes[0]
     checked = fake_run(
         tmp_path / "ok",
@@ -377,7 +380,7 @@ def test_report_refuses_unchecked_synthetic_runs_and_notes_foreign_ones(tmp_path
         prob,
         config={"n_synthetic_train": 40, "synthetic_provenance": "checked"},
     )
-    report, _ = make_report([real, checked], tmp_path / "r3")
+    report, _ = make_report(ReportConfig([real, checked], tmp_path / "r3"))
     assert not any("could not be checked" in n for n in report.notes)
 
 

@@ -1,20 +1,31 @@
-"""Structure: defaults live in the config dataclasses, every long command shares the
-run-folder flags and their behaviour, and imports point one way without cycles."""
+"""Structure: each command's options are its config dataclass's fields (flag, default, help
+in one place; a new field is a flag and a study key with no other edit), every float flag
+refuses NaN and infinity, every long command shares the run-folder flags and their
+behaviour, and imports point one way without cycles."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
+import cli
 from augmentor.config import FinetuneConfig, OracleFilterConfig, SynthesisConfig
-from classifier.config import TrainConfig
+from augmentor.eval_config import GeneratorEvalConfig, ProbeConfig
+from classifier.config import ReportConfig, TrainConfig
 from cli import app
 from manifests import runfolder
+from manifests.config import DemoDataConfig, SplitConfig
+from manifests.settings import field_default, options
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -25,30 +36,178 @@ def _command(name: str):
     return typer.main.get_command(app).commands[name]
 
 
+# Every command whose options are a config class's fields (cli.config_command), by its
+# words on the command line.
+CONFIG_COMMANDS = {
+    ("demo-data",): DemoDataConfig,
+    ("manifest", "split"): SplitConfig,
+    ("finetune",): FinetuneConfig,
+    ("synthesize",): SynthesisConfig,
+    ("train-classifier",): TrainConfig,
+    ("report",): ReportConfig,
+    ("evaluate-generator",): GeneratorEvalConfig,
+    ("probe-text-encoder",): ProbeConfig,
+}
+# Options that are not config fields, by design.
+EXTRA_OPTIONS = {("synthesize",): {"fast", "filter_with", "min_prob"}}
+
+
+def _click(words: tuple[str, ...]):
+    command = typer.main.get_command(app)
+    for word in words:
+        command = command.commands[word]
+    return command
+
+
+def test_the_table_lists_every_config_command():
+    assert {words[-1]: cls for words, cls in CONFIG_COMMANDS.items()} == cli.CONFIG_COMMANDS
+
+
+@pytest.mark.parametrize("words", CONFIG_COMMANDS, ids=" ".join)
+def test_each_option_is_a_config_field_with_its_default_and_help(words):
+    """An option per field (nested configs' fields too), its default and help the field's;
+    nothing else but the command's declared extras."""
+    expected = {o.name: o for o in options(CONFIG_COMMANDS[words])}
+    params = {p.name: p for p in _click(words).params if p.name != "help"}
+    assert set(params) - set(expected) == EXTRA_OPTIONS.get(words, set())
+    assert set(expected) <= set(params), set(expected) - set(params)
+    for name, option in expected.items():
+        param, field = params[name], option.field
+        default = field_default(field)
+        if default is dataclasses.MISSING:
+            assert param.required, name
+            continue
+        assert not param.required, name
+        if field.metadata.get("parse"):  # text parsed into the field: no text means the default
+            assert param.default is None and field.metadata["parse"](None) == default, name
+        else:
+            assert param.default == default, (words, name)
+        assert param.help == field.metadata["help"], (words, name)
+        if param.param_type_name != "argument":
+            assert option.flag in param.opts, (words, name, param.opts)
+
+
+def test_synthesize_min_prob_help_names_the_oracle_filter_default():
+    help_text = next(p.help for p in _click(("synthesize",)).params if p.name == "min_prob")
+    assert f"default {OracleFilterConfig.min_prob:g}" in help_text
+
+
+def _required_args(cls) -> list[str]:
+    """A placeholder for every required field (nothing runs: the checks answer first)."""
+    args = []
+    for option in options(cls):
+        if field_default(option.field) is dataclasses.MISSING:
+            argument = option.field.metadata.get("argument")
+            args += ["x"] if argument else [option.flag, "x"]
+    return args
+
+
+def _float_options():
+    for words, cls in CONFIG_COMMANDS.items():
+        for option in options(cls):
+            if float in (option.hint, *typing.get_args(option.hint)):
+                yield words, cls, option
+
+
+FLOAT_OPTIONS = list(_float_options())
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
 @pytest.mark.parametrize(
-    ("command", "config"),
-    [
-        ("finetune", FinetuneConfig),
-        ("synthesize", SynthesisConfig),
-        ("train-classifier", TrainConfig),
-    ],
+    ("words", "cls", "option"),
+    FLOAT_OPTIONS,
+    ids=[f"{' '.join(w)} {o.flag}" for w, _, o in FLOAT_OPTIONS],
 )
-def test_cli_defaults_are_the_dataclass_defaults(command, config):
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    checked = 0
-    for param in _command(command).params:
-        field = fields.get(param.name)
-        if field is None or field.default is dataclasses.MISSING or param.required:
-            continue
-        if param.name in ("validation_prompts", "balance_labels"):  # repeatable: None means ()
-            assert field.default == () and param.default is None
-            continue
-        assert param.default == field.default, (command, param.name)
-        checked += 1
-    assert checked >= 8, f"{command}: only {checked} defaults compared"
-    if command == "synthesize":
-        help_text = next(p.help for p in _command(command).params if p.name == "min_prob")
-        assert f"default {OracleFilterConfig.min_prob:g}" in help_text
+def test_every_float_flag_refuses_nan_and_infinity(words, cls, option, bad, tmp_path):
+    args = [*words, *_required_args(cls), option.flag, bad]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (args, result.output)
+    assert (
+        result.output.strip() == f"error: {option.flag}: {float(bad)}; it must be a finite number"
+    )
+
+
+def test_the_cli_builds_each_config_from_its_options(monkeypatch):
+    """The options reach the config: parsed lists, repeatable flags, nested fields."""
+    import classifier.train
+
+    seen = []
+    monkeypatch.setattr(classifier.train, "train_classifier", lambda cfg, log: seen.append(cfg))
+    args = ["train-classifier", "--real", "r.parquet", "-o", "run", "--labels", "A, B"]
+    args += ["--hflip", "--lr", "0.01", "--uncertain", "zeros"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (cfg,) = seen
+    assert cfg.real == Path("r.parquet") and cfg.out == Path("run")
+    assert cfg.labels == ("A", "B") and cfg.lr == 0.01 and cfg.uncertain == "zeros"
+    assert cfg.augment.hflip and cfg.augment.rotate_deg == 10.0  # a nested field, and the rest
+    assert cfg.epochs == TrainConfig.epochs and cfg.n_boot == TrainConfig.n_boot
+
+    import augmentor.finetune
+
+    monkeypatch.setattr(augmentor.finetune, "finetune", lambda cfg, log: seen.append(cfg))
+    args = ["finetune", "-m", "m.parquet", "--base", "tiny", "-o", "gen"]
+    args += ["--balance-labels", "A", "--balance-labels", "B", "--no-disk-cache"]
+    assert runner.invoke(app, args).exit_code == 0
+    cfg = seen[-1]
+    assert cfg.balance_labels == ("A", "B") and cfg.validation_prompts == ()
+    assert not cfg.cache_latents_on_disk and cfg.film_grain is None
+
+
+# A field added to TrainConfig, and nothing else edited: the CLI and the study take it.
+THROWAWAY = """
+import sys, types
+from pathlib import Path
+
+fake = types.ModuleType("classifier.train")  # records the config instead of training
+fake.seen = []
+fake.train_classifier = lambda cfg, log=None: fake.seen.append(cfg)
+sys.modules["classifier.train"] = fake
+
+from typer.testing import CliRunner
+from cli import app
+from study import ArmRun, stage_train
+from study.config import config_to_toml
+from study.presets import load_study_config
+
+runner = CliRunner()
+help_text = runner.invoke(app, ["train-classifier", "-h"], env={"COLUMNS": "200"}).output
+assert "--throwaway" in help_text and "A throwaway setting." in help_text, help_text
+result = runner.invoke(app, ["train-classifier", "--real", "r", "-o", "o", "--throwaway", "3"])
+assert result.exit_code == 0, result.output
+assert fake.seen[-1].throwaway == 3
+runner.invoke(app, ["train-classifier", "--real", "r", "-o", "o"])
+assert fake.seen[-1].throwaway == 7
+
+Path("mine.toml").write_text("[classifier]\\nthrowaway = 4\\n")
+cfg = load_study_config("smoke", Path("mine.toml"))
+assert "throwaway = 4" in config_to_toml(cfg)
+stage_train(cfg.classifier, Path("r"), Path("s"), ArmRun("real", 0, 0.0, Path("run")), print)
+assert fake.seen[-1].throwaway == 4 and fake.seen[-1].backbone == "test_resnet"
+print("ok")
+"""
+
+
+def test_a_new_train_config_field_is_a_cli_option_and_a_study_key(tmp_path):
+    """Copy the code, add one field to TrainConfig (and edit nothing else): train-classifier
+    shows and takes the flag, and a study TOML sets it for every classifier run."""
+    for name in ("cli.py", "study", "augmentor", "classifier", "manifests"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    config = tmp_path / "classifier" / "config.py"
+    text = config.read_text()
+    anchor = "    eval_batch_size: int = setting("
+    assert text.count(anchor) == 1
+    field = '    throwaway: int = setting(7, help="A throwaway setting.")\n'
+    config.write_text(text.replace(anchor, field + anchor))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", THROWAWAY], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_every_run_folder_command_shares_resume_and_overwrite():

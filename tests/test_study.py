@@ -37,8 +37,8 @@ def test_paper_preset_synthesizes_enough_for_its_larger_synthetic_arm(tmp_path):
     cfg = load_study_config("paper")
     rows = read_manifest(stage_data(cfg.data, tmp_path, lambda _t: None)).rows
     n_train = int((rows["split"] == "train").sum())
-    counts = split_label_counts(cfg.synthesis.labels)
-    n_synthetic = sum(n for _, n in counts) + cfg.synthesis.negatives
+    counts = split_label_counts(cfg.synthesis.value("labels"))
+    n_synthetic = sum(n for _, n in counts) + cfg.synthesis.value("negatives")
     assert n_synthetic >= max(cfg.classifier.larger_synthetic) * n_train
     assert n_train >= max(cfg.classifier.real_sizes)  # the sweep's sizes fit the split
 
@@ -48,8 +48,9 @@ def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
     path.write_text("[classifier]\nseeds = [3, 4]\nmixes = [0.25, 0.75]\nlr = 1\n")
     cfg = load_study_config("smoke", path)
     assert cfg.classifier.seeds == [3, 4] and cfg.classifier.mixes == [0.25, 0.75]
-    assert cfg.classifier.lr == 1.0 and isinstance(cfg.classifier.lr, float)
-    assert cfg.classifier.backbone == "test_resnet"  # the rest from the preset
+    lr = cfg.classifier.value("lr")
+    assert lr == 1.0 and isinstance(lr, float)
+    assert cfg.classifier.value("backbone") == "test_resnet"  # the rest from the preset
     assert load_study_config(None, path).name == "mine"
 
     path.write_text("[classifier]\nepochz = 3\n")
@@ -69,6 +70,52 @@ def test_config_file_overrides_preset_and_checks_keys_and_types(tmp_path):
         load_study_config("smoke", path)
     with pytest.raises(UserError, match="unknown preset 'big'; valid: demo, paper, smoke"):
         load_study_config("big")
+
+
+def test_sections_override_their_command_configs(tmp_path):
+    """A section's keys are its command's config fields (the paths excepted), applied over
+    that config's defaults; an older study.toml's `[generator.options]` reads the same."""
+    from augmentor.config import FinetuneConfig
+
+    path = tmp_path / "mine.toml"
+    path.write_text("[generator]\nema = true\n[generator.options]\nnoise_offset = 0.05\n")
+    cfg = load_study_config("smoke", path)
+    gen = cfg.generator.command_config(manifest="m.parquet", out="g", resume=True)
+    assert isinstance(gen, FinetuneConfig) and gen.ema and gen.noise_offset == 0.05
+    assert (gen.max_steps, gen.train_text_encoder, gen.lr_scheduler) == (4, True, "constant")
+    assert gen.batch_size == 8 and gen.ema_decay == FinetuneConfig.ema_decay
+    # Only the differences from the command's defaults are kept.
+    assert "seed" not in cfg.generator.with_settings(seed=0).settings
+    path.write_text('[classifier]\nout = "elsewhere"\n')
+    with pytest.raises(UserError, match="key 'classifier.out' is set by the study itself"):
+        load_study_config("smoke", path)
+    path.write_text("[synthesis]\nguidance_scale = nan\n")
+    with pytest.raises(UserError, match="'synthesis.guidance_scale': nan is not a finite number"):
+        load_study_config("smoke", path)
+
+
+def test_study_help_gives_every_presets_description_and_time():
+    from study.presets import PRESETS
+
+    result = runner.invoke(app, ["study", "-h"], env={"COLUMNS": "100"})
+    text = " ".join(result.output.replace("│", " ").split())
+    for preset in PRESETS.values():
+        assert preset.describe() in text, preset.name
+    assert "about 18 minutes on 2 CPU cores" in text and "about 40 minutes on one GPU" in text
+
+
+def test_docs_that_list_the_presets_list_them_as_study_presets_does():
+    """A page with the presets table (README.md, docs/) shows it as `presets_table` gives it."""
+    from pathlib import Path
+
+    from study.presets import presets_table
+
+    root = Path(__file__).resolve().parents[1]
+    header = presets_table().splitlines()[0]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if header in text:
+            assert presets_table() in text, f"{page.name}: the presets table is out of date"
 
 
 def test_plan_runs_arms_and_pretrain_sources(tmp_path):
@@ -186,7 +233,7 @@ def test_real_manifest_config_paths_and_kept_split(tmp_path, phantom_manifest):
     path.write_text('[data]\nmanifest = "../data/m.parquet"\n')
     cfg = load_study_config(None, path)
     assert cfg.data.manifest == str((tmp_path / "data" / "m.parquet").resolve())
-    assert cfg.name == "real" and cfg.generator.base == "tiny"
+    assert cfg.name == "real" and cfg.generator.value("base") == "tiny"
     # A manifest that is already split keeps its split; relative image paths still resolve.
     cfg.data.manifest = str(phantom_manifest)
     lines = []
@@ -201,14 +248,17 @@ def test_real_base_defaults_follow_roentgen_and_the_demo_lists_its_deviations():
     from study.config import GeneratorConfig, StudyConfig
     from study.presets import demo_preset
 
-    real = StudyConfig(generator=GeneratorConfig(base="/models/sd15", batch_size=256))
-    assert real.generator.train_text_encoder and real.synthesis.scheduler == "pndm"
-    assert (real.synthesis.num_inference_steps, real.synthesis.guidance_scale) == (75, 4.0)
+    real = StudyConfig(
+        generator=GeneratorConfig().with_settings(base="/models/sd15", batch_size=256)
+    )
+    sampler = real.synthesis.value
+    assert real.generator.value("train_text_encoder") and sampler("scheduler") == "pndm"
+    assert (sampler("num_inference_steps"), sampler("guidance_scale")) == (75, 4.0)
     assert roentgen_deviations(real) == []
     demo = roentgen_deviations(demo_preset())
     assert demo[0].startswith("base: the miniature `tiny` model")
     assert any(line.startswith("resolution (px): 64 here, 512") for line in demo)
     assert demo[-1].startswith("film grain: measured on the train images")
     no_grain = demo_preset()
-    no_grain.synthesis.film_grain = False
+    no_grain.synthesis = no_grain.synthesis.with_settings(film_grain=False)
     assert not any("film grain" in line for line in roentgen_deviations(no_grain))

@@ -57,17 +57,17 @@ def _study_row(study: Study, image_path: str, sha: str, seed: int) -> dict:
 
 
 def write_phantom_dataset(
-    out_dir: Path,
+    out: Path,
     n: int,
     size: int = 128,
     seed: int = 0,
     patients: int | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Draw `n` phantom studies as PNGs under `out_dir/images/` and write the manifest.
+    """Draw `n` phantom studies as PNGs under `out/images/` and write the manifest.
 
     Args:
-        out_dir: output folder; gets `images/*.png` and `manifest.parquet`.
+        out: output folder; gets `images/*.png` and `manifest.parquet`.
         n: number of images (one per study).
         size: image side in pixels (at least 32).
         seed: everything (anatomy, findings, reports, noise) is deterministic in it.
@@ -75,25 +75,25 @@ def write_phantom_dataset(
         overwrite: replace an existing `manifest.parquet`.
 
     Returns:
-        The path of `out_dir/manifest.parquet` (all rows real, split 'train').
+        The path of `out/manifest.parquet` (all rows real, split 'train').
     """
     if n <= 0:
         raise UserError(f"--n: {n} images requested; valid: a positive number")
     if size < 32:
         raise UserError(f"--size: {size} px is too small; valid: 32 or more")
-    out_dir = Path(out_dir)
-    path = out_dir / "manifest.parquet"
+    out = Path(out)
+    path = out / "manifest.parquet"
     check_writable_parent(path, "OUT")  # a file in the way or no permission: before drawing
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it")
     studies = phantom_studies(n, seed=seed, patients=patients)
-    images = out_dir / "images"
+    images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     rows = []
     for study in studies:
         data = encode_png(draw_phantom(study, size))
         rel = f"images/{study.study_id}.png"
-        (out_dir / rel).write_bytes(data)
+        (out / rel).write_bytes(data)
         rows.append(_study_row(study, rel, hashlib.sha256(data).hexdigest(), seed))
     frame = pd.DataFrame.from_records(rows)
     meta = {
@@ -107,5 +107,5 @@ def write_phantom_dataset(
             }
         ),
     }
-    manifest = Manifest(rows=frame, labels=CHEXPERT_LABELS, root=out_dir, metadata=meta)
+    manifest = Manifest(rows=frame, labels=CHEXPERT_LABELS, root=out, metadata=meta)
     return write_manifest(manifest, path, overwrite=overwrite)
