@@ -54,7 +54,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
-from classifier.efficiency import size_tag
+from classifier.arms import Arm
 from classifier.evaluate import (
     CI_LEVEL,
     SeedInterval,
@@ -70,8 +70,7 @@ from manifests.errors import UserError
 from manifests.io import read_manifest
 
 MACRO = "macro"
-BASELINE_ARM = "real"
-CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
+BASELINE_ARM = Arm().name  # real only
 MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 
@@ -191,38 +190,12 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
 # ------------------------------------------------------------------------------ statistics
 
 
-def _ratio(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.inf
-
-
-def arm_order(arm: str) -> tuple:
-    """Sort key: arms on the whole train split first, then each real size (ascending); within
-    a size: real, its step-matched controls, mixes, synthetic, larger synthetic sets
-    (``synthetic-x<k>``, k ascending), pretrain-finetune, then the rest; ties by name."""
-    tag = size_tag(arm)
-    if not tag:
-        return (0, 0.0, *_arm_key(arm))
-    return (1, float(tag[2:]), *_arm_key(arm[: -len(tag)]))
-
-
-def _arm_key(arm: str) -> tuple:
-    if arm == BASELINE_ARM:
-        return (0, 0.0, arm)
-    if arm.startswith(CONTROL_PREFIX):  # real-steps-mix0.5: next to real, by its ratio
-        matched = arm[len(CONTROL_PREFIX) :]
-        return (1, _ratio(matched[3:]) if matched.startswith("mix") else math.inf, arm)
-    if arm.startswith("mix"):
-        return (2, _ratio(arm[3:]), arm)
-    if arm == "synthetic":
-        return (3, 1.0, arm)
-    if arm.startswith("synthetic-x"):
-        return (3, _ratio(arm[len("synthetic-x") :]), arm)
-    if arm.startswith("pretrain-finetune"):
-        return (4, 0.0, arm)
-    return (5, 0.0, arm)
+def run_arms(runs: Sequence[Run]) -> dict[str, Arm]:
+    """{arm name: its Arm}, read from the runs' recorded configs (`Arm.from_config`)."""
+    arms: dict[str, Arm] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        arms.setdefault(run.arm, Arm.from_config(run.config, run.arm))
+    return arms
 
 
 def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -238,9 +211,7 @@ def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     for run in runs:
-        target = run.config.get("matched_to")
-        if not target and run.arm.startswith(CONTROL_PREFIX):
-            target = run.arm[len(CONTROL_PREFIX) :]
+        target = Arm.from_config(run.config, run.arm).matched_to
         if target:
             out.setdefault(str(target), run.arm)
     return out
@@ -264,6 +235,8 @@ class Report:
     roc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> label -> TPR
     synthetic: str | None = None  # a synthetic manifest recorded in the runs' configs
     matched: dict[str, str] = field(default_factory=dict)  # arm -> its step-matched control
+    # arm -> its facts (from the runs' configs; a report read back parses its arm names)
+    arm_info: dict[str, Arm] = field(default_factory=dict)
 
 
 TABLE_COLUMNS = [
@@ -357,9 +330,9 @@ def _delta_fields(
     }
 
 
-def baseline_for(arm: str, baseline: str, arms) -> str | None:
-    """The arm `arm` is compared with: the real-only arm of the same real size."""
-    same_size = f"{baseline}{size_tag(arm)}"
+def baseline_for(arm: Arm, baseline: str, arms) -> str | None:
+    """The arm `arm` is compared with: the `baseline` arm of the same real size."""
+    same_size = Arm.parse(baseline).at_size(arm.real_size).name
     if same_size in arms:
         return same_size
     return baseline if baseline in arms else None
@@ -400,8 +373,9 @@ def summarize_arms(
         id(r): _with_macro(resampled_auroc(truth, r.prob, weights, codes), keep)
         for r in runset.runs
     }
+    info = run_arms(runset.runs)
     arms: dict[str, list[Run]] = {}
-    for run in sorted(runset.runs, key=lambda r: (arm_order(r.arm), r.seed)):
+    for run in sorted(runset.runs, key=lambda r: (info[r.arm].sort_key(), r.seed)):
         arms.setdefault(run.arm, []).append(run)
     data = {
         arm: _ArmData(
@@ -425,7 +399,7 @@ def summarize_arms(
     for arm, runs in arms.items():
         own = data[arm]
         mean_ci = arm_interval(own, level)
-        base = baseline_for(arm, baseline, arms)
+        base = baseline_for(info[arm], baseline, arms)
         vs_base = delta_interval(own, data[base], level) if base and arm != base else None
         vs_matched = delta_interval(own, data[matched[arm]], level) if arm in matched else None
         for k, name in enumerate(names):
@@ -493,7 +467,7 @@ def summarize_arms(
         labels=labels,
         arms=list(arms),
         baseline=baseline if has_base else None,
-        runs=_runs_frame(runset, point, keep),
+        runs=_runs_frame(runset, info, point, keep),
         n_test_images=len(runset.images),
         n_test_patients=len(set(runset.patients)),
         n_boot=n_boot,
@@ -503,6 +477,7 @@ def summarize_arms(
         roc=roc,
         synthetic=synthetic,
         matched=matched,
+        arm_info={arm: info[arm] for arm in arms},
     )
 
 
@@ -577,9 +552,11 @@ def _names(arms: list[str]) -> str:
     return f"arm {quoted} has" if len(arms) == 1 else f"arms {quoted} have"
 
 
-def _runs_frame(runset: RunSet, point: dict, keep: np.ndarray) -> pd.DataFrame:
+def _runs_frame(
+    runset: RunSet, info: dict[str, Arm], point: dict, keep: np.ndarray
+) -> pd.DataFrame:
     rows = []
-    for run in sorted(runset.runs, key=lambda r: (arm_order(r.arm), r.seed)):
+    for run in sorted(runset.runs, key=lambda r: (info[r.arm].sort_key(), r.seed)):
         c = run.config
         rows.append(
             {
@@ -639,7 +616,8 @@ __all__ = [
     "Report",
     "Run",
     "RunSet",
-    "arm_order",
+    "baseline_for",
     "collect_runs",
+    "run_arms",
     "summarize_arms",
 ]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from classifier.arms import Arm
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
 from classifier.report import (
     BASELINE_ARM,
@@ -454,6 +455,7 @@ def load_report(out: Path) -> Report:
         notes=list(doc["notes"]),
         synthetic=doc.get("synthetic"),
         matched=dict(doc.get("matched") or {}),
+        arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
     )
 
 

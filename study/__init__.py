@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from classifier.arms import Arm
+from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
 from study.config import (
@@ -310,21 +312,14 @@ def stage_evaluate_generator(
 
 @dataclass(frozen=True)
 class ArmRun:
-    """One classifier run of the study."""
+    """One classifier run of the study: its arm (mix, real size, matched arm) and seed."""
 
-    arm: str
+    arm: Arm
     seed: int
-    mix: float
     out: Path
     init_from: Path | None = None
     train_size: int | None = None
     report: bool = True  # pretrain-only runs are not arms of the report
-    real_size: float | None = None  # None: the whole real train split
-    matched_to: str | None = None  # the mixed arm a step-matched control matches
-
-
-def _size_tag(size: float) -> str:
-    return f"n{int(size)}" if size >= 1 else f"f{size:g}"
 
 
 def _mixed_size(n_real: int, mix: float) -> int:
@@ -343,49 +338,41 @@ def plan_runs(
     real_counts = real_counts or {}
     runs: list[ArmRun] = []
 
-    def add(arm: str, seed: int, mix: float, **kw) -> ArmRun:
+    def add(arm: Arm, seed: int, **kw) -> ArmRun:
         folder = kw.pop("folder", out / "runs")
-        run = ArmRun(arm, seed, mix, folder / f"{arm}-seed{seed}", **kw)
+        run = ArmRun(arm, seed, folder / f"{arm.name}-seed{seed}", **kw)
         runs.append(run)
         return run
 
+    synthetic_arm = Arm(mix=1.0)
     for seed in cfg.seeds:
         n_real = real_counts.get((None, seed))
-        synthetic = out / "runs" / f"synthetic-seed{seed}"
+        synthetic = out / "runs" / f"{synthetic_arm.name}-seed{seed}"
         for size in [None, *cfg.real_sizes]:
-            tag = "" if size is None else f"-{_size_tag(size)}"
             n_size = real_counts.get((size, seed))
-            add(f"real{tag}", seed, 0.0, real_size=size)
+            add(Arm(mix=0.0, real_size=size), seed)
             if size is None and cfg.synthetic_arm:
-                add("synthetic", seed, 1.0)
+                add(synthetic_arm, seed)
             for m in sorted(cfg.mixes) if size is not None or cfg.full_size_mixes else ():
-                arm = f"mix{m:g}{tag}"
-                add(arm, seed, m, real_size=size)
+                mixed = Arm(mix=m, real_size=size)
+                add(mixed, seed)
                 if cfg.matched_controls and n_size is not None:
-                    add(
-                        f"real-steps-{arm}",
-                        seed,
-                        0.0,
-                        real_size=size,
-                        train_size=_mixed_size(n_size, m),
-                        matched_to=arm,
-                    )
+                    add(mixed.control(), seed, train_size=_mixed_size(n_size, m))
         for k in cfg.larger_synthetic:
             if n_real is not None:
-                add(f"synthetic-x{k:g}", seed, 1.0, train_size=int(round(k * n_real)))
+                add(Arm(mix=1.0, synthetic_scale=k), seed, train_size=int(round(k * n_real)))
         if cfg.pretrain_finetune:
             pretrain = synthetic
             if cfg.pretrain_all_synthetic or not cfg.synthetic_arm:
                 size = n_synthetic if cfg.pretrain_all_synthetic else None
                 pretrain = add(
-                    "synthetic-pretrain",
+                    Arm(mix=1.0, pretrain=True),
                     seed,
-                    1.0,
                     folder=out / "pretrain",
                     train_size=size,
                     report=False,
                 ).out
-            add("pretrain-finetune", seed, 0.0, init_from=pretrain)
+            add(Arm(mix=0.0, init_from_run=True), seed, init_from=pretrain)
     return runs
 
 
@@ -406,29 +393,22 @@ def real_train_counts(cfg: ClassifierStageConfig, real_manifest) -> dict:
     return counts
 
 
-def stage_train(
-    cfg: ClassifierStageConfig,
-    real: Path,
-    synthetic: Path,
-    run: ArmRun,
-    log: Callable[[str], None],
-) -> Path:
-    """One classifier run (classifier.train.train_classifier); resumes a cut run."""
-    from classifier.config import TrainConfig
-    from classifier.train import train_classifier
-
-    train_cfg = TrainConfig(
+def train_config(
+    cfg: ClassifierStageConfig, real: Path, synthetic: Path, run: ArmRun
+) -> TrainConfig:
+    """The TrainConfig of one planned run (its arm's facts are what config.json records)."""
+    return TrainConfig(
         real=real,
         out=run.out,
-        synthetic=synthetic if run.mix > 0 else None,
-        mix=run.mix,
+        synthetic=synthetic if run.arm.mix > 0 else None,
+        mix=run.arm.mix,
         train_size=run.train_size,
         backbone=cfg.backbone,
         labels=tuple(cfg.labels),
         pretrained=Path(cfg.pretrained) if cfg.pretrained else None,
         init_from=run.init_from,
-        real_size=run.real_size,
-        matched_to=run.matched_to,
+        real_size=run.arm.real_size,
+        matched_to=run.arm.matched_to,
         allow_foreign_synthetic=cfg.allow_foreign_synthetic,
         uncertain=cfg.uncertain,
         image_size=cfg.image_size,
@@ -438,9 +418,22 @@ def stage_train(
         patience=cfg.patience,
         seed=run.seed,
         num_workers=cfg.num_workers,
-        arm=run.arm,
+        arm=run.arm.name,
         resume=True,  # a fresh folder starts; a cut run continues (manifests.runfolder)
     )
+
+
+def stage_train(
+    cfg: ClassifierStageConfig,
+    real: Path,
+    synthetic: Path,
+    run: ArmRun,
+    log: Callable[[str], None],
+) -> Path:
+    """One classifier run (classifier.train.train_classifier); resumes a cut run."""
+    from classifier.train import train_classifier
+
+    train_cfg = train_config(cfg, real, synthetic, run)
     return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
 
 
@@ -503,7 +496,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
             stages.skipped.append(name)
             continue
         start = time.perf_counter()
-        log(f"{name}: arm {run.arm}, seed {run.seed}")
+        log(f"{name}: arm {run.arm.name}, seed {run.seed}")
         stage_train(cfg.classifier, real, synthetic, run, log)
         stages.seconds[name] = time.perf_counter() - start
     runs = [run.out for run in plan if run.report]
@@ -517,7 +510,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
         evaluation = out / "generator_eval"
         if not stages.done("evaluate-generator", evaluation / GENERATOR_EVAL_FILE):
             start = time.perf_counter()
-            oracle = next(r.out for r in plan if r.arm == "real")
+            oracle = next(r.out for r in plan if r.arm == Arm())
             log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
             stage_evaluate_generator(real, synthetic, oracle, evaluation, log)
             stages.finish("evaluate-generator", start)
