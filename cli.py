@@ -173,8 +173,9 @@ def manifest_export(
     """Export as a dataset folder with a dataset card (provenance, counts, licence)."""
     from augmentor.card import synthesis_provenance
     from manifests.export import export_manifest
+    from study.folder import generator_eval_for
 
-    provenance = synthesis_provenance(manifest, generator_eval)
+    provenance = synthesis_provenance(manifest, generator_eval or generator_eval_for(manifest))
     result = export_manifest(manifest, to, format, overwrite, provenance, link=not copy)
     splits = ", ".join(f"{name} {n}" for name, n in result.counts.items())
     console.print(
@@ -854,7 +855,7 @@ def report_cmd(
 
     sections = []
     if generator_eval is not None:
-        from augmentor.evaluate import generator_section
+        from augmentor.eval_folder import generator_section
 
         sections.append(generator_section(generator_eval))
     report, paths = make_report(
@@ -987,6 +988,7 @@ def evaluate_generator_cmd(
     overwrite: RunOverwrite = False,
 ) -> None:
     """FID/KID, diversity (MS-SSIM), prompt alignment and fidelity, laterality, memorization."""
+    from augmentor.eval_folder import summary_lines
     from augmentor.evaluate import GeneratorEvalConfig, evaluate_generator
     from augmentor.generator_report import display_tables
 
@@ -1016,17 +1018,8 @@ def evaluate_generator_cmd(
     )
     for title, table in display_tables(result.tables):
         print_frame(table, title, out=console)
-    memo = result.summary["memorization"]
-    console.print(
-        f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
-        f"(max pixel r {memo['pixel_correlation_max']:.3f}, max feature cos "
-        f"{memo['feature_cosine_max']:.3f})"
-    )
-    if memo["dropped_manifest"]:
-        console.print(f"wrote {memo['dropped_manifest']} without the flagged images")
-    for note in result.summary["notes"]:
-        console.print(f"note: {note}")
-    console.print(f"wrote {out / 'generator_eval.json'}, generator_eval.md, memorization.png")
+    for line in summary_lines(result.summary, out):
+        console.print(line)
 
 
 @app.command("probe-text-encoder")
@@ -1055,6 +1048,7 @@ def probe_text_encoder_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
+    from augmentor.eval_folder import probe_path
     from augmentor.probe import ProbeConfig, display_table, probe_text_encoder
 
     result = probe_text_encoder(
@@ -1078,4 +1072,4 @@ def probe_text_encoder_cmd(
     for note in result.notes:
         console.print(f"note: {note}")
     if out is not None:
-        console.print(f"wrote {out / 'text_encoder_probe.json'}")
+        console.print(f"wrote {probe_path(out)}")

@@ -6,10 +6,10 @@ local timm weights, e.g. `--features-timm inception_v3 --weights FILE`, the arch
 FID/KID are usually reported with; the numbers match clean-fid's only with its weights and
 resizing; or torchxrayvision's DenseNet-121, `--features-xrv FILE`, RoentGen's CXR-specific
 features, matching its setup only with the published `densenet121-res224-all` weights) and,
-for prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
-`GENERATOR_EVAL_SCHEMA`, below), `generator_eval.md`, `memorization.parquet` and
-`memorization.png` into its output folder; this module owns those names, the writer and
-the reader (`read_generator_eval`, `generator_section` for `cxraug report`).
+for prompt alignment, a classifier run as oracle. It writes `generator_eval.json`,
+`generator_eval.md`, `memorization.parquet` and `memorization.png` into its output folder
+through `augmentor.eval_folder`, the folder's owner (names, schema, reader, and
+`generator_section` for `cxraug report`).
 
 The tables are computed in `augmentor.generator_metrics` and rendered in
 `augmentor.generator_report`; the oracle quality filter of `cxraug synthesize` is
@@ -51,7 +51,6 @@ What each metric means, and its limits:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +59,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor.eval_folder import (
+    FORMAT,
+    GENERATOR_EVAL_SCHEMA,
+    MEMORIZATION_FIGURE,
+    MEMORIZATION_TABLE,
+    SAMPLES_FIGURE,
+    feature_cache_dir,
+    memorization_figure_path,
+    read_generator_eval,
+    samples_figure_path,
+    write_memorization_table,
+    write_summary,
+)
 from augmentor.features import (
     FeatureExtractor,
     HalfMirrorEmbedder,
@@ -83,30 +95,19 @@ from augmentor.generator_metrics import (
     prompt_fidelity_table,
     prompt_groups_repeat,
 )
-from augmentor.generator_report import (
-    plot_memorization,
-    plot_samples,
-    render_section,
-    sample_rows,
-)
+from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
+from augmentor.synthetic_set import (
+    check_unmemorized_path,
+    unmemorized_path,
+    write_unmemorized_manifest,
+)
 from manifests import runfolder
 from manifests.errors import UserError
-from manifests.files import atomic_path, check_output_folder, write_json
+from manifests.files import check_output_folder
 from manifests.images import load_image
-from manifests.io import Manifest, read_manifest, write_manifest
+from manifests.io import Manifest, read_manifest
 from manifests.splits import check_leakage
-
-# The evaluation folder: its files (this module writes and reads them; nobody else spells them).
-GENERATOR_EVAL_SCHEMA = "cxraug.generator_eval/1"
-GENERATOR_EVAL_FILE = "generator_eval.json"
-# A one-shot folder: its record is written last; --resume keeps a finished one.
-FORMAT = runfolder.FolderFormat("generator evaluation", GENERATOR_EVAL_FILE, GENERATOR_EVAL_FILE)
-GENERATOR_EVAL_MD = "generator_eval.md"
-MEMORIZATION_TABLE = "memorization.parquet"
-MEMORIZATION_FIGURE = "memorization.png"
-SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding and side
-PROBE_FILE = "text_encoder_probe.json"  # written by `cxraug probe-text-encoder --out`
 
 DEFAULT_PIXEL_THRESHOLD = 0.97
 DEFAULT_FEATURE_THRESHOLD = 0.98
@@ -213,22 +214,6 @@ def _check_inputs(cfg: GeneratorEvalConfig) -> tuple[Manifest, Manifest]:
     if cfg.max_pairs < 1:
         raise UserError(f"--max-pairs: {cfg.max_pairs}; must be at least 1")
     return synthetic, real
-
-
-def _filtered_path(cfg: GeneratorEvalConfig, synthetic: Manifest) -> Path:
-    """Where --drop-memorized writes, checked before any work is done."""
-    source = Path(cfg.synthetic)
-    path = Path(cfg.filtered_manifest or source.with_name(f"{source.stem}.unmemorized.parquet"))
-    if path.exists() and not cfg.overwrite:
-        raise UserError(f"--filtered-out {path}: already exists; pass --overwrite to replace it")
-    folder = path.parent.resolve()
-    for image in synthetic.image_paths()[:1] + synthetic.image_paths()[-1:]:
-        if not image.resolve().is_relative_to(folder):
-            raise UserError(
-                f"--filtered-out {path}: synthetic image paths must stay relative, so the "
-                f"filtered manifest must lie in a folder above the images ({image.parent})"
-            )
-    return path
 
 
 def _subsample_real(real: Manifest, max_real: int | None, seed: int) -> Manifest:
@@ -463,11 +448,16 @@ def _evaluate(
 ) -> GeneratorEval:
     """The evaluation proper, inside the held output folder."""
     out = Path(cfg.out)
-    json_path = out / GENERATOR_EVAL_FILE
-    filtered_path = _filtered_path(cfg, synthetic) if cfg.drop_memorized else None
+    filtered_path = (
+        check_unmemorized_path(
+            unmemorized_path(cfg.synthetic, cfg.filtered_manifest), synthetic, cfg.overwrite
+        )
+        if cfg.drop_memorized
+        else None
+    )
     real = _subsample_real(real, cfg.max_real, cfg.seed)
     features, oracle = _extractors(cfg)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "feature_cache"
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache_dir(out)
     emb = _embed(synthetic, real, features, oracle, cache_dir, cfg, say)
     targets = synthetic.rows.get("target_label", pd.Series([None] * len(synthetic)))
     tables: dict[str, pd.DataFrame] = {}
@@ -512,27 +502,24 @@ def _evaluate(
     memo, baseline_flag = _memorization(synthetic, real, emb, cfg)
     tables["memorization"] = memo
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / MEMORIZATION_TABLE, overwrite=True) as tmp:
-        memo.to_parquet(tmp, index=False)
-    plot_memorization(memo, out / MEMORIZATION_FIGURE, cfg.thumbnails)
+    write_memorization_table(out, memo)
+    plot_memorization(memo, memorization_figure_path(out), cfg.thumbnails)
     grid_rows = sample_rows(real, synthetic, seed=cfg.seed)
     if grid_rows:
-        plot_samples(grid_rows, out / SAMPLES_FIGURE)
+        plot_samples(grid_rows, samples_figure_path(out))
     dropped_path = None
     if filtered_path is not None:
         kept = synthetic.with_rows(synthetic.rows[~memo["flagged"].to_numpy()])
         if not len(kept):
             notes.append("--drop-memorized: every synthetic image is flagged; no manifest written")
         else:
-            dropped_path = str(write_manifest(kept, filtered_path, overwrite=cfg.overwrite))
+            dropped_path = str(write_unmemorized_manifest(kept, filtered_path, cfg.overwrite))
 
     summary = _summary(
         cfg, synthetic, real, features, oracle, tables, size, dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
     )  # fmt: skip
-    write_json(json_path, summary, overwrite=True)
-    with atomic_path(out / GENERATOR_EVAL_MD, overwrite=True) as tmp:
-        tmp.write_text(generator_section(json_path)["md"])
+    write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)
 
 
@@ -635,41 +622,3 @@ def _summary(
         "notes": notes,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
     }
-
-
-# ---------------------------------------------------------------- reading the folder
-
-
-def read_generator_eval(path: Path) -> tuple[dict, dict | None]:
-    """`generator_eval.json` (or its folder) and the `text_encoder_probe.json` beside it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / GENERATOR_EVAL_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: no generator evaluation (run cxraug evaluate-generator)")
-    doc = json.loads(path.read_text())
-    if doc.get("schema") != GENERATOR_EVAL_SCHEMA:
-        raise UserError(f"{path}: schema {doc.get('schema')!r}, expected {GENERATOR_EVAL_SCHEMA}")
-    probe_path = path.parent / PROBE_FILE
-    probe = json.loads(probe_path.read_text()) if probe_path.is_file() else None
-    return doc, probe
-
-
-def generator_section(path: Path) -> dict[str, str]:
-    """`generator_eval.json` (or its folder) as report fragments: {'md': ..., 'html': ...}.
-
-    For `cxraug report`: call it with an evaluate-generator output folder when one exists
-    and insert the fragment. Also shows `text_encoder_probe.json` beside it when present,
-    and embeds `memorization.png` in the HTML.
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    doc, probe = read_generator_eval(path)
-    figure = folder / doc["memorization"]["figure"]
-    samples = folder / doc.get("samples", {}).get("figure", SAMPLES_FIGURE)
-    return render_section(
-        doc,
-        probe,
-        figure.read_bytes() if figure.is_file() else None,
-        samples.read_bytes() if samples.is_file() else None,
-    )

@@ -10,7 +10,7 @@ import pytest
 
 from classifier.arms import CONTROL, MIX, OTHER, PRETRAIN, REAL, SYNTHETIC, Arm
 from classifier.config import TrainConfig, default_arm
-from study import plan_runs
+from study.planning import plan_runs
 from study.presets import load_study_config
 
 

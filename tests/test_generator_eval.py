@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from augmentor.evaluate import GENERATOR_EVAL_SCHEMA, generator_section
+from augmentor.eval_folder import GENERATOR_EVAL_SCHEMA, generator_section
 from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
 from augmentor.generator_metrics import (
     FidelityTargets,
