@@ -24,7 +24,7 @@ import torch
 
 from augmentor.eval_folder import probe_path, write_probe
 from augmentor.metrics import binary_targets, linear_probe_auroc
-from classifier.evaluate import (
+from classifier.stats import (
     CI_LEVEL,
     SeedTerm,
     patient_resample_weights,
@@ -159,7 +159,7 @@ def _paired_delta_ci(
 ) -> tuple[float, float, int]:
     """CI of AUROC(fine-tuned) - AUROC(base) over held-out patients, paired; NaN if undefined.
 
-    The report's interval for one run per arm (`classifier.evaluate.seed_interval`: the
+    The report's interval for one run per arm (`classifier.stats.seed_interval`: the
     patient-bootstrap percentile interval of the paired difference).
     """
     if set(scores) != {"base", "finetuned"} or n_boot < 1:

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, norm
 
-from classifier.evaluate import CI_LEVEL, patient_resample_weights, resampled_auroc
 from classifier.report import (
     MACRO,
     Run,
@@ -45,6 +44,7 @@ from classifier.report import (
     delta_interval,
     summarize_arms,
 )
+from classifier.stats import CI_LEVEL, patient_resample_weights, resampled_auroc
 
 ARMS = ("real", "mix0.5")
 LABELS = ("A", "B", "C")

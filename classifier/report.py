@@ -18,7 +18,7 @@ The statistics, and why:
   user reproduces by training one model. We do not average probabilities across seeds
   first: that would measure an ensemble, which no arm trains.
 * **Its CI**, and the arm's, cover the two sources of chance: test patients and training
-  seeds (`classifier.evaluate.seed_interval`). A bootstrap draws test *patients* with
+  seeds (`classifier.stats.seed_interval`). A bootstrap draws test *patients* with
   replacement (all their images; a patient's images are correlated) and the *same*
   patients score every run, so a delta is paired over patients. Its variance plus the
   between-seed variance beyond test-set noise, divided by the number of seeds, gives a t
@@ -28,7 +28,7 @@ The statistics, and why:
   with fewer than 5 seeds per arm the report says so. Arms with the same seeds are paired
   by seed (a seed fixes initialisation and data order). With one seed per arm the CI is
   the patient-bootstrap percentile interval alone, exactly
-  `classifier.evaluate.paired_bootstrap_delta`, and the report says it leaves out
+  `classifier.stats.paired_bootstrap_delta`, and the report says it leaves out
   training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
 * **Macro** is the mean over one fixed label set (labels with both classes on the test
   set) in every resample; a resample lacking a class for any of them is left out, and each
@@ -55,7 +55,7 @@ from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
 from classifier.arms import Arm
-from classifier.evaluate import (
+from classifier.stats import (
     CI_LEVEL,
     SeedInterval,
     SeedTerm,
