@@ -85,7 +85,6 @@ from augmentor.features import (
     load_run_extractor,
 )
 from augmentor.generator_metrics import (
-    LATERAL_LABELS,
     FidelityTargets,
     alignment_table,
     diversity_table,
@@ -97,6 +96,7 @@ from augmentor.generator_metrics import (
 )
 from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
+from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthetic_set import (
     check_unmemorized_path,
     unmemorized_path,

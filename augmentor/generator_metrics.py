@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,17 +29,9 @@ from augmentor.metrics import (
     whole_group_pairs,
     youden_threshold,
 )
+from augmentor.report_text import LATERAL_LABELS, stated_side
 from manifests.images import load_image
 from manifests.io import Manifest
-
-# Labels whose findings have a side, and the word that names them in report sentences.
-LATERAL_LABELS = {
-    "Pleural Effusion": r"effusion",
-    "Pneumothorax": r"pneumothorax",
-    "Consolidation": r"consolidation",
-}
-_NEGATION = re.compile(r"^\s*(no|without|negative for|resolved|resolution of)\b", re.IGNORECASE)
-
 
 # ---------------------------------------------------------------- fidelity: FID and KID
 
@@ -301,29 +292,6 @@ def alignment_table(
 
 
 # ---------------------------------------------------------------- laterality
-
-
-def stated_side(text: str | None, label: str) -> str | None:
-    """The side a report/prompt gives for `label`: 'left', 'right', 'both' or None.
-
-    Looks at sentences naming the finding that are not negated ("No pneumothorax.");
-    'bilateral'/'both' or both side words give 'both'. Sides are the patient's.
-    """
-    if not isinstance(text, str) or label not in LATERAL_LABELS:
-        return None
-    word = re.compile(LATERAL_LABELS[label], re.IGNORECASE)
-    for sentence in re.split(r"[.;\n]", text):
-        if not word.search(sentence) or _NEGATION.search(sentence):
-            continue
-        lower = sentence.lower()
-        if re.search(r"\b(bilateral|both|bibasilar)\b", lower):
-            return "both"
-        left, right = bool(re.search(r"\bleft\b", lower)), bool(re.search(r"\bright\b", lower))
-        if left and right:
-            return "both"
-        if left or right:
-            return "left" if left else "right"
-    return None
 
 
 def true_side(row: pd.Series, label: str) -> str | None:

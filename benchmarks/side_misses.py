@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augmentor.balance import named_lobe
 from augmentor.features import HalfMirrorEmbedder, embed_subset, image_hashes, load_run_extractor
 from augmentor.generator_metrics import fit_side_detector, prompt_sides
+from augmentor.report_text import named_lobe
 from manifests.io import read_manifest
 
 
 def location(text: str | None) -> str:
-    """The first lobe a report names (`augmentor.balance.named_lobe`); '(none named)'."""
+    """The first lobe a report names (`augmentor.report_text.named_lobe`); '(none named)'."""
     return named_lobe(text) or "(none named)"
 
 
