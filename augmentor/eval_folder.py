@@ -1,5 +1,5 @@
-"""The generator-evaluation folder: its file names, the keys its readers use, its reader and
-writers (nobody else spells them).
+"""The generator-evaluation folder: its file names, its summary document and the keys its
+readers use (`summary_document`), its reader and writers (nobody else spells them).
 
 `cxraug evaluate-generator --out FOLDER` (`augmentor.evaluate`) fills it; `cxraug
 probe-text-encoder --out FOLDER` (`augmentor.probe`) may add its probe; `cxraug report
@@ -18,6 +18,7 @@ it. Torch-free, so those readers never load a model. The folder holds:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ from augmentor.generator_report import render_section
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import atomic_path, write_json
+from manifests.io import Manifest
 
 GENERATOR_EVAL_SCHEMA = "cxraug.generator_eval/1"
 GENERATOR_EVAL_FILE = "generator_eval.json"
@@ -93,6 +95,145 @@ def write_probe(out: Path, doc: dict, table: pd.DataFrame) -> Path:
     with atomic_path(Path(out) / PROBE_TABLE, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)
     return path
+
+
+def _finite(value: float) -> float | None:
+    """JSON-safe float: None for NaN/inf."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """A table as JSON-safe records (NaN and inf as null, numpy scalars as Python's)."""
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append(
+            {
+                k: (_finite(v) if isinstance(v, float) else v.item() if hasattr(v, "item") else v)
+                for k, v in rec.items()
+            }
+        )
+    return out
+
+
+def similarity_stats(table: pd.DataFrame) -> dict[str, float]:
+    """Flagged share and nearest-neighbour similarities of a `memorization_table`."""
+    return {
+        "flagged_share": float(table["flagged"].mean()),
+        "pixel_correlation_median": float(table["pixel_correlation"].median()),
+        "pixel_correlation_max": float(table["pixel_correlation"].max()),
+        "feature_cosine_median": float(table["feature_cosine"].median()),
+        "feature_cosine_max": float(table["feature_cosine"].max()),
+    }
+
+
+def summary_document(
+    config: dict,
+    synthetic: Manifest,
+    real: Manifest,
+    features,
+    oracle,
+    tables: dict[str, pd.DataFrame],
+    size: int,
+    scales: int,
+    dim: int,
+    notes: list[str],
+    baseline_fid: float | None,
+    baseline_flag: dict | None,
+    dropped_path: str | None,
+) -> dict:
+    """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`).
+
+    Args:
+        config: the evaluation's `GeneratorEvalConfig` as a dict (`dataclasses.asdict`).
+        features, oracle: the feature extractor (its `name`, `key`) and the oracle run's
+            extractor (its `name`; None without one).
+        tables: the evaluation's tables by section.
+        size, scales, dim: MS-SSIM image size and scales, feature dimension.
+    """
+    fid, memo = tables["fidelity"], tables["memorization"]
+    alignment, laterality = tables.get("alignment"), tables.get("laterality")
+    fidelity = tables.get("prompt_fidelity")
+    return {
+        "schema": GENERATOR_EVAL_SCHEMA,
+        "synthetic_manifest": str(config["synthetic"]),
+        "real_manifest": str(config["real"]),
+        "generator_digest": synthetic.metadata.get("cxraug.generator_digest"),
+        "feature_extractor": {
+            "name": features.name,
+            "key": features.key,
+            "dim": int(dim),
+        },
+        "oracle": oracle.name if oracle is not None else None,
+        "n_synthetic": len(synthetic),
+        "n_real": {s: int((real.rows["split"] == s).sum()) for s in ("train", "val", "test")},
+        "fidelity": {
+            "fid": _finite(float(fid["fid"].iloc[0])),
+            "kid": _finite(float(fid["kid_mean"].iloc[0])),
+            "kid_std": _finite(float(fid["kid_std"].iloc[0])),
+            "kid_subsets": config["kid_subsets"],
+            "kid_subset_size": config["kid_subset_size"],
+            "reference": "real train",
+            "real_baseline_fid": _finite(baseline_fid) if baseline_fid is not None else None,
+            "rows": _records(fid),
+        },
+        "diversity": {
+            "metric": "MS-SSIM (lower = more diverse)",
+            "image_size": size,
+            "scales": scales,
+            "rows": _records(tables["diversity"]),
+        },
+        "alignment": None
+        if alignment is None
+        else {
+            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
+            "rows": _records(alignment),
+        },
+        "laterality": None
+        if laterality is None
+        else {
+            "method": "logistic side detector on the oracle's response to half-mirrored "
+            "images, fit on real train images of known side",
+            "rows": _records(laterality),
+        },
+        "prompt_fidelity": None
+        if fidelity is None
+        else {
+            "targets": dict(config["fidelity_targets"]),
+            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
+            "unprompted": "synthetic images whose prompt's label for the finding is 0 "
+            "(negated) or NaN (not mentioned)",
+            "all_meet_targets": bool(fidelity["meets_targets"].all()) if len(fidelity) else None,
+            "rows": _records(fidelity),
+        },
+        "samples": {"figure": SAMPLES_FIGURE},
+        "memorization": {
+            "pixel_threshold": config["memorization_threshold"],
+            "feature_threshold": config["feature_threshold"],
+            "n_synthetic": len(memo),
+            "n_flagged": int(memo["flagged"].sum()),
+            "n_exact_copies": int(memo["exact_copy"].sum()),
+            **similarity_stats(memo),
+            "real_heldout_baseline": baseline_flag,
+            "table": MEMORIZATION_TABLE,
+            "figure": MEMORIZATION_FIGURE,
+            "flagged": _records(
+                memo[memo["flagged"]][
+                    [
+                        "image_path",
+                        "target_label",
+                        "pixel_correlation",
+                        "feature_cosine",
+                        "exact_copy",
+                        "nn_pixel_path",
+                        "nn_pixel_patient",
+                    ]
+                ].head(50)
+            ),
+            "dropped_manifest": dropped_path,
+        },
+        "notes": notes,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+    }
 
 
 # ------------------------------------------------------------------------------ reading
@@ -196,6 +337,8 @@ __all__ = [
     "memorization_audit",
     "probe_path",
     "read_generator_eval",
+    "similarity_stats",
+    "summary_document",
     "summary_lines",
     "write_memorization_table",
     "write_probe",

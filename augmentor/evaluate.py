@@ -51,7 +51,6 @@ What each metric means, and its limits:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,14 +60,12 @@ import pandas as pd
 
 from augmentor.eval_folder import (
     FORMAT,
-    GENERATOR_EVAL_SCHEMA,
-    MEMORIZATION_FIGURE,
-    MEMORIZATION_TABLE,
-    SAMPLES_FIGURE,
     feature_cache_dir,
     memorization_figure_path,
     read_generator_eval,
     samples_figure_path,
+    similarity_stats,
+    summary_document,
     write_memorization_table,
     write_summary,
 )
@@ -89,12 +86,12 @@ from augmentor.generator_metrics import (
     alignment_table,
     diversity_table,
     fidelity_table,
-    laterality_table,
     memorization_table,
     prompt_fidelity_table,
     prompt_groups_repeat,
 )
 from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
+from augmentor.laterality import laterality_table
 from augmentor.metrics import KID_SUBSET_SIZE, KID_SUBSETS, ms_ssim_scales
 from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthetic_set import (
@@ -227,23 +224,6 @@ def _subsample_real(real: Manifest, max_real: int | None, seed: int) -> Manifest
         idx = group.index.to_numpy()
         keep.append(idx if len(idx) <= max_real else np.sort(rng.choice(idx, max_real, False)))
     return real.with_rows(real.rows.loc[np.sort(np.concatenate(keep))])
-
-
-def _finite(value: float) -> float | None:
-    """JSON-safe float: None for NaN/inf."""
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    out = []
-    for rec in frame.to_dict(orient="records"):
-        out.append(
-            {
-                k: (_finite(v) if isinstance(v, float) else v.item() if hasattr(v, "item") else v)
-                for k, v in rec.items()
-            }
-        )
-    return out
 
 
 # ---------------------------------------------------------------- orchestration
@@ -409,18 +389,7 @@ def _memorization(
         cfg.feature_threshold,
         cfg.memorization_threshold,
     )
-    return memo, {"n": len(held), **_similarity_stats(base)}
-
-
-def _similarity_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Flagged share and nearest-neighbour similarities of a `memorization_table`."""
-    return {
-        "flagged_share": float(table["flagged"].mean()),
-        "pixel_correlation_median": float(table["pixel_correlation"].median()),
-        "pixel_correlation_max": float(table["pixel_correlation"].max()),
-        "feature_cosine_median": float(table["feature_cosine"].median()),
-        "feature_cosine_max": float(table["feature_cosine"].max()),
-    }
+    return memo, {"n": len(held), **similarity_stats(base)}
 
 
 def evaluate_generator(
@@ -515,110 +484,10 @@ def _evaluate(
         else:
             dropped_path = str(write_unmemorized_manifest(kept, filtered_path, cfg.overwrite))
 
-    summary = _summary(
-        cfg, synthetic, real, features, oracle, tables, size, dim, notes,
+    summary = summary_document(
+        asdict(cfg), synthetic, real, features, oracle, tables, size,
+        max(1, ms_ssim_scales(size, size)), dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
     )  # fmt: skip
     write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)
-
-
-def _summary(
-    cfg: GeneratorEvalConfig,
-    synthetic: Manifest,
-    real: Manifest,
-    features: Extractor,
-    oracle: FeatureExtractor | None,
-    tables: dict[str, pd.DataFrame],
-    size: int,
-    dim: int,
-    notes: list[str],
-    baseline_fid: float | None,
-    baseline_flag: dict | None,
-    dropped_path: str | None,
-) -> dict:
-    """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`)."""
-    fid, memo = tables["fidelity"], tables["memorization"]
-    alignment, laterality = tables.get("alignment"), tables.get("laterality")
-    fidelity = tables.get("prompt_fidelity")
-    return {
-        "schema": GENERATOR_EVAL_SCHEMA,
-        "synthetic_manifest": str(cfg.synthetic),
-        "real_manifest": str(cfg.real),
-        "generator_digest": synthetic.metadata.get("cxraug.generator_digest"),
-        "feature_extractor": {
-            "name": features.name,
-            "key": features.key,
-            "dim": int(dim),
-        },
-        "oracle": oracle.name if oracle is not None else None,
-        "n_synthetic": len(synthetic),
-        "n_real": {s: int((real.rows["split"] == s).sum()) for s in ("train", "val", "test")},
-        "fidelity": {
-            "fid": _finite(float(fid["fid"].iloc[0])),
-            "kid": _finite(float(fid["kid_mean"].iloc[0])),
-            "kid_std": _finite(float(fid["kid_std"].iloc[0])),
-            "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": cfg.kid_subset_size,
-            "reference": "real train",
-            "real_baseline_fid": _finite(baseline_fid) if baseline_fid is not None else None,
-            "rows": _records(fid),
-        },
-        "diversity": {
-            "metric": "MS-SSIM (lower = more diverse)",
-            "image_size": size,
-            "scales": max(1, ms_ssim_scales(size, size)),
-            "rows": _records(tables["diversity"]),
-        },
-        "alignment": None
-        if alignment is None
-        else {
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
-            "rows": _records(alignment),
-        },
-        "laterality": None
-        if laterality is None
-        else {
-            "method": "logistic side detector on the oracle's response to half-mirrored "
-            "images, fit on real train images of known side",
-            "rows": _records(laterality),
-        },
-        "prompt_fidelity": None
-        if fidelity is None
-        else {
-            "targets": cfg.fidelity_targets.as_dict(),
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
-            "unprompted": "synthetic images whose prompt's label for the finding is 0 "
-            "(negated) or NaN (not mentioned)",
-            "all_meet_targets": bool(fidelity["meets_targets"].all()) if len(fidelity) else None,
-            "rows": _records(fidelity),
-        },
-        "samples": {"figure": SAMPLES_FIGURE},
-        "memorization": {
-            "pixel_threshold": cfg.memorization_threshold,
-            "feature_threshold": cfg.feature_threshold,
-            "n_synthetic": len(memo),
-            "n_flagged": int(memo["flagged"].sum()),
-            "n_exact_copies": int(memo["exact_copy"].sum()),
-            **_similarity_stats(memo),
-            "real_heldout_baseline": baseline_flag,
-            "table": MEMORIZATION_TABLE,
-            "figure": MEMORIZATION_FIGURE,
-            "flagged": _records(
-                memo[memo["flagged"]][
-                    [
-                        "image_path",
-                        "target_label",
-                        "pixel_correlation",
-                        "feature_cosine",
-                        "exact_copy",
-                        "nn_pixel_path",
-                        "nn_pixel_patient",
-                    ]
-                ].head(50)
-            ),
-            "dropped_manifest": dropped_path,
-        },
-        "notes": notes,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-    }

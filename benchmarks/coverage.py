@@ -36,14 +36,13 @@ from scipy.stats import binomtest, norm
 
 from classifier.report import (
     MACRO,
-    Run,
-    RunSet,
     _ArmData,
     _with_macro,
     arm_interval,
     delta_interval,
     summarize_arms,
 )
+from classifier.runset import Run, RunSet
 from classifier.stats import CI_LEVEL, patient_resample_weights, resampled_auroc
 
 ARMS = ("real", "mix0.5")

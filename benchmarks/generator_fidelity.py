@@ -49,7 +49,8 @@ from augmentor.features import (
     load_run_extractor,
 )
 from augmentor.finetune import finetune
-from augmentor.generator_metrics import label_thresholds, laterality_table, prompt_fidelity_table
+from augmentor.generator_metrics import label_thresholds, prompt_fidelity_table
+from augmentor.laterality import laterality_table
 from augmentor.metrics import positive_rate
 from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthesize import synthesize

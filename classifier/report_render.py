@@ -1,7 +1,7 @@
 """Render a classifier report: the terminal table, figures, and the report files.
 
 `cxraug report RUN...` and the last stage of `cxraug study` call :func:`make_report`, which
-runs, in order, :func:`classifier.report.collect_runs` (read and check the run directories),
+runs, in order, :func:`classifier.runset.collect_runs` (read and check the run directories),
 :func:`classifier.report.check_provenance`, :func:`classifier.report.summarize_arms` (the
 statistics) and :func:`write_report` (report.md, report.csv, report.json, report.html).
 
@@ -32,9 +32,9 @@ from classifier.report import (
     TABLE_COLUMNS,
     Report,
     check_provenance,
-    collect_runs,
     summarize_arms,
 )
+from classifier.runset import collect_runs
 from classifier.tables import fmt, html_table, md_table, print_table
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json

@@ -21,8 +21,8 @@ from augmentor.generator_metrics import (
     memorization_table,
     prompt_fidelity_table,
     same_prompt_pairs,
-    true_side,
 )
+from augmentor.laterality import true_side
 from augmentor.metrics import (
     fid_from_features,
     kid_from_features,

@@ -14,8 +14,9 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from classifier.arms import Arm
-from classifier.report import collect_runs, summarize_arms
+from classifier.report import summarize_arms
 from classifier.report_render import display_rows, write_report
+from classifier.runset import collect_runs
 from classifier.stats import paired_bootstrap_delta
 from cli import app
 from manifests.errors import UserError
