@@ -232,8 +232,9 @@ def manifest_export(
     """Export as a dataset folder with a dataset card (provenance, counts, licence)."""
     from augmentor.card import synthesis_provenance
     from manifests.export import export_manifest
+    from study.folder import generator_eval_for
 
-    provenance = synthesis_provenance(manifest, generator_eval)
+    provenance = synthesis_provenance(manifest, generator_eval or generator_eval_for(manifest))
     result = export_manifest(manifest, to, format, overwrite, provenance, link=not copy)
     splits = ", ".join(f"{name} {n}" for name, n in result.counts.items())
     console.print(
@@ -512,7 +513,7 @@ def report_cmd(cfg: ReportConfig) -> None:
 
     sections = []
     if cfg.generator_eval is not None:
-        from augmentor.evaluate import generator_section
+        from augmentor.eval_folder import generator_section
 
         sections.append(generator_section(cfg.generator_eval))
     report, paths = make_report(cfg, sections)
@@ -560,28 +561,21 @@ def study_cmd(
 @config_command(app, "evaluate-generator", GeneratorEvalConfig)
 def evaluate_generator_cmd(cfg: GeneratorEvalConfig) -> None:
     """FID/KID, diversity (MS-SSIM), prompt alignment and fidelity, laterality, memorization."""
+    from augmentor.eval_folder import summary_lines
     from augmentor.evaluate import evaluate_generator
     from augmentor.generator_report import display_tables
 
     result = evaluate_generator(cfg, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     for title, table in display_tables(result.tables):
         print_frame(table, title, out=console)
-    memo = result.summary["memorization"]
-    console.print(
-        f"memorization: {memo['n_flagged']} of {memo['n_synthetic']} synthetic images flagged "
-        f"(max pixel r {memo['pixel_correlation_max']:.3f}, max feature cos "
-        f"{memo['feature_cosine_max']:.3f})"
-    )
-    if memo["dropped_manifest"]:
-        console.print(f"wrote {memo['dropped_manifest']} without the flagged images")
-    for note in result.summary["notes"]:
-        console.print(f"note: {note}")
-    console.print(f"wrote {cfg.out / 'generator_eval.json'}, generator_eval.md, memorization.png")
+    for line in summary_lines(result.summary, Path(cfg.out)):
+        console.print(line)
 
 
 @config_command(app, "probe-text-encoder", ProbeConfig)
 def probe_text_encoder_cmd(cfg: ProbeConfig) -> None:
     """Linear probe per label on held-out reports: base vs fine-tuned text encoder AUROC."""
+    from augmentor.eval_folder import probe_path
     from augmentor.probe import display_table, probe_text_encoder
 
     result = probe_text_encoder(cfg)
@@ -593,4 +587,4 @@ def probe_text_encoder_cmd(cfg: ProbeConfig) -> None:
     for note in result.notes:
         console.print(f"note: {note}")
     if cfg.out is not None:
-        console.print(f"wrote {cfg.out / 'text_encoder_probe.json'}")
+        console.print(f"wrote {probe_path(Path(cfg.out))}")

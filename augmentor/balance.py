@@ -13,24 +13,16 @@ seeding, so a resumed run draws the same images.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from augmentor.generator_metrics import stated_side
+from augmentor.report_text import named_lobe, stated_side
 from manifests.errors import UserError
 
-LOBE = re.compile(r"(right|left) (upper|middle|lower) lobe|lingula", re.IGNORECASE)
 LOBE_LABELS = ("Consolidation",)  # findings placed by lobe, not only by side
-
-
-def named_lobe(text: str | None) -> str | None:
-    """The first lobe (or 'lingula') a report names, lower case; None without one."""
-    match = LOBE.search(text or "")
-    return match.group(0).lower() if match else None
 
 
 def finding_units(row: pd.Series, labels: Sequence[str]) -> list[str]:

@@ -1,10 +1,13 @@
 """What made a synthetic set, gathered for its dataset card (`cxraug manifest export`).
 
 `manifests.export` writes the card but cannot read the generator's or the synthesis run's
-records (those belong to `augmentor`); this module reads them through their owners' file
-names and returns one plain dict for `manifests.export.dataset_card(provenance=...)`.
-Everything is optional: a real manifest, or a synthetic one moved away from its folder,
-gets what can be found and the card says what is missing.
+records (those belong to `augmentor`); this module reads them through their owners
+(`augmentor.generator`, `augmentor.synthetic_set`, `augmentor.eval_folder`) and returns
+one plain dict for `manifests.export.dataset_card(provenance=...)`. Everything is optional:
+a real manifest, or a synthetic one moved away from its folder, gets what can be found and
+the card says what is missing. The memorization audit comes from the evaluation the caller
+names (`cxraug manifest export` names a study's own, `study.folder.generator_eval_for`),
+else from one beside the manifest.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from augmentor.evaluate import GENERATOR_EVAL_FILE
+from augmentor.eval_folder import find_beside, load_summary, memorization_audit, summary_path
 from augmentor.generator import RECORD_FILE as RUN_FILE
 from augmentor.synthetic_set import RECORD_FILE as SYNTHESIS_FILE
 from manifests.errors import UserError
@@ -57,27 +60,13 @@ def _datasets_of(manifest_path: str | None) -> list[str]:
     return sorted(rows.loc[rows["source"] == "real", "dataset"].dropna().unique().tolist())
 
 
-def find_generator_eval(manifest_path: Path) -> Path | None:
-    """A `generator_eval.json` that audited this manifest: beside it, or in a sibling folder
-    of its folder (the study's `generator_eval/`), whose config names this manifest."""
-    manifest_path = Path(manifest_path).resolve()
-    here = manifest_path.parent
-    candidates = [here / GENERATOR_EVAL_FILE, *sorted(here.parent.glob(f"*/{GENERATOR_EVAL_FILE}"))]
-    for path in candidates:
-        doc = _read_json(path) if path.is_file() else None
-        synthetic = ((doc or {}).get("config") or {}).get("synthetic")
-        if synthetic and Path(synthetic).resolve() == manifest_path:
-            return path
-    return None
-
-
 def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None) -> dict:
     """Provenance of the synthetic rows of `manifest_path` for its dataset card.
 
     Args:
         manifest_path: a manifest (synthetic or mixed; a real one yields {}).
         generator_eval: an evaluate-generator folder or its `generator_eval.json`; default:
-            `find_generator_eval`.
+            one beside the manifest that audited it (`augmentor.eval_folder.find_beside`).
 
     Returns:
         keys `synthesis` (sampler settings, seeds, digests), `generator` (base, training-data
@@ -108,18 +97,17 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
     if training:
         out["training_datasets"] = sorted(training)
     if generator_eval is not None:
-        path = Path(generator_eval)
-        path = path / GENERATOR_EVAL_FILE if path.is_dir() else path
+        path = summary_path(generator_eval)
         if not path.is_file():
             raise UserError(f"--generator-eval: {path} not found")
     else:
-        path = find_generator_eval(manifest_path)
-    doc = _read_json(path) if path is not None else None
-    if doc and doc.get("memorization"):
-        memo = {k: v for k, v in doc["memorization"].items() if k not in ("flagged",)}
+        path = find_beside(manifest_path)
+    doc = load_summary(path) if path is not None else None
+    memo = memorization_audit(doc) if doc else None
+    if memo:
         memo["report"] = str(path)
         out["memorization"] = memo
     return out
 
 
-__all__ = ["PROMPT_POLICY", "find_generator_eval", "synthesis_provenance"]
+__all__ = ["PROMPT_POLICY", "synthesis_provenance"]

@@ -6,10 +6,10 @@ local timm weights, e.g. `--features-timm inception_v3 --weights FILE`, the arch
 FID/KID are usually reported with; the numbers match clean-fid's only with its weights and
 resizing; or torchxrayvision's DenseNet-121, `--features-xrv FILE`, RoentGen's CXR-specific
 features, matching its setup only with the published `densenet121-res224-all` weights) and,
-for prompt alignment, a classifier run as oracle. It writes `generator_eval.json` (schema
-`GENERATOR_EVAL_SCHEMA`, below), `generator_eval.md`, `memorization.parquet` and
-`memorization.png` into its output folder; this module owns those names, the writer and
-the reader (`read_generator_eval`, `generator_section` for `cxraug report`).
+for prompt alignment, a classifier run as oracle. It writes `generator_eval.json`,
+`generator_eval.md`, `memorization.parquet` and `memorization.png` into its output folder
+through `augmentor.eval_folder`, the folder's owner (names, schema, reader, and
+`generator_section` for `cxraug report`).
 
 The tables are computed in `augmentor.generator_metrics` and rendered in
 `augmentor.generator_report`; the oracle quality filter of `cxraug synthesize` is
@@ -51,8 +51,6 @@ What each metric means, and its limits:
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +59,17 @@ import numpy as np
 import pandas as pd
 
 from augmentor.eval_config import GeneratorEvalConfig
+from augmentor.eval_folder import (
+    FORMAT,
+    feature_cache_dir,
+    memorization_figure_path,
+    read_generator_eval,
+    samples_figure_path,
+    similarity_stats,
+    summary_document,
+    write_memorization_table,
+    write_summary,
+)
 from augmentor.features import (
     FeatureExtractor,
     HalfMirrorEmbedder,
@@ -74,39 +83,28 @@ from augmentor.features import (
     load_run_extractor,
 )
 from augmentor.generator_metrics import (
-    LATERAL_LABELS,
     alignment_table,
     diversity_table,
     fidelity_table,
-    laterality_table,
     memorization_table,
     prompt_fidelity_table,
     prompt_groups_repeat,
 )
-from augmentor.generator_report import (
-    plot_memorization,
-    plot_samples,
-    render_section,
-    sample_rows,
-)
+from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
+from augmentor.laterality import laterality_table
 from augmentor.metrics import ms_ssim_scales
+from augmentor.report_text import LATERAL_LABELS
+from augmentor.synthetic_set import (
+    check_unmemorized_path,
+    unmemorized_path,
+    write_unmemorized_manifest,
+)
 from manifests import runfolder
 from manifests.errors import UserError
-from manifests.files import atomic_path, check_output_folder, write_json
+from manifests.files import check_output_folder
 from manifests.images import load_image
-from manifests.io import Manifest, read_manifest, write_manifest
+from manifests.io import Manifest, read_manifest
 from manifests.splits import check_leakage
-
-# The evaluation folder: its files (this module writes and reads them; nobody else spells them).
-GENERATOR_EVAL_SCHEMA = "cxraug.generator_eval/1"
-GENERATOR_EVAL_FILE = "generator_eval.json"
-# A one-shot folder: its record is written last; --resume keeps a finished one.
-FORMAT = runfolder.FolderFormat("generator evaluation", GENERATOR_EVAL_FILE, GENERATOR_EVAL_FILE)
-GENERATOR_EVAL_MD = "generator_eval.md"
-MEMORIZATION_TABLE = "memorization.parquet"
-MEMORIZATION_FIGURE = "memorization.png"
-SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding and side
-PROBE_FILE = "text_encoder_probe.json"  # written by `cxraug probe-text-encoder --out`
 
 
 @dataclass
@@ -155,22 +153,6 @@ def _check_inputs(cfg: GeneratorEvalConfig) -> tuple[Manifest, Manifest]:
     return synthetic, real
 
 
-def _filtered_path(cfg: GeneratorEvalConfig, synthetic: Manifest) -> Path:
-    """Where --drop-memorized writes, checked before any work is done."""
-    source = Path(cfg.synthetic)
-    path = Path(cfg.filtered_manifest or source.with_name(f"{source.stem}.unmemorized.parquet"))
-    if path.exists() and not cfg.overwrite:
-        raise UserError(f"--filtered-out {path}: already exists; pass --overwrite to replace it")
-    folder = path.parent.resolve()
-    for image in synthetic.image_paths()[:1] + synthetic.image_paths()[-1:]:
-        if not image.resolve().is_relative_to(folder):
-            raise UserError(
-                f"--filtered-out {path}: synthetic image paths must stay relative, so the "
-                f"filtered manifest must lie in a folder above the images ({image.parent})"
-            )
-    return path
-
-
 def _subsample_real(real: Manifest, max_real: int | None, seed: int) -> Manifest:
     if max_real is None:
         return real
@@ -182,23 +164,6 @@ def _subsample_real(real: Manifest, max_real: int | None, seed: int) -> Manifest
         idx = group.index.to_numpy()
         keep.append(idx if len(idx) <= max_real else np.sort(rng.choice(idx, max_real, False)))
     return real.with_rows(real.rows.loc[np.sort(np.concatenate(keep))])
-
-
-def _finite(value: float) -> float | None:
-    """JSON-safe float: None for NaN/inf."""
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    out = []
-    for rec in frame.to_dict(orient="records"):
-        out.append(
-            {
-                k: (_finite(v) if isinstance(v, float) else v.item() if hasattr(v, "item") else v)
-                for k, v in rec.items()
-            }
-        )
-    return out
 
 
 # ---------------------------------------------------------------- orchestration
@@ -364,18 +329,7 @@ def _memorization(
         cfg.feature_threshold,
         cfg.memorization_threshold,
     )
-    return memo, {"n": len(held), **_similarity_stats(base)}
-
-
-def _similarity_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Flagged share and nearest-neighbour similarities of a `memorization_table`."""
-    return {
-        "flagged_share": float(table["flagged"].mean()),
-        "pixel_correlation_median": float(table["pixel_correlation"].median()),
-        "pixel_correlation_max": float(table["pixel_correlation"].max()),
-        "feature_cosine_median": float(table["feature_cosine"].median()),
-        "feature_cosine_max": float(table["feature_cosine"].max()),
-    }
+    return memo, {"n": len(held), **similarity_stats(base)}
 
 
 def evaluate_generator(
@@ -403,11 +357,16 @@ def _evaluate(
 ) -> GeneratorEval:
     """The evaluation proper, inside the held output folder."""
     out = Path(cfg.out)
-    json_path = out / GENERATOR_EVAL_FILE
-    filtered_path = _filtered_path(cfg, synthetic) if cfg.drop_memorized else None
+    filtered_path = (
+        check_unmemorized_path(
+            unmemorized_path(cfg.synthetic, cfg.filtered_manifest), synthetic, cfg.overwrite
+        )
+        if cfg.drop_memorized
+        else None
+    )
     real = _subsample_real(real, cfg.max_real, cfg.seed)
     features, oracle = _extractors(cfg)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "feature_cache"
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache_dir(out)
     emb = _embed(synthetic, real, features, oracle, cache_dir, cfg, say)
     targets = synthetic.rows.get("target_label", pd.Series([None] * len(synthetic)))
     tables: dict[str, pd.DataFrame] = {}
@@ -452,164 +411,23 @@ def _evaluate(
     memo, baseline_flag = _memorization(synthetic, real, emb, cfg)
     tables["memorization"] = memo
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / MEMORIZATION_TABLE, overwrite=True) as tmp:
-        memo.to_parquet(tmp, index=False)
-    plot_memorization(memo, out / MEMORIZATION_FIGURE, cfg.thumbnails)
+    write_memorization_table(out, memo)
+    plot_memorization(memo, memorization_figure_path(out), cfg.thumbnails)
     grid_rows = sample_rows(real, synthetic, seed=cfg.seed)
     if grid_rows:
-        plot_samples(grid_rows, out / SAMPLES_FIGURE)
+        plot_samples(grid_rows, samples_figure_path(out))
     dropped_path = None
     if filtered_path is not None:
         kept = synthetic.with_rows(synthetic.rows[~memo["flagged"].to_numpy()])
         if not len(kept):
             notes.append("--drop-memorized: every synthetic image is flagged; no manifest written")
         else:
-            dropped_path = str(write_manifest(kept, filtered_path, overwrite=cfg.overwrite))
+            dropped_path = str(write_unmemorized_manifest(kept, filtered_path, cfg.overwrite))
 
-    summary = _summary(
-        cfg, synthetic, real, features, oracle, tables, size, dim, notes,
+    summary = summary_document(
+        asdict(cfg), synthetic, real, features, oracle, tables, size,
+        max(1, ms_ssim_scales(size, size)), dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
     )  # fmt: skip
-    write_json(json_path, summary, overwrite=True)
-    with atomic_path(out / GENERATOR_EVAL_MD, overwrite=True) as tmp:
-        tmp.write_text(generator_section(json_path)["md"])
+    write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)
-
-
-def _summary(
-    cfg: GeneratorEvalConfig,
-    synthetic: Manifest,
-    real: Manifest,
-    features: Extractor,
-    oracle: FeatureExtractor | None,
-    tables: dict[str, pd.DataFrame],
-    size: int,
-    dim: int,
-    notes: list[str],
-    baseline_fid: float | None,
-    baseline_flag: dict | None,
-    dropped_path: str | None,
-) -> dict:
-    """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`)."""
-    fid, memo = tables["fidelity"], tables["memorization"]
-    alignment, laterality = tables.get("alignment"), tables.get("laterality")
-    fidelity = tables.get("prompt_fidelity")
-    return {
-        "schema": GENERATOR_EVAL_SCHEMA,
-        "synthetic_manifest": str(cfg.synthetic),
-        "real_manifest": str(cfg.real),
-        "generator_digest": synthetic.metadata.get("cxraug.generator_digest"),
-        "feature_extractor": {
-            "name": features.name,
-            "key": features.key,
-            "dim": int(dim),
-        },
-        "oracle": oracle.name if oracle is not None else None,
-        "n_synthetic": len(synthetic),
-        "n_real": {s: int((real.rows["split"] == s).sum()) for s in ("train", "val", "test")},
-        "fidelity": {
-            "fid": _finite(float(fid["fid"].iloc[0])),
-            "kid": _finite(float(fid["kid_mean"].iloc[0])),
-            "kid_std": _finite(float(fid["kid_std"].iloc[0])),
-            "kid_subsets": cfg.kid_subsets,
-            "kid_subset_size": cfg.kid_subset_size,
-            "reference": "real train",
-            "real_baseline_fid": _finite(baseline_fid) if baseline_fid is not None else None,
-            "rows": _records(fid),
-        },
-        "diversity": {
-            "metric": "MS-SSIM (lower = more diverse)",
-            "image_size": size,
-            "scales": max(1, ms_ssim_scales(size, size)),
-            "rows": _records(tables["diversity"]),
-        },
-        "alignment": None
-        if alignment is None
-        else {
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
-            "rows": _records(alignment),
-        },
-        "laterality": None
-        if laterality is None
-        else {
-            "method": "logistic side detector on the oracle's response to half-mirrored "
-            "images, fit on real train images of known side",
-            "rows": _records(laterality),
-        },
-        "prompt_fidelity": None
-        if fidelity is None
-        else {
-            "targets": cfg.fidelity_targets.as_dict(),
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
-            "unprompted": "synthetic images whose prompt's label for the finding is 0 "
-            "(negated) or NaN (not mentioned)",
-            "all_meet_targets": bool(fidelity["meets_targets"].all()) if len(fidelity) else None,
-            "rows": _records(fidelity),
-        },
-        "samples": {"figure": SAMPLES_FIGURE},
-        "memorization": {
-            "pixel_threshold": cfg.memorization_threshold,
-            "feature_threshold": cfg.feature_threshold,
-            "n_synthetic": len(memo),
-            "n_flagged": int(memo["flagged"].sum()),
-            "n_exact_copies": int(memo["exact_copy"].sum()),
-            **_similarity_stats(memo),
-            "real_heldout_baseline": baseline_flag,
-            "table": MEMORIZATION_TABLE,
-            "figure": MEMORIZATION_FIGURE,
-            "flagged": _records(
-                memo[memo["flagged"]][
-                    [
-                        "image_path",
-                        "target_label",
-                        "pixel_correlation",
-                        "feature_cosine",
-                        "exact_copy",
-                        "nn_pixel_path",
-                        "nn_pixel_patient",
-                    ]
-                ].head(50)
-            ),
-            "dropped_manifest": dropped_path,
-        },
-        "notes": notes,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-    }
-
-
-# ---------------------------------------------------------------- reading the folder
-
-
-def read_generator_eval(path: Path) -> tuple[dict, dict | None]:
-    """`generator_eval.json` (or its folder) and the `text_encoder_probe.json` beside it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / GENERATOR_EVAL_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: no generator evaluation (run cxraug evaluate-generator)")
-    doc = json.loads(path.read_text())
-    if doc.get("schema") != GENERATOR_EVAL_SCHEMA:
-        raise UserError(f"{path}: schema {doc.get('schema')!r}, expected {GENERATOR_EVAL_SCHEMA}")
-    probe_path = path.parent / PROBE_FILE
-    probe = json.loads(probe_path.read_text()) if probe_path.is_file() else None
-    return doc, probe
-
-
-def generator_section(path: Path) -> dict[str, str]:
-    """`generator_eval.json` (or its folder) as report fragments: {'md': ..., 'html': ...}.
-
-    For `cxraug report`: call it with an evaluate-generator output folder when one exists
-    and insert the fragment. Also shows `text_encoder_probe.json` beside it when present,
-    and embeds `memorization.png` in the HTML.
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    doc, probe = read_generator_eval(path)
-    figure = folder / doc["memorization"]["figure"]
-    samples = folder / doc.get("samples", {}).get("figure", SAMPLES_FIGURE)
-    return render_section(
-        doc,
-        probe,
-        figure.read_bytes() if figure.is_file() else None,
-        samples.read_bytes() if samples.is_file() else None,
-    )

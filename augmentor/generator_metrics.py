@@ -1,4 +1,5 @@
-"""The generator evaluation's tables: FID/KID, diversity, alignment, laterality, memorization.
+"""The generator evaluation's tables: FID/KID, diversity, alignment, memorization, prompt
+fidelity (laterality's is `augmentor.laterality`).
 
 Each function takes arrays (features, oracle probabilities, thumbnails) and manifest rows and
 returns a table; `augmentor.evaluate` loads the images, runs the extractors and writes the
@@ -7,10 +8,7 @@ tables out. What each metric means, and its limits, is in `augmentor.evaluate`.
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +27,9 @@ from augmentor.metrics import (
     whole_group_pairs,
     youden_threshold,
 )
+from augmentor.report_text import LATERAL_LABELS, stated_side
 from manifests.images import load_image
 from manifests.io import Manifest
-
-# Labels whose findings have a side, and the word that names them in report sentences.
-LATERAL_LABELS = {
-    "Pleural Effusion": r"effusion",
-    "Pneumothorax": r"pneumothorax",
-    "Consolidation": r"consolidation",
-}
-_NEGATION = re.compile(r"^\s*(no|without|negative for|resolved|resolution of)\b", re.IGNORECASE)
-
 
 # ---------------------------------------------------------------- fidelity: FID and KID
 
@@ -297,154 +287,6 @@ def alignment_table(
             }
         )
     return pd.DataFrame(records)
-
-
-# ---------------------------------------------------------------- laterality
-
-
-def stated_side(text: str | None, label: str) -> str | None:
-    """The side a report/prompt gives for `label`: 'left', 'right', 'both' or None.
-
-    Looks at sentences naming the finding that are not negated ("No pneumothorax.");
-    'bilateral'/'both' or both side words give 'both'. Sides are the patient's.
-    """
-    if not isinstance(text, str) or label not in LATERAL_LABELS:
-        return None
-    word = re.compile(LATERAL_LABELS[label], re.IGNORECASE)
-    for sentence in re.split(r"[.;\n]", text):
-        if not word.search(sentence) or _NEGATION.search(sentence):
-            continue
-        lower = sentence.lower()
-        if re.search(r"\b(bilateral|both|bibasilar)\b", lower):
-            return "both"
-        left, right = bool(re.search(r"\bleft\b", lower)), bool(re.search(r"\bright\b", lower))
-        if left and right:
-            return "both"
-        if left or right:
-            return "left" if left else "right"
-    return None
-
-
-def true_side(row: pd.Series, label: str) -> str | None:
-    """Ground-truth side of a real row: phantom_findings where present, else its report."""
-    findings = row.get("phantom_findings")
-    if isinstance(findings, str) and findings:
-        entry = json.loads(findings).get(label)
-        if isinstance(entry, dict) and entry.get("side") in ("left", "right", "both"):
-            return entry["side"]
-        if entry is None:
-            return None
-    return stated_side(row.get("report"), label)
-
-
-def side_design(halves: dict[str, np.ndarray], idx: np.ndarray, j: int) -> np.ndarray:
-    """The side detector's inputs for rows `idx`: the oracle's probability of label `j` on
-    each half-mirrored image and their difference."""
-    a, b = halves["probs_image_left"][idx, j], halves["probs_image_right"][idx, j]
-    return np.stack([a, b, a - b], axis=1)
-
-
-@dataclass
-class SideDetector:
-    """A fitted side detector for one label and the real rows it was fit and judged on.
-
-    `model` predicts True for 'left' (the patient's) from `side_design`; `sides` holds each
-    real row's true side (None where unknown), `held` the one-sided real rows outside train.
-    """
-
-    label: str
-    j: int
-    model: object
-    sides: np.ndarray
-    held: np.ndarray
-    n_fit: int
-
-    def predict_left(self, halves: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        return self.model.predict(side_design(halves, idx, self.j)).astype(bool)
-
-
-def fit_side_detector(
-    real: Manifest,
-    halves_real: dict[str, np.ndarray],
-    label: str,
-    oracle_labels: tuple[str, ...],
-    seed: int = 0,
-) -> SideDetector | None:
-    """Logistic regression on `side_design`, fit on real train images of `label` with one
-    known side; None with fewer than 2 left and 2 right such images."""
-    from sklearn.linear_model import LogisticRegression
-
-    j = list(oracle_labels).index(label)
-    positive = np.flatnonzero(real.rows[label].to_numpy() == 1)
-    sides = np.full(len(real), None, dtype=object)
-    sides[positive] = [true_side(real.rows.iloc[i], label) for i in positive]
-    split = real.rows["split"].to_numpy()
-    one_sided = np.isin(sides, ["left", "right"]) & (real.rows[label].to_numpy() == 1)
-    fit = np.flatnonzero(one_sided & (split == "train"))
-    y_fit = sides[fit] == "left"
-    if len(fit) < 4 or y_fit.all() or not y_fit.any():
-        return None
-    model = LogisticRegression(random_state=seed).fit(side_design(halves_real, fit, j), y_fit)
-    held = np.flatnonzero(one_sided & (split != "train"))
-    return SideDetector(label, j, model, sides, held, len(fit))
-
-
-def prompt_sides(synthetic: Manifest, label: str) -> np.ndarray:
-    """The side each synthetic row's prompt states for `label` (`stated_side`), per row."""
-    prompts = synthetic.rows.get("prompt", pd.Series([None] * len(synthetic)))
-    return np.array([stated_side(p, label) for p in prompts], dtype=object)
-
-
-def laterality_table(
-    synthetic: Manifest,
-    real: Manifest,
-    halves_syn: dict[str, np.ndarray],
-    halves_real: dict[str, np.ndarray],
-    oracle_labels: tuple[str, ...],
-    seed: int = 0,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Per lateral label: side hit rate on real test images and on synthetic images.
-
-    The side detector (`fit_side_detector`) is a logistic regression on the oracle's
-    probabilities for the two half-mirrored images (and their difference), fit on real
-    train images with one known side; the image-to-patient side convention is learnt, not
-    assumed.
-    """
-    notes: list[str] = []
-    records = []
-    targets = synthetic.rows.get("target_label", pd.Series([None] * len(synthetic)))
-    for label in LATERAL_LABELS:
-        if label not in oracle_labels or label not in set(targets.dropna()):
-            continue
-        detector = fit_side_detector(real, halves_real, label, oracle_labels, seed)
-        if detector is None:
-            notes.append(f"laterality {label}: fewer than 2 left and 2 right real train cases")
-            continue
-        held = detector.held
-        truth = detector.sides[held] == "left"
-        real_hits = (
-            float((detector.predict_left(halves_real, held) == truth).mean())
-            if len(held)
-            else float("nan")
-        )
-        stated = prompt_sides(synthetic, label)
-        syn = np.flatnonzero((targets == label).to_numpy() & np.isin(stated, ["left", "right"]))
-        syn_hits = (
-            float((detector.predict_left(halves_syn, syn) == (stated[syn] == "left")).mean())
-            if len(syn)
-            else float("nan")
-        )
-        records.append(
-            {
-                "label": label,
-                "synthetic_side_hit_rate": syn_hits,
-                "n_synthetic_sided": len(syn),
-                "real_heldout_side_hit_rate": real_hits,
-                "n_real_heldout_sided": len(held),
-                "n_real_train_sided": detector.n_fit,
-            }
-        )
-    return pd.DataFrame(records), notes
 
 
 # ---------------------------------------------------------------- memorization

@@ -390,7 +390,7 @@ def sample_rows(
         real: the real manifest (its real train rows with the finding positive are shown).
         synthetic: the synthetic manifest (rows grouped by `target_label` and prompt side).
     """
-    from augmentor.generator_metrics import LATERAL_LABELS, stated_side
+    from augmentor.report_text import LATERAL_LABELS, stated_side
 
     rng = np.random.default_rng(seed)
     rrows = real.rows.assign(_path=[str(p) for p in real.image_paths()])

@@ -3,8 +3,8 @@
 A stage of its own (`cxraug synthesize --filter-with RUN`, and any caller of
 `synthesize_and_filter`): a classifier run trained on real train data (the oracle) scores
 every synthetic image for its target label; rows under `OracleFilterConfig.min_prob` leave
-the manifest, and every row's score stays in `oracle_scores.parquet` beside it. This module
-owns that file's name.
+the manifest, and every row's score stays in `oracle_scores.parquet` beside it. Both files
+are written through `augmentor.synthetic_set`, the folder's owner.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import pandas as pd
 from augmentor.config import OracleFilterConfig, SynthesisConfig
 from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
 from augmentor.synthesize import SynthesisResult, synthesize
+from augmentor.synthetic_set import (
+    feature_cache_dir,
+    write_filtered_manifest,
+    write_oracle_scores,
+)
 from manifests.errors import UserError
-from manifests.files import atomic_path
-from manifests.io import Manifest, read_manifest, write_manifest
-
-SCORES_FILE = "oracle_scores.parquet"
+from manifests.io import Manifest, read_manifest
 
 
 def oracle_scorer(
@@ -136,8 +138,8 @@ def apply_oracle_filter(manifest_path: Path, cfg: OracleFilterConfig) -> OracleF
     manifest = read_manifest(manifest_path)
     if "oracle_prob" in manifest.rows.columns:
         manifest = manifest.with_rows(manifest.rows.drop(columns=["oracle_prob"]))
-    folder = manifest_path.parent
-    scorer = oracle_scorer(run_dir, cfg.cache_dir or folder / "feature_cache", cfg.batch_size)
+    cache_dir = cfg.cache_dir or feature_cache_dir(manifest_path)
+    scorer = oracle_scorer(run_dir, cache_dir, cfg.batch_size)
     unknown = sorted(set(manifest.rows["target_label"].dropna()) - set(scorer.labels))
     if len(unknown) == manifest.rows["target_label"].nunique():
         raise UserError(
@@ -145,16 +147,14 @@ def apply_oracle_filter(manifest_path: Path, cfg: OracleFilterConfig) -> OracleF
             f"none of the target labels ({', '.join(unknown)})"
         )
     scored = score_by_oracle(manifest, scorer)
-    scores_path = folder / SCORES_FILE
-    with atomic_path(scores_path, overwrite=True) as tmp:
-        scored.rows.to_parquet(tmp, index=False)
+    scores_path = write_oracle_scores(manifest_path, scored.rows)
     kept = filter_by_oracle(scored, scorer, min_prob)
     if not len(kept):
         raise UserError(
             f"--min-prob {min_prob}: the oracle rejects every image; nothing left "
             f"(scores in {scores_path})"
         )
-    write_manifest(kept, manifest_path, overwrite=True)
+    write_filtered_manifest(manifest_path, kept)
     rejected = rejected_by_oracle(scored, min_prob)
     rows = scored.rows.assign(
         kept=scored.rows["oracle_prob"].isna() | (scored.rows["oracle_prob"] >= min_prob)

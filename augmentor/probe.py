@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 
 from augmentor.eval_config import POOLINGS, ProbeConfig
+from augmentor.eval_folder import probe_path, write_probe
 from augmentor.metrics import binary_targets, linear_probe_auroc
-from classifier.evaluate import (
+from classifier.stats import (
     CI_LEVEL,
     SeedTerm,
     patient_resample_weights,
@@ -32,12 +33,10 @@ from classifier.evaluate import (
     seed_interval,
 )
 from manifests.errors import UserError
-from manifests.files import atomic_path, check_output_folder, check_safetensors, write_json
+from manifests.files import check_output_folder, check_safetensors
 from manifests.io import read_manifest
 from manifests.schema import resolve_label
 from manifests.splits import check_leakage
-
-PROBE_SCHEMA = "cxraug.text_encoder_probe/1"
 
 
 def _check_encoder_spec(spec: str | Path, flag: str) -> None:
@@ -130,7 +129,7 @@ def _paired_delta_ci(
 ) -> tuple[float, float, int]:
     """CI of AUROC(fine-tuned) - AUROC(base) over held-out patients, paired; NaN if undefined.
 
-    The report's interval for one run per arm (`classifier.evaluate.seed_interval`: the
+    The report's interval for one run per arm (`classifier.stats.seed_interval`: the
     patient-bootstrap percentile interval of the paired difference).
     """
     if set(scores) != {"base", "finetuned"} or n_boot < 1:
@@ -165,7 +164,7 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
     """
     if cfg.pooling not in POOLINGS:
         raise UserError(f"--pooling: {cfg.pooling!r} is not valid; valid: {', '.join(POOLINGS)}")
-    json_path = Path(cfg.out) / "text_encoder_probe.json" if cfg.out else None
+    json_path = probe_path(cfg.out) if cfg.out else None
     if json_path is not None:
         check_output_folder(Path(cfg.out), "--out")
     if json_path is not None and json_path.exists() and not cfg.overwrite:
@@ -263,7 +262,6 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
     table = pd.DataFrame(records)
     if json_path is not None:
         doc = {
-            "schema": PROBE_SCHEMA,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "n_unique_reports": len(unique),
             "notes": notes,
@@ -275,9 +273,7 @@ def probe_text_encoder(cfg: ProbeConfig) -> ProbeResult:
                 for r in records
             ],
         }
-        write_json(json_path, doc, overwrite=True)
-        with atomic_path(json_path.with_suffix(".csv"), overwrite=True) as tmp:
-            table.to_csv(tmp, index=False)
+        write_probe(Path(cfg.out), doc, table)
     return ProbeResult(table=table, notes=notes)
 
 

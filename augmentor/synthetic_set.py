@@ -9,7 +9,15 @@ A synthetic set folder holds:
 * ``shards/shard-<rank>-<k>.parquet``: committed manifest rows; a row is done exactly when
   a shard holds it.
 * ``manifest.parquet``: every shard merged in plan order; written last, so its presence
-  means the set is finished.
+  means the set is finished. The oracle filter (`augmentor.oracle_filter`) replaces it by
+  the rows it keeps (:func:`write_filtered_manifest`; the set stays finished).
+* ``oracle_scores.parquet``: every row with the oracle's score, rejected rows included
+  (:func:`write_oracle_scores`), and ``feature_cache/``, the oracle's image features.
+
+Beside a synthetic manifest, `cxraug evaluate-generator --drop-memorized` writes it without
+the flagged near-copies, by default as ``<stem>.unmemorized.parquet``
+(:func:`write_unmemorized_manifest`). Every file above is written by this module's
+functions only.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ RECORD_FILE = "synthesis.json"
 MANIFEST_FILE = "manifest.parquet"
 IMAGES_DIR = "images"
 SHARDS_DIR = "shards"
+SCORES_FILE = "oracle_scores.parquet"
+FEATURE_CACHE_DIR = "feature_cache"
+UNMEMORIZED_SUFFIX = ".unmemorized.parquet"
 ROW_COLUMN = "plan_row"
 FORMAT = FolderFormat(kind="synthetic set", started_file=RECORD_FILE, done_file=MANIFEST_FILE)
 _SHARD_NAME = re.compile(r"^shard-(\d+)-(\d+)\.parquet$")
@@ -114,14 +125,69 @@ def merge_shards(
     return write_manifest(manifest, manifest_path(out), overwrite=True)
 
 
+# ------------------------------------------------------------------------------ filters
+
+
+def write_oracle_scores(manifest_path: Path, rows: pd.DataFrame) -> Path:
+    """Every row the oracle scored, rejected ones included, beside the manifest (atomic)."""
+    path = Path(manifest_path).parent / SCORES_FILE
+    with atomic_path(path, overwrite=True) as tmp:
+        rows.to_parquet(tmp, index=False)
+    return path
+
+
+def feature_cache_dir(manifest_path: Path) -> Path:
+    """The oracle filter's default feature cache, beside the manifest."""
+    return Path(manifest_path).parent / FEATURE_CACHE_DIR
+
+
+def write_filtered_manifest(manifest_path: Path, kept: Manifest) -> Path:
+    """Replace a finished set's manifest by the rows a filter kept (atomic: the set is
+    finished before and after)."""
+    return write_manifest(kept, Path(manifest_path), overwrite=True)
+
+
+def unmemorized_path(manifest_path: Path, requested: Path | None = None) -> Path:
+    """Where the manifest without its memorized rows goes: `requested`, or by default
+    ``<stem>.unmemorized.parquet`` beside the synthetic manifest."""
+    source = Path(manifest_path)
+    return Path(requested or source.with_name(f"{source.stem}{UNMEMORIZED_SUFFIX}"))
+
+
+def check_unmemorized_path(path: Path, synthetic: Manifest, overwrite: bool) -> Path:
+    """UserError unless `path` may take the de-memorized manifest: new (or `overwrite`),
+    and in a folder above the synthetic images (their paths stay relative)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"--filtered-out {path}: already exists; pass --overwrite to replace it")
+    folder = path.parent.resolve()
+    for image in synthetic.image_paths()[:1] + synthetic.image_paths()[-1:]:
+        if not image.resolve().is_relative_to(folder):
+            raise UserError(
+                f"--filtered-out {path}: synthetic image paths must stay relative, so the "
+                f"filtered manifest must lie in a folder above the images ({image.parent})"
+            )
+    return path
+
+
+def write_unmemorized_manifest(kept: Manifest, path: Path, overwrite: bool) -> Path:
+    """Write the synthetic rows the memorization audit did not flag to `path`."""
+    return write_manifest(kept, Path(path), overwrite=overwrite)
+
+
 __all__ = [
+    "FEATURE_CACHE_DIR",
     "FORMAT",
     "IMAGES_DIR",
     "MANIFEST_FILE",
     "RECORD_FILE",
     "ROW_COLUMN",
+    "SCORES_FILE",
     "SHARDS_DIR",
+    "UNMEMORIZED_SUFFIX",
+    "check_unmemorized_path",
     "committed_rows",
+    "feature_cache_dir",
     "image_name",
     "make_folders",
     "manifest_path",
@@ -129,6 +195,10 @@ __all__ = [
     "next_shard_path",
     "read_record",
     "shard_paths",
+    "unmemorized_path",
+    "write_filtered_manifest",
+    "write_oracle_scores",
     "write_record",
     "write_shard",
+    "write_unmemorized_manifest",
 ]

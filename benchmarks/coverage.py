@@ -34,17 +34,16 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, norm
 
-from classifier.evaluate import CI_LEVEL, patient_resample_weights, resampled_auroc
 from classifier.report import (
     MACRO,
-    Run,
-    RunSet,
     _ArmData,
     _with_macro,
     arm_interval,
     delta_interval,
     summarize_arms,
 )
+from classifier.runset import Run, RunSet
+from classifier.stats import CI_LEVEL, patient_resample_weights, resampled_auroc
 
 ARMS = ("real", "mix0.5")
 LABELS = ("A", "B", "C")

@@ -49,13 +49,10 @@ from augmentor.features import (
     load_run_extractor,
 )
 from augmentor.finetune import finetune
-from augmentor.generator_metrics import (
-    LATERAL_LABELS,
-    label_thresholds,
-    laterality_table,
-    prompt_fidelity_table,
-)
+from augmentor.generator_metrics import label_thresholds, prompt_fidelity_table
+from augmentor.laterality import laterality_table
 from augmentor.metrics import positive_rate
+from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthesize import synthesize
 from manifests.files import write_json
 from manifests.images import load_image, save_png

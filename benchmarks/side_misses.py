@@ -4,7 +4,7 @@
         --oracle RUN [--label Consolidation] [--cache DIR]
 
 `evaluate-generator`'s side hit rate counts the synthetic images, prompted with a side, whose
-side the detector (`augmentor.generator_metrics.fit_side_detector`: the oracle on each
+side the detector (`augmentor.laterality.fit_side_detector`: the oracle on each
 half-mirrored image) finds. This script splits that rate by the lobe or location the report
 names (the first 'left/right upper/middle/lower lobe' or 'lingula' in it), for the real
 held-out images with a known side and for the synthetic ones, and lists each synthetic miss
@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augmentor.balance import named_lobe
 from augmentor.features import HalfMirrorEmbedder, embed_subset, image_hashes, load_run_extractor
-from augmentor.generator_metrics import fit_side_detector, prompt_sides
+from augmentor.laterality import fit_side_detector, prompt_sides
+from augmentor.report_text import named_lobe
 from manifests.io import read_manifest
 
 
 def location(text: str | None) -> str:
-    """The first lobe a report names (`augmentor.balance.named_lobe`); '(none named)'."""
+    """The first lobe a report names (`augmentor.report_text.named_lobe`); '(none named)'."""
     return named_lobe(text) or "(none named)"
 
 

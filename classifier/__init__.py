@@ -23,13 +23,18 @@ The run folder (`classifier.run`, its only owner)
     (written last: present means finished), checkpoints/checkpoint-N/ (classifier.training:
     safetensors + JSON, never pickles)
 
-Evaluation and statistics (`classifier.evaluate`)
+Evaluation (`classifier.evaluate`)
     evaluate_run(run_dir, manifest=None, split="test", out_dir=None, n_boot=N_BOOT, seed=0)
+    compute_metrics(...) -> metrics dict (with ci_n_valid / macro_ci_n_valid)
+
+Statistics (`classifier.stats`, torch-free)
     bootstrap_auroc(y_true, y_prob, groups, n_boot=N_BOOT, seed=0) -> (auroc, lo, hi)
     paired_bootstrap_delta(y_true, prob_a, prob_b, groups, n_boot=N_BOOT, seed=0)
     fixed_macro(per_label, keep)       # the macro over one fixed label set in every resample
     seed_interval(terms, level, delta, method) -> SeedInterval  # patient bootstrap + seeds, t
-    compute_metrics(...) -> metrics dict (with ci_n_valid / macro_ci_n_valid)
+
+Arm names (`classifier.arms`, torch-free)
+    Arm(mix, real_size, matched_to, ...).name; Arm.parse(name); Arm.from_config(config)
 
 Reports (`classifier.report_render`; the statistics in `classifier.report`; `classifier.efficiency`,
 `classifier.tables`)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.arms import Arm
 from classifier.run import read_config
 from classifier.training.tracking import check_report_to
 from manifests import runfolder
@@ -169,13 +170,7 @@ class ReportConfig:
 
 def default_arm(mix: float, init_from: Path | None) -> str:
     """The arm name a report groups runs by: real, synthetic, mix0.25, pretrain-finetune."""
-    if init_from is not None:
-        return "pretrain-finetune" if mix == 0 else f"pretrain-finetune-mix{mix:g}"
-    if mix == 0:
-        return "real"
-    if mix == 1:
-        return "synthetic"
-    return f"mix{mix:g}"
+    return Arm(mix=mix, init_from_run=init_from is not None).name
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -2,8 +2,9 @@
 
 A study with `real_sizes` trains the real-only, mixed and step-matched arms on nested,
 patient-level subsets of the real train split (arm names `real-n80`, `mix0.5-n80`, ...).
-This module reads those arms from a `Report`: one curve per arm family (the arm name
-without its size), and, at the smallest size, how many real images the synthetic data is
+This module reads those arms from a `Report` (`Report.arm_info`: each arm's recorded real
+size, `classifier.arms`): one curve per arm family (`Arm.family`, the arm name without its
+size), and, at the smallest size, how many real images the synthetic data is
 worth: the real size at which the real-only curve reaches the mixed arm's AUROC, by linear
 interpolation between measured sizes. Its interval is the same interpolation of the mixed
 arm's 95% CI ends (the real curve's own uncertainty is not propagated; said in the text).
@@ -14,50 +15,37 @@ from __future__ import annotations
 import base64
 import io
 import math
-import re
 
 import numpy as np
 import pandas as pd
 
+from classifier.arms import MIX, Arm
+
 MACRO = "macro"
-
-
-SIZE_TAG = re.compile(r"-(n\d+|f[0-9.]+)$")  # a real-size sweep arm: mix0.5-n80, real-n80
-
-
-def size_tag(arm: str) -> str:
-    """The real-size suffix of an arm name ('-n80'), or '' for the whole train split."""
-    m = SIZE_TAG.search(arm)
-    return m.group(0) if m else ""
-
-
-def _family(arm: str) -> tuple[str, str]:
-    tag = size_tag(arm)
-    return (arm[: -len(tag)] if tag else arm), tag
+REAL = Arm()  # the real-only arm: its curve is what the others are read against
 
 
 def efficiency_table(report) -> pd.DataFrame:
     """Rows (family, arm, n_real, label, auroc_mean, auroc_lo, auroc_hi) for arm families
     measured at more than one real size, and, when the real arm is, for families measured
     at a smaller real size only; empty when the study has no size sweep."""
+    info: dict[str, Arm] = report.arm_info
     families: dict[str, list[str]] = {}
     for arm in report.arms:
-        family, _ = _family(arm)
-        families.setdefault(family, []).append(arm)
+        families.setdefault(info[arm].family, []).append(arm)
     # Arm families measured at several sizes; with a swept real arm, also a family measured
     # at one smaller size only (e.g. mixed arms only at the small size): a point to compare.
-    real_swept = len(families.get("real", [])) > 1
+    real_swept = len(families.get(REAL.family, [])) > 1
     swept = {
         f: arms
         for f, arms in families.items()
-        if len(arms) > 1 or (real_swept and any(size_tag(a) for a in arms))
+        if len(arms) > 1 or (real_swept and any(info[a].real_size is not None for a in arms))
     }
 
     def real_images(arm: str) -> float:
         # Distinct real images: the real-only arm of the same size (a step-matched control
         # repeats its real images, so its own count would double them).
-        _, tag = _family(arm)
-        runs = report.runs[report.runs["arm"] == f"real{tag}"]
+        runs = report.runs[report.runs["arm"] == REAL.at_size(info[arm].real_size).name]
         if runs.empty:
             runs = report.runs[report.runs["arm"] == arm]
         return float(pd.to_numeric(runs["n_real_train"], errors="coerce").mean())
@@ -101,7 +89,7 @@ def _crossing(sizes: np.ndarray, aurocs: np.ndarray, target: float) -> float:
     return math.inf
 
 
-def synthetic_worth(table: pd.DataFrame, label: str = MACRO, real: str = "real") -> list[dict]:
+def synthetic_worth(table: pd.DataFrame, label: str = MACRO, real: str = REAL.name) -> list[dict]:
     """Per mixed family, at the smallest real size: real images the synthetic data is worth."""
     out = []
     base = table[(table["family"] == real) & (table["label"] == label)].sort_values("n_real")
@@ -109,7 +97,8 @@ def synthetic_worth(table: pd.DataFrame, label: str = MACRO, real: str = "real")
         return out
     sizes, aurocs = base["n_real"].to_numpy(float), base["auroc_mean"].to_numpy(float)
     for family in sorted(set(table["family"]) - {real}):
-        if not family.startswith("mix"):
+        arm = Arm.parse(family)
+        if arm.kind != MIX:
             continue
         rows = table[(table["family"] == family) & (table["label"] == label)]
         if rows.empty:
@@ -119,7 +108,7 @@ def synthetic_worth(table: pd.DataFrame, label: str = MACRO, real: str = "real")
         equal = [_crossing(sizes, aurocs, float(first[k])) for k in ("auroc_mean", "auroc_lo",
                                                                         "auroc_hi")]  # fmt: skip
         control = table[
-            (table["family"] == f"real-steps-{family}")
+            (table["family"] == arm.control().name)
             & (table["label"] == label)
             & (table["n_real"] == n0)
         ]

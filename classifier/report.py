@@ -1,8 +1,8 @@
 """Compare classifier arms: AUROC per arm and label over seeds, and deltas against real-only.
 
-:func:`collect_runs` reads and checks the run directories, :func:`check_provenance` refuses
-synthetic data never checked against the test patients, and :func:`summarize_arms` computes
-the statistics (a :class:`Report`). Showing and writing them (terminal table, report.md,
+:func:`classifier.runset.collect_runs` reads and checks the run directories (a `RunSet`),
+:func:`check_provenance` refuses synthetic data never checked against the test patients, and
+:func:`summarize_arms` computes the statistics (a :class:`Report`). Showing and writing them (terminal table, report.md,
 report.csv, report.json, report.html, figures) and `make_report`, which `cxraug report` and
 `cxraug study` call, are `classifier.report_render`'s.
 
@@ -18,7 +18,7 @@ The statistics, and why:
   user reproduces by training one model. We do not average probabilities across seeds
   first: that would measure an ensemble, which no arm trains.
 * **Its CI**, and the arm's, cover the two sources of chance: test patients and training
-  seeds (`classifier.evaluate.seed_interval`). A bootstrap draws test *patients* with
+  seeds (`classifier.stats.seed_interval`). A bootstrap draws test *patients* with
   replacement (all their images; a patient's images are correlated) and the *same*
   patients score every run, so a delta is paired over patients. Its variance plus the
   between-seed variance beyond test-set noise, divided by the number of seeds, gives a t
@@ -28,7 +28,7 @@ The statistics, and why:
   with fewer than 5 seeds per arm the report says so. Arms with the same seeds are paired
   by seed (a seed fixes initialisation and data order). With one seed per arm the CI is
   the patient-bootstrap percentile interval alone, exactly
-  `classifier.evaluate.paired_bootstrap_delta`, and the report says it leaves out
+  `classifier.stats.paired_bootstrap_delta`, and the report says it leaves out
   training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
 * **Macro** is the mean over one fixed label set (labels with both classes on the test
   set) in every resample; a resample lacking a class for any of them is left out, and each
@@ -53,10 +53,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from classifier import run as run_folder
+from classifier.arms import Arm
 from classifier.config import BASELINE_ARM, N_BOOT
-from classifier.efficiency import size_tag
-from classifier.evaluate import (
+from classifier.runset import Run, RunSet
+from classifier.stats import (
     CI_LEVEL,
     SeedInterval,
     SeedTerm,
@@ -71,158 +71,19 @@ from manifests.errors import UserError
 from manifests.io import read_manifest
 
 MACRO = "macro"
-CONTROL_PREFIX = "real-steps-"  # a real-only arm trained as many steps as arm <suffix>
 MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
 FPR_GRID = np.linspace(0.0, 1.0, 101)
-
-
-# ------------------------------------------------------------------------------ runs
-
-
-@dataclass
-class Run:
-    """One finished classifier run, its predictions aligned to the shared test images."""
-
-    path: Path
-    arm: str
-    seed: int
-    labels: tuple[str, ...]
-    config: dict
-    metrics: dict
-    prob: np.ndarray  # (n_test, L), rows in the order of RunSet.images, labels RunSet.labels
-
-
-@dataclass
-class RunSet:
-    """Runs that share one label set and one test set."""
-
-    runs: list[Run]
-    labels: tuple[str, ...]
-    images: list[str]  # test image paths, the row order of `truth` and every run's `prob`
-    patients: np.ndarray  # (n_test,) patient of each image
-    truth: np.ndarray  # (n_test, L) raw test labels: 1, 0, -1, NaN
-
-
-def _read_run(path: Path) -> tuple[dict, dict, pd.DataFrame, list[str]]:
-    config = run_folder.read_config(path)
-    metrics = run_folder.read_metrics(path)
-    frame, labels = run_folder.read_predictions(path)
-    return config, metrics, frame, labels
-
-
-def collect_runs(paths: Sequence[Path]) -> RunSet:
-    """Read finished runs and check they are comparable.
-
-    Args:
-        paths: run directories, or folders holding run directories.
-
-    Returns:
-        The runs with predictions aligned on the shared test images.
-
-    Raises:
-        UserError: a folder that is not a run, an unfinished run, runs of another label
-            set or another test set (naming the run), or the same arm and seed twice.
-    """
-    dirs = run_folder.find_runs(paths)
-    if not dirs:
-        raise UserError("report: no run directories given")
-    runs: list[Run] = []
-    first: Path | None = None
-    labels: tuple[str, ...] = ()
-    images: list[str] = []
-    patients = np.zeros(0)
-    truth = np.zeros((0, 0))
-    seen: dict[tuple[str, int], Path] = {}
-    for path in dirs:
-        config, metrics, frame, pred_labels = _read_run(path)
-        run_labels = tuple(config["labels"])
-        if set(pred_labels) != set(run_labels):
-            raise UserError(
-                f"{path}: {run_folder.PREDICTIONS_FILE} has labels {pred_labels}, config.json {list(run_labels)}"
-            )
-        if first is None:
-            first, labels = path, run_labels
-            frame = frame.drop_duplicates("image_path")
-            images = frame["image_path"].astype(str).tolist()
-            patients = frame["patient_id"].astype(str).to_numpy()
-            truth = frame[[f"true.{x}" for x in labels]].to_numpy(np.float64)
-        elif set(run_labels) != set(labels):
-            raise UserError(
-                f"{path}: label set {sorted(run_labels)} differs from {sorted(labels)} of "
-                f"{first}; a report compares runs of one label set"
-            )
-        frame = frame.drop_duplicates("image_path").set_index("image_path")
-        if set(frame.index.astype(str)) != set(images):
-            other_patients = set(frame["patient_id"].astype(str))
-            raise UserError(
-                f"{path}: evaluated on a different test set ({len(frame)} images of "
-                f"{len(other_patients)} patients) than {first} ({len(images)} images of "
-                f"{len(set(patients))} patients); a report compares runs on the same "
-                "real test images"
-            )
-        frame = frame.loc[images]
-        run_truth = frame[[f"true.{x}" for x in labels]].to_numpy(np.float64)
-        if not np.array_equal(run_truth, truth, equal_nan=True):
-            raise UserError(
-                f"{path}: its test labels differ from those of {first} on the same images; "
-                "were they evaluated on different manifests?"
-            )
-        arm = str(config.get("arm") or metrics.get("arm") or "unknown")
-        seed = int(config["seed"])
-        if (arm, seed) in seen:
-            raise UserError(
-                f"{path}: arm {arm!r} seed {seed} is also {seen[(arm, seed)]}; give each run once"
-            )
-        seen[(arm, seed)] = path
-        runs.append(
-            Run(
-                path=path,
-                arm=arm,
-                seed=seed,
-                labels=labels,
-                config=config,
-                metrics=metrics,
-                prob=frame[[f"prob.{x}" for x in labels]].to_numpy(np.float64),
-            )
-        )
-    return RunSet(runs=runs, labels=labels, images=images, patients=patients, truth=truth)
 
 
 # ------------------------------------------------------------------------------ statistics
 
 
-def _ratio(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.inf
-
-
-def arm_order(arm: str) -> tuple:
-    """Sort key: arms on the whole train split first, then each real size (ascending); within
-    a size: real, its step-matched controls, mixes, synthetic, larger synthetic sets
-    (``synthetic-x<k>``, k ascending), pretrain-finetune, then the rest; ties by name."""
-    tag = size_tag(arm)
-    if not tag:
-        return (0, 0.0, *_arm_key(arm))
-    return (1, float(tag[2:]), *_arm_key(arm[: -len(tag)]))
-
-
-def _arm_key(arm: str) -> tuple:
-    if arm == BASELINE_ARM:
-        return (0, 0.0, arm)
-    if arm.startswith(CONTROL_PREFIX):  # real-steps-mix0.5: next to real, by its ratio
-        matched = arm[len(CONTROL_PREFIX) :]
-        return (1, _ratio(matched[3:]) if matched.startswith("mix") else math.inf, arm)
-    if arm.startswith("mix"):
-        return (2, _ratio(arm[3:]), arm)
-    if arm == "synthetic":
-        return (3, 1.0, arm)
-    if arm.startswith("synthetic-x"):
-        return (3, _ratio(arm[len("synthetic-x") :]), arm)
-    if arm.startswith("pretrain-finetune"):
-        return (4, 0.0, arm)
-    return (5, 0.0, arm)
+def run_arms(runs: Sequence[Run]) -> dict[str, Arm]:
+    """{arm name: its Arm}, read from the runs' recorded configs (`Arm.from_config`)."""
+    arms: dict[str, Arm] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        arms.setdefault(run.arm, Arm.from_config(run.config, run.arm))
+    return arms
 
 
 def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -238,9 +99,7 @@ def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     for run in runs:
-        target = run.config.get("matched_to")
-        if not target and run.arm.startswith(CONTROL_PREFIX):
-            target = run.arm[len(CONTROL_PREFIX) :]
+        target = Arm.from_config(run.config, run.arm).matched_to
         if target:
             out.setdefault(str(target), run.arm)
     return out
@@ -264,6 +123,8 @@ class Report:
     roc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> label -> TPR
     synthetic: str | None = None  # a synthetic manifest recorded in the runs' configs
     matched: dict[str, str] = field(default_factory=dict)  # arm -> its step-matched control
+    # arm -> its facts (from the runs' configs; a report read back parses its arm names)
+    arm_info: dict[str, Arm] = field(default_factory=dict)
 
 
 TABLE_COLUMNS = [
@@ -357,9 +218,9 @@ def _delta_fields(
     }
 
 
-def baseline_for(arm: str, baseline: str, arms) -> str | None:
-    """The arm `arm` is compared with: the real-only arm of the same real size."""
-    same_size = f"{baseline}{size_tag(arm)}"
+def baseline_for(arm: Arm, baseline: str, arms) -> str | None:
+    """The arm `arm` is compared with: the `baseline` arm of the same real size."""
+    same_size = Arm.parse(baseline).at_size(arm.real_size).name
     if same_size in arms:
         return same_size
     return baseline if baseline in arms else None
@@ -400,8 +261,9 @@ def summarize_arms(
         id(r): _with_macro(resampled_auroc(truth, r.prob, weights, codes), keep)
         for r in runset.runs
     }
+    info = run_arms(runset.runs)
     arms: dict[str, list[Run]] = {}
-    for run in sorted(runset.runs, key=lambda r: (arm_order(r.arm), r.seed)):
+    for run in sorted(runset.runs, key=lambda r: (info[r.arm].sort_key(), r.seed)):
         arms.setdefault(run.arm, []).append(run)
     data = {
         arm: _ArmData(
@@ -425,7 +287,7 @@ def summarize_arms(
     for arm, runs in arms.items():
         own = data[arm]
         mean_ci = arm_interval(own, level)
-        base = baseline_for(arm, baseline, arms)
+        base = baseline_for(info[arm], baseline, arms)
         vs_base = delta_interval(own, data[base], level) if base and arm != base else None
         vs_matched = delta_interval(own, data[matched[arm]], level) if arm in matched else None
         for k, name in enumerate(names):
@@ -493,7 +355,7 @@ def summarize_arms(
         labels=labels,
         arms=list(arms),
         baseline=baseline if has_base else None,
-        runs=_runs_frame(runset, point, keep),
+        runs=_runs_frame(runset, info, point, keep),
         n_test_images=len(runset.images),
         n_test_patients=len(set(runset.patients)),
         n_boot=n_boot,
@@ -503,6 +365,7 @@ def summarize_arms(
         roc=roc,
         synthetic=synthetic,
         matched=matched,
+        arm_info={arm: info[arm] for arm in arms},
     )
 
 
@@ -577,9 +440,11 @@ def _names(arms: list[str]) -> str:
     return f"arm {quoted} has" if len(arms) == 1 else f"arms {quoted} have"
 
 
-def _runs_frame(runset: RunSet, point: dict, keep: np.ndarray) -> pd.DataFrame:
+def _runs_frame(
+    runset: RunSet, info: dict[str, Arm], point: dict, keep: np.ndarray
+) -> pd.DataFrame:
     rows = []
-    for run in sorted(runset.runs, key=lambda r: (arm_order(r.arm), r.seed)):
+    for run in sorted(runset.runs, key=lambda r: (info[r.arm].sort_key(), r.seed)):
         c = run.config
         rows.append(
             {
@@ -637,9 +502,7 @@ def _data_notes(runset: RunSet) -> list[str]:
 
 __all__ = [
     "Report",
-    "Run",
-    "RunSet",
-    "arm_order",
-    "collect_runs",
+    "baseline_for",
+    "run_arms",
     "summarize_arms",
 ]

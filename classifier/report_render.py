@@ -1,7 +1,7 @@
 """Render a classifier report: the terminal table, figures, and the report files.
 
 `cxraug report RUN...` and the last stage of `cxraug study` call :func:`make_report`, which
-runs, in order, :func:`classifier.report.collect_runs` (read and check the run directories),
+runs, in order, :func:`classifier.runset.collect_runs` (read and check the run directories),
 :func:`classifier.report.check_provenance`, :func:`classifier.report.summarize_arms` (the
 statistics) and :func:`write_report` (report.md, report.csv, report.json, report.html).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from classifier.arms import Arm
 from classifier.config import BASELINE_ARM, ReportConfig
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
 from classifier.report import (
@@ -31,9 +32,9 @@ from classifier.report import (
     TABLE_COLUMNS,
     Report,
     check_provenance,
-    collect_runs,
     summarize_arms,
 )
+from classifier.runset import collect_runs
 from classifier.tables import fmt, html_table, md_table, print_table
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json
@@ -454,6 +455,7 @@ def load_report(out: Path) -> Report:
         notes=list(doc["notes"]),
         synthetic=doc.get("synthetic"),
         matched=dict(doc.get("matched") or {}),
+        arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
     )
 
 

@@ -16,17 +16,17 @@ DESIGN.md's flow; there is no second code path:
 * report: `classifier.report_render.make_report` (`cxraug report`)
   -> `report/report.{html,md,csv,json}`
 
-Arms: `real` (mix 0), `synthetic` (mix 1: as many synthetic images as real train images),
-`mix<m>` for each configured ratio (m = synthetic fraction; 0.5 adds as many synthetic as
-real), and `pretrain-finetune` (initialised from a classifier trained on synthetic images
-only, then trained on real; by default that is the `synthetic` arm's run of the same seed).
+The arms and seeds trained are planned by `study.planning`; the report's list of deviations
+from RoentGen's protocol is `study.deviations`'; the folder's layout, saved configuration
+and stage markers are `study.folder`'s.
 
 The configuration (`study.config.StudyConfig`, a preset of `study.presets` plus an optional
 TOML file) is saved as `study.toml` in the study folder; a re-run with another configuration
 is refused. Each finished stage leaves a marker in `stages/` (a classifier run: its
 `metrics.json`); a re-run skips it ('skip <stage>'), and an interrupted stage resumes:
 fine-tuning from its latest checkpoint, synthesis from its committed shards, a classifier
-run from its last epoch; the data and report stages simply run again.
+run from its last epoch; the data and report stages simply run again. This module runs
+the stages.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.arms import Arm
+from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
 from study.config import (
@@ -44,80 +46,21 @@ from study.config import (
     GeneratorConfig,
     StudyConfig,
     SynthesisStageConfig,
-    as_tables,
     check_config,
-    config_to_toml,
 )
+from study.deviations import deviations_section
+from study.folder import (
+    DATA_MANIFEST,
+    FORMAT,
+    PHANTOM_DIR,
+    Stages,
+    StudyLayout,
+    check_same_config,
+    saved_config,
+    write_config,
+)
+from study.planning import ArmRun, plan_runs, real_train_counts
 from study.presets import load_study_config
-
-STUDY_FILE = "study.toml"
-STAGES_DIR = "stages"
-# A study folder: study.toml written first, the report stage's marker last.
-STAGES = ("data", "finetune", "synthesize", "train", "evaluate-generator", "report")
-FORMAT = runfolder.FolderFormat("study", STUDY_FILE, f"{STAGES_DIR}/report.json")
-
-
-# ------------------------------------------------------------------------------ deviations
-
-
-# RoentGen's protocol (arXiv 2211.12737) as this study reproduces it, for the deviation list.
-ROENTGEN_PROTOCOL = {
-    "resolution (px)": 512,
-    "images per optimizer step": 256,
-    "text encoder trained": True,
-    "sampler": "pndm",
-    "sampling steps": 75,
-    "guidance scale": 4.0,
-}
-
-
-def roentgen_deviations(cfg: StudyConfig) -> list[str]:
-    """Where this study's settings differ from RoentGen's protocol (each a line for the report)."""
-    g, s = cfg.generator.value, cfg.synthesis.value
-    resolution = g("resolution") or (
-        cfg.data.phantom_size if g("base") == "tiny" and cfg.data.manifest is None else None
-    )
-    ours = {
-        "resolution (px)": resolution or 512,
-        "images per optimizer step": g("batch_size") * g("gradient_accumulation_steps"),
-        "text encoder trained": g("train_text_encoder"),
-        "sampler": s("scheduler"),
-        "sampling steps": s("num_inference_steps"),
-        "guidance scale": s("guidance_scale"),
-    }
-    lines = [
-        f"{key}: {ours[key]!r} here, {value!r} in RoentGen"
-        for key, value in ROENTGEN_PROTOCOL.items()
-        if ours[key] != value
-    ]
-    if g("base") == "tiny":
-        lines.insert(0, "base: the miniature `tiny` model trained from scratch on CPU, not "
-                     "Stable Diffusion 1.x")  # fmt: skip
-        if s("film_grain") and g("film_grain") is not False:
-            lines.append(
-                "film grain: measured on the train images (what tiny's autoencoder drops) "
-                "and added to every synthetic image; RoentGen adds none"
-            )
-    return lines
-
-
-def deviations_section(cfg: StudyConfig) -> dict[str, str]:
-    """The deviation list as a report section ({'md', 'html'})."""
-    from html import escape
-
-    lines = roentgen_deviations(cfg)
-    title = "Deviations from RoentGen's protocol"
-    if not lines:
-        text = "None: this study follows RoentGen's fine-tuning and sampling protocol."
-        return {"md": f"## {title}\n\n{text}\n", "html": f"<h2>{title}</h2><p>{text}</p>"}
-    md = f"## {title}\n\n" + "".join(f"- {line}\n" for line in lines)
-    html = (
-        f"<h2>{escape(title)}</h2><ul>"
-        + "".join(f"<li>{escape(line)}</li>" for line in lines)
-        + "</ul>"
-    )
-    return {"md": md, "html": html}
-
 
 # ------------------------------------------------------------------------------ stages
 
@@ -135,68 +78,16 @@ class StudyResult:
     seconds: dict[str, float]
 
 
-class _Stages:
-    """Done markers: `stages/<name>.json` is written once a stage's outputs are complete."""
-
-    def __init__(self, out: Path, log: Callable[[str], None]) -> None:
-        self.folder = out / STAGES_DIR
-        self.log = log
-        self.skipped: list[str] = []
-        self.seconds: dict[str, float] = {}
-
-    def done(self, name: str, *outputs: Path) -> bool:
-        marker = self.folder / f"{name}.json"
-        if marker.is_file() and all(Path(p).exists() for p in outputs):
-            self.log(f"skip {name} (done: {marker})")
-            self.skipped.append(name)
-            return True
-        return False
-
-    def finish(self, name: str, start: float, **info) -> None:
-        from manifests.files import write_json
-
-        seconds = time.perf_counter() - start
-        self.seconds[name] = seconds
-        write_json(self.folder / f"{name}.json", {"stage": name, "seconds": seconds, **info})
-        self.log(f"done {name} in {seconds:.1f}s")
-
-
-def _check_same_config(out: Path, cfg: StudyConfig) -> None:
-    """Refuse to resume a study folder made with another configuration."""
-    saved = out / STUDY_FILE
-    if not saved.is_file():
-        return
-    old = load_study_config(None, saved)
-    if as_tables(old) != as_tables(cfg):
-        diff = _first_difference(as_tables(old), as_tables(cfg))
-        raise UserError(
-            f"--resume: {out} holds a study made with another configuration ({diff}); use a "
-            f"new --out, or the same settings (--config {saved}) to resume it"
-        )
-
-
-def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in [*old, *(k for k in new if k not in old)]:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and key != "options":
-            found = _first_difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key} was {a!r}, now {b!r}"
-    return ""
-
-
 def stage_data(cfg: DataConfig, out: Path, log: Callable[[str], None]) -> Path:
-    """The real manifest, split by patient, at `out/manifest.parquet`."""
+    """The real manifest, split by patient, at `out/manifest.parquet` (`out`: the data folder)."""
     from manifests.io import read_manifest, write_manifest
     from manifests.phantom import write_phantom_dataset
     from manifests.splits import split_by_patient, split_counts
 
-    target = out / "manifest.parquet"
+    target = out / DATA_MANIFEST
     if cfg.manifest is None:
         source = write_phantom_dataset(
-            out / "phantom",
+            out / PHANTOM_DIR,
             n=cfg.phantom_n,
             size=cfg.phantom_size,
             seed=cfg.seed,
@@ -275,102 +166,24 @@ def stage_evaluate_generator(
     return out
 
 
-@dataclass(frozen=True)
-class ArmRun:
-    """One classifier run of the study."""
-
-    arm: str
-    seed: int
-    mix: float
-    out: Path
-    init_from: Path | None = None
-    train_size: int | None = None
-    report: bool = True  # pretrain-only runs are not arms of the report
-    real_size: float | None = None  # None: the whole real train split
-    matched_to: str | None = None  # the mixed arm a step-matched control matches
-
-
-def _size_tag(size: float) -> str:
-    return f"n{int(size)}" if size >= 1 else f"f{size:g}"
-
-
-def _mixed_size(n_real: int, mix: float) -> int:
-    """Training-set size of a mixed arm over `n_real` real images (manifests.mixing's rule)."""
-    return n_real + round(n_real * mix / (1 - mix))
-
-
-def plan_runs(
-    cfg: ClassifierStageConfig, out: Path, n_synthetic: int, real_counts: dict | None = None
-) -> list[ArmRun]:
-    """Arms x seeds, in training order (a pretrain run before the run starting from it).
-
-    `real_counts[(size, seed)]` is the number of real train images a run at `size` gets
-    (None: the whole split); it sizes step-matched controls and larger synthetic arms.
-    """
-    real_counts = real_counts or {}
-    runs: list[ArmRun] = []
-
-    def add(arm: str, seed: int, mix: float, **kw) -> ArmRun:
-        folder = kw.pop("folder", out / "runs")
-        run = ArmRun(arm, seed, mix, folder / f"{arm}-seed{seed}", **kw)
-        runs.append(run)
-        return run
-
-    for seed in cfg.seeds:
-        n_real = real_counts.get((None, seed))
-        synthetic = out / "runs" / f"synthetic-seed{seed}"
-        for size in [None, *cfg.real_sizes]:
-            tag = "" if size is None else f"-{_size_tag(size)}"
-            n_size = real_counts.get((size, seed))
-            add(f"real{tag}", seed, 0.0, real_size=size)
-            if size is None and cfg.synthetic_arm:
-                add("synthetic", seed, 1.0)
-            for m in sorted(cfg.mixes) if size is not None or cfg.full_size_mixes else ():
-                arm = f"mix{m:g}{tag}"
-                add(arm, seed, m, real_size=size)
-                if cfg.matched_controls and n_size is not None:
-                    add(
-                        f"real-steps-{arm}",
-                        seed,
-                        0.0,
-                        real_size=size,
-                        train_size=_mixed_size(n_size, m),
-                        matched_to=arm,
-                    )
-        for k in cfg.larger_synthetic:
-            if n_real is not None:
-                add(f"synthetic-x{k:g}", seed, 1.0, train_size=int(round(k * n_real)))
-        if cfg.pretrain_finetune:
-            pretrain = synthetic
-            if cfg.pretrain_all_synthetic or not cfg.synthetic_arm:
-                size = n_synthetic if cfg.pretrain_all_synthetic else None
-                pretrain = add(
-                    "synthetic-pretrain",
-                    seed,
-                    1.0,
-                    folder=out / "pretrain",
-                    train_size=size,
-                    report=False,
-                ).out
-            add("pretrain-finetune", seed, 0.0, init_from=pretrain)
-    return runs
-
-
-def real_train_counts(cfg: ClassifierStageConfig, real_manifest) -> dict:
-    """Real train images per (real size, seed), as `classifier.train` will draw them."""
-    from manifests.mixing import subset_real_train
-
-    rows = real_manifest.rows
-    n_all = int(((rows["split"] == "train") & (rows["source"] == "real")).sum())
-    counts = {}
-    for seed in cfg.seeds:
-        counts[(None, seed)] = n_all
-        for size in cfg.real_sizes:
-            sub = subset_real_train(real_manifest, size, seed).rows
-            counts[(size, seed)] = int(
-                ((sub["split"] == "train") & (sub["source"] == "real")).sum()
-            )
-    return counts
+def train_config(
+    cfg: ClassifierStageConfig, real: Path, synthetic: Path, run: ArmRun
+) -> TrainConfig:
+    """The TrainConfig of one planned run: the stage's settings, and what the study sets
+    (its arm's facts are what config.json records)."""
+    return cfg.command_config(
+        real=real,
+        out=run.out,
+        synthetic=synthetic if run.arm.mix > 0 else None,
+        mix=run.arm.mix,
+        train_size=run.train_size,
+        init_from=run.init_from,
+        real_size=run.arm.real_size,
+        matched_to=run.arm.matched_to,
+        seed=run.seed,
+        arm=run.arm.name,
+        resume=True,  # a fresh folder starts; a cut run continues (manifests.runfolder)
+    )
 
 
 def stage_train(
@@ -383,19 +196,7 @@ def stage_train(
     """One classifier run (classifier.train.train_classifier); resumes a cut run."""
     from classifier.train import train_classifier
 
-    train_cfg = cfg.command_config(
-        real=real,
-        out=run.out,
-        synthetic=synthetic if run.mix > 0 else None,
-        mix=run.mix,
-        train_size=run.train_size,
-        init_from=run.init_from,
-        real_size=run.real_size,
-        matched_to=run.matched_to,
-        seed=run.seed,
-        arm=run.arm,
-        resume=True,  # a fresh folder starts; a cut run continues (manifests.runfolder)
-    )
+    train_cfg = train_config(cfg, real, synthetic, run)
     return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
 
 
@@ -410,37 +211,32 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     Returns:
         The report and where everything is.
     """
-    from augmentor.synthetic_set import manifest_path
     from classifier.report_render import REPORT_FILES, load_report, make_report
     from classifier.run import is_finished
-    from manifests.files import atomic_path
     from manifests.io import read_manifest
 
     check_config(cfg)
     out = Path(out)
-    _check_same_config(out, cfg)
+    layout = StudyLayout(out)
+    check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / STUDY_FILE).is_file():
-        with atomic_path(out / STUDY_FILE) as tmp:
-            tmp.write_text(config_to_toml(cfg))
-    log(f"study {cfg.name!r} in {out} (config: {out / STUDY_FILE})")
-    stages = _Stages(out, log)
+    log(f"study {cfg.name!r} in {out} (config: {write_config(out, cfg)})")
+    stages = Stages(out, log)
 
-    real = out / "data" / "manifest.parquet"
+    real = layout.real_manifest
     if not stages.done("data", real):
         start = time.perf_counter()
-        stage_data(cfg.data, out / "data", log)
+        stage_data(cfg.data, layout.data, log)
         stages.finish("data", start)
 
-    generator = out / "generator"
+    generator = layout.generator
     if not stages.done("finetune", generator):
         start = time.perf_counter()
         log(f"finetune {cfg.generator.value('base')} on the train split -> {generator}")
         stage_finetune(cfg.generator, real, generator, log)
         stages.finish("finetune", start)
 
-    synthetic_dir = out / "synthetic"
-    synthetic = manifest_path(synthetic_dir)
+    synthetic_dir, synthetic = layout.synthetic, layout.synthetic_manifest
     if not stages.done("synthesize", synthetic):
         start = time.perf_counter()
         log(f"synthesize {cfg.synthesis.value('labels')} -> {synthetic_dir}")
@@ -458,7 +254,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
             stages.skipped.append(name)
             continue
         start = time.perf_counter()
-        log(f"{name}: arm {run.arm}, seed {run.seed}")
+        log(f"{name}: arm {run.arm.name}, seed {run.seed}")
         stage_train(cfg.classifier, real, synthetic, run, log)
         stages.seconds[name] = time.perf_counter() - start
     runs = [run.out for run in plan if run.report]
@@ -467,18 +263,18 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
 
     sections = [deviations_section(cfg)]
     if cfg.report.generator_eval:
-        from augmentor.evaluate import GENERATOR_EVAL_FILE, generator_section
+        from augmentor.eval_folder import GENERATOR_EVAL_FILE, generator_section
 
-        evaluation = out / "generator_eval"
+        evaluation = layout.generator_eval
         if not stages.done("evaluate-generator", evaluation / GENERATOR_EVAL_FILE):
             start = time.perf_counter()
-            oracle = next(r.out for r in plan if r.arm == "real")
+            oracle = next(r.out for r in plan if r.arm == Arm())
             log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
             stage_evaluate_generator(real, synthetic, oracle, evaluation, log)
             stages.finish("evaluate-generator", start)
         sections.append(generator_section(evaluation))
 
-    report_dir = out / "report"
+    report_dir = layout.report
     if stages.done("report", report_dir / "report.json", report_dir / "report.html"):
         report = load_report(report_dir)
         files = {name: report_dir / name for name in REPORT_FILES}
@@ -520,22 +316,21 @@ def study(
     """
     out = Path(out)
     state = runfolder.folder_state(out, FORMAT, resume, overwrite)
-    saved = out / STUDY_FILE
     if state in (runfolder.RESUME, runfolder.FINISHED) and preset is None and config is None:
-        cfg = load_study_config(None, saved)
+        cfg = saved_config(out)
     else:
         cfg = load_study_config(preset, config)
     check_config(cfg)
     if state in (runfolder.RESUME, runfolder.FINISHED):
-        _check_same_config(out, cfg)
+        check_same_config(out, cfg)
     with runfolder.run_folder(out, state, fmt=FORMAT):
         return run_study(cfg, out, log=log)
 
 
 __all__ = [
-    "ArmRun",
     "StudyResult",
-    "plan_runs",
     "run_study",
+    "stage_data",
     "study",
+    "train_config",
 ]

@@ -15,9 +15,9 @@ import pytest
 from scipy.stats import t as student_t
 
 from benchmarks.coverage import SCENARIOS, Design, coverage, report_intervals, simulate_study
-from classifier.evaluate import (
+from classifier.evaluate import compute_metrics
+from classifier.stats import (
     SeedTerm,
-    compute_metrics,
     patient_resample_weights,
     percentile_ci,
     resampled_auroc,

@@ -28,15 +28,14 @@ from classifier.data import (
     resolve_labels,
     to_model_input,
 )
-from classifier.evaluate import (
+from classifier.evaluate import compute_metrics, evaluate_run
+from classifier.run import load_model
+from classifier.stats import (
     bootstrap_auroc,
-    compute_metrics,
-    evaluate_run,
     paired_bootstrap_delta,
     patient_resample_weights,
     weighted_auroc,
 )
-from classifier.run import load_model
 from classifier.train import build_model, train_classifier
 from cli import app
 from manifests.errors import UserError

@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
-from classifier.efficiency import size_tag, synthetic_worth, worth_text
-from classifier.report import arm_order, baseline_for
+from classifier.arms import Arm
+from classifier.efficiency import synthetic_worth, worth_text
+from classifier.report import baseline_for
 
 
 def _table(real: list[float], mixed: list[float], sizes=(40, 80, 160)) -> pd.DataFrame:
@@ -39,10 +40,10 @@ def test_worth_none_and_beyond_range():
 
 def test_sized_arms_compare_with_the_real_arm_of_their_size_and_sort_by_size():
     arms = ["real", "mix0.5", "real-n40", "mix0.5-n40", "real-steps-mix0.5-n40"]
-    assert size_tag("mix0.5-n40") == "-n40" and size_tag("synthetic-x2") == ""
-    assert baseline_for("mix0.5-n40", "real", arms) == "real-n40"
-    assert baseline_for("mix0.5", "real", arms) == "real"
-    assert sorted(reversed(arms), key=arm_order) == [
+    assert Arm.parse("mix0.5-n40").size_tag == "-n40" and Arm.parse("synthetic-x2").size_tag == ""
+    assert baseline_for(Arm(mix=0.5, real_size=40), "real", arms) == "real-n40"
+    assert baseline_for(Arm(mix=0.5), "real", arms) == "real"
+    assert sorted(reversed(arms), key=lambda a: Arm.parse(a).sort_key()) == [
         "real",
         "mix0.5",
         "real-n40",
@@ -60,6 +61,7 @@ def test_a_mixed_arm_at_the_small_size_only_is_a_point_on_the_real_curve():
     values = {"real": 0.95, "real-n80": 0.68, "mix0.5-n80": 0.87, "real-steps-mix0.5-n80": 0.86}
     report = SimpleNamespace(
         arms=arms,
+        arm_info={a: Arm.parse(a) for a in arms},
         runs=pd.DataFrame({"arm": arms, "n_real_train": [320, 80, 80, 160]}),
         table=pd.DataFrame(
             [

@@ -75,8 +75,10 @@ def test_synthetic_set_card_has_sampler_generator_audit(
             batch_size=3,
         )
     )
-    # Stand-in for `cxraug evaluate-generator --out syn/eval` (its summary fields only).
-    (syn.parent / "eval").mkdir()
+    # Stand-in for a study folder (its study.toml) and its evaluate-generator stage's
+    # `generator_eval/` (the summary fields only): the card finds the study's audit.
+    (syn.parent / "study.toml").write_text('name = "stand-in"\n')
+    (syn.parent / "generator_eval").mkdir()
     audit = {
         "config": {"synthetic": str(result.manifest)},
         "memorization": {
@@ -90,7 +92,7 @@ def test_synthetic_set_card_has_sampler_generator_audit(
             "dropped_manifest": None,
         },
     }
-    (syn.parent / "eval" / "generator_eval.json").write_text(json.dumps(audit))
+    (syn.parent / "generator_eval" / "generator_eval.json").write_text(json.dumps(audit))
     out = tmp_path / "hf"
     res = _export(str(result.manifest), "--to", str(out), "--copy")
     assert res.exit_code == 0, res.output

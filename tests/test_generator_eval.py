@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from augmentor.evaluate import GENERATOR_EVAL_SCHEMA, generator_section
+from augmentor.eval_folder import GENERATOR_EVAL_SCHEMA, generator_section
 from augmentor.features import FeatureCache, PixelEmbedder, embed_images, mirror_halves
 from augmentor.generator_metrics import (
     FidelityTargets,
@@ -21,9 +21,8 @@ from augmentor.generator_metrics import (
     memorization_table,
     prompt_fidelity_table,
     same_prompt_pairs,
-    stated_side,
-    true_side,
 )
+from augmentor.laterality import true_side
 from augmentor.metrics import (
     fid_from_features,
     kid_from_features,
@@ -44,6 +43,7 @@ from augmentor.oracle_filter import (
     rejected_by_oracle,
     score_by_oracle,
 )
+from augmentor.report_text import is_negated, named_lobe, stated_side
 from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.images import load_image, save_png
@@ -356,6 +356,9 @@ def test_pairs_youden_and_sides():
     assert stated_side("Small left apical pneumothorax.", "Pneumothorax") == "left"
     assert stated_side("No pneumothorax. Right pleural effusion.", "Pneumothorax") is None
     assert stated_side("Bilateral pleural effusions.", "Pleural Effusion") == "both"
+    assert named_lobe("Right middle lobe consolidation. Left effusion.") == "right middle lobe"
+    assert named_lobe("Lingula opacity.") == "lingula" and named_lobe(None) is None
+    assert is_negated("  Without effusion.") and not is_negated("Effusion, no change.")
     row = pd.Series({"phantom_findings": json.dumps({"Pneumothorax": {"side": "right"}})})
     assert true_side(row, "Pneumothorax") == "right"
     image = np.arange(12, dtype=np.uint8).reshape(3, 4)
@@ -819,3 +822,22 @@ def test_fidelity_display_shows_each_rate_with_its_interval():
     shown = with_interval_text([row])[0]
     assert shown["hit_rate_ci"] == "0.73–0.89"
     assert shown["side_hit_rate_ci"] == shown["false_finding_rate_ci"] == "n/a"
+
+
+def test_training_and_evaluation_read_report_text_through_one_module():
+    """Balanced fine-tuning (training) reads sides and lobes as the evaluation does, from
+    `augmentor.report_text`, without importing the evaluation's metrics."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "augmentor"
+    for name, uses in (("balance", {"named_lobe", "stated_side"}),
+                       ("generator_metrics", {"LATERAL_LABELS", "stated_side"})):  # fmt: skip
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imports = {
+            (node.module, a.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for a in node.names
+        }
+        assert {("augmentor.report_text", u) for u in uses} <= imports, name
+        assert not any(m == "augmentor.generator_metrics" for m, _ in imports), name

@@ -13,9 +13,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from classifier.evaluate import paired_bootstrap_delta
-from classifier.report import collect_runs, summarize_arms
+from classifier.arms import Arm
+from classifier.report import summarize_arms
 from classifier.report_render import display_rows, write_report
+from classifier.runset import collect_runs
+from classifier.stats import paired_bootstrap_delta
 from cli import app
 from manifests.errors import UserError
 
@@ -60,7 +62,8 @@ def fake_run(
         frame[f"true.{label}"] = truth[:n_images, j % truth.shape[1]].astype(np.float32)
         frame[f"prob.{label}"] = prob[:n_images, j % prob.shape[1]].astype(np.float32)
     frame.to_parquet(run / "predictions.parquet", index=False)
-    cfg = {"arm": arm, "seed": seed, "labels": list(labels), "backbone": "resnet18", "mix": 0.0}
+    mix = Arm.parse(arm).mix  # what train-classifier records beside the arm name
+    cfg = {"arm": arm, "seed": seed, "labels": list(labels), "backbone": "resnet18", "mix": mix}
     cfg.update(config or {})
     (run / "config.json").write_text(json.dumps(cfg))
     (run / "metrics.json").write_text(json.dumps({"arm": arm, "labels": list(labels)}))
@@ -263,11 +266,9 @@ def test_cli_report_table_and_errors(three_arms, tmp_path):
 
 
 def test_arm_order_puts_controls_and_larger_synthetic_sets_in_place():
-    from classifier.report import arm_order
-
     arms = ["pretrain-finetune", "synthetic-x4", "mix1", "real-steps-mix1", "synthetic",
             "mix0.5", "zzz", "real-steps-mix0.5", "synthetic-x2", "real"]  # fmt: skip
-    assert sorted(arms, key=arm_order) == [
+    assert sorted(arms, key=lambda a: Arm.parse(a).sort_key()) == [
         "real", "real-steps-mix0.5", "real-steps-mix1", "mix0.5", "mix1", "synthetic",
         "synthetic-x2", "synthetic-x4", "pretrain-finetune", "zzz",
     ]  # fmt: skip

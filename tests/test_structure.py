@@ -166,6 +166,7 @@ sys.modules["classifier.train"] = fake
 
 from typer.testing import CliRunner
 from cli import app
+from classifier.arms import Arm
 from study import ArmRun, stage_train
 from study.config import config_to_toml
 from study.presets import load_study_config
@@ -182,7 +183,7 @@ assert fake.seen[-1].throwaway == 7
 Path("mine.toml").write_text("[classifier]\\nthrowaway = 4\\n")
 cfg = load_study_config("smoke", Path("mine.toml"))
 assert "throwaway = 4" in config_to_toml(cfg)
-stage_train(cfg.classifier, Path("r"), Path("s"), ArmRun("real", 0, 0.0, Path("run")), print)
+stage_train(cfg.classifier, Path("r"), Path("s"), ArmRun(Arm(), 0, Path("run")), print)
 assert fake.seen[-1].throwaway == 4 and fake.seen[-1].backbone == "test_resnet"
 print("ok")
 """

@@ -216,31 +216,31 @@ def test_larger_synthetic_arms_are_k_times_the_whole_real_train_split(tmp_path):
     counts = real_train_counts(cfg, real)
     assert counts[(None, 0)] == counts[(None, 1)] == n_real and counts[(50, 0)] < n_real
     plan = plan_runs(cfg, tmp_path, n_synthetic=4 * n_real, real_counts=counts)
-    larger = [r for r in plan if r.arm.startswith("synthetic-x")]
-    assert [(r.arm, r.seed) for r in larger] == [
+    larger = [r for r in plan if r.arm.name.startswith("synthetic-x")]
+    assert [(r.arm.name, r.seed) for r in larger] == [
         ("synthetic-x2", 0),
         ("synthetic-x4", 0),
         ("synthetic-x2", 1),
         ("synthetic-x4", 1),
     ]
     for run in larger:
-        k = int(run.arm.removeprefix("synthetic-x"))
-        assert (run.mix, run.train_size, run.real_size) == (1.0, k * n_real, None)
-        assert run.report and run.init_from is None and run.matched_to is None
-        assert run.out == tmp_path / "runs" / f"{run.arm}-seed{run.seed}"
+        k = int(run.arm.name.removeprefix("synthetic-x"))
+        assert (run.arm.mix, run.train_size, run.arm.real_size) == (1.0, k * n_real, None)
+        assert run.report and run.init_from is None and run.arm.matched_to is None
+        assert run.out == tmp_path / "runs" / f"{run.arm.name}-seed{run.seed}"
     # Each seed's larger arms come after its real-size arms.
     for seed in (0, 1):
-        arms = [r.arm for r in plan if r.seed == seed]
+        arms = [r.arm.name for r in plan if r.seed == seed]
         assert arms.index("synthetic-x2") > arms.index("real-n50")
 
     pool = synthetic_pool(tmp_path, 4 * n_real)
     for run in larger:
-        mixed = mix_manifests(real, pool, run.mix, run.train_size, seed=run.seed).rows
+        mixed = mix_manifests(real, pool, run.arm.mix, run.train_size, seed=run.seed).rows
         train = mixed[mixed["split"] == "train"]
         assert (train["source"] == "synthetic").all() and len(train) == run.train_size
         assert train["image_path"].is_unique  # unique images, not repeats
     # Without the real counts no size is known: no larger arm is planned.
-    assert not [r for r in plan_runs(cfg, tmp_path, 4 * n_real) if "-x" in r.arm]
+    assert not [r for r in plan_runs(cfg, tmp_path, 4 * n_real) if "-x" in r.arm.name]
 
 
 # ------------------------------------------------------------------------------ accumulation

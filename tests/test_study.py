@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from manifests.errors import UserError
-from study import plan_runs
 from study.config import StudyConfig, config_to_toml
+from study.planning import plan_runs
 from study.presets import PRESETS, load_study_config
 
 runner = CliRunner()
@@ -244,8 +244,8 @@ def test_real_manifest_config_paths_and_kept_split(tmp_path, phantom_manifest):
 
 
 def test_real_base_defaults_follow_roentgen_and_the_demo_lists_its_deviations():
-    from study import roentgen_deviations
     from study.config import GeneratorConfig, StudyConfig
+    from study.deviations import roentgen_deviations
     from study.presets import demo_preset
 
     real = StudyConfig(

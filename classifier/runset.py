@@ -1,0 +1,132 @@
+"""The runs a report compares: finished classifier runs read from their folders and aligned
+on one shared test set.
+
+:func:`collect_runs` reads run folders through `classifier.run`, their owner, checks that
+they share one label set and one test set (the same images with the same labels), and
+returns a :class:`RunSet` whose runs' predictions are in one row order. `classifier.report`
+computes the statistics over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classifier import run as run_folder
+from manifests.errors import UserError
+
+
+@dataclass
+class Run:
+    """One finished classifier run, its predictions aligned to the shared test images."""
+
+    path: Path
+    arm: str
+    seed: int
+    labels: tuple[str, ...]
+    config: dict
+    metrics: dict
+    prob: np.ndarray  # (n_test, L), rows in the order of RunSet.images, labels RunSet.labels
+
+
+@dataclass
+class RunSet:
+    """Runs that share one label set and one test set."""
+
+    runs: list[Run]
+    labels: tuple[str, ...]
+    images: list[str]  # test image paths, the row order of `truth` and every run's `prob`
+    patients: np.ndarray  # (n_test,) patient of each image
+    truth: np.ndarray  # (n_test, L) raw test labels: 1, 0, -1, NaN
+
+
+def _read_run(path: Path) -> tuple[dict, dict, pd.DataFrame, list[str]]:
+    config = run_folder.read_config(path)
+    metrics = run_folder.read_metrics(path)
+    frame, labels = run_folder.read_predictions(path)
+    return config, metrics, frame, labels
+
+
+def collect_runs(paths: Sequence[Path]) -> RunSet:
+    """Read finished runs and check they are comparable.
+
+    Args:
+        paths: run directories, or folders holding run directories.
+
+    Returns:
+        The runs with predictions aligned on the shared test images.
+
+    Raises:
+        UserError: a folder that is not a run, an unfinished run, runs of another label
+            set or another test set (naming the run), or the same arm and seed twice.
+    """
+    dirs = run_folder.find_runs(paths)
+    if not dirs:
+        raise UserError("report: no run directories given")
+    runs: list[Run] = []
+    first: Path | None = None
+    labels: tuple[str, ...] = ()
+    images: list[str] = []
+    patients = np.zeros(0)
+    truth = np.zeros((0, 0))
+    seen: dict[tuple[str, int], Path] = {}
+    for path in dirs:
+        config, metrics, frame, pred_labels = _read_run(path)
+        run_labels = tuple(config["labels"])
+        if set(pred_labels) != set(run_labels):
+            raise UserError(
+                f"{path}: {run_folder.PREDICTIONS_FILE} has labels {pred_labels}, config.json {list(run_labels)}"
+            )
+        if first is None:
+            first, labels = path, run_labels
+            frame = frame.drop_duplicates("image_path")
+            images = frame["image_path"].astype(str).tolist()
+            patients = frame["patient_id"].astype(str).to_numpy()
+            truth = frame[[f"true.{x}" for x in labels]].to_numpy(np.float64)
+        elif set(run_labels) != set(labels):
+            raise UserError(
+                f"{path}: label set {sorted(run_labels)} differs from {sorted(labels)} of "
+                f"{first}; a report compares runs of one label set"
+            )
+        frame = frame.drop_duplicates("image_path").set_index("image_path")
+        if set(frame.index.astype(str)) != set(images):
+            other_patients = set(frame["patient_id"].astype(str))
+            raise UserError(
+                f"{path}: evaluated on a different test set ({len(frame)} images of "
+                f"{len(other_patients)} patients) than {first} ({len(images)} images of "
+                f"{len(set(patients))} patients); a report compares runs on the same "
+                "real test images"
+            )
+        frame = frame.loc[images]
+        run_truth = frame[[f"true.{x}" for x in labels]].to_numpy(np.float64)
+        if not np.array_equal(run_truth, truth, equal_nan=True):
+            raise UserError(
+                f"{path}: its test labels differ from those of {first} on the same images; "
+                "were they evaluated on different manifests?"
+            )
+        arm = str(config.get("arm") or metrics.get("arm") or "unknown")
+        seed = int(config["seed"])
+        if (arm, seed) in seen:
+            raise UserError(
+                f"{path}: arm {arm!r} seed {seed} is also {seen[(arm, seed)]}; give each run once"
+            )
+        seen[(arm, seed)] = path
+        runs.append(
+            Run(
+                path=path,
+                arm=arm,
+                seed=seed,
+                labels=labels,
+                config=config,
+                metrics=metrics,
+                prob=frame[[f"prob.{x}" for x in labels]].to_numpy(np.float64),
+            )
+        )
+    return RunSet(runs=runs, labels=labels, images=images, patients=patients, truth=truth)
+
+
+__all__ = ["Run", "RunSet", "collect_runs"]

@@ -1,0 +1,100 @@
+"""The study's classifier runs: which arms, seeds and sizes, in training order.
+
+`plan_runs` turns the classifier section of a study's configuration into runs (an
+:class:`ArmRun` each: its `classifier.arms.Arm`, seed, folder and training-set size);
+`real_train_counts` counts the real train images each real size gets, which sizes the
+step-matched controls and the larger synthetic arms. Arms (names from `classifier.arms`):
+
+* ``real`` (mix 0) and ``synthetic`` (mix 1: as many synthetic images as real train images);
+* ``mix<m>`` for each configured ratio (m = synthetic fraction; 0.5 adds as many synthetic
+  as real), with a step-matched real-only control ``real-steps-mix<m>`` trained for as many
+  optimizer steps (its training-set size is the mixed arm's, `manifests.mixing.plan_mix`);
+* the same real, mixed and control arms on nested real subsets (``real-n80``, ...);
+* ``synthetic-x<k>``: k times as many synthetic images as real train images;
+* ``pretrain-finetune``: initialised from a classifier trained on synthetic images only,
+  then trained on real; by default that is the ``synthetic`` arm's run of the same seed,
+  else a ``synthetic-pretrain`` run under ``pretrain/`` that is no arm of the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from classifier.arms import Arm
+from manifests.mixing import plan_mix, subset_real_train
+from study.config import ClassifierStageConfig
+from study.folder import StudyLayout
+
+
+@dataclass(frozen=True)
+class ArmRun:
+    """One classifier run of the study: its arm (mix, real size, matched arm) and seed."""
+
+    arm: Arm
+    seed: int
+    out: Path
+    init_from: Path | None = None
+    train_size: int | None = None
+    report: bool = True  # pretrain-only runs are not arms of the report
+
+
+def plan_runs(
+    cfg: ClassifierStageConfig, out: Path, n_synthetic: int, real_counts: dict | None = None
+) -> list[ArmRun]:
+    """Arms x seeds, in training order (a pretrain run before the run starting from it).
+
+    `real_counts[(size, seed)]` is the number of real train images a run at `size` gets
+    (None: the whole split); it sizes step-matched controls and larger synthetic arms.
+    """
+    layout = StudyLayout(Path(out))
+    real_counts = real_counts or {}
+    runs: list[ArmRun] = []
+
+    def add(arm: Arm, seed: int, **kw) -> ArmRun:
+        run = ArmRun(arm, seed, layout.run(arm, seed), **kw)
+        runs.append(run)
+        return run
+
+    for seed in cfg.seeds:
+        n_real = real_counts.get((None, seed))
+        for size in [None, *cfg.real_sizes]:
+            n_size = real_counts.get((size, seed))
+            add(Arm(mix=0.0, real_size=size), seed)
+            if size is None and cfg.synthetic_arm:
+                add(Arm(mix=1.0), seed)
+            for m in sorted(cfg.mixes) if size is not None or cfg.full_size_mixes else ():
+                mixed = Arm(mix=m, real_size=size)
+                add(mixed, seed)
+                if cfg.matched_controls and n_size is not None:
+                    plan = plan_mix(n_size, n_synthetic, m)
+                    add(mixed.control(), seed, train_size=plan.n_real + plan.n_synthetic)
+        for k in cfg.larger_synthetic:
+            if n_real is not None:
+                add(Arm(mix=1.0, synthetic_scale=k), seed, train_size=int(round(k * n_real)))
+        if cfg.pretrain_finetune:
+            pretrain = layout.run(Arm(mix=1.0), seed)
+            if cfg.pretrain_all_synthetic or not cfg.synthetic_arm:
+                size = n_synthetic if cfg.pretrain_all_synthetic else None
+                arm = Arm(mix=1.0, pretrain=True)
+                pretrain = add(arm, seed, train_size=size, report=False).out
+            add(Arm(mix=0.0, init_from_run=True), seed, init_from=pretrain)
+    return runs
+
+
+def real_train_counts(cfg: ClassifierStageConfig, real_manifest) -> dict:
+    """Real train images per (real size, seed), as `classifier.train` will draw them."""
+    rows = real_manifest.rows
+    n_all = int(((rows["split"] == "train") & (rows["source"] == "real")).sum())
+    counts = {}
+    for seed in cfg.seeds:
+        counts[(None, seed)] = n_all
+        for size in cfg.real_sizes:
+            sub = subset_real_train(real_manifest, size, seed).rows
+            counts[(size, seed)] = int(
+                ((sub["split"] == "train") & (sub["source"] == "real")).sum()
+            )
+    return counts
+
+
+__all__ = ["ArmRun", "plan_runs", "real_train_counts"]
