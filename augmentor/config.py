@@ -101,7 +101,10 @@ class FinetuneConfig:
     validation_steps: int = 500
     validation_inference_steps: int = 25
     validation_guidance_scale: float = 4.0
-    # tiny only; 1,600 keeps the lung markings the oracle reads (README, Generator levers)
+    # tiny only: fit its autoencoder from scratch on the train images instead of keeping the
+    # shipped pretrained one (augmentor.base); 1,600 steps kept the lung markings the oracle
+    # reads (README, Generator levers)
+    fit_autoencoder: bool = False
     autoencoder_steps: int = 1600
     autoencoder_learning_rate: float = 1e-3
     autoencoder_batch_size: int = 8
@@ -157,6 +160,10 @@ def check_finetune_config(cfg: FinetuneConfig) -> None:
     if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISION:
         raise UserError(
             f"--mixed-precision: unknown {cfg.mixed_precision!r}; valid: {', '.join(MIXED_PRECISION)}"
+        )
+    if cfg.fit_autoencoder and cfg.base != "tiny":
+        raise UserError(
+            f"--fit-autoencoder: only with --base tiny; {cfg.base}'s autoencoder stays frozen"
         )
     runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
 
