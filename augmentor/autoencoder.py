@@ -1,21 +1,27 @@
-"""Stage one of fine-tuning from `tiny`: fit its 1-channel autoencoder on the training images.
+"""Fitting `tiny`'s 1-channel autoencoder: the shipped pretrained one, or one per run.
 
-A real Stable Diffusion base brings a pretrained autoencoder that stays frozen. `tiny` has
-none (its weights are random), so before the UNet can learn anything its latents must mean
-something: 1,600 steps (by default) of reconstruction loss (L1 + MSE) with a small KL
-term, as the latent diffusion paper's first stage does (without the perceptual and GAN
-terms, which need pretrained networks we cannot download).
+A real Stable Diffusion base brings a pretrained autoencoder that stays frozen; so does
+`tiny` (`augmentor.base`, fitted once by `benchmarks/fit_tiny_autoencoder.py`). With
+`finetune --fit-autoencoder` a run instead fits `tiny`'s from its random initialisation on
+its own train images. Either way the fit is reconstruction loss (L1 + MSE) with a small KL
+term, as the latent diffusion paper's first stage (without the perceptual and GAN terms,
+which need pretrained networks we cannot download). A fit can checkpoint every K steps and
+resume from its last checkpoint bit-identically (`checkpoint_dir`).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from augmentor.optim import adamw
+from classifier.training.state import load_train_state, save_train_state
+from manifests.files import fault_point, scratch_dir
 from manifests.progress import progress
 
 
@@ -70,25 +76,41 @@ def fit_autoencoder(
     log: Callable[[str], None] = print,
     show_progress: bool = True,
     bf16: bool = False,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 200,
 ) -> AutoencoderFit:
     """Fit `vae` in place on `pixels` ((N, C, H, W) in [-1, 1]); set its latent scaling factor.
 
     Prints the reconstruction error before and after, measured on up to 64 of the images.
     `bf16`: the forward pass under bfloat16 autocast (weights, optimizer and loss stay
-    float32), for CPUs with bf16 instructions and GPUs.
+    float32), for CPUs with bf16 instructions and GPUs. `checkpoint_dir`: every
+    `checkpoint_every` steps the fit's whole state (weights, optimizer, schedule, random
+    states; no pickles) replaces the one there, and a fit that finds one continues from it
+    to the same weights an uninterrupted fit reaches. The caller removes it when done.
     """
     import time
 
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     probe = pixels[: min(64, len(pixels))]
-    before = reconstruction_error(vae, probe)
-    log(f"autoencoder: reconstruction error before fitting {before:.4f} (mean |x - x'|, [-1, 1])")
     optimizer = adamw(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    state = {"models": {"vae": vae}, "optimizer": optimizer, "scheduler": scheduler}
+    gens = {"fit": generator}
+    done = 0
+    saved = _saved_fit_state(Path(checkpoint_dir)) if checkpoint_dir is not None else None
+    if saved is not None:
+        record = load_train_state(saved, **state, generators=gens)
+        done, before = int(record["step"]), float(record["error_before"])
+        log(f"autoencoder: resuming the fit at step {done}/{steps} from {checkpoint_dir}")
+    else:
+        before = reconstruction_error(vae, probe)
+    log(f"autoencoder: reconstruction error before fitting {before:.4f} (mean |x - x'|, [-1, 1])")
     vae.train()
-    bar = progress(range(steps), desc="fit autoencoder", disable=not show_progress, leave=False)
-    for _ in bar:
+    bar = progress(
+        range(done, steps), desc="fit autoencoder", disable=not show_progress, leave=False
+    )
+    for step in bar:
         idx = torch.randint(0, len(pixels), (min(batch_size, len(pixels)),), generator=generator)
         x = pixels[idx]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -102,6 +124,8 @@ def fit_autoencoder(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if checkpoint_dir is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            _save_fit_state(Path(checkpoint_dir), state, gens, step + 1, before)
     vae.eval()
     after = reconstruction_error(vae, probe)
     scaling = latent_scaling_factor(vae, probe)
@@ -111,3 +135,26 @@ def fit_autoencoder(
         f"(before {before:.4f}); latent scaling factor {scaling:.4f}"
     )
     return AutoencoderFit(before, after, steps, scaling, time.perf_counter() - start)
+
+
+def _saved_fit_state(folder: Path) -> Path | None:
+    """The fit checkpoint to resume from: `folder`, or its previous copy if a kill fell
+    between the two renames of `_save_fit_state`; None if there is none."""
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "vae.safetensors").is_file():
+            return candidate
+    return None
+
+
+def _save_fit_state(folder: Path, state: dict, gens: dict, step: int, before: float) -> None:
+    """Replace the fit checkpoint in `folder` with the state after `step` steps, atomically."""
+    tmp = scratch_dir(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_train_state(tmp, **state, trainer={"step": step, "error_before": before}, generators=gens)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    fault_point()
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)

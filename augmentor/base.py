@@ -3,8 +3,12 @@
 `tiny` is a faithful miniature of Stable Diffusion v1.x built from config in code: the real
 CLIP BPE vocabulary (the file open_clip_torch ships) as a `CLIPTokenizer`, a small
 `CLIPTextModel`, a small `UNet2DConditionModel` and a 1-channel `AutoencoderKL`. It exists
-so the whole study runs without downloads; its autoencoder has no pretrained weights, so
-fine-tuning from `tiny` first fits it on the training images.
+so the whole study runs without downloads. Its text encoder and UNet start random; its
+autoencoder, like Stable Diffusion's, is pretrained and ships with the package
+(`augmentor/pretrained/tiny_vae/`, fitted once by `benchmarks/fit_tiny_autoencoder.py` on
+phantoms from a patient pool no study draws, its recipe in `recipe.json`), and fine-tuning
+keeps it frozen. This module owns that folder: `save_tiny_autoencoder` writes it,
+`tiny_autoencoder` reads it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,17 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from manifests.errors import UserError
-from manifests.files import check_safetensors
+from manifests.files import check_safetensors, file_sha256, read_json, write_json
 
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 TINY_IMAGE_SIZE = 64
 CLIP_CONTEXT_LENGTH = 77
+# `tiny`'s pretrained autoencoder: diffusers' own layout (config.json and
+# diffusion_pytorch_model.safetensors, so `AutoencoderKL.from_pretrained` reads it too) plus
+# the recipe that made it, with the weights' digest.
+TINY_AUTOENCODER_DIR = Path(__file__).parent / "pretrained" / "tiny_vae"
+TINY_AUTOENCODER_WEIGHTS = "diffusion_pytorch_model.safetensors"
+TINY_AUTOENCODER_RECIPE = "recipe.json"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -81,12 +91,64 @@ def tiny_tokenizer() -> CLIPTokenizer:
         )
 
 
-def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """A randomly initialised miniature Stable Diffusion v1.x for 64x64 grayscale images.
+def save_tiny_autoencoder(vae: AutoencoderKL, recipe: dict, folder: Path) -> dict:
+    """Write `vae` and its `recipe` (with the weights' sha256 added) to `folder`.
+
+    Returns the recipe as written.
+    """
+    folder = Path(folder)
+    vae.save_pretrained(folder, safe_serialization=True)
+    recipe = {**recipe, "weights_sha256": file_sha256(folder / TINY_AUTOENCODER_WEIGHTS)}
+    write_json(folder / TINY_AUTOENCODER_RECIPE, recipe)
+    return recipe
+
+
+def tiny_autoencoder_recipe(folder: Path = TINY_AUTOENCODER_DIR) -> dict:
+    """The recipe of `tiny`'s shipped autoencoder: data, fit, and the weights' sha256."""
+    return read_json(Path(folder) / TINY_AUTOENCODER_RECIPE, "tiny autoencoder recipe")
+
+
+def load_tiny_autoencoder(vae: AutoencoderKL, folder: Path = TINY_AUTOENCODER_DIR) -> None:
+    """Load the shipped weights and latent scaling factor into `tiny`'s autoencoder `vae`.
+
+    The weights must match the recipe's sha256 and `vae`'s architecture exactly (a strict
+    load), so a change to `tiny`'s autoencoder cannot silently run on stale weights.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    weights = folder / TINY_AUTOENCODER_WEIGHTS
+    recipe = tiny_autoencoder_recipe(folder)
+    if not weights.is_file():
+        raise UserError(f"{weights}: tiny's pretrained autoencoder is missing; reinstall cxraug")
+    if file_sha256(weights) != recipe.get("weights_sha256"):
+        raise UserError(
+            f"{weights}: sha256 differs from {TINY_AUTOENCODER_RECIPE}'s; refit it with "
+            "benchmarks/fit_tiny_autoencoder.py or reinstall cxraug"
+        )
+    try:
+        vae.load_state_dict(load_file(weights))
+    except RuntimeError as e:
+        raise UserError(
+            f"{weights}: does not fit tiny's autoencoder ({str(e).splitlines()[0]}); refit it "
+            "with benchmarks/fit_tiny_autoencoder.py"
+        ) from None
+    config = read_json(folder / "config.json", "tiny autoencoder config")
+    vae.register_to_config(scaling_factor=float(config["scaling_factor"]))
+
+
+def build_tiny_pipeline(
+    seed: int = 0, pretrained_autoencoder: bool = True
+) -> StableDiffusionPipeline:
+    """A miniature Stable Diffusion v1.x for 64x64 grayscale images.
 
     Same architecture family and interfaces as SD v1.x (CLIP text encoder with 77 tokens,
     cross-attention UNet on 4-channel latents, KL autoencoder, PNDM scheduler), only small:
-    the autoencoder downsamples 4x (64 px -> 16x16x4 latents) and takes 1 channel.
+    the autoencoder downsamples 4x (64 px -> 16x16x4 latents) and takes 1 channel. Text
+    encoder and UNet are initialised randomly from `seed`; the autoencoder holds the shipped
+    pretrained weights, or with `pretrained_autoencoder=False` its random initialisation
+    (what a fit from scratch starts from). Either way the random draws are the same, so the
+    text encoder and UNet do not depend on that choice.
     """
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
@@ -120,6 +182,8 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         norm_num_groups=8,
         sample_size=TINY_IMAGE_SIZE,
     )
+    if pretrained_autoencoder:
+        load_tiny_autoencoder(vae)
     # Three levels (16 -> 8 -> 4 on 16x16 latents) with cross-attention at 8x8 and 4x4 and
     # plain ResNet blocks at 16x16, as SD's UNet has none at its deepest level: attention at
     # the full latent size cost more than half of a training step on a CPU; without it a
@@ -211,15 +275,17 @@ def load_pipeline(
     spec: str | Path,
     allow_download: bool = False,
     dtype: torch.dtype = torch.float32,
+    pretrained_autoencoder: bool = True,
 ) -> StableDiffusionPipeline:
     """Load a base or generator: `tiny`, a local diffusers directory, or a hub id.
 
     Offline by default: a hub id is only fetched with `allow_download`, otherwise the error
-    says which local folder was looked for.
+    says which local folder was looked for. `pretrained_autoencoder=False`: `tiny` with its
+    autoencoder randomly initialised, to be fitted (ignored for any other base).
     """
     spec = str(spec)
     if spec == "tiny":
-        return build_tiny_pipeline()
+        return build_tiny_pipeline(pretrained_autoencoder=pretrained_autoencoder)
     path = Path(spec)
     looks_local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1
     if looks_local:

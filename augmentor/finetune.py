@@ -10,8 +10,9 @@ differences are for speed and safety:
   log-variance) is cached and every step samples from it (`augmentor.latents`). Report
   embeddings are cached too while the text encoder is frozen. These frozen-input stages,
   the training rows and the base live in `augmentor.train_inputs`.
-* From `tiny` (no pretrained autoencoder), a first stage fits the 1-channel autoencoder on
-  the training images (`augmentor.autoencoder.fit_autoencoder`).
+* The autoencoder stays frozen, `tiny`'s (pretrained, shipped with the package) as a real
+  base's; only with `fit_autoencoder` does a first stage fit `tiny`'s on the training
+  images (`augmentor.autoencoder.fit_autoencoder`).
 * Everything a run can refuse (flags, manifest, base, resolution) is checked before the
   output folder is touched; a fresh run that fails later is put back as found
   (`manifests.runfolder`).

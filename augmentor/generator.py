@@ -48,6 +48,11 @@ def config_path(out: Path) -> Path:
     return Path(out) / CONFIG_FILE
 
 
+def autoencoder_fit_dir(out: Path) -> Path:
+    """The autoencoder fit's latest checkpoint while it runs (`augmentor.autoencoder`)."""
+    return Path(out) / CHECKPOINTS_DIR / "autoencoder-fit"
+
+
 def autoencoder_dir(out: Path) -> Path:
     return Path(out) / AUTOENCODER_DIR
 
@@ -192,6 +197,9 @@ def save_autoencoder(vae, out: Path, fit_record: dict) -> Path:
     vae.save_pretrained(tmp, safe_serialization=True)
     write_json(tmp / "fit.json", fit_record)
     os.replace(tmp, final)
+    fit_state = autoencoder_fit_dir(out)
+    for folder in (fit_state, fit_state.with_name(fit_state.name + ".old")):
+        shutil.rmtree(folder, ignore_errors=True)
     return final
 
 
@@ -244,6 +252,7 @@ __all__ = [
     "RECORD_FILE",
     "VALIDATION_DIR",
     "autoencoder_dir",
+    "autoencoder_fit_dir",
     "build_pipeline",
     "cache_dir",
     "clear_finished",

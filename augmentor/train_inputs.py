@@ -4,9 +4,10 @@ Owns the run's shared context (`Run`), the loaded base (`Base`, `load_base`), th
 rows (`load_train_data`: real train rows with their reports as prompts) and the stages that
 fill the frozen-input caches, in the order `finetune` calls them:
 
-* From `tiny` (no pretrained autoencoder), `fit_tiny_autoencoder` first fits the 1-channel
-  autoencoder on the training images (`augmentor.autoencoder.fit_autoencoder`); the fit is
-  saved in the run folder and every rank loads that copy.
+* The base's autoencoder stays frozen (`tiny`'s is the pretrained one the package ships).
+  With `fit_autoencoder` (`tiny` only), `fit_tiny_autoencoder` first fits `tiny`'s
+  autoencoder from scratch on the training images (`augmentor.autoencoder.fit_autoencoder`);
+  the fit is saved in the run folder and every rank loads that copy.
 * `fit_film_grain` measures the grain the frozen autoencoder drops (`augmentor.grain`).
 * `cache_posteriors`: each training image is encoded by the autoencoder once; its posterior
   (mean and log-variance) is cached and every step samples from it (`augmentor.latents`).
@@ -109,7 +110,11 @@ def load_base(cfg: FinetuneConfig) -> Base:
 
     t = time.perf_counter()
     try:
-        pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download)
+        pipe = load_pipeline(
+            cfg.base,
+            allow_download=cfg.allow_download,
+            pretrained_autoencoder=not cfg.fit_autoencoder,
+        )
     except (OSError, ValueError, SafetensorError) as e:
         text = str(e).strip().splitlines()
         raise UserError(
@@ -247,15 +252,16 @@ def encode_prompts(text_encoder, input_ids: torch.Tensor, batch_size: int = 64) 
 
 
 def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
-    """From `tiny`: fit its autoencoder on the train images, once per run; else keep it frozen.
+    """With `fit_autoencoder`: fit `tiny`'s autoencoder on the train images, once per run.
 
+    The fit starts from the autoencoder's random initialisation, not the shipped weights.
     The fitted autoencoder is saved in the run folder and every rank loads that copy.
-    Returns the fit record (None from a real base).
+    Either way the autoencoder is then frozen. Returns the fit record (None without a fit).
     """
     cfg = run.cfg
     run.timings["load"] = base.load_seconds
     fit = None
-    if cfg.base == "tiny":
+    if cfg.fit_autoencoder:
         vae, fit = generator.load_autoencoder(run.out)
         if vae is None:
             if run.main:
@@ -270,6 +276,8 @@ def fit_tiny_autoencoder(run: Run, base: Base, data: TrainData) -> dict | None:
                     seed=cfg.seed,
                     log=run.say,
                     show_progress=cfg.show_progress,
+                    checkpoint_dir=generator.autoencoder_fit_dir(run.out),
+                    checkpoint_every=cfg.checkpointing_steps,
                 )
                 fit = asdict(result)
                 generator.save_autoencoder(base.vae, run.out, fit)

@@ -633,8 +633,8 @@ def _patch_arch(arch: dict) -> None:
     original = base.build_tiny_pipeline
     unet_kwargs = {k: v for k, v in arch.items() if k != "vae"}
 
-    def build(seed: int = 0):
-        pipe = original(seed)
+    def build(seed: int = 0, **kwargs):
+        pipe = original(seed, **kwargs)
         torch.manual_seed(seed)
         pipe.unet = rebuilt(pipe.unet, unet_kwargs)
         pipe.register_modules(unet=pipe.unet)
@@ -652,8 +652,8 @@ def _patch_zero_snr_v() -> None:
 
     original = base.build_tiny_pipeline
 
-    def build(seed: int = 0):
-        pipe = original(seed)
+    def build(seed: int = 0, **kwargs):
+        pipe = original(seed, **kwargs)
         pipe.scheduler = DDIMScheduler.from_config(
             pipe.scheduler.config,
             prediction_type="v_prediction",

@@ -111,7 +111,7 @@ def fitted_autoencoder(
     if (folder / "config.json").is_file():
         return folder
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-    vae = build_tiny_pipeline(seed=seed).vae
+    vae = build_tiny_pipeline(seed=seed, pretrained_autoencoder=False).vae
     if overrides:
         torch.manual_seed(seed)
         vae = rebuilt(vae, overrides)

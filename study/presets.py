@@ -197,7 +197,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "paper",
             "RoentGen's arms and a real-size sweep on phantoms",
-            "about 40 minutes on one GPU",
+            "about 40 minutes on 2 CPU cores",
             paper_preset,
         ),
         Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),

@@ -31,8 +31,8 @@ split 'train', view PA or AP) with `report` = the impression and extra columns
 `report_findings` (FINDINGS-style text), `phantom_findings` (JSON: finding -> side,
 severity, lobe, devices, uncertain; the ground truth for generator evaluation),
 `phantom_ctr` (cardiothoracic ratio drawn) and `image_sha256`. Parquet metadata
-`cxraug.notes` says it is a synthetic demo; `cxraug.phantom` records n, size, seed and
-patients.
+`cxraug.notes` says it is a synthetic demo; `cxraug.phantom` records n, size, seed,
+patients and the first patient's number.
 """
 
 from manifests.phantom.dataset import DATASET, NOTE, encode_png, write_phantom_dataset

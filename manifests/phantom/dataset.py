@@ -63,6 +63,7 @@ def write_phantom_dataset(
     seed: int = 0,
     patients: int | None = None,
     overwrite: bool = False,
+    first_patient: int = 0,
 ) -> Path:
     """Draw `n` phantom studies as PNGs under `out/images/` and write the manifest.
 
@@ -72,6 +73,8 @@ def write_phantom_dataset(
         size: image side in pixels (at least 32).
         seed: everything (anatomy, findings, reports, noise) is deterministic in it.
         patients: number of patients (default n/3: several studies each).
+        first_patient: number of the first patient (`manifests.phantom.phantom_studies`);
+            a pool drawn from past every other draw's patients shares none with them.
         overwrite: replace an existing `manifest.parquet`.
 
     Returns:
@@ -86,7 +89,7 @@ def write_phantom_dataset(
     check_writable_parent(path, "OUT")  # a file in the way or no permission: before drawing
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it")
-    studies = phantom_studies(n, seed=seed, patients=patients)
+    studies = phantom_studies(n, seed=seed, patients=patients, first_patient=first_patient)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -104,6 +107,7 @@ def write_phantom_dataset(
                 "size": size,
                 "seed": seed,
                 "patients": len({s.patient.index for s in studies}),
+                "first_patient": first_patient,
             }
         ),
     }

@@ -188,16 +188,25 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
     )
 
 
-def phantom_studies(n: int, seed: int = 0, patients: int | None = None) -> list[Study]:
-    """The `n` studies of a phantom dataset over `patients` patients (default n/3)."""
+def phantom_studies(
+    n: int, seed: int = 0, patients: int | None = None, first_patient: int = 0
+) -> list[Study]:
+    """The `n` studies of a phantom dataset over `patients` patients (default n/3).
+
+    Patients are numbered from `first_patient`: each patient's anatomy, studies and id
+    (`phantom-p{index:05d}`) follow from its number and the seed, so a pool that starts
+    past another draw's last number shares no patient with it, whatever the seeds.
+    """
     if n <= 0:
         raise UserError(f"--n: {n} images requested; valid: a positive number")
     if patients is None:
         patients = max(1, n // 3)
     if patients <= 0 or patients > n:
         raise UserError(f"--patients: {patients}; valid: 1 to --n ({n})")
+    if first_patient < 0:
+        raise UserError(f"--first-patient: {first_patient}; valid: 0 or more")
     studies = []
-    for p, count in enumerate(_patient_counts(n, patients)):
+    for p, count in enumerate(_patient_counts(n, patients), start=first_patient):
         patient = sample_patient(seed, p)
         studies += [sample_study(patient, s, seed) for s in range(count)]
     return studies
