@@ -32,8 +32,8 @@ DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidatio
 def demo_preset() -> StudyConfig:
     """Phantoms and the tiny base on a laptop CPU: a small real training set (40% of 270
     patients, about 320 images) and a large test set (40%, for informative intervals); the
-    generator fine-tuned on that train split (its autoencoder first, then the UNet and text
-    encoder, images drawn balanced by finding, side and lobe); 80 synthetic images for each
+    generator fine-tuned on that train split (UNet and text encoder; tiny's pretrained
+    autoencoder stays frozen; images drawn balanced by finding, side and lobe); 80 synthetic images for each
     of the four findings the phantom draws plus 40 from 'No Finding' reports. Arms: real-only
     on the whole train split (the oracle of the fidelity table) and, at 80 real images,
     real, mix0.5 and its step-matched control; three seeds each.
@@ -47,7 +47,6 @@ def demo_preset() -> StudyConfig:
             {
                 "base": "tiny",
                 "max_steps": 3000,  # the side of a consolidation is learned late, in steps
-                "autoencoder_steps": 1600,  # 400 kept the oracle's ceiling below the targets
                 "batch_size": 16,
                 "learning_rate": 2e-3,
                 "train_text_encoder": True,
@@ -109,7 +108,6 @@ def paper_preset() -> StudyConfig:
             {
                 "base": "tiny",
                 "max_steps": 1500,
-                "autoencoder_steps": 1600,
                 "batch_size": 32,
                 "learning_rate": 2e-3,
                 "train_text_encoder": True,
@@ -146,7 +144,7 @@ def smoke_preset() -> StudyConfig:
         data=DataConfig(
             phantom_n=120, phantom_size=64, phantom_patients=40, fractions=[0.5, 0.2, 0.3]
         ),
-        generator=GeneratorConfig().with_settings(max_steps=4, autoencoder_steps=4, batch_size=8),
+        generator=GeneratorConfig().with_settings(max_steps=4, batch_size=8),
         synthesis=SynthesisStageConfig(
             {
                 "labels": "pleural_effusion:6,pneumothorax:6",
