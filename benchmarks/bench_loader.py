@@ -4,7 +4,7 @@
         [--per-finding 100] [--train-size 20000] [--epochs 2] [--work /tmp/bench_loader]
         [--backbone resnet10t] [--image-size 64] [--tiny]
 
-Issue 12, item 4: `train-classifier` on a 20,000-row mixed manifest. The script
+`train-classifier` on a 20,000-row mixed manifest. The script
 
 1. draws `--n` phantom images (64 px) and splits them by patient 0.8/0.1/0.1. Phantom
    patient ids repeat from one phantom set to the next, so they are prefixed `loader-`:

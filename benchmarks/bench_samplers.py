@@ -1,4 +1,4 @@
-"""Which sampler draws what RoentGen's PNDM 75 draws, for fewer UNet evaluations? (issue 12)
+"""Which sampler draws what RoentGen's PNDM 75 draws, for fewer UNet evaluations?
 
     python benchmarks/bench_samplers.py [--model runs/demo/generator]
         [--prompts runs/demo/data/manifest.parquet] [--oracle runs/demo/runs/real-seed0]

@@ -4,7 +4,7 @@
         [--repeats 3] [--threads 0] [--sizes 200,2000] [--memory-steps 1] [--memory-batch-size 32]
         [--model GEN --prompts M] [--skip-throughput]
 
-At the limit of one machine (issue 12): `--model runs/demo/generator --prompts
+At the limit of one machine: `--model runs/demo/generator --prompts
 runs/demo/data/manifest.parquet --sizes 2000,20000 --skip-throughput` runs the demo
 generator end to end at 2,000 and 20,000 images and compares peak RSS and images/s.
 

@@ -11,8 +11,8 @@ rate on real test images negative for the finding with the same other findings. 
 generator that draws what its prompts say matches the real rate in every group: a group
 where it does not is where its false findings come from. `matched` is the real rate
 weighted by the synthetic groups' sizes (the reference the prompts' mix of findings calls
-for, and the fidelity table's since 2026-11-30: `matched_negative_rate`), `raw` the real
-rate on all real test negatives (the fidelity table's reference before).
+for, and the fidelity table's: `matched_negative_rate`), `raw` the real rate on all
+real test negatives.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python benchmarks/generator_fidelity.py --work /tmp/fid --tag NAME
         [--seed 0] [--n 800] [--patients 270] [--fractions 0.4,0.2,0.4]
-        [--set FIELD=VALUE ...] [--arch NAME] [--per-finding 40] [--negatives 40]
+        [--set FIELD=VALUE ...] [--per-finding 40] [--negatives 40]
         [--scheduler ddim] [--inference-steps 20] [--guidance 4] [--threads 2]
         [--autoencoder GEN/vae] [--eval-only] [--no-film-grain]
 
@@ -23,15 +23,15 @@ per prompted finding, what the oracle (threshold: Youden on real val) sees:
 * side: the stated side matched (the evaluate-generator side detector), target >= 0.85.
 
 It writes `WORK/<tag>-s<seed>/fidelity.json` and `grid.png` (per finding: six real train
-images, then six synthetic ones; last row 'No Finding' prompts). `--arch` swaps in a
-variant of the `tiny` UNet for experiments (names in ARCHES; 'default' is base.py's).
+images, then six synthetic ones; last row 'No Finding' prompts). Levers measured with this
+script and not adopted (other UNet layouts, noise schedules, sampling terms) are listed in
+docs/levers.md with the commit that still runs them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augmentor import base
 from augmentor.config import FinetuneConfig, SynthesisConfig
 from augmentor.features import (
     HalfMirrorEmbedder,
@@ -73,48 +72,8 @@ def demo_generator() -> dict:
     return {k: v for k, v in settings.items() if k not in ("base", "seed", "checkpointing_steps")}
 
 
-# Cross-attention at 4x4 only (and in the mid block); `tiny` attends at 8x8 and 4x4, as SD does
-# at every level but its deepest (one of 16x16 would cost more than half of a step).
-ATTN4 = {
-    "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-}
-
-ARCHES: dict[str, dict] = {
-    "default": {},
-    # cross-attention at 4x4 only: a 1.35x cheaper step (benchmarks/bench_tiny_arch.py)
-    "attn4": ATTN4,
-    # the default UNet on 16-channel latents (an autoencoder with latent_channels=16)
-    "lat16": {"in_channels": 16, "out_channels": 16},
-    # two levels: cross-attention only at 8x8 (and the mid block), ResNet blocks at 16x16
-    "attn8": {
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-    },
-    # the pooled text embedding added to the time embedding too (diffusers'
-    # addition_embed_type "text"): every ResNet block, 16x16 included, sees the prompt
-    "textemb": {"addition_embed_type": "text", "addition_embed_type_num_heads": 4},
-    # attn4, and at 16x16 one ResNet block (on the way up) instead of three
-    "attn4-thin16": {**ATTN4, "layers_per_block": [0, 1, 1]},
-    # the `tiny` UNet before 2026-11-30: 32 channels instead of 64 at 16x16
-    "narrow16": {"block_out_channels": [32, 64, 128]},
-    # the default UNet on 8x8x8 latents, from an autoencoder with a fourth level (8x down)
-    "lat8": {
-        "sample_size": 8,
-        "in_channels": 8,
-        "out_channels": 8,
-        "vae": {
-            "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4,
-            "block_out_channels": [16, 32, 64, 64],
-            "latent_channels": 8,
-        },
-    },
-}
-
-
 def parse_value(text: str):
-    """'3' -> 3, '1e-3' -> 0.001, 'true'/'false'/'none', '16,32,32' -> [16, 32, 32], else text."""
+    """'3' -> 3, '1e-3' -> 0.001, 'true'/'false'/'none', 'a,b' -> ['a', 'b'], else text."""
     if "," in text:
         return [parse_value(x.strip()) for x in text.split(",")]
     for cast in (int, float):
@@ -123,6 +82,12 @@ def parse_value(text: str):
         except ValueError:
             pass
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_value_pair(text: str) -> tuple[str, object]:
+    """'--set' text 'FIELD=VALUE' -> (FIELD, parsed VALUE)."""
+    key, _, value = text.partition("=")
+    return key.strip(), parse_value(value.strip())
 
 
 def real_data(work: Path, seed: int, n: int, patients: int, fractions: tuple) -> Path:
@@ -299,19 +264,11 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=270)
     parser.add_argument("--fractions", default="0.4,0.2,0.4")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    parser.add_argument("--arch", default="default", choices=sorted(ARCHES))
     parser.add_argument("--per-finding", type=int, default=40)
     parser.add_argument("--negatives", type=int, default=40)
     parser.add_argument("--scheduler", default="ddim")
     parser.add_argument("--inference-steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument(
-        "--side-guidance",
-        type=float,
-        default=0.0,
-        help="sample with a side-contrast guidance term of this weight, away from the prompt "
-        "with left and right exchanged (experiment; see _patch_side_contrast)",
-    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-only", action="store_true", help="resynthesize, keep generator")
     parser.add_argument("--no-film-grain", action="store_true", help="synthesize without grain")
@@ -320,29 +277,6 @@ def main() -> None:
         type=Path,
         help="use this fitted tiny autoencoder (e.g. runs/demo/generator/vae) instead of "
         "fitting one: the recipe's UNet and text encoder alone are compared",
-    )
-    parser.add_argument(
-        "--text-encoder-lr-scale",
-        type=float,
-        default=1.0,
-        help="train the text encoder at this multiple of the learning rate (experiment)",
-    )
-    parser.add_argument(
-        "--zero-snr-v",
-        action="store_true",
-        help="tiny's schedule rescaled to zero terminal SNR, v-prediction, trailing time "
-        "steps (Lin et al. 2023; experiment)",
-    )
-    parser.add_argument(
-        "--high-noise-bias",
-        action="store_true",
-        help="sample training time steps as 1000 x (1 - u^2), mean 667 (experiment)",
-    )
-    parser.add_argument(
-        "--immiscible",
-        action="store_true",
-        help="pair each batch's noise with its latents by least total distance (immiscible "
-        "diffusion, Li et al. 2024; experiment)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -361,18 +295,8 @@ def main() -> None:
     generator = out / "generator"
     t = time.perf_counter()
     if not args.eval_only:
-        if args.arch != "default":
-            _patch_arch(ARCHES[args.arch])
         if args.autoencoder:
             _patch_autoencoder(args.autoencoder)
-        if args.text_encoder_lr_scale != 1.0:
-            _patch_text_encoder_lr(args.text_encoder_lr_scale)
-        if args.high_noise_bias:
-            _patch_high_noise_timesteps()
-        if args.zero_snr_v:
-            _patch_zero_snr_v()
-        if args.immiscible:
-            _patch_immiscible()
         finetune(
             FinetuneConfig(
                 manifest=str(manifest),
@@ -389,12 +313,7 @@ def main() -> None:
     t_finetune = time.perf_counter() - t
     t = time.perf_counter()
     grain = "" if not args.no_film_grain else "-nograin"
-    side = f"-side{args.side_guidance:g}" if args.side_guidance else ""
-    if args.side_guidance:
-        _patch_side_contrast(args.side_guidance)
-    synth = out / (
-        f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}{grain}{side}"
-    )
+    synth = out / f"synthetic-g{args.guidance:g}-{args.scheduler}{args.inference_steps}{grain}"
     synthesize(
         SynthesisConfig(
             model=str(generator),
@@ -421,12 +340,7 @@ def main() -> None:
         "tag": args.tag,
         "seed": args.seed,
         "settings": settings,
-        "arch": args.arch,
-        "text_encoder_lr_scale": args.text_encoder_lr_scale,
-        "high_noise_bias": args.high_noise_bias,
-        "immiscible": args.immiscible,
         "sampling": [args.scheduler, args.inference_steps, args.guidance],
-        "side_guidance": args.side_guidance,
         "film_grain": not args.no_film_grain,
         "finetune_wall_s": t_finetune,
         "images_per_second": record["images_per_second"],
@@ -441,7 +355,7 @@ def main() -> None:
     write_json(synth / "fidelity.json", summary, overwrite=True)
     pd.set_option("display.width", 200)
     print(
-        f"{args.tag} seed {args.seed} {settings} arch {args.arch} sampling {summary['sampling']}: "
+        f"{args.tag} seed {args.seed} {settings} sampling {summary['sampling']}: "
         f"finetune {t_finetune:.0f}s ({record['images_per_second']:.1f} img/s), "
         f"synthesis {t_synth:.0f}s; grid {synth / 'grid.png'}"
     )
@@ -451,21 +365,6 @@ def main() -> None:
     print("oracle on autoencoder reconstructions of real val/test images (the ceiling):")
     print(ceiling.round(3).to_string(index=False))
     print("PASS" if summary["passes"] else "FAIL")
-
-
-def parse_value_pair(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
-    return key.strip(), parse_value(value.strip())
-
-
-def rebuilt(model, overrides: dict):
-    """A new, randomly initialised model of `model`'s class and config, with `overrides`.
-
-    The config goes without its private keys: diffusers keeps a key listed in
-    `_use_default_values` at its default, whatever value the config gives it.
-    """
-    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    return type(model).from_config({**config, **overrides})
 
 
 def _patch_autoencoder(folder: Path) -> None:
@@ -479,191 +378,6 @@ def _patch_autoencoder(folder: Path) -> None:
         return vae, {"loaded_from": str(folder), "steps": 0, "seconds": 0.0}
 
     generator.load_autoencoder = load
-
-
-def _patch_text_encoder_lr(scale: float) -> None:
-    """Make fine-tuning train the text encoder's parameters at `scale` x the learning rate."""
-    from augmentor import finetune as ft
-    from augmentor.optim import adamw
-
-    te_ids: set[int] = set()
-    original_setup = ft.set_up_trainables
-
-    def set_up(run, base_):
-        models, params = original_setup(run, base_)
-        te_ids.update(id(p) for p in base_.text_encoder.parameters())
-        return models, params
-
-    def grouped(params, lr, weight_decay):
-        params = list(params)
-        unet = [p for p in params if id(p) not in te_ids]
-        te = [p for p in params if id(p) in te_ids]
-        opt = adamw(unet + te, lr=lr, weight_decay=weight_decay)
-        opt.param_groups.clear()
-        opt.add_param_group({"params": unet, "lr": lr})
-        opt.add_param_group({"params": te, "lr": lr * scale})
-        return opt
-
-    ft.set_up_trainables = set_up
-    ft.adamw = grouped
-
-
-def _patch_high_noise_timesteps() -> None:
-    """Make the denoising loss draw time steps biased to high noise, t = T (1 - u^2)."""
-    from augmentor import finetune as ft
-
-    randint = torch.randint
-
-    def biased(low, high, size, generator=None, device=None):
-        u = torch.rand(size, generator=generator, device=device)
-        return (high * (1 - u**2)).long().clamp(low, high - 1)
-
-    original = ft.diffusion_loss
-
-    def loss(*args, **kwargs):
-        torch.randint = biased
-        try:
-            return original(*args, **kwargs)
-        finally:
-            torch.randint = randint
-
-    ft.diffusion_loss = loss
-
-
-def _patch_immiscible() -> None:
-    """Make the denoising loss pair noise and latents by a linear assignment (Li et al. 2024).
-
-    Each batch's noise draws are permuted so that the total L2 distance between every latent
-    and its noise is least (scipy's Hungarian solver; 16 x 16 costs nothing next to a step).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    from augmentor import finetune as ft
-
-    randn = torch.randn
-    original = ft.diffusion_loss
-
-    def loss(unet, noise_scheduler, latents, *args, **kwargs):
-        def assigned(shape, *a, **kw):
-            noise = randn(shape, *a, **kw)
-            if tuple(shape) != tuple(latents.shape):
-                return noise
-            cost = torch.cdist(latents.flatten(1).float(), noise.flatten(1).float())
-            _, cols = linear_sum_assignment(cost.detach().cpu().numpy())
-            return noise[torch.as_tensor(cols, device=noise.device)]
-
-        torch.randn = assigned
-        try:
-            return original(unet, noise_scheduler, latents, *args, **kwargs)
-        finally:
-            torch.randn = randn
-
-    ft.diffusion_loss = loss
-
-
-_SIDE_WORD = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-
-
-def swap_sides(text: str) -> str:
-    """`text` with every 'left' and 'right' exchanged, case kept ('Left' -> 'Right')."""
-
-    def other(match: re.Match) -> str:
-        word = match.group(0)
-        swapped = "right" if word.lower() == "left" else "left"
-        if word.isupper():
-            return swapped.upper()
-        return swapped.capitalize() if word[0].isupper() else swapped
-
-    return _SIDE_WORD.sub(other, text)
-
-
-def side_contrast_sample(pipe, prompts, generators, steps, guidance, side, negative=None):
-    """StableDiffusionPipeline's sampling plus a side-contrast term; (B, H, W, C) in [0, 1].
-
-    Classifier-free guidance: e = e_u + g (e_c - e_u). Each prompt is also encoded with left
-    and right exchanged, and every step is pushed away from that mirror report as well:
-    e += s (e_c - e_mirror), as composable diffusion subtracts a condition (Liu et al. 2022).
-    A prompt without a side word is its own mirror (the term vanishes); s = 0 gives the
-    pipeline's own images (the test compares them).
-    """
-    device = pipe._execution_device
-    negatives = [negative] * len(prompts) if negative else None
-    cond, uncond = pipe.encode_prompt(list(prompts), device, 1, True, negatives)
-    mirrored = [swap_sides(p) for p in prompts]
-    mirror, _ = pipe.encode_prompt(mirrored, device, 1, False)
-    sided = side != 0 and mirrored != list(prompts)
-    parts = 3 if sided else 2
-    embeds = torch.cat([uncond, cond, mirror][:parts])
-    pipe.scheduler.set_timesteps(steps, device=device)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    latents = pipe.prepare_latents(
-        len(prompts), pipe.unet.config.in_channels, size, size, cond.dtype, device, generators
-    )
-    step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0)
-    for t in pipe.scheduler.timesteps:
-        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * parts), t)
-        pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
-        e_u, e_c, *e_m = pred.chunk(parts)
-        noise = e_u + guidance * (e_c - e_u) + (side * (e_c - e_m[0]) if sided else 0)
-        latents = pipe.scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(decoded, output_type="np")
-
-
-def _patch_side_contrast(weight: float) -> None:
-    """Make `synthesize` sample with side-contrast guidance of `weight` (experiment)."""
-    from augmentor import synthesize as syn
-
-    def generate(pipe, prompts, seeds, steps, guidance, negative=None, grain=None):
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        with torch.inference_mode():
-            images = side_contrast_sample(
-                pipe, prompts, generators, steps, guidance, weight, negative
-            )
-        return syn.finish_images(images, seeds, grain)
-
-    syn.generate_images = generate
-
-
-def _patch_arch(arch: dict) -> None:
-    """Make `tiny` build its UNet (and, under "vae", its autoencoder) with these overrides.
-
-    For experiments only; the keys are the diffusers configs' own.
-    """
-    original = base.build_tiny_pipeline
-    unet_kwargs = {k: v for k, v in arch.items() if k != "vae"}
-
-    def build(seed: int = 0, **kwargs):
-        pipe = original(seed, **kwargs)
-        torch.manual_seed(seed)
-        pipe.unet = rebuilt(pipe.unet, unet_kwargs)
-        pipe.register_modules(unet=pipe.unet)
-        if "vae" in arch:
-            pipe.vae = rebuilt(pipe.vae, arch["vae"])
-            pipe.register_modules(vae=pipe.vae)
-        return pipe
-
-    base.build_tiny_pipeline = build
-
-
-def _patch_zero_snr_v() -> None:
-    """Make `tiny` ship a DDIM schedule with zero terminal SNR, v-prediction, trailing steps."""
-    from diffusers import DDIMScheduler
-
-    original = base.build_tiny_pipeline
-
-    def build(seed: int = 0, **kwargs):
-        pipe = original(seed, **kwargs)
-        pipe.scheduler = DDIMScheduler.from_config(
-            pipe.scheduler.config,
-            prediction_type="v_prediction",
-            rescale_betas_zero_snr=True,
-            timestep_spacing="trailing",
-        )
-        pipe.register_modules(scheduler=pipe.scheduler)
-        return pipe
-
-    base.build_tiny_pipeline = build
 
 
 if __name__ == "__main__":

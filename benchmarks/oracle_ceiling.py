@@ -1,8 +1,7 @@
 """What can a generator reach at best? The oracle on perfect drawings without film grain.
 
     python benchmarks/oracle_ceiling.py --work /tmp/fid [--seed 0] [--n 800]
-        [--grain 1,0.5,0] [--vae GEN/vae ...] [--fit-steps 400,800]
-        [--autoencoder-set KEY=VALUE ...] [--autoencoder-bf16] [--threads 2]
+        [--grain 1,0.5,0] [--vae GEN/vae ...] [--fit-steps 400,800] [--threads 2]
 
 `evaluate-generator` judges synthetic images with an oracle: a classifier trained on real
 train images. This script asks how much of that judgement rests on the finding itself and
@@ -16,11 +15,10 @@ then adds the film grain that autoencoder drops, as measured on the train images
 measured grain beside the grain the phantom actually drew (image minus its grain-free
 redrawing, per intensity band). `--fit-steps` fits `tiny`'s autoencoder on the train images
 for each step count, as `finetune` does (its default batch size and learning rate), caches it
-under `--work` and adds it to the `--vae` list: how far a longer fit moves the ceiling
-(`--autoencoder-set` and `--autoencoder-bf16` vary that fit's architecture and precision).
+under `--work` and adds it to the `--vae` list: how far a longer fit moves the ceiling.
 Per rendering and finding it prints the oracle's rate on test positives (the hit a
 perfect generator would get) and on test negatives (its false-finding rate), and whether
-the issue's targets hold against the real images' rates: hit >= 0.8 x real, false finding
+the fidelity targets hold against the real images' rates: hit >= 0.8 x real, false finding
 <= real + 0.10. A rendering that fails them is a ceiling no generator drawing that way can
 pass, however well it follows its prompts.
 """
@@ -35,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
-from generator_fidelity import draw_name, oracle_run, parse_value_pair, real_data, rebuilt
+from generator_fidelity import draw_name, oracle_run, real_data
 
 from augmentor.autoencoder import fit_autoencoder
 from augmentor.base import build_tiny_pipeline
@@ -86,35 +84,17 @@ def rates(probs, rows, held, labels, thresholds) -> dict[str, tuple[float, float
     return out
 
 
-def fitted_autoencoder(
-    work: Path,
-    draw: str,
-    seed: int,
-    paths,
-    train,
-    steps: int,
-    overrides: dict | None = None,
-    bf16: bool = False,
-) -> Path:
+def fitted_autoencoder(work: Path, draw: str, seed: int, paths, train, steps: int) -> Path:
     """`tiny`'s autoencoder fitted `steps` steps on the train images, as `finetune` fits it.
 
     The batch size and learning rate are `FinetuneConfig`'s defaults; cached under `work`
-    by `draw` (the data draw's name, e.g. 's0-n800-p270-f0.4-0.2-0.4'), `steps`, and the
-    experiment's `overrides` (AutoencoderKL config values instead of `tiny`'s) and `bf16`
-    (the fit under bfloat16 autocast).
+    by `draw` (the data draw's name, e.g. 's0-n800-p270-f0.4-0.2-0.4') and `steps`.
     """
-    variant = "".join(
-        f"-{key}=" + (".".join(map(str, v)) if isinstance(v, list | tuple) else str(v))
-        for key, v in sorted((overrides or {}).items())
-    ) + ("-bf16" if bf16 else "")
-    folder = work / f"autoencoder-{draw}-{steps}{variant}"
+    folder = work / f"autoencoder-{draw}-{steps}"
     if (folder / "config.json").is_file():
         return folder
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     vae = build_tiny_pipeline(seed=seed, pretrained_autoencoder=False).vae
-    if overrides:
-        torch.manual_seed(seed)
-        vae = rebuilt(vae, overrides)
     fit = fit_autoencoder(
         vae,
         load_pixels([paths[i] for i in train], 64, 1),
@@ -123,7 +103,6 @@ def fitted_autoencoder(
         learning_rate=defaults["autoencoder_learning_rate"],
         seed=seed,
         show_progress=False,
-        bf16=bf16,
     )
     print(f"fitted {steps} autoencoder steps in {fit.seconds:.0f} s -> {folder}")
     vae.save_pretrained(folder)
@@ -145,23 +124,9 @@ def main() -> None:
         help="comma-separated step counts: fit `tiny`'s autoencoder that long on the train split "
         "(as `finetune` does) and add each to the --vae list",
     )
-    parser.add_argument(
-        "--autoencoder-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --fit-steps: this AutoencoderKL config value instead of tiny's, e.g. "
-        "block_out_channels=16,32,32 or mid_block_add_attention=false (experiment)",
-    )
-    parser.add_argument(
-        "--autoencoder-bf16",
-        action="store_true",
-        help="with --fit-steps: fit under bfloat16 autocast",
-    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = dict(parse_value_pair(s) for s in args.autoencoder_set)
     fractions = tuple(float(x) for x in args.fractions.split(","))
     manifest = real_data(args.work, args.seed, args.n, args.patients, fractions)
     oracle = oracle_run(args.work, manifest, args.seed)
@@ -189,11 +154,7 @@ def main() -> None:
     train = np.flatnonzero(real.rows["split"].to_numpy() == "train")
     for steps in (int(x) for x in args.fit_steps.split(",") if x):
         draw = draw_name(manifest)
-        args.vae.append(
-            fitted_autoencoder(
-                args.work, draw, args.seed, paths, train, steps, overrides, args.autoencoder_bf16
-            )
-        )
+        args.vae.append(fitted_autoencoder(args.work, draw, args.seed, paths, train, steps))
     train = train[:GRAIN_FIT_IMAGES]
     train_pixels = load_pixels([paths[i] for i in train], 64, 1)
     if args.vae:

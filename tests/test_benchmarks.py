@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from benchmarks import bench_samplers
 from benchmarks.bench_samplers import (
@@ -65,7 +64,7 @@ def test_every_benchmark_script_imports():
     run_script(IMPORT_ALL, *names)
 
 
-# ---------------------------------------------------------------- bench_samplers (issue 12)
+# ------------------------------------------------------------------------- bench_samplers
 
 
 def _measured(name: str, unet: float, rates: dict, kid=(0.01, 0.002), ref_seed=None, rate=10.0):
@@ -245,241 +244,41 @@ manifest = read_manifest(write_phantom_dataset(work / "phantom", n=6, size=64, s
 paths = manifest.image_paths()
 folder = fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2)
 assert fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2) == folder  # cached
-overrides = {"block_out_channels": [16, 32, 32], "mid_block_add_attention": False}
-variant = fitted_autoencoder(work, "s0-n6", 0, paths, [0, 1, 2, 3], 2, overrides, True)
-narrow = AutoencoderKL.from_pretrained(variant)
-name = "autoencoder-s0-n6-2-block_out_channels=16.32.32-mid_block_add_attention=False-bf16"
-assert variant.name == name, variant.name
-assert narrow.config.mid_block_add_attention is False  # tiny's has it
-assert list(narrow.config.block_out_channels) == [16, 32, 32]
-assert narrow.dtype == next(narrow.parameters()).dtype == __import__("torch").float32
 vae = AutoencoderKL.from_pretrained(folder)
 print(folder.name, vae.config.in_channels, vae.config.scaling_factor != 0.18215)
 """
 
 
 def test_oracle_ceiling_fits_and_caches_tiny_autoencoder(tmp_path):
-    """A fit is cached by its step count; --autoencoder-set and --autoencoder-bf16 fit a
-    separate variant with that architecture, its weights kept in float32."""
+    """A fit is cached under the draw and its step count (the second call fits nothing) and
+    saves `tiny`'s one-channel autoencoder with its own latent scaling factor."""
     done = run_script(FIT_AUTOENCODER, str(tmp_path))
-    assert done.stdout.count("fitted 2 autoencoder steps") == 2
+    assert done.stdout.count("fitted 2 autoencoder steps") == 1
     assert done.stdout.strip().splitlines()[-1] == "autoencoder-s0-n6-2 1 True"
 
 
 # ------------------------------------------------------------------------- generator_fidelity
 
-FIDELITY_HOOKS = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import torch
-import generator_fidelity as gf
-from augmentor import base
-from augmentor import finetune as ft
 
-class Echo(torch.nn.Module):
-    seen = []
-    def forward(self, x, t, h, return_dict=False):
-        self.seen.append(t.clone())
-        return (x,)
-
-from diffusers import DDPMScheduler
-gf._patch_high_noise_timesteps()
-echo, generator = Echo(), torch.Generator().manual_seed(0)
-for _ in range(40):
-    ft.diffusion_loss(echo, DDPMScheduler(), torch.randn(64, 4, 2, 2), None, generator=generator)
-t = torch.cat(echo.seen).float()
-assert torch.randint is gf.torch.randint and torch.randint(0, 3, (100,)).max() <= 2
-gf._patch_arch(gf.ARCHES["lat8"])
-pipe = base.build_tiny_pipeline()
-z = pipe.vae.encode(torch.zeros(1, 1, 64, 64)).latent_dist.mode()
-out = pipe.unet(z, 10, torch.zeros(1, 77, 64)).sample
-import json
-print(json.dumps({"mean": t.mean().item(), "min": int(t.min()), "max": int(t.max()),
-                  "latents": list(z.shape), "unet_out": list(out.shape)}))
-"""
-
-
-def test_generator_fidelity_experiment_hooks():
-    """--high-noise-bias draws time steps with mean ~667 (and leaves torch.randint alone
-    outside the loss); --arch lat8 builds an autoencoder with 8x8x8 latents the UNet takes."""
-    done = run_script(FIDELITY_HOOKS)
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert 640 <= got["mean"] <= 695 and got["min"] >= 0 and got["max"] <= 999
-    assert got["latents"] == got["unet_out"] == [1, 8, 8, 8]
-
-
-IMMISCIBLE_HOOK = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import json
-import torch
-import generator_fidelity as gf
-from augmentor import finetune as ft
-from diffusers import DDPMScheduler
-
-class Echo(torch.nn.Module):
-    def forward(self, x, t, h, return_dict=False):
-        return (x,)
-
-class Recording(DDPMScheduler):
-    def add_noise(self, latents, noise, timesteps):
-        self.noise = noise
-        return super().add_noise(latents, noise, timesteps)
-
-latents = torch.randn(16, 4, 4, 4) * 3
-plain = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))
-gf._patch_immiscible()
-sched = Recording()
-ft.diffusion_loss(Echo(), sched, latents, None, generator=torch.Generator().manual_seed(5))
-paired = sched.noise
-rows = lambda a: sorted(map(tuple, a.flatten(1).tolist()))
-print(json.dumps({
-    "permutation": rows(paired) == rows(plain),
-    "moved": not torch.equal(paired, plain),
-    "paired": float((latents - paired).flatten(1).norm(dim=1).sum()),
-    "plain": float((latents - plain).flatten(1).norm(dim=1).sum()),
-    "randn_restored": torch.randn is gf.torch.randn and torch.randn(2, 3).shape == (2, 3),
-}))
-"""
-
-
-def test_generator_fidelity_immiscible_hook_pairs_noise_by_least_distance():
-    """--immiscible permutes a batch's noise draws (the same draws) so that the summed
-    latent-noise distance is least, and leaves torch.randn alone outside the loss."""
-    got = json.loads(run_script(IMMISCIBLE_HOOK).stdout.strip().splitlines()[-1])
-    assert got["permutation"] and got["moved"] and got["randn_restored"]
-    assert got["paired"] < got["plain"]
-
-
-SIDE_CONTRAST_HOOK = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import json
-import numpy as np
-import generator_fidelity as gf
-from augmentor import synthesize as syn
-from augmentor.base import load_pipeline
-
-pipe = load_pipeline(sys.argv[2])
-syn.set_scheduler(pipe, sys.argv[3])
-pipe.set_progress_bar_config(disable=True)
-prompts = ["Small right apical pneumothorax.", "Left pneumothorax, small left effusion.",
-           "Moderate bilateral pleural effusions.", "Cardiomegaly."]
-seeds = [11, 22, 33, 44]
-plain = syn.generate_images(pipe, prompts, seeds, 3, 4.0).astype(int)
-out = {"swap": gf.swap_sides("Right lobe. LEFT base, left. Leftover.")}
-gf._patch_side_contrast(0.0)
-out["zero"] = int(np.abs(syn.generate_images(pipe, prompts, seeds, 3, 4.0) - plain).max())
-gf._patch_side_contrast(2.0)
-moved = np.abs(syn.generate_images(pipe, prompts, seeds, 3, 4.0) - plain).max(axis=(1, 2))
-out["moved"] = moved.tolist()
-print(json.dumps(out))
-"""
-
-
-@pytest.mark.parametrize("scheduler", ["ddim", "euler-a"])
-def test_generator_fidelity_side_contrast_hook(tiny_generator_dir, scheduler):
-    """--side-guidance: at weight 0 the hook's sampling loop draws the pipeline's very images
-    (same latents, sampler noise, decoding, grain); at weight 2 it changes the images whose
-    prompt states a side and leaves the others (a report without a side is its own mirror)."""
-    got = json.loads(
-        run_script(SIDE_CONTRAST_HOOK, str(tiny_generator_dir), scheduler).stdout.splitlines()[-1]
-    )
-    assert got["swap"] == "Left lobe. RIGHT base, right. Leftover."
-    assert got["zero"] <= 1
-    assert got["moved"][0] > 2 and got["moved"][1] > 2
-    assert got["moved"][2] <= 1 and got["moved"][3] <= 1
-
-
-MORE_FIDELITY_HOOKS = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import json
-import torch
-import generator_fidelity as gf
-from augmentor import base
-from diffusers import DDPMScheduler
-
-out = {"tiny": {"down": [type(b).__name__ for b in base.build_tiny_pipeline().unet.down_blocks]}}
-original = base.build_tiny_pipeline
-for arch in ("textemb", "attn4"):
-    base.build_tiny_pipeline = original
-    gf._patch_arch(gf.ARCHES[arch])
-    unet = base.build_tiny_pipeline().unet
-    kinds = [type(b).__name__ for b in unet.down_blocks]
-    sample = unet(torch.zeros(2, 4, 16, 16), 10, torch.randn(2, 77, 64)).sample
-    out[arch] = {"add_embedding": getattr(unet, "add_embedding", None) is not None, "down": kinds,
-                 "shape": list(sample.shape)}
-base.build_tiny_pipeline = original
-gf._patch_zero_snr_v()
-pipe = base.build_tiny_pipeline()
-train = DDPMScheduler.from_config(pipe.scheduler.config)
-out["zero_snr_v"] = {"scheduler": type(pipe.scheduler).__name__,
-                     "prediction": train.config.prediction_type,
-                     "last_alpha_bar": float(train.alphas_cumprod[-1]),
-                     "spacing": pipe.scheduler.config.timestep_spacing}
-print(json.dumps(out))
-"""
-
-
-def test_generator_fidelity_arch_and_schedule_hooks():
-    """`tiny` cross-attends at 8x8 and 4x4; --arch attn4 at 4x4 only, --arch textemb adds
-    the pooled prompt to the time embedding; --zero-snr-v ships a v-prediction DDIM schedule whose last
-    time step is pure noise, and training reads it (DDPMScheduler.from_config)."""
-    done = run_script(MORE_FIDELITY_HOOKS)
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got["textemb"]["add_embedding"] and got["textemb"]["shape"] == [2, 4, 16, 16]
-    assert got["tiny"]["down"] == ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 2
-    assert got["attn4"]["down"] == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"]
-    assert got["textemb"]["down"] == got["tiny"]["down"]
-    assert not got["attn4"]["add_embedding"] and got["attn4"]["shape"] == [2, 4, 16, 16]
-    zs = got["zero_snr_v"]
-    assert zs["scheduler"] == "DDIMScheduler" and zs["prediction"] == "v_prediction"
-    assert zs["last_alpha_bar"] < 1e-6 and zs["spacing"] == "trailing"
-
-
-# ------------------------------------------------------------------------- bench_tiny_arch
-
-
-def test_bench_tiny_arch_compares_tiny_with_the_light_layout(monkeypatch):
-    """The light layout drops the UNet's 8x8 cross-attention and the autoencoder's middle
-    attention and nothing else; both steps train, and the timing helper returns a ratio."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run: it imports generator_fidelity
-    import bench_tiny_arch as bench
-
-    parts = bench.layouts()
-    tiny_unet, light_unet = parts["UNet"]
-    assert [type(b).__name__ for b in light_unet.down_blocks] == [
-        "DownBlock2D",
-        "DownBlock2D",
-        "CrossAttnDownBlock2D",
-    ]
-    assert [type(b).__name__ for b in tiny_unet.down_blocks][1] == "CrossAttnDownBlock2D"
-    assert light_unet.config.block_out_channels == tiny_unet.config.block_out_channels
-    tiny_vae, light_vae = parts["autoencoder"]
-    assert tiny_vae.config.mid_block_add_attention and not light_vae.config.mid_block_add_attention
-    before = [p.detach().clone() for p in light_vae.parameters()]
-    first, second, ratio = bench.alternate(
-        bench.unet_step(light_unet, batch=2), bench.autoencoder_step(light_vae, 2), 1, 1
-    )
-    assert first > 0 and second > 0 and ratio == pytest.approx(first / second)
-    assert any(not torch.equal(a, b) for a, b in zip(before, light_vae.parameters(), strict=True))
-
-
-def test_benchmark_overrides_parse_and_take_effect(monkeypatch):
-    """`--set` / `--autoencoder-set` values parse to what configs take, and `rebuilt` applies
-    a key `tiny` never passed (diffusers would otherwise pin it to its default)."""
+def test_generator_fidelity_set_values_parse_to_config_values(monkeypatch):
+    """`--set FIELD=VALUE` gives what FinetuneConfig takes: numbers, booleans, none, lists;
+    the demo preset's settings (balanced sampling included) are the starting point."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from generator_fidelity import parse_value_pair, rebuilt
+    from generator_fidelity import demo_generator, parse_value_pair
 
-    from augmentor.base import build_tiny_pipeline
+    from augmentor.config import FinetuneConfig
 
-    assert parse_value_pair("block_out_channels=16,32,32") == ("block_out_channels", [16, 32, 32])
-    assert parse_value_pair("mid_block_add_attention=false") == ("mid_block_add_attention", False)
     assert parse_value_pair("learning_rate=1e-3") == ("learning_rate", 0.001)
-    unet = build_tiny_pipeline().unet
-    textemb = rebuilt(unet, {"addition_embed_type": "text", "addition_embed_type_num_heads": 4})
-    assert textemb.config.addition_embed_type == "text" and unet.config.addition_embed_type is None
+    assert parse_value_pair("max_steps = 3000") == ("max_steps", 3000)
+    assert parse_value_pair("train_text_encoder=false") == ("train_text_encoder", False)
+    assert parse_value_pair("balance_labels=none") == ("balance_labels", None)
+    assert parse_value_pair("balance_labels=cardiomegaly,consolidation") == (
+        "balance_labels",
+        ["cardiomegaly", "consolidation"],
+    )
+    settings = demo_generator()
+    assert settings["balance_labels"] and settings["max_steps"] > 0
+    FinetuneConfig(manifest="m.parquet", base="tiny", out="g", **settings)  # all config fields
 
 
 # ------------------------------------------------------------------------- side_misses
