@@ -53,7 +53,7 @@ def _first_alternatives(line: str) -> str:
 
 def command_args(line: str) -> list[str] | None:
     """The arguments after `cxraug` in a command line, or None if the line runs no cxraug."""
-    line = line.strip().removeprefix("$ ")
+    line = line.strip().removeprefix("$ ").removeprefix("/usr/bin/time -v ")
     if "$(which cxraug)" in line:
         line = "cxraug " + line.split("$(which cxraug)", 1)[1]
     if not line.startswith("cxraug "):
@@ -152,6 +152,7 @@ def test_command_lines_are_found_as_written():
     ]  # fmt: skip
     line = "accelerate launch --multi_gpu $(which cxraug) synthesize --model G > log 2>&1"
     assert command_args(line) == ["synthesize", "--model", "G"]
+    assert command_args("/usr/bin/time -v cxraug study --out D") == ["study", "--out", "D"]
     assert command_args("python benchmarks/coverage.py --studies 400") is None
     joined = _fenced_lines("```bash\ncxraug study \\\n  --out D\n```\n")
     assert joined == ["cxraug study    --out D"]
