@@ -122,10 +122,12 @@ def test_the_docs_hold_commands():
 @pytest.mark.parametrize(("where", "args"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_documented_command_parses(where, args, capsys):
     try:
-        parse(args)
+        ran = parse(args)
     except Exception as exc:  # a usage error (exit code 2), or -h printing help (exit code 0)
         if getattr(exc, "exit_code", None) != 0:
             pytest.fail(f"{where}: {type(exc).__name__}: {exc} {capsys.readouterr().err}")
+    else:  # a code block runs commands; only prose may name one bare
+        assert ran or "(inline)" in where, f"{where}: names a command without its arguments"
 
 
 @pytest.mark.parametrize(
