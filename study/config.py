@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from augmentor.config import FinetuneConfig, SynthesisConfig
 from classifier.config import ReportConfig, TrainConfig
+from classifier.training.records import jsonable
 from manifests.errors import UserError
 from manifests.settings import field_default
 
@@ -368,19 +369,6 @@ def resolve_paths(cfg: StudyConfig, folder: Path) -> StudyConfig:
     )
 
 
-def _plain(value):
-    """A config value as TOML writes it: paths as strings, tuples as lists, configs as tables."""
-    if is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def as_tables(cfg: StudyConfig) -> dict:
     """The config as its TOML tables: each section's own fields, then every setting of its
     command's config that the stage runs with (the study's own overrides and the defaults)."""
@@ -389,11 +377,11 @@ def as_tables(cfg: StudyConfig) -> dict:
         section = getattr(cfg, f.name)
         if isinstance(section, Section):
             own = {k: getattr(section, k) for k in section.own_fields()}
-            tables[f.name] = _plain(
+            tables[f.name] = jsonable(
                 {**own, **{k: section.value(k) for k in section.table_keys() if k not in own}}
             )
         elif is_dataclass(section):
-            tables[f.name] = _plain(section)
+            tables[f.name] = jsonable(section)
     return tables
 
 

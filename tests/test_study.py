@@ -101,7 +101,7 @@ def test_study_help_gives_every_presets_description_and_time():
     text = " ".join(result.output.replace("│", " ").split())
     for preset in PRESETS.values():
         assert preset.describe() in text, preset.name
-    assert "about 18 minutes on 2 CPU cores" in text and "about 40 minutes on one GPU" in text
+    assert "minutes" in text and "not yet timed" not in text
 
 
 def test_docs_that_list_the_presets_list_them_as_study_presets_does():
