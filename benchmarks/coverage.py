@@ -122,7 +122,9 @@ def report_intervals(
     directly (see the module docstring).
     """
     if not fast:
-        table = summarize_arms(runset, n_boot=n_boot, seed=seed).table.set_index(["arm", "label"])
+        # min_positive_patients=1: the truth's macro is over every label, so the report's must be
+        report = summarize_arms(runset, n_boot=n_boot, seed=seed, min_positive_patients=1)
+        table = report.table.set_index(["arm", "label"])
         names = [*runset.labels, MACRO]
         out = {arm: (table.loc[arm].loc[names, "auroc_lo"].to_numpy(),
                      table.loc[arm].loc[names, "auroc_hi"].to_numpy()) for arm in ARMS}  # fmt: skip

@@ -24,6 +24,9 @@ from manifests.settings import REPLACE_HELP, REPORT_TO_HELP, SEED_HELP, comma_li
 # report, the text-encoder probe, the study), unless a command is told otherwise.
 N_BOOT = 1000
 BASELINE_ARM = "real"  # the arm a report's deltas are taken against
+# A label enters a report's macro only with this many positive test patients: with fewer,
+# a handful of patients decides its AUROC and dominates the macro's interval.
+MIN_POSITIVE_PATIENTS = 10
 UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
 BAD_IMAGE_POLICIES = ("skip", "error")
 
@@ -160,6 +163,11 @@ class ReportConfig:
     baseline: str = setting(BASELINE_ARM, help="Arm the deltas are taken against.")
     n_boot: int = setting(N_BOOT, help="Bootstrap resamples.")
     seed: int = setting(0, help=SEED_HELP)
+    min_positive_patients: int = setting(
+        MIN_POSITIVE_PATIENTS,
+        help="A label enters the macro only with at least this many positive test patients "
+        "(the report names the labels left out).",
+    )
     allow_foreign_synthetic: bool = setting(
         False,
         help="Report runs whose synthetic images' patients were never checked (said in the "

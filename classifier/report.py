@@ -30,9 +30,12 @@ The statistics, and why:
   the patient-bootstrap percentile interval alone, exactly
   `classifier.stats.paired_bootstrap_delta`, and the report says it leaves out
   training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
-* **Macro** is the mean over one fixed label set (labels with both classes on the test
-  set) in every resample; a resample lacking a class for any of them is left out, and each
-  row says how many resamples were valid (`n_valid` of `n_boot`).
+* **Macro** is the mean over one fixed label set in every resample: the labels with both
+  classes and at least `min_positive_patients` (default 10) positive patients on the test
+  set; with fewer, a handful of patients decides a label's AUROC and dominates the macro's
+  interval, so the label keeps its own row and the notes say it was left out. A resample
+  lacking a class for any macro label is left out, and each row says how many resamples
+  were valid (`n_valid` of `n_boot`).
 * **Step-matched control**: a real-only arm trained for as many optimizer steps as a mixed
   arm (config `"matched_to": "<arm>"`, named `real-steps-<arm>`); the mixed arm's rows
   also show the delta against it (`delta_vs_matched`), which longer training alone
@@ -54,7 +57,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier.arms import Arm
-from classifier.config import BASELINE_ARM, N_BOOT
+from classifier.config import BASELINE_ARM, MIN_POSITIVE_PATIENTS, N_BOOT
 from classifier.runset import Run, RunSet
 from classifier.stats import (
     CI_LEVEL,
@@ -123,6 +126,8 @@ class Report:
     roc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> label -> TPR
     synthetic: str | None = None  # a synthetic manifest recorded in the runs' configs
     matched: dict[str, str] = field(default_factory=dict)  # arm -> its step-matched control
+    min_positive_patients: int = MIN_POSITIVE_PATIENTS
+    macro_labels: tuple[str, ...] = ()  # the labels the macro averages
     # arm -> its facts (from the runs' configs; a report read back parses its arm names)
     arm_info: dict[str, Arm] = field(default_factory=dict)
 
@@ -154,6 +159,9 @@ TABLE_COLUMNS = [
     "delta_vs_matched_lo",
     "delta_vs_matched_hi",
     "relative_vs_matched_pct",
+    # Added in report version 3:
+    "n_positive_patients",  # test patients with a positive image for the label
+    "in_macro",  # whether the label is one of the macro's (min_positive_patients)
 ]
 
 
@@ -232,6 +240,7 @@ def summarize_arms(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = CI_LEVEL,
+    min_positive_patients: int = MIN_POSITIVE_PATIENTS,
 ) -> Report:
     """AUROC per arm and label over seeds, and deltas against `baseline` with paired CIs.
 
@@ -241,6 +250,8 @@ def summarize_arms(
         n_boot: bootstrap resamples (of test patients).
         seed: bootstrap seed.
         level: CI coverage.
+        min_positive_patients: a label enters the macro only with at least this many
+            positive test patients.
 
     Returns:
         The report (see the module docstring for the statistics). Arms with a step-matched
@@ -248,11 +259,23 @@ def summarize_arms(
     """
     if n_boot < 10:
         raise UserError(f"--n-boot: {n_boot} is too few resamples; valid: 10 or more")
+    if min_positive_patients < 1:
+        raise UserError(
+            f"--min-positive-patients: {min_positive_patients} is too few; valid: 1 or more"
+        )
     labels, truth = runset.labels, runset.truth
     names = [*labels, MACRO]
     n_pos = [int((truth[:, j] == 1).sum()) for j in range(len(labels))]
     n_neg = [int((truth[:, j] == 0).sum()) for j in range(len(labels))]
-    keep = np.array([p > 0 and n > 0 for p, n in zip(n_pos, n_neg, strict=True)], dtype=bool)
+    pos_patients = positive_patients(truth, runset.patients)
+    defined = np.array([p > 0 and n > 0 for p, n in zip(n_pos, n_neg, strict=True)], dtype=bool)
+    keep = defined & (np.asarray(pos_patients) >= min_positive_patients)
+    left_out = {
+        label: f"left out of the macro: {pos_patients[j]} positive test patients (fewer "
+        f"than {min_positive_patients})"
+        for j, label in enumerate(labels)
+        if defined[j] and not keep[j]
+    }
     weights, codes = patient_resample_weights(runset.patients, n_boot, seed)
     point = {
         id(r): _with_macro(point_auroc(truth, r.prob)[0][None, :], keep)[0] for r in runset.runs
@@ -278,10 +301,13 @@ def summarize_arms(
     reasons = {
         label: f"test set has one class only ({n_pos[j]} positive, {n_neg[j]} negative)"
         for j, label in enumerate(labels)
-        if not keep[j]
+        if not defined[j]
     }
     if not keep.any():
-        reasons[MACRO] = "no label has both classes in the test set"
+        reasons[MACRO] = (
+            f"no label has both classes and {min_positive_patients} or more positive "
+            "patients in the test set"
+        )
 
     rows = []
     for arm, runs in arms.items():
@@ -308,9 +334,11 @@ def summarize_arms(
                 "paired_by_seed": vs_base[1] if vs_base else None,
                 "n_positive": n_pos[k] if k < len(labels) else None,
                 "n_negative": n_neg[k] if k < len(labels) else None,
-                "note": reasons.get(name, ""),
+                "note": reasons.get(name, left_out.get(name, "")),
                 "n_valid": int(mean_ci.n_valid[k]) if finite else 0,
                 "matched_arm": matched.get(arm),
+                "n_positive_patients": pos_patients[k] if k < len(labels) else None,
+                "in_macro": bool(keep[k]) if k < len(labels) else None,
             }
             if not finite:
                 rows.append(row)
@@ -339,6 +367,7 @@ def summarize_arms(
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     notes = _stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
+    notes += _macro_notes(labels, keep, left_out, min_positive_patients)
     roc = {
         arm: {
             label: curve
@@ -365,6 +394,8 @@ def summarize_arms(
         roc=roc,
         synthetic=synthetic,
         matched=matched,
+        min_positive_patients=min_positive_patients,
+        macro_labels=tuple(label for j, label in enumerate(labels) if keep[j]),
         arm_info={arm: info[arm] for arm in arms},
     )
 
@@ -433,6 +464,26 @@ def _stat_notes(
         notes.append(f"runs use different backbones ({', '.join(backbones)})")
     notes.extend(_data_notes(runset))
     return notes
+
+
+def positive_patients(truth: np.ndarray, patients: np.ndarray) -> list[int]:
+    """Per label, the test patients with at least one positive (1) image."""
+    return [len(set(patients[truth[:, j] == 1])) for j in range(truth.shape[1])]
+
+
+def _macro_notes(
+    labels: Sequence[str], keep: np.ndarray, left_out: dict[str, str], minimum: int
+) -> list[str]:
+    """Which labels the macro averages, and which it leaves out for too few positive
+    test patients (a handful of patients would decide their AUROC and its interval)."""
+    if not left_out:
+        return []
+    kept = [label for j, label in enumerate(labels) if keep[j]]
+    out = "; ".join(f"{label} ({reason.split(': ', 1)[1]})" for label, reason in left_out.items())
+    return [
+        f"macro: the mean over {', '.join(kept) or 'no label'}; left out: {out}. A label "
+        f"enters the macro only with {minimum} or more positive test patients"
+    ]
 
 
 def _names(arms: list[str]) -> str:

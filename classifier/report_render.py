@@ -41,7 +41,7 @@ from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 # ------------------------------------------------------------------------------ display
@@ -158,8 +158,9 @@ def _method_text(report: Report) -> str:
         "logit scale); deltas of arms with the same seeds are paired by seed. "
         "With one seed per arm the CI is the patient-bootstrap percentile interval alone. "
         f"rel. % = 100 × Δ / {base!r} mean AUROC. Macro: the mean over the labels with both "
-        "classes in the test set, the same labels in every resample; resamples lacking a "
-        "class are left out (valid resamples)."
+        f"classes and at least {report.min_positive_patients} positive patients in the test "
+        f"set ({', '.join(report.macro_labels) or 'none'}), the same labels in every "
+        "resample; resamples lacking a class are left out (valid resamples)."
     )
     if report.matched:
         text += (
@@ -283,6 +284,8 @@ def _report_json(report: Report) -> dict:
         "notes": report.notes,
         "matched": report.matched,
         "min_seeds": MIN_SEEDS,
+        "min_positive_patients": report.min_positive_patients,
+        "macro_labels": list(report.macro_labels),
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
@@ -455,6 +458,8 @@ def load_report(out: Path) -> Report:
         notes=list(doc["notes"]),
         synthetic=doc.get("synthetic"),
         matched=dict(doc.get("matched") or {}),
+        min_positive_patients=doc.get("min_positive_patients", 1),
+        macro_labels=tuple(doc.get("macro_labels", doc["labels"])),
         arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
     )
 
@@ -470,7 +475,13 @@ def make_report(
     check_output_folder(cfg.out, "--out")  # before any work
     runset = collect_runs(cfg.runs)
     foreign = check_provenance(runset, cfg.allow_foreign_synthetic)
-    report = summarize_arms(runset, baseline=cfg.baseline, n_boot=cfg.n_boot, seed=cfg.seed)
+    report = summarize_arms(
+        runset,
+        baseline=cfg.baseline,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        min_positive_patients=cfg.min_positive_patients,
+    )
     report.notes[:0] = foreign  # the header says so first
     return report, write_report(report, cfg.out, cfg.synthetic, sections, cfg.overwrite)
 

@@ -165,7 +165,8 @@ def smoke_preset() -> StudyConfig:
             seeds=[0],
             mixes=[0.5],
         ),
-        report=ReportStageConfig({"n_boot": 100}),
+        # 12 test patients: no label reaches the default 10 positive patients of the macro
+        report=ReportStageConfig({"n_boot": 100, "min_positive_patients": 1}),
     )
 
 
