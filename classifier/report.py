@@ -39,7 +39,8 @@ The statistics, and why:
 * **Step-matched control**: a real-only arm trained for as many optimizer steps as a mixed
   arm (config `"matched_to": "<arm>"`, named `real-steps-<arm>`); the mixed arm's rows
   also show the delta against it (`delta_vs_matched`), which longer training alone
-  cannot explain.
+  cannot explain. Its realised optimizer steps must equal the arm's (a report refuses it
+  otherwise, `classifier.steps`); each run's steps and scored epoch are in the runs table.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta).
 
 Every delta shown has its CI: a delta whose resamples give no CI is reported as NaN.
@@ -69,6 +70,7 @@ from classifier.stats import (
     resampled_auroc,
     seed_interval,
 )
+from classifier.steps import STEP_FIELDS, check_matched_steps, run_steps
 from manifests import provenance
 from manifests.errors import UserError
 from manifests.io import read_manifest
@@ -128,6 +130,8 @@ class Report:
     matched: dict[str, str] = field(default_factory=dict)  # arm -> its step-matched control
     min_positive_patients: int = MIN_POSITIVE_PATIENTS
     macro_labels: tuple[str, ...] = ()  # the labels the macro averages
+    # arm -> its seeds and, per seed, its realised steps ("steps") and what it saw
+    per_arm: dict[str, dict] = field(default_factory=dict)
     # arm -> its facts (from the runs' configs; a report read back parses its arm names)
     arm_info: dict[str, Arm] = field(default_factory=dict)
 
@@ -263,6 +267,7 @@ def summarize_arms(
         raise UserError(
             f"--min-positive-patients: {min_positive_patients} is too few; valid: 1 or more"
         )
+    step_notes = check_matched_steps(runset.runs)  # before any work: a bad control refuses
     labels, truth = runset.labels, runset.truth
     names = [*labels, MACRO]
     n_pos = [int((truth[:, j] == 1).sum()) for j in range(len(labels))]
@@ -367,7 +372,7 @@ def summarize_arms(
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     notes = _stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
-    notes += _macro_notes(labels, keep, left_out, min_positive_patients)
+    notes += _macro_notes(labels, keep, left_out, min_positive_patients) + step_notes
     roc = {
         arm: {
             label: curve
@@ -396,6 +401,7 @@ def summarize_arms(
         matched=matched,
         min_positive_patients=min_positive_patients,
         macro_labels=tuple(label for j, label in enumerate(labels) if keep[j]),
+        per_arm=_per_arm(arms),
         arm_info={arm: info[arm] for arm in arms},
     )
 
@@ -466,6 +472,19 @@ def _stat_notes(
     return notes
 
 
+def _per_arm(arms: dict[str, list[Run]]) -> dict[str, dict]:
+    """Per arm, one value per seed (in `seeds` order): its realised training
+    (`classifier.steps`)."""
+    out = {}
+    for arm, runs in arms.items():
+        steps = [run_steps(r.metrics) for r in runs]
+        out[arm] = {
+            "seeds": [r.seed for r in runs],
+            "steps": {name: [s[name] for s in steps] for name in STEP_FIELDS},
+        }
+    return out
+
+
 def positive_patients(truth: np.ndarray, patients: np.ndarray) -> list[int]:
     """Per label, the test patients with at least one positive (1) image."""
     return [len(set(patients[truth[:, j] == 1])) for j in range(truth.shape[1])]
@@ -508,6 +527,7 @@ def _runs_frame(
                 "n_synthetic_train": c.get("n_synthetic_train"),
                 "init_from": c.get("init_from"),
                 "macro_auroc": float(point[id(run)][-1]) if keep.any() else math.nan,
+                **run_steps(run.metrics),
             }
         )
     return pd.DataFrame(rows)

@@ -170,6 +170,39 @@ def _method_text(report: Report) -> str:
     return text
 
 
+def _count(value) -> str:
+    """A count cell: 'n/a' for one not recorded (None or NaN)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return str(int(value))
+
+
+def runs_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The runs table: each run's data, its realised optimizer steps and the epoch scored
+    (the best validation epoch, of the epochs it ran)."""
+    headers = ["run", "arm", "seed", "backbone", "real train", "synthetic train"]
+    headers += ["optimizer steps", "scored epoch", "macro AUROC"]
+    rows = []
+    for r in report.runs.to_dict(orient="records"):
+        scored = _count(r.get("scored_epoch"))
+        if scored != "n/a" and _count(r.get("epochs_run")) != "n/a":
+            scored += f" of {_count(r.get('epochs_run'))}"
+        rows.append(
+            [
+                str(r["run"]),
+                str(r["arm"]),
+                str(r["seed"]),
+                str(r.get("backbone")),
+                str(r.get("n_real_train")),
+                str(r.get("n_synthetic_train")),
+                _count(r.get("optimizer_steps")),
+                scored,
+                fmt(r.get("macro_auroc")),
+            ]
+        )
+    return headers, rows
+
+
 # ------------------------------------------------------------------------------ figures
 
 
@@ -286,6 +319,7 @@ def _report_json(report: Report) -> dict:
         "min_seeds": MIN_SEEDS,
         "min_positive_patients": report.min_positive_patients,
         "macro_labels": list(report.macro_labels),
+        "per_arm": report.per_arm,
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
@@ -345,19 +379,7 @@ def write_report(
     grid = sample_grid(Path(synthetic), report.labels) if synthetic else None
 
     headers, rows = display_rows(report)
-    run_headers = ["run", "arm", "seed", "backbone", "real train", "synthetic train", "macro AUROC"]
-    run_rows = [
-        [
-            r.run,
-            r.arm,
-            str(r.seed),
-            str(r.backbone),
-            str(r.n_real_train),
-            str(r.n_synthetic_train),
-            fmt(r.macro_auroc),
-        ]
-        for r in report.runs.itertuples(index=False)
-    ]
+    run_headers, run_rows = runs_rows(report)
     macro_headers, macro_rows = display_rows(report, macro_only=True)
 
     # Markdown
@@ -460,6 +482,7 @@ def load_report(out: Path) -> Report:
         matched=dict(doc.get("matched") or {}),
         min_positive_patients=doc.get("min_positive_patients", 1),
         macro_labels=tuple(doc.get("macro_labels", doc["labels"])),
+        per_arm=dict(doc.get("per_arm") or {}),
         arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
     )
 

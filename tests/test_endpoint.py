@@ -13,6 +13,7 @@ import pytest
 from classifier.report import summarize_arms
 from classifier.report_render import write_report
 from classifier.runset import collect_runs
+from manifests.errors import UserError
 from tests.test_report import N_IMAGES, N_PATIENTS, fake_run
 
 LABELS = ("Pleural Effusion", "Pneumothorax")
@@ -69,3 +70,77 @@ def test_a_label_with_few_positive_test_patients_is_left_out_of_the_macro(tmp_pa
     assert report.macro_labels == LABELS and bool(_row(report, "real", "Pneumothorax").in_macro)
     both = (_row(report, "real", label).auroc_mean for label in LABELS)
     assert _row(report, "real", "macro").auroc_mean == pytest.approx(np.mean(list(both)))
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+def _metrics(steps_per_epoch: int, epochs: int, best: int) -> dict:
+    history = [{"epoch": e, "num_updates": steps_per_epoch * (e + 1)} for e in range(epochs)]
+    return {"history": history, "best_epoch": best, "epochs_run": epochs}
+
+
+def _with_metrics(run, metrics: dict):
+    doc = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**doc, **metrics}))
+    return run
+
+
+def _matched_runs(tmp_path, control_steps: int) -> list:
+    truth = _truth()
+    runs = []
+    for seed in range(2):
+        runs.append(fake_run(tmp_path, "real", seed, _scores(truth, 1.0, seed), truth=truth))
+        mixed = fake_run(tmp_path, "mix0.5", seed, _scores(truth, 0.5, 5 + seed), truth=truth)
+        runs.append(_with_metrics(mixed, _metrics(6, 4, best=2 + seed)))
+        control = fake_run(
+            tmp_path,
+            "real-steps-mix0.5",
+            seed,
+            _scores(truth, 0.8, 9 + seed),
+            truth=truth,
+            config={"matched_to": "mix0.5"},
+        )
+        runs.append(_with_metrics(control, _metrics(control_steps, 4, best=3)))
+    return runs
+
+
+def test_realised_steps_and_scored_epoch_per_run_and_arm(tmp_path):
+    report = summarize_arms(collect_runs(_matched_runs(tmp_path, control_steps=6)), n_boot=50)
+    assert report.per_arm["mix0.5"] == {
+        "seeds": [0, 1],
+        "steps": {
+            "optimizer_steps": [24, 24],
+            "epochs_run": [4, 4],
+            "scored_epoch": [3, 4],  # 1-based: best_epoch 2 and 3
+            "steps_at_scored_epoch": [18, 24],
+        },
+    }
+    assert report.per_arm["real"]["steps"]["optimizer_steps"] == [None, None]  # not recorded
+    runs = report.runs.set_index(["arm", "seed"])
+    assert runs.loc[("real-steps-mix0.5", 1), "optimizer_steps"] == 24
+    assert runs.loc[("real-steps-mix0.5", 1), "scored_epoch"] == 4
+
+    paths = write_report(report, tmp_path / "out")
+    doc = json.loads(paths["report.json"].read_text())
+    assert doc["per_arm"]["mix0.5"]["steps"]["scored_epoch"] == [3, 4]
+    run = next(r for r in doc["runs"] if r["arm"] == "mix0.5" and r["seed"] == 0)
+    assert (run["optimizer_steps"], run["scored_epoch"]) == (24, 3)
+    md = paths["report.md"].read_text()
+    assert "| optimizer steps | scored epoch |" in md and "| 24 | 3 of 4 |" in md
+    assert "optimizer steps" in paths["report.html"].read_text()
+
+
+def test_a_control_whose_steps_differ_from_its_arm_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runs = _matched_runs(tmp_path, control_steps=5)  # 20 steps against the arm's 24
+    with pytest.raises(UserError, match="took 20 optimizer steps, its arm 'mix0.5'"):
+        summarize_arms(collect_runs(runs), n_boot=50)
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "real-steps-mix0.5-seed0" in lines[0] and "24" in lines[0]
+    assert not (tmp_path / "r" / "report.json").exists()
