@@ -32,6 +32,7 @@ Statistics (`classifier.stats`, torch-free)
     paired_bootstrap_delta(y_true, prob_a, prob_b, groups, n_boot=N_BOOT, seed=0)
     fixed_macro(per_label, keep)       # the macro over one fixed label set in every resample
     seed_interval(terms, level, delta, method) -> SeedInterval  # patient bootstrap + seeds, t
+    seed_p_value(terms) -> p per column (the one seed_interval inverts); holm(p, alpha)
 
 Arm names (`classifier.arms`, torch-free)
     Arm(mix, real_size, matched_to, ...).name; Arm.parse(name); Arm.from_config(config)
@@ -39,6 +40,8 @@ Arm names (`classifier.arms`, torch-free)
 Reports (`classifier.report_render`; the statistics in `classifier.report`; `classifier.efficiency`,
 `classifier.tables`)
     make_report(cfg: ReportConfig, sections=()) -> (report, written files)
+    `classifier.endpoints`: the primary endpoint and the Holm-adjusted secondary comparisons
+    `classifier.steps`: each run's realised optimizer steps and scored epoch
     efficiency_table(report), synthetic_worth(table)   # data-efficiency curves and worth
 
 Also: `classifier.dataset.ManifestDataset` (a PyTorch Dataset over any manifest for your own

@@ -163,6 +163,13 @@ class ReportConfig:
     baseline: str = setting(BASELINE_ARM, help="Arm the deltas are taken against.")
     n_boot: int = setting(N_BOOT, help="Bootstrap resamples.")
     seed: int = setting(0, help=SEED_HELP)
+    primary: str | None = setting(
+        None,
+        help="The primary comparison, declared before the run: 'ARM vs OTHER, LABEL' (OTHER "
+        "its baseline or step-matched control; LABEL default macro). Default: the first "
+        "mixed arm at the smallest real size vs its step-matched control, macro. Every other "
+        "delta is secondary (Holm-adjusted).",
+    )
     min_positive_patients: int = setting(
         MIN_POSITIVE_PATIENTS,
         help="A label enters the macro only with at least this many positive test patients "
@@ -174,6 +181,20 @@ class ReportConfig:
         "report's header).",
     )
     overwrite: bool = setting(False, help=REPLACE_HELP)
+
+
+def parse_comparison(text: str, flag: str = "--primary") -> tuple[str, str, str]:
+    """`(arm, other, label)` of 'ARM vs OTHER, LABEL' (label default 'macro'); UserError
+    naming `flag` and the form otherwise."""
+    head, _, label = str(text).partition(",")
+    arm, sep, other = head.partition(" vs ")
+    arm, other, label = arm.strip(), other.strip(), label.strip() or "macro"
+    if not sep or not arm or not other or " " in arm or " " in other:
+        raise UserError(
+            f"{flag}: {text!r} is not a comparison; valid: 'ARM vs OTHER, LABEL', e.g. "
+            "'mix0.5-n80 vs real-steps-mix0.5-n80, macro'"
+        )
+    return arm, other, label
 
 
 def default_arm(mix: float, init_from: Path | None) -> str:

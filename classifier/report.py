@@ -42,6 +42,9 @@ The statistics, and why:
   cannot explain. Its realised optimizer steps must equal the arm's (a report refuses it
   otherwise, `classifier.steps`); each run's steps and scored epoch are in the runs table.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta).
+* **Primary and secondary**: one delta is the primary endpoint (declared, or the default
+  rule's); every other is secondary, with its p-value and a Holm-adjusted interval beside
+  the unadjusted one (`classifier.endpoints`).
 
 Every delta shown has its CI: a delta whose resamples give no CI is reported as NaN.
 """
@@ -59,6 +62,16 @@ from sklearn.metrics import roc_curve
 
 from classifier.arms import Arm
 from classifier.config import BASELINE_ARM, MIN_POSITIVE_PATIENTS, N_BOOT
+from classifier.endpoints import (
+    BASELINE,
+    MATCHED,
+    PREFIX,
+    Comparison,
+    Primary,
+    endpoint_columns,
+    label_endpoints,
+    resolve_primary,
+)
 from classifier.runset import Run, RunSet
 from classifier.stats import (
     CI_LEVEL,
@@ -69,6 +82,7 @@ from classifier.stats import (
     point_auroc,
     resampled_auroc,
     seed_interval,
+    seed_p_value,
 )
 from classifier.steps import STEP_FIELDS, check_matched_steps, run_steps
 from manifests import provenance
@@ -132,6 +146,9 @@ class Report:
     macro_labels: tuple[str, ...] = ()  # the labels the macro averages
     # arm -> its seeds and, per seed, its realised steps ("steps") and what it saw
     per_arm: dict[str, dict] = field(default_factory=dict)
+    # the primary endpoint: the comparison, how it was chosen, its delta, CI and p-value
+    primary: dict | None = None
+    n_secondary: int = 0  # deltas in the Holm family (every delta shown but the primary)
     # arm -> its facts (from the runs' configs; a report read back parses its arm names)
     arm_info: dict[str, Arm] = field(default_factory=dict)
 
@@ -166,6 +183,8 @@ TABLE_COLUMNS = [
     # Added in report version 3:
     "n_positive_patients",  # test patients with a positive image for the label
     "in_macro",  # whether the label is one of the macro's (min_positive_patients)
+    # each delta: primary or secondary, its p-value, and (secondary) its Holm adjustment
+    *endpoint_columns(),
 ]
 
 
@@ -198,10 +217,8 @@ def arm_interval(arm: _ArmData, level: float = CI_LEVEL) -> SeedInterval:
     return seed_interval([SeedTerm(arm.values, arm.resampled)], level)
 
 
-def delta_interval(
-    arm: _ArmData, base: _ArmData, level: float = CI_LEVEL
-) -> tuple[SeedInterval, bool]:
-    """CI of mean AUROC(arm) - mean AUROC(base), and whether it is paired by seed.
+def delta_terms(arm: _ArmData, base: _ArmData) -> tuple[list[SeedTerm], bool]:
+    """The terms of mean AUROC(arm) - mean AUROC(base), and whether they pair by seed.
 
     Always paired over test patients (the same resamples score both arms). When both
     arms have the same seeds it is also paired by seed (one term of per-seed differences:
@@ -210,9 +227,23 @@ def delta_interval(
     if sorted(arm.seeds) == sorted(base.seeds):
         order = [base.seeds.index(s) for s in arm.seeds]
         term = SeedTerm(arm.values - base.values[order], arm.resampled - base.resampled[order])
-        return seed_interval([term], level, delta=True), True
-    terms = [SeedTerm(arm.values, arm.resampled), SeedTerm(base.values, base.resampled, -1.0)]
-    return seed_interval(terms, level, delta=True), False
+        return [term], True
+    return [SeedTerm(arm.values, arm.resampled), SeedTerm(base.values, base.resampled, -1.0)], False
+
+
+def delta_interval(
+    arm: _ArmData, base: _ArmData, level: float = CI_LEVEL
+) -> tuple[SeedInterval, bool]:
+    """CI of mean AUROC(arm) - mean AUROC(base) (:func:`delta_terms`), and whether it is
+    paired by seed."""
+    terms, paired = delta_terms(arm, base)
+    return seed_interval(terms, level, delta=True), paired
+
+
+def _compare(arm: str, other: str, kind: str, data: dict, level: float) -> Comparison:
+    terms, paired = delta_terms(data[arm], data[other])
+    interval = seed_interval(terms, level, delta=True)
+    return Comparison(arm, other, kind, terms, interval, seed_p_value(terms), paired)
 
 
 def _delta_fields(
@@ -245,6 +276,7 @@ def summarize_arms(
     seed: int = 0,
     level: float = CI_LEVEL,
     min_positive_patients: int = MIN_POSITIVE_PATIENTS,
+    primary: str | None = None,
 ) -> Report:
     """AUROC per arm and label over seeds, and deltas against `baseline` with paired CIs.
 
@@ -256,6 +288,8 @@ def summarize_arms(
         level: CI coverage.
         min_positive_patients: a label enters the macro only with at least this many
             positive test patients.
+        primary: the primary comparison, 'ARM vs OTHER, LABEL' (default: the default rule
+            of `classifier.endpoints`); every other delta is secondary, Holm-adjusted.
 
     Returns:
         The report (see the module docstring for the statistics). Arms with a step-matched
@@ -314,13 +348,22 @@ def summarize_arms(
             "patients in the test set"
         )
 
+    comparisons: dict[tuple[str, str], Comparison] = {}
+    for arm in arms:
+        base = baseline_for(info[arm], baseline, arms)
+        if base and arm != base:
+            comparisons[(arm, BASELINE)] = _compare(arm, base, BASELINE, data, level)
+        if arm in matched:
+            comparisons[(arm, MATCHED)] = _compare(arm, matched[arm], MATCHED, data, level)
+    primary_cell = resolve_primary(primary, {a: info[a] for a in arms}, comparisons, names)
+
     rows = []
     for arm, runs in arms.items():
         own = data[arm]
         mean_ci = arm_interval(own, level)
         base = baseline_for(info[arm], baseline, arms)
-        vs_base = delta_interval(own, data[base], level) if base and arm != base else None
-        vs_matched = delta_interval(own, data[matched[arm]], level) if arm in matched else None
+        vs_base = comparisons.get((arm, BASELINE))
+        vs_matched = comparisons.get((arm, MATCHED))
         for k, name in enumerate(names):
             v = own.values[:, k]
             finite = bool(np.isfinite(v).all())
@@ -336,7 +379,7 @@ def summarize_arms(
                 "auroc_min": float(v.min()) if finite else math.nan,
                 "auroc_max": float(v.max()) if finite else math.nan,
                 "baseline": base,
-                "paired_by_seed": vs_base[1] if vs_base else None,
+                "paired_by_seed": vs_base.paired if vs_base else None,
                 "n_positive": n_pos[k] if k < len(labels) else None,
                 "n_negative": n_neg[k] if k < len(labels) else None,
                 "note": reasons.get(name, left_out.get(name, "")),
@@ -350,7 +393,7 @@ def summarize_arms(
                 continue
             if vs_base:
                 fields = _delta_fields(
-                    vs_base[0], data[base].values.mean(axis=0), k, "delta", "relative_pct"
+                    vs_base.interval, data[base].values.mean(axis=0), k, "delta", "relative_pct"
                 )
                 row.update(fields)
                 if not fields:
@@ -362,7 +405,7 @@ def summarize_arms(
             if vs_matched:
                 row.update(
                     _delta_fields(
-                        vs_matched[0],
+                        vs_matched.interval,
                         data[matched[arm]].values.mean(axis=0),
                         k,
                         "delta_vs_matched",
@@ -370,6 +413,7 @@ def summarize_arms(
                     )
                 )
             rows.append(row)
+    n_secondary = label_endpoints(rows, comparisons, primary_cell, names, 1.0 - level)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     notes = _stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
     notes += _macro_notes(labels, keep, left_out, min_positive_patients) + step_notes
@@ -402,6 +446,8 @@ def summarize_arms(
         min_positive_patients=min_positive_patients,
         macro_labels=tuple(label for j, label in enumerate(labels) if keep[j]),
         per_arm=_per_arm(arms),
+        primary=_primary_record(primary_cell, table),
+        n_secondary=n_secondary,
         arm_info={arm: info[arm] for arm in arms},
     )
 
@@ -470,6 +516,26 @@ def _stat_notes(
         notes.append(f"runs use different backbones ({', '.join(backbones)})")
     notes.extend(_data_notes(runset))
     return notes
+
+
+def _primary_record(primary: Primary | None, table: pd.DataFrame) -> dict | None:
+    """The primary endpoint as report.json keeps it (delta NaN where undefined)."""
+    if primary is None:
+        return None
+    prefix = PREFIX[primary.kind]
+    row = table[(table.arm == primary.arm) & (table.label == primary.label)].iloc[0]
+    return {
+        "comparison": primary.text,
+        "arm": primary.arm,
+        "vs": primary.other,
+        "label": primary.label,
+        "kind": primary.kind,
+        "declared": primary.declared,
+        "delta": float(row[prefix]),
+        "lo": float(row[f"{prefix}_lo"]),
+        "hi": float(row[f"{prefix}_hi"]),
+        "p": float(row[f"{prefix}_p"]),
+    }
 
 
 def _per_arm(arms: dict[str, list[Run]]) -> dict[str, dict]:

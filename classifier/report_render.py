@@ -25,6 +25,7 @@ import pandas as pd
 from classifier.arms import Arm
 from classifier.config import BASELINE_ARM, ReportConfig
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
+from classifier.endpoints import DEFAULT_RULE, PRIMARY, comparisons_table
 from classifier.report import (
     FPR_GRID,
     MACRO,
@@ -138,6 +139,7 @@ def print_report(report, title: str = "AUROC per arm", out=None) -> None:
     print_table(
         headers, rows, title, right=numbers, no_wrap=numbers, keys=2, styles=styles, out=out
     )
+    out.print(primary_text(report))
     for note in report.notes:
         out.print(f"note: {note}")
 
@@ -167,7 +169,103 @@ def _method_text(report: Report) -> str:
             " Δ vs step-matched: the arm minus its real-only control trained for the same "
             "number of optimizer steps."
         )
+    alpha = 1.0 - report.ci_level
+    text += (
+        " Primary and secondary: one comparison is the primary endpoint (declared before "
+        "the run, or by the default rule: "
+        f"{DEFAULT_RULE}); its {pct}% CI is not adjusted. Every other Δ shown (against the "
+        "baseline and against the step-matched control, each label and the macro) is "
+        "secondary, one family adjusted by Holm's step-down: each Δ's two-sided p-value of "
+        "Δ = 0 is the one its CI inverts (one seed per arm: twice the smaller share of the "
+        "same bootstrap resamples on either side of 0; more seeds: the t statistic of the "
+        "CI, with its guard); sorted ascending, the i-th of m is tested at "
+        f"{alpha:g}/(m − i + 1) until the first that is not rejected, and its Holm-adjusted "
+        f"CI is drawn at level 1 − {alpha:g}/(m − i + 1) (from that first non-rejection on, "
+        "at the level of that step), so it excludes 0 exactly when Holm rejects. These "
+        "intervals control the family-wise error of those decisions; they are not "
+        "simultaneous intervals. Holm p: the adjusted p-value."
+    )
     return text
+
+
+def _p_cell(p, n_boot: int) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    if p == 0:
+        return f"<{1.0 / n_boot:.2g}"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_phrase(p: float, n_boot: int) -> str:
+    cell = _p_cell(p, n_boot)
+    return f"p {cell[0]} {cell[1:]}" if cell.startswith("<") else f"p = {cell}"
+
+
+def primary_text(report: Report) -> str:
+    """The header's statement of the primary endpoint and of the secondary family."""
+    pct = int(round(report.ci_level * 100))
+    p = report.primary
+    if p is None:
+        text = (
+            "Primary endpoint: none (none declared, and no mixed arm has a step-matched "
+            "control among these runs)."
+        )
+    else:
+        how = (
+            "declared before the run"
+            if p["declared"]
+            else f"by the default rule, fixed before the run: {DEFAULT_RULE}"
+        )
+        what = "macro AUROC" if p["label"] == MACRO else f"{p['label']} AUROC"
+        delta = _delta_cell(_float(p["delta"]), _float(p["lo"]), _float(p["hi"]))
+        text = (
+            f"Primary endpoint ({how}): {p['arm']} vs {p['vs']}, {what}: Δ {delta} "
+            f"({pct}% CI, not adjusted; {_p_phrase(_float(p['p']), report.n_boot)})."
+        )
+        if p.get("information"):
+            text += f" Information: {p['information']}."
+    if report.n_secondary:
+        text += (
+            f" Every other comparison is secondary ({report.n_secondary} deltas): each is "
+            "shown beside its Holm-adjusted interval (Comparisons)."
+        )
+    return text
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The comparisons table: each Δ, primary first, with its CI, the Holm-adjusted CI
+    (secondary ones), p-values and what the two arms' information differs in."""
+    pct = int(round(report.ci_level * 100))
+    headers = ["role", "comparison", "label", f"Δ [{pct}% CI]", "Holm-adjusted CI (level)"]
+    headers += ["p", "Holm p", "information"]
+    rows = []
+    for c in comparisons_table(report.table):
+        if c["role"] == PRIMARY:
+            holm = "(primary: not adjusted)"
+        elif c["holm_level"] is not None and math.isfinite(_float(c["holm_level"])):
+            holm = (
+                f"[{_signed(_float(c['holm_lo']))}, {_signed(_float(c['holm_hi']))}] "
+                f"({100 * float(c['holm_level']):.2f}%)"
+            )
+        else:
+            holm = "n/a"
+        rows.append(
+            [
+                c["role"],
+                f"{c['arm']} vs {c['vs']}",
+                c["label"],
+                _delta_cell(_float(c["delta"]), _float(c["lo"]), _float(c["hi"])),
+                holm,
+                _p_cell(_float(c["p"]), report.n_boot),
+                _p_cell(_float(c["p_holm"]), report.n_boot) if c["role"] != PRIMARY else "",
+                c["information"] or "",
+            ]
+        )
+    return headers, rows
 
 
 def _count(value) -> str:
@@ -320,6 +418,9 @@ def _report_json(report: Report) -> dict:
         "min_positive_patients": report.min_positive_patients,
         "macro_labels": list(report.macro_labels),
         "per_arm": report.per_arm,
+        "primary": _json_ready(report.primary),
+        "n_secondary": report.n_secondary,
+        "comparisons": [_json_ready(c) for c in comparisons_table(report.table)],
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
@@ -335,6 +436,17 @@ def _report_json(report: Report) -> dict:
             ],
         },
     }
+
+
+def _json_ready(record: dict | None) -> dict | None:
+    """A record with NaN (and pandas' missing values) as None: JSON has no NaN."""
+    if record is None:
+        return None
+    return {k: (None if _missing(v) else v) for k, v in record.items()}
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -382,10 +494,14 @@ def write_report(
     run_headers, run_rows = runs_rows(report)
     macro_headers, macro_rows = display_rows(report, macro_only=True)
 
+    comp_headers, comp_rows = comparison_rows(report)
+
     # Markdown
-    md = [f"# {title}\n\n", _method_text(report) + "\n\n"]
+    md = [f"# {title}\n\n", f"**{primary_text(report)}**\n\n", _method_text(report) + "\n\n"]
     md += [f"- note: {n}\n" for n in report.notes]
     md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
+    if comp_rows:
+        md += ["\n## Comparisons\n\n", md_table(comp_headers, comp_rows)]
     md += ["\n## Per label\n\n", md_table(headers, rows)]
     efficiency = efficiency_table(report)
     worth = synthetic_worth(efficiency)
@@ -409,6 +525,7 @@ def write_report(
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f"<p><strong>{html.escape(primary_text(report))}</strong></p>",
         f"<p class='method'>{html.escape(_method_text(report))}</p>",
     ]
     if report.notes:
@@ -420,6 +537,10 @@ def write_report(
     parts += [
         "<h2>Macro AUROC</h2>",
         html_table(macro_headers, macro_rows, "summary"),
+    ]
+    if comp_rows:
+        parts += ["<h2>Comparisons</h2>", html_table(comp_headers, comp_rows, "comparisons")]
+    parts += [
         "<h2>Per label</h2>",
         html_table(headers, rows, "labels"),
         "<h2>ROC curves (mean over seeds, per arm)</h2><div class='figs'>",
@@ -454,7 +575,11 @@ def write_report(
     return paths
 
 
-_FLOAT_COLUMNS = [c for c in TABLE_COLUMNS if c.startswith(("auroc_", "delta", "relative_"))]
+_FLOAT_COLUMNS = [
+    c
+    for c in TABLE_COLUMNS
+    if c.startswith(("auroc_", "delta", "relative_")) and not c.endswith("_role")
+]
 
 
 def load_report(out: Path) -> Report:
@@ -483,6 +608,8 @@ def load_report(out: Path) -> Report:
         min_positive_patients=doc.get("min_positive_patients", 1),
         macro_labels=tuple(doc.get("macro_labels", doc["labels"])),
         per_arm=dict(doc.get("per_arm") or {}),
+        primary=doc.get("primary"),
+        n_secondary=int(doc.get("n_secondary") or 0),
         arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
     )
 
@@ -504,6 +631,7 @@ def make_report(
         n_boot=cfg.n_boot,
         seed=cfg.seed,
         min_positive_patients=cfg.min_positive_patients,
+        primary=cfg.primary,
     )
     report.notes[:0] = foreign  # the header says so first
     return report, write_report(report, cfg.out, cfg.synthetic, sections, cfg.overwrite)

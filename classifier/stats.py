@@ -14,7 +14,9 @@ statistic, computed for all resamples at once from one sort of the scores.
 A macro AUROC is the mean over one fixed label set (the labels with both classes on the
 whole test set) in every resample; a resample lacking a class for one of them is left out
 and counted (`n_valid`). Across training seeds, :func:`seed_interval` adds the between-seed
-variance to the patient bootstrap's with a t quantile fit for few seeds (the report's CIs).
+variance to the patient bootstrap's with a t quantile fit for few seeds (the report's CIs);
+:func:`seed_p_value` is the p-value each such interval inverts, and :func:`holm` adjusts a
+family of them (the report's secondary comparisons, `classifier.endpoints`).
 """
 
 from __future__ import annotations
@@ -293,15 +295,90 @@ def _seed_spread(values: np.ndarray, resampled: np.ndarray) -> tuple[np.ndarray,
 SEED_METHODS = ("guarded", "welch")
 
 
-def _t_half_width(
-    variance: np.ndarray, pieces: list[tuple[np.ndarray, int]], level: float
-) -> np.ndarray:
-    """``t_q * sqrt(variance)``, the t's df by Welch-Satterthwaite from the `pieces`
-    ``(a S^2, n)`` estimated from n seeds (n - 1 df each); the rest is taken as known."""
+def _welch_df(variance: np.ndarray, pieces: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """Welch-Satterthwaite degrees of freedom of `variance`, the `pieces` ``(a S^2, n)``
+    estimated from n seeds (n - 1 df each), the rest taken as known; at least 1."""
     spread = sum((p * p / (n - 1) for p, n in pieces), np.zeros_like(variance))
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(spread > 0, variance * variance / np.where(spread > 0, spread, 1.0), np.inf)
-    return student_t.ppf(0.5 + level / 2.0, np.maximum(df, 1.0)) * np.sqrt(variance)
+    return np.maximum(df, 1.0)
+
+
+def _t_half_width(
+    variance: np.ndarray, pieces: list[tuple[np.ndarray, int]], level: float
+) -> np.ndarray:
+    """``t_q * sqrt(variance)``, the t's df by Welch-Satterthwaite (:func:`_welch_df`)."""
+    return student_t.ppf(0.5 + level / 2.0, _welch_df(variance, pieces)) * np.sqrt(variance)
+
+
+def _t_p_value(
+    estimate: np.ndarray, variance: np.ndarray, pieces: list[tuple[np.ndarray, int]]
+) -> np.ndarray:
+    """Two-sided p-value of estimate = 0 for the t interval of :func:`_t_half_width`: the
+    interval at level 1 - p just reaches 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.abs(estimate) / np.sqrt(variance)
+    p = 2.0 * student_t.sf(stat, _welch_df(variance, pieces))
+    return np.where(np.isnan(stat) & (estimate == 0), 1.0, p)  # 0 / 0: no evidence
+
+
+@dataclass
+class _Variance:
+    """What an interval over seeds is built from, per column (see :func:`seed_interval`)."""
+
+    estimate: np.ndarray
+    resampled: np.ndarray  # (n_boot, K) the estimate on each patient resample
+    n_valid: np.ndarray
+    patient_var: np.ndarray
+    seed_var: np.ndarray
+    pieces: list[tuple[np.ndarray, np.ndarray, int]]  # (a S^2, a tau^2, n), terms of 2+ seeds
+
+    @property
+    def one_seed(self) -> bool:
+        """Every term has one seed: the interval is the patient bootstrap's alone."""
+        return not self.pieces
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.patient_var + self.seed_var
+
+    @property
+    def raw(self) -> list[tuple[np.ndarray, int]]:
+        """``(a S^2, n)`` per term with 2+ seeds: the per-seed values' own variance."""
+        return [(s2, n) for s2, _, n in self.pieces]
+
+
+def _variance(terms: Sequence[SeedTerm]) -> _Variance:
+    """The estimate, its patient-bootstrap variance and its seeds' variance, per column."""
+    terms = list(terms)
+    coef = [float(t.coef) for t in terms]
+    estimate = sum(
+        c * np.asarray(t.values, np.float64).mean(axis=0) for c, t in zip(coef, terms, strict=True)
+    )
+    resampled = sum(
+        c * np.asarray(t.resampled, np.float64).mean(axis=0)
+        for c, t in zip(coef, terms, strict=True)
+    )  # (n_boot, K), NaN where any run of any term lacks a class
+    estimate, resampled = np.atleast_1d(estimate), np.atleast_2d(resampled)
+    valid = np.isfinite(resampled)
+    count = valid.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        patient_var = np.where(count > 1, np.nanvar(resampled, axis=0, ddof=1), np.nan)
+    pieces = []  # (a S^2, a tau^2, n) per term with 2+ seeds, a = coef^2 / n
+    if not all(len(t.values) == 1 for t in terms):
+        for c, t in zip(coef, terms, strict=True):
+            n = len(t.values)
+            if n > 1:
+                runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)
+                s2, tau2 = _seed_spread(np.asarray(t.values, np.float64), runs)
+                pieces.append((c * c * s2 / n, c * c * tau2 / n, n))
+    # The bootstrap variance already holds each term's unshared test noise tau^2 / n; the
+    # seeds add what their spread shows beyond it.
+    seed_var = sum(
+        (np.maximum(0.0, s2 - tau2) for s2, tau2, _ in pieces), np.zeros(estimate.shape[0])
+    )
+    return _Variance(estimate, resampled, count, patient_var, seed_var, pieces)
 
 
 def seed_interval(
@@ -340,6 +417,7 @@ def seed_interval(
     Resamples where any term is NaN for a column (a class missing) are left out for that
     column and counted in `n_valid`. Pair terms by seed by passing one term of per-seed
     differences (values and resamples of arm minus baseline, matched by seed).
+    :func:`seed_p_value` is the p-value this interval inverts.
 
     Args:
         terms: the arms' runs and coefficients.
@@ -351,50 +429,25 @@ def seed_interval(
     """
     if method not in SEED_METHODS:
         raise ValueError(f"method: {method!r}; valid: {', '.join(SEED_METHODS)}")
-    terms = list(terms)
-    coef = [float(t.coef) for t in terms]
-    estimate = sum(
-        c * np.asarray(t.values, np.float64).mean(axis=0) for c, t in zip(coef, terms, strict=True)
-    )
-    resampled = sum(
-        c * np.asarray(t.resampled, np.float64).mean(axis=0)
-        for c, t in zip(coef, terms, strict=True)
-    )  # (n_boot, K), NaN where any run of any term lacks a class
-    estimate, resampled = np.atleast_1d(estimate), np.atleast_2d(resampled)
-    valid = np.isfinite(resampled)
-    count = valid.sum(axis=0)
-    n_cols = estimate.shape[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        patient_var = np.where(count > 1, np.nanvar(resampled, axis=0, ddof=1), np.nan)
-    seed_var, multiplier = np.zeros(n_cols), np.full(n_cols, np.nan)
-    if all(len(t.values) == 1 for t in terms):
+    v = _variance(terms)
+    estimate, n_cols = v.estimate, v.estimate.shape[0]
+    multiplier = np.full(n_cols, np.nan)
+    if v.one_seed:
         lo, hi = np.full(n_cols, np.nan), np.full(n_cols, np.nan)
         for k in range(n_cols):
-            lo[k], hi[k] = percentile_ci(resampled[:, k], level)
-        return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
-    parts = []  # (a S^2, a tau^2, n) per term with 2+ seeds, a = coef^2 / n
-    for c, t in zip(coef, terms, strict=True):
-        n = len(t.values)
-        if n > 1:
-            runs = np.where(valid, np.asarray(t.resampled, np.float64), np.nan)  # same resamples
-            s2, tau2 = _seed_spread(np.asarray(t.values, np.float64), runs)
-            parts.append((c * c * s2 / n, c * c * tau2 / n, n))
-    # The bootstrap variance already holds each term's unshared test noise tau^2 / n; the
-    # seeds add what their spread shows beyond it.
-    seed_var = sum(np.maximum(0.0, s2 - tau2) for s2, tau2, _ in parts)
-    total = patient_var + seed_var
+            lo[k], hi[k] = percentile_ci(v.resampled[:, k], level)
+        return SeedInterval(estimate, lo, hi, v.n_valid, multiplier, v.seed_var, v.patient_var)
+    total = v.total
     ok = np.isfinite(estimate) & np.isfinite(total)
     half = np.full(n_cols, np.nan)
     if ok.any():
-        sub = [(s2[ok], tau2[ok], n) for s2, tau2, n in parts]
         # Welch: total variance, df from the S^2 it was estimated with.
-        half[ok] = _t_half_width(total[ok], [(s2, n) for s2, _, n in sub], level)
+        raw = [(s2[ok], n) for s2, n in v.raw]
+        half[ok] = _t_half_width(total[ok], raw, level)
         if method == "guarded":
             # Never narrower than the classic t interval of the per-seed values alone,
             # t(n - 1) S / sqrt(n): when S^2 is small by chance the Welch df come out large
             # and its interval too short (91-93% coverage with 3 seeds in the simulation).
-            raw = [(s2, n) for s2, _, n in sub]
             seed_only = _t_half_width(sum((p for p, _ in raw), np.zeros(ok.sum())), raw, level)
             half[ok] = np.maximum(half[ok], seed_only)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -414,4 +467,82 @@ def seed_interval(
             spread_logit = half / (estimate * (1.0 - estimate))
             lo = np.where(inner, expit(centre - spread_logit), lo)
             hi = np.where(inner, expit(centre + spread_logit), hi)
-    return SeedInterval(estimate, lo, hi, count, multiplier, seed_var, patient_var)
+    return SeedInterval(estimate, lo, hi, v.n_valid, multiplier, v.seed_var, v.patient_var)
+
+
+def bootstrap_p_value(samples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'the quantity is 0' from its resampled values: twice
+    the smaller share of (valid) resamples on either side of 0, at most 1; the percentile
+    interval at level 1 - p ends at 0. NaN without a valid resample."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return math.nan
+    return float(min(1.0, 2.0 * min(np.mean(samples <= 0.0), np.mean(samples >= 0.0))))
+
+
+def seed_p_value(terms: Sequence[SeedTerm], method: str = "guarded") -> np.ndarray:
+    """Per column, the two-sided p-value of 'the quantity is 0' that
+    :func:`seed_interval` (``delta=True``) inverts: its interval at level 1 - p just
+    reaches 0, so it excludes 0 at level 1 - a exactly when p < a.
+
+    With one seed per term it is the patient bootstrap's (:func:`bootstrap_p_value`, from
+    the same resamples as the interval). Otherwise it is the t test of the interval: the
+    estimate over the square root of its variance (patient bootstrap + seeds), Welch df;
+    with the guard (`guarded`), the larger of that and the t test of the per-seed values
+    alone, since the interval is the wider of the two.
+    """
+    if method not in SEED_METHODS:
+        raise ValueError(f"method: {method!r}; valid: {', '.join(SEED_METHODS)}")
+    v = _variance(terms)
+    if v.one_seed:
+        return np.array([bootstrap_p_value(v.resampled[:, k]) for k in range(len(v.estimate))])
+    p = np.full(len(v.estimate), np.nan)
+    ok = np.isfinite(v.estimate) & np.isfinite(v.total)
+    if ok.any():
+        raw = [(s2[ok], n) for s2, n in v.raw]
+        p[ok] = _t_p_value(v.estimate[ok], v.total[ok], raw)
+        if method == "guarded":
+            seed_only = sum((s2 for s2, _ in raw), np.zeros(ok.sum()))
+            p[ok] = np.maximum(p[ok], _t_p_value(v.estimate[ok], seed_only, raw))
+    return p
+
+
+# ------------------------------------------------------------------------------ multiplicity
+
+
+def holm(p_values: Sequence[float], alpha: float = 1.0 - CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down over a family of comparisons: each one's interval level and its
+    Holm-adjusted p-value.
+
+    The p-values sorted ascending, p_(1) <= ... <= p_(m), Holm tests p_(i) at
+    alpha / (m - i + 1) and stops at the first it does not reject; every later one is not
+    rejected either. Comparison i (in that order) gets the interval at level
+    1 - alpha / (m - i + 1) up to that first non-rejection, and from there on the level of
+    the step that stopped, 1 - alpha / (m - s + 1): so an interval excludes 0 exactly when
+    Holm rejects (given intervals that invert their p-values, :func:`seed_p_value`). These
+    intervals are compatible with Holm's decisions; they are not simultaneous intervals.
+    The adjusted p-value is max over j <= i of min(1, (m - j + 1) p_(j)).
+
+    Args:
+        p_values: one per comparison; NaN (no p-value) is not in the family.
+        alpha: the family-wise error rate (0.05 for 95% intervals).
+
+    Returns:
+        `(levels, adjusted)`, arrays like `p_values` (NaN outside the family).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    levels, adjusted = np.full(p.shape, np.nan), np.full(p.shape, np.nan)
+    family = np.flatnonzero(np.isfinite(p))
+    m = len(family)
+    if m == 0:
+        return levels, adjusted
+    order = family[np.argsort(p[family], kind="stable")]
+    ranked = p[order]
+    alphas = alpha / (m - np.arange(m))  # alpha / (m - i + 1) for the i-th smallest, 1-based
+    rejected = ranked <= alphas
+    stop = m if rejected.all() else int(np.argmin(rejected))  # first not rejected
+    used = alphas.copy()
+    used[stop:] = alphas[stop] if stop < m else alphas[stop:]
+    levels[order] = 1.0 - used
+    adjusted[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    return levels, adjusted

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from augmentor.config import FinetuneConfig, SynthesisConfig
-from classifier.config import ReportConfig, TrainConfig
+from classifier.config import ReportConfig, TrainConfig, parse_comparison
 from classifier.training.records import jsonable
 from manifests.errors import UserError
 from manifests.settings import field_default
@@ -176,7 +176,9 @@ class ClassifierStageConfig(Section):
 
 @dataclass
 class ReportStageConfig(Section):
-    """The report (`cxraug report`'s settings: bootstrap resamples, seed, baseline arm)."""
+    """The report (`cxraug report`'s settings: bootstrap resamples, seed, baseline arm, the
+    primary endpoint a preset declares before it runs, the macro's minimum of positive test
+    patients)."""
 
     NAME: ClassVar[str] = "report"
     COMMAND: ClassVar[type] = ReportConfig
@@ -432,6 +434,8 @@ def check_config(cfg: StudyConfig) -> None:
         raise UserError(f"study: classifier.seeds {c.seeds} repeats a seed")
     if not c.value("labels"):
         raise UserError("study: classifier.labels is empty")
+    if cfg.report.value("primary") is not None:
+        parse_comparison(cfg.report.value("primary"), flag="study: report.primary")
 
 
 __all__ = [

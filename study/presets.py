@@ -36,7 +36,8 @@ def demo_preset() -> StudyConfig:
     autoencoder stays frozen; images drawn balanced by finding, side and lobe); 80 synthetic images for each
     of the four findings the phantom draws plus 40 from 'No Finding' reports. Arms: real-only
     on the whole train split (the oracle of the fidelity table) and, at 80 real images,
-    real, mix0.5 and its step-matched control; three seeds each.
+    real, mix0.5 and its step-matched control; three seeds each. Primary endpoint, declared
+    here: mix0.5-n80 against its step-matched control, macro AUROC.
     """
     return StudyConfig(
         name="demo",
@@ -84,7 +85,7 @@ def demo_preset() -> StudyConfig:
             real_sizes=[80],
             full_size_mixes=False,
         ),
-        report=ReportStageConfig(),
+        report=ReportStageConfig({"primary": "mix0.5-n80 vs real-steps-mix0.5-n80, macro"}),
     )
 
 
@@ -95,7 +96,9 @@ def paper_preset() -> StudyConfig:
     550 images per finding plus 200 'No Finding' (2,400 unique images). Arms: real, mix0.5
     with its step-matched control, synthetic-only (as many images as real), synthetic-only
     4x, pretrain on synthetic then fine-tune on real, and the real-size sweep 50/100/200
-    (real, mix0.5, step-matched); three seeds.
+    (real, mix0.5, step-matched); three seeds. Primary endpoint, declared here: mix0.5-n50
+    against its step-matched control, macro AUROC (the smallest real size, where synthetic
+    images can matter most); every other comparison is secondary.
     """
     demo = demo_preset()
     fast_scheduler, fast_steps, fast_guidance = FAST_SAMPLER
@@ -133,12 +136,13 @@ def paper_preset() -> StudyConfig:
             pretrain_finetune=True,
             real_sizes=[50, 100, 200],
         ),
-        report=ReportStageConfig(),
+        report=ReportStageConfig({"primary": "mix0.5-n50 vs real-steps-mix0.5-n50, macro"}),
     )
 
 
 def smoke_preset() -> StudyConfig:
-    """Every stage at toy size (for tests)."""
+    """Every stage at toy size (for tests); primary endpoint: mix0.5 against its
+    step-matched control, macro AUROC."""
     return StudyConfig(
         name="smoke",
         data=DataConfig(
@@ -166,7 +170,13 @@ def smoke_preset() -> StudyConfig:
             mixes=[0.5],
         ),
         # 12 test patients: no label reaches the default 10 positive patients of the macro
-        report=ReportStageConfig({"n_boot": 100, "min_positive_patients": 1}),
+        report=ReportStageConfig(
+            {
+                "primary": "mix0.5 vs real-steps-mix0.5, macro",
+                "n_boot": 100,
+                "min_positive_patients": 1,
+            }
+        ),
     )
 
 

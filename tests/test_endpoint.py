@@ -144,3 +144,165 @@ def test_a_control_whose_steps_differ_from_its_arm_is_refused(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "real-steps-mix0.5-seed0" in lines[0] and "24" in lines[0]
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+# ------------------------------------------------------------------------------ endpoints
+
+
+def test_holm_levels_and_adjusted_p_values_by_hand():
+    from classifier.stats import holm
+
+    # Sorted: 0.005 (d), 0.01 (a), 0.03 (c), 0.04 (b); m = 4, alpha 0.05.
+    # 0.005 <= 0.05/4 and 0.01 <= 0.05/3: rejected; 0.03 > 0.05/2: Holm stops there, so c and
+    # every later one (b) get the level of that step, 1 - 0.05/2. NaN is in no family.
+    levels, adjusted = holm([0.01, 0.04, 0.03, 0.005, float("nan")], alpha=0.05)
+    assert levels[:4] == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2, 1 - 0.05 / 4])
+    # max over j <= i of (m - j + 1) p_(j): 0.02, 0.03, 0.06, max(0.06, 0.04)
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(levels[4]) and np.isnan(adjusted[4])
+    levels, adjusted = holm([0.001, 0.002], alpha=0.05)  # all rejected: 1 - 0.05/2, 1 - 0.05
+    assert levels == pytest.approx([0.975, 0.95]) and adjusted == pytest.approx([0.002, 0.002])
+
+
+def _one_seed_arms(tmp_path) -> tuple[list, np.ndarray, dict]:
+    truth = _truth()
+    probs = {
+        "real": _scores(truth, 1.0, 1),
+        "real-steps-mix0.5": _scores(truth, 0.8, 2),
+        "mix0.5": _scores(truth, 0.6, 3),
+    }
+    runs = [
+        fake_run(tmp_path, arm, 0, prob, truth=truth, config={"matched_to": "mix0.5"})
+        if arm.startswith("real-steps")
+        else fake_run(tmp_path, arm, 0, prob, truth=truth)
+        for arm, prob in probs.items()
+    ]
+    return runs, truth, probs
+
+
+def test_secondary_deltas_get_holm_intervals_from_the_bootstrap_p_values(tmp_path):
+    """One seed per arm: every interval is the patient bootstrap's percentile interval, so
+    the p-values, Holm's levels and the adjusted intervals can be recomputed by hand."""
+    from classifier.stats import (
+        fixed_macro,
+        paired_bootstrap_delta,
+        patient_resample_weights,
+        resampled_auroc,
+    )
+
+    runs, truth, probs = _one_seed_arms(tmp_path)
+    n_boot, seed = 300, 4
+    report = summarize_arms(collect_runs(runs), n_boot=n_boot, seed=seed)
+    # The default rule: the mixed arm against its step-matched control, macro.
+    assert report.primary["comparison"] == "mix0.5 vs real-steps-mix0.5, macro"
+    assert not report.primary["declared"]
+
+    patients = np.array([f"p{i % N_PATIENTS:03d}" for i in range(N_IMAGES)])
+    weights, codes = patient_resample_weights(patients, n_boot, seed)
+    keep = np.ones(len(LABELS), dtype=bool)
+
+    def resampled(arm: str) -> np.ndarray:
+        per_label = resampled_auroc(truth, probs[arm], weights, codes)
+        return np.column_stack([per_label, fixed_macro(per_label, keep)])
+
+    cells = []  # (arm, other, column prefix, label index) of every delta shown
+    for arm, other, prefix in (
+        ("real-steps-mix0.5", "real", "delta"),
+        ("mix0.5", "real", "delta"),
+        ("mix0.5", "real-steps-mix0.5", "delta_vs_matched"),
+    ):
+        for k in range(3):
+            cells.append((arm, other, prefix, k))
+    names = [*LABELS, "macro"]
+    secondary = [c for c in cells if c != ("mix0.5", "real-steps-mix0.5", "delta_vs_matched", 2)]
+    p = []
+    for arm, other, _, k in secondary:
+        d = resampled(arm)[:, k] - resampled(other)[:, k]
+        p.append(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    # Holm by hand: ascending, the i-th (1-based) at 0.05 / (m - i + 1) until one fails.
+    m, order = len(p), np.argsort(p, kind="stable")
+    level, stopped = {}, None
+    for i, j in enumerate(order):
+        alpha_i = 0.05 / (m - i)
+        if stopped is None and p[j] > alpha_i:
+            stopped = alpha_i
+        level[j] = 1 - (stopped if stopped is not None else alpha_i)
+    assert report.n_secondary == m == 8
+    for j, (arm, other, prefix, k) in enumerate(secondary):
+        row = _row(report, arm, names[k])
+        assert row[f"{prefix}_role"] == "secondary"
+        assert row[f"{prefix}_p"] == pytest.approx(p[j])
+        assert row[f"{prefix}_holm_level"] == pytest.approx(level[j])
+        y = truth if k == 2 else truth[:, k]
+        a, b = (probs[other], probs[arm]) if k == 2 else (probs[other][:, k], probs[arm][:, k])
+        _, lo, hi = paired_bootstrap_delta(y, a, b, patients, n_boot, seed, level=level[j])
+        assert (row[f"{prefix}_holm_lo"], row[f"{prefix}_holm_hi"]) == pytest.approx((lo, hi))
+        assert row[f"{prefix}_holm_lo"] <= row[f"{prefix}_lo"] <= row[f"{prefix}_hi"]
+        assert row[f"{prefix}_hi"] <= row[f"{prefix}_holm_hi"]  # wider than unadjusted
+    first = _row(report, "mix0.5", "macro")
+    assert first.delta_vs_matched_role == "primary" and np.isnan(first.delta_vs_matched_holm_lo)
+
+    paths = write_report(report, tmp_path / "out")
+    doc = json.loads(paths["report.json"].read_text())
+    assert doc["primary"]["comparison"] == "mix0.5 vs real-steps-mix0.5, macro"
+    assert doc["n_secondary"] == 8 and len(doc["comparisons"]) == 9
+    assert doc["comparisons"][0]["role"] == "primary"
+    assert {c["role"] for c in doc["comparisons"][1:]} == {"secondary"}
+    md = paths["report.md"].read_text()
+    assert "Primary endpoint (by the default rule" in md and "## Comparisons" in md
+    assert "Holm-adjusted CI (level)" in md and "Holm's step-down" in md
+    assert "Primary endpoint" in paths["report.html"].read_text()
+
+
+def test_a_declared_primary_endpoint_and_a_bad_one(tmp_path):
+    runs, _, _ = _one_seed_arms(tmp_path)
+    runset = collect_runs(runs)
+    report = summarize_arms(runset, n_boot=100, primary="mix0.5 vs real, Pleural Effusion")
+    assert report.primary["declared"] and report.primary["kind"] == "baseline"
+    assert _row(report, "mix0.5", "Pleural Effusion").delta_role == "primary"
+    assert _row(report, "mix0.5", "macro").delta_vs_matched_role == "secondary"
+    paths = write_report(report, tmp_path / "out")
+    text = paths["report.md"].read_text()
+    assert "Primary endpoint (declared before the run): mix0.5 vs real, Pleural Effusion" in text
+    with pytest.raises(UserError, match="not a comparison of this report; valid: .*mix0.5 vs"):
+        summarize_arms(runset, n_boot=100, primary="mix0.5 vs synthetic, macro")
+    with pytest.raises(UserError, match="no label 'Edema'"):
+        summarize_arms(runset, n_boot=100, primary="mix0.5 vs real, Edema")
+    with pytest.raises(UserError, match="is not a comparison; valid: 'ARM vs OTHER, LABEL'"):
+        summarize_arms(runset, n_boot=100, primary="mix0.5 against real")
+
+
+def test_the_p_value_is_the_one_the_interval_inverts():
+    """With seeds: the interval at level 1 - p just reaches 0 (both with and without the
+    guard's per-seed t interval deciding the width)."""
+    from classifier.stats import SeedTerm, seed_interval, seed_p_value
+
+    rng = np.random.default_rng(0)
+    for spread in (0.002, 0.03):  # patient noise decides, then seed noise decides
+        values = 0.02 + spread * rng.normal(size=(4, 3))
+        resampled = values[:, None, :] + 0.01 * rng.normal(size=(4, 500, 3))
+        term = [SeedTerm(values, resampled)]
+        p = seed_p_value(term)
+        for k in range(3):
+            interval = seed_interval(term, 1 - p[k], delta=True)
+            assert min(abs(interval.lo[k]), abs(interval.hi[k])) == pytest.approx(0, abs=1e-9)
+
+
+def test_every_preset_declares_a_primary_endpoint_its_plan_trains(tmp_path):
+    from study.config import check_config, config_to_toml
+    from study.planning import plan_runs
+    from study.presets import PRESETS, load_study_config
+
+    for name in PRESETS:
+        cfg = load_study_config(name)
+        primary = cfg.report.value("primary")
+        arm, other, label = primary.replace(",", " vs ").split(" vs ")
+        sizes = [None, *cfg.classifier.real_sizes]
+        counts = {(size, s): 100 for size in sizes for s in cfg.classifier.seeds}
+        names = {r.arm.name for r in plan_runs(cfg.classifier, tmp_path, 400, counts)}
+        assert {arm, other} <= names and label.strip() == "macro", name
+        assert f"primary = {json.dumps(primary)}" in config_to_toml(cfg)
+    cfg = load_study_config("smoke")
+    cfg.report = cfg.report.with_settings(primary="mix0.5 beats real")
+    with pytest.raises(UserError, match="study: report.primary: 'mix0.5 beats real'"):
+        check_config(cfg)
