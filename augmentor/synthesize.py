@@ -272,7 +272,8 @@ def synthesize(
     )
     labels = tuple(prompts.labels)
     digest = generator_digest(model)
-    record = provenance.synthetic_record(digest, _generator_patients(model), prompts)
+    base = (generator_record_or_none(model) or {}).get("base")
+    record = provenance.synthetic_record(digest, _generator_patients(model), prompts, base)
     del prompts
     notes = template_notes(plan)
     grain = film_grain_of(model, config.film_grain)

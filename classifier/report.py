@@ -61,6 +61,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier.arms import Arm
+from classifier.budget import RunBudget, arm_budgets, arm_information, information_difference
 from classifier.config import BASELINE_ARM, MIN_POSITIVE_PATIENTS, N_BOOT
 from classifier.endpoints import (
     BASELINE,
@@ -185,6 +186,9 @@ TABLE_COLUMNS = [
     "in_macro",  # whether the label is one of the macro's (min_positive_patients)
     # each delta: primary or secondary, its p-value, and (secondary) its Holm adjustment
     *endpoint_columns(),
+    # what the arm's pipeline saw that the other arm's did not, and the reverse (words)
+    "information_vs_baseline",
+    "information_vs_matched",
 ]
 
 
@@ -356,6 +360,10 @@ def summarize_arms(
         if arm in matched:
             comparisons[(arm, MATCHED)] = _compare(arm, matched[arm], MATCHED, data, level)
     primary_cell = resolve_primary(primary, {a: info[a] for a in arms}, comparisons, names)
+    budgets = arm_budgets(arms)
+    information = {
+        key: _information(c.arm, c.other, arms, budgets) for key, c in comparisons.items()
+    }
 
     rows = []
     for arm, runs in arms.items():
@@ -387,6 +395,8 @@ def summarize_arms(
                 "matched_arm": matched.get(arm),
                 "n_positive_patients": pos_patients[k] if k < len(labels) else None,
                 "in_macro": bool(keep[k]) if k < len(labels) else None,
+                "information_vs_baseline": information.get((arm, BASELINE)),
+                "information_vs_matched": information.get((arm, MATCHED)),
             }
             if not finite:
                 rows.append(row)
@@ -445,7 +455,7 @@ def summarize_arms(
         matched=matched,
         min_positive_patients=min_positive_patients,
         macro_labels=tuple(label for j, label in enumerate(labels) if keep[j]),
-        per_arm=_per_arm(arms),
+        per_arm=_per_arm(arms, budgets),
         primary=_primary_record(primary_cell, table),
         n_secondary=n_secondary,
         arm_info={arm: info[arm] for arm in arms},
@@ -535,20 +545,33 @@ def _primary_record(primary: Primary | None, table: pd.DataFrame) -> dict | None
         "lo": float(row[f"{prefix}_lo"]),
         "hi": float(row[f"{prefix}_hi"]),
         "p": float(row[f"{prefix}_p"]),
+        "information": row[f"information_vs_{primary.kind}"],
     }
 
 
-def _per_arm(arms: dict[str, list[Run]]) -> dict[str, dict]:
+def _per_arm(arms: dict[str, list[Run]], budgets: dict[str, list[RunBudget]]) -> dict[str, dict]:
     """Per arm, one value per seed (in `seeds` order): its realised training
-    (`classifier.steps`)."""
+    (`classifier.steps`) and what it saw (`classifier.budget`)."""
     out = {}
     for arm, runs in arms.items():
         steps = [run_steps(r.metrics) for r in runs]
         out[arm] = {
             "seeds": [r.seed for r in runs],
             "steps": {name: [s[name] for s in steps] for name in STEP_FIELDS},
+            "information": arm_information(budgets[arm]),
         }
     return out
+
+
+def _information(
+    arm: str, other: str, arms: dict[str, list[Run]], budgets: dict[str, list[RunBudget]]
+) -> str:
+    """`classifier.budget.information_difference` of two arms, their runs paired by seed
+    (an arm without the seed: its first run)."""
+    theirs = {r.seed: b for r, b in zip(arms[other], budgets[other], strict=True)}
+    first = budgets[other][0]
+    paired = [theirs.get(r.seed, first) for r in arms[arm]]
+    return information_difference(arm, budgets[arm], other, paired)
 
 
 def positive_patients(truth: np.ndarray, patients: np.ndarray) -> list[int]:

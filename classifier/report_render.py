@@ -7,7 +7,11 @@ statistics) and :func:`write_report` (report.md, report.csv, report.json, report
 
 This module owns the report folder: it writes those files (report.json last: its presence
 means done) and reads report.json back (:func:`load_report`). The statistics themselves, and
-why they are what they are, are `classifier.report`'s.
+why they are what they are, are `classifier.report`'s. A report opens with its primary
+endpoint (`classifier.endpoints`), then the macro table, the comparisons (every Δ, the
+secondary ones with their Holm-adjusted intervals and what the two arms' data differ in),
+what each arm saw (`classifier.budget`), the per-label table, and the runs with their
+realised steps and scored epochs (`classifier.steps`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,16 @@ from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 REPORT_VERSION = 3
+BUDGET_TEXT = (
+    "A synthetic image carries information about the real images and reports its generator "
+    "was fine-tuned on and prompted with. Per arm: the real labelled images its classifier "
+    "trained on (with those of a run it started from), the val images that chose its "
+    "scored epoch, the real images with reports that fine-tuned its generator (its "
+    "training patients' images in the real manifest), the generator's base, the reports "
+    "that prompted its synthetic images, and every real image its pipeline saw. The "
+    "Comparisons table's information column says what two compared arms' pipelines saw "
+    "that the other's did not."
+)
 
 
 # ------------------------------------------------------------------------------ display
@@ -275,6 +289,80 @@ def _count(value) -> str:
     return str(int(value))
 
 
+def _span(values) -> str:
+    """Per-seed values as one cell: the value, 'lo–hi' where seeds differ, 'n/a' unknown."""
+    known = [v for v in values if not _missing(v)]
+    if not known or len(known) < len(values):
+        return "n/a"
+    if all(isinstance(v, int | float) for v in known):
+        lo, hi = int(min(known)), int(max(known))
+        return str(lo) if lo == hi else f"{lo}–{hi}"
+    distinct = list(dict.fromkeys(str(v) for v in known))
+    return " / ".join(distinct)
+
+
+def _with_patients(images, patients) -> str:
+    text, who = _span(images), _span(patients)
+    return text if who == "n/a" else f"{text} ({who})"
+
+
+def _prompt_cell(info: dict) -> str:
+    if _span(info["prompt_reports"]) == "n/a":
+        return "n/a"
+    splits = {}
+    for seed_splits in info["prompt_splits"]:
+        for split, n in (seed_splits or {}).items():
+            splits.setdefault(split, []).append(n)
+    where = ", ".join(f"{split} {_span(n)}" for split, n in splits.items())
+    text = (
+        f"{_span(info['prompt_reports'])} reports of {_span(info['prompt_patients'])} patients"
+        + (f" ({where})" if where else "")
+    )
+    if any(info["template_prompts"]):
+        text += f"; {_span(info['template_prompts'])} of its images from template prompts"
+    return text
+
+
+def budget_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """'What each arm saw': per arm, the real labelled images its classifier trained on,
+    the val images that chose its scored epoch, its synthetic images, the real images and
+    reports its generator was fine-tuned on, the generator's base, the prompt pool, and
+    every real image its pipeline saw (`classifier.budget`; 'lo–hi' where seeds differ)."""
+    headers = [
+        "arm",
+        "classifier: real train images (patients)",
+        "val images (patients), choosing the scored epoch",
+        "synthetic train images",
+        "generator: real images + reports (patients)",
+        "generator base",
+        "prompt pool",
+        "real images seen in all (patients)",
+    ]
+    rows = []
+    for arm in report.arms:
+        info = (report.per_arm.get(arm) or {}).get("information")
+        if not info:
+            continue
+        used = any(info["generator_used"])
+        rows.append(
+            [
+                arm,
+                _with_patients(
+                    info["classifier_real_train_images"], info["classifier_real_train_patients"]
+                ),
+                _with_patients(info["classifier_val_images"], info["classifier_val_patients"]),
+                _span(info["classifier_synthetic_train_images"]),
+                _with_patients(info["generator_real_images"], info["generator_patients"])
+                if used
+                else "none",
+                _span(info["generator_base"]) if used else "",
+                _prompt_cell(info) if used else "",
+                _with_patients(info["real_images_seen"], info["real_patients_seen"]),
+            ]
+        )
+    return headers, rows
+
+
 def runs_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     """The runs table: each run's data, its realised optimizer steps and the epoch scored
     (the best validation epoch, of the epochs it ran)."""
@@ -495,6 +583,7 @@ def write_report(
     macro_headers, macro_rows = display_rows(report, macro_only=True)
 
     comp_headers, comp_rows = comparison_rows(report)
+    budget_headers, budget_table = budget_rows(report)
 
     # Markdown
     md = [f"# {title}\n\n", f"**{primary_text(report)}**\n\n", _method_text(report) + "\n\n"]
@@ -502,6 +591,9 @@ def write_report(
     md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
     if comp_rows:
         md += ["\n## Comparisons\n\n", md_table(comp_headers, comp_rows)]
+    if budget_table:
+        md += ["\n## What each arm saw\n\n", BUDGET_TEXT + "\n\n"]
+        md.append(md_table(budget_headers, budget_table))
     md += ["\n## Per label\n\n", md_table(headers, rows)]
     efficiency = efficiency_table(report)
     worth = synthetic_worth(efficiency)
@@ -540,6 +632,12 @@ def write_report(
     ]
     if comp_rows:
         parts += ["<h2>Comparisons</h2>", html_table(comp_headers, comp_rows, "comparisons")]
+    if budget_table:
+        parts += [
+            "<h2>What each arm saw</h2>",
+            f"<p class='method'>{html.escape(BUDGET_TEXT)}</p>",
+            html_table(budget_headers, budget_table, "budget"),
+        ]
     parts += [
         "<h2>Per label</h2>",
         html_table(headers, rows, "labels"),

@@ -69,14 +69,17 @@ def synthetic_record(
     generator_digest: str,
     generator_patients: list[str] | None,
     prompt_manifest: Manifest,
+    generator_base: str | None = None,
 ) -> dict:
-    """The `cxraug.provenance` metadata of a synthetic manifest."""
+    """The `cxraug.provenance` metadata of a synthetic manifest (`generator_base`: the base
+    the generator was fine-tuned from, where its folder records it)."""
     return {
         "generator_digest": generator_digest,
         "generator_patients": generator_patients,
         "generator_patients_digest": (
             patients_digest(generator_patients) if generator_patients is not None else None
         ),
+        "generator_base": generator_base,
         "prompt_split_digest": split_map_digest(prompt_manifest),
     }
 

@@ -5,6 +5,7 @@ saw (its information budget)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 from classifier.report import summarize_arms
 from classifier.report_render import write_report
 from classifier.runset import collect_runs
+from manifests import provenance
 from manifests.errors import UserError
 from tests.test_report import N_IMAGES, N_PATIENTS, fake_run
 
@@ -107,14 +109,12 @@ def _matched_runs(tmp_path, control_steps: int) -> list:
 
 def test_realised_steps_and_scored_epoch_per_run_and_arm(tmp_path):
     report = summarize_arms(collect_runs(_matched_runs(tmp_path, control_steps=6)), n_boot=50)
-    assert report.per_arm["mix0.5"] == {
-        "seeds": [0, 1],
-        "steps": {
-            "optimizer_steps": [24, 24],
-            "epochs_run": [4, 4],
-            "scored_epoch": [3, 4],  # 1-based: best_epoch 2 and 3
-            "steps_at_scored_epoch": [18, 24],
-        },
+    assert report.per_arm["mix0.5"]["seeds"] == [0, 1]
+    assert report.per_arm["mix0.5"]["steps"] == {
+        "optimizer_steps": [24, 24],
+        "epochs_run": [4, 4],
+        "scored_epoch": [3, 4],  # 1-based: best_epoch 2 and 3
+        "steps_at_scored_epoch": [18, 24],
     }
     assert report.per_arm["real"]["steps"]["optimizer_steps"] == [None, None]  # not recorded
     runs = report.runs.set_index(["arm", "seed"])
@@ -306,3 +306,115 @@ def test_every_preset_declares_a_primary_endpoint_its_plan_trains(tmp_path):
     cfg.report = cfg.report.with_settings(primary="mix0.5 beats real")
     with pytest.raises(UserError, match="study: report.primary: 'mix0.5 beats real'"):
         check_config(cfg)
+
+
+# ------------------------------------------------------------------------------ budget
+
+
+def _synthetic_set(tmp_path, real_path, base: str = "tiny"):
+    """4 synthetic rows prompted by 2 train reports (one a template), whose generator was
+    fine-tuned on every train patient of `real_path`."""
+    from manifests.io import Manifest, read_manifest, write_manifest
+    from tests.helpers import set_synthesis_columns
+
+    real = read_manifest(real_path)
+    train = real.rows[real.rows.split == "train"]
+    rows = train.head(4).copy()
+    (tmp_path / "images").mkdir()
+    for i, src in enumerate(real.with_rows(rows).image_paths()):  # the sample grid shows them
+        shutil.copy(src, tmp_path / "images" / f"{i}.png")
+    rows["image_path"] = [f"images/{i}.png" for i in range(4)]
+    rows["source"], rows["split"] = "synthetic", "train"
+    rows["patient_id"] = rows["study_id"] = [f"synthetic-{i}" for i in range(4)]
+    set_synthesis_columns(rows, seed=range(4))
+    prompted = train.drop_duplicates("patient_id").head(2)
+    rows[provenance.PROMPT_PATIENT_COLUMN] = list(prompted.patient_id) * 2
+    rows["prompt_study_id"] = list(prompted.study_id) * 2
+    rows["prompt_source"] = ["report", "report", "report", "template"]
+    record = provenance.synthetic_record(
+        "abc", provenance.train_patients(real), real, generator_base=base
+    )
+    meta = {provenance.PROVENANCE_KEY: json.dumps(record)}
+    path = tmp_path / "synthetic.parquet"
+    write_manifest(Manifest(rows, real.labels, tmp_path, metadata=meta), path)
+    return path
+
+
+def test_what_each_arm_saw_and_which_comparisons_differ_in_it(tmp_path, phantom_manifest):
+    from manifests.io import absolutize, read_manifest
+    from manifests.mixing import subset_real_train
+
+    synthetic = _synthetic_set(tmp_path, phantom_manifest)
+    real = read_manifest(phantom_manifest)
+    truth = _truth()
+    size, runs = 10, []
+    common = {"real": str(phantom_manifest), "real_size": size, "n_val": 1}
+    for seed in range(2):
+        n_sub = len(subset_real_train(real, size, seed).rows.query("split == 'train'"))
+        for arm, config in (
+            ("real-n10", {}),
+            ("real-steps-mix0.5-n10", {"matched_to": "mix0.5-n10", "train_size": 2 * n_sub}),
+            ("mix0.5-n10", {"synthetic": str(synthetic), "n_synthetic_train": n_sub}),
+        ):
+            prob = _scores(truth, 1.0, len(runs))
+            runs.append(
+                fake_run(tmp_path, arm, seed, prob, truth=truth, config={**common, **config})
+            )
+    report = summarize_arms(collect_runs(runs), n_boot=50)
+
+    train = absolutize(real).rows.query("split == 'train'")
+    val = real.rows.query("split == 'val'")
+    subsets = [subset_real_train(real, size, s).rows.query("split == 'train'") for s in (0, 1)]
+    mixed = report.per_arm["mix0.5-n10"]["information"]
+    assert mixed["classifier_real_train_images"] == [len(s) for s in subsets]
+    assert mixed["classifier_real_train_patients"] == [s.patient_id.nunique() for s in subsets]
+    assert mixed["classifier_val_images"] == [len(val)] * 2
+    assert mixed["classifier_val_patients"] == [val.patient_id.nunique()] * 2
+    assert mixed["generator_used"] == [True, True]
+    assert mixed["generator_real_images"] == [len(train)] * 2  # every train image, with report
+    assert mixed["generator_patients"] == [train.patient_id.nunique()] * 2
+    assert mixed["generator_base"] == ["tiny", "tiny"]
+    assert mixed["prompt_reports"] == [2, 2] and mixed["prompt_patients"] == [2, 2]
+    assert mixed["prompt_splits"] == [{"train": 2}] * 2 and mixed["template_prompts"] == [1, 1]
+    assert mixed["real_images_seen"] == [len(train)] * 2
+    control = report.per_arm["real-steps-mix0.5-n10"]["information"]
+    assert control["generator_used"] == [False, False]
+    assert control["real_images_seen"] == [len(s) for s in subsets]  # repeats count once
+
+    # The delta against the control credits what only the generator saw; it says so.
+    extra = [len(train) - len(s) for s in subsets]
+    patients = [train.patient_id.nunique() - s.patient_id.nunique() for s in subsets]
+    span = lambda v: str(v[0]) if v[0] == v[1] else f"{min(v)}–{max(v)}"  # noqa: E731
+    expected = (
+        f"mix0.5-n10's generator saw {span(extra)} real images ({span(patients)} patients) "
+        "and their reports that real-steps-mix0.5-n10 did not"
+    )
+    row = _row(report, "mix0.5-n10", "macro")
+    assert row.information_vs_matched == expected
+    assert row.information_vs_baseline == expected.replace("real-steps-mix0.5-n10", "real-n10")
+    same = _row(report, "real-steps-mix0.5-n10", "macro").information_vs_baseline
+    assert same == f"equal: both saw the same {span([len(s) for s in subsets])} real images"
+    assert report.primary["information"] == expected
+
+    paths = write_report(report, tmp_path / "out")
+    doc = json.loads(paths["report.json"].read_text())
+    assert doc["per_arm"]["mix0.5-n10"]["information"]["generator_real_images"] == [len(train)] * 2
+    assert doc["comparisons"][0]["information"] == expected
+    md = paths["report.md"].read_text()
+    assert "## What each arm saw" in md and expected in md
+    assert f"| {len(train)} ({train.patient_id.nunique()}) | tiny |" in md
+    assert "2 reports of 2 patients (train 2); 1 of its images from template prompts" in md
+    assert "What each arm saw" in paths["report.html"].read_text()
+
+
+def test_an_arm_whose_manifests_cannot_be_read_says_not_known(tmp_path):
+    truth = _truth()
+    gone = {"real": str(tmp_path / "gone.parquet"), "n_val": 7}
+    runs = [
+        fake_run(tmp_path, "real", 0, _scores(truth, 1.0, 0), truth=truth, config=gone),
+        fake_run(tmp_path, "mix0.5", 0, _scores(truth, 0.5, 1), truth=truth, config=gone),
+    ]
+    report = summarize_arms(collect_runs(runs), n_boot=50)
+    info = report.per_arm["mix0.5"]["information"]
+    assert info["classifier_val_images"] == [7] and info["real_images_seen"] == [None]
+    assert _row(report, "mix0.5", "macro").information_vs_baseline.startswith("not known")

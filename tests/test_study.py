@@ -202,6 +202,26 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     mixed = json.loads((out / "runs" / "mix0.5-seed0" / "metrics.json").read_text())
     assert matched["matched_to"] == "mix0.5" and matched["n_synthetic_train"] == 0
     assert matched["history"][-1]["num_updates"] == mixed["history"][-1]["num_updates"]
+    # report.json: the primary endpoint the preset declared (also in study.toml), and per
+    # arm its realised steps and what it saw.
+    doc = json.loads((out / "report" / "report.json").read_text())
+    primary = "mix0.5 vs real-steps-mix0.5, macro"
+    assert doc["primary"]["comparison"] == primary and doc["primary"]["declared"]
+    assert f'primary = "{primary}"' in (out / "study.toml").read_text()
+    assert "Primary endpoint (declared before the run): mix0.5 vs real-steps-mix0.5" in html
+    assert {c["role"] for c in doc["comparisons"]} == {"primary", "secondary"}
+    steps = mixed["history"][-1]["num_updates"]
+    for arm in ("mix0.5", "real-steps-mix0.5"):
+        assert doc["per_arm"][arm]["steps"]["optimizer_steps"] == [steps]
+        assert doc["per_arm"][arm]["steps"]["scored_epoch"] == [1]
+    real = pd.read_parquet(out / "data" / "manifest.parquet").query("split == 'train'")
+    mix = doc["per_arm"]["mix0.5"]["information"]
+    assert mix["classifier_real_train_images"] == [len(real)]
+    assert mix["generator_real_images"] == [len(real)] and mix["generator_base"] == ["tiny"]
+    assert mix["prompt_splits"][0].keys() == {"train"}
+    assert doc["per_arm"]["real"]["information"]["generator_used"] == [False]
+    assert doc["primary"]["information"].startswith("equal: the same")
+    assert "What each arm saw" in html
     # Without --resume an existing study is refused; with it (no preset: the folder's
     # study.toml) every stage is skipped and the table printed.
     refused = runner.invoke(app, ["study", "--out", str(out)])
