@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from classifier.arms import Arm
-from classifier.config import BASELINE_ARM, ReportConfig
+from classifier.config import BASELINE_ARM, ReportConfig, parse_comparison
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
 from classifier.endpoints import DEFAULT_RULE, PRIMARY, comparisons_table
 from classifier.report import (
@@ -721,6 +721,8 @@ def make_report(
     `cfg.generator_eval` is read by the caller, which owns that folder's reader.
     """
     check_output_folder(cfg.out, "--out")  # before any work
+    if cfg.primary is not None:
+        parse_comparison(cfg.primary)  # its form; the arms it names once the runs are read
     runset = collect_runs(cfg.runs)
     foreign = check_provenance(runset, cfg.allow_foreign_synthetic)
     report = summarize_arms(

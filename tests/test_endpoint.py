@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifier.report import summarize_arms
+from classifier.report import TABLE_COLUMNS, summarize_arms
 from classifier.report_render import write_report
 from classifier.runset import collect_runs
 from manifests import provenance
@@ -19,6 +19,13 @@ from manifests.errors import UserError
 from tests.test_report import N_IMAGES, N_PATIENTS, fake_run
 
 LABELS = ("Pleural Effusion", "Pneumothorax")
+V2_COLUMNS = [  # report.csv's columns before this report version, in their order
+    "arm", "label", "n_runs", "seeds", "auroc_mean", "auroc_lo", "auroc_hi", "auroc_std",
+    "auroc_min", "auroc_max", "baseline", "delta", "delta_lo", "delta_hi", "relative_pct",
+    "paired_by_seed", "n_positive", "n_negative", "note", "n_valid", "matched_arm",
+    "delta_vs_matched", "delta_vs_matched_lo", "delta_vs_matched_hi",
+    "relative_vs_matched_pct",
+]  # fmt: skip
 
 
 def _truth(rare_patients: int | None = None, seed: int = 0) -> np.ndarray:
@@ -243,6 +250,9 @@ def test_secondary_deltas_get_holm_intervals_from_the_bootstrap_p_values(tmp_pat
     assert first.delta_vs_matched_role == "primary" and np.isnan(first.delta_vs_matched_holm_lo)
 
     paths = write_report(report, tmp_path / "out")
+    csv = pd.read_csv(paths["report.csv"])
+    assert list(csv.columns) == TABLE_COLUMNS  # the report's columns, new ones appended
+    assert list(csv.columns[:25]) == V2_COLUMNS and csv.delta_p.notna().any()
     doc = json.loads(paths["report.json"].read_text())
     assert doc["primary"]["comparison"] == "mix0.5 vs real-steps-mix0.5, macro"
     assert doc["n_secondary"] == 8 and len(doc["comparisons"]) == 9

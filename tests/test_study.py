@@ -220,7 +220,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     assert mix["generator_real_images"] == [len(real)] and mix["generator_base"] == ["tiny"]
     assert mix["prompt_splits"][0].keys() == {"train"}
     assert doc["per_arm"]["real"]["information"]["generator_used"] == [False]
-    assert doc["primary"]["information"].startswith("equal: the same")
+    assert doc["primary"]["information"].startswith("equal: both saw the same")
     assert "What each arm saw" in html
     # Without --resume an existing study is refused; with it (no preset: the folder's
     # study.toml) every stage is skipped and the table printed.
