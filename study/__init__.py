@@ -200,6 +200,26 @@ def stage_train(
     return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
 
 
+def check_primary(cfg: StudyConfig, out: Path) -> None:
+    """Refuse, before anything runs, a declared primary endpoint naming an arm the study
+    does not train (the report would refuse it only at the end)."""
+    from classifier.config import parse_comparison
+
+    declared = cfg.report.value("primary")
+    if declared is None:
+        return
+    c = cfg.classifier
+    sizes = [None, *c.real_sizes]
+    counts = {(size, seed): 1 for size in sizes for seed in c.seeds}  # names only
+    trained = {run.arm.name for run in plan_runs(c, out, 1, counts) if run.report}
+    for arm in parse_comparison(declared, flag="study: report.primary")[:2]:
+        if arm not in trained:
+            raise UserError(
+                f"study: report.primary {declared!r} names arm {arm!r}, which this study "
+                f"does not train; its arms: {', '.join(sorted(trained))}"
+            )
+
+
 def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> StudyResult:
     """Run (or resume) the study in `out`; see the module docstring.
 
@@ -217,6 +237,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
 
     check_config(cfg)
     out = Path(out)
+    check_primary(cfg, out)
     layout = StudyLayout(out)
     check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +342,7 @@ def study(
     else:
         cfg = load_study_config(preset, config)
     check_config(cfg)
+    check_primary(cfg, out)  # before the folder is claimed
     if state in (runfolder.RESUME, runfolder.FINISHED):
         check_same_config(out, cfg)
     with runfolder.run_folder(out, state, fmt=FORMAT):

@@ -428,3 +428,20 @@ def test_an_arm_whose_manifests_cannot_be_read_says_not_known(tmp_path):
     info = report.per_arm["mix0.5"]["information"]
     assert info["classifier_val_images"] == [7] and info["real_images_seen"] == [None]
     assert _row(report, "mix0.5", "macro").information_vs_baseline.startswith("not known")
+
+
+def test_a_study_refuses_a_primary_endpoint_it_does_not_train_before_it_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    config = tmp_path / "study.toml"
+    config.write_text('[report]\nprimary = "mix0.5-n80 vs real-steps-mix0.5-n80, macro"\n')
+    out = tmp_path / "s"
+    result = CliRunner().invoke(
+        app, ["study", "--preset", "smoke", "--config", str(config), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    line = " ".join(result.output.split())
+    assert "names arm 'mix0.5-n80', which this study does not train" in line
+    assert not out.exists()  # refused before anything was written
