@@ -9,13 +9,21 @@ the study and patient whose report prompted it (`prompt_study_id`, `prompt_patie
 real manifest it evaluates on. A synthetic set made elsewhere, whose patients cannot be
 checked, is refused unless the user explicitly accepts it (`--allow-foreign-synthetic`);
 the result says which of the two happened, so reports can say so.
+
+Models made from other models carry their source's patients: a generator fine-tuned from a
+cxraug generator records both runs' patients; a classifier run records what its weights saw
+(`SeenPatients`: its real train patients, its synthetic set's prompt, generator and oracle
+filter patients, and its `--init-from` source's) and its validation patients (they chose
+its epoch). `check_seen` refuses such a source (`--base`, `--init-from`, `--filter-with`)
+when it reaches a val or test patient of the real manifest in use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -98,6 +106,99 @@ def _held_out(real: Manifest) -> pd.Series:
     return pd.Series(
         first["split"].astype(str).to_numpy(), index=first["patient_id"].astype(str).to_numpy()
     )
+
+
+def held_out_patients(real: Manifest) -> dict[str, str]:
+    """Each val or test patient of `real`'s real rows -> its split."""
+    return dict(_held_out(real).items())
+
+
+@dataclass(frozen=True)
+class SeenPatients:
+    """The patients whose data reached a model.
+
+    `trained`: whose images or reports trained its weights, its sources' included (a base
+    generator, a synthetic set's prompts, generator and oracle filter, an `--init-from`
+    run). `selected`: whose images chose among its epochs (validation). `complete` is False
+    when part of it cannot be checked (a synthetic set made elsewhere trained it).
+    """
+
+    trained: tuple[str, ...] = ()
+    selected: tuple[str, ...] = ()
+    complete: bool = True
+
+    @classmethod
+    def of(cls, trained: Iterable = (), selected: Iterable = (), complete: bool = True):
+        return cls(_ids(trained), _ids(selected), bool(complete))
+
+    def union(self, other: SeenPatients) -> SeenPatients:
+        return SeenPatients.of(
+            self.trained + other.trained,
+            self.selected + other.selected,
+            self.complete and other.complete,
+        )
+
+    def to_dict(self) -> dict:
+        """As recorded (with the digest of `trained`, `patients_digest`)."""
+        return {
+            "patients": list(self.trained),
+            "n_patients": len(self.trained),
+            "digest": patients_digest(self.trained),
+            "val_patients": list(self.selected),
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> SeenPatients:
+        """Read `to_dict`'s record back; UserError naming `where` when it is damaged."""
+        ok = isinstance(data, dict)
+        trained = data.get("patients") if ok else None
+        selected = data.get("val_patients", []) if ok else None
+        if not all(
+            isinstance(x, list) and all(isinstance(p, str) for p in x) for x in (trained, selected)
+        ):
+            raise UserError(f"{where}: no list of patient ids; the record is corrupt")
+        if data.get("digest") != patients_digest(trained):
+            raise UserError(f"{where}: the patient list does not match its digest; corrupt")
+        return cls.of(trained, selected, data.get("complete", True) is not False)
+
+
+def _ids(patients: Iterable) -> tuple[str, ...]:
+    return tuple(sorted({str(p) for p in patients}))
+
+
+def check_seen(
+    held: Mapping[str, str],
+    seen: SeenPatients,
+    where: str,
+    source: str,
+    hint: str,
+    allow_incomplete: bool = False,
+) -> str:
+    """`CHECKED` when a model that saw `seen` reaches no val/test patient of the manifest
+    `source` (whose val/test patients are `held`, `held_out_patients`); `FOREIGN` when
+    `seen` is incomplete and `allow_incomplete`; else one UserError starting `where: `.
+
+    Refused: a trained patient in val or test, or a validation patient in test.
+    """
+    if not seen.complete and not allow_incomplete:
+        raise UserError(
+            f"{where}: what trained it cannot be checked (a synthetic set of unchecked "
+            "provenance); pass --allow-foreign-synthetic to use it unchecked"
+        )
+    trained = [p for p in seen.trained if p in held]
+    if trained:
+        raise UserError(
+            f"{where}: trained on {len(trained)} val/test patients of {source} (e.g. patient "
+            f"{trained[0]}, {held[trained[0]]}); {hint}"
+        )
+    chose = [p for p in seen.selected if held.get(p) == "test"]
+    if chose:
+        raise UserError(
+            f"{where}: chose its best epoch on {len(chose)} test patients of {source} (e.g. "
+            f"patient {chose[0]}); {hint}"
+        )
+    return CHECKED if seen.complete else FOREIGN
 
 
 def check_synthetic(
