@@ -174,17 +174,20 @@ def check_seen(
     source: str,
     hint: str,
     allow_incomplete: bool = False,
+    allow_flag: str | None = None,
 ) -> str:
     """`CHECKED` when a model that saw `seen` reaches no val/test patient of the manifest
     `source` (whose val/test patients are `held`, `held_out_patients`); `FOREIGN` when
     `seen` is incomplete and `allow_incomplete`; else one UserError starting `where: `.
 
-    Refused: a trained patient in val or test, or a validation patient in test.
+    Refused: a trained patient in val or test, a validation patient in test, or (unless
+    allowed; `allow_flag` is the flag that allows it) a `seen` that is incomplete.
     """
     if not seen.complete and not allow_incomplete:
+        fix = f"pass {allow_flag} to use it unchecked" if allow_flag else "use one cxraug made"
         raise UserError(
-            f"{where}: what trained it cannot be checked (a synthetic set of unchecked "
-            "provenance); pass --allow-foreign-synthetic to use it unchecked"
+            f"{where}: what trained it cannot be checked (a synthetic set made elsewhere, or "
+            f"inputs moved or changed since it ran); {fix}"
         )
     trained = [p for p in seen.trained if p in held]
     if trained:
@@ -199,6 +202,17 @@ def check_seen(
             f"patient {chose[0]}); {hint}"
         )
     return CHECKED if seen.complete else FOREIGN
+
+
+def synthetic_seen(synthetic: Manifest) -> SeenPatients:
+    """What a synthetic set brings to a model trained on it: its prompt and generator
+    patients (trained); incomplete when its provenance cannot be checked."""
+    record = read_record(synthetic)
+    rows = synthetic.rows[synthetic.rows["source"] == "synthetic"]
+    prompted = rows.get(PROMPT_PATIENT_COLUMN)
+    if record is None or record.get("generator_patients") is None or prompted is None:
+        return SeenPatients(complete=False)
+    return SeenPatients.of([*record["generator_patients"], *prompted.dropna().astype(str)])
 
 
 def check_synthetic(

@@ -9,14 +9,24 @@ A's val/test patients. C is B without those patients' rows: clean for A on its o
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from manifests.errors import UserError
 from manifests.io import read_manifest, write_manifest
-from manifests.provenance import held_out_patients, patients_digest, train_patients
+from manifests.provenance import (
+    CHECKED,
+    FOREIGN,
+    SeenPatients,
+    check_seen,
+    held_out_patients,
+    patients_digest,
+    train_patients,
+)
 from manifests.splits import split_by_patient
 
 FINETUNE = ["--max-steps", "2", "--batch-size", "4", "--checkpointing-steps", "2"]
@@ -95,3 +105,80 @@ def test_finetune_from_a_generator_records_both_runs_patients(splits, generator_
                           synthetic / "manifest.parquet", "--mix", "0.5",
                           "--out", tmp_path / "run", *CLASSIFIER)  # fmt: skip
     assert_refused(code, output, "--synthetic", "generator was trained on")
+
+
+# ---------------------------------------------------------------- train-classifier --init-from
+
+
+@pytest.fixture(scope="module")
+def classifier_b(splits, tmp_path_factory) -> Path:
+    """A classifier run trained on B."""
+    out = tmp_path_factory.mktemp("runs") / "B"
+    code, output = invoke("train-classifier", "--real", splits["B"], "--out", out, *CLASSIFIER)
+    assert code == 0, output
+    return out
+
+
+def _run_patients(run: Path) -> dict:
+    record = json.loads((run / "training_patients.json").read_text())
+    assert record["digest"] == patients_digest(record["patients"])
+    return record
+
+
+def test_classifier_run_records_what_it_saw(splits, classifier_b):
+    b = read_manifest(splits["B"])
+    record = _run_patients(classifier_b)
+    assert record["patients"] == train_patients(b) and record["complete"] is True
+    val = b.rows.loc[b.rows["split"] == "val", "patient_id"]
+    assert record["val_patients"] == sorted(set(val))
+
+
+def test_init_from_a_run_that_saw_test_patients_is_refused(splits, classifier_b, tmp_path):
+    out = tmp_path / "A-from-B"
+    code, output = invoke("train-classifier", "--real", splits["A"], "--init-from",
+                          classifier_b, "--out", out, *CLASSIFIER)  # fmt: skip
+    n = len(splits["leaked"])
+    assert_refused(code, output, f"--init-from {classifier_b}: trained on {n} val/test "
+                   f"patients of {splits['A']}")  # fmt: skip
+    assert not out.exists()
+
+
+def test_init_from_carries_the_source_runs_patients(splits, classifier_b, tmp_path):
+    """C is clean for A; a run on C started from B's run is not, and is refused as a source."""
+    chained = tmp_path / "C-from-B"
+    code, output = invoke("train-classifier", "--real", splits["C"], "--init-from",
+                          classifier_b, "--out", chained, *CLASSIFIER)  # fmt: skip
+    assert code == 0, output
+    assert set(_run_patients(classifier_b)["patients"]) <= set(_run_patients(chained)["patients"])
+    code, output = invoke("train-classifier", "--real", splits["A"], "--init-from", chained,
+                          "--out", tmp_path / "A-from-C", *CLASSIFIER)  # fmt: skip
+    assert_refused(code, output, f"--init-from {chained}: trained on")
+
+
+def test_init_from_a_run_without_a_patient_record_reads_its_config(splits, classifier_b, tmp_path):
+    """A run from before the record: its config's manifests, or refused as unchecked."""
+    old = tmp_path / "old"
+    shutil.copytree(classifier_b, old)
+    (old / "training_patients.json").unlink()
+    args = ["train-classifier", "--real", splits["A"], "--init-from", old, *CLASSIFIER]
+    code, output = invoke(*args, "--out", tmp_path / "a")
+    assert_refused(code, output, f"--init-from {old}: trained on")
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "real_digest": "changed"}))
+    code, output = invoke(*args, "--out", tmp_path / "b")
+    assert_refused(code, output, "cannot be checked", "--allow-foreign-synthetic")
+    code, output = invoke(*args, "--out", tmp_path / "c", "--allow-foreign-synthetic")
+    assert code == 0, output
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["init_from_provenance"] == (
+        FOREIGN
+    )
+    assert _run_patients(tmp_path / "c")["complete"] is False
+
+
+def test_a_source_that_chose_its_epoch_on_test_patients_is_refused():
+    held = {"p1": "val", "p2": "test"}
+    assert check_seen(held, SeenPatients.of(["p0"], ["p1"]), "--x R", "M", "fix") == CHECKED
+    with pytest.raises(UserError, match=r"^--x R: chose its best epoch on 1 test patients of M"):
+        check_seen(held, SeenPatients.of(["p0"], ["p2"]), "--x R", "M", "fix")
+    with pytest.raises(UserError, match=r"^--x R: trained on 1 val/test patients of M .*p1, val"):
+        check_seen(held, SeenPatients.of(["p1"]), "--x R", "M", "fix")
