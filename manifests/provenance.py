@@ -2,8 +2,9 @@
 
 A generator folder records the patients whose images and reports trained it; a synthetic
 manifest records, in its Parquet metadata (`cxraug.provenance`), its generator's digest and
-training patients and the digest of its prompt manifest's patient -> split map, and per row
-the study and patient whose report prompted it (`prompt_study_id`, `prompt_patient_id`).
+training patients, the digest of its prompt manifest's patient -> split map and, once an
+oracle filter chose its rows, what that classifier run saw (`filter`); per row the study
+and patient whose report prompted it (`prompt_study_id`, `prompt_patient_id`).
 
 `check_synthetic` is run by every consumer (train-classifier, study, report) against the
 real manifest it evaluates on. A synthetic set made elsewhere, whose patients cannot be
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -212,7 +213,20 @@ def synthetic_seen(synthetic: Manifest) -> SeenPatients:
     prompted = rows.get(PROMPT_PATIENT_COLUMN)
     if record is None or record.get("generator_patients") is None or prompted is None:
         return SeenPatients(complete=False)
-    return SeenPatients.of([*record["generator_patients"], *prompted.dropna().astype(str)])
+    seen = SeenPatients.of([*record["generator_patients"], *prompted.dropna().astype(str)])
+    oracle = record.get("filter")
+    return seen.union(SeenPatients.from_dict(oracle, PROVENANCE_KEY)) if oracle else seen
+
+
+def with_filter(synthetic: Manifest, run: str, seen: SeenPatients) -> Manifest:
+    """The synthetic set with what its oracle filter (the classifier run `run`) saw in its
+    provenance record; a set without one is returned as is (it is foreign already)."""
+    record = read_record(synthetic)
+    if record is None:
+        return synthetic
+    record["filter"] = {"run": run, **seen.to_dict()}
+    metadata = {**synthetic.metadata, PROVENANCE_KEY: json.dumps(record, sort_keys=True)}
+    return replace(synthetic, metadata=metadata)
 
 
 def check_synthetic(
@@ -256,4 +270,15 @@ def check_synthetic(
             f"real manifest (e.g. patient {leaked[0]}, {held[leaked[0]]}); fine-tune on the "
             "train split of the same split manifest"
         )
-    return CHECKED
+    oracle = record.get("filter")
+    if not oracle:
+        return CHECKED
+    return check_seen(
+        dict(held.items()),
+        SeenPatients.from_dict(oracle, f"{where} ({PROVENANCE_KEY})"),
+        where=f"{where}: its oracle filter (--filter-with {oracle.get('run')})",
+        source="the real manifest",
+        hint="filter with a classifier trained on the train split of the same split manifest",
+        allow_incomplete=allow_foreign,
+        allow_flag="--allow-foreign-synthetic",
+    )

@@ -21,6 +21,7 @@ from manifests.io import read_manifest, write_manifest
 from manifests.provenance import (
     CHECKED,
     FOREIGN,
+    PROVENANCE_KEY,
     SeenPatients,
     check_seen,
     held_out_patients,
@@ -182,3 +183,52 @@ def test_a_source_that_chose_its_epoch_on_test_patients_is_refused():
         check_seen(held, SeenPatients.of(["p0"], ["p2"]), "--x R", "M", "fix")
     with pytest.raises(UserError, match=r"^--x R: trained on 1 val/test patients of M .*p1, val"):
         check_seen(held, SeenPatients.of(["p1"]), "--x R", "M", "fix")
+
+
+# ---------------------------------------------------------------- synthesize --filter-with
+
+
+@pytest.fixture(scope="module")
+def generator_c(splits, tmp_path_factory) -> Path:
+    """A tiny generator fine-tuned on C's train split (clean for A)."""
+    out = tmp_path_factory.mktemp("gen") / "C"
+    code, output = invoke("finetune", "--manifest", splits["C"], "--base", "tiny",
+                          "--out", out, *FINETUNE)  # fmt: skip
+    assert code == 0, output
+    return out
+
+
+def synthesize_args(generator: Path, prompts: Path, out: Path) -> list:
+    return ["synthesize", "--model", generator, "--prompts-from", prompts, "--labels",
+            "pleural_effusion:2", "--num-inference-steps", "1", "--out", out]  # fmt: skip
+
+
+def test_filter_with_a_run_that_saw_test_patients_is_refused(
+    splits, generator_c, classifier_b, tmp_path
+):
+    out = tmp_path / "syn"
+    code, output = invoke(*synthesize_args(generator_c, splits["A"], out),
+                          "--filter-with", classifier_b)  # fmt: skip
+    n = len(splits["leaked"])
+    assert_refused(code, output, f"--filter-with {classifier_b}: trained on {n} val/test "
+                   f"patients of {splits['A']}")  # fmt: skip
+    assert not out.exists()
+
+
+def test_filter_with_carries_the_oracles_patients(splits, generator_c, classifier_b, tmp_path):
+    """B's classifier is clean for C's prompts; the filtered set is not clean for A."""
+    out = tmp_path / "syn"
+    code, output = invoke(*synthesize_args(generator_c, splits["C"], out),
+                          "--filter-with", classifier_b, "--min-prob", "0")  # fmt: skip
+    assert code == 0, output
+    synthetic = read_manifest(out / "manifest.parquet")
+    oracle = json.loads(synthetic.metadata[PROVENANCE_KEY])["filter"]
+    assert oracle["run"] == str(classifier_b)
+    assert oracle["patients"] == _run_patients(classifier_b)["patients"]
+    train = ["train-classifier", "--synthetic", out / "manifest.parquet", "--mix", "0.5",
+             *CLASSIFIER]  # fmt: skip
+    code, output = invoke(*train, "--real", splits["C"], "--out", tmp_path / "C")
+    assert code == 0, output
+    assert set(oracle["patients"]) <= set(_run_patients(tmp_path / "C")["patients"])
+    code, output = invoke(*train, "--real", splits["A"], "--out", tmp_path / "A")
+    assert_refused(code, output, f"its oracle filter (--filter-with {classifier_b}): trained on")
