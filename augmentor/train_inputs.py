@@ -1,8 +1,10 @@
 """What a fine-tune trains from, prepared before its loop (`augmentor.finetune`).
 
 Owns the run's shared context (`Run`), the loaded base (`Base`, `load_base`), the training
-rows (`load_train_data`: real train rows with their reports as prompts) and the stages that
-fill the frozen-input caches, in the order `finetune` calls them:
+rows (`load_train_data`: real train rows with their reports as prompts), the patients a
+cxraug generator given as the base was trained on (`base_patients`: refused when they reach
+a val or test patient of the manifest, else recorded with the run's own) and the stages
+that fill the frozen-input caches, in the order `finetune` calls them:
 
 * The base's autoencoder stays frozen (`tiny`'s is the pretrained one the package ships).
   With `fit_autoencoder` (`tiny` only), `fit_tiny_autoencoder` first fits `tiny`'s
@@ -33,6 +35,7 @@ from augmentor.base import image_channels, load_pipeline
 from augmentor.config import FinetuneConfig, resolved_caption_dropout, resolved_film_grain
 from augmentor.grain import fit_autoencoder_grain
 from augmentor.latents import cache_latents, load_pixels
+from manifests import provenance
 from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.io import Manifest, read_manifest
@@ -148,18 +151,26 @@ def load_base(cfg: FinetuneConfig) -> Base:
 
 @dataclass
 class TrainData:
-    """The training rows of a manifest: image paths, prompts, image hashes."""
+    """The training rows of a manifest: image paths, prompts, image hashes; the manifest's
+    val/test patients; the patients the base generator was trained on (`base_patients`)."""
 
     manifest: Manifest
     paths: list[Path]
     prompts: list[str]
     shas: list[str | None]
     dropped_empty: int
+    held_out: dict[str, str] = field(default_factory=dict)  # val/test patient -> split
+    base_patients: list[str] = field(default_factory=list)
 
     @property
     def patients(self) -> list[str]:
-        """The patients whose images and reports train the generator, sorted."""
+        """The patients whose images and reports train the generator in this run, sorted."""
         return sorted({str(p) for p in self.manifest.rows["patient_id"]})
+
+    @property
+    def generator_patients(self) -> list[str]:
+        """Everything the finished generator has seen: this run's and its base's patients."""
+        return sorted({*self.patients, *self.base_patients})
 
 
 def _read_manifest(path: Path) -> Manifest:
@@ -220,7 +231,26 @@ def load_train_data(manifest_path: Path) -> TrainData:
         prompts=list(reports[keep]),
         shas=shas,
         dropped_empty=int((~keep).sum()),
+        held_out=provenance.held_out_patients(manifest),
     )
+
+
+def base_patients(cfg: FinetuneConfig, data: TrainData) -> list[str]:
+    """The patients a cxraug generator given as `--base` was trained on ([] for `tiny`, a hub
+    id or another diffusers folder); refused when any is a val or test patient of
+    `--manifest`, whose evaluation it would then leak into."""
+    patients = generator.base_training_patients(cfg.base)
+    if patients is None:
+        return []
+    provenance.check_seen(
+        data.held_out,
+        provenance.SeenPatients.of(patients),
+        where=f"--base {cfg.base}",
+        source=str(cfg.manifest),
+        hint="fine-tune from tiny, a Stable Diffusion base, or a generator trained on this "
+        "manifest's train split",
+    )
+    return patients
 
 
 def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, int]:

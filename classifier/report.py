@@ -467,6 +467,12 @@ def check_provenance(runset: RunSet, allow_foreign: bool = False) -> list[str]:
     test set (made before provenance records) unless `allow_foreign`; notes for the header."""
     notes = []
     for run in runset.runs:
+        if run.config.get("init_from_provenance") == provenance.FOREIGN:
+            notes.append(
+                f"arm {run.arm} (seed {run.seed}): its --init-from run's training patients "
+                "could not be checked against the test patients (accepted with "
+                "--allow-foreign-synthetic)"
+            )
         status = run.config.get("synthetic_provenance")
         if not run.config.get("n_synthetic_train") or status == provenance.CHECKED:
             continue
