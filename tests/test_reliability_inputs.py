@@ -5,6 +5,8 @@ orientation and 16-bit PNG depth."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -58,3 +60,57 @@ def test_report_baseline_naming_no_run_is_refused_with_the_arms(tmp_path):
     args = ["report", *map(str, runs), "--out", str(out), "--baseline", "nosuch"]
     one_error_line(runner.invoke(app, args), "--baseline nosuch", "real", "mix0.5")
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ parquet
+
+
+def corrupt_page(src: Path, dst: Path) -> Path:
+    """A copy of `src` with 400 bytes of its first data page flipped (footer intact)."""
+    data = bytearray(src.read_bytes())
+    for i in range(200, 600):
+        data[i] ^= 0xFF
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("command", ["summary", "split", "evaluate-generator", "train-classifier"])
+def test_corrupt_parquet_page_is_one_line_naming_the_file(phantom_manifest, tmp_path, command):
+    bad = corrupt_page(phantom_manifest, tmp_path / "data" / "manifest.parquet")
+    out = tmp_path / "out"
+    args = {
+        "summary": ["manifest", "summary", str(bad)],
+        "split": ["manifest", "split", str(bad), "--out", str(out)],
+        "evaluate-generator": ["evaluate-generator", "--synthetic", str(phantom_manifest)]
+        + ["--real", str(bad), "--out", str(out)],
+        "train-classifier": ["train-classifier", "--real", str(bad), "--out", str(out)]
+        + ["--backbone", "test_resnet", "--image-size", "32", "--epochs", "1"],
+    }[command]
+    one_error_line(runner.invoke(app, args), str(bad), "corrupt")
+    assert not out.exists()
+
+
+def test_manifest_pages_carry_checksums_so_damage_is_never_read_as_values(
+    phantom_manifest, tmp_path
+):
+    """Flipping bytes anywhere in the data either leaves the rows as they were or is refused:
+    never other values (without page CRCs some flips decode to different rows)."""
+    from manifests.errors import UserError
+    from manifests.io import read_manifest, write_manifest
+
+    path = write_manifest(read_manifest(phantom_manifest), tmp_path / "m.parquet")
+    expected = read_manifest(path).rows
+    data = path.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    damaged = tmp_path / "damaged.parquet"
+    for offset in range(4, len(data) - footer - 64, 61):
+        flipped = bytearray(data)
+        for i in range(offset, offset + 64):
+            flipped[i] ^= 0xFF
+        damaged.write_bytes(bytes(flipped))
+        try:
+            rows = read_manifest(damaged).rows
+        except UserError:
+            continue
+        assert rows.equals(expected), offset
