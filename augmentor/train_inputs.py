@@ -104,16 +104,9 @@ def load_base(cfg: FinetuneConfig) -> Base:
     A missing, partial or corrupt base is one UserError naming it.
     """
     from diffusers import DDPMScheduler
-    from safetensors import SafetensorError
 
     t = time.perf_counter()
-    try:
-        pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download)
-    except (OSError, ValueError, SafetensorError) as e:
-        text = str(e).strip().splitlines()
-        raise UserError(
-            f"--base {cfg.base}: cannot load it ({text[0] if text else e.__class__.__name__})"
-        ) from None
+    pipe = load_pipeline(cfg.base, allow_download=cfg.allow_download, flag="--base")
     vae, unet = pipe.vae, pipe.unet
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     default = int(unet.config.sample_size) * vae_scale

@@ -5,6 +5,8 @@ orientation and 16-bit PNG depth."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +42,6 @@ def _two_image_runs(tmp_path):
 
 
 def test_report_with_a_zero_auroc_baseline_writes_na_relative_change(tmp_path):
-    import json
-
     runs = _two_image_runs(tmp_path / "runs")
     out = tmp_path / "rep"
     args = ["report", *map(str, runs), "--out", str(out), "--n-boot", "20"]
@@ -114,3 +114,70 @@ def test_manifest_pages_carry_checksums_so_damage_is_never_read_as_values(
         except UserError:
             continue
         assert rows.equals(expected), offset
+
+
+# ------------------------------------------------------------------------------ generator
+
+
+def _edit_json(path: Path, edit) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _mismatched_parts(folder: Path) -> None:
+    """A UNet (config and weights agreeing) that takes 8 latent channels; the VAE makes 4."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(UNet2DConditionModel.load_config(folder / "unet"))
+    config.update(in_channels=8, out_channels=8)
+    shutil.rmtree(folder / "unet")
+    UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
+
+
+BROKEN_GENERATORS = {
+    "unet-config-cut": lambda d: (d / "unet/config.json").write_text(
+        (d / "unet/config.json").read_text()[:200]
+    ),
+    "index-garbage": lambda d: (d / "model_index.json").write_bytes(b"\x00\xffnot json{"),
+    "unet-config-empty": lambda d: (d / "unet/config.json").write_text("{}"),
+    "unet-shapes-disagree": lambda d: _edit_json(
+        d / "unet/config.json", lambda c: {**c, "block_out_channels": [32, 64, 64]}
+    ),
+    "latent-channels-changed": lambda d: _edit_json(
+        d / "vae/config.json", lambda c: {**c, "latent_channels": 8}
+    ),
+    "index-foreign-module": lambda d: _edit_json(
+        d / "model_index.json", lambda c: {**c, "unet": ["os", "system"]}
+    ),
+    "tokenizer-empty": lambda d: [p.unlink() for p in (d / "tokenizer").iterdir()],
+    "parts-from-different-models": _mismatched_parts,
+}
+
+
+@pytest.mark.parametrize("how", list(BROKEN_GENERATORS))
+def test_synthesize_refuses_a_broken_generator_before_writing(
+    tiny_generator_dir, phantom_manifest, tmp_path, how
+):
+    broken = tmp_path / "generator"
+    shutil.copytree(tiny_generator_dir, broken)
+    BROKEN_GENERATORS[how](broken)
+    out = tmp_path / "synthetic"
+    args = ["synthesize", "--prompts-from", str(phantom_manifest), "--out", str(out)]
+    args += ["--labels", "pneumothorax:2", "--num-inference-steps", "2"]
+    one_error_line(runner.invoke(app, [*args, "--model", str(broken)]), str(broken))
+    assert not out.exists()
+    again = runner.invoke(app, [*args, "--model", str(tiny_generator_dir)])  # a plain rerun
+    assert again.exit_code == 0, again.output
+    assert len(list((out / "images").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("how", ["index-foreign-module", "parts-from-different-models"])
+def test_finetune_refuses_the_same_broken_bases(
+    tiny_generator_dir, phantom_manifest, tmp_path, how
+):
+    broken = tmp_path / "generator"
+    shutil.copytree(tiny_generator_dir, broken)
+    BROKEN_GENERATORS[how](broken)
+    out = tmp_path / "ft"
+    args = ["finetune", "--manifest", str(phantom_manifest), "--base", str(broken)]
+    one_error_line(runner.invoke(app, [*args, "--out", str(out), "--max-steps", "1"]), str(broken))
+    assert not out.exists()
