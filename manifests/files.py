@@ -9,6 +9,7 @@ and resumes remove them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -57,6 +58,25 @@ def fault_point(kind: str = "rename") -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, says the disk (or the
+    user's quota) is full: an OSError with ENOSPC/EDQUOT, or a library's own error type
+    (safetensors' SafetensorError, Arrow's) whose message says so."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(exc) for text in _DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _umask() -> int:

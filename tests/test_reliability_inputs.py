@@ -5,7 +5,9 @@ orientation and 16-bit PNG depth."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -181,3 +183,70 @@ def test_finetune_refuses_the_same_broken_bases(
     args = ["finetune", "--manifest", str(phantom_manifest), "--base", str(broken)]
     one_error_line(runner.invoke(app, [*args, "--out", str(out), "--max-steps", "1"]), str(broken))
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ disk full
+
+
+def _fills_up(monkeypatch, owner, name: str, after: int, error: Exception) -> None:
+    """`owner.name` works `after` times, then raises `error` (a disk that filled up)."""
+    real, calls = getattr(owner, name), []
+
+    def write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, write)
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _safetensors_full() -> Exception:
+    from safetensors import SafetensorError
+
+    return SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)"
+    )
+
+
+def _disk_full_cases(tiny_generator_dir, phantom_manifest):
+    import augmentor.synthesize
+    import classifier.train_state
+
+    synth = ["synthesize", "--model", str(tiny_generator_dir), "--prompts-from"]
+    synth += [str(phantom_manifest), "--labels", "pneumothorax:4", "--num-inference-steps", "2"]
+    synth += ["--batch-size", "2"]
+    train = ["train-classifier", "--real", str(phantom_manifest), "--backbone", "test_resnet"]
+    train += ["--image-size", "32", "--epochs", "2", "--labels", "support_devices"]
+    tune = ["finetune", "--manifest", str(phantom_manifest), "--base", "tiny", "--max-steps"]
+    tune += ["2", "--autoencoder-steps", "1", "--batch-size", "4", "--checkpointing-steps", "1"]
+    return {
+        "synthesize-png": (synth, augmentor.synthesize, "save_png", 2, _enospc),
+        "train-classifier-checkpoint": (train, classifier.train_state, "save_file", 1, _enospc),
+        "finetune-checkpoint": (tune, classifier.train_state, "save_file", 1, _safetensors_full),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["synthesize-png", "train-classifier-checkpoint", "finetune-checkpoint"]
+)
+def test_disk_full_is_one_line_naming_the_folder_and_resume_finishes(
+    tiny_generator_dir, phantom_manifest, tmp_path, monkeypatch, case
+):
+    args, owner, name, after, error = _disk_full_cases(tiny_generator_dir, phantom_manifest)[case]
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _fills_up(patch, owner, name, after, error())
+        full = runner.invoke(app, [*args, "--out", str(out)])
+    # Progress lines may come first (the disk filled mid-run); the failure is one last line.
+    assert "Traceback" not in full.output and full.exit_code == 2, full.output
+    lines = [line for line in full.output.splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], full.output
+    for fragment in (str(out), "no space left", "--resume"):
+        assert fragment in lines[-1], lines[-1]
+    resumed = runner.invoke(app, [*args, "--out", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
