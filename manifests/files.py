@@ -158,8 +158,15 @@ def text_digest(text: str) -> str:
 
 
 def check_output_folder(path: Path, flag: str) -> None:
-    """Refuse an output folder that is a file, or that cannot be created or written."""
+    """Refuse an output folder that is a symbolic link or a file, or that cannot be created
+    or written. A link is refused, not followed: `--overwrite` would empty the folder it
+    points to, which may be anything."""
     path = Path(path)
+    if path.is_symlink():
+        raise UserError(
+            f"{flag} {path}: is a symbolic link (to {os.readlink(path)}); give the folder "
+            "itself or a new path"
+        )
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
     _check_nearest_folder(path, path.absolute(), flag)

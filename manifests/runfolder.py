@@ -110,8 +110,7 @@ def folder_state(
     """`fresh`, `resume`, `finished` or `overwrite` (see the module docstring); read-only."""
     out = Path(out)
     check_resume_overwrite(resume, overwrite)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {out}: exists and is not a folder; give a folder path")
+    check_output_folder(out, flag)  # a symbolic link, a file, no permission
     if not out.exists() or holds_only_scratch(out):
         return FRESH
     mine = fmt.is_mine(out)

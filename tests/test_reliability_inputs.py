@@ -250,3 +250,63 @@ def test_disk_full_is_one_line_naming_the_folder_and_resume_finishes(
         assert fragment in lines[-1], lines[-1]
     resumed = runner.invoke(app, [*args, "--out", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+
+
+# ------------------------------------------------------------------------------ symlinked --out
+
+
+def _symlink_cases(env: dict[str, Path]) -> dict[str, list[str]]:
+    """Each command that writes a folder, with OUT standing for its output folder."""
+    phantom, generator, run = env["phantom"], env["generator"], env["run"]
+    train = ["--backbone", "test_resnet", "--image-size", "32", "--epochs", "1"]
+    return {
+        "finetune": ["finetune", "--manifest", str(phantom), "--base", "tiny", "--out", "OUT"]
+        + ["--max-steps", "1", "--overwrite"],
+        "synthesize": ["synthesize", "--model", str(generator), "--prompts-from", str(phantom)]
+        + ["--labels", "pneumothorax:2", "--out", "OUT", "--overwrite"],
+        "train-classifier": ["train-classifier", "--real", str(phantom), "--out", "OUT", *train]
+        + ["--overwrite"],
+        "study": ["study", "--preset", "smoke", "--out", "OUT", "--overwrite"],
+        "demo-data": ["demo-data", "OUT", "--n", "3", "--size", "32", "--overwrite"],
+        "report": ["report", str(run), "--out", "OUT", "--n-boot", "10", "--overwrite"],
+        "evaluate-generator": ["evaluate-generator", "--synthetic", str(phantom)]
+        + ["--real", str(phantom), "--out", "OUT", "--overwrite"],
+        "manifest-export": ["manifest", "export", str(phantom), "--to", "OUT", "--overwrite"],
+    }
+
+
+@pytest.fixture(scope="module")
+def run_env(phantom_manifest, tiny_generator_dir, tmp_path_factory) -> dict[str, Path]:
+    run = tmp_path_factory.mktemp("runs") / "real"
+    args = ["train-classifier", "--real", str(phantom_manifest), "--out", str(run)]
+    args += ["--backbone", "test_resnet", "--image-size", "32", "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--labels", "support_devices"])
+    assert result.exit_code == 0, result.output
+    return {"phantom": phantom_manifest, "generator": tiny_generator_dir, "run": run}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "finetune",
+        "synthesize",
+        "train-classifier",
+        "study",
+        "demo-data",
+        "report",
+        "evaluate-generator",
+        "manifest-export",
+    ],
+)
+def test_symlinked_out_is_refused_and_its_target_kept(run_env, tmp_path, command):
+    """The link points at a finished run of the same command (what --overwrite would empty)."""
+    target = tmp_path / "precious"
+    shutil.copytree(run_env["run"], target)
+    (target / "keep.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    before = sorted(p.name for p in target.iterdir())
+    args = [str(link) if a == "OUT" else a for a in _symlink_cases(run_env)[command]]
+    one_error_line(runner.invoke(app, args), str(link), "symbolic link")
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert link.is_symlink()
