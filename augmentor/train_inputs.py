@@ -164,7 +164,7 @@ def load_train_data(manifest_path: Path) -> TrainData:
     """Real train rows with report text (the prompt).
 
     Refuses a manifest never split by patient (no val or test rows: its test patients would
-    train the generator), leakage, and empty input.
+    train the generator), leakage, empty input and missing image files.
     """
     manifest = _read_manifest(Path(manifest_path))
     check_leakage(manifest, where=str(manifest_path))
@@ -196,6 +196,13 @@ def load_train_data(manifest_path: Path) -> TrainData:
             "fine-tuning needs reports as prompts"
         )
     train_manifest = manifest.with_rows(train[keep.to_numpy()])
+    paths = train_manifest.image_paths()
+    missing = [p for p in paths if not p.is_file()]
+    if missing:  # found now, not after the base loaded and the run began
+        raise UserError(
+            f"{missing[0]}: image not found ({len(missing)} of {len(paths)} train images of "
+            f"{manifest_path} missing)"
+        )
     shas = (
         [s if isinstance(s, str) and s else None for s in train_manifest.rows["image_sha256"]]
         if "image_sha256" in train_manifest.rows
@@ -203,7 +210,7 @@ def load_train_data(manifest_path: Path) -> TrainData:
     )
     return TrainData(
         manifest=train_manifest,
-        paths=train_manifest.image_paths(),
+        paths=paths,
         prompts=list(reports[keep]),
         shas=shas,
         dropped_empty=int((~keep).sum()),

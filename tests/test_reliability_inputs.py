@@ -9,6 +9,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +312,99 @@ def test_symlinked_out_is_refused_and_its_target_kept(run_env, tmp_path, command
     one_error_line(runner.invoke(app, args), str(link), "symbolic link")
     assert sorted(p.name for p in target.iterdir()) == before
     assert link.is_symlink()
+
+
+# ------------------------------------------------------------------------------ smaller
+
+
+@pytest.fixture(scope="module")
+def duplicated_manifest(phantom_dir) -> Path:
+    """The phantom manifest with its first row repeated, beside it (paths stay valid)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(phantom_dir / "manifest.parquet")
+    path = phantom_dir / "duplicated.parquet"
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["summary", "split", "finetune"])
+def test_duplicate_image_rows_are_refused_naming_the_row(duplicated_manifest, tmp_path, command):
+    out = tmp_path / "out"
+    bad = str(duplicated_manifest)
+    args = {
+        "summary": ["manifest", "summary", bad],
+        "split": ["manifest", "split", bad, "--out", str(out)],
+        "finetune": ["finetune", "--manifest", bad, "--base", "tiny", "--out", str(out)]
+        + ["--max-steps", "1", "--autoencoder-steps", "1"],
+    }[command]
+    one_error_line(runner.invoke(app, args), bad, "image_path", "listed twice", "row 0")
+    assert not out.exists()
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from manifests.images import load_image
+
+    stored = np.zeros((24, 48), dtype=np.uint8)  # wide as stored: bright left half
+    stored[:, :24] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored, mode="L").save(path, quality=100, exif=exif)
+    upright = load_image(path)
+    assert upright.shape == (48, 24)  # tall, as a viewer shows it
+    expected = np.rot90(stored, k=-1)  # bright half now on top
+    assert np.abs(upright.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_sixteen_bit_pngs_use_the_full_depth_the_same_for_every_image(tmp_path):
+    from PIL import Image
+
+    from manifests.images import load_image
+
+    dark = np.full((8, 8), 1000, dtype=np.uint16)
+    dark[0, 0] = 4000  # a 12-bit image's range
+    bright = np.full((8, 8), 1000, dtype=np.uint16)
+    bright[0, 0] = 65535
+    for name, array in (("dark", dark), ("bright", bright)):
+        Image.fromarray(array).save(tmp_path / f"{name}.png")
+    dark8, bright8 = load_image(tmp_path / "dark.png"), load_image(tmp_path / "bright.png")
+    assert dark8[1, 1] == bright8[1, 1] == round(1000 * 255 / 65535)  # same value, same grey
+    assert dark8[0, 0] == round(4000 * 255 / 65535) and bright8[0, 0] == 255
+
+
+def test_finetune_refusals_print_no_header_first(phantom_dir, tmp_path):
+    """A live lock and a missing image: the error is the only line (no 'finetune: ...')."""
+    import socket
+
+    from manifests.runfolder import LOCK_FILE
+
+    args = ["finetune", "--manifest", str(phantom_dir / "manifest.parquet"), "--base", "tiny"]
+    args += ["--max-steps", "1", "--autoencoder-steps", "1"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        (locked / LOCK_FILE).write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname()})
+        )
+        result = runner.invoke(app, [*args, "--out", str(locked)])
+        one_error_line(result, f"process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    from manifests.io import read_manifest
+
+    manifest = read_manifest(data / "manifest.parquet")
+    train = manifest.rows["split"] == "train"
+    manifest.image_paths()[int(np.flatnonzero(train)[0])].unlink()
+    args[2] = str(data / "manifest.parquet")
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    one_error_line(result, "image not found")
+    assert not (tmp_path / "out").exists()
