@@ -39,25 +39,30 @@ _fault_counts: dict[str, int] = {}
 
 
 def fault_point(kind: str = "rename") -> None:
-    """Test-only fault hook: with `CXRAUG_FAULT=rename:N` in the environment, this process
-    SIGKILLs itself at its Nth `rename` fault point (each atomic rename of a file or a
-    checkpoint folder is one), just before the rename, as a hard kill at that write would.
+    """Test-only fault hook at each atomic rename of a file or a checkpoint folder.
 
-    The reliability suite (tests/test_reliability.py) uses it to kill a command at its
-    first, a middle and its final write and check that `--resume` finishes it. Unset (the
-    normal case) it costs one dictionary lookup.
+    With `CXRAUG_FAULT=rename:N` in the environment this process SIGKILLs itself at its
+    Nth `rename` fault point, just before the rename, as a hard kill at that write would;
+    with `CXRAUG_FAULT=enospc:N` the Nth rename fails as on a full disk (OSError ENOSPC).
+
+    The reliability suite (tests/test_reliability.py, benchmarks/reliability.py) uses it to
+    kill a command at chosen writes, or fill its disk, and check that `--resume` finishes
+    it. Unset (the normal case) it costs one dictionary lookup.
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     want, _, n = spec.partition(":")
-    if want != kind:
+    if kind != "rename" or want not in ("rename", "enospc"):
         return
     _fault_counts[kind] = _fault_counts.get(kind, 0) + 1
-    if _fault_counts[kind] == int(n or 1):
-        import signal
+    if _fault_counts[kind] != int(n or 1):
+        return
+    if want == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)

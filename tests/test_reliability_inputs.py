@@ -17,6 +17,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.reliability import (
+    BROKEN_GENERATORS,
+    broken_generator,
+    corrupt_page,
+    duplicated_rows,
+)
 from cli import app
 from tests.test_report import fake_run
 
@@ -69,16 +75,6 @@ def test_report_baseline_naming_no_run_is_refused_with_the_arms(tmp_path):
 # ------------------------------------------------------------------------------ parquet
 
 
-def corrupt_page(src: Path, dst: Path) -> Path:
-    """A copy of `src` with 400 bytes of its first data page flipped (footer intact)."""
-    data = bytearray(src.read_bytes())
-    for i in range(200, 600):
-        data[i] ^= 0xFF
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(bytes(data))
-    return dst
-
-
 @pytest.mark.parametrize("command", ["summary", "split", "evaluate-generator", "train-classifier"])
 def test_corrupt_parquet_page_is_one_line_naming_the_file(phantom_manifest, tmp_path, command):
     bad = corrupt_page(phantom_manifest, tmp_path / "data" / "manifest.parquet")
@@ -123,47 +119,11 @@ def test_manifest_pages_carry_checksums_so_damage_is_never_read_as_values(
 # ------------------------------------------------------------------------------ generator
 
 
-def _edit_json(path: Path, edit) -> None:
-    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
-
-
-def _mismatched_parts(folder: Path) -> None:
-    """A UNet (config and weights agreeing) that takes 8 latent channels; the VAE makes 4."""
-    from diffusers import UNet2DConditionModel
-
-    config = dict(UNet2DConditionModel.load_config(folder / "unet"))
-    config.update(in_channels=8, out_channels=8)
-    shutil.rmtree(folder / "unet")
-    UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
-
-
-BROKEN_GENERATORS = {
-    "unet-config-cut": lambda d: (d / "unet/config.json").write_text(
-        (d / "unet/config.json").read_text()[:200]
-    ),
-    "index-garbage": lambda d: (d / "model_index.json").write_bytes(b"\x00\xffnot json{"),
-    "unet-config-empty": lambda d: (d / "unet/config.json").write_text("{}"),
-    "unet-shapes-disagree": lambda d: _edit_json(
-        d / "unet/config.json", lambda c: {**c, "block_out_channels": [32, 64, 64]}
-    ),
-    "latent-channels-changed": lambda d: _edit_json(
-        d / "vae/config.json", lambda c: {**c, "latent_channels": 8}
-    ),
-    "index-foreign-module": lambda d: _edit_json(
-        d / "model_index.json", lambda c: {**c, "unet": ["os", "system"]}
-    ),
-    "tokenizer-empty": lambda d: [p.unlink() for p in (d / "tokenizer").iterdir()],
-    "parts-from-different-models": _mismatched_parts,
-}
-
-
 @pytest.mark.parametrize("how", list(BROKEN_GENERATORS))
 def test_synthesize_refuses_a_broken_generator_before_writing(
     tiny_generator_dir, phantom_manifest, tmp_path, how
 ):
-    broken = tmp_path / "generator"
-    shutil.copytree(tiny_generator_dir, broken)
-    BROKEN_GENERATORS[how](broken)
+    broken = broken_generator(tiny_generator_dir, how, tmp_path / "generator")
     out = tmp_path / "synthetic"
     args = ["synthesize", "--prompts-from", str(phantom_manifest), "--out", str(out)]
     args += ["--labels", "pneumothorax:2", "--num-inference-steps", "2"]
@@ -178,9 +138,7 @@ def test_synthesize_refuses_a_broken_generator_before_writing(
 def test_finetune_refuses_the_same_broken_bases(
     tiny_generator_dir, phantom_manifest, tmp_path, how
 ):
-    broken = tmp_path / "generator"
-    shutil.copytree(tiny_generator_dir, broken)
-    BROKEN_GENERATORS[how](broken)
+    broken = broken_generator(tiny_generator_dir, how, tmp_path / "generator")
     out = tmp_path / "ft"
     args = ["finetune", "--manifest", str(phantom_manifest), "--base", str(broken)]
     one_error_line(runner.invoke(app, [*args, "--out", str(out), "--max-steps", "1"]), str(broken))
@@ -318,15 +276,9 @@ def test_symlinked_out_is_refused_and_its_target_kept(run_env, tmp_path, command
 
 
 @pytest.fixture(scope="module")
-def duplicated_manifest(phantom_dir) -> Path:
-    """The phantom manifest with its first row repeated, beside it (paths stay valid)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(phantom_dir / "manifest.parquet")
-    path = phantom_dir / "duplicated.parquet"
-    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
-    return path
+def duplicated_manifest(phantom_manifest, tmp_path_factory) -> Path:
+    """The phantom manifest with its first row repeated (refused before any image is read)."""
+    return duplicated_rows(phantom_manifest, tmp_path_factory.mktemp("dup") / "m.parquet")
 
 
 @pytest.mark.parametrize("command", ["summary", "split", "finetune"])
