@@ -197,9 +197,9 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     base = load_base(cfg)
     config = run_config(cfg)
     check_resume(state_name, out, config)
-    run.announce(data, base)
     with runfolder.run_folder(out, state_name, main=run.main):
         begin_run(run, state_name, config)
+        run.announce(data, base)  # once the folder is held: a refusal is the only line
         fit = fit_tiny_autoencoder(run, base, data)
         grain = fit_film_grain(run, base, data)
         posteriors = cache_posteriors(run, base, data)

@@ -109,20 +109,14 @@ def load_base(cfg: FinetuneConfig) -> Base:
     A missing, partial or corrupt base is one UserError naming it.
     """
     from diffusers import DDPMScheduler
-    from safetensors import SafetensorError
 
     t = time.perf_counter()
-    try:
-        pipe = load_pipeline(
-            cfg.base,
-            allow_download=cfg.allow_download,
-            pretrained_autoencoder=not cfg.fit_autoencoder,
-        )
-    except (OSError, ValueError, SafetensorError) as e:
-        text = str(e).strip().splitlines()
-        raise UserError(
-            f"--base {cfg.base}: cannot load it ({text[0] if text else e.__class__.__name__})"
-        ) from None
+    pipe = load_pipeline(
+        cfg.base,
+        allow_download=cfg.allow_download,
+        pretrained_autoencoder=not cfg.fit_autoencoder,
+        flag="--base",
+    )
     vae, unet = pipe.vae, pipe.unet
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     default = int(unet.config.sample_size) * vae_scale
@@ -188,7 +182,7 @@ def load_train_data(manifest_path: Path) -> TrainData:
     """Real train rows with report text (the prompt).
 
     Refuses a manifest never split by patient (no val or test rows: its test patients would
-    train the generator), leakage, and empty input.
+    train the generator), leakage, empty input and missing image files.
     """
     manifest = _read_manifest(Path(manifest_path))
     check_leakage(manifest, where=str(manifest_path))
@@ -220,6 +214,13 @@ def load_train_data(manifest_path: Path) -> TrainData:
             "fine-tuning needs reports as prompts"
         )
     train_manifest = manifest.with_rows(train[keep.to_numpy()])
+    paths = train_manifest.image_paths()
+    missing = [p for p in paths if not p.is_file()]
+    if missing:  # found now, not after the base loaded and the run began
+        raise UserError(
+            f"{missing[0]}: image not found ({len(missing)} of {len(paths)} train images of "
+            f"{manifest_path} missing)"
+        )
     shas = (
         [s if isinstance(s, str) and s else None for s in train_manifest.rows["image_sha256"]]
         if "image_sha256" in train_manifest.rows
@@ -227,7 +228,7 @@ def load_train_data(manifest_path: Path) -> TrainData:
     )
     return TrainData(
         manifest=train_manifest,
-        paths=train_manifest.image_paths(),
+        paths=paths,
         prompts=list(reports[keep]),
         shas=shas,
         dropped_empty=int((~keep).sum()),

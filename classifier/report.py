@@ -37,7 +37,8 @@ The statistics, and why:
   arm (config `"matched_to": "<arm>"`, named `real-steps-<arm>`); the mixed arm's rows
   also show the delta against it (`delta_vs_matched`), which longer training alone
   cannot explain.
-* **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta).
+* **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta);
+  undefined (NaN, shown as n/a) where the baseline's mean AUROC is 0.
 
 Every delta shown has its CI: a delta whose resamples give no CI is reported as NaN.
 """
@@ -214,8 +215,22 @@ def _delta_fields(
         prefix: float(d),
         f"{prefix}_lo": float(lo),
         f"{prefix}_hi": float(hi),
-        rel: 100.0 * float(d) / float(base_mean[k]),
+        rel: relative_pct(float(d), float(base_mean[k])),
     }
+
+
+def relative_pct(delta: float, base: float) -> float:
+    """100 x delta / base; NaN where the base AUROC is 0 (a degenerate test split can give
+    it), so no relative change is claimed."""
+    return 100.0 * delta / base if base > 0 else math.nan
+
+
+def check_baseline(baseline: str, arms, info: dict[str, Arm]) -> None:
+    """Refuse a baseline that names no arm (nor, with a real-size tag, any arm's control);
+    the default real-only arm may be absent (the report then says so and shows no deltas)."""
+    if baseline == BASELINE_ARM or any(baseline_for(info[a], baseline, arms) for a in arms):
+        return
+    raise UserError(f"--baseline {baseline}: no run has that arm; valid: {', '.join(arms)}")
 
 
 def baseline_for(arm: Arm, baseline: str, arms) -> str | None:
@@ -273,6 +288,7 @@ def summarize_arms(
         )
         for arm, runs in arms.items()
     }
+    check_baseline(baseline, arms, info)
     has_base = baseline in arms
     matched = {a: c for a, c in matched_controls(runset.runs).items() if a in arms and c in arms}
     reasons = {
