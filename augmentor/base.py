@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from manifests.errors import UserError
 from manifests.files import check_safetensors, file_sha256, read_json, write_json
 
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+PIPELINE_LIBRARIES = ("diffusers", "transformers")
+COMPONENT_CONFIGS = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "scheduler": "scheduler_config.json",
+}
 TINY_IMAGE_SIZE = 64
 CLIP_CONTEXT_LENGTH = 77
 # `tiny`'s pretrained autoencoder: diffusers' own layout (config.json and
@@ -232,7 +240,9 @@ def build_tiny_pipeline(
 
 
 def check_pipeline_dir(path: Path) -> None:
-    """Raise UserError naming what a diffusers SD directory lacks."""
+    """Raise UserError naming what a diffusers SD directory lacks or holds that is not one:
+    a missing or corrupt index, config or weights file, or an index naming a class outside
+    diffusers and transformers (whose module loading it would import)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: model directory not found")
@@ -241,10 +251,22 @@ def check_pipeline_dir(path: Path) -> None:
     missing = [c for c in PIPELINE_COMPONENTS if not (path / c).is_dir()]
     if missing:
         raise UserError(f"{path}: missing component folder(s) {', '.join(missing)}")
+    index = read_json(path / "model_index.json", "pipeline index")
+    for component in PIPELINE_COMPONENTS:
+        entry = index.get(component)
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in PIPELINE_LIBRARIES):
+            raise UserError(
+                f"{path / 'model_index.json'}: {component} is {entry!r}; a Stable Diffusion "
+                f"folder names a class of {' or '.join(PIPELINE_LIBRARIES)} for it"
+            )
+    for component, name in COMPONENT_CONFIGS.items():
+        config = read_json(path / component / name, f"{component} config")
+        if component in ("unet", "vae") and "_class_name" not in config:
+            raise UserError(f"{path / component / name}: no _class_name; not a diffusers config")
+    if not any((path / "tokenizer" / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise UserError(f"{path / 'tokenizer'}: no tokenizer.json or vocab.json")
     for component in ("unet", "vae", "text_encoder"):
         folder = path / component
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{folder}: missing config.json")
         weights = [folder / f for f in os.listdir(folder) if f.endswith(".safetensors")]
         if not weights and any(f.endswith(".bin") for f in os.listdir(folder)):
             raise UserError(
@@ -256,6 +278,31 @@ def check_pipeline_dir(path: Path) -> None:
             raise UserError(f"{folder}: no weights (*.safetensors)")
         for file in weights:
             check_safetensors(file)
+
+
+def check_pipeline_parts(pipe: StableDiffusionPipeline, where: str) -> None:
+    """Refuse a loaded pipeline whose parts do not fit together (a folder mixing models),
+    which would otherwise fail only when sampling or training starts."""
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    latent = int(vae.config.latent_channels)
+    if (unet.config.in_channels, unet.config.out_channels) != (latent, latent):
+        raise UserError(
+            f"{where}: its UNet takes {unet.config.in_channels} latent channels, its "
+            f"autoencoder makes {latent}; the parts come from different models"
+        )
+    attention = unet.config.cross_attention_dim
+    if isinstance(attention, int) and attention != text_encoder.config.hidden_size:
+        raise UserError(
+            f"{where}: its UNet attends to {attention}-wide text features, its text encoder "
+            f"makes {text_encoder.config.hidden_size}; the parts come from different models"
+        )
+    positions = int(text_encoder.config.max_position_embeddings)
+    if tokenizer.model_max_length > positions or len(tokenizer) > text_encoder.config.vocab_size:
+        raise UserError(
+            f"{where}: its tokenizer ({len(tokenizer)} tokens, up to "
+            f"{tokenizer.model_max_length} per prompt) does not fit its text encoder "
+            f"({text_encoder.config.vocab_size} tokens, {positions} positions)"
+        )
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -276,12 +323,15 @@ def load_pipeline(
     allow_download: bool = False,
     dtype: torch.dtype = torch.float32,
     pretrained_autoencoder: bool = True,
+    flag: str = "--base",
 ) -> StableDiffusionPipeline:
     """Load a base or generator: `tiny`, a local diffusers directory, or a hub id.
 
     Offline by default: a hub id is only fetched with `allow_download`, otherwise the error
     says which local folder was looked for. `pretrained_autoencoder=False`: `tiny` with its
     autoencoder randomly initialised, to be fitted (ignored for any other base).
+    says which local folder was looked for. A folder that does not load, or whose parts do
+    not fit together, is one UserError naming it (after `flag`); nothing is written.
     """
     spec = str(spec)
     if spec == "tiny":
@@ -290,26 +340,45 @@ def load_pipeline(
     looks_local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1
     if looks_local:
         check_pipeline_dir(path)
-        return StableDiffusionPipeline.from_pretrained(
-            path,
+    elif not allow_download:
+        raise UserError(
+            f"{flag} {spec}: no local directory {path} and downloads are off; "
+            "pass a local diffusers folder, 'tiny', or --allow-download to fetch the hub id"
+        )
+    from safetensors import SafetensorError
+
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path if looks_local else spec,
             **dtype_kwargs(dtype),
             safety_checker=None,
             requires_safety_checker=False,
-            local_files_only=True,
+            local_files_only=looks_local,
             use_safetensors=True,
         )
-    if not allow_download:
-        raise UserError(
-            f"--base {spec}: no local directory {path} and downloads are off; "
-            "pass a local diffusers folder, 'tiny', or --allow-download to fetch the hub id"
-        )
-    return StableDiffusionPipeline.from_pretrained(
-        spec,
-        **dtype_kwargs(dtype),
-        safety_checker=None,
-        requires_safety_checker=False,
-        use_safetensors=True,
-    )
+    # What a foreign or damaged folder raises from deep in diffusers and transformers.
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OverflowError,
+        RuntimeError,
+        SafetensorError,
+    ) as e:
+        raise UserError(f"{flag} {spec}: cannot load it ({_first_sentence(e)})") from None
+    check_pipeline_parts(pipe, f"{flag} {spec}")
+    return pipe
+
+
+def _first_sentence(error: BaseException) -> str:
+    """An exception's message up to its first full stop, on one line (library messages go
+    on with advice that does not apply here)."""
+    text = " ".join(str(error).split())
+    if not text:
+        return error.__class__.__name__
+    match = re.match(r"(.+?[.!?])\s+[A-Z]", text)
+    return match.group(1) if match else text
 
 
 def image_channels(pipe: StableDiffusionPipeline) -> int:

@@ -22,7 +22,8 @@ differences are for speed and safety:
   resume bit-identically.
 * The result is a generator folder (`augmentor.generator`): a plain diffusers pipeline
   (safetensors; EMA weights with `ema`; LoRA merged into the weights, adapters also kept in
-  `DIR/lora/`; `augmentor.lora`), the training patients, and `DIR/cxraug.json`, written last.
+  `DIR/lora/`; `augmentor.lora`), the training patients (with a cxraug generator as the
+  base, its patients too), and `DIR/cxraug.json`, written last.
 
 Runs unchanged in one process or under `accelerate launch` (DDP): every rank trains on its
 share of each batch, only the main process writes, and noise seeds are offset per rank.
@@ -59,6 +60,7 @@ from augmentor.train_inputs import (
     Run,
     TextInputs,
     TrainData,
+    base_patients,
     cache_posteriors,
     cache_text,
     fit_film_grain,
@@ -188,15 +190,16 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     run = Run(cfg, out, accelerator, log or print)
     run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
+    data.base_patients = base_patients(cfg, data)
     weights = (
         balanced_weights(data.manifest.rows, cfg.balance_labels) if cfg.balance_labels else None
     )
     base = load_base(cfg)
     config = run_config(cfg)
     check_resume(state_name, out, config)
-    run.announce(data, base)
     with runfolder.run_folder(out, state_name, main=run.main):
         begin_run(run, state_name, config)
+        run.announce(data, base)  # once the folder is held: a refusal is the only line
         fit = fit_tiny_autoencoder(run, base, data)
         grain = fit_film_grain(run, base, data)
         posteriors = cache_posteriors(run, base, data)
@@ -500,7 +503,7 @@ def export_generator(
         t = time.perf_counter()
         final = generator.build_pipeline(base.pipe, unet.float(), text_encoder.float(), base.vae)
         generator.export_pipeline(final.to("cpu"), run.out, lora)
-        patients_digest = generator.write_training_patients(run.out, data.patients)
+        patients_digest = generator.write_training_patients(run.out, data.generator_patients)
         run.timings["export"] = time.perf_counter() - t
         run.timings["total_this_session"] = time.perf_counter() - run.started
         record = generator_record(run, base, data, text, training, state, fit, config, session)
@@ -533,6 +536,7 @@ def generator_record(run: Run, *parts) -> dict:
         "caption_dropout": text.caption_dropout,
         "n_train_images": len(data.paths),
         "n_training_patients": len(data.patients),
+        "n_base_training_patients": len(data.base_patients),
         "n_dropped_without_report": data.dropped_empty,
         "n_prompts_truncated": text.truncated,
         "num_processes": run.world,

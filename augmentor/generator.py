@@ -7,9 +7,10 @@ read it, all through this module. It holds:
   ``tokenizer/``, ``scheduler/``; safetensors), which plain
   ``diffusers.StableDiffusionPipeline.from_pretrained(dir)`` loads;
 * ``lora/``: the LoRA adapters alone (diffusers format) when trained with LoRA;
-* ``training_patients.json``: the patients whose images and reports trained it, sorted, and
-  the SHA-256 of that list (`manifests.provenance.patients_digest`), so consumers can
-  refuse a generator that saw their val or test patients;
+* ``training_patients.json``: the patients whose images and reports trained it (a generator
+  fine-tuned from a cxraug generator: both runs' patients), sorted, and the SHA-256 of that
+  list (`manifests.provenance.patients_digest`), so consumers can refuse a generator that
+  saw their val or test patients;
 * ``cxraug.json``: the run record (config, step, manifest digest, timings); written last,
   so its presence means the run finished;
 * while training: ``checkpoints/config.json`` (written when the run starts; a ``--resume``
@@ -146,6 +147,20 @@ def training_patients(out: Path, flag: str = "--model") -> list[str]:
     return sorted(patients)
 
 
+def base_training_patients(base: str) -> list[str] | None:
+    """The training patients of a cxraug generator given as `--base`; None for `tiny`, a hub
+    id or any other diffusers folder (trained on none of the user's patients).
+
+    A cxraug generator folder without its patient record is refused (`training_patients`).
+    """
+    path = Path(base)
+    if base == "tiny" or not path.is_dir():
+        return None
+    if not any((path / name).is_file() for name in (RECORD_FILE, CONFIG_FILE, PATIENTS_FILE)):
+        return None
+    return training_patients(path, flag="--base")
+
+
 # ------------------------------------------------------------------------------ pipeline
 
 
@@ -253,6 +268,7 @@ __all__ = [
     "VALIDATION_DIR",
     "autoencoder_dir",
     "autoencoder_fit_dir",
+    "base_training_patients",
     "build_pipeline",
     "cache_dir",
     "clear_finished",

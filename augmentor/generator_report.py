@@ -2,7 +2,7 @@
 
 Pure rendering of what `augmentor.evaluate` measured: `display_tables` for a terminal,
 `render_section` for the Markdown/HTML section of `cxraug report` (from a
-`generator_eval.json` document; `augmentor.evaluate.generator_section` reads the folder),
+`generator_eval.json` document; `augmentor.eval_folder.generator_section` reads the folder),
 and `plot_memorization` for `memorization.png`.
 """
 

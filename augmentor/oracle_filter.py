@@ -5,6 +5,12 @@ A stage of its own (`cxraug synthesize --filter-with RUN`, and any caller of
 every synthetic image for its target label; rows under `OracleFilterConfig.min_prob` leave
 the manifest, and every row's score stays in `oracle_scores.parquet` beside it. Both files
 are written through `augmentor.synthetic_set`, the folder's owner.
+
+The oracle chooses which images train a classifier, so what it saw counts as the set's:
+it is refused (before any image is generated) when it trained on a val or test patient of
+the manifest whose reports prompt the set, or chose its epoch on a test patient
+(`classifier.run_patients`), and what it saw goes into the set's provenance record, which
+every consumer checks against its own real manifest (`manifests.provenance`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor import synthetic_set as sset
 from augmentor.config import OracleFilterConfig, SynthesisConfig
 from augmentor.features import check_run_dir, embed_images, image_hashes, load_run_extractor
 from augmentor.synthesize import SynthesisResult, synthesize
@@ -24,6 +31,8 @@ from augmentor.synthetic_set import (
     write_filtered_manifest,
     write_oracle_scores,
 )
+from classifier.run_patients import check_source_run, source_seen
+from manifests import provenance
 from manifests.errors import UserError
 from manifests.io import Manifest, read_manifest
 
@@ -124,18 +133,50 @@ def check_oracle_filter(cfg: OracleFilterConfig) -> None:
         raise UserError(f"--min-prob: {cfg.min_prob} is outside [0, 1]")
 
 
-def apply_oracle_filter(manifest_path: Path, cfg: OracleFilterConfig) -> OracleFilterSummary:
+def oracle_seen(run_dir: Path, prompts_from: Path | None) -> provenance.SeenPatients:
+    """What the oracle run saw; one UserError naming `--filter-with` when it trained on a val
+    or test patient of `prompts_from` (the set's prompt manifest), or chose its epoch on a
+    test patient. Without `prompts_from`, read only (consumers check the record)."""
+    if prompts_from is None:
+        return source_seen(Path(run_dir), "--filter-with")
+    prompts = read_manifest(Path(prompts_from))
+    return check_source_run(prompts, str(prompts_from), Path(run_dir), "--filter-with")[0]
+
+
+def named_prompts(manifest_path: Path, manifest: Manifest) -> Path | None:
+    """The prompt manifest a synthetic set's folder names, if it is still there with the
+    patient -> split map its provenance records; else None."""
+    folder = Path(manifest_path).parent
+    record = provenance.read_record(manifest)
+    if record is None or not (folder / sset.RECORD_FILE).is_file():
+        return None
+    path = sset.read_record(folder).get("config", {}).get("prompts_from")
+    if not path or not Path(path).is_file():
+        return None
+    same = provenance.split_map_digest(read_manifest(Path(path))) == record.get(
+        "prompt_split_digest"
+    )
+    return Path(path) if same else None
+
+
+def apply_oracle_filter(
+    manifest_path: Path, cfg: OracleFilterConfig, prompts_from: Path | None = None
+) -> OracleFilterSummary:
     """Filter a synthetic manifest in place with the oracle `cfg.run`.
 
-    Every row is scored first and all rows, rejected ones included, are written with their
-    `oracle_prob` to `oracle_scores.parquet` beside the manifest; then the manifest is
-    atomically replaced by the kept rows (with `oracle_prob`). The images of rejected rows
-    stay on disk. Re-running is idempotent (scores come from the feature cache).
+    The oracle is checked against `prompts_from` (default: the prompt manifest the set's
+    folder names, `named_prompts`) and what it saw is recorded in the set's provenance
+    (`oracle_seen`). Every row is scored first and all rows, rejected ones included, are
+    written with their `oracle_prob` to `oracle_scores.parquet` beside the manifest; then
+    the manifest is atomically replaced by the kept rows (with `oracle_prob`). The images of
+    rejected rows stay on disk. Re-running is idempotent (scores come from the feature cache).
     """
     check_oracle_filter(cfg)
     run_dir, min_prob = cfg.run, cfg.min_prob
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
+    prompts_from = prompts_from or named_prompts(manifest_path, manifest)
+    seen = oracle_seen(run_dir, prompts_from)
     if "oracle_prob" in manifest.rows.columns:
         manifest = manifest.with_rows(manifest.rows.drop(columns=["oracle_prob"]))
     cache_dir = cfg.cache_dir or feature_cache_dir(manifest_path)
@@ -154,7 +195,7 @@ def apply_oracle_filter(manifest_path: Path, cfg: OracleFilterConfig) -> OracleF
             f"--min-prob {min_prob}: the oracle rejects every image; nothing left "
             f"(scores in {scores_path})"
         )
-    write_filtered_manifest(manifest_path, kept)
+    write_filtered_manifest(manifest_path, provenance.with_filter(kept, str(run_dir), seen))
     rejected = rejected_by_oracle(scored, min_prob)
     rows = scored.rows.assign(
         kept=scored.rows["oracle_prob"].isna() | (scored.rows["oracle_prob"] >= min_prob)
@@ -176,12 +217,15 @@ def synthesize_and_filter(
 ) -> tuple[SynthesisResult, OracleFilterSummary | None]:
     """`synthesize`, then (on the main process, when `oracle` is given) the oracle filter.
 
-    The oracle config is checked before any image is generated. Returns the synthesis
-    result and the filter's summary (None without `oracle` and on other processes).
+    The oracle config, and what the oracle saw against `--prompts-from`, are checked before
+    any image is generated. Returns the synthesis result and the filter's summary (None
+    without `oracle` and on other processes).
     """
+    prompts_from = Path(synthesis.prompts_from)
     if oracle is not None:
         check_oracle_filter(oracle)
+        oracle_seen(oracle.run, prompts_from)
     result = synthesize(synthesis, on_batch=on_batch)
     if oracle is None or not result.is_main_process:
         return result, None
-    return result, apply_oracle_filter(result.manifest, oracle)
+    return result, apply_oracle_filter(result.manifest, oracle, prompts_from)

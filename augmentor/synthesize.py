@@ -297,6 +297,10 @@ def synthesize(
         runfolder.check_resume_config(saved, identity, set(), out)
     # Rows done before this run, read before any rank commits new shards.
     done = sset.committed_rows(out) if mode == runfolder.RESUME else set()
+    # Loading checks the whole generator (configs, weights, parts that fit) before any write.
+    pipe = None
+    if mode != runfolder.FINISHED:
+        pipe = load_pipeline(model, dtype=PRECISIONS[config.precision], flag="--model")
     state.wait_for_everyone()
     with runfolder.run_folder(out, mode, state.is_main_process, fmt=sset.FORMAT):
         if state.is_main_process and mode != runfolder.FINISHED:
@@ -309,7 +313,7 @@ def synthesize(
         state.wait_for_everyone()
         if mode == runfolder.FINISHED:
             done = set(range(len(plan)))
-        _generate(config, plan, labels, done, out, metadata, state, on_batch, grain)
+        _generate(pipe, config, plan, labels, done, out, metadata, state, on_batch, grain)
         state.wait_for_everyone()
         path = sset.manifest_path(out)
         if state.is_main_process and mode != runfolder.FINISHED:
@@ -327,6 +331,7 @@ def synthesize(
 
 
 def _generate(
+    pipe,
     config: SynthesisConfig,
     plan: pd.DataFrame,
     labels: tuple[str, ...],
@@ -342,7 +347,6 @@ def _generate(
     mine = plan[(plan["row"] % world == rank).to_numpy() & ~plan["row"].isin(done).to_numpy()]
     if not len(mine):
         return 0
-    pipe = load_pipeline(Path(config.model), dtype=PRECISIONS[config.precision])
     pipe.to(state.device)
     set_scheduler(pipe, config.scheduler)
     pipe.set_progress_bar_config(disable=True)

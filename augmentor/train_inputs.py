@@ -1,8 +1,10 @@
 """What a fine-tune trains from, prepared before its loop (`augmentor.finetune`).
 
 Owns the run's shared context (`Run`), the loaded base (`Base`, `load_base`), the training
-rows (`load_train_data`: real train rows with their reports as prompts) and the stages that
-fill the frozen-input caches, in the order `finetune` calls them:
+rows (`load_train_data`: real train rows with their reports as prompts), the patients a
+cxraug generator given as the base was trained on (`base_patients`: refused when they reach
+a val or test patient of the manifest, else recorded with the run's own) and the stages
+that fill the frozen-input caches, in the order `finetune` calls them:
 
 * The base's autoencoder stays frozen (`tiny`'s is the pretrained one the package ships).
   With `fit_autoencoder` (`tiny` only), `fit_tiny_autoencoder` first fits `tiny`'s
@@ -33,6 +35,7 @@ from augmentor.base import image_channels, load_pipeline
 from augmentor.config import FinetuneConfig, resolved_caption_dropout, resolved_film_grain
 from augmentor.grain import fit_autoencoder_grain
 from augmentor.latents import cache_latents, load_pixels
+from manifests import provenance
 from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.io import Manifest, read_manifest
@@ -106,20 +109,14 @@ def load_base(cfg: FinetuneConfig) -> Base:
     A missing, partial or corrupt base is one UserError naming it.
     """
     from diffusers import DDPMScheduler
-    from safetensors import SafetensorError
 
     t = time.perf_counter()
-    try:
-        pipe = load_pipeline(
-            cfg.base,
-            allow_download=cfg.allow_download,
-            pretrained_autoencoder=not cfg.fit_autoencoder,
-        )
-    except (OSError, ValueError, SafetensorError) as e:
-        text = str(e).strip().splitlines()
-        raise UserError(
-            f"--base {cfg.base}: cannot load it ({text[0] if text else e.__class__.__name__})"
-        ) from None
+    pipe = load_pipeline(
+        cfg.base,
+        allow_download=cfg.allow_download,
+        pretrained_autoencoder=not cfg.fit_autoencoder,
+        flag="--base",
+    )
     vae, unet = pipe.vae, pipe.unet
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     default = int(unet.config.sample_size) * vae_scale
@@ -148,18 +145,26 @@ def load_base(cfg: FinetuneConfig) -> Base:
 
 @dataclass
 class TrainData:
-    """The training rows of a manifest: image paths, prompts, image hashes."""
+    """The training rows of a manifest: image paths, prompts, image hashes; the manifest's
+    val/test patients; the patients the base generator was trained on (`base_patients`)."""
 
     manifest: Manifest
     paths: list[Path]
     prompts: list[str]
     shas: list[str | None]
     dropped_empty: int
+    held_out: dict[str, str] = field(default_factory=dict)  # val/test patient -> split
+    base_patients: list[str] = field(default_factory=list)
 
     @property
     def patients(self) -> list[str]:
-        """The patients whose images and reports train the generator, sorted."""
+        """The patients whose images and reports train the generator in this run, sorted."""
         return sorted({str(p) for p in self.manifest.rows["patient_id"]})
+
+    @property
+    def generator_patients(self) -> list[str]:
+        """Everything the finished generator has seen: this run's and its base's patients."""
+        return sorted({*self.patients, *self.base_patients})
 
 
 def _read_manifest(path: Path) -> Manifest:
@@ -177,7 +182,7 @@ def load_train_data(manifest_path: Path) -> TrainData:
     """Real train rows with report text (the prompt).
 
     Refuses a manifest never split by patient (no val or test rows: its test patients would
-    train the generator), leakage, and empty input.
+    train the generator), leakage, empty input and missing image files.
     """
     manifest = _read_manifest(Path(manifest_path))
     check_leakage(manifest, where=str(manifest_path))
@@ -209,6 +214,13 @@ def load_train_data(manifest_path: Path) -> TrainData:
             "fine-tuning needs reports as prompts"
         )
     train_manifest = manifest.with_rows(train[keep.to_numpy()])
+    paths = train_manifest.image_paths()
+    missing = [p for p in paths if not p.is_file()]
+    if missing:  # found now, not after the base loaded and the run began
+        raise UserError(
+            f"{missing[0]}: image not found ({len(missing)} of {len(paths)} train images of "
+            f"{manifest_path} missing)"
+        )
     shas = (
         [s if isinstance(s, str) and s else None for s in train_manifest.rows["image_sha256"]]
         if "image_sha256" in train_manifest.rows
@@ -216,11 +228,30 @@ def load_train_data(manifest_path: Path) -> TrainData:
     )
     return TrainData(
         manifest=train_manifest,
-        paths=train_manifest.image_paths(),
+        paths=paths,
         prompts=list(reports[keep]),
         shas=shas,
         dropped_empty=int((~keep).sum()),
+        held_out=provenance.held_out_patients(manifest),
     )
+
+
+def base_patients(cfg: FinetuneConfig, data: TrainData) -> list[str]:
+    """The patients a cxraug generator given as `--base` was trained on ([] for `tiny`, a hub
+    id or another diffusers folder); refused when any is a val or test patient of
+    `--manifest`, whose evaluation it would then leak into."""
+    patients = generator.base_training_patients(cfg.base)
+    if patients is None:
+        return []
+    provenance.check_seen(
+        data.held_out,
+        provenance.SeenPatients.of(patients),
+        where=f"--base {cfg.base}",
+        source=str(cfg.manifest),
+        hint="fine-tune from tiny, a Stable Diffusion base, or a generator trained on this "
+        "manifest's train split",
+    )
+    return patients
 
 
 def tokenize_prompts(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, int]:

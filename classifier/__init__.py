@@ -19,9 +19,12 @@ The run folder (`classifier.run`, its only owner)
     read_config(run_dir), read_metrics(run_dir), read_predictions(run_dir) -> (frame, labels)
     load_model(run_dir, device="cpu") -> (timm model in eval mode, config dict)
     find_runs(paths) -> run folders; FORMAT (manifests.runfolder.FolderFormat)
-    config.json, model.safetensors (best val epoch), predictions.parquet, metrics.json
-    (written last: present means finished), checkpoints/checkpoint-N/ (classifier.training:
-    safetensors + JSON, never pickles)
+    config.json, model.safetensors (best val epoch), predictions.parquet,
+    training_patients.json (what its weights saw), metrics.json (written last: present means
+    finished), checkpoints/checkpoint-N/ (classifier.training: safetensors + JSON, never
+    pickles)
+    read_seen_patients(run_dir) -> SeenPatients | None; `classifier.run_patients`:
+    source_seen(run_dir, flag), check_source_run(real, name, run_dir, flag)  # --init-from
 
 Evaluation (`classifier.evaluate`)
     evaluate_run(run_dir, manifest=None, split="test", out_dir=None, n_boot=N_BOOT, seed=0)

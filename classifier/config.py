@@ -117,7 +117,8 @@ class TrainConfig:
     allow_foreign_synthetic: bool = setting(
         False,
         help="Accept a synthetic set whose prompt and generator patients cannot be checked "
-        "against the val/test patients of --real (reports say so).",
+        "against the val/test patients of --real, or an --init-from run trained on one "
+        "(reports say so).",
     )
     matched_to: str | None = setting(
         None,

@@ -41,7 +41,8 @@ The statistics, and why:
   also show the delta against it (`delta_vs_matched`), which longer training alone
   cannot explain. Its realised optimizer steps must equal the arm's (a report refuses it
   otherwise, `classifier.steps`); each run's steps and scored epoch are in the runs table.
-* **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta).
+* **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta);
+  undefined (NaN, shown as n/a) where the baseline's mean AUROC is 0.
 * **Primary and secondary**: one delta is the primary endpoint (declared, or the default
   rule's); every other is secondary, with its p-value and a Holm-adjusted interval beside
   the unadjusted one (`classifier.endpoints`).
@@ -261,8 +262,22 @@ def _delta_fields(
         prefix: float(d),
         f"{prefix}_lo": float(lo),
         f"{prefix}_hi": float(hi),
-        rel: 100.0 * float(d) / float(base_mean[k]),
+        rel: relative_pct(float(d), float(base_mean[k])),
     }
+
+
+def relative_pct(delta: float, base: float) -> float:
+    """100 x delta / base; NaN where the base AUROC is 0 (a degenerate test split can give
+    it), so no relative change is claimed."""
+    return 100.0 * delta / base if base > 0 else math.nan
+
+
+def check_baseline(baseline: str, arms, info: dict[str, Arm]) -> None:
+    """Refuse a baseline that names no arm (nor, with a real-size tag, any arm's control);
+    the default real-only arm may be absent (the report then says so and shows no deltas)."""
+    if baseline == BASELINE_ARM or any(baseline_for(info[a], baseline, arms) for a in arms):
+        return
+    raise UserError(f"--baseline {baseline}: no run has that arm; valid: {', '.join(arms)}")
 
 
 def baseline_for(arm: Arm, baseline: str, arms) -> str | None:
@@ -339,6 +354,7 @@ def summarize_arms(
         )
         for arm, runs in arms.items()
     }
+    check_baseline(baseline, arms, info)
     has_base = baseline in arms
     matched = {a: c for a, c in matched_controls(runset.runs).items() if a in arms and c in arms}
     reasons = {
@@ -627,6 +643,12 @@ def check_provenance(runset: RunSet, allow_foreign: bool = False) -> list[str]:
     test set (made before provenance records) unless `allow_foreign`; notes for the header."""
     notes = []
     for run in runset.runs:
+        if run.config.get("init_from_provenance") == provenance.FOREIGN:
+            notes.append(
+                f"arm {run.arm} (seed {run.seed}): its --init-from run's training patients "
+                "could not be checked against the test patients (accepted with "
+                "--allow-foreign-synthetic)"
+            )
         status = run.config.get("synthetic_provenance")
         if not run.config.get("n_synthetic_train") or status == provenance.CHECKED:
             continue

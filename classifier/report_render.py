@@ -112,7 +112,7 @@ def display_rows(
             delta, rel = "(baseline)", ""
         elif math.isfinite(row.delta):
             delta = _delta_cell(row.delta, row.delta_lo, row.delta_hi)
-            rel = f"{row.relative_pct:+.1f}%"
+            rel = f"{row.relative_pct:+.1f}%" if math.isfinite(row.relative_pct) else "n/a"
         else:
             delta, rel = "n/a", ""
         cells = [

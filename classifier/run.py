@@ -9,6 +9,11 @@ A run folder holds:
 * ``model.safetensors``: the weights of the best validation epoch.
 * ``predictions.parquet``: ``image_path``, ``patient_id``, ``study_id``, then per label
   ``true.<label>`` (raw 1/0/-1/NaN) and ``prob.<label>``.
+* ``training_patients.json``: what the run's weights saw (`manifests.provenance.SeenPatients`):
+  the patients whose images or reports trained it (its real train rows, its synthetic set's
+  prompt, generator and oracle filter patients, its ``--init-from`` run's), their digest,
+  and the validation patients that chose its epoch; checked when the run is used as
+  ``--init-from`` or ``--filter-with``.
 * ``metrics.json``: the test evaluation; written last, so its presence means finished.
 * ``checkpoints/checkpoint-N/``: the training state after epoch N (`classifier.training.checkpointer`).
 
@@ -25,12 +30,14 @@ import pandas as pd
 
 from manifests.errors import UserError
 from manifests.files import atomic_path, read_json, write_json
+from manifests.provenance import SeenPatients
 from manifests.runfolder import FolderFormat
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
+PATIENTS_FILE = "training_patients.json"
 FORMAT = FolderFormat(kind="classifier run", started_file=CONFIG_FILE, done_file=METRICS_FILE)
 RUN_KEYS = ("labels", "seed")  # what every reader relies on (report, oracle)
 MODEL_KEYS = ("backbone", "labels", "image_size", "mean", "std")  # what `load_model` needs
@@ -64,6 +71,18 @@ def read_config(run_dir: Path, flag: str = "run", required: Sequence[str] = RUN_
 
 def write_config(run_dir: Path, config: dict) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, config)
+
+
+def write_seen_patients(run_dir: Path, seen: SeenPatients) -> None:
+    write_json(Path(run_dir) / PATIENTS_FILE, seen.to_dict())
+
+
+def read_seen_patients(run_dir: Path) -> SeenPatients | None:
+    """What the run's weights saw; None for a run from before this record."""
+    path = Path(run_dir) / PATIENTS_FILE
+    if not path.is_file():
+        return None
+    return SeenPatients.from_dict(read_json(path, "classifier run patients"), str(path))
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -188,6 +207,7 @@ __all__ = [
     "FORMAT",
     "METRICS_FILE",
     "MODEL_FILE",
+    "PATIENTS_FILE",
     "PREDICTIONS_FILE",
     "find_runs",
     "is_finished",
@@ -197,8 +217,10 @@ __all__ = [
     "read_config",
     "read_metrics",
     "read_predictions",
+    "read_seen_patients",
     "save_model",
     "write_config",
     "write_metrics",
     "write_predictions",
+    "write_seen_patients",
 ]

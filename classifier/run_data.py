@@ -2,10 +2,12 @@
 
 `classifier.train` calls :func:`prepare_data` before it builds the model: it reads and
 leakage-checks the manifests (`--real`, `--synthetic`), refuses a synthetic set whose
-provenance touches a val or test patient, draws the `--real-size` subset of the real train
+provenance touches a val or test patient, and an `--init-from` run that saw one
+(`classifier.run_patients`), draws the `--real-size` subset of the real train
 rows and mixes in the synthetic share (`manifests.mixing`), chooses the labels from the real
 train rows, and decodes every image once into a uint8 cache (`classifier.data`). Unreadable
-images are skipped and counted per split; val and test keep only real rows.
+images are skipped and counted per split; val and test keep only real rows. What the run
+sees (`RunData.seen`) is recorded in its folder.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 
 from classifier.config import TrainConfig
 from classifier.data import CachedImages, decode_images, label_targets, resolve_labels
+from classifier.run_patients import check_source_run, run_seen
 from manifests import provenance
 from manifests.errors import UserError
 from manifests.io import Manifest, read_manifest
@@ -42,6 +45,8 @@ class RunData:
     first_bad: str | None
     cache_seconds: float
     synthetic_provenance: str | None = None
+    init_from_provenance: str | None = None  # provenance.CHECKED / FOREIGN; None without
+    seen: provenance.SeenPatients | None = None  # what the run sees (`run_seen`)
 
 
 @dataclass
@@ -51,16 +56,25 @@ class TrainingSet:
     mixed: Manifest
     real: Manifest  # the whole real manifest (every train row, before --real-size)
     synthetic_provenance: str | None  # provenance.CHECKED / FOREIGN; None without synthetic
+    synthetic: Manifest | None = None
+    source: provenance.SeenPatients | None = None  # what the --init-from run saw
+    init_from_provenance: str | None = None
 
 
 def load_manifests(cfg: TrainConfig) -> TrainingSet:
     """The mixed training manifest (real val/test untouched), leakage- and provenance-checked.
 
     A synthetic set is refused when any of its prompts came from, or its generator trained
-    on, a val or test patient of `--real` (`manifests.provenance`).
+    on, a val or test patient of `--real` (`manifests.provenance`); so is an `--init-from`
+    run trained on one (`classifier.run_patients`).
     """
     real = read_manifest(Path(cfg.real))
     check_leakage(real, where=f"--real {cfg.real}")
+    source, source_status = None, None
+    if cfg.init_from is not None:
+        source, source_status = check_source_run(
+            real, str(cfg.real), Path(cfg.init_from), "--init-from", cfg.allow_foreign_synthetic
+        )
     synthetic, status = None, None
     if cfg.synthetic is not None and cfg.mix > 0:
         synthetic = read_manifest(Path(cfg.synthetic))
@@ -79,7 +93,7 @@ def load_manifests(cfg: TrainConfig) -> TrainingSet:
     pool = real if cfg.real_size is None else subset_real_train(real, cfg.real_size, cfg.seed)
     mixed = mix_manifests(pool, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
     check_leakage(mixed, where="mixed training set")
-    return TrainingSet(mixed=mixed, real=real, synthetic_provenance=status)
+    return TrainingSet(mixed, real, status, synthetic, source, source_status)
 
 
 def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
@@ -145,6 +159,8 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None]) -> RunData:
         first_bad=cache.bad[0] if cache.bad else None,
         cache_seconds=seconds,
         synthetic_provenance=training.synthetic_provenance,
+        init_from_provenance=training.init_from_provenance,
+        seen=run_seen(parts["train"], parts["val"], training.synthetic, training.source),
     )
 
 

@@ -43,7 +43,14 @@ from classifier.config import TrainConfig, check_train_config, default_arm
 from classifier.data import augment_batch, make_loader, normalize
 from classifier.evaluate import finish_evaluation, macro_auroc, predict
 from classifier.run import FORMAT as RUN_FORMAT
-from classifier.run import load_state_dict, model_path, read_config, save_model, write_config
+from classifier.run import (
+    load_state_dict,
+    model_path,
+    read_config,
+    save_model,
+    write_config,
+    write_seen_patients,
+)
 from classifier.run_data import RunData, prepare_data, split_dataset
 from classifier.training.accelerator import build_accelerator
 from classifier.training.checkpointer import Checkpointer
@@ -210,6 +217,7 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
             "in_chans": 1,
             "n_real_train": int((data.train["source"] == "real").sum()),
             "synthetic_provenance": data.synthetic_provenance,
+            "init_from_provenance": data.init_from_provenance,
             "n_synthetic_train": int((data.train["source"] == "synthetic").sum()),
             "n_val": len(data.val),
             "n_test": len(data.test),
@@ -489,6 +497,8 @@ def start_training(
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, config)
+    if accelerator.is_main_process and data.seen is not None:
+        write_seen_patients(out, data.seen)
     accelerator.wait_for_everyone()
 
     train_set = split_dataset(data, data.train, cfg.uncertain)

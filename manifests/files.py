@@ -9,6 +9,7 @@ and resumes remove them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -38,25 +39,49 @@ _fault_counts: dict[str, int] = {}
 
 
 def fault_point(kind: str = "rename") -> None:
-    """Test-only fault hook: with `CXRAUG_FAULT=rename:N` in the environment, this process
-    SIGKILLs itself at its Nth `rename` fault point (each atomic rename of a file or a
-    checkpoint folder is one), just before the rename, as a hard kill at that write would.
+    """Test-only fault hook at each atomic rename of a file or a checkpoint folder.
 
-    The reliability suite (tests/test_reliability.py) uses it to kill a command at its
-    first, a middle and its final write and check that `--resume` finishes it. Unset (the
-    normal case) it costs one dictionary lookup.
+    With `CXRAUG_FAULT=rename:N` in the environment this process SIGKILLs itself at its
+    Nth `rename` fault point, just before the rename, as a hard kill at that write would;
+    with `CXRAUG_FAULT=enospc:N` the Nth rename fails as on a full disk (OSError ENOSPC).
+
+    The reliability suite (tests/test_reliability.py, benchmarks/reliability.py) uses it to
+    kill a command at chosen writes, or fill its disk, and check that `--resume` finishes
+    it. Unset (the normal case) it costs one dictionary lookup.
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     want, _, n = spec.partition(":")
-    if want != kind:
+    if kind != "rename" or want not in ("rename", "enospc"):
         return
     _fault_counts[kind] = _fault_counts.get(kind, 0) + 1
-    if _fault_counts[kind] == int(n or 1):
-        import signal
+    if _fault_counts[kind] != int(n or 1):
+        return
+    if want == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, says the disk (or the
+    user's quota) is full: an OSError with ENOSPC/EDQUOT, or a library's own error type
+    (safetensors' SafetensorError, Arrow's) whose message says so."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(exc) for text in _DISK_FULL_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _umask() -> int:
@@ -138,8 +163,15 @@ def text_digest(text: str) -> str:
 
 
 def check_output_folder(path: Path, flag: str) -> None:
-    """Refuse an output folder that is a file, or that cannot be created or written."""
+    """Refuse an output folder that is a symbolic link or a file, or that cannot be created
+    or written. A link is refused, not followed: `--overwrite` would empty the folder it
+    points to, which may be anything."""
     path = Path(path)
+    if path.is_symlink():
+        raise UserError(
+            f"{flag} {path}: is a symbolic link (to {os.readlink(path)}); give the folder "
+            "itself or a new path"
+        )
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder; give a folder path")
     _check_nearest_folder(path, path.absolute(), flag)

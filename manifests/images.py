@@ -1,7 +1,10 @@
 """Image loading for every stage: PNG/JPEG, and DICOM when pydicom is installed.
 
-Everything is returned as a 2-D uint8 grayscale array. DICOM goes through the modality and
-VOI LUT (window) and MONOCHROME1 is inverted, so bone is bright as in PNG exports.
+Everything is returned as a 2-D uint8 grayscale array, upright: an EXIF orientation (phone
+photos, some PACS JPEG exports) is applied. A 16-bit PNG is scaled by its full bit depth
+(0-65535 to 0-255), the same for every image, so intensities compare across a series.
+DICOM goes through the modality and VOI LUT (window) and MONOCHROME1 is inverted, so bone
+is bright as in PNG exports.
 """
 
 from __future__ import annotations
@@ -9,12 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from manifests.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # how Pillow opens 16-bit grayscale
+
+
+def _full_depth_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit values as 8-bit by the full bit depth: 65535 -> 255 in every image."""
+    scaled = np.clip(array.astype(np.float64), 0, 65535) * (255.0 / 65535.0)
+    return np.round(scaled).astype(np.uint8)
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -59,7 +71,10 @@ def load_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I;16", "I;16B", "I", "F"):
+            ImageOps.exif_transpose(img, in_place=True)  # no copy when already upright
+            if img.mode in SIXTEEN_BIT_MODES:
+                return _full_depth_to_uint8(np.asarray(img))
+            if img.mode == "F":  # floats have no fixed range (not PNG or JPEG)
                 return _to_uint8(np.asarray(img))
             return np.asarray(img.convert("L"))
     except (

@@ -2,7 +2,8 @@
 
 A :class:`Manifest` is a pandas table plus its label set and the folder its relative
 `image_path`s are relative to. Writes validate first and are atomic (temp file + rename),
-so a reader never sees a half-written file.
+so a reader never sees a half-written file. Data pages carry CRC checksums, verified on
+read, so a damaged file is refused rather than read as other values.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def write_manifest(manifest: Manifest, path: Path, overwrite: bool = False) -> P
     out.validate(where=str(path))
     table = to_table(out)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     return path
 
 
@@ -201,7 +202,15 @@ def read_manifest(
         wanted = list(dict.fromkeys([*CORE_COLUMNS, *labels, *columns]))
         columns = [c for c in wanted if c in schema.names]
     try:
-        rows = _text_as_utf8(pq.read_table(path, columns=columns), path).to_pandas()
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:  # a damaged page: bad header, CRC, zstd
+        reason = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
+        raise UserError(
+            f"{path}: corrupt Parquet manifest, its data cannot be read ({reason}); restore "
+            "it from a copy or write it again"
+        ) from None
+    try:
+        rows = _text_as_utf8(table, path).to_pandas()
     except UnicodeDecodeError as exc:
         raise UserError(
             f"{path}: holds text that is not UTF-8 ({exc.reason}); re-encode it"

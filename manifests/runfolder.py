@@ -18,7 +18,8 @@ finished); nobody else spells those names.
 While a run writes, `RunFolder` holds a lock file naming the process and host; a second
 process on the same folder is refused, a lock left by a dead process is taken over. On a
 user error in a fresh run, the folder is put back as it was found; on any exit, scratch is
-removed.
+removed. A full disk is one user error naming the folder; what was written stays, so
+`--resume` continues once space is freed.
 
 Checkpoints are folders `checkpoints/checkpoint-N`, built under a scratch name and renamed
 once complete, the oldest removed beyond a limit.
@@ -40,6 +41,7 @@ from manifests.errors import UserError
 from manifests.files import (
     check_output_folder,
     fault_point,
+    is_disk_full,
     is_scratch_name,
     read_json,
     scratch_dir,
@@ -109,8 +111,7 @@ def folder_state(
     """`fresh`, `resume`, `finished` or `overwrite` (see the module docstring); read-only."""
     out = Path(out)
     check_resume_overwrite(resume, overwrite)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {out}: exists and is not a folder; give a folder path")
+    check_output_folder(out, flag)  # a symbolic link, a file, no permission
     if not out.exists() or holds_only_scratch(out):
         return FRESH
     mine = fmt.is_mine(out)
@@ -249,7 +250,8 @@ def run_folder(
     """
     out = Path(out)
     if not main:
-        yield out
+        with disk_full_is_resumable(out, flag):
+            yield out
         return
     existed = out.exists()
     check_output_folder(out, flag)  # before creating anything
@@ -264,9 +266,12 @@ def run_folder(
         if state == OVERWRITE:
             empty_folder(out)
         remove_scratch(out)
-        yield out
-    except UserError:
+        with disk_full_is_resumable(out, flag):
+            yield out
+    except UserError as exc:
         started = fmt is not None and (out / fmt.started_file).is_file()
+        if fmt is None and is_disk_full(exc):  # no record says what is durable: keep it all
+            started = True
         if state in (FRESH, OVERWRITE) and not started:
             if existed:
                 empty_folder(out)
@@ -277,6 +282,21 @@ def run_folder(
     finally:
         remove_scratch(out)
         release_lock(out)
+
+
+@contextlib.contextmanager
+def disk_full_is_resumable(out: Path, flag: str = "--out") -> Iterator[None]:
+    """A full disk anywhere in the block (OSError ENOSPC, safetensors' or Arrow's error
+    saying so) as one UserError naming `out` and how to continue."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise UserError(
+            f"{flag} {out}: no space left on the device; free some, then run the same "
+            "command with --resume to continue"
+        ) from exc
 
 
 # ------------------------------------------------------------------------------ config
@@ -388,6 +408,7 @@ __all__ = [
     "checkpoint_dir",
     "checkpoint_scratch",
     "checkpoint_scratch_dir",
+    "disk_full_is_resumable",
     "checkpoint_step",
     "commit_checkpoint",
     "empty_folder",

@@ -190,6 +190,16 @@ def validate_frame(frame: pd.DataFrame, labels: Sequence[str], where: str = "man
             _fail(where, label, row, f"{frame[label].iloc[row]!r} is not 1, 0, -1 or NaN")
 
     paths = frame["image_path"].astype(str)
+    repeated = paths.duplicated().to_numpy()
+    if repeated.any():  # importers refuse these too: an image counted twice skews everything
+        row = _first_bad(repeated)
+        first = _first_bad((paths == paths.iloc[row]).to_numpy())
+        _fail(
+            where,
+            "image_path",
+            row,
+            f"{paths.iloc[row]!r} is listed twice (first at row {first}); one row per image",
+        )
     escapes = paths.str.contains(r"(?:^|[\\/])\.\.(?:[\\/]|$)", regex=True).to_numpy()
     if escapes.any():
         row = _first_bad(escapes)

@@ -27,7 +27,7 @@ from augmentor.config import FinetuneConfig, SynthesisConfig
 from classifier.config import ReportConfig, TrainConfig, parse_comparison
 from classifier.training.records import jsonable
 from manifests.errors import UserError
-from manifests.settings import field_default
+from manifests.settings import field_default, setting
 
 # ------------------------------------------------------------------------------ config
 
@@ -36,12 +36,14 @@ from manifests.settings import field_default
 class DataConfig:
     """Where the real images come from and how they are split by patient."""
 
-    manifest: str | None = None  # a real manifest; None: draw the phantom dataset
-    phantom_n: int = 600  # phantom images (one study each)
-    phantom_size: int = 64  # phantom image side, pixels
-    phantom_patients: int | None = None  # default n/3
-    fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train,val,test
-    seed: int = 0  # phantom drawing and split
+    manifest: str | None = setting(None, help="a real manifest; unset: draw the phantom dataset")
+    phantom_n: int = setting(600, help="phantom images (one study each)")
+    phantom_size: int = setting(64, help="phantom image side, px")
+    phantom_patients: int | None = setting(None, help="phantom patients (unset: n/3)")
+    fractions: list[float] = setting(
+        default_factory=lambda: [0.6, 0.2, 0.2], help="train, val, test shares of patients"
+    )
+    seed: int = setting(0, help="phantom drawing and split")
 
 
 @dataclass
@@ -154,24 +156,31 @@ class ClassifierStageConfig(Section):
     settings: dict[str, Any] = field(
         default_factory=lambda: {"labels": ("Pleural Effusion", "Pneumothorax")}
     )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    mixes: list[float] = field(default_factory=lambda: [0.5])  # mixed arms (0 < m < 1)
-    # A real-only arm per mixed arm trained for the same number of optimizer steps (its real
-    # images repeated to the mixed arm's training-set size): rules out "more steps".
-    matched_controls: bool = True
-    synthetic_arm: bool = True  # mix 1: as many synthetic as real train images
-    # Larger synthetic-only arms `synthetic-x<k>`: k x R synthetic images (RoentGen's +3%).
-    larger_synthetic: list[float] = field(default_factory=list)
-    # Data efficiency: real train sizes (image counts >= 1, or fractions < 1) at which the
-    # real, mixed and matched arms are also trained on a nested, patient-level subset.
-    real_sizes: list[float] = field(default_factory=list)
-    # False: the mixed arms (and their controls) only at the `real_sizes`, not on the full
-    # real train split (the real arm on the full split always trains: it is the oracle).
-    full_size_mixes: bool = True
-    pretrain_finetune: bool = True
-    # Pretrain on every synthetic image (its own run under pretrain/) instead of starting
-    # from the synthetic arm's run, which saw as many images as the real train split.
-    pretrain_all_synthetic: bool = False
+    seeds: list[int] = setting(default_factory=lambda: [0, 1, 2], help="one run per arm and seed")
+    mixes: list[float] = setting(
+        default_factory=lambda: [0.5], help="mixed arms, synthetic fraction 0 < m < 1"
+    )
+    matched_controls: bool = setting(
+        True,
+        help="a real-only arm per mixed arm, trained for as many optimizer steps (its real "
+        "images repeated to the mixed arm's size): rules out 'more steps'",
+    )
+    synthetic_arm: bool = setting(True, help="synthetic only, as many images as real (mix 1)")
+    larger_synthetic: list[float] = setting(
+        default_factory=list, help="synthetic-only arms `synthetic-x<k>` with k x R images"
+    )
+    real_sizes: list[float] = setting(
+        default_factory=list,
+        help="real train sizes of the sweep (counts, or fractions < 1): nested, patient-level "
+        "subsets on which the real, mixed and matched arms train too",
+    )
+    full_size_mixes: bool = setting(
+        True, help="mixed arms (and controls) on the full real train split too"
+    )
+    pretrain_finetune: bool = setting(True, help="pretrain on synthetic, fine-tune on real")
+    pretrain_all_synthetic: bool = setting(
+        False, help="pretrain on every synthetic image, not the synthetic arm's run"
+    )
 
 
 @dataclass
@@ -186,9 +195,11 @@ class ReportStageConfig(Section):
         {"runs", "out", "synthetic", "generator_eval", "overwrite", "allow_foreign_synthetic"}
     )
 
-    # Evaluate the generator (fidelity, diversity, prompt alignment, memorization) with the
-    # first real-only classifier run as feature extractor and oracle; shown in the report.
-    generator_eval: bool = True
+    generator_eval: bool = setting(
+        True,
+        help="evaluate the generator (prompt fidelity, FID/KID, diversity, memorization), the "
+        "first real-only run as oracle",
+    )
 
 
 @dataclass
@@ -387,7 +398,7 @@ def as_tables(cfg: StudyConfig) -> dict:
     return tables
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -395,11 +406,9 @@ def _toml_value(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-        )
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
@@ -408,12 +417,12 @@ def config_to_toml(cfg: StudyConfig) -> str:
     the defaults)."""
     lines = [f"# cxraug study configuration (preset {cfg.name!r}); rerun with --config"]
     tables = as_tables(cfg)
-    lines += [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
+    lines += [f"{k} = {toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
     for section, values in tables.items():
         if not isinstance(values, dict):
             continue
         lines.append(f"\n[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ a TOML file (`study.config`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from augmentor.config import FAST_SAMPLER
@@ -24,6 +24,7 @@ from study.config import (
     apply_overrides,
     load_toml,
     resolve_paths,
+    toml_value,
 )
 
 DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
@@ -224,6 +225,41 @@ def presets_table() -> str:
     `python -c "from study.presets import presets_table; print(presets_table())"`."""
     rows = [f"| `{p.name}` | {p.summary} | {p.duration} |" for p in PRESETS.values()]
     return "\n".join(["| preset | what it is | time |", "|---|---|---|", *rows])
+
+
+def presets_keys() -> str:
+    """Every key a study TOML takes that a preset sets or the study owns, per table, with
+    its help and each preset's value, as Markdown (docs/presets.md shows it; a test keeps
+    them equal): `python -c "from study.presets import presets_keys; print(presets_keys())"`.
+    Any other setting of a stage's command is a key too (`cxraug finetune -h` and so on)."""
+    built = {name: p.build() for name, p in PRESETS.items()}
+    default = StudyConfig()
+    names = [*built, "without a preset"]
+    out = []
+    for section in ("data", "generator", "synthesis", "classifier", "report"):
+        configs = [getattr(c, section) for c in [*built.values(), default]]
+        rows = []
+        if section == "data":
+            keys = [(f.name, f) for f in fields(DataConfig)]
+        else:
+            cls = type(configs[0])
+            command = {f.name: f for f in fields(cls.COMMAND)}
+            own = {f.name: f for f in fields(cls) if f.name != "settings"}
+            preset_keys = {k for c in configs for k in c.settings}
+            keys = [(k, own[k]) for k in own] + [
+                (k, command[k]) for k in command if k in preset_keys
+            ]
+        for key, f in keys:
+            values = []
+            for c in configs:
+                value = (
+                    getattr(c, key) if section == "data" or key in c.own_fields() else c.value(key)
+                )
+                values.append("" if value is None else f"`{toml_value(value)}`")
+            rows.append(f"| `{key}` | {f.metadata.get('help', '')} | " + " | ".join(values) + " |")
+        head = f"### [{section}]\n\n| key | what it sets | " + " | ".join(names) + " |"
+        out.append("\n".join([head, "|---|---|" + "---|" * len(names), *rows]))
+    return "\n\n".join(out)
 
 
 def load_study_config(preset: str | None = None, config: Path | None = None) -> StudyConfig:

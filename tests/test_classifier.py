@@ -360,7 +360,14 @@ def test_synthetic_pretrain_then_finetune(phantom_manifest, synthetic_from_phant
     assert pre_config["n_synthetic_train"] > 0 and len(pre_config["synthetic_digest"]) == 16
     # Fine-tune with a vanishing learning rate: the weights stay the pretrained ones.
     fine = train_classifier(
-        tiny_config(phantom_manifest, tmp_path / "fine", init_from=pre, lr=1e-12, epochs=1)
+        tiny_config(
+            phantom_manifest,
+            tmp_path / "fine",
+            init_from=pre,
+            lr=1e-12,
+            epochs=1,
+            allow_foreign_synthetic=True,  # its source trained on the hand-made set
+        )
     )
     config = json.loads((fine / "config.json").read_text())
     assert config["arm"] == "pretrain-finetune" and config["init_from"] == str(pre)

@@ -44,10 +44,12 @@ from augmentor.oracle_filter import (
     score_by_oracle,
 )
 from augmentor.report_text import is_negated, named_lobe, stated_side
+from classifier.run import write_seen_patients
 from manifests.errors import UserError
 from manifests.files import file_sha256
 from manifests.images import load_image, save_png
 from manifests.io import Manifest, read_manifest, write_manifest
+from manifests.provenance import SeenPatients, train_patients
 from tests.helpers import image_folder
 
 # ---------------------------------------------------------------- fixtures
@@ -72,6 +74,9 @@ def run_dir(tmp_path_factory, phantom_manifest) -> Path:
         "std": 0.25,
     }
     (out / "config.json").write_text(json.dumps(config))
+    real = read_manifest(phantom_manifest)  # trained on its train split, chose on its val split
+    val = real.rows.loc[real.rows["split"] == "val", "patient_id"]
+    write_seen_patients(out, SeenPatients.of(train_patients(real), val))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -282,3 +283,12 @@ def test_real_base_defaults_follow_roentgen_and_the_demo_lists_its_deviations():
     no_grain = demo_preset()
     no_grain.synthesis = no_grain.synthesis.with_settings(film_grain=False)
     assert not any("film grain" in line for line in roentgen_deviations(no_grain))
+
+
+def test_the_presets_page_lists_every_key_as_the_presets_set_it():
+    """docs/presets.md shows `presets_keys` as it is: a preset's change shows up there."""
+    from study.presets import presets_keys
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    assert presets_keys() in page, "docs/presets.md: rerun study.presets.presets_keys"
+    assert "`max_steps` | Optimizer steps in all. | `3000`" in presets_keys()

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from manifests.errors import UserError
-from manifests.files import check_writable_parent
+from manifests.files import check_output_folder
 from manifests.io import Manifest, write_manifest
 from manifests.phantom.drawing import draw_phantom
 from manifests.phantom.findings import Study, phantom_studies, study_ctr, study_labels
@@ -86,7 +86,7 @@ def write_phantom_dataset(
         raise UserError(f"--size: {size} px is too small; valid: 32 or more")
     out = Path(out)
     path = out / "manifest.parquet"
-    check_writable_parent(path, "OUT")  # a file in the way or no permission: before drawing
+    check_output_folder(out, "OUT")  # a link, a file in the way, no permission: first
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists; pass --overwrite to replace it")
     studies = phantom_studies(n, seed=seed, patients=patients, first_patient=first_patient)
