@@ -119,8 +119,7 @@ def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_
     assert record["n_train_images"] == int(
         ((rows["split"] == "train") & (rows["source"] == "real")).sum()
     )
-    fit = record["autoencoder_fit"]
-    assert fit["steps"] == 2 and fit["error_after"] < fit["error_before"]
+    assert record["autoencoder_fit"] is None  # tiny's pretrained autoencoder, frozen
     assert generator.read_generator_record(out) == record
 
     # The patients that trained it: exactly the real train patients, none of val or test.
@@ -134,7 +133,7 @@ def test_finetune_writes_a_pipeline_plain_diffusers_loads(finished_run, phantom_
     assert [s for s, _ in record["losses"]] == [1, 2, 3]
 
     pipe = StableDiffusionPipeline.from_pretrained(out)
-    assert pipe.vae.config.scaling_factor == pytest.approx(fit["scaling_factor"])
+    assert pipe.vae.config.scaling_factor == pytest.approx(record["latent_scaling_factor"])
     image = pipe(
         "Small left pneumothorax.",
         num_inference_steps=2,

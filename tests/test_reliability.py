@@ -310,7 +310,7 @@ BAD_INPUTS: list[Case] = [
     Case(
         "demo/out-is-file",
         lambda e, t: (["demo-data", str(a_file(t)), "--n", "3"], t / "taken"),
-        says=("taken is a file, not a folder",),
+        says=("taken: exists and is not a folder",),
     ),
     Case(
         "demo/parent-is-file",
@@ -1348,6 +1348,7 @@ pretrain_finetune = false
 [report]
 n_boot = 20
 generator_eval = false
+primary = "mix0.5 vs real, macro"
 """
 
 
