@@ -66,7 +66,7 @@ from augmentor.latents import encode_posterior, sample_latents  # noqa: E402
 from augmentor.synthesize import _quiet_diffusers, generate_images  # noqa: E402
 from augmentor.train_inputs import encode_prompts, tokenize_prompts  # noqa: E402
 from classifier.data import AugmentConfig, augment_batch, normalize  # noqa: E402
-from classifier.train import build_model, model_normalization  # noqa: E402
+from classifier.models import build_model, model_normalization  # noqa: E402
 
 TINY_NOTE = "CPU tiny mode: not a GPU figure"
 MODELS = ("sd15", "sd21-base")

@@ -193,7 +193,7 @@ def parse_comparison(text: str, flag: str = "--primary") -> tuple[str, str, str]
     if not sep or not arm or not other or " " in arm or " " in other:
         raise UserError(
             f"{flag}: {text!r} is not a comparison; valid: 'ARM vs OTHER, LABEL', e.g. "
-            "'mix0.5-n80 vs real-steps-mix0.5-n80, macro'"
+            "'mix0.5-n80 vs real-n80, macro'"
         )
     return arm, other, label
 
@@ -205,7 +205,7 @@ def default_arm(mix: float, init_from: Path | None) -> str:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Refuse bad flags before any work (one UserError each); the backbone name is checked
-    against timm by `classifier.train.check_backbone`."""
+    against timm by `classifier.models.check_backbone`."""
     cfg.mix = check_mix(cfg.mix)
     cfg.real_size = check_real_size(cfg.real_size)
     if cfg.mix > 0 and cfg.synthetic is None:

@@ -1,7 +1,7 @@
 """Compare classifier arms: AUROC per arm and label over seeds, and deltas against real-only.
 
 :func:`classifier.runset.collect_runs` reads and checks the run directories (a `RunSet`),
-:func:`check_provenance` refuses synthetic data never checked against the test patients, and
+:func:`classifier.report_notes.check_provenance` refuses synthetic data never checked against the test patients, and
 :func:`summarize_arms` computes the statistics (a :class:`Report`). Showing and writing them (terminal table, report.md,
 report.csv, report.json, report.html, figures) and `make_report`, which `cxraug report` and
 `cxraug study` call, are `classifier.report_render`'s.
@@ -55,7 +55,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,9 +73,15 @@ from classifier.endpoints import (
     label_endpoints,
     resolve_primary,
 )
-from classifier.runset import Run, RunSet
+from classifier.report_notes import (
+    macro_notes,
+    positive_patients,
+    stat_notes,
+)
+from classifier.runset import Run, RunSet, matched_controls
 from classifier.stats import (
     CI_LEVEL,
+    MACRO,
     SeedInterval,
     SeedTerm,
     fixed_macro,
@@ -87,12 +92,8 @@ from classifier.stats import (
     seed_p_value,
 )
 from classifier.steps import STEP_FIELDS, check_matched_steps, run_steps
-from manifests import provenance
 from manifests.errors import UserError
-from manifests.io import read_manifest
 
-MACRO = "macro"
-MIN_SEEDS = 5  # fewer seeds per arm than this: the report warns
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -110,20 +111,6 @@ def run_arms(runs: Sequence[Run]) -> dict[str, Arm]:
 def _with_macro(per_label: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Append the macro column: the mean over the same `keep` labels in every resample."""
     return np.concatenate([per_label, fixed_macro(per_label, keep)[..., None]], axis=-1)
-
-
-def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
-    """{arm: its step-matched real-only control arm} from the runs' configs.
-
-    A control run has ``"matched_to": "<arm>"`` in its config.json (and is named
-    ``real-steps-<arm>``); a ``real-steps-<arm>`` run without it matches `<arm>` by name.
-    """
-    out: dict[str, str] = {}
-    for run in runs:
-        target = Arm.from_config(run.config, run.arm).matched_to
-        if target:
-            out.setdefault(str(target), run.arm)
-    return out
 
 
 @dataclass
@@ -441,8 +428,8 @@ def summarize_arms(
             rows.append(row)
     n_secondary = label_endpoints(rows, comparisons, primary_cell, names, 1.0 - level)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    notes = _stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
-    notes += _macro_notes(labels, keep, left_out, min_positive_patients) + step_notes
+    notes = stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
+    notes += macro_notes(labels, keep, left_out, min_positive_patients) + step_notes
     roc = {
         arm: {
             label: curve
@@ -476,72 +463,6 @@ def summarize_arms(
         n_secondary=n_secondary,
         arm_info={arm: info[arm] for arm in arms},
     )
-
-
-def _stat_notes(
-    arms: dict[str, list[Run]],
-    baseline: str,
-    has_base: bool,
-    matched: dict[str, str],
-    runset: RunSet,
-    table: pd.DataFrame,
-    n_boot: int,
-    reasons: dict[str, str],
-) -> list[str]:
-    """What a reader must know to read the intervals: seeds, pairing, resamples, controls."""
-    notes = []
-    if not has_base:
-        notes.append(
-            f"no {baseline!r} arm among the runs: deltas need the real-only baseline, so "
-            "none are shown"
-        )
-    notes += [f"{label}: AUROC undefined, {reason}" for label, reason in reasons.items()]
-    one = [arm for arm, runs in arms.items() if len(runs) == 1]
-    if one:
-        notes.append(
-            f"{_names(one)} one seed: its spread over seeds is undefined and its intervals "
-            "are the test-patient bootstrap alone; they do not cover training randomness"
-        )
-    few = {arm: len(runs) for arm, runs in arms.items() if 1 < len(runs) < MIN_SEEDS}
-    if few:
-        counts = ", ".join(f"{arm} {n}" for arm, n in few.items())
-        notes.append(
-            f"fewer than {MIN_SEEDS} seeds per arm ({counts}): the seed spread is poorly "
-            "known, so the intervals use a t quantile with few degrees of freedom (wide); "
-            f"train {MIN_SEEDS} or more seeds per arm for intervals you can act on"
-        )
-    if has_base:
-        base = sorted(r.seed for r in arms[baseline])
-        for arm, runs in arms.items():
-            seeds = sorted(r.seed for r in runs)
-            if arm != baseline and seeds != base:
-                notes.append(
-                    f"arm {arm!r} (seeds {seeds}) and {baseline!r} (seeds {base}) do not "
-                    "share their seeds: its delta treats the two arms' seeds as independent"
-                )
-    short = table[(table.n_valid < n_boot) & table.auroc_mean.notna()]
-    for label, group in short.groupby("label", sort=False):
-        valid = int(group.n_valid.min())
-        what = "some label" if label == MACRO else "the label"
-        notes.append(
-            f"{label}: {n_boot - valid} of {n_boot} bootstrap resamples lacked a class for "
-            f"{what} and were left out of its intervals ({valid} valid)"
-        )
-    for arm, control in matched.items():
-        notes.append(
-            f"arm {arm!r} is also compared with {control!r}, real-only data trained for the "
-            "same number of optimizer steps (Δ vs step-matched): a gain over real that "
-            "the step-matched arm also shows comes from longer training, not from the "
-            "synthetic images"
-        )
-    for target, control in matched_controls(runset.runs).items():
-        if target not in arms:
-            notes.append(f"control arm {control!r} matches arm {target!r}, which is not here")
-    backbones = sorted({str(r.config.get("backbone")) for r in runset.runs})
-    if len(backbones) > 1:
-        notes.append(f"runs use different backbones ({', '.join(backbones)})")
-    notes.extend(_data_notes(runset))
-    return notes
 
 
 def _primary_record(primary: Primary | None, table: pd.DataFrame) -> dict | None:
@@ -590,31 +511,6 @@ def _information(
     return information_difference(arm, budgets[arm], other, paired)
 
 
-def positive_patients(truth: np.ndarray, patients: np.ndarray) -> list[int]:
-    """Per label, the test patients with at least one positive (1) image."""
-    return [len(set(patients[truth[:, j] == 1])) for j in range(truth.shape[1])]
-
-
-def _macro_notes(
-    labels: Sequence[str], keep: np.ndarray, left_out: dict[str, str], minimum: int
-) -> list[str]:
-    """Which labels the macro averages, and which it leaves out for too few positive
-    test patients (a handful of patients would decide their AUROC and its interval)."""
-    if not left_out:
-        return []
-    kept = [label for j, label in enumerate(labels) if keep[j]]
-    out = "; ".join(f"{label} ({reason.split(': ', 1)[1]})" for label, reason in left_out.items())
-    return [
-        f"macro: the mean over {', '.join(kept) or 'no label'}; left out: {out}. A label "
-        f"enters the macro only with {minimum} or more positive test patients"
-    ]
-
-
-def _names(arms: list[str]) -> str:
-    quoted = ", ".join(repr(a) for a in arms)
-    return f"arm {quoted} has" if len(arms) == 1 else f"arms {quoted} have"
-
-
 def _runs_frame(
     runset: RunSet, info: dict[str, Arm], point: dict, keep: np.ndarray
 ) -> pd.DataFrame:
@@ -636,50 +532,6 @@ def _runs_frame(
             }
         )
     return pd.DataFrame(rows)
-
-
-def check_provenance(runset: RunSet, allow_foreign: bool = False) -> list[str]:
-    """Refuse runs trained on synthetic images whose patients were never checked against the
-    test set (made before provenance records) unless `allow_foreign`; notes for the header."""
-    notes = []
-    for run in runset.runs:
-        if run.config.get("init_from_provenance") == provenance.FOREIGN:
-            notes.append(
-                f"arm {run.arm} (seed {run.seed}): its --init-from run's training patients "
-                "could not be checked against the test patients (accepted with "
-                "--allow-foreign-synthetic)"
-            )
-        status = run.config.get("synthetic_provenance")
-        if not run.config.get("n_synthetic_train") or status == provenance.CHECKED:
-            continue
-        if status is None and not allow_foreign:
-            raise UserError(
-                f"{run.path}: trained on synthetic images whose prompt and generator patients "
-                "were never checked against the test patients (a run from before provenance "
-                "records); retrain it, or pass --allow-foreign-synthetic to report it anyway"
-            )
-        notes.append(
-            f"arm {run.arm} (seed {run.seed}): its synthetic images' patients could not be "
-            "checked against the test patients (accepted with --allow-foreign-synthetic)"
-        )
-    return list(dict.fromkeys(notes))
-
-
-def _data_notes(runset: RunSet) -> list[str]:
-    """Say so when the test set is the phantom dataset (read from the real manifest)."""
-    real = next((r.config.get("real") for r in runset.runs if r.config.get("real")), None)
-    if not real or not Path(real).is_file():
-        return []
-    try:
-        rows = read_manifest(Path(real), validate=False).rows
-    except UserError:
-        return []
-    if "dataset" in rows and (rows["dataset"] == "phantom").all():
-        return [
-            "the test set is the embedded phantom dataset: a demonstration of the method, "
-            "not clinical evidence"
-        ]
-    return []
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 `cxraug report RUN...` and the last stage of `cxraug study` call :func:`make_report`, which
 runs, in order, :func:`classifier.runset.collect_runs` (read and check the run directories),
-:func:`classifier.report.check_provenance`, :func:`classifier.report.summarize_arms` (the
+:func:`classifier.report_notes.check_provenance`, :func:`classifier.report.summarize_arms` (the
 statistics) and :func:`write_report` (report.md, report.csv, report.json, report.html).
 
 This module owns the report folder: it writes those files (report.json last: its presence
@@ -27,17 +27,25 @@ from pathlib import Path
 import pandas as pd
 
 from classifier.arms import Arm
-from classifier.config import BASELINE_ARM, ReportConfig, parse_comparison
+from classifier.config import ReportConfig, parse_comparison
 from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
-from classifier.endpoints import DEFAULT_RULE, PRIMARY, comparisons_table
+from classifier.endpoints import comparisons_table
 from classifier.report import (
     FPR_GRID,
-    MACRO,
-    MIN_SEEDS,
     TABLE_COLUMNS,
     Report,
-    check_provenance,
     summarize_arms,
+)
+from classifier.report_notes import MIN_SEEDS, check_provenance
+from classifier.report_tables import (
+    BUDGET_TEXT,
+    budget_rows,
+    comparison_rows,
+    display_rows,
+    method_text,
+    missing,
+    primary_text,
+    runs_rows,
 )
 from classifier.runset import collect_runs
 from classifier.tables import fmt, html_table, md_table, print_table
@@ -47,99 +55,9 @@ from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 REPORT_VERSION = 3
-BUDGET_TEXT = (
-    "A synthetic image carries information about the real images and reports its generator "
-    "was fine-tuned on and prompted with. Per arm: the real labelled images its classifier "
-    "trained on (with those of a run it started from), the val images that chose its "
-    "scored epoch, the real images with reports that fine-tuned its generator (its "
-    "training patients' images in the real manifest), the generator's base, the reports "
-    "that prompted its synthetic images, and every real image its pipeline saw. The "
-    "Comparisons table's information column says what two compared arms' pipelines saw "
-    "that the other's did not."
-)
 
 
 # ------------------------------------------------------------------------------ display
-
-
-def _signed(value: float, digits: int = 3) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:+.{digits}f}"
-
-
-def _delta_cell(delta: float, lo: float, hi: float) -> str:
-    if not math.isfinite(delta):
-        return "n/a"
-    return f"{_signed(delta)} [{_signed(lo)}, {_signed(hi)}]"
-
-
-def display_rows(
-    report: Report, macro_only: bool = False, compact: bool = False
-) -> tuple[list[str], list[list[str]]]:
-    """Headers and text rows of the summary table (terminal, Markdown and HTML share it).
-
-    Columns: arm, label, runs, AUROC mean ± sd, min–max, its CI, Δ vs the baseline with its
-    CI, rel. %, Δ vs the arm's step-matched control with its CI (only when the report has
-    one), and the valid resamples of the row's CIs. `compact` keeps arm, label, AUROC
-    mean ± sd and the deltas (for narrow terminals); the files always have every column.
-    """
-    pct = int(round(report.ci_level * 100))
-    base = report.baseline or BASELINE_ARM
-    controls = {c: a for a, c in report.matched.items()}
-    headers = [
-        "arm",
-        "label",
-        "runs",
-        "AUROC mean ± sd",
-        "min–max",
-        f"{pct}% CI",
-        f"Δ vs {base} [{pct}% CI]",
-        "rel. %",
-    ]
-    if report.matched:
-        headers.append(f"Δ vs step-matched [{pct}% CI]")
-    headers.append("valid resamples")
-    out = []
-    for row in report.table.itertuples(index=False):
-        if macro_only and row.label != MACRO:
-            continue
-        valid = "" if pd.isna(row.n_valid) else f"{int(row.n_valid)}/{report.n_boot}"
-        if not math.isfinite(row.auroc_mean):  # undefined label (see the notes)
-            cells = [row.arm, row.label, str(row.n_runs), "n/a", "", "", "n/a", ""]
-            out.append(cells + [""] * (len(headers) - len(cells)))
-            continue
-        sd = "" if not math.isfinite(row.auroc_std) else f" ± {row.auroc_std:.3f}"
-        if row.arm == report.baseline or row.arm == row.baseline:
-            delta, rel = "(baseline)", ""
-        elif math.isfinite(row.delta):
-            delta = _delta_cell(row.delta, row.delta_lo, row.delta_hi)
-            rel = f"{row.relative_pct:+.1f}%" if math.isfinite(row.relative_pct) else "n/a"
-        else:
-            delta, rel = "n/a", ""
-        cells = [
-            row.arm,
-            row.label,
-            str(row.n_runs),
-            fmt(row.auroc_mean) + sd,
-            f"{fmt(row.auroc_min)}–{fmt(row.auroc_max)}",
-            f"[{fmt(row.auroc_lo)}, {fmt(row.auroc_hi)}]",
-            delta,
-            rel,
-        ]
-        if report.matched:
-            if row.arm in report.matched:
-                cells.append(
-                    _delta_cell(
-                        row.delta_vs_matched, row.delta_vs_matched_lo, row.delta_vs_matched_hi
-                    )
-                    + f" vs {report.matched[row.arm]}"
-                )
-            else:
-                cells.append(f"(control of {controls[row.arm]})" if row.arm in controls else "")
-        out.append([*cells, valid])
-    if compact:
-        wanted = [0, 1, 3, 6, 7] + ([8] if report.matched else [])
-        return [headers[i] for i in wanted], [[r[i] for i in wanted] for r in out]
-    return headers, out
 
 
 def print_report(report, title: str = "AUROC per arm", out=None) -> None:
@@ -156,237 +74,6 @@ def print_report(report, title: str = "AUROC per arm", out=None) -> None:
     out.print(primary_text(report))
     for note in report.notes:
         out.print(f"note: {note}")
-
-
-def _method_text(report: Report) -> str:
-    pct = int(round(report.ci_level * 100))
-    base = report.baseline or BASELINE_ARM
-    text = (
-        f"AUROC on the real test split ({report.n_test_images} images, "
-        f"{report.n_test_patients} patients), per run; per arm the mean over seeds, its sd "
-        f"and min–max, and a {pct}% CI of the mean. Δ is the arm's mean AUROC minus the "
-        f"{base!r} arm's. Each CI covers test-patient sampling and training seeds: a "
-        f"patient bootstrap ({report.n_boot} resamples, seed {report.bootstrap_seed}; the "
-        "same resampled patients score every arm, so deltas are paired) gives the patient "
-        "variance, the runs' spread over seeds beyond test-set noise the seed variance, and "
-        "the interval is a t interval (Welch-Satterthwaite degrees of freedom, never "
-        "narrower than the t interval of the per-seed values alone; an arm's AUROC on the "
-        "logit scale); deltas of arms with the same seeds are paired by seed. "
-        "With one seed per arm the CI is the patient-bootstrap percentile interval alone. "
-        f"rel. % = 100 × Δ / {base!r} mean AUROC. Macro: the mean over the labels with both "
-        f"classes and at least {report.min_positive_patients} positive patients in the test "
-        f"set ({', '.join(report.macro_labels) or 'none'}), the same labels in every "
-        "resample; resamples lacking a class are left out (valid resamples)."
-    )
-    if report.matched:
-        text += (
-            " Δ vs step-matched: the arm minus its real-only control trained for the same "
-            "number of optimizer steps."
-        )
-    alpha = 1.0 - report.ci_level
-    text += (
-        " Primary and secondary: one comparison is the primary endpoint (declared before "
-        "the run, or by the default rule: "
-        f"{DEFAULT_RULE}); its {pct}% CI is not adjusted. Every other Δ shown (against the "
-        "baseline and against the step-matched control, each label and the macro) is "
-        "secondary, one family adjusted by Holm's step-down: each Δ's two-sided p-value of "
-        "Δ = 0 is the one its CI inverts (one seed per arm: twice the smaller share of the "
-        "same bootstrap resamples on either side of 0; more seeds: the t statistic of the "
-        "CI, with its guard); sorted ascending, the i-th of m is tested at "
-        f"{alpha:g}/(m − i + 1) until the first that is not rejected, and its Holm-adjusted "
-        f"CI is drawn at level 1 − {alpha:g}/(m − i + 1) (from that first non-rejection on, "
-        "at the level of that step), so it excludes 0 exactly when Holm rejects. These "
-        "intervals control the family-wise error of those decisions; they are not "
-        "simultaneous intervals. Holm p: the adjusted p-value."
-    )
-    return text
-
-
-def _p_cell(p, n_boot: int) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    if p == 0:
-        return f"<{1.0 / n_boot:.2g}"
-    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
-
-
-def _p_phrase(p: float, n_boot: int) -> str:
-    cell = _p_cell(p, n_boot)
-    return f"p {cell[0]} {cell[1:]}" if cell.startswith("<") else f"p = {cell}"
-
-
-def primary_text(report: Report) -> str:
-    """The header's statement of the primary endpoint and of the secondary family."""
-    pct = int(round(report.ci_level * 100))
-    p = report.primary
-    if p is None:
-        text = (
-            "Primary endpoint: none (none declared, and no mixed arm has a step-matched "
-            "control among these runs)."
-        )
-    else:
-        how = (
-            "declared before the run"
-            if p["declared"]
-            else f"by the default rule, fixed before the run: {DEFAULT_RULE}"
-        )
-        what = "macro AUROC" if p["label"] == MACRO else f"{p['label']} AUROC"
-        delta = _delta_cell(_float(p["delta"]), _float(p["lo"]), _float(p["hi"]))
-        text = (
-            f"Primary endpoint ({how}): {p['arm']} vs {p['vs']}, {what}: Δ {delta} "
-            f"({pct}% CI, not adjusted; {_p_phrase(_float(p['p']), report.n_boot)})."
-        )
-        if p.get("information"):
-            text += f" Information: {p['information']}."
-    if report.n_secondary:
-        text += (
-            f" Every other comparison is secondary ({report.n_secondary} deltas): each is "
-            "shown beside its Holm-adjusted interval (Comparisons)."
-        )
-    return text
-
-
-def _float(value) -> float:
-    return math.nan if value is None else float(value)
-
-
-def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The comparisons table: each Δ, primary first, with its CI, the Holm-adjusted CI
-    (secondary ones), p-values and what the two arms' information differs in."""
-    pct = int(round(report.ci_level * 100))
-    headers = ["role", "comparison", "label", f"Δ [{pct}% CI]", "Holm-adjusted CI (level)"]
-    headers += ["p", "Holm p", "information"]
-    rows = []
-    for c in comparisons_table(report.table):
-        if c["role"] == PRIMARY:
-            holm = "(primary: not adjusted)"
-        elif c["holm_level"] is not None and math.isfinite(_float(c["holm_level"])):
-            holm = (
-                f"[{_signed(_float(c['holm_lo']))}, {_signed(_float(c['holm_hi']))}] "
-                f"({100 * float(c['holm_level']):.2f}%)"
-            )
-        else:
-            holm = "n/a"
-        rows.append(
-            [
-                c["role"],
-                f"{c['arm']} vs {c['vs']}",
-                c["label"],
-                _delta_cell(_float(c["delta"]), _float(c["lo"]), _float(c["hi"])),
-                holm,
-                _p_cell(_float(c["p"]), report.n_boot),
-                _p_cell(_float(c["p_holm"]), report.n_boot) if c["role"] != PRIMARY else "",
-                c["information"] or "",
-            ]
-        )
-    return headers, rows
-
-
-def _count(value) -> str:
-    """A count cell: 'n/a' for one not recorded (None or NaN)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return str(int(value))
-
-
-def _span(values) -> str:
-    """Per-seed values as one cell: the value, 'lo–hi' where seeds differ, 'n/a' unknown."""
-    known = [v for v in values if not _missing(v)]
-    if not known or len(known) < len(values):
-        return "n/a"
-    if all(isinstance(v, int | float) for v in known):
-        lo, hi = int(min(known)), int(max(known))
-        return str(lo) if lo == hi else f"{lo}–{hi}"
-    distinct = list(dict.fromkeys(str(v) for v in known))
-    return " / ".join(distinct)
-
-
-def _with_patients(images, patients) -> str:
-    text, who = _span(images), _span(patients)
-    return text if who == "n/a" else f"{text} ({who})"
-
-
-def _prompt_cell(info: dict) -> str:
-    if _span(info["prompt_reports"]) == "n/a":
-        return "n/a"
-    splits = {}
-    for seed_splits in info["prompt_splits"]:
-        for split, n in (seed_splits or {}).items():
-            splits.setdefault(split, []).append(n)
-    where = ", ".join(f"{split} {_span(n)}" for split, n in splits.items())
-    text = (
-        f"{_span(info['prompt_reports'])} reports of {_span(info['prompt_patients'])} patients"
-        + (f" ({where})" if where else "")
-    )
-    if any(info["template_prompts"]):
-        text += f"; {_span(info['template_prompts'])} of its images from template prompts"
-    return text
-
-
-def budget_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """'What each arm saw': per arm, the real labelled images its classifier trained on,
-    the val images that chose its scored epoch, its synthetic images, the real images and
-    reports its generator was fine-tuned on, the generator's base, the prompt pool, and
-    every real image its pipeline saw (`classifier.budget`; 'lo–hi' where seeds differ)."""
-    headers = [
-        "arm",
-        "classifier: real train images (patients)",
-        "val images (patients), choosing the scored epoch",
-        "synthetic train images",
-        "generator: real images + reports (patients)",
-        "generator base",
-        "prompt pool",
-        "real images seen in all (patients)",
-    ]
-    rows = []
-    for arm in report.arms:
-        info = (report.per_arm.get(arm) or {}).get("information")
-        if not info:
-            continue
-        used = any(info["generator_used"])
-        rows.append(
-            [
-                arm,
-                _with_patients(
-                    info["classifier_real_train_images"], info["classifier_real_train_patients"]
-                ),
-                _with_patients(info["classifier_val_images"], info["classifier_val_patients"]),
-                _span(info["classifier_synthetic_train_images"]),
-                _with_patients(info["generator_real_images"], info["generator_patients"])
-                if used
-                else "none",
-                _span(info["generator_base"]) if used else "",
-                _prompt_cell(info) if used else "",
-                _with_patients(info["real_images_seen"], info["real_patients_seen"]),
-            ]
-        )
-    return headers, rows
-
-
-def runs_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The runs table: each run's data, its realised optimizer steps and the epoch scored
-    (the best validation epoch, of the epochs it ran)."""
-    headers = ["run", "arm", "seed", "backbone", "real train", "synthetic train"]
-    headers += ["optimizer steps", "scored epoch", "macro AUROC"]
-    rows = []
-    for r in report.runs.to_dict(orient="records"):
-        scored = _count(r.get("scored_epoch"))
-        if scored != "n/a" and _count(r.get("epochs_run")) != "n/a":
-            scored += f" of {_count(r.get('epochs_run'))}"
-        rows.append(
-            [
-                str(r["run"]),
-                str(r["arm"]),
-                str(r["seed"]),
-                str(r.get("backbone")),
-                str(r.get("n_real_train")),
-                str(r.get("n_synthetic_train")),
-                _count(r.get("optimizer_steps")),
-                scored,
-                fmt(r.get("macro_auroc")),
-            ]
-        )
-    return headers, rows
 
 
 # ------------------------------------------------------------------------------ figures
@@ -499,7 +186,7 @@ def _report_json(report: Report) -> dict:
         "n_boot": report.n_boot,
         "ci_level": report.ci_level,
         "bootstrap_seed": report.bootstrap_seed,
-        "method": _method_text(report),
+        "method": method_text(report),
         "notes": report.notes,
         "matched": report.matched,
         "min_seeds": MIN_SEEDS,
@@ -530,11 +217,7 @@ def _json_ready(record: dict | None) -> dict | None:
     """A record with NaN (and pandas' missing values) as None: JSON has no NaN."""
     if record is None:
         return None
-    return {k: (None if _missing(v) else v) for k, v in record.items()}
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
+    return {k: (None if missing(v) else v) for k, v in record.items()}
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -586,7 +269,7 @@ def write_report(
     budget_headers, budget_table = budget_rows(report)
 
     # Markdown
-    md = [f"# {title}\n\n", f"**{primary_text(report)}**\n\n", _method_text(report) + "\n\n"]
+    md = [f"# {title}\n\n", f"**{primary_text(report)}**\n\n", method_text(report) + "\n\n"]
     md += [f"- note: {n}\n" for n in report.notes]
     md += ["\n## Macro AUROC\n\n", md_table(macro_headers, macro_rows)]
     if comp_rows:
@@ -618,7 +301,7 @@ def write_report(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p><strong>{html.escape(primary_text(report))}</strong></p>",
-        f"<p class='method'>{html.escape(_method_text(report))}</p>",
+        f"<p class='method'>{html.escape(method_text(report))}</p>",
     ]
     if report.notes:
         parts.append(

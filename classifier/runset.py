@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from classifier import run as run_folder
+from classifier.arms import Arm
 from manifests.errors import UserError
 
 
@@ -127,6 +128,20 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
             )
         )
     return RunSet(runs=runs, labels=labels, images=images, patients=patients, truth=truth)
+
+
+def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
+    """{arm: its step-matched real-only control arm} from the runs' configs.
+
+    A control run has ``"matched_to": "<arm>"`` in its config.json (and is named
+    ``real-steps-<arm>``); a ``real-steps-<arm>`` run without it matches `<arm>` by name.
+    """
+    out: dict[str, str] = {}
+    for run in runs:
+        target = Arm.from_config(run.config, run.arm).matched_to
+        if target:
+            out.setdefault(str(target), run.arm)
+    return out
 
 
 __all__ = ["Run", "RunSet", "collect_runs"]

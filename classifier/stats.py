@@ -34,6 +34,8 @@ from sklearn.metrics import roc_auc_score
 
 from classifier.config import N_BOOT
 
+MACRO = "macro"  # the mean over the labels, reported as one more label
+
 CI_LEVEL = 0.95
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from augmentor.config import FAST_SAMPLER
+from classifier.arms import Arm
 from manifests.errors import UserError
 from study.config import (
     ClassifierStageConfig,
@@ -26,6 +27,12 @@ from study.config import (
     resolve_paths,
     toml_value,
 )
+
+
+def against_its_control(arm: Arm, label: str = "macro") -> str:
+    """A primary endpoint: `arm` against its step-matched control, on `label`."""
+    return f"{arm.name} vs {arm.control().name}, {label}"
+
 
 DEMO_LABELS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
 
@@ -86,7 +93,7 @@ def demo_preset() -> StudyConfig:
             real_sizes=[80],
             full_size_mixes=False,
         ),
-        report=ReportStageConfig({"primary": "mix0.5-n80 vs real-steps-mix0.5-n80, macro"}),
+        report=ReportStageConfig({"primary": against_its_control(Arm(mix=0.5, real_size=80))}),
     )
 
 
@@ -137,7 +144,7 @@ def paper_preset() -> StudyConfig:
             pretrain_finetune=True,
             real_sizes=[50, 100, 200],
         ),
-        report=ReportStageConfig({"primary": "mix0.5-n50 vs real-steps-mix0.5-n50, macro"}),
+        report=ReportStageConfig({"primary": against_its_control(Arm(mix=0.5, real_size=50))}),
     )
 
 
@@ -173,7 +180,7 @@ def smoke_preset() -> StudyConfig:
         # 12 test patients: no label reaches the default 10 positive patients of the macro
         report=ReportStageConfig(
             {
-                "primary": "mix0.5 vs real-steps-mix0.5, macro",
+                "primary": against_its_control(Arm(mix=0.5)),
                 "n_boot": 100,
                 "min_positive_patients": 1,
             }

@@ -29,6 +29,7 @@ from classifier.data import (
     to_model_input,
 )
 from classifier.evaluate import compute_metrics, evaluate_run
+from classifier.models import build_model
 from classifier.run import load_model
 from classifier.stats import (
     bootstrap_auroc,
@@ -36,7 +37,7 @@ from classifier.stats import (
     patient_resample_weights,
     weighted_auroc,
 )
-from classifier.train import build_model, train_classifier
+from classifier.train import train_classifier
 from cli import app
 from manifests.errors import UserError
 from manifests.images import save_png

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from classifier.arms import Arm
 from classifier.report import summarize_arms
-from classifier.report_render import display_rows, write_report
+from classifier.report_render import write_report
+from classifier.report_tables import display_rows
 from classifier.runset import collect_runs
 from classifier.stats import paired_bootstrap_delta
 from cli import app
