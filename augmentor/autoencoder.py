@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from augmentor.optim import adamw
 from classifier.training.state import load_train_state, save_train_state
 from manifests.files import fault_point, scratch_dir
-from manifests.progress import progress
+from manifests.progress import progress, say_to
 
 
 @dataclass
@@ -73,7 +73,7 @@ def fit_autoencoder(
     learning_rate: float = 1e-3,
     kl_weight: float = 1e-6,
     seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     show_progress: bool = True,
     bf16: bool = False,
     checkpoint_dir: Path | None = None,
@@ -90,6 +90,7 @@ def fit_autoencoder(
     """
     import time
 
+    log = say_to(log)
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     probe = pixels[: min(64, len(pixels))]

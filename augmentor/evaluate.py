@@ -104,6 +104,7 @@ from manifests.errors import UserError
 from manifests.files import check_output_folder
 from manifests.images import load_image
 from manifests.io import Manifest, read_manifest
+from manifests.progress import say_to
 from manifests.splits import check_leakage
 
 
@@ -340,7 +341,7 @@ def evaluate_generator(
     Returns:
         the JSON document (also in `<out>/generator_eval.json`) and its tables.
     """
-    say = progress or (lambda _msg: None)
+    say = say_to(progress)
     out = Path(cfg.out)
     check_output_folder(out, "--out")  # before hashing or embedding anything
     state = runfolder.folder_state(out, FORMAT, cfg.resume, cfg.overwrite)

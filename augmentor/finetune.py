@@ -75,7 +75,7 @@ from classifier.training.records import jsonable
 from classifier.training.tracking import start_tracking
 from manifests import runfolder
 from manifests.errors import UserError
-from manifests.progress import progress, quiet_library_bars
+from manifests.progress import progress, quiet_library_bars, say_to
 
 # --------------------------------------------------------------------------------- data
 
@@ -184,10 +184,10 @@ def finetune(cfg: FinetuneConfig, log: Callable[[str], None] | None = None) -> P
     out = Path(cfg.out)
     state_name = decide_folder_state(cfg)  # read-only: every rank decides before anyone writes
     if state_name == runfolder.FINISHED:
-        (log or print)(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
+        say_to(log)(f"{out}: already fine-tuned to step {cfg.max_steps}; nothing to do")
         return out
     accelerator = build_accelerator(cfg.mixed_precision, cfg.seed, cfg.gradient_accumulation_steps)
-    run = Run(cfg, out, accelerator, log or print)
+    run = Run(cfg, out, accelerator, say_to(log))
     run.accelerator.wait_for_everyone()  # every rank decided the state before anyone writes
     data = load_train_data(Path(cfg.manifest))
     data.base_patients = base_patients(cfg, data)

@@ -24,7 +24,6 @@ resume, the best model) and tracking come from the training toolkit `finetune` s
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -64,8 +63,7 @@ from classifier.training.records import jsonable
 from classifier.training.tracking import CLASSIFIER_SCALARS, start_tracking
 from manifests import runfolder
 from manifests.io import manifest_digest
-
-logger = logging.getLogger(__name__)
+from manifests.progress import say_to
 
 CONFIG_VERSION = 1
 
@@ -385,7 +383,7 @@ def start_training(
 
     def say(text: str) -> None:
         if accelerator.is_main_process:
-            (log or logger.info)(text)
+            say_to(log)(text)
 
     # ---- data, model (the global generators were seeded from cfg.seed with the accelerator)
     data = prepare_data(cfg, say)
@@ -493,7 +491,7 @@ def train_classifier(cfg: TrainConfig, log: Callable[[str], None] | None = None)
     out = Path(cfg.out)
     state_name = decide_folder_state(cfg)  # read-only: every rank decides before anyone writes
     if state_name == runfolder.FINISHED:
-        (log or logger.info)(f"{out}: already finished; nothing to do")
+        say_to(log)(f"{out}: already finished; nothing to do")
         return out
     accelerator = build_accelerator(cfg.mixed_precision, cfg.seed)
     accelerator.wait_for_everyone()  # every process decided the state before anyone writes

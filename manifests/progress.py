@@ -9,18 +9,47 @@ first, with the rate and the ETA, and a last line when it closes:
 
 Usage is tqdm's: `for x in progress(items, desc=...)`, or `bar = progress(total=...)` then
 `bar.update(n)`, `bar.set_postfix(loss=...)`, `bar.close()` (or a `with` block).
+
+Messages (what a stage did, what it wrote) follow one convention: a library function takes
+an optional `log` callable and sends each line to `say_to(log)`: the caller's callable, or
+else the standard `logging` logger `cxraug`. The CLI shows that logger as plain lines on
+stdout (`show_messages`); a script or notebook does the same, or configures logging.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+LOGGER = logging.getLogger("cxraug")
 DEFAULT_EVERY_S = 30.0
 DEFAULT_EVERY_PCT = 10.0
+
+
+def say_to(log: Callable[[str], None] | None = None) -> Callable[[str], None]:
+    """Where a library function's messages go: `log` when the caller gives one, else the
+    `cxraug` logger (standard logging, level INFO)."""
+    return log or LOGGER.info
+
+
+class _PlainLines(logging.Handler):
+    """Each message as a plain line on the current stdout (looked up at every message, so a
+    redirected or captured stdout receives it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def show_messages(level: int = logging.INFO) -> None:
+    """Print the `cxraug` logger's messages as plain lines on stdout (idempotent)."""
+    if not any(isinstance(h, _PlainLines) for h in LOGGER.handlers):
+        LOGGER.addHandler(_PlainLines())
+    LOGGER.setLevel(level)
+    LOGGER.propagate = False
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:

@@ -40,6 +40,7 @@ from classifier.arms import Arm
 from classifier.config import TrainConfig
 from manifests import runfolder
 from manifests.errors import UserError
+from manifests.progress import say_to
 from study.config import (
     ClassifierStageConfig,
     DataConfig,
@@ -220,13 +221,14 @@ def check_primary(cfg: StudyConfig, out: Path) -> None:
             )
 
 
-def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> StudyResult:
+def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = None) -> StudyResult:
     """Run (or resume) the study in `out`; see the module docstring.
 
     Args:
         cfg: the configuration (see :func:`load_study_config`).
         out: the study folder.
-        log: called with progress lines.
+        log: called with progress lines (default: the `cxraug` logger,
+            `manifests.progress.say_to`).
 
     Returns:
         The report and where everything is.
@@ -241,6 +243,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     layout = StudyLayout(out)
     check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    log = say_to(log)
     log(f"study {cfg.name!r} in {out} (config: {write_config(out, cfg)})")
     stages = Stages(out, log)
 
@@ -327,7 +330,7 @@ def study(
     config: Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> StudyResult:
     """`cxraug study`: decide the folder's state, resolve the configuration, `run_study`.
 

@@ -330,3 +330,24 @@ def test_no_import_cycles_deferred_or_not():
     for node in graph:
         if node not in state:
             visit(node, [node])
+
+
+def test_library_messages_go_to_the_callers_log_or_the_cxraug_logger(capsys, caplog):
+    """One convention: a given `log` callable gets the lines; else the `cxraug` logger."""
+    import logging
+
+    from manifests.progress import LOGGER, say_to, show_messages
+
+    got = []
+    say_to(got.append)("to the caller")
+    assert got == ["to the caller"]
+    with caplog.at_level(logging.INFO, logger="cxraug"):
+        say_to()("to the logger")
+    assert [r.getMessage() for r in caplog.records] == ["to the logger"]
+    handlers, propagate = list(LOGGER.handlers), LOGGER.propagate
+    try:
+        show_messages()
+        say_to()("a plain line")
+        assert capsys.readouterr().out == "a plain line\n"
+    finally:
+        LOGGER.handlers[:], LOGGER.propagate = handlers, propagate
