@@ -164,7 +164,7 @@ max-width:1240px;color:#222;line-height:1.45;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em;display:block;max-width:100%;
 overflow-x:auto}th{overflow-wrap:normal;word-break:normal;hyphens:none}
-th,td{border:1px solid #ddd;padding:.3em .5em;text-align:right}td{white-space:nowrap}
+th,td{border:1px solid #ddd;padding:.3em .5em;text-align:right}
 th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
 tr:nth-child(even) td{background:#fafafa}
 .notes li{color:#7a4b00}.method{color:#444;font-size:.92em}

@@ -208,7 +208,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "demo",
             "phantoms and the tiny base: the generator's prompt fidelity, real vs mixed at 80 images",
-            "about 18 minutes on 2 CPU cores",
+            "about 16 minutes on 2 CPU cores",
             demo_preset,
         ),
         Preset(
