@@ -55,6 +55,7 @@ def test_report_with_a_zero_auroc_baseline_writes_na_relative_change(tmp_path):
     runs = _two_image_runs(tmp_path / "runs")
     out = tmp_path / "rep"
     args = ["report", *map(str, runs), "--out", str(out), "--n-boot", "20"]
+    args += ["--min-positive-patients", "1"]  # a two-image test split
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, (result.output, result.exception)
     doc = json.loads((out / "report.json").read_text())

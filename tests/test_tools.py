@@ -112,6 +112,7 @@ def test_report_table_never_breaks_a_label(monkeypatch):
         for label in labels
     ]
     monkeypatch.setattr(report_mod, "display_rows", lambda report, compact: (headers, rows))
+    monkeypatch.setattr(report_mod, "primary_text", lambda report: "")
 
     class _Report:
         notes = ["a note"]
