@@ -273,7 +273,16 @@ def synthesize(
     labels = tuple(prompts.labels)
     digest = generator_digest(model)
     base = (generator_record_or_none(model) or {}).get("base")
-    record = provenance.synthetic_record(digest, _generator_patients(model), prompts, base)
+    generator_patients = _generator_patients(model)
+    if generator_patients is not None:  # a generator that cannot say is marked foreign below
+        provenance.check_seen(
+            provenance.held_out_patients(prompts),
+            provenance.SeenPatients(trained=tuple(generator_patients)),
+            f"--model {model}",
+            str(config.prompts_from),
+            "use a generator fine-tuned on this manifest's train split",
+        )
+    record = provenance.synthetic_record(digest, generator_patients, prompts, base)
     del prompts
     notes = template_notes(plan)
     grain = film_grain_of(model, config.film_grain)

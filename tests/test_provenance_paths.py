@@ -232,3 +232,18 @@ def test_filter_with_carries_the_oracles_patients(splits, generator_c, classifie
     assert set(oracle["patients"]) <= set(_run_patients(tmp_path / "C")["patients"])
     code, output = invoke(*train, "--real", splits["A"], "--out", tmp_path / "A")
     assert_refused(code, output, f"its oracle filter (--filter-with {classifier_b}): trained on")
+
+
+def test_synthesize_with_a_generator_that_saw_test_patients_is_refused(
+    splits, generator_b, generator_c, tmp_path
+):
+    """B's generator trained on A's val/test patients: prompting it from A is refused before
+    anything is written; C's generator (clean for A) synthesizes."""
+    out = tmp_path / "syn"
+    code, output = invoke(*synthesize_args(generator_b, splits["A"], out))
+    n = len(splits["leaked"])
+    assert_refused(code, output, f"--model {generator_b}: trained on {n} val/test patients "
+                   f"of {splits['A']}")  # fmt: skip
+    assert not out.exists()
+    code, output = invoke(*synthesize_args(generator_c, splits["A"], out))
+    assert code == 0, output
