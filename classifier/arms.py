@@ -15,6 +15,8 @@ The names (``<m>``, ``<k>`` and ``<q>`` printed with ``:g``):
 * ``mix<m>``: synthetic fraction m (0 < m < 1).
 * ``real-steps-<arm>``: a real-only control trained for as many optimizer steps as
   ``<arm>`` (its `matched_to`; ``<arm>`` carries its own real size).
+* ``real-oversample-<arm>``: the same control with its real positives drawn more often, to
+  ``<arm>``'s label balance (`oversample`): rules out 'more positives' as well as 'more steps'.
 * ``pretrain-finetune`` (``pretrain-finetune-mix<m>``): started from another run.
 * ``synthetic-pretrain``: the synthetic-only run a pretrain-finetune run starts from.
 * a suffix ``-n<N>`` (``-f<q>``): trained on a nested subset of N real train images (a
@@ -42,6 +44,7 @@ PRETRAIN = "pretrain"
 OTHER = "other"  # a name outside the grammar, read without its config
 
 CONTROL_PREFIX = "real-steps-"
+OVERSAMPLE_PREFIX = "real-oversample-"
 _SIZE_TAG = re.compile(r"-(n\d+|f[0-9.]+)$")
 
 
@@ -68,6 +71,7 @@ class Arm:
     synthetic_scale: float | None = None  # mix 1 with k x as many synthetic images
     init_from_run: bool = False  # started from another classifier run
     pretrain: bool = False  # the synthetic-only run another arm starts from
+    oversample: bool = False  # a control drawing real positives to its matched arm's balance
     given_name: str | None = None  # the run's own name, when the facts print another one
 
     # -------------------------------------------------------------------- printing
@@ -101,8 +105,9 @@ class Arm:
         kind = self.kind
         if kind == OTHER:
             return None
-        if kind == CONTROL:
-            return f"{CONTROL_PREFIX}{self.matched_to}"  # the matched arm carries its size
+        if kind == CONTROL:  # the matched arm carries its size
+            prefix = OVERSAMPLE_PREFIX if self.oversample else CONTROL_PREFIX
+            return f"{prefix}{self.matched_to}"
         base = {
             REAL: "real",
             MIX: f"mix{self.mix:g}",
@@ -141,9 +146,10 @@ class Arm:
             return other
         return replace(other, given_name=self.family + other.size_tag)
 
-    def control(self) -> Arm:
-        """The step-matched real-only control of this arm."""
-        return Arm(mix=0.0, real_size=self.real_size, matched_to=self.name)
+    def control(self, oversample: bool = False) -> Arm:
+        """The step-matched real-only control of this arm (`oversample`: the one that
+        also draws real positives to this arm's label balance)."""
+        return Arm(mix=0.0, real_size=self.real_size, matched_to=self.name, oversample=oversample)
 
     def sort_key(self) -> tuple:
         """Report order: the whole train split first, then each real size (ascending);
@@ -156,7 +162,7 @@ class Arm:
             rank = (0, 0.0)
         elif kind == CONTROL:
             matched = Arm.parse(str(self.matched_to))
-            rank = (1, matched.mix if matched.kind == MIX else math.inf)
+            rank = (1, matched.mix if matched.kind == MIX else math.inf, float(self.oversample))
         elif kind == MIX:
             rank = (2, float(self.mix))
         elif kind == SYNTHETIC:
@@ -187,8 +193,13 @@ class Arm:
 
     @classmethod
     def _parse_base(cls, base: str, name: str, real_size: float | None) -> Arm:
-        if base.startswith(CONTROL_PREFIX) and len(base) > len(CONTROL_PREFIX):
-            return cls(real_size=real_size, matched_to=name[len(CONTROL_PREFIX) :])
+        for prefix in (CONTROL_PREFIX, OVERSAMPLE_PREFIX):
+            if base.startswith(prefix) and len(base) > len(prefix):
+                return cls(
+                    real_size=real_size,
+                    matched_to=name[len(prefix) :],
+                    oversample=prefix == OVERSAMPLE_PREFIX,
+                )
         fixed = {
             "real": cls(),
             "synthetic": cls(mix=1.0),
@@ -229,6 +240,7 @@ class Arm:
                 config["init_from"] is not None if "init_from" in config else parsed.init_from_run
             ),
             pretrain=parsed.pretrain,
+            oversample=bool(config.get("oversample", parsed.oversample)),
         )
         if arm.mix is None:  # no recorded mix and a name outside the grammar
             return replace(arm, given_name=name)
@@ -240,6 +252,7 @@ __all__ = [
     "CONTROL_PREFIX",
     "MIX",
     "OTHER",
+    "OVERSAMPLE_PREFIX",
     "PRETRAIN",
     "PRETRAIN_FINETUNE",
     "REAL",

@@ -100,3 +100,14 @@ def test_family_size_and_control():
     assert arm.control().family == "real-steps-mix0.5"
     assert Arm().at_size(0.25).name == "real-f0.25"
     assert Arm.parse("zzz-n40").at_size(80).name == "zzz-n80"
+
+
+def test_oversample_control_names_parses_and_sorts_after_the_plain_control():
+    mixed = Arm(mix=0.5, real_size=80)
+    over = mixed.control(oversample=True)
+    assert over.name == "real-oversample-mix0.5-n80"
+    assert Arm.parse(over.name) == over
+    config = {"arm": over.name, "mix": 0.0, "matched_to": mixed.name, "oversample": True}
+    assert Arm.from_config(config).oversample
+    order = sorted([over, mixed, mixed.control()], key=Arm.sort_key)
+    assert [a.name for a in order] == ["real-steps-mix0.5-n80", over.name, "mix0.5-n80"]
