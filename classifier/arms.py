@@ -2,8 +2,9 @@
 
 An arm is what a group of classifier runs (one per training seed) trained on. Each run's
 config.json records the facts: the synthetic fraction `mix`, a nested real subset
-`real_size`, the arm a step-matched real-only control `matched_to`, and `init_from` (a run
-it started from). :class:`Arm` holds those facts and prints the arm's name from them;
+`real_size`, the arm a step-matched real-only control `matched_to` (with `oversample_to`,
+the label balance an oversampling control draws to), and `init_from` (a run it started
+from). :class:`Arm` holds those facts and prints the arm's name from them;
 `study.planning` names the study's runs with it, `classifier.config.default_arm` names a
 run trained on its own, and `classifier.report` and `classifier.efficiency` read each run's
 arm from its recorded config (:meth:`Arm.from_config`) to order, pair and group runs.
@@ -240,7 +241,7 @@ class Arm:
                 config["init_from"] is not None if "init_from" in config else parsed.init_from_run
             ),
             pretrain=parsed.pretrain,
-            oversample=bool(config.get("oversample", parsed.oversample)),
+            oversample=bool(config.get("oversample_to")) or parsed.oversample,
         )
         if arm.mix is None:  # no recorded mix and a name outside the grammar
             return replace(arm, given_name=name)

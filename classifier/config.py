@@ -125,6 +125,11 @@ class TrainConfig:
         help="Record that this real-only run is the step-matched control of ARM (give it "
         "--train-size equal to ARM's training-set size so it takes as many steps).",
     )
+    oversample_to: str | None = setting(
+        None,
+        help="LABEL:SHARE,...: draw the real train images (with --mix 0 and --train-size) so "
+        "each label's positive share is about SHARE, e.g. a mixed arm's label balance.",
+    )
     arm: str | None = setting(
         None, help="Arm name (default: real, synthetic, mix0.5, ...)."
     )  # default_arm
@@ -225,6 +230,11 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise UserError(f"{flag}: {value!r} must be an integer >= {low}")
     if not cfg.lr > 0:
         raise UserError(f"--lr: {cfg.lr!r} must be positive")
+    if cfg.oversample_to is not None and (cfg.mix != 0 or cfg.train_size is None):
+        raise UserError(
+            "--oversample-to: only for a real-only run (--mix 0) with --train-size (the "
+            "training-set size of the arm whose label balance it matches)"
+        )
     runfolder.check_resume_overwrite(cfg.resume, cfg.overwrite)
     if cfg.init_from is not None:
         read_config(Path(cfg.init_from), flag="--init-from")

@@ -27,7 +27,13 @@ from classifier.run_patients import check_source_run, run_seen
 from manifests import provenance
 from manifests.errors import UserError
 from manifests.io import Manifest, read_manifest
-from manifests.mixing import MixPlan, mix_manifests, mix_plan_of, subset_real_train
+from manifests.mixing import (
+    MixPlan,
+    mix_manifests,
+    mix_plan_of,
+    parse_positive_rates,
+    subset_real_train,
+)
 from manifests.splits import check_leakage
 
 
@@ -91,7 +97,12 @@ def load_manifests(cfg: TrainConfig) -> TrainingSet:
                 "(cxraug manifest split)"
             )
     pool = real if cfg.real_size is None else subset_real_train(real, cfg.real_size, cfg.seed)
-    mixed = mix_manifests(pool, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed)
+    oversample = None
+    if cfg.oversample_to is not None:
+        oversample = parse_positive_rates(cfg.oversample_to, list(real.labels))
+    mixed = mix_manifests(
+        pool, synthetic, cfg.mix, cfg.train_size, seed=cfg.seed, oversample_to=oversample
+    )
     check_leakage(mixed, where="mixed training set")
     return TrainingSet(mixed, real, status, synthetic, source, source_status)
 

@@ -63,6 +63,7 @@ from classifier.training.records import jsonable
 from classifier.training.tracking import CLASSIFIER_SCALARS, start_tracking
 from manifests import runfolder
 from manifests.io import manifest_digest
+from manifests.mixing import positive_rates
 from manifests.progress import say_to
 
 CONFIG_VERSION = 1
@@ -121,6 +122,9 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
             "synthetic_provenance": data.synthetic_provenance,
             "init_from_provenance": data.init_from_provenance,
             "n_synthetic_train": int((data.train["source"] == "synthetic").sum()),
+            # each label's positive share in the training set (what an oversampling
+            # control matches; a mixed arm's synthetic rows raise it)
+            "train_positive_share": positive_rates(data.train, data.labels),
             "n_val": len(data.val),
             "n_test": len(data.test),
             "mix_plan": jsonable(asdict(data.plan))

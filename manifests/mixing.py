@@ -21,6 +21,7 @@ training set is mixed.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,12 +129,71 @@ def draw_rows(n_available: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
+def parse_positive_rates(text: str, labels: Sequence[str], flag: str = "--oversample-to") -> dict:
+    """'LABEL:SHARE,...' -> {label: share}: each label a manifest label, each share in (0, 1)."""
+    rates = {}
+    for part in [p for p in str(text).split(",") if p.strip()]:
+        label, sep, value = part.rpartition(":")
+        label = label.strip()
+        try:
+            share = float(value) if sep else math.nan
+        except ValueError:
+            share = math.nan
+        if label not in labels:
+            raise UserError(f"{flag}: {label or part!r} is not a label; valid: {', '.join(labels)}")
+        if not 0.0 < share < 1.0:
+            raise UserError(f"{flag}: {part.strip()!r}; give LABEL:SHARE with 0 < SHARE < 1")
+        rates[label] = share
+    if not rates:
+        raise UserError(f"{flag}: {text!r}; give LABEL:SHARE,... e.g. Pneumothorax:0.3")
+    return rates
+
+
+def positive_rates(rows: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
+    """The share of `rows` positive (1) for each label: a training set's label balance."""
+    values = rows[list(labels)].to_numpy(np.float64) == 1
+    return {
+        label: float(values[:, j].mean()) if len(rows) else 0.0 for j, label in enumerate(labels)
+    }
+
+
+def oversample_weights(positive: np.ndarray, target: np.ndarray, rounds: int = 100) -> np.ndarray:
+    """Per-row weights whose weighted positive share per label is `target` (raking).
+
+    `positive` is ``(n, L)`` booleans, `target` ``(L,)`` shares; each round scales, label by
+    label, the positives' weights by target / current and the negatives' by the
+    complements. A label without positives (or negatives) keeps its share.
+    """
+    w = np.ones(len(positive))
+    for _ in range(rounds):
+        for j, t in enumerate(target):
+            pos = positive[:, j]
+            share = w[pos].sum() / w.sum()
+            if 0.0 < share < 1.0:
+                w = np.where(pos, w * t / share, w * (1.0 - t) / (1.0 - share))
+    return w / w.sum()
+
+
+def draw_weighted(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` row indices, row i about ``n * weights[i]`` times: the whole part of each
+    expectation exactly, the rest drawn by the fractional parts (no lopsided resample)."""
+    expected = n * np.asarray(weights, np.float64)
+    counts = np.floor(expected).astype(np.int64)
+    rest = n - int(counts.sum())
+    if rest > 0:
+        frac = expected - counts
+        extra = rng.choice(len(weights), size=rest, replace=False, p=frac / frac.sum())
+        counts[extra] += 1
+    return np.repeat(np.arange(len(weights)), counts).astype(np.int64)
+
+
 def mix_manifests(
     real: Manifest,
     synthetic: Manifest | None,
     mix: float,
     train_size: int | None = None,
     seed: int = 0,
+    oversample_to: dict[str, float] | None = None,
 ) -> Manifest:
     """A training manifest: real val/test untouched, real + synthetic train rows per `mix`.
 
@@ -147,6 +207,10 @@ def mix_manifests(
             (0.5 adds as many synthetic as real), and `mix == 1` takes ``R`` synthetic only.
         train_size: fix the total: ``n_synthetic = round(train_size * mix)``, the rest real.
         seed: which rows are drawn.
+        oversample_to: {label: positive share}: real-only (`mix` 0) with `train_size`, the
+            real rows are drawn by :func:`oversample_weights` so the training set's positive
+            share per label is about these (the label balance of the mixed arm a control
+            is matched to: more positives, not more information).
 
     Returns:
         A manifest with absolute image paths; its metadata `cxraug.mix` holds the plan (JSON).
@@ -176,10 +240,16 @@ def mix_manifests(
 
     rng = np.random.default_rng(seed)
     real_abs = absolutize(real).rows
-    parts = [
-        real_abs[~is_train],
-        real_abs[is_train].iloc[draw_rows(len(real_train), plan.n_real, rng)],
-    ]
+    if oversample_to is not None:
+        if mix != 0 or train_size is None:
+            raise UserError("--oversample-to: only for a real-only run (--mix 0) with --train-size")
+        labels = list(oversample_to)
+        positive = real_train[labels].to_numpy(np.float64) == 1
+        weights = oversample_weights(positive, np.array([oversample_to[x] for x in labels]))
+        real_index = draw_weighted(weights, plan.n_real, rng)
+    else:
+        real_index = draw_rows(len(real_train), plan.n_real, rng)
+    parts = [real_abs[~is_train], real_abs[is_train].iloc[real_index]]
     if plan.n_synthetic:
         parts.append(syn_rows.iloc[draw_rows(len(syn_rows), plan.n_synthetic, rng)])
     out_rows = pd.concat(parts, ignore_index=True, sort=False)
@@ -190,6 +260,7 @@ def mix_manifests(
         "real_repeated": plan.real_repeated,
         "synthetic_repeated": plan.synthetic_repeated,
         "seed": seed,
+        "oversample_to": oversample_to,
     }
     metadata[MIX_METADATA_KEY] = json.dumps(info, sort_keys=True)
     return Manifest(rows=out_rows, labels=real.labels, root=Path("/"), metadata=metadata)

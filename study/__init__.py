@@ -36,6 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from classifier.arms import Arm
 from classifier.config import TrainConfig
 from manifests import runfolder
@@ -53,6 +56,8 @@ from study.deviations import deviations_section
 from study.folder import (
     DATA_MANIFEST,
     FORMAT,
+    ORACLE_MANIFEST,
+    ORACLE_PHANTOM_DIR,
     PHANTOM_DIR,
     Stages,
     StudyLayout,
@@ -60,7 +65,13 @@ from study.folder import (
     saved_config,
     write_config,
 )
-from study.planning import ArmRun, plan_runs, real_train_counts
+from study.generators import (
+    finetune_settings,
+    plan_generators,
+    synthesis_settings,
+    synthetic_needed,
+)
+from study.planning import ORACLE_ARM, ArmRun, plan_runs, real_train_counts
 from study.presets import load_study_config
 
 # ------------------------------------------------------------------------------ stages
@@ -106,6 +117,11 @@ def stage_data(cfg: DataConfig, out: Path, log: Callable[[str], None]) -> Path:
         log(f"{source}: keeping its train/val/test split")
     else:
         split = split_by_patient(manifest, tuple(cfg.fractions), seed=cfg.seed)
+    if cfg.has_oracle:
+        split, oracle = oracle_split(cfg, split, out)
+        write_manifest(oracle, out / ORACLE_MANIFEST, overwrite=True)
+        n_oracle = oracle.rows.loc[oracle.rows["split"] == "train", "patient_id"].nunique()
+        log(f"fidelity oracle: {n_oracle} patients of its own -> {out / ORACLE_MANIFEST}")
     write_manifest(split, target, overwrite=True)
     counts = split_counts(split)
     log(
@@ -117,27 +133,70 @@ def stage_data(cfg: DataConfig, out: Path, log: Callable[[str], None]) -> Path:
     return target
 
 
-def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log) -> Path:
-    """Fine-tune the generator on the train split (augmentor.finetune.finetune).
+ORACLE_FIRST_PATIENT = 2_000_000  # past the phantom pools of the data and the autoencoder
+
+
+def oracle_split(cfg: DataConfig, split, out: Path):
+    """(the study's manifest, the oracle's): the fidelity oracle's own patients as its
+    train split, beside the study's val and test splits. Phantoms: `oracle_images` drawn
+    from patients no other draw has; a real manifest: `oracle_fraction` of its train
+    patients (seeded), taken out of the study's train split before anything trains."""
+    from manifests.io import absolutize, concat_manifests, read_manifest
+    from manifests.phantom import write_phantom_dataset
+
+    split = absolutize(split)
+    rows = split.rows
+    held_out = rows[rows["split"] != "train"]
+    if cfg.manifest is None:
+        path = write_phantom_dataset(
+            out / ORACLE_PHANTOM_DIR,
+            n=cfg.oracle_images,
+            size=cfg.phantom_size,
+            seed=cfg.seed + 1,
+            first_patient=ORACLE_FIRST_PATIENT,
+            overwrite=True,
+        )
+        own = absolutize(read_manifest(path))
+        own = own.with_rows(own.rows.assign(split="train"))
+        return split, concat_manifests([own, split.with_rows(held_out)])
+    train = rows[rows["split"] == "train"]
+    patients = np.sort(train["patient_id"].astype(str).unique())
+    rng = np.random.default_rng([cfg.seed, 11])
+    n = max(1, round(cfg.oracle_fraction * len(patients)))
+    chosen = set(rng.choice(patients, size=n, replace=False))
+    is_oracle = (
+        rows["patient_id"].astype(str).isin(chosen).to_numpy()
+        & (rows["split"] == "train").to_numpy()
+    )
+    oracle = split.with_rows(pd.concat([rows[is_oracle], held_out]))
+    return split.with_rows(rows[~is_oracle]), oracle
+
+
+def stage_finetune(cfg: GeneratorConfig, manifest: Path, out: Path, log, **changes) -> Path:
+    """Fine-tune a generator on the train split of `manifest` (augmentor.finetune.finetune);
+    `changes`: a unit's own settings (`study.generators.finetune_settings`).
 
     An interrupted run resumes from its latest checkpoint.
     """
     from augmentor.finetune import finetune
 
     # a fresh folder starts; a cut run continues (manifests.runfolder)
-    settings = cfg.command_config(manifest=str(manifest), out=str(out), resume=True)
+    settings = cfg.with_settings(**changes).command_config(
+        manifest=str(manifest), out=str(out), resume=True
+    )
     return Path(finetune(settings, log=log))
 
 
 def stage_synthesize(
-    cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log
+    cfg: SynthesisStageConfig, generator: Path, prompts: Path, out: Path, log, **changes
 ) -> Path:
-    """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run."""
+    """Label-balanced synthesis (augmentor.synthesize.synthesize); resumes a cut run.
+    `changes`: a unit's own settings (`study.generators.synthesis_settings`)."""
     from augmentor.synthesize import synthesize
     from augmentor.synthetic_set import manifest_path
 
     result = synthesize(
-        cfg.command_config(
+        cfg.with_settings(**changes).command_config(
             model=str(generator), prompts_from=str(prompts), out=str(out), resume=True
         )
     )
@@ -167,15 +226,33 @@ def stage_evaluate_generator(
     return out
 
 
+def oversample_target(runs: tuple[Path, ...], labels) -> str | None:
+    """'LABEL:SHARE,...': the mean positive share per label the finished runs `runs`
+    trained on (their config.json), for the labels strictly between 0 and 1."""
+    from classifier.run import read_config
+
+    shares = [read_config(path)["train_positive_share"] for path in runs]
+    parts = []
+    for label in labels:
+        share = float(np.mean([s[label] for s in shares]))
+        if 0.0 < share < 1.0:
+            parts.append(f"{label}:{share:.6f}")
+    return ",".join(parts) or None
+
+
 def train_config(
-    cfg: ClassifierStageConfig, real: Path, synthetic: Path, run: ArmRun
+    cfg: ClassifierStageConfig, real: Path, synthetic: Path | None, run: ArmRun
 ) -> TrainConfig:
     """The TrainConfig of one planned run: the stage's settings, and what the study sets
-    (its arm's facts are what config.json records)."""
+    (its arm's facts are what config.json records); `synthetic`: the set of the run's
+    generator."""
     return cfg.command_config(
-        real=real,
+        real=run.real or real,
         out=run.out,
         synthetic=synthetic if run.arm.mix > 0 else None,
+        oversample_to=(
+            oversample_target(run.balance_from, cfg.value("labels")) if run.balance_from else None
+        ),
         mix=run.arm.mix,
         train_size=run.train_size,
         init_from=run.init_from,
@@ -190,7 +267,7 @@ def train_config(
 def stage_train(
     cfg: ClassifierStageConfig,
     real: Path,
-    synthetic: Path,
+    synthetic: Path | None,
     run: ArmRun,
     log: Callable[[str], None],
 ) -> Path:
@@ -199,6 +276,47 @@ def stage_train(
 
     train_cfg = train_config(cfg, real, synthetic, run)
     return train_classifier(train_cfg, log=lambda text: log(f"  {text}"))
+
+
+def stage_generator(
+    cfg: StudyConfig, layout: StudyLayout, stages: Stages, unit, real_manifest, counts, log
+) -> Path:
+    """Fine-tune one of the study's generators and draw its synthetic set (each a stage
+    of its own, skipped when done); returns the set's manifest."""
+    from augmentor.synthetic_set import manifest_path
+    from manifests.io import write_manifest
+    from manifests.mixing import subset_real_train
+
+    suffix = f"-{unit.key}" if unit.key else ""
+    prompts = layout.real_manifest
+    if unit.per_size:
+        prompts = layout.subset_manifest(unit)
+        if not prompts.is_file():
+            prompts.parent.mkdir(parents=True, exist_ok=True)
+            subset = subset_real_train(real_manifest, unit.real_size, unit.seed)
+            write_manifest(subset, prompts, overwrite=True)
+    generator = layout.generator_of(unit)
+    if not stages.done(f"finetune{suffix}", generator):
+        start = time.perf_counter()
+        log(f"finetune {cfg.generator.value('base')} on {unit.describe()} -> {generator}")
+        stage_finetune(
+            cfg.generator, prompts, generator, log, **finetune_settings(cfg.generator, unit)
+        )
+        stages.finish(f"finetune{suffix}", start)
+    folder = layout.synthetic_of(unit)
+    synthetic = manifest_path(folder)
+    if not stages.done(f"synthesize{suffix}", synthetic):
+        start = time.perf_counter()
+        needed = (
+            synthetic_needed(cfg.classifier, counts[(unit.real_size, unit.seed)])
+            if unit.per_size
+            else None
+        )
+        changes = synthesis_settings(cfg.synthesis, unit, needed)
+        log(f"synthesize {changes.get('labels', cfg.synthesis.value('labels'))} -> {folder}")
+        stage_synthesize(cfg.synthesis, generator, prompts, folder, log, **changes)
+        stages.finish(f"synthesize{suffix}", start)
+    return synthetic
 
 
 def check_primary(cfg: StudyConfig, out: Path) -> None:
@@ -212,7 +330,8 @@ def check_primary(cfg: StudyConfig, out: Path) -> None:
     c = cfg.classifier
     sizes = [None, *c.real_sizes]
     counts = {(size, seed): 1 for size in sizes for seed in c.seeds}  # names only
-    trained = {run.arm.name for run in plan_runs(c, out, 1, counts) if run.report}
+    units = plan_generators(cfg.generator, c)
+    trained = {run.arm.name for run in plan_runs(c, out, 1, counts, units) if run.report}
     for arm in parse_comparison(declared, flag="study: report.primary")[:2]:
         if arm not in trained:
             raise UserError(
@@ -253,23 +372,19 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
         stage_data(cfg.data, layout.data, log)
         stages.finish("data", start)
 
-    generator = layout.generator
-    if not stages.done("finetune", generator):
-        start = time.perf_counter()
-        log(f"finetune {cfg.generator.value('base')} on the train split -> {generator}")
-        stage_finetune(cfg.generator, real, generator, log)
-        stages.finish("finetune", start)
-
-    synthetic_dir, synthetic = layout.synthetic, layout.synthetic_manifest
-    if not stages.done("synthesize", synthetic):
-        start = time.perf_counter()
-        log(f"synthesize {cfg.synthesis.value('labels')} -> {synthetic_dir}")
-        stage_synthesize(cfg.synthesis, generator, real, synthetic_dir, log)
-        stages.finish("synthesize", start)
+    real_manifest = read_manifest(real)
+    counts = real_train_counts(cfg.classifier, real_manifest)
+    units = plan_generators(cfg.generator, cfg.classifier)
+    synthetic_sets = {}
+    for unit in units:
+        synthetic_sets[unit] = stage_generator(
+            cfg, layout, stages, unit, real_manifest, counts, log
+        )
+    synthetic = synthetic_sets[units[0]]
 
     n_synthetic = len(read_manifest(synthetic, columns=[], validate=False).rows)
-    counts = real_train_counts(cfg.classifier, read_manifest(real))
-    plan = plan_runs(cfg.classifier, out, n_synthetic, counts)
+    oracle_manifest = layout.oracle_manifest if cfg.data.has_oracle else None
+    plan = plan_runs(cfg.classifier, out, n_synthetic, counts, units, oracle_manifest)
     train_start = time.perf_counter()
     for run in plan:
         name = f"train {run.out.relative_to(out)}"
@@ -279,7 +394,8 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
             continue
         start = time.perf_counter()
         log(f"{name}: arm {run.arm.name}, seed {run.seed}")
-        stage_train(cfg.classifier, real, synthetic, run, log)
+        unit_set = synthetic_sets.get(run.generator) if run.generator is not None else None
+        stage_train(cfg.classifier, real, unit_set, run, log)
         stages.seconds[name] = time.perf_counter() - start
     runs = [run.out for run in plan if run.report]
     if any(k.startswith("train ") for k in stages.seconds):
@@ -292,7 +408,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
         evaluation = layout.generator_eval
         if not stages.done("evaluate-generator", evaluation / GENERATOR_EVAL_FILE):
             start = time.perf_counter()
-            oracle = next(r.out for r in plan if r.arm == Arm())
+            oracle = next(r.out for r in plan if r.arm in (ORACLE_ARM, Arm()))
             log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
             stage_evaluate_generator(real, synthetic, oracle, evaluation, log)
             stages.finish("evaluate-generator", start)

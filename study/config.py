@@ -44,6 +44,24 @@ class DataConfig:
         default_factory=lambda: [0.6, 0.2, 0.2], help="train, val, test shares of patients"
     )
     seed: int = setting(0, help="phantom drawing and split")
+    oracle_images: int = setting(
+        0,
+        help="phantom images of patients no other draw has, for the fidelity oracle alone "
+        "(trained on patients neither the generator nor the test set saw); 0: none",
+    )
+    oracle_fraction: float = setting(
+        0.0,
+        help="with a real manifest: the share of train patients moved to the fidelity "
+        "oracle's own set before anything trains; 0: none",
+    )
+
+    @property
+    def has_oracle(self) -> bool:
+        """The study reserves patients for the fidelity oracle."""
+        return self.oracle_images > 0 if self.manifest is None else self.oracle_fraction > 0
+
+
+GENERATOR_DATA = ("full", "per_size")
 
 
 @dataclass
@@ -122,6 +140,27 @@ class GeneratorConfig(Section):
             "checkpointing_steps": 100,
         }
     )
+    replicates: int = setting(
+        1,
+        help="generators fitted on the whole train split with seeds seed, seed+1, ...; every "
+        "arm that uses them trains each classifier seed on each one's set, so its intervals "
+        "hold the generators' variance (a per-size generator is one per classifier seed)",
+    )
+    data: str = setting(
+        "full",
+        help="full: generators see the whole train split (a mixed arm at a smaller real "
+        "size is then transfer); per_size: each real size in per_size gets, per classifier "
+        "seed, a generator fine-tuned on that seed's nested subset alone and prompted by "
+        "its reports",
+    )
+    per_size: list[float] = setting(
+        default_factory=list,
+        help="with data = per_size: the real sizes that get their own generators (empty: "
+        "every real size)",
+    )
+    per_size_max_steps: int | None = setting(
+        None, help="optimizer steps of a per-size generator (unset: max_steps)"
+    )
 
 
 @dataclass
@@ -150,7 +189,7 @@ class ClassifierStageConfig(Section):
     COMMAND: ClassVar[type] = TrainConfig
     SET_BY_STUDY: ClassVar[frozenset[str]] = frozenset(
         {"real", "out", "synthetic", "mix", "train_size", "init_from", "real_size"}
-        | {"matched_to", "arm", "seed", "resume", "overwrite"}
+        | {"matched_to", "arm", "seed", "resume", "overwrite", "oversample_to"}
     )
 
     settings: dict[str, Any] = field(
@@ -176,6 +215,11 @@ class ClassifierStageConfig(Section):
     )
     full_size_mixes: bool = setting(
         True, help="mixed arms (and controls) on the full real train split too"
+    )
+    oversample_controls: bool = setting(
+        False,
+        help="a second control per mixed arm: real only, as many steps, its real positives "
+        "drawn to the mixed arm's label balance: rules out 'more positives'",
     )
     pretrain_finetune: bool = setting(True, help="pretrain on synthetic, fine-tune on real")
     pretrain_all_synthetic: bool = setting(
@@ -443,6 +487,26 @@ def check_config(cfg: StudyConfig) -> None:
         raise UserError(f"study: classifier.seeds {c.seeds} repeats a seed")
     if not c.value("labels"):
         raise UserError("study: classifier.labels is empty")
+    g = cfg.generator
+    if g.replicates < 1:
+        raise UserError(f"study: generator.replicates {g.replicates}; give 1 or more")
+    if g.data not in GENERATOR_DATA:
+        raise UserError(f"study: generator.data {g.data!r}; valid: {', '.join(GENERATOR_DATA)}")
+    if g.data == "per_size" and not c.real_sizes:
+        raise UserError("study: generator.data 'per_size' needs classifier.real_sizes")
+    for size in g.per_size:
+        if size not in c.real_sizes:
+            raise UserError(
+                f"study: generator.per_size has {size:g}, not one of classifier.real_sizes "
+                f"{c.real_sizes}"
+            )
+    if g.per_size_max_steps is not None and g.per_size_max_steps < 1:
+        raise UserError(f"study: generator.per_size_max_steps {g.per_size_max_steps}; give 1+")
+    d = cfg.data
+    if d.oracle_images < 0 or not 0.0 <= d.oracle_fraction < 1.0:
+        raise UserError(
+            "study: data.oracle_images must be 0 or more and data.oracle_fraction in [0, 1)"
+        )
     if cfg.report.value("primary") is not None:
         parse_comparison(cfg.report.value("primary"), flag="study: report.primary")
 

@@ -7,11 +7,18 @@ A study folder (`cxraug study --out`) holds:
   with another configuration is refused (:func:`check_same_config`).
 * ``data/manifest.parquet``: the real manifest, split by patient (``data/phantom/``: the
   drawn phantoms, when the study draws them).
+* ``data/oracle.parquet``: the fidelity oracle's manifest (its own patients as train, the
+  study's val and test), when the study reserves patients for it; ``data/subsets/``: the
+  nested real subsets per-size generators are fine-tuned on.
 * ``generator/``: the fine-tuned generator (`augmentor.generator`'s folder).
 * ``synthetic/``: the synthetic set (`augmentor.synthetic_set`'s folder).
+* ``generators/<key>/generator/`` and ``generators/<key>/synthetic/``: every further
+  generator and its set (`study.generators.GeneratorUnit.key`).
 * ``runs/<arm>-seed<k>/``: one classifier run per arm and seed (`classifier.run`'s folder;
-  arm names from `classifier.arms`); ``pretrain/<arm>-seed<k>/``: pretrain-only runs,
-  which are no arm of the report.
+  arm names from `classifier.arms`); ``runs/<arm>-g<r>-seed<k>/`` when the arm is trained
+  on each of several generators' sets; ``runs/oracle-seed<k>/``: the fidelity oracle;
+  ``pretrain/<arm>-seed<k>/``: pretrain-only runs. Neither of the last two is an arm of the
+  report.
 * ``generator_eval/``: the generator evaluation (`augmentor.eval_folder`), when configured.
 * ``report/``: the report (`classifier.report_render`'s folder).
 * ``stages/<stage>.json``: written once a stage's outputs are complete (:class:`Stages`);
@@ -41,6 +48,10 @@ STAGES = ("data", "finetune", "synthesize", "train", "evaluate-generator", "repo
 FORMAT = runfolder.FolderFormat("study", STUDY_FILE, f"{STAGES_DIR}/report.json")
 DATA_DIR = "data"
 DATA_MANIFEST = "manifest.parquet"  # in DATA_DIR
+ORACLE_MANIFEST = "oracle.parquet"  # in DATA_DIR
+ORACLE_PHANTOM_DIR = "oracle_phantom"  # in DATA_DIR
+SUBSETS_DIR = "subsets"  # in DATA_DIR
+GENERATORS_DIR = "generators"
 PHANTOM_DIR = "phantom"  # in DATA_DIR
 GENERATOR_DIR = "generator"
 SYNTHETIC_DIR = "synthetic"
@@ -69,6 +80,26 @@ class StudyLayout:
         return self.data / DATA_MANIFEST
 
     @property
+    def oracle_manifest(self) -> Path:
+        return self.data / ORACLE_MANIFEST
+
+    def subset_manifest(self, unit) -> Path:
+        """The nested real subset a per-size generator (`unit`) is fine-tuned on."""
+        return self.data / SUBSETS_DIR / f"{unit.key}.parquet"
+
+    def generator_of(self, unit) -> Path:
+        """A generator's folder (`study.generators.GeneratorUnit`)."""
+        return (
+            self.generator if not unit.key else self.out / GENERATORS_DIR / unit.key / GENERATOR_DIR
+        )
+
+    def synthetic_of(self, unit) -> Path:
+        """A generator's synthetic set folder."""
+        return (
+            self.synthetic if not unit.key else self.out / GENERATORS_DIR / unit.key / SYNTHETIC_DIR
+        )
+
+    @property
     def generator(self) -> Path:
         return self.out / GENERATOR_DIR
 
@@ -88,10 +119,12 @@ class StudyLayout:
     def report(self) -> Path:
         return self.out / REPORT_DIR
 
-    def run(self, arm: Arm, seed: int) -> Path:
-        """A classifier run's folder: `runs/<arm>-seed<k>` (`pretrain/` for a pretrain run)."""
+    def run(self, arm: Arm, seed: int, replicate: int | None = None) -> Path:
+        """A classifier run's folder: `runs/<arm>-seed<k>` (`pretrain/` for a pretrain run),
+        `runs/<arm>-g<r>-seed<k>` for the set of generator replicate r."""
         folder = PRETRAIN_DIR if arm.kind == PRETRAIN else RUNS_DIR
-        return self.out / folder / f"{arm.name}-seed{seed}"
+        tag = "" if replicate is None else f"-g{replicate}"
+        return self.out / folder / f"{arm.name}{tag}-seed{seed}"
 
 
 def study_of(path: Path) -> Path | None:

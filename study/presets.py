@@ -50,7 +50,11 @@ def demo_preset() -> StudyConfig:
     return StudyConfig(
         name="demo",
         data=DataConfig(
-            phantom_n=800, phantom_size=64, phantom_patients=270, fractions=[0.4, 0.2, 0.4]
+            phantom_n=800,
+            phantom_size=64,
+            phantom_patients=270,
+            fractions=[0.4, 0.2, 0.4],
+            oracle_images=320,
         ),
         generator=GeneratorConfig(
             {
@@ -92,6 +96,7 @@ def demo_preset() -> StudyConfig:
             pretrain_finetune=False,
             real_sizes=[80],
             full_size_mixes=False,
+            oversample_controls=True,
         ),
         report=ReportStageConfig({"primary": against_its_control(Arm(mix=0.5, real_size=80))}),
     )
@@ -101,19 +106,31 @@ def paper_preset() -> StudyConfig:
     """RoentGen's arms on phantoms: 1,200 phantoms split 0.5/0.15/0.35 by patient (600 train
     images, about 420 test); the demo's generator recipe, written out here so that a change
     to the demo leaves this preset as it is, for 1,500 steps of 32; the fast sampler,
-    550 images per finding plus 200 'No Finding' (2,400 unique images). Arms: real, mix0.5
-    with its step-matched control, synthetic-only (as many images as real), synthetic-only
-    4x, pretrain on synthetic then fine-tune on real, and the real-size sweep 50/100/200
-    (real, mix0.5, step-matched); three seeds. Primary endpoint, declared here: mix0.5-n50
-    against its step-matched control, macro AUROC (the smallest real size, where synthetic
-    images can matter most); every other comparison is secondary.
+    550 images per finding plus 200 'No Finding' (2,400 unique images). Three generators
+    on the whole train split (seeds 0, 1, 2), every arm that uses synthetic images trained
+    with three classifier seeds on each one's set, so the intervals hold the generators'
+    variance. Arms: real, mix0.5 with its step-matched and positives-matched controls,
+    synthetic-only (as many images as real), synthetic-only 4x, pretrain on synthetic then
+    fine-tune on real, and the real-size sweep 50/100/200/400 (real, mix0.5, both
+    controls); three seeds. The fidelity oracle trains on 600 phantoms of patients of its
+    own. Chosen for compute before the run: only the smallest size, 50, gets generators of
+    its own (one per classifier seed, fine-tuned for 500 steps on that seed's 50 images
+    and prompted by their reports), so mix0.5-n50 uses 50 real labelled studies in all;
+    the mixed arms at 100, 200 and 400 use the whole-split generators (transfer, as the
+    report states). Primary endpoint, declared here: mix0.5-n50 against its step-matched
+    control, macro AUROC (equal information, the smallest real size, where synthetic images
+    can matter most); every other comparison is secondary.
     """
     demo = demo_preset()
     fast_scheduler, fast_steps, fast_guidance = FAST_SAMPLER
     return StudyConfig(
         name="paper",
         data=DataConfig(
-            phantom_n=1200, phantom_size=64, phantom_patients=400, fractions=[0.5, 0.15, 0.35]
+            phantom_n=1200,
+            phantom_size=64,
+            phantom_patients=400,
+            fractions=[0.5, 0.15, 0.35],
+            oracle_images=600,
         ),
         generator=GeneratorConfig(
             {
@@ -126,7 +143,11 @@ def paper_preset() -> StudyConfig:
                 "snr_gamma": 5.0,
                 "lr_scheduler": "cosine",
                 "lr_warmup_steps": 50,
-            }
+            },
+            replicates=3,
+            data="per_size",
+            per_size=[50.0],
+            per_size_max_steps=500,
         ),
         synthesis=demo.synthesis.with_settings(
             # 4 x 550 + 200 = 2,400 unique images: the 4x synthetic-only arm repeats none
@@ -142,7 +163,7 @@ def paper_preset() -> StudyConfig:
             full_size_mixes=True,
             larger_synthetic=[4.0],
             pretrain_finetune=True,
-            real_sizes=[50, 100, 200],
+            real_sizes=[50, 100, 200, 400],
         ),
         report=ReportStageConfig({"primary": against_its_control(Arm(mix=0.5, real_size=50))}),
     )
@@ -208,13 +229,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "demo",
             "phantoms and the tiny base: the generator's prompt fidelity, real vs mixed at 80 images",
-            "about 16 minutes on 2 CPU cores",
+            "about 17 minutes on 2 CPU cores",
             demo_preset,
         ),
         Preset(
             "paper",
-            "RoentGen's arms and a real-size sweep on phantoms",
-            "about 40 minutes on 2 CPU cores",
+            "RoentGen's arms, 3 generators and a 4-size sweep on phantoms",
+            "about 100 minutes on 2 CPU cores (estimated from stage rates)",
             paper_preset,
         ),
         Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),

@@ -140,3 +140,42 @@ def test_mix_manifests_refuses_bad_input(tmp_path):
     no_syn = synthetic_manifest(tmp_path, n=0, n_real_rows=3)
     with pytest.raises(UserError, match="needs synthetic images"):
         mix_manifests(real, no_syn, 0.5)
+
+
+def test_oversampling_control_reaches_the_mixed_arms_label_balance(tmp_path):
+    from manifests.mixing import oversample_weights, positive_rates
+
+    real = real_manifest(tmp_path, n_train=60)
+    labels = ["Pneumothorax", "Pleural Effusion"]
+    for j, label in enumerate(labels):  # 6 and 12 positives of 60: shares 0.1 and 0.2
+        real.rows[label] = 0.0
+        real.rows.loc[real.rows.index[: 6 * (j + 1)], label] = 1.0
+    train = real.rows[real.rows["split"] == "train"]
+    assert positive_rates(train, labels) == pytest.approx({labels[0]: 0.1, labels[1]: 0.2})
+    target = {labels[0]: 0.3, labels[1]: 0.35}
+    weights = oversample_weights(
+        train[labels].to_numpy() == 1, np.array([target[x] for x in labels])
+    )
+    assert weights.sum() == pytest.approx(1.0) and (weights > 0).all()
+    mixed = mix_manifests(real, None, 0.0, train_size=120, seed=3, oversample_to=target)
+    drawn = mixed.rows[mixed.rows["split"] == "train"]
+    assert len(drawn) == 120  # as many as the mixed arm: as many optimizer steps
+    shares = positive_rates(drawn, labels)
+    assert shares[labels[0]] == pytest.approx(0.3, abs=0.02)
+    assert shares[labels[1]] == pytest.approx(0.35, abs=0.02)
+    plain = mix_manifests(real, None, 0.0, train_size=120, seed=3)
+    assert positive_rates(plain.rows[plain.rows["split"] == "train"], labels)[labels[0]] == 0.1
+    assert json.loads(mixed.metadata[MIX_METADATA_KEY])["oversample_to"] == target
+    with pytest.raises(UserError, match="only for a real-only run"):
+        mix_manifests(real, None, 0.0, seed=3, oversample_to=target)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("Pneumothorax:1.5", "0 < SHARE < 1"), ("Nope:0.3", "is not a label"), ("", "give LABEL")],
+)
+def test_oversample_to_refuses_bad_shares(text, words):
+    from manifests.mixing import parse_positive_rates
+
+    with pytest.raises(UserError, match=words):
+        parse_positive_rates(text, ["Pneumothorax"])
