@@ -133,3 +133,60 @@ def test_oracle_split_reserves_patients_nobody_else_sees(tmp_path, phantom_manif
     own = oracle.rows.loc[oracle.rows["split"] == "train", "patient_id"].astype(str)
     assert len(own) == 12 and not set(own) & set(rows["patient_id"].astype(str))
     assert np.all([p.is_file() for p in oracle.image_paths()])
+
+
+def test_study_with_per_size_generators_an_oracle_and_both_controls(tmp_path):
+    """A smoke study fits a generator per seed on the 20-image subset, trains the oracle on
+    patients of its own and both controls; the report says the mixed arm at 20 saw the
+    same real images as its controls, and the positives-matched control matched its balance."""
+    import json
+
+    from classifier.run import read_config
+    from manifests.io import read_manifest
+    from manifests.provenance import synthetic_seen
+    from study import run_study
+
+    cfg = smoke_preset()
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, oracle_images=24),
+        generator=replace(cfg.generator, data="per_size", per_size_max_steps=2),
+        classifier=replace(
+            cfg.classifier,
+            real_sizes=[20],
+            oversample_controls=True,
+            synthetic_arm=False,
+            pretrain_finetune=False,
+            full_size_mixes=False,
+        ),
+        report=cfg.report.with_settings(primary="mix0.5-n20 vs real-steps-mix0.5-n20, macro"),
+    )
+    out = tmp_path / "study"
+    result = run_study(cfg, out, log=lambda _: None)
+    runs = out / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "mix0.5-n20-seed0",
+        "oracle-seed0",
+        "real-n20-seed0",
+        "real-oversample-mix0.5-n20-seed0",
+        "real-seed0",
+        "real-steps-mix0.5-n20-seed0",
+    ]
+    mixed = read_config(runs / "mix0.5-n20-seed0")
+    subset = read_manifest(out / "data" / "subsets" / "n20-seed0.parquet").rows
+    classifier_patients = set(subset.loc[subset["split"] == "train", "patient_id"].astype(str))
+    generator = synthetic_seen(read_manifest(mixed["synthetic"]))
+    assert set(generator.trained) <= classifier_patients  # n real studies in all
+    oracle = read_manifest(out / "data" / "oracle.parquet").rows
+    oracle_train = set(oracle.loc[oracle["split"] == "train", "patient_id"].astype(str))
+    real = read_manifest(out / "data" / "manifest.parquet").rows
+    assert not oracle_train & set(real["patient_id"].astype(str))
+    over = read_config(runs / "real-oversample-mix0.5-n20-seed0")
+    for label, share in mixed["train_positive_share"].items():
+        assert over["train_positive_share"][label] == pytest.approx(share, abs=0.06)
+    assert over["n_real_train"] == mixed["n_real_train"] + mixed["n_synthetic_train"]
+    report = json.loads((out / "report" / "report.json").read_text())
+    info = report["per_arm"]["mix0.5-n20"]["information"]
+    control = report["per_arm"]["real-steps-mix0.5-n20"]["information"]
+    assert info["real_images_seen"] == control["real_images_seen"]
+    assert "real-oversample-mix0.5-n20" in result.report.arms
