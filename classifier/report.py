@@ -30,6 +30,13 @@ The statistics, and why:
   the patient-bootstrap percentile interval alone, exactly
   `classifier.stats.paired_bootstrap_delta`, and the report says it leaves out
   training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
+* **Generators**: runs of one arm may come from several generators (config
+  `synthetic_digest`). The arm's interval then has generators as its units, each the mean
+  over that generator's seeds (`classifier.stats.unit_means`): the between-unit variance
+  holds generator and seed variance, and the arm's mean is the mean of the generator means.
+  Its deltas against arms without generators are two terms on the same patient resamples;
+  with one seed per generator the units are the runs, paired by seed as above. The report
+  says per arm how many generators and seeds its interval covers.
 * **Macro** is the mean over one fixed label set in every resample: the labels with both
   classes and at least `min_positive_patients` (default 10) positive patients on the test
   set; with fewer, a handful of patients decides a label's AUROC and dominates the macro's
@@ -41,6 +48,12 @@ The statistics, and why:
   also show the delta against it (`delta_vs_matched`), which longer training alone
   cannot explain. Its realised optimizer steps must equal the arm's (a report refuses it
   otherwise, `classifier.steps`); each run's steps and scored epoch are in the runs table.
+  A second control, `real-oversample-<arm>` (config `"oversample": true`), also draws real
+  positives to the arm's label balance; its delta (`delta_vs_oversample`, the
+  positives-matched control) is a secondary comparison like the others.
+* **Joint resamples** (`Report.draws`): per arm, its mean AUROC on each patient resample
+  with its units drawn again with replacement; `classifier.efficiency` maps them through
+  the worth-in-real-images crossing and the share of the full-data gain.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta);
   undefined (NaN, shown as n/a) where the baseline's mean AUROC is 0.
 * **Primary and secondary**: one delta is the primary endpoint (declared, or the default
