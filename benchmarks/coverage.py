@@ -87,7 +87,7 @@ SCENARIOS = {
     "1 seed": Design(n_seeds=1),
     "3 generators x 3 seeds": Design(**GENERATORS),
     "3 generators x 5 seeds": Design(n_seeds=5, **GENERATORS),
-    "3 generators x 1 seed": Design(n_seeds=1, **GENERATORS),
+    "3 generators x 1 seed each": Design(n_seeds=1, **GENERATORS),
     "ceiling, 3 seeds": Design(**CEILING),
     "ceiling, 5 seeds": Design(n_seeds=5, **CEILING),
     "rare label 5%, 3 seeds": Design(**RARE),
@@ -124,13 +124,19 @@ def simulate_study(design: Design, rng: np.random.Generator) -> RunSet:
     def effect(sd: float) -> np.ndarray:  # half shared by the labels, half each label's
         return sd * np.sqrt(0.5) * (rng.normal() + rng.normal(size=n_labels))
 
+    # One seed per generator: generator g's run has seed g, and real as many seeds (one
+    # generator per data seed, paired by seed as the report pairs it).
+    per_seed = design.n_generators > 0 and design.n_seeds == 1
     for arm in ARMS:
         with_generators = arm != "real" and design.n_generators > 0
         for g in range(design.n_generators if with_generators else 1):
             d_generator = _separation(design, arm)
             if with_generators:
                 d_generator = d_generator + effect(design.generator_sd)
-            for seed in range(design.n_seeds):
+            seeds = [g] if per_seed and with_generators else range(design.n_seeds)
+            if per_seed and not with_generators:
+                seeds = range(design.n_generators)
+            for seed in seeds:
                 d = d_generator + effect(design.seed_sd)
                 score = y * d + shared + own * rng.normal(size=(n_images, n_labels))
                 config = {"arm": arm, "seed": seed, "backbone": "simulated"}
