@@ -14,6 +14,15 @@ moves a run's separation by ``N(0, seed_sd^2)`` (half of it shared by the labels
 expected AUROC over seeds of an arm with separation `d` is ``Phi(d / sqrt(2 + seed_sd^2))``:
 the truth, per label, macro (the mean over labels) and delta (mix0.5 minus real).
 
+A scenario with generators (`n_generators` > 0) fits that many generators for the mixed arm
+and trains `n_seeds` classifier seeds on each: a generator moves its runs' separation by
+``N(0, generator_sd^2)`` (again half shared by the labels), so the mixed arm's truth is
+``Phi(d / sqrt(2 + seed_sd^2 + generator_sd^2))``, the expectation over generators and
+seeds, and the report's interval has generators as its units
+(`classifier.stats.unit_means`); the delta against real (no generator) is two terms. The
+ceiling scenarios put every label's AUROC at 0.98-0.995, the rare-label ones one label's
+prevalence at 5% (about 5 positive patients of 100).
+
 Every study is summarised by the report's own statistics (`classifier.report`), and the
 table counts how often each 95% interval covered the truth, with the Clopper-Pearson 95%
 interval of that coverage. `--path report` runs `summarize_arms` on each study, exactly
@@ -58,11 +67,17 @@ class Design:
     prevalence: tuple[float, ...] = (0.4, 0.25, 0.15)  # of patients, per label
     separation: tuple[float, ...] = (1.0, 1.3, 0.8)  # real arm's d per label
     gain: float = 0.25  # mix0.5's d = real's d + gain
-    n_seeds: int = 3  # per arm; the arms share seed numbers (paired by seed)
+    n_seeds: int = 3  # per arm (per generator); the arms share seed numbers (paired by seed)
     seed_sd: float = 0.15  # training-seed sd of d
+    n_generators: int = 0  # generators behind the mixed arm (0: none recorded)
+    generator_sd: float = 0.0  # generator-to-generator sd of the mixed arm's d
     patient_share: float = 0.5  # within-class variance shared by a patient's images and runs
     image_share: float = 0.2  # shared by the runs on one image
 
+
+CEILING = {"separation": (2.9, 3.2, 3.35), "gain": 0.25}  # AUROC 0.98-0.995
+RARE = {"prevalence": (0.4, 0.25, 0.05)}
+GENERATORS = {"n_generators": 3, "generator_sd": 0.3}
 
 SCENARIOS = {
     "3 seeds": Design(),
@@ -70,6 +85,13 @@ SCENARIOS = {
     "3 seeds, no seed noise": Design(seed_sd=0.0),
     "3 seeds, seed noise x2": Design(seed_sd=0.3),
     "1 seed": Design(n_seeds=1),
+    "3 generators x 3 seeds": Design(**GENERATORS),
+    "3 generators x 5 seeds": Design(n_seeds=5, **GENERATORS),
+    "3 generators x 1 seed each": Design(n_seeds=1, **GENERATORS),
+    "ceiling, 3 seeds": Design(**CEILING),
+    "ceiling, 5 seeds": Design(n_seeds=5, **CEILING),
+    "rare label 5%, 3 seeds": Design(**RARE),
+    "rare label 5%, 5 seeds": Design(n_seeds=5, **RARE),
 }
 
 
@@ -81,7 +103,8 @@ def truth(design: Design) -> dict[str, np.ndarray]:
     """True expected AUROC over seeds per arm, and the delta, for (*labels, macro)."""
     out = {}
     for arm in ARMS:
-        per_label = norm.cdf(_separation(design, arm) / np.sqrt(2.0 + design.seed_sd**2))
+        spread = design.seed_sd**2 + (design.generator_sd**2 if arm != "real" else 0.0)
+        per_label = norm.cdf(_separation(design, arm) / np.sqrt(2.0 + spread))
         out[arm] = np.r_[per_label, per_label.mean()]
     out["delta"] = out[ARMS[1]] - out[ARMS[0]]
     return out
@@ -97,13 +120,30 @@ def simulate_study(design: Design, rng: np.random.Generator) -> RunSet:
     ) + np.sqrt(design.image_share) * rng.normal(size=(n_images, n_labels))
     own = np.sqrt(1.0 - design.patient_share - design.image_share)
     runs = []
+
+    def effect(sd: float) -> np.ndarray:  # half shared by the labels, half each label's
+        return sd * np.sqrt(0.5) * (rng.normal() + rng.normal(size=n_labels))
+
+    # One seed per generator: generator g's run has seed g, and real as many seeds (one
+    # generator per data seed, paired by seed as the report pairs it).
+    per_seed = design.n_generators > 0 and design.n_seeds == 1
     for arm in ARMS:
-        for seed in range(design.n_seeds):
-            common, per_label = rng.normal(), rng.normal(size=n_labels)
-            d = _separation(design, arm) + design.seed_sd * np.sqrt(0.5) * (common + per_label)
-            score = y * d + shared + own * rng.normal(size=(n_images, n_labels))
-            config = {"arm": arm, "seed": seed, "backbone": "simulated"}
-            runs.append(Run(Path(f"{arm}-{seed}"), arm, seed, LABELS, config, {}, score))
+        with_generators = arm != "real" and design.n_generators > 0
+        for g in range(design.n_generators if with_generators else 1):
+            d_generator = _separation(design, arm)
+            if with_generators:
+                d_generator = d_generator + effect(design.generator_sd)
+            seeds = [g] if per_seed and with_generators else range(design.n_seeds)
+            if per_seed and not with_generators:
+                seeds = range(design.n_generators)
+            for seed in seeds:
+                d = d_generator + effect(design.seed_sd)
+                score = y * d + shared + own * rng.normal(size=(n_images, n_labels))
+                config = {"arm": arm, "seed": seed, "backbone": "simulated"}
+                if with_generators:
+                    config["synthetic_digest"] = f"generator{g}"
+                path = Path(f"{arm}-g{g}-seed{seed}")
+                runs.append(Run(path, arm, seed, LABELS, config, {}, score))
     return RunSet(
         runs=runs,
         labels=LABELS,
@@ -146,6 +186,7 @@ def report_intervals(
             seeds=[r.seed for r in runs],
             values=np.stack([b[0] for b in both]),
             resampled=np.stack([b[1:] for b in both]),
+            generators=[r.generator for r in runs],
         )
     out = {}
     for arm in ARMS:
@@ -192,17 +233,20 @@ def main() -> None:
         f"nominal {CI_LEVEL:.0%} intervals; {args.studies} studies per scenario; "
         f"n_boot {args.n_boot}; path {args.path}; truth: expected AUROC over seeds"
     )
-    print(f"design: {Design()}")
+    print(f"default design: {Design()}")
     header = ("scenario", "target", "n_studies", "coverage", "95% CI of coverage")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name in names:
         design = SCENARIOS[name]
         start = time.perf_counter()
         hits = coverage(design, args.studies, args.n_boot, args.seed, args.path == "fast")
+        target_auroc = truth(design)["mix0.5"]
+        print(f"<!-- {name}: true mix0.5 AUROC {np.round(target_auroc, 3).tolist()} -->")
         rows = [
             ("real, label A", hits["real"][0]),
             ("mix0.5, label A", hits["mix0.5"][0]),
-            ("mix0.5, label C (15% prevalence)", hits["mix0.5"][2]),
+            (f"mix0.5, label C ({design.prevalence[2]:.0%} prevalence)", hits["mix0.5"][2]),
+            (f"delta, label C ({design.prevalence[2]:.0%} prevalence)", hits["delta"][2]),
             ("real, macro", hits["real"][-1]),
             ("mix0.5, macro", hits["mix0.5"][-1]),
             ("delta mix0.5 - real, label A", hits["delta"][0]),

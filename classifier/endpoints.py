@@ -2,7 +2,9 @@
 secondary ones adjusted for multiplicity.
 
 A report compares each arm with its baseline (the real-only arm of its size) and, for a
-mixed arm, with its step-matched control (:class:`Comparison`: every label and the macro).
+mixed arm, with its step-matched control and its positives-matched control (the
+step-matched control that also draws real positives to the arm's label balance) where the
+runs have them (:class:`Comparison`: every label and the macro).
 One cell of those, an arm against another on one label, is the primary endpoint
 (:func:`resolve_primary`): the one a preset declares (`ReportConfig.primary`, written into
 study.toml before anything runs), or by the default rule, fixed before the run: the first
@@ -27,8 +29,10 @@ from classifier.stats import SeedInterval, SeedTerm, holm, seed_interval
 from manifests.errors import UserError
 
 MACRO = "macro"
-BASELINE, MATCHED = "baseline", "matched"
-PREFIX = {BASELINE: "delta", MATCHED: "delta_vs_matched"}  # the table's columns of each kind
+BASELINE, MATCHED, OVERSAMPLE = "baseline", "matched", "oversample"
+# the table's columns of each kind, and the column naming the arm compared with
+PREFIX = {BASELINE: "delta", MATCHED: "delta_vs_matched", OVERSAMPLE: "delta_vs_oversample"}
+OTHER_COLUMN = {BASELINE: "baseline", MATCHED: "matched_arm", OVERSAMPLE: "oversample_arm"}
 PRIMARY, SECONDARY = "primary", "secondary"
 DEFAULT_RULE = (
     "the first mixed arm at the smallest real size against its step-matched control, macro AUROC"
@@ -37,11 +41,11 @@ DEFAULT_RULE = (
 
 @dataclass
 class Comparison:
-    """An arm against another (its baseline or its step-matched control), every column."""
+    """An arm against another (its baseline, or one of its controls), every column."""
 
     arm: str
     other: str
-    kind: str  # BASELINE or MATCHED
+    kind: str  # BASELINE, MATCHED or OVERSAMPLE
     terms: list[SeedTerm]  # what `seed_interval` is computed from (paired as it could be)
     interval: SeedInterval
     p: np.ndarray  # per column, the p-value the interval inverts
@@ -149,10 +153,11 @@ def label_endpoints(
     return int(np.isfinite(levels).sum())
 
 
-def endpoint_columns() -> list[str]:
-    """The table columns :func:`label_endpoints` fills, in their order."""
+def endpoint_columns(kinds: Sequence[str] = (BASELINE, MATCHED)) -> list[str]:
+    """The table columns :func:`label_endpoints` fills for comparisons of `kinds`, in
+    their order."""
     out = []
-    for prefix in PREFIX.values():
+    for prefix in (PREFIX[k] for k in kinds):
         out += [f"{prefix}_{c}" for c in ("role", "p", "p_holm", "holm_level")]
         out += [f"{prefix}_holm_lo", f"{prefix}_holm_hi"]
     return out
@@ -172,7 +177,7 @@ def comparisons_table(table) -> list[dict]:
                 {
                     "role": role,
                     "arm": row["arm"],
-                    "vs": row["baseline"] if kind == BASELINE else row["matched_arm"],
+                    "vs": row.get(OTHER_COLUMN[kind]),
                     "kind": kind,
                     "label": row["label"],
                     "delta": row[prefix],
@@ -193,6 +198,7 @@ __all__ = [
     "BASELINE",
     "DEFAULT_RULE",
     "MATCHED",
+    "OVERSAMPLE",
     "PRIMARY",
     "SECONDARY",
     "Comparison",

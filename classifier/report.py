@@ -30,6 +30,13 @@ The statistics, and why:
   the patient-bootstrap percentile interval alone, exactly
   `classifier.stats.paired_bootstrap_delta`, and the report says it leaves out
   training randomness. Coverage is checked by simulation (`benchmarks/coverage.py`).
+* **Generators**: runs of one arm may come from several generators (config
+  `synthetic_digest`). The arm's interval then has generators as its units, each the mean
+  over that generator's seeds (`classifier.stats.unit_means`): the between-unit variance
+  holds generator and seed variance, and the arm's mean is the mean of the generator means.
+  Its deltas against arms without generators are two terms on the same patient resamples;
+  with one seed per generator the units are the runs, paired by seed as above. The report
+  says per arm how many generators and seeds its interval covers.
 * **Macro** is the mean over one fixed label set in every resample: the labels with both
   classes and at least `min_positive_patients` (default 10) positive patients on the test
   set; with fewer, a handful of patients decides a label's AUROC and dominates the macro's
@@ -41,6 +48,12 @@ The statistics, and why:
   also show the delta against it (`delta_vs_matched`), which longer training alone
   cannot explain. Its realised optimizer steps must equal the arm's (a report refuses it
   otherwise, `classifier.steps`); each run's steps and scored epoch are in the runs table.
+  A second control, `real-oversample-<arm>` (config `"oversample": true`), also draws real
+  positives to the arm's label balance; its delta (`delta_vs_oversample`, the
+  positives-matched control) is a secondary comparison like the others.
+* **Joint resamples** (`Report.draws`): per arm, its mean AUROC on each patient resample
+  with its units drawn again with replacement; `classifier.efficiency` maps them through
+  the worth-in-real-images crossing and the share of the full-data gain.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta);
   undefined (NaN, shown as n/a) where the baseline's mean AUROC is 0.
 * **Primary and secondary**: one delta is the primary endpoint (declared, or the default
@@ -66,6 +79,7 @@ from classifier.config import BASELINE_ARM, MIN_POSITIVE_PATIENTS, N_BOOT
 from classifier.endpoints import (
     BASELINE,
     MATCHED,
+    OVERSAMPLE,
     PREFIX,
     Comparison,
     Primary,
@@ -77,6 +91,7 @@ from classifier.report_notes import (
     macro_notes,
     positive_patients,
     stat_notes,
+    unit_notes,
 )
 from classifier.runset import Run, RunSet, matched_controls
 from classifier.stats import (
@@ -90,6 +105,7 @@ from classifier.stats import (
     resampled_auroc,
     seed_interval,
     seed_p_value,
+    unit_means,
 )
 from classifier.steps import STEP_FIELDS, check_matched_steps, run_steps
 from manifests.errors import UserError
@@ -140,6 +156,12 @@ class Report:
     n_secondary: int = 0  # deltas in the Holm family (every delta shown but the primary)
     # arm -> its facts (from the runs' configs; a report read back parses its arm names)
     arm_info: dict[str, Arm] = field(default_factory=dict)
+    # arm -> its positives-matched control (real-oversample-<arm>), if among the runs
+    oversampled: dict[str, str] = field(default_factory=dict)
+    # arm -> (n_boot, K) its mean AUROC per joint resample of patients and units (seeds or
+    # generators), columns (*labels, macro): `classifier.efficiency`'s intervals. Not in
+    # report.json; a report read back has none.
+    draws: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 TABLE_COLUMNS = [
@@ -177,6 +199,16 @@ TABLE_COLUMNS = [
     # what the arm's pipeline saw that the other arm's did not, and the reverse (words)
     "information_vs_baseline",
     "information_vs_matched",
+    # Added in report version 4:
+    "n_generators",  # generators behind the arm's runs (0: no synthetic images)
+    "interval_units",  # what the arm's CI treats as independent: "seeds" or "generators"
+    "oversample_arm",  # the arm's positives-matched control, if among the runs
+    "delta_vs_oversample",
+    "delta_vs_oversample_lo",
+    "delta_vs_oversample_hi",
+    "relative_vs_oversample_pct",
+    *endpoint_columns((OVERSAMPLE,)),
+    "information_vs_oversample",
 ]
 
 
@@ -197,30 +229,82 @@ def _mean_roc(truth: np.ndarray, probs: list[np.ndarray], j: int) -> np.ndarray 
 
 @dataclass
 class _ArmData:
-    """One arm's runs as arrays: point AUROC ``(n, K)`` and resampled ``(n, n_boot, K)``."""
+    """One arm's runs as arrays: point AUROC ``(n, K)`` and resampled ``(n, n_boot, K)``,
+    and each run's generator (None: no synthetic images; default: none recorded)."""
 
     seeds: list[int]
     values: np.ndarray
     resampled: np.ndarray
+    generators: list[str | None] | None = None
+
+    @property
+    def n_generators(self) -> int:
+        """Distinct generators among the runs (0 for an arm without synthetic images)."""
+        return len({g for g in self.generators or [] if g is not None})
+
+    @property
+    def by_generator(self) -> bool:
+        """The interval's units are generators: the runs come from more than one."""
+        return self.n_generators > 1
+
+    @property
+    def one_run_per_unit(self) -> bool:
+        """Each unit is a single run: seeds (or generators of one seed each)."""
+        if not self.by_generator:
+            return True
+        return len(set(self.generators)) == len(self.generators)
+
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(values, resampled)` per unit (:func:`classifier.stats.unit_means`)."""
+        if not self.by_generator:
+            return self.values, self.resampled
+        values, resampled, _ = unit_means(self.values, self.resampled, self.generators)
+        return values, resampled
+
+    def term(self, coef: float = 1.0) -> SeedTerm:
+        values, resampled = self.units()
+        return SeedTerm(values, resampled, coef)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The arm's estimate per column: the mean over its units."""
+        return self.units()[0].mean(axis=0)
+
+    def draws(self, rng: np.random.Generator) -> np.ndarray:
+        """``(n_boot, K)`` the arm's mean AUROC on each patient resample with its units
+        drawn again with replacement (one draw per resample): the joint bootstrap of
+        patients and seeds (or generators) that `classifier.efficiency` maps through
+        non-linear functions. With one unit it is the patient bootstrap alone."""
+        _, resampled = self.units()
+        n_units, n_boot = resampled.shape[0], resampled.shape[1]
+        if n_units == 1:
+            return resampled[0].copy()
+        drawn = rng.integers(0, n_units, size=(n_boot, n_units))
+        return resampled[drawn, np.arange(n_boot)[:, None], :].mean(axis=1)
 
 
 def arm_interval(arm: _ArmData, level: float = CI_LEVEL) -> SeedInterval:
-    """CI of the arm's mean AUROC over seeds (test patients and seeds), per column."""
-    return seed_interval([SeedTerm(arm.values, arm.resampled)], level)
+    """CI of the arm's mean AUROC over its units (test patients and seeds, or generators
+    with their seeds), per column."""
+    return seed_interval([arm.term()], level)
 
 
 def delta_terms(arm: _ArmData, base: _ArmData) -> tuple[list[SeedTerm], bool]:
     """The terms of mean AUROC(arm) - mean AUROC(base), and whether they pair by seed.
 
     Always paired over test patients (the same resamples score both arms). When both
-    arms have the same seeds it is also paired by seed (one term of per-seed differences:
-    a seed fixes initialisation and data order); otherwise the arms are independent terms.
+    arms' units are single runs and the arms have the same seeds (each once), it is also
+    paired by seed (one term of per-seed differences: a seed fixes initialisation and data
+    order); so is an arm with one generator per seed against its real-only control. An arm
+    whose units are generators with several seeds each is its own term, as is an arm
+    without the same seeds: independent terms, each with its own units.
     """
-    if sorted(arm.seeds) == sorted(base.seeds):
+    same_seeds = sorted(arm.seeds) == sorted(base.seeds) and len(set(arm.seeds)) == len(arm.seeds)
+    if same_seeds and arm.one_run_per_unit and base.one_run_per_unit:
         order = [base.seeds.index(s) for s in arm.seeds]
         term = SeedTerm(arm.values - base.values[order], arm.resampled - base.resampled[order])
         return [term], True
-    return [SeedTerm(arm.values, arm.resampled), SeedTerm(base.values, base.resampled, -1.0)], False
+    return [arm.term(), base.term(-1.0)], False
 
 
 def delta_interval(
@@ -338,12 +422,20 @@ def summarize_arms(
             seeds=[r.seed for r in runs],
             values=np.stack([point[id(r)] for r in runs]),
             resampled=np.stack([resampled[id(r)] for r in runs]),
+            generators=[r.generator for r in runs],
         )
         for arm, runs in arms.items()
     }
     check_baseline(baseline, arms, info)
     has_base = baseline in arms
     matched = {a: c for a, c in matched_controls(runset.runs).items() if a in arms and c in arms}
+    oversampled = {
+        a: c
+        for a, c in matched_controls(runset.runs, oversample=True).items()
+        if a in arms and c in arms
+    }
+    draw_rng = np.random.default_rng([seed, 1])  # the units drawn in each patient resample
+    draws = {arm: data[arm].draws(draw_rng) for arm in arms}
     reasons = {
         label: f"test set has one class only ({n_pos[j]} positive, {n_neg[j]} negative)"
         for j, label in enumerate(labels)
@@ -362,6 +454,10 @@ def summarize_arms(
             comparisons[(arm, BASELINE)] = _compare(arm, base, BASELINE, data, level)
         if arm in matched:
             comparisons[(arm, MATCHED)] = _compare(arm, matched[arm], MATCHED, data, level)
+        if arm in oversampled:
+            comparisons[(arm, OVERSAMPLE)] = _compare(
+                arm, oversampled[arm], OVERSAMPLE, data, level
+            )
     primary_cell = resolve_primary(primary, {a: info[a] for a in arms}, comparisons, names)
     budgets = arm_budgets(arms)
     information = {
@@ -375,6 +471,8 @@ def summarize_arms(
         base = baseline_for(info[arm], baseline, arms)
         vs_base = comparisons.get((arm, BASELINE))
         vs_matched = comparisons.get((arm, MATCHED))
+        vs_oversample = comparisons.get((arm, OVERSAMPLE))
+        own_mean = own.mean
         for k, name in enumerate(names):
             v = own.values[:, k]
             finite = bool(np.isfinite(v).all())
@@ -383,7 +481,9 @@ def summarize_arms(
                 "label": name,
                 "n_runs": len(runs),
                 "seeds": " ".join(map(str, own.seeds)),
-                "auroc_mean": float(v.mean()) if finite else math.nan,
+                # the mean over units (equal to the mean over runs unless generators have
+                # different numbers of seeds: each generator then counts once)
+                "auroc_mean": float(own_mean[k]) if finite else math.nan,
                 "auroc_lo": float(mean_ci.lo[k]) if finite else math.nan,
                 "auroc_hi": float(mean_ci.hi[k]) if finite else math.nan,
                 "auroc_std": float(v.std(ddof=1)) if finite and len(v) > 1 else math.nan,
@@ -400,13 +500,17 @@ def summarize_arms(
                 "in_macro": bool(keep[k]) if k < len(labels) else None,
                 "information_vs_baseline": information.get((arm, BASELINE)),
                 "information_vs_matched": information.get((arm, MATCHED)),
+                "n_generators": own.n_generators,
+                "interval_units": "generators" if own.by_generator else "seeds",
+                "oversample_arm": oversampled.get(arm),
+                "information_vs_oversample": information.get((arm, OVERSAMPLE)),
             }
             if not finite:
                 rows.append(row)
                 continue
             if vs_base:
                 fields = _delta_fields(
-                    vs_base.interval, data[base].values.mean(axis=0), k, "delta", "relative_pct"
+                    vs_base.interval, data[base].mean, k, "delta", "relative_pct"
                 )
                 row.update(fields)
                 if not fields:
@@ -419,16 +523,27 @@ def summarize_arms(
                 row.update(
                     _delta_fields(
                         vs_matched.interval,
-                        data[matched[arm]].values.mean(axis=0),
+                        data[matched[arm]].mean,
                         k,
                         "delta_vs_matched",
                         "relative_vs_matched_pct",
+                    )
+                )
+            if vs_oversample:
+                row.update(
+                    _delta_fields(
+                        vs_oversample.interval,
+                        data[oversampled[arm]].mean,
+                        k,
+                        "delta_vs_oversample",
+                        "relative_vs_oversample_pct",
                     )
                 )
             rows.append(row)
     n_secondary = label_endpoints(rows, comparisons, primary_cell, names, 1.0 - level)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     notes = stat_notes(arms, baseline, has_base, matched, runset, table, n_boot, reasons)
+    notes += unit_notes({arm: d.generators for arm, d in data.items()}, oversampled)
     notes += macro_notes(labels, keep, left_out, min_positive_patients) + step_notes
     roc = {
         arm: {
@@ -458,10 +573,12 @@ def summarize_arms(
         matched=matched,
         min_positive_patients=min_positive_patients,
         macro_labels=tuple(label for j, label in enumerate(labels) if keep[j]),
-        per_arm=_per_arm(arms, budgets),
+        per_arm=_per_arm(arms, budgets, data),
         primary=_primary_record(primary_cell, table),
         n_secondary=n_secondary,
         arm_info={arm: info[arm] for arm in arms},
+        oversampled=oversampled,
+        draws=draws,
     )
 
 
@@ -486,14 +603,24 @@ def _primary_record(primary: Primary | None, table: pd.DataFrame) -> dict | None
     }
 
 
-def _per_arm(arms: dict[str, list[Run]], budgets: dict[str, list[RunBudget]]) -> dict[str, dict]:
-    """Per arm, one value per seed (in `seeds` order): its realised training
-    (`classifier.steps`) and what it saw (`classifier.budget`)."""
+def _per_arm(
+    arms: dict[str, list[Run]], budgets: dict[str, list[RunBudget]], data: dict[str, _ArmData]
+) -> dict[str, dict]:
+    """Per arm, one value per run (in `seeds` order): its generator, its realised training
+    (`classifier.steps`) and what it saw (`classifier.budget`); and what its interval
+    covers: `generators` (distinct generators behind its runs), `interval_units` ("seeds",
+    or "generators" when there are several) and `seeds_per_generator`."""
     out = {}
     for arm, runs in arms.items():
         steps = [run_steps(r.metrics) for r in runs]
+        own = data[arm]
+        counts = [own.generators.count(g) for g in dict.fromkeys(own.generators) if g]
         out[arm] = {
             "seeds": [r.seed for r in runs],
+            "generator_digests": [r.generator for r in runs],
+            "generators": own.n_generators,
+            "seeds_per_generator": counts,
+            "interval_units": "generators" if own.by_generator else "seeds",
             "steps": {name: [s[name] for s in steps] for name in STEP_FIELDS},
             "information": arm_information(budgets[arm]),
         }

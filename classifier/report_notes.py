@@ -73,13 +73,59 @@ def stat_notes(
             "the step-matched arm also shows comes from longer training, not from the "
             "synthetic images"
         )
-    for target, control in matched_controls(runset.runs).items():
-        if target not in arms:
-            notes.append(f"control arm {control!r} matches arm {target!r}, which is not here")
+    for oversample in (False, True):
+        for target, control in matched_controls(runset.runs, oversample).items():
+            if target not in arms:
+                notes.append(f"control arm {control!r} matches arm {target!r}, which is not here")
     backbones = sorted({str(r.config.get("backbone")) for r in runset.runs})
     if len(backbones) > 1:
         notes.append(f"runs use different backbones ({', '.join(backbones)})")
     notes.extend(data_notes(runset))
+    return notes
+
+
+def unit_notes(generators: dict[str, list[str | None]], oversampled: dict[str, str]) -> list[str]:
+    """What each arm's interval treats as independent, from its runs' generators (in run
+    order, None without synthetic images), and what its positives-matched control rules out.
+    """
+    notes = []
+    for arm, gens in generators.items():
+        distinct = list(dict.fromkeys(g for g in gens if g is not None))
+        if len(distinct) > 1:
+            counts = [gens.count(g) for g in distinct]
+            if max(counts) == 1:
+                notes.append(
+                    f"arm {arm!r}: its {len(distinct)} runs come from {len(distinct)} "
+                    "generators, one seed each: its intervals' units are the runs, so they "
+                    "cover generator-to-generator variation with the seeds'"
+                )
+                continue
+            spread = ", ".join(map(str, counts))
+            text = (
+                f"arm {arm!r}: its intervals' units are its {len(distinct)} generators "
+                f"({spread} seeds each; a unit is the mean over one generator's seeds), so "
+                "they cover generator-to-generator variation as well as seeds; its deltas "
+                "are not paired by seed"
+            )
+            if len(set(counts)) > 1:
+                text += (
+                    "; the generators have different numbers of seeds: each counts once in "
+                    "the arm's mean, and the t's degrees of freedom are approximate"
+                )
+            notes.append(text)
+        elif len(distinct) == 1 and len(gens) > 1:
+            notes.append(
+                f"arm {arm!r}: all its runs use one generator: its intervals cover test "
+                "patients and seeds but not generator-to-generator variation (fit several "
+                "generators for a claim about synthetic images in general)"
+            )
+    for arm, control in oversampled.items():
+        notes.append(
+            f"arm {arm!r} is also compared with {control!r}, its positives-matched control "
+            "(real-only, as many optimizer steps, real positives drawn to the arm's label "
+            "balance; Δ vs positives-matched): a gain it also shows comes from longer "
+            "training or more positive draws, not from the synthetic images"
+        )
     return notes
 
 

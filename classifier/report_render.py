@@ -28,7 +28,16 @@ import pandas as pd
 
 from classifier.arms import Arm
 from classifier.config import ReportConfig, parse_comparison
-from classifier.efficiency import efficiency_figure, efficiency_table, synthetic_worth, worth_text
+from classifier.efficiency import (
+    BEYOND,
+    efficiency_figure,
+    efficiency_table,
+    full_gain_share,
+    report_draws,
+    share_text,
+    synthetic_worth,
+    worth_text,
+)
 from classifier.endpoints import comparisons_table
 from classifier.report import (
     FPR_GRID,
@@ -54,7 +63,7 @@ from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
 
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 
 # ------------------------------------------------------------------------------ display
@@ -189,6 +198,7 @@ def _report_json(report: Report) -> dict:
         "method": method_text(report),
         "notes": report.notes,
         "matched": report.matched,
+        "oversampled": report.oversampled,
         "min_seeds": MIN_SEEDS,
         "min_positive_patients": report.min_positive_patients,
         "macro_labels": list(report.macro_labels),
@@ -201,16 +211,25 @@ def _report_json(report: Report) -> dict:
         "synthetic": report.synthetic,
         "data_efficiency": {
             "rows": efficiency_table(report).to_dict(orient="records"),
-            # inf (never reached within the measured sizes) is written as null
+            # a crossing past the largest measured size is written as BEYOND, NaN as null
             "synthetic_worth": [
-                {
-                    k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                    for k, v in w.items()
-                }
-                for w in synthetic_worth(efficiency_table(report))
+                _efficiency_json(w)
+                for w in synthetic_worth(efficiency_table(report), report_draws(report))
             ],
+            "full_gain_share": [_efficiency_json(s) for s in full_gain_share(report)],
         },
     }
+
+
+def _efficiency_json(record: dict) -> dict:
+    """A worth or share record for report.json: inf as BEYOND, NaN as null."""
+
+    def value(v):
+        if isinstance(v, float) and math.isinf(v):
+            return BEYOND
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return {k: value(v) for k, v in record.items()}
 
 
 def _json_ready(record: dict | None) -> dict | None:
@@ -279,10 +298,12 @@ def write_report(
         md.append(md_table(budget_headers, budget_table))
     md += ["\n## Per label\n\n", md_table(headers, rows)]
     efficiency = efficiency_table(report)
-    worth = synthetic_worth(efficiency)
+    worth = synthetic_worth(efficiency, report_draws(report))
+    shares = full_gain_share(report)
     if len(efficiency):
         md += ["\n## Data efficiency: AUROC against real train size\n\n"]
         md += [f"{worth_text(w)}\n\n" for w in worth]
+        md += [f"{share_text(s)}\n\n" for s in shares]
         eff_rows = [
             [r.family, r.label, f"{r.n_real:.0f}", fmt(r.auroc_mean),
              f"[{fmt(r.auroc_lo)}, {fmt(r.auroc_hi)}]"]
@@ -342,6 +363,7 @@ def write_report(
         png = efficiency_figure(efficiency)
         parts.append("<h2>Data efficiency: AUROC against real train size</h2>")
         parts += [f"<p>{html.escape(worth_text(w))}</p>" for w in worth]
+        parts += [f"<p>{html.escape(share_text(s))}</p>" for s in shares]
         parts.append(f"<img class='grid' alt='data efficiency' src='data:image/png;base64,{png}'/>")
     parts += ["<h2>Runs</h2>", html_table(run_headers, run_rows, "runs")]
     parts += [s["html"] for s in sections if s.get("html")]
@@ -386,6 +408,7 @@ def load_report(out: Path) -> Report:
         notes=list(doc["notes"]),
         synthetic=doc.get("synthetic"),
         matched=dict(doc.get("matched") or {}),
+        oversampled=dict(doc.get("oversampled") or {}),
         min_positive_patients=doc.get("min_positive_patients", 1),
         macro_labels=tuple(doc.get("macro_labels", doc["labels"])),
         per_arm=dict(doc.get("per_arm") or {}),

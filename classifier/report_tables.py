@@ -51,12 +51,14 @@ def display_rows(
 
     Columns: arm, label, runs, AUROC mean ± sd, min–max, its CI, Δ vs the baseline with its
     CI, rel. %, Δ vs the arm's step-matched control with its CI (only when the report has
-    one), and the valid resamples of the row's CIs. `compact` keeps arm, label, AUROC
-    mean ± sd and the deltas (for narrow terminals); the files always have every column.
+    one), Δ vs its positives-matched control (only when the report has one), and the valid
+    resamples of the row's CIs. `compact` keeps arm, label, AUROC mean ± sd and the deltas
+    (for narrow terminals); the files always have every column.
     """
     pct = int(round(report.ci_level * 100))
     base = report.baseline or BASELINE_ARM
     controls = {c: a for a, c in report.matched.items()}
+    positives = {c: a for a, c in report.oversampled.items()}
     headers = [
         "arm",
         "label",
@@ -69,6 +71,8 @@ def display_rows(
     ]
     if report.matched:
         headers.append(f"Δ vs step-matched [{pct}% CI]")
+    if report.oversampled:
+        headers.append(f"Δ vs positives-matched [{pct}% CI]")
     headers.append("valid resamples")
     out = []
     for row in report.table.itertuples(index=False):
@@ -107,9 +111,23 @@ def display_rows(
                 )
             else:
                 cells.append(f"(control of {controls[row.arm]})" if row.arm in controls else "")
+        if report.oversampled:
+            if row.arm in report.oversampled:
+                cells.append(
+                    _delta_cell(
+                        row.delta_vs_oversample,
+                        row.delta_vs_oversample_lo,
+                        row.delta_vs_oversample_hi,
+                    )
+                    + f" vs {report.oversampled[row.arm]}"
+                )
+            elif row.arm in positives:
+                cells.append(f"(positives-matched control of {positives[row.arm]})")
+            else:
+                cells.append("")
         out.append([*cells, valid])
     if compact:
-        wanted = [0, 1, 3, 6, 7] + ([8] if report.matched else [])
+        wanted = [0, 1, 3, 6, 7] + list(range(8, len(headers) - 1))
         return [headers[i] for i in wanted], [[r[i] for i in wanted] for r in out]
     return headers, out
 
@@ -139,6 +157,13 @@ def method_text(report: Report) -> str:
             " Δ vs step-matched: the arm minus its real-only control trained for the same "
             "number of optimizer steps."
         )
+    if report.oversampled:
+        text += (
+            " Δ vs positives-matched: the arm minus its second control, real-only, trained for "
+            "the same number of optimizer steps with its real positives drawn more often, to "
+            "the arm's label balance (a secondary comparison)."
+        )
+    text += " " + units_text(report)
     alpha = 1.0 - report.ci_level
     text += (
         " Primary and secondary: one comparison is the primary endpoint (declared before "
@@ -156,6 +181,37 @@ def method_text(report: Report) -> str:
         "simultaneous intervals. Holm p: the adjusted p-value."
     )
     return text
+
+
+def units_text(report: Report) -> str:
+    """In words, per arm, what its interval covers: its seeds, or its generators (each
+    the mean over its seeds), and how many."""
+    parts = []
+    for arm in report.arms:
+        info = report.per_arm.get(arm) or {}
+        n_runs = len(info.get("seeds") or [])
+        if not n_runs:
+            continue
+        generators = int(info.get("generators") or 0)
+        if info.get("interval_units") == "generators":
+            counts = info.get("seeds_per_generator") or []
+            seeds = (
+                f"{counts[0]} seed{'s' * (counts[0] != 1)} each"
+                if counts and len(set(counts)) == 1
+                else f"{', '.join(map(str, counts))} seeds"
+            )
+            parts.append(f"{arm}: {generators} generators × {seeds} (units: generators)")
+        elif generators == 1:
+            parts.append(f"{arm}: {n_runs} seed{'s' * (n_runs != 1)} of one generator")
+        else:
+            parts.append(f"{arm}: {n_runs} seed{'s' * (n_runs != 1)}")
+    if not parts:
+        return ""
+    return (
+        "What each arm's CI covers (an arm whose runs come from several generators has "
+        "generators as its units, so its CI holds generator-to-generator variation; one "
+        "generator's CI conditions on it): " + "; ".join(parts) + "."
+    )
 
 
 def _p_cell(p, n_boot: int) -> str:

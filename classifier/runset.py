@@ -33,6 +33,13 @@ class Run:
     metrics: dict
     prob: np.ndarray  # (n_test, L), rows in the order of RunSet.images, labels RunSet.labels
 
+    @property
+    def generator(self) -> str | None:
+        """The generator behind its synthetic images (config `synthetic_digest`; None for a
+        run without synthetic images): runs of one arm and seed may differ only in it."""
+        digest = self.config.get("synthetic_digest")
+        return None if digest is None else str(digest)
+
 
 @dataclass
 class RunSet:
@@ -74,7 +81,7 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
     images: list[str] = []
     patients = np.zeros(0)
     truth = np.zeros((0, 0))
-    seen: dict[tuple[str, int], Path] = {}
+    seen: dict[tuple[str, str | None, int], Path] = {}
     for path in dirs:
         config, metrics, frame, pred_labels = _read_run(path)
         run_labels = tuple(config["labels"])
@@ -111,11 +118,15 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
             )
         arm = str(config.get("arm") or metrics.get("arm") or "unknown")
         seed = int(config["seed"])
-        if (arm, seed) in seen:
+        digest = config.get("synthetic_digest")
+        key = (arm, None if digest is None else str(digest), seed)
+        if key in seen:
+            generator = "" if digest is None else f" generator {str(digest)[:12]}"
             raise UserError(
-                f"{path}: arm {arm!r} seed {seed} is also {seen[(arm, seed)]}; give each run once"
+                f"{path}: arm {arm!r}{generator} seed {seed} is also {seen[key]}; give each "
+                "run once"
             )
-        seen[(arm, seed)] = path
+        seen[key] = path
         runs.append(
             Run(
                 path=path,
@@ -130,18 +141,21 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
     return RunSet(runs=runs, labels=labels, images=images, patients=patients, truth=truth)
 
 
-def matched_controls(runs: Sequence[Run]) -> dict[str, str]:
+def matched_controls(runs: Sequence[Run], oversample: bool = False) -> dict[str, str]:
     """{arm: its step-matched real-only control arm} from the runs' configs.
 
     A control run has ``"matched_to": "<arm>"`` in its config.json (and is named
     ``real-steps-<arm>``); a ``real-steps-<arm>`` run without it matches `<arm>` by name.
+    With `oversample`, the positives-matched controls instead (``"oversample": true``,
+    ``real-oversample-<arm>``: as many steps, and real positives drawn to the arm's label
+    balance).
     """
     out: dict[str, str] = {}
     for run in runs:
-        target = Arm.from_config(run.config, run.arm).matched_to
-        if target:
-            out.setdefault(str(target), run.arm)
+        arm = Arm.from_config(run.config, run.arm)
+        if arm.matched_to and arm.oversample == oversample:
+            out.setdefault(str(arm.matched_to), run.arm)
     return out
 
 
-__all__ = ["Run", "RunSet", "collect_runs"]
+__all__ = ["Run", "RunSet", "collect_runs", "matched_controls"]

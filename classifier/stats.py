@@ -15,6 +15,8 @@ A macro AUROC is the mean over one fixed label set (the labels with both classes
 whole test set) in every resample; a resample lacking a class for one of them is left out
 and counted (`n_valid`). Across training seeds, :func:`seed_interval` adds the between-seed
 variance to the patient bootstrap's with a t quantile fit for few seeds (the report's CIs);
+when an arm's runs come from several generators, its units are generators instead
+(:func:`unit_means`: two levels, generator and seed, in one between-unit variance);
 :func:`seed_p_value` is the p-value each such interval inverts, and :func:`holm` adjusts a
 family of them (the report's secondary comparisons, `classifier.endpoints`).
 """
@@ -240,13 +242,55 @@ def paired_bootstrap_delta(
 # ------------------------------------------------------------------------------ seeds
 
 
+def unit_means(
+    values: np.ndarray, resampled: np.ndarray, units: Sequence
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """Runs averaged within their units (e.g. generators), values and resamples alike.
+
+    A study that fits G generators and trains S classifier seeds on each has a nested
+    design: run (g, s) scores ``mu + a_g + b_gs + test noise``, a_g the generator's effect
+    (variance sigma_G^2), b_gs the seed's within it (sigma_S^2). The mean over a generator's
+    S seeds has variance ``sigma_G^2 + sigma_S^2 / S`` between generators, so the sample
+    variance of the G unit means, over G, estimates the variance of the grand mean with
+    both sources in it (``(sigma_G^2 + sigma_S^2 / S) / G``), with G - 1 degrees of freedom:
+    :func:`seed_interval` over the units is the two-level interval. Treating the G x S runs
+    as independent seeds instead would divide sigma_G^2 by G x S and claim S times the
+    generators there are.
+
+    Unbalanced (generators with different numbers of seeds): each generator still counts
+    once (the estimate is the mean of the unit means, not of the runs), and the unit means'
+    sample variance over G still estimates that mean's variance without bias
+    (``(sigma_G^2 + sigma_S^2 mean_g(1/S_g)) / G``); only the t's G - 1 degrees of freedom
+    are then approximate, as the units' variances differ.
+
+    Args:
+        values: ``(n_runs, K)`` point AUROC per run.
+        resampled: ``(n_runs, n_boot, K)`` on the shared patient resamples.
+        units: ``(n_runs,)`` the unit of each run.
+
+    Returns:
+        `(values, resampled, keys)`: ``(G, K)``, ``(G, n_boot, K)`` and the G units in the
+        order they first appear.
+    """
+    keys = list(dict.fromkeys(units))
+    values, resampled = np.asarray(values, np.float64), np.asarray(resampled, np.float64)
+    members = [[i for i, u in enumerate(units) if u == key] for key in keys]
+    unit_values = np.stack([values[m].mean(axis=0) for m in members])
+    unit_resampled = np.stack([resampled[m].mean(axis=0) for m in members])
+    return unit_values, unit_resampled, keys
+
+
 @dataclass
 class SeedTerm:
-    """One arm's runs in an interval: `coef` x (mean over its seeds).
+    """One arm's runs in an interval: `coef` x (mean over its seeds, or units).
+
+    A unit is one run (a seed), or, for an arm whose runs come from several generators, the
+    mean over one generator's seeds (:func:`unit_means`): the "seeds" below are then
+    generators, and their spread holds generator and seed variance together.
 
     Attributes:
-        values: ``(n_seeds, K)`` point AUROC of each run (K labels, macro, ...).
-        resampled: ``(n_seeds, n_boot, K)`` the runs' AUROC on the patient resamples; every
+        values: ``(n_seeds, K)`` point AUROC of each run or unit (K labels, macro, ...).
+        resampled: ``(n_seeds, n_boot, K)`` their AUROC on the patient resamples; every
             term of one interval uses the same resampled patients (paired over patients).
         coef: +1 for the arm, -1 for the arm it is compared with.
     """
