@@ -35,9 +35,12 @@ class Run:
 
     @property
     def generator(self) -> str | None:
-        """The generator behind its synthetic images (config `synthetic_digest`; None for a
-        run without synthetic images): runs of one arm and seed may differ only in it."""
-        digest = self.config.get("synthetic_digest")
+        """The generator behind its synthetic images (config `synthetic_digest`, or that of
+        the run it started from; None for a run without synthetic images): runs of one arm
+        and seed may differ only in it."""
+        digest = self.config.get("synthetic_digest") or self.config.get(
+            "init_from_synthetic_digest"
+        )
         return None if digest is None else str(digest)
 
 
@@ -118,7 +121,7 @@ def collect_runs(paths: Sequence[Path]) -> RunSet:
             )
         arm = str(config.get("arm") or metrics.get("arm") or "unknown")
         seed = int(config["seed"])
-        digest = config.get("synthetic_digest")
+        digest = config.get("synthetic_digest") or config.get("init_from_synthetic_digest")
         key = (arm, None if digest is None else str(digest), seed)
         if key in seen:
             generator = "" if digest is None else f" generator {str(digest)[:12]}"

@@ -141,6 +141,10 @@ def run_config(cfg: TrainConfig, data: RunData, mean: float, std: float) -> dict
             "init_from_digest": (
                 manifest_digest(model_path(Path(cfg.init_from))) if cfg.init_from else None
             ),
+            # the generator behind the run it started from (its synthetic set's digest)
+            "init_from_synthetic_digest": (
+                read_config(Path(cfg.init_from)).get("synthetic_digest") if cfg.init_from else None
+            ),
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
         }
