@@ -74,7 +74,7 @@ DESCRIPTIONS: dict[str, str] = {
 _MARKER = r"(?:_{2,}|\[\*\*[^\]]*?\*\*\])"
 _MONTH = (
     r"(?:January|February|March|April|May|June|July|August|September|October|November|"
-    r"December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
+    r"December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)(?:\.(?=\s*\d))?"  # "Mar. 3"
 )
 _DAY = r"(?:[0-2]?\d|3[01])(?:st|nd|rd|th)?"
 _YEAR = r"(?:19|20)\d{2}"
@@ -262,7 +262,7 @@ def describe(
     policy = check_policy(policy)
     line = f"`{policy}`: {DESCRIPTIONS[policy]}"
     if removed is not None:
-        what = ", ".join(f"{rule} {int(n)}" for rule, n in removed.items())
+        what = ", ".join(f"{rule} {int(removed.get(rule, 0))}" for rule in RULES)
         over = f" over {prompts} report prompt(s)" if prompts is not None else ""
         line += f"; removed{over}: {what}"
     return line + "."
