@@ -3,9 +3,9 @@
 Synthesis prompts the generator with real train reports (RoentGen's method). Real reports
 carry de-identification markers, dates, times and the names of the people and places
 results were communicated to; prompts holding MIMIC's ``___`` markers are the ones a
-fine-tuned generator memorizes most (Dar et al., "The Devil is in the Prompts", arXiv
-2502.07516), and none of that text says anything about the image. A policy maps a report
-to its prompt and counts what it removed, per rule; policies are pure functions of the text.
+fine-tuned generator memorizes most ("The Devil is in the Prompts", arXiv 2502.07516), and
+none of that text says anything about the image. A policy maps a report to its prompt and
+counts what it removed, per rule; policies are pure functions of the text.
 
 Policies:
 
@@ -90,9 +90,9 @@ _COMMUNICATION = re.compile(
 )
 _CLAUSE_BREAK = re.compile(r"[,;:]\s|\s[-\u2013\u2014]+\s")
 
+_TITLE = r"\b(?:Dr|DR|dr|Drs|Doctor|doctor|Mr|Mrs|Ms|Prof|Professor)\b"  # not MR, MS
 _PERSON = re.compile(
-    r"(?:\b(?i:per|by|with|to|from|for)\s+)?"
-    r"\b(?:Dr|DR|dr|Drs|Doctor|doctor|Mr|Mrs|Ms|Prof|Professor)\b\.?\s*"  # not MR, MS
+    r"(?:\b(?i:per|by|with|to|from|for)\s+)?" + _TITLE + r"\.?\s*"
     r"(?:" + _MARKER + r"|(?:[A-Z]\.\s*)?[A-Z][A-Za-z'\-]*(?:\s+[A-Z][a-z][A-Za-z'\-]*)?)"
 )
 _PLACE = re.compile(
@@ -131,6 +131,15 @@ _MARKER_AFTER_PREPOSITION = re.compile(
     r"\b(?i:on|of|from|dated|since|at|in|by|with|to|for|per)\s+(?:(?i:the)\s+)?" + _MARKER
 )
 _MARKER_ALONE = re.compile(r"\s?" + _MARKER)
+# What each rule's matches cannot do without: a text without it skips the rule (speed only).
+_HINTS: dict[str, re.Pattern] = {
+    "communication": _COMMUNICATION,
+    "person": re.compile(_TITLE),
+    "place": re.compile(r"(?i:hospital|medical\s+center|clinic|infirmary)"),
+    "date": re.compile(r"\d"),
+    "time": re.compile(r"\d"),
+    "deid_marker": re.compile(_MARKER),
+}
 
 _TIDY: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"\s+"), " "),
@@ -216,8 +225,8 @@ def no_counts() -> dict[str, int]:
 def clean_report(text: str) -> tuple[str, dict[str, int]]:
     """The `clean` policy: (prompt, {rule: occurrences removed}); see the module docstring."""
     counts = no_counts()
-    if text:
-        for rule, apply in _CLEAN_RULES.items():
+    for rule, apply in _CLEAN_RULES.items():
+        if _HINTS[rule].search(text):
             text, counts[rule] = apply(text)
     return tidy(text), counts
 
