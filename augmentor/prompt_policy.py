@@ -63,10 +63,10 @@ POLICIES: tuple[str, ...] = (CLEAN, RAW)
 DEFAULT_POLICY = CLEAN
 DESCRIPTIONS: dict[str, str] = {
     CLEAN: (
-        "de-identification markers, dates, times, names of people and places and sentences "
-        "communicating results removed (augmentor.prompt_policy)"
+        "strips de-identification markers, dates, times, names of people and places, and "
+        "sentences communicating results (augmentor.prompt_policy)"
     ),
-    RAW: "reports used as written (RoentGen's method)",
+    RAW: "keeps the reports as written (RoentGen's method)",
 }
 
 # ------------------------------------------------------------------------------ patterns
@@ -272,7 +272,7 @@ def describe(
     line = f"`{policy}`: {DESCRIPTIONS[policy]}"
     if removed is not None:
         what = ", ".join(f"{rule} {int(removed.get(rule, 0))}" for rule in RULES)
-        over = f" over {prompts} report prompt(s)" if prompts is not None else ""
+        over = f" over {prompts} drawn report prompt(s)" if prompts is not None else ""
         line += f"; removed{over}: {what}"
     return line + "."
 

@@ -219,8 +219,10 @@ def test_card_names_the_policy_or_says_it_is_not_recorded():
     metadata = {provenance.PROVENANCE_KEY: json.dumps(record, sort_keys=True)}  # as written
     recorded = Manifest(rows=rows, metadata=metadata)
     line = prompt_hygiene(recorded)
-    assert line.startswith("Prompt hygiene: `clean`: de-identification markers")
-    assert "removed over 4 report prompt(s): communication 0, person 0, place 0, date 2" in line
+    assert line.startswith("Prompt hygiene: `clean`: strips de-identification markers")
+    assert (
+        "removed over 4 drawn report prompt(s): communication 0, person 0, place 0, date 2" in line
+    )
     assert prompt_hygiene(Manifest(rows=rows)) == f"Prompt hygiene: {UNRECORDED_HYGIENE}."
 
 
@@ -259,7 +261,8 @@ def test_synthesis_records_the_policy_per_row_provenance_card_and_refuses_a_chan
     done = runner.invoke(app, args)  # the same policy (the default) resumes
     assert done.exit_code == 0, done.output
     assert (
-        "prompt policy `clean`" in done.output and "removed over 3 report prompt(s)" in done.output
+        "prompt policy `clean`" in done.output
+        and "removed over 3 drawn report prompt(s)" in done.output
     )
     m = read_manifest(out / "manifest.parquet")
     assert m.rows["prompt_policy"].tolist() == ["clean"] * 3
