@@ -281,3 +281,12 @@ def test_synthesis_records_the_policy_per_row_provenance_card_and_refuses_a_chan
     assert "Prompt hygiene: `clean`" in card
     assert "communication 1, person 0, place 0, date 2, time 2, deid_marker 2" in card
     assert set(RULES) == set(record["removed"])
+
+    # A set made before prompt policies prompted with the reports as written: resuming it
+    # under the default (clean) is refused too.
+    saved = json.loads((out / "synthesis.json").read_text())
+    del saved["identity"]["prompt_policy"]
+    (out / "synthesis.json").write_text(json.dumps(saved))
+    again = synthesis_config(tiny_generator_dir, prompts, out, labels=labels, resume=True)
+    with pytest.raises(UserError, match="prompt_policy='raw', now 'clean'"):
+        synthesize(again)
