@@ -17,9 +17,11 @@ from pathlib import Path
 
 from augmentor.eval_folder import find_beside, load_summary, memorization_audit, summary_path
 from augmentor.generator import RECORD_FILE as RUN_FILE
+from augmentor.prompt_policy import POLICIES, describe
 from augmentor.synthetic_set import RECORD_FILE as SYNTHESIS_FILE
+from manifests import provenance
 from manifests.errors import UserError
-from manifests.io import read_manifest
+from manifests.io import Manifest, read_manifest
 
 PROMPT_POLICY = (
     "Label-balanced, as in RoentGen: each synthetic image is prompted by a real train-split "
@@ -27,6 +29,9 @@ PROMPT_POLICY = (
     "report used before any repeats) and carries that report's labels; a label without a "
     "positive report falls back to a template prompt (`prompt_source` = template). "
     "Negatives come from 'No Finding' reports."
+)
+UNRECORDED_HYGIENE = (
+    "not recorded (a set made before prompt policies: its prompts are the reports as written)"
 )
 _GENERATOR_KEYS = (
     "base",
@@ -60,6 +65,16 @@ def _datasets_of(manifest_path: str | None) -> list[str]:
     return sorted(rows.loc[rows["source"] == "real", "dataset"].dropna().unique().tolist())
 
 
+def prompt_hygiene(manifest: Manifest) -> str:
+    """The card's line on prompt hygiene: the set's prompt policy and what it removed per
+    rule over the drawn report prompts (`cxraug.provenance`), or that it is not recorded."""
+    hygiene = (provenance.read_record(manifest) or {}).get("prompt_policy")
+    if not isinstance(hygiene, dict) or hygiene.get("policy") not in POLICIES:
+        return f"Prompt hygiene: {UNRECORDED_HYGIENE}."
+    line = describe(hygiene["policy"], hygiene.get("removed"), hygiene.get("report_prompts"))
+    return f"Prompt hygiene: {line}"
+
+
 def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None) -> dict:
     """Provenance of the synthetic rows of `manifest_path` for its dataset card.
 
@@ -70,14 +85,15 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
 
     Returns:
         keys `synthesis` (sampler settings, seeds, digests), `generator` (base, training-data
-        digest, steps, ...), `prompt_policy`, `training_datasets` (datasets that trained the
-        generator or gave the prompts), `memorization` (the audit's summary), when known.
+        digest, steps, ...), `prompt_policy` (how prompts are drawn, then `prompt_hygiene`),
+        `training_datasets` (datasets that trained the generator or gave the prompts),
+        `memorization` (the audit's summary), when known.
     """
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path, columns=["source"], validate=False)
     if not (manifest.rows["source"] == "synthetic").any():
         return {}
-    out: dict = {"prompt_policy": PROMPT_POLICY}
+    out: dict = {"prompt_policy": f"{PROMPT_POLICY}\n\n{prompt_hygiene(manifest)}"}
     identity = manifest.metadata.get("cxraug.synthesis")
     record = _read_json(manifest_path.parent / SYNTHESIS_FILE) or {}
     synthesis = dict(json.loads(identity)) if identity else {}
@@ -110,4 +126,4 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
     return out
 
 
-__all__ = ["PROMPT_POLICY", "synthesis_provenance"]
+__all__ = ["PROMPT_POLICY", "UNRECORDED_HYGIENE", "prompt_hygiene", "synthesis_provenance"]

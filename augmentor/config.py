@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augmentor.label_spec import split_label_counts
+from augmentor.prompt_policy import DEFAULT_POLICY, POLICIES, check_policy
 from classifier.training.tracking import check_report_to
 from manifests import runfolder
 from manifests.errors import UserError
@@ -231,7 +232,10 @@ class SynthesisConfig:
     the number of distinct prompts drawn changes. Each row's generation seed derives from
     `seed` and the row index; `batch_size` changes no image, and `shard_every` bounds the
     work a kill loses. `film_grain` adds the grain the generator measured at fine-tuning
-    (`augmentor.grain`; only generators fine-tuned from `tiny` have one).
+    (`augmentor.grain`; only generators fine-tuned from `tiny` have one). `prompt_policy`
+    says what of each report becomes its prompt (`augmentor.prompt_policy`): `clean` drops
+    de-identification markers, dates, times, names and result-communication sentences,
+    `raw` keeps the report as written (RoentGen).
     """
 
     model: str = setting(help="Generator directory (diffusers pipeline folder).")
@@ -242,6 +246,12 @@ class SynthesisConfig:
         "(at most 10,000,000 images per run).",
     )
     negatives: int = setting(0, help="Extra images from 'No Finding' reports.")
+    prompt_policy: str = setting(
+        DEFAULT_POLICY,
+        help=f"{' or '.join(POLICIES)}: clean removes de-identification markers (___), dates, "
+        "times, names and result-communication sentences from each report before it "
+        "prompts; raw keeps it as written (RoentGen).",
+    )
     images_per_prompt: int = setting(
         1,
         help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
@@ -270,6 +280,7 @@ class SynthesisConfig:
 def check_synthesis_config(config: SynthesisConfig) -> None:
     """Raise UserError naming the first bad flag value (labels syntax and the size cap first)."""
     split_label_counts(config.labels, config.negatives)
+    config.prompt_policy = check_policy(config.prompt_policy)
     config.scheduler = config.scheduler.strip().lower()
     if config.scheduler not in SCHEDULERS:
         raise UserError(

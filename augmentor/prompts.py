@@ -8,6 +8,9 @@ plan is computed up front by a pure function, is deterministic in its seed, and 
 RoentGen measures diversity with several images per prompt (4, and MS-SSIM over their 6
 pairs): `images_per_prompt` K gives each drawn prompt K consecutive rows, each with its own
 seed, and records the draw in `prompt_group`.
+A prompt policy (`augmentor.prompt_policy`; default `clean`) turns each train report into
+its prompt before any draw: a report left empty by it is never drawn, and each plan row
+counts what the policy removed from its prompt, per rule (`removed_<rule>` columns).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from augmentor.label_spec import split_label_counts
+from augmentor.prompt_policy import DEFAULT_POLICY, RULES, apply_policy_many, check_policy
 from manifests.errors import UserError
 from manifests.io import Manifest
 from manifests.schema import resolve_label
 
 NEGATIVE_TARGET = "No Finding"
 NEGATIVE_TEMPLATE = "No acute cardiopulmonary process."
+REMOVED_COLUMNS = tuple(f"removed_{rule}" for rule in RULES)
 PLAN_COLUMNS = (
     "row",
     "target_label",
@@ -33,6 +38,7 @@ PLAN_COLUMNS = (
     "prompt_patient_id",
     "seed",
     "prompt_group",
+    *REMOVED_COLUMNS,
 )
 
 
@@ -63,8 +69,9 @@ def row_seed(seed: int, row: int) -> int:
     )
 
 
-def _report_rows(manifest: Manifest, where: str) -> pd.DataFrame:
-    """Train rows that have report text; a UserError when there are none."""
+def _report_rows(manifest: Manifest, where: str, policy: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train rows that have report text, `report` made a prompt under `policy`, and what it
+    removed from each (rows x `RULES`); a UserError when none is left."""
     rows = manifest.rows
     train = rows[rows["split"] == "train"]
     if train.empty:
@@ -73,7 +80,15 @@ def _report_rows(manifest: Manifest, where: str) -> pd.DataFrame:
     with_text = train[text.notna().to_numpy() & (text.str.len().fillna(0) > 0).to_numpy()]
     if with_text.empty:
         raise UserError(f"{where}: no train row has report text to use as a prompt")
-    return with_text
+    prompts, counts = apply_policy_many(with_text["report"].astype(str), policy)
+    removed = np.array([[c[rule] for rule in RULES] for c in counts], dtype=np.int64)
+    kept = np.array([bool(p.strip()) for p in prompts])
+    if not kept.any():
+        raise UserError(
+            f"{where}: every train report is empty under --prompt-policy {policy}; "
+            "--prompt-policy raw keeps them as written"
+        )
+    return with_text.assign(report=prompts)[kept], removed[kept]
 
 
 def _negative_mask(rows: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
@@ -105,6 +120,7 @@ def balanced_prompts(
     seed: int = 0,
     where: str = "--prompts-from",
     images_per_prompt: int = 1,
+    prompt_policy: str = DEFAULT_POLICY,
 ) -> pd.DataFrame:
     """The full synthesis plan: one row per image to generate, in generation order.
 
@@ -116,15 +132,20 @@ def balanced_prompts(
     falls back to `template_prompt(label)` with the target 1 and every other label NaN
     (`prompt_source` says 'template'). `negatives` rows come from 'No Finding' reports (or
     rows with no positive/uncertain label in a set without 'No Finding'); their template
-    fallback is labelled No Finding 1, every other label 0.
+    fallback is labelled No Finding 1, every other label 0. Reports become prompts under
+    `prompt_policy` (`augmentor.prompt_policy`) before anything is drawn; one it leaves
+    empty is never drawn.
 
     Returns:
         A DataFrame with `row` (0..N-1), `target_label`, `prompt`, `prompt_source`
         ('report'/'template'), `prompt_study_id`, `prompt_patient_id`, `seed` (per row, see
         `row_seed`), `prompt_group` (the drawn prompt, numbered across the plan: rows that
-        share it are one prompt's K images) and one float32 column per label of `manifest`.
+        share it are one prompt's K images), `removed_<rule>` (what the prompt policy
+        removed from the row's report, per rule; 0 for templates) and one float32 column
+        per label of `manifest`.
     """
     labels = tuple(manifest.labels)
+    prompt_policy = check_policy(prompt_policy)
     if negatives < 0:
         raise UserError(f"--negatives: {negatives} is negative; give 0 or more")
     if images_per_prompt < 1:
@@ -135,7 +156,7 @@ def balanced_prompts(
             raise UserError(f"--labels: count for {label!r} is {n}; it must be a positive integer")
     if not goals and negatives == 0:
         raise UserError("--labels: nothing to generate (no label counts and no --negatives)")
-    reports = _report_rows(manifest, where)
+    reports, removed = _report_rows(manifest, where, prompt_policy)
     values = reports[list(labels)].to_numpy(dtype=np.float32)
 
     parts: list[pd.DataFrame] = []
@@ -159,6 +180,8 @@ def balanced_prompts(
             part.insert(2, "prompt_source", "report")
             part.insert(3, "prompt_study_id", reports["study_id"].to_numpy()[picks].astype(str))
             part.insert(4, "prompt_patient_id", reports["patient_id"].to_numpy()[picks].astype(str))
+            for column, counts in zip(REMOVED_COLUMNS, removed[picks].T, strict=True):
+                part[column] = counts
         else:
             is_negative = target == NEGATIVE_TARGET and k == len(goals)
             fill = 0.0 if is_negative else np.nan
@@ -170,6 +193,8 @@ def balanced_prompts(
             part.insert(2, "prompt_source", "template")
             part.insert(3, "prompt_study_id", None)
             part.insert(4, "prompt_patient_id", None)
+            for column in REMOVED_COLUMNS:
+                part[column] = np.int64(0)
         parts.append(part)
 
     plan = pd.concat(parts, ignore_index=True)
@@ -178,7 +203,15 @@ def balanced_prompts(
     plan.insert(7, "prompt_group", np.concatenate(groups))
     for label in labels:
         plan[label] = plan[label].astype(np.float32)
-    return plan
+    return plan[[*PLAN_COLUMNS, *labels]]
+
+
+def removed_by_policy(plan: pd.DataFrame) -> tuple[dict[str, int], int]:
+    """What the prompt policy removed over the plan's drawn report prompts, per rule, and
+    how many report prompts were drawn (a prompt that makes K images counts once)."""
+    drawn = plan[plan["prompt_source"] == "report"].drop_duplicates("prompt_group")
+    totals = {rule: int(drawn[f"removed_{rule}"].sum()) for rule in RULES}
+    return totals, len(drawn)
 
 
 def template_notes(plan: pd.DataFrame) -> list[str]:

@@ -1,7 +1,9 @@
 """Label-balanced synthesis: a generator directory + real train reports -> a synthetic manifest.
 
 The plan (`augmentor.prompts.balanced_prompts`) fixes every image's prompt, labels and seed
-before anything is generated. Rows are then generated in batches with one
+before anything is generated; its prompts are the reports under `--prompt-policy`
+(`augmentor.prompt_policy`), recorded on every row (`prompt_policy`) and, with what it
+removed per rule over the drawn prompts, in the manifest's provenance (`cxraug.provenance`). Rows are then generated in batches with one
 `torch.Generator` per row, so an image depends on its row's seed only, never on its batch
 mates. Each batch's PNGs are written first and its manifest rows are committed afterwards
 as an atomic Parquet shard (`shards/shard-<rank>-<k>.parquet`): a row is done exactly when
@@ -36,7 +38,14 @@ from augmentor.config import (
 )
 from augmentor.generator import generator_record_or_none, training_patients
 from augmentor.grain import GrainModel, add_grain
-from augmentor.prompts import PLAN_COLUMNS, balanced_prompts, parse_label_counts, template_notes
+from augmentor.prompt_policy import RAW, describe
+from augmentor.prompts import (
+    PLAN_COLUMNS,
+    balanced_prompts,
+    parse_label_counts,
+    removed_by_policy,
+    template_notes,
+)
 from classifier.training.accelerator import cpu_only
 from manifests import provenance, runfolder
 from manifests.errors import UserError
@@ -184,6 +193,7 @@ def _identity(
         "targets": [[label, n] for label, n in targets.items()],
         "negatives": config.negatives,
         "images_per_prompt": config.images_per_prompt,
+        "prompt_policy": config.prompt_policy,
         "seed": config.seed,
         "scheduler": config.scheduler,
         "num_inference_steps": config.num_inference_steps,
@@ -237,6 +247,7 @@ def _manifest_rows(
     rows[sset.ROW_COLUMN] = plan_rows["row"].to_numpy(dtype=np.int64)
     rows["prompt_group"] = plan_rows["prompt_group"].to_numpy(dtype=np.int64)
     rows["prompt_source"] = plan_rows["prompt_source"].to_numpy()
+    rows["prompt_policy"] = config.prompt_policy
     rows["prompt_study_id"] = plan_rows["prompt_study_id"].to_numpy()
     rows[provenance.PROMPT_PATIENT_COLUMN] = plan_rows["prompt_patient_id"].to_numpy()
     rows["negative_prompt"] = config.negative_prompt
@@ -269,6 +280,7 @@ def synthesize(
         seed=config.seed,
         where=where,
         images_per_prompt=config.images_per_prompt,
+        prompt_policy=config.prompt_policy,
     )
     labels = tuple(prompts.labels)
     digest = generator_digest(model)
@@ -284,7 +296,16 @@ def synthesize(
         )
     record = provenance.synthetic_record(digest, generator_patients, prompts, base)
     del prompts
-    notes = template_notes(plan)
+    removed, drawn = removed_by_policy(plan)
+    record["prompt_policy"] = {
+        "policy": config.prompt_policy,
+        "report_prompts": drawn,
+        "removed": removed,
+    }
+    notes = [
+        *template_notes(plan),
+        f"prompt policy {describe(config.prompt_policy, removed, drawn)}",
+    ]
     grain = film_grain_of(model, config.film_grain)
     identity = _identity(config, targets, digest, grain)
     metadata = {
@@ -297,10 +318,12 @@ def synthesize(
     # Every rank decides the folder's state before anyone writes, so they all agree.
     mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
     if mode in (runfolder.RESUME, runfolder.FINISHED):
-        # A folder from before --images-per-prompt drew one image per prompt, without grain.
+        # A folder from before --images-per-prompt drew one image per prompt, without grain;
+        # one from before --prompt-policy prompted with the reports as written.
         saved = {
             "images_per_prompt": 1,
             "film_grain": False,
+            "prompt_policy": RAW,
             **sset.read_record(out).get("identity", {}),
         }
         runfolder.check_resume_config(saved, identity, set(), out)
