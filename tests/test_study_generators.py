@@ -190,3 +190,29 @@ def test_study_with_per_size_generators_an_oracle_and_both_controls(tmp_path):
     control = report["per_arm"]["real-steps-mix0.5-n20"]["information"]
     assert info["real_images_seen"] == control["real_images_seen"]
     assert "real-oversample-mix0.5-n20" in result.report.arms
+
+
+def test_study_with_generator_replicates_reports_generators_as_units(tmp_path):
+    import json
+
+    from study import run_study
+
+    cfg = smoke_preset()
+    cfg = replace(
+        cfg,
+        generator=replace(cfg.generator, replicates=2),
+        classifier=replace(cfg.classifier, synthetic_arm=False, pretrain_finetune=False),
+    )
+    out = tmp_path / "study"
+    run_study(cfg, out, log=lambda _: None)
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert names == ["mix0.5-g0-seed0", "mix0.5-g1-seed0", "real-seed0", "real-steps-mix0.5-seed0"]
+    assert (out / "generators" / "full-g1" / "generator").is_dir()
+    digests = {
+        json.loads((out / "runs" / n / "config.json").read_text())["synthetic_digest"]
+        for n in names[:2]
+    }
+    assert len(digests) == 2  # two generators, two synthetic sets
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["per_arm"]["mix0.5"]["generators"] == 2
+    assert report["per_arm"]["real"]["generators"] == 0
