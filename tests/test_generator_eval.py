@@ -485,6 +485,14 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     assert {r["label"] for r in doc["alignment"]["rows"]} == {"Pleural Effusion", "Pneumothorax"}
     assert "KID" in result.output and "prompt fidelity" in result.output
     assert doc["fidelity"]["kid"] is not None and doc["fidelity"]["kid_se"] >= 0
+    # FID is named by its features (the oracle run's here), with its n, at equal n.
+    fid = doc["fidelity"]
+    assert fid["extractor"] == f"oracle features, {doc['feature_extractor']['dim']}-d"
+    assert fid["feature_dim"] == doc["feature_extractor"]["dim"] and fid["min_fid_images"] == 50
+    assert f"FID ({fid['extractor']})" in result.output and "Inception" not in result.output
+    assert fid["rows"][0]["n_compared"] == fid["rows"][-1]["n_compared"]
+    # The oracle's thresholds come from its validation patients (the run records them).
+    assert "validation patients" in doc["prompt_fidelity"]["threshold_source"]
     fidelity = doc["prompt_fidelity"]
     assert fidelity["targets"] == {
         "hit_vs_real_positive": 0.8, "false_finding_margin": 0.1, "side_hit_rate": 0.85
