@@ -489,7 +489,8 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     fid = doc["fidelity"]
     assert fid["extractor"] == f"oracle features, {doc['feature_extractor']['dim']}-d"
     assert fid["feature_dim"] == doc["feature_extractor"]["dim"] and fid["min_fid_images"] == 50
-    assert f"FID ({fid['extractor']})" in result.output and "Inception" not in result.output
+    shown = (out / "generator_eval.md").read_text()
+    assert f"FID ({fid['extractor']})" in shown and "Inception" not in shown + result.output
     assert fid["rows"][0]["n_compared"] == fid["rows"][-1]["n_compared"]
     # The oracle's thresholds come from its validation patients (the run records them).
     assert "validation patients" in doc["prompt_fidelity"]["threshold_source"]
