@@ -1,5 +1,6 @@
 """The generator evaluation's tables: FID/KID, diversity, alignment, memorization, prompt
-fidelity (laterality's is `augmentor.laterality`).
+fidelity (laterality's is `augmentor.laterality`), and which real images calibrate the
+oracle and which judge it (`OracleHoldout`).
 
 Each function takes arrays (features, oracle probabilities, thumbnails) and manifest rows and
 returns a table; `augmentor.evaluate` loads the images, runs the extractors and writes the
