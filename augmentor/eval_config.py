@@ -17,6 +17,7 @@ from manifests.settings import REPLACE_HELP, SEED_HELP, comma_list, setting
 
 KID_SUBSETS = 100  # KID: random subsets (as clean-fid and torchmetrics) ...
 KID_SUBSET_SIZE = 1000  # ... of at most this many images each
+MIN_FID_IMAGES = 50  # per-label FID needs at least this many images on each side
 POOLINGS = ("mean", "eos")  # how the probe pools a report's token states
 
 
@@ -105,6 +106,15 @@ class GeneratorEvalConfig:
     )
     kid_subsets: int = setting(KID_SUBSETS, help="KID's random subsets.", cli=False)
     kid_subset_size: int = setting(KID_SUBSET_SIZE, help="KID's subset size (at most).", cli=False)
+    min_fid_images: int = setting(
+        MIN_FID_IMAGES,
+        help="Per-label FID only with at least this many images on each side (else 'too few').",
+    )
+    n_boot: int = setting(
+        N_BOOT,
+        help="Bootstrap resamples (prompts, patients) of the prompt-fidelity intervals.",
+        cli=False,
+    )
     fidelity_targets: FidelityTargets = setting(default_factory=FidelityTargets, cli=False)
 
 
@@ -142,6 +152,7 @@ class ProbeConfig:
 __all__ = [
     "KID_SUBSETS",
     "KID_SUBSET_SIZE",
+    "MIN_FID_IMAGES",
     "POOLINGS",
     "FidelityTargets",
     "GeneratorEvalConfig",

@@ -140,6 +140,8 @@ def summary_document(
     baseline_fid: float | None,
     baseline_flag: dict | None,
     dropped_path: str | None,
+    extractor: str | None = None,
+    threshold_source: str | None = None,
 ) -> dict:
     """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`).
 
@@ -149,6 +151,9 @@ def summary_document(
             extractor (its `name`; None without one).
         tables: the evaluation's tables by section.
         size, scales, dim: MS-SSIM image size and scales, feature dimension.
+        extractor: what the features are, as FID is named by them
+            (`augmentor.generator_metrics.extractor_title`).
+        threshold_source: where the oracle's thresholds and side detector came from.
     """
     fid, memo = tables["fidelity"], tables["memorization"]
     alignment, laterality = tables.get("alignment"), tables.get("laterality")
@@ -167,13 +172,23 @@ def summary_document(
         "n_synthetic": len(synthetic),
         "n_real": {s: int((real.rows["split"] == s).sum()) for s in ("train", "val", "test")},
         "fidelity": {
+            "extractor": extractor or features.name,
+            "feature_dim": int(dim),
+            "fid_label": f"FID ({extractor or features.name})",
             "fid": _finite(float(fid["fid"].iloc[0])),
+            "n_compared": int(fid["n_compared"].iloc[0]),
+            "n_reference": int(fid["n_reference"].iloc[0]),
             "kid": _finite(float(fid["kid_mean"].iloc[0])),
-            "kid_std": _finite(float(fid["kid_std"].iloc[0])),
+            "kid_se": _finite(float(fid["kid_se"].iloc[0])),
             "kid_subsets": config["kid_subsets"],
             "kid_subset_size": config["kid_subset_size"],
+            "kid_se_method": "bootstrap: each replicate redraws both sets with replacement",
             "reference": "real train",
+            "equal_n": "the synthetic row and the real baseline row compare the same number "
+            "of images (the larger set subsampled with the seed); FID is biased upwards at "
+            "small n, so only FIDs of equal n compare",
             "real_baseline_fid": _finite(baseline_fid) if baseline_fid is not None else None,
+            "min_fid_images": config["min_fid_images"],
             "rows": _records(fid),
         },
         "diversity": {
@@ -185,21 +200,32 @@ def summary_document(
         "alignment": None
         if alignment is None
         else {
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
+            "threshold_rule": "Youden's J per label on real images the oracle did not train "
+            "on; 0.5 if they have one class",
+            "threshold_source": threshold_source,
             "rows": _records(alignment),
         },
         "laterality": None
         if laterality is None
         else {
             "method": "logistic side detector on the oracle's response to half-mirrored "
-            "images, fit on real train images of known side",
+            "images, fit on its held-out calibration images of known side",
+            "fit_on": threshold_source,
             "rows": _records(laterality),
         },
         "prompt_fidelity": None
         if fidelity is None
         else {
             "targets": dict(config["fidelity_targets"]),
-            "threshold_rule": "Youden's J on real val images per label; 0.5 if val has one class",
+            "threshold_rule": "Youden's J per label on real images the oracle did not train "
+            "on; 0.5 if they have one class",
+            "threshold_source": threshold_source,
+            "interval_method": "95% intervals: synthetic rates clustered by prompt, real "
+            "rates by patient (Wilson at the design-effect-adjusted size); the matched "
+            "real-negative rate by a bootstrap of patients; differences synthetic - real: "
+            f"one-sided 95% bounds from {config['n_boot']} resamples of prompts and, "
+            "independently, of patients",
+            "n_boot": config["n_boot"],
             "unprompted": "synthetic images whose prompt's label for the finding is 0 "
             "(negated) or NaN (not mentioned)",
             "all_meet_targets": bool(fidelity["meets_targets"].all()) if len(fidelity) else None,

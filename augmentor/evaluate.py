@@ -18,27 +18,37 @@ The tables are computed in `augmentor.generator_metrics` and rendered in
 What each metric means, and its limits:
 
 - FID: Fréchet distance between Gaussian fits of extractor features of the synthetic images
-  and of the real train images (what the generator learnt from). FID is biased upwards for
-  small sets, so the real test images against real train give the floor to read it by.
-- KID: unbiased polynomial-kernel MMD of the same features (mean and sd over random
-  subsets, as clean-fid and torchmetrics); unbiased at small sample sizes, unlike FID.
+  and of the real train images (what the generator learnt from), always named by its
+  extractor ("FID (oracle features, 512-d)", "FID (Inception, 2048-d)", ...). FID is biased
+  upwards, the more the fewer the images, so it is compared only at equal n: the synthetic
+  row and the real baseline row (real test images against the same train images) use the
+  same number of images, the larger set subsampled with the seed. Per-label FID needs
+  `min_fid_images` images on each side, else it reads "too few images".
+- KID: unbiased polynomial-kernel MMD of the same features (averaged over random subsets, as
+  clean-fid and torchmetrics), with a bootstrap standard error that redraws both sets in
+  every replicate; unbiased at small sample sizes, unlike FID.
 - Diversity: mean MS-SSIM of image pairs (lower = more diverse); synthetic pairs of one
   prompt and of one target label, against real pairs of one label and of one patient.
   Synthesized with `--images-per-prompt K`, the same-prompt row follows RoentGen's
   protocol: all pairs among each drawn prompt's K images (4 images: 6 pairs).
 - Prompt alignment: per target label, the share of synthetic images the oracle calls
-  positive at a threshold chosen on real val images (Youden's J; 0.5 if val has one class),
-  next to the same rate on real test positives (sensitivity) and negatives (false-positive
-  rate). A generator that renders its prompts well sits near the real positives' rate.
+  positive at a threshold chosen on held-out real images (Youden's J; 0.5 if they have one
+  class): the oracle run's validation patients, images it did not train on
+  (`generator_metrics.oracle_holdout`), next to the same rate on real test positives
+  (sensitivity) and negatives (false-positive rate) of patients it never saw.
 - Prompt fidelity: one table, a row per finding: the hit rate above; the false-finding rate (share
   of synthetic images whose prompt negates or does not mention the finding that the oracle
-  calls positive, against its rate on real test negatives); the side matched (below); and
-  whether each meets `FidelityTargets` (a 'No Finding' row for `synthesize --negatives`).
+  calls positive, against its rate on real test negatives matched to the prompt mix); the
+  side matched (below); and whether each point rate meets `FidelityTargets` (a 'No Finding'
+  row for `synthesize --negatives`). Synthetic rates carry 95% intervals clustered by prompt
+  (a prompt's images are correlated), real rates intervals clustered by patient, and the
+  differences synthetic - real one-sided 95% bounds from a bootstrap of prompts and, apart,
+  of patients.
 - Laterality: for labels with a side (effusion, pneumothorax, consolidation), a side
   detector built from the oracle's response to left- and right-mirrored images, fit on
-  real train images with known side (phantom ground truth, else the report's side word),
-  scored on real test images (its own accuracy, the ceiling) and on synthetic images
-  against the side the prompt states.
+  the oracle's held-out calibration images with known side (phantom ground truth, else the
+  report's side word), scored on real test images (its own accuracy, the ceiling) and on
+  synthetic images against the side the prompt states.
 - Memorization: every synthetic image's nearest real train image by cosine of extractor
   features and by pixel correlation of 32x32 thumbnails; pairs at or above either
   threshold are flagged, exact byte copies always. The same search from real test images
@@ -83,10 +93,13 @@ from augmentor.features import (
     load_run_extractor,
 )
 from augmentor.generator_metrics import (
+    OracleHoldout,
     alignment_table,
     diversity_table,
+    extractor_title,
     fidelity_table,
     memorization_table,
+    oracle_holdout,
     prompt_fidelity_table,
     prompt_groups_repeat,
 )
@@ -99,12 +112,14 @@ from augmentor.synthetic_set import (
     unmemorized_path,
     write_unmemorized_manifest,
 )
+from classifier.run import read_seen_patients
 from manifests import runfolder
 from manifests.errors import UserError
 from manifests.files import check_output_folder
 from manifests.images import load_image
 from manifests.io import Manifest, read_manifest
 from manifests.progress import say_to
+from manifests.provenance import SeenPatients
 from manifests.splits import check_leakage
 
 
@@ -240,6 +255,12 @@ def _embed(
     )
 
 
+def oracle_seen(cfg: GeneratorEvalConfig) -> SeenPatients | None:
+    """What the oracle run (`--oracle`, else `--features`) records of its patients."""
+    run_dir = cfg.oracle if cfg.oracle is not None else cfg.features
+    return read_seen_patients(Path(run_dir)) if run_dir is not None else None
+
+
 def oracle_tables(
     synthetic: Manifest,
     real: Manifest,
@@ -247,15 +268,20 @@ def oracle_tables(
     emb: Embedded,
     cache_dir: Path,
     cfg: GeneratorEvalConfig,
+    holdout: OracleHoldout | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Prompt alignment, laterality and prompt fidelity: what the oracle sees."""
+    """Prompt alignment, laterality and prompt fidelity: what the oracle sees, calibrated and
+    judged on real images it did not train on (`holdout`; default from the oracle run's
+    recorded patients, `oracle_holdout`)."""
+    if holdout is None:
+        holdout = oracle_holdout(real.rows, oracle_seen(cfg))
     targets = synthetic.rows.get("target_label", pd.Series([None] * len(synthetic)))
     tables = {
         "alignment": alignment_table(
-            emb.syn_probs, targets, emb.real_probs, real.rows, oracle.labels
+            emb.syn_probs, targets, emb.real_probs, real.rows, oracle.labels, holdout
         )
     }
-    notes: list[str] = []
+    notes: list[str] = list(holdout.notes)
     lateral = [
         lab for lab in LATERAL_LABELS if lab in oracle.labels and lab in set(targets.dropna())
     ]
@@ -268,7 +294,7 @@ def oracle_tables(
         syn_h = embed_subset(synthetic, emb.syn_hashes, syn_rows, halves, cache_dir, cfg.batch_size)
         real_h = embed_subset(real, emb.real_hashes, real_rows, halves, cache_dir, cfg.batch_size)
         laterality, lat_notes = laterality_table(
-            synthetic, real, syn_h, real_h, oracle.labels, cfg.seed
+            synthetic, real, syn_h, real_h, oracle.labels, cfg.seed, holdout
         )
         notes.extend(lat_notes)
         tables["laterality"] = laterality
@@ -280,6 +306,9 @@ def oracle_tables(
         oracle.labels,
         laterality,
         cfg.fidelity_targets,
+        holdout,
+        cfg.n_boot,
+        cfg.seed,
     )
     if (targets == "No Finding").any() and "No Finding" not in oracle.labels:
         notes.append(
@@ -374,15 +403,19 @@ def _evaluate(
     notes: list[str] = []
 
     say("fidelity (FID, KID)")
+    dim = emb.syn_features.shape[1]
+    extractor = extractor_title(features.name, dim, oracle.name if oracle else None)
     tables["fidelity"], baseline_fid = fidelity_table(
         emb.syn_features, targets, emb.real_features, real.rows, real.labels,
-        kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, seed=cfg.seed,
+        min_fid_images=cfg.min_fid_images, kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size, seed=cfg.seed, extractor=extractor,
     )  # fmt: skip
-    dim = emb.syn_features.shape[1]
-    if len(emb.syn_features) < dim or (real.rows["split"] == "train").sum() < dim:
+    first = tables["fidelity"].iloc[0]
+    if min(first["n_compared"], first["n_reference"]) < dim:
         notes.append(
             f"FID on fewer images than feature dimensions ({dim}): covariances "
-            "are singular and FID is biased upwards; compare with the real baseline row"
+            "are singular and FID is biased upwards; compare only with the real baseline "
+            "row, at the same n"
         )
 
     say("diversity (MS-SSIM)")
@@ -400,9 +433,12 @@ def _evaluate(
             f"6 pairs): {same['groups']} groups, {same['pairs']} pairs"
         )
 
+    threshold_source = None
     if oracle is not None:
         say("prompt alignment, laterality and prompt fidelity")
-        found, oracle_notes = oracle_tables(synthetic, real, oracle, emb, cache_dir, cfg)
+        holdout = oracle_holdout(real.rows, oracle_seen(cfg))
+        threshold_source = holdout.source
+        found, oracle_notes = oracle_tables(synthetic, real, oracle, emb, cache_dir, cfg, holdout)
         tables.update(found)
         notes.extend(oracle_notes)
     else:
@@ -429,6 +465,7 @@ def _evaluate(
         asdict(cfg), synthetic, real, features, oracle, tables, size,
         max(1, ms_ssim_scales(size, size)), dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
+        extractor=extractor, threshold_source=threshold_source,
     )  # fmt: skip
     write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)

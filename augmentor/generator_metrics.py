@@ -1,5 +1,6 @@
 """The generator evaluation's tables: FID/KID, diversity, alignment, memorization, prompt
-fidelity (laterality's is `augmentor.laterality`).
+fidelity (laterality's is `augmentor.laterality`), and which real images calibrate the
+oracle and which judge it (`OracleHoldout`).
 
 Each function takes arrays (features, oracle probabilities, thumbnails) and manifest rows and
 returns a table; `augmentor.evaluate` loads the images, runs the extractors and writes the
@@ -9,14 +10,17 @@ tables out. What each metric means, and its limits, is in `augmentor.evaluate`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from augmentor.eval_config import KID_SUBSET_SIZE, KID_SUBSETS, FidelityTargets
+from augmentor.eval_config import KID_SUBSET_SIZE, KID_SUBSETS, MIN_FID_IMAGES, FidelityTargets
 from augmentor.metrics import (
+    cluster_bootstrap_weights,
+    clustered_rate_interval,
     fid_from_features,
     kid_from_features,
     ms_ssim,
@@ -24,28 +28,74 @@ from augmentor.metrics import (
     pair_indices,
     positive_rate,
     rate_interval,
+    weighted_rates,
     whole_group_pairs,
     youden_threshold,
 )
 from augmentor.report_text import LATERAL_LABELS, stated_side
+from classifier.config import N_BOOT
 from manifests.images import load_image
 from manifests.io import Manifest
+from manifests.provenance import SeenPatients
 
 # ---------------------------------------------------------------- fidelity: FID and KID
 
+TOO_FEW = "too few images"
+
+
+def extractor_title(name: str, dim: int, oracle_name: str | None = None) -> str:
+    """What FID's features are, for every place FID is shown: 'oracle features, 512-d',
+    'Inception, 2048-d', 'torchxrayvision DenseNet-121, 1024-d', ...
+
+    `name` is the extractor's (`run:PATH`, `timm:NAME`, `xrv:PATH`); `oracle_name` the
+    oracle's, when there is one (a run that is also the oracle is named so).
+    """
+    kind, _, source = name.partition(":")
+    if kind == "run":
+        what = "oracle features" if name == oracle_name else f"classifier-run features ({source})"
+    elif kind == "timm":
+        what = "Inception" if source.startswith("inception") else f"timm {source}"
+    elif kind == "xrv":
+        what = "torchxrayvision DenseNet-121"
+    else:
+        what = name
+    return f"{what}, {int(dim)}-d"
+
 
 def _distance_row(
-    subset: str, syn: np.ndarray, ref: np.ndarray, n_synthetic: int, kid: dict
+    subset: str,
+    compared: str,
+    query: np.ndarray,
+    ref: np.ndarray,
+    kid: dict,
+    min_fid: int = 2,
 ) -> dict:
-    kid_mean, kid_std = kid_from_features(syn, ref, **kid)
+    """FID and KID of `query` against `ref`; FID left out (and said why) below `min_fid`."""
+    dim = query.shape[1]
+    n = min(len(query), len(ref))
+    fid, note = float("nan"), ""
+    if n < max(min_fid, 2):
+        note = f"{TOO_FEW} (< {min_fid})"
+    else:
+        fid = fid_from_features(query, ref)
+        if n < dim:
+            note = f"n < {dim} dims: FID biased upwards"
+    kid_mean, kid_se = kid_from_features(query, ref, **kid)
     return {
         "subset": subset,
-        "fid": fid_from_features(syn, ref),
+        "compared": compared,
+        "n_compared": len(query),
+        "n_reference": len(ref),
+        "fid": fid,
+        "fid_note": note,
         "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "n_synthetic": n_synthetic,
-        "n_real": len(ref),
+        "kid_se": kid_se,
     }
+
+
+def _draw(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """`k` of `n` row positions, sorted (all when k >= n)."""
+    return np.arange(n) if k >= n else np.sort(rng.choice(n, k, replace=False))
 
 
 def fidelity_table(
@@ -54,42 +104,54 @@ def fidelity_table(
     real_features: np.ndarray,
     real_rows: pd.DataFrame,
     labels: tuple[str, ...],
-    min_images: int = 10,
+    min_fid_images: int = MIN_FID_IMAGES,
     kid_subsets: int = KID_SUBSETS,
     kid_subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
+    extractor: str = "",
 ) -> tuple[pd.DataFrame, float | None]:
-    """FID and KID of all synthetic images, and per target label, against real train images.
+    """FID and KID of the synthetic images, all and per target label, against real train.
 
-    Per label the reference is the real train positives of that label; labels with fewer
-    than `min_images` on either side are left out (FID is meaningless there). Also returns
-    the real baseline FID: real test (else val) images against real train (its row is the
-    table's last). KID (`kid_mean`, `kid_std` over `kid_subsets` subsets of at most
-    `kid_subset_size` images, seeded) is unbiased where FID is not, so small sets compare.
+    FID is biased upwards, the more so the fewer the images, so FIDs compare only at equal n:
+    the 'all' row and the real baseline row (real test, else val, images against the same
+    real train images) use the same number of compared images, the larger of the two sets
+    subsampled with `seed`. Per label the reference is the real train positives of that
+    label; below `min_fid_images` on either side its FID is not given (`fid_note` says
+    'too few images'), as it is not anywhere n is below 2. `fid_note` also says where n is
+    below the feature dimension. KID (`kid_mean`, `kid_se`: `kid_from_features`) is unbiased
+    where FID is not. Every row carries `extractor` (what the features are) and its n
+    (`n_compared`, `n_reference`). Also returns the baseline FID (its row is the last).
     """
     kid = {"subsets": kid_subsets, "subset_size": kid_subset_size, "seed": seed}
+    rng = np.random.default_rng(seed)
     train = (real_rows["split"] == "train").to_numpy()
-    rows = [_distance_row("all", syn_features, real_features[train], len(syn_features), kid)]
+    held = None
+    for split in ("test", "val"):
+        rows = (real_rows["split"] == split).to_numpy()
+        if rows.sum() >= 2:
+            held = (split, np.flatnonzero(rows))
+            break
+    n_equal = len(syn_features) if held is None else min(len(syn_features), len(held[1]))
+    syn_all = syn_features[_draw(len(syn_features), n_equal, rng)]
+    rows = [_distance_row("all", "synthetic", syn_all, real_features[train], kid)]
     for label in pd.unique(syn_targets.dropna()):
         if label not in labels:
             continue
         syn = (syn_targets == label).to_numpy()
         ref = train & (real_rows[label].to_numpy() == 1)
-        if syn.sum() >= min_images and ref.sum() >= min_images:
-            rows.append(
-                _distance_row(
-                    str(label), syn_features[syn], real_features[ref], int(syn.sum()), kid
-                )
-            )
+        rows.append(
+            _distance_row(str(label), "synthetic", syn_features[syn], real_features[ref], kid,
+                          min_fid_images)
+        )  # fmt: skip
     baseline = None
-    for split in ("test", "val"):
-        held = (real_rows["split"] == split).to_numpy()
-        if held.sum() >= 2:
-            subset = f"real {split} (baseline)"
-            baseline = _distance_row(subset, real_features[held], real_features[train], 0, kid)
-            baseline["n_real"] = int(held.sum())
-            break
+    if held is not None:
+        split, idx = held
+        query = real_features[idx[_draw(len(idx), n_equal, rng)]]
+        baseline = _distance_row(
+            f"real {split} (baseline)", f"real {split}", query, real_features[train], kid
+        )
     frame = pd.DataFrame(rows + ([baseline] if baseline else []))
+    frame.insert(0, "extractor", extractor)
     return frame, (baseline["fid"] if baseline else None)
 
 
@@ -235,19 +297,89 @@ def diversity_table(
     return pd.DataFrame(records)
 
 
+# ---------------------------------------------------------------- the oracle's held-out images
+
+
+@dataclass(frozen=True)
+class OracleHoldout:
+    """Which real images calibrate the oracle and which it is judged on.
+
+    `calibrate`: rows that set its per-label thresholds and fit the side detector, images of
+    patients it did not train on (its validation patients). `reference`: real test rows of
+    patients it neither trained on nor validated with, where its rates on real positives and
+    negatives are read. `source` says in words where `calibrate` came from.
+    """
+
+    calibrate: np.ndarray
+    reference: np.ndarray
+    source: str
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_splits(cls, real_rows: pd.DataFrame) -> OracleHoldout:
+        """The manifest's own val (calibrate) and test (reference) rows."""
+        split = real_rows["split"].to_numpy()
+        return cls(split == "val", split == "test", "the real manifest's val split")
+
+
+def oracle_holdout(real_rows: pd.DataFrame, seen: SeenPatients | None) -> OracleHoldout:
+    """The oracle's held-out images in `real_rows`, from what its run records (`seen`).
+
+    Calibration images are those of its validation patients (`seen.selected`) that it did
+    not train on; where none of them is in `real_rows`, the val rows of patients it did not
+    train on. Reference images are the test rows of patients it neither trained nor
+    validated on. Without a record (`seen` None) the manifest's val and test splits are
+    used, and a note says the oracle's patients could not be checked.
+    """
+    if seen is None:
+        base = OracleHoldout.from_splits(real_rows)
+        return replace(
+            base,
+            source=base.source + " (the oracle run records no patients: unchecked)",
+            notes=(
+                "the oracle run records no patients: its thresholds and side detector come "
+                "from the real val split, whose patients it may have trained on",
+            ),
+        )
+    patients = real_rows["patient_id"].astype(str)
+    split = real_rows["split"].to_numpy()
+    trained = patients.isin(set(seen.trained)).to_numpy()
+    selected = patients.isin(set(seen.selected)).to_numpy()
+    calibrate = selected & ~trained
+    notes = []
+    if calibrate.any():
+        n_patients = patients[calibrate].nunique()
+        source = (
+            f"the oracle run's validation patients ({int(calibrate.sum())} images, "
+            f"{n_patients} patients it did not train on)"
+        )
+    else:
+        calibrate = (split == "val") & ~trained
+        source = "the real val split, patients the oracle did not train on"
+        notes.append("none of the oracle run's validation patients is in --real: " + source)
+    test = split == "test"
+    reference = test & ~trained & ~selected
+    if (test & ~reference).any():
+        notes.append(
+            f"{int((test & ~reference).sum())} real test images of patients the oracle trained "
+            "or validated on are left out of its reference rates"
+        )
+    return OracleHoldout(calibrate, reference, source, tuple(notes))
+
+
 # ---------------------------------------------------------------- prompt alignment
 
 
 def label_thresholds(
     probs: np.ndarray, values: pd.DataFrame, labels: list[str]
 ) -> dict[str, tuple[float, str]]:
-    """Per label: the Youden threshold on these (real val) rows, or 0.5 with the reason."""
+    """Per label: the Youden threshold on these (held-out real) rows, or 0.5 with the reason."""
     out = {}
     for j, label in enumerate(labels):
         v = values[label].to_numpy(dtype=np.float64)
         known = np.isin(v, (0.0, 1.0))
         t = youden_threshold(v[known], probs[known, j]) if known.any() else None
-        out[label] = (t, "youden (real val)") if t is not None else (0.5, "0.5 (val has one class)")
+        out[label] = (t, "youden") if t is not None else (0.5, "0.5 (one class held out)")
     return out
 
 
@@ -257,12 +389,15 @@ def alignment_table(
     real_probs: np.ndarray,
     real_rows: pd.DataFrame,
     oracle_labels: tuple[str, ...],
+    holdout: OracleHoldout | None = None,
 ) -> pd.DataFrame:
-    """Per target label: oracle-positive share of its synthetic images vs real test rates."""
+    """Per target label: oracle-positive share of its synthetic images vs real test rates
+    (thresholds on `holdout.calibrate`, rates on `holdout.reference`; default the val and
+    test splits)."""
+    holdout = holdout or OracleHoldout.from_splits(real_rows)
     labels = list(oracle_labels)
-    val = (real_rows["split"] == "val").to_numpy()
-    test = (real_rows["split"] == "test").to_numpy()
-    thresholds = label_thresholds(real_probs[val], real_rows[val], labels)
+    cal, test = holdout.calibrate, holdout.reference
+    thresholds = label_thresholds(real_probs[cal], real_rows[cal], labels)
     records = []
     for target in pd.unique(syn_targets.dropna()):
         if target not in labels:
@@ -420,6 +555,62 @@ def _interval(name: str, rate: float, n: int) -> dict[str, float]:
     return {f"{name}_low": low, f"{name}_high": high}
 
 
+def _clustered(name: str, hits: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """`name`_low / `name`_high: the 95% interval of a rate whose images share clusters."""
+    low, high = clustered_rate_interval(hits, clusters)
+    return {f"{name}_low": low, f"{name}_high": high}
+
+
+def prompt_clusters(rows: pd.DataFrame) -> np.ndarray:
+    """The prompt each synthetic row was drawn with, the unit its images are correlated in:
+    its prompt text (a report), else its `prompt_group`, else the row alone."""
+    n = len(rows)
+    own = pd.Series([f"row {i}" for i in range(n)], index=rows.index)
+    if "prompt" in rows.columns:
+        return rows["prompt"].astype(object).where(rows["prompt"].notna(), own).to_numpy()
+    if PROMPT_GROUP in rows.columns:
+        return rows[PROMPT_GROUP].astype(str).to_numpy()
+    return own.to_numpy()
+
+
+def patient_clusters(rows: pd.DataFrame) -> np.ndarray:
+    """Each real row's patient (its images are correlated), else the row alone."""
+    if "patient_id" in rows.columns:
+        return rows["patient_id"].astype(str).to_numpy()
+    return np.array([f"row {i}" for i in range(len(rows))], dtype=object)
+
+
+def _matched_replicates(
+    real_hits: np.ndarray,
+    real_keys: np.ndarray,
+    real_weights: np.ndarray,
+    syn_keys: np.ndarray,
+    syn_weights: np.ndarray,
+) -> np.ndarray:
+    """`matched_negative_rate` per resample: real negatives weighted by `real_weights`
+    (n_boot, n_neg), the prompt mix by `syn_weights` (n_boot or 1, n_unprompted)."""
+    overall = weighted_rates(real_weights, real_hits)
+    if syn_keys.shape[1] == 0 or len(syn_keys) == 0:
+        return overall
+    keys, group = np.unique(syn_keys, axis=0, return_inverse=True)
+    group = np.asarray(group).ravel()
+    syn_onehot = np.eye(len(keys))[group]
+    real_onehot = (real_keys[:, None, :] == keys[None, :, :]).all(axis=2).astype(np.float64)
+    num = real_weights @ (real_onehot * real_hits[:, None])
+    den = real_weights @ real_onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(den > 0, num / np.where(den > 0, den, 1.0), overall[:, None])
+        share = syn_weights @ syn_onehot
+        share = share / share.sum(axis=1, keepdims=True)
+    return (share * rates).sum(axis=1)
+
+
+def _one_sided(values: np.ndarray, q: float) -> float:
+    """The `q` percentile of bootstrap values (NaN when none is finite)."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, q)) if len(finite) else float("nan")
+
+
 def prompt_fidelity_table(
     syn_probs: np.ndarray,
     synthetic_rows: pd.DataFrame,
@@ -428,11 +619,16 @@ def prompt_fidelity_table(
     oracle_labels: tuple[str, ...],
     laterality: pd.DataFrame | None = None,
     targets: FidelityTargets = FidelityTargets(),
+    holdout: OracleHoldout | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Per finding: does the generator draw it when prompted, and only then?
 
     For each oracle label that is prompted, or has real test negatives (the 'No Finding' row
-    last), at the oracle's per-label threshold from real val (as `alignment_table`):
+    last), at the oracle's per-label threshold from its held-out calibration images
+    (`holdout.calibrate`, Youden's J; default the val split), with its reference rates on
+    real test images it never saw (`holdout.reference`; default the test split):
 
     - `hit_rate`: share of synthetic images prompted for the finding (`target_label`) that
       the oracle calls positive, against `real_positive_rate` on real test positives;
@@ -445,23 +641,35 @@ def prompt_fidelity_table(
       the prompt states (from `laterality_table`), against `real_side_hit_rate` on real
       held-out images.
 
-    Each of the three rates comes with its 95% Wilson interval (`hit_rate_low`,
-    `hit_rate_high`, ...; `augmentor.metrics.rate_interval`): at 80 images a rate is known to
-    about +-0.08, so a miss by less than that may be noise. The targets judge the rates
-    themselves, as the issue defines them.
+    Intervals (`<rate>_low`, `<rate>_high`, 95%): a synthetic rate's images share prompts,
+    so its interval is clustered by prompt (`prompt_clusters`; `n_prompts`,
+    `n_unprompted_prompts`, `n_sided_prompts` count them); a real rate's is clustered by
+    patient (`clustered_rate_interval`: Wilson's at the design-effect-adjusted size, Wilson's
+    itself where no cluster repeats); the matched rate's is a percentile bootstrap of real
+    patients. `hit_minus_real` (hit - real pos) with `hit_minus_real_low`, and
+    `false_minus_matched` (false finding - matched) with `false_minus_matched_high`, are
+    one-sided 95% bounds from `n_boot` resamples of prompts (synthetic) and of patients
+    (real), drawn independently.
 
-    `hit_ok`, `false_finding_ok` and `side_ok` compare with `targets` (None where a target
-    does not apply: nothing prompted, nothing unprompted, no side); `meets_targets` is True
-    when every target that applies is met (one that applies but cannot be measured, e.g.
-    the side detector could not be fit, is not met).
+    The targets judge the point rates. `hit_ok`, `false_finding_ok` and `side_ok` compare
+    with `targets` (None where a target does not apply: nothing prompted, nothing
+    unprompted, no side); `meets_targets` is True when every target that applies is met
+    (one that applies but cannot be measured, e.g. the side detector could not be fit, is
+    not met).
     """
+    holdout = holdout or OracleHoldout.from_splits(real_rows)
     labels = list(oracle_labels)
-    val = (real_rows["split"] == "val").to_numpy()
-    test = (real_rows["split"] == "test").to_numpy()
-    thresholds = label_thresholds(real_probs[val], real_rows[val], labels)
+    cal, test = holdout.calibrate, holdout.reference
+    thresholds = label_thresholds(real_probs[cal], real_rows[cal], labels)
     n = len(synthetic_rows)
     prompted_by = synthetic_rows.get("target_label", pd.Series([None] * n)).to_numpy()
     prompts = synthetic_rows.get("prompt", pd.Series([None] * n)).to_numpy()
+    syn_clusters = prompt_clusters(synthetic_rows)
+    real_clusters = patient_clusters(real_rows)
+    # One resample of prompts and one of patients serve every finding (seeded apart).
+    syn_w = cluster_bootstrap_weights(syn_clusters, n_boot, seed)
+    ref_idx = np.flatnonzero(test)
+    real_w = cluster_bootstrap_weights(real_clusters[ref_idx], n_boot, seed + 1)
     sides = {} if laterality is None else {r["label"]: r for r in laterality.to_dict("records")}
     order = [x for x in labels if x != NO_FINDING] + [x for x in labels if x == NO_FINDING]
     records = []
@@ -474,6 +682,8 @@ def prompt_fidelity_table(
         pos, neg = test & (v == 1), test & (v == 0)
         if not prompted.any() and not (unprompted.any() and neg.any()):
             continue  # never prompted, and no real negatives to read a false finding by
+        syn_hits = syn_probs[:, j] >= t
+        real_hits = real_probs[:, j] >= t
         hit = positive_rate(syn_probs[prompted, j], t)
         false = positive_rate(syn_probs[unprompted, j], t)
         real_pos = positive_rate(real_probs[pos, j], t)
@@ -482,29 +692,74 @@ def prompt_fidelity_table(
         matched_neg = matched_negative_rate(
             real_probs[:, j], t, real_rows, neg, synthetic_rows[unprompted], others
         )
+        # Bootstrap: columns of the resample weights that each rate reads.
+        pos_r, neg_r = pos[ref_idx], neg[ref_idx]
+        real_keys = stated_findings(real_rows[neg], others)
+        syn_keys = stated_findings(synthetic_rows[unprompted], others)
+        matched_args = (real_hits[neg], real_keys, real_w[:, neg_r], syn_keys)
+        fixed_mix = np.ones((1, int(unprompted.sum())))
+        matched_real_only = _matched_replicates(*matched_args, fixed_mix)
+        hit_diff = weighted_rates(syn_w[:, prompted], syn_hits[prompted]) - weighted_rates(
+            real_w[:, pos_r], real_hits[pos]
+        )
+        false_diff = weighted_rates(
+            syn_w[:, unprompted], syn_hits[unprompted]
+        ) - _matched_replicates(*matched_args, syn_w[:, unprompted])
         n_sided = 0
+        sided_prompts = 0
         side = real_side = float("nan")
+        side_bounds = {"side_hit_rate_low": math.nan, "side_hit_rate_high": math.nan}
+        real_side_bounds = {"real_side_hit_rate_low": math.nan, "real_side_hit_rate_high": math.nan}
         if label in LATERAL_LABELS:
-            n_sided = sum(stated_side(p, label) in ("left", "right") for p in prompts[prompted])
+            sided = np.array([stated_side(p, label) in ("left", "right") for p in prompts])
+            sided &= prompted
+            n_sided, sided_prompts = int(sided.sum()), len(pd.unique(syn_clusters[sided]))
             if label in sides:
-                side = float(sides[label]["synthetic_side_hit_rate"])
-                real_side = float(sides[label]["real_heldout_side_hit_rate"])
-        n_side_judged = int(sides[label]["n_synthetic_sided"]) if label in sides else 0
+                row = sides[label]
+                side = float(row["synthetic_side_hit_rate"])
+                real_side = float(row["real_heldout_side_hit_rate"])
+                if "synthetic_side_hit_rate_low" in row:
+                    side_bounds = {
+                        "side_hit_rate_low": row["synthetic_side_hit_rate_low"],
+                        "side_hit_rate_high": row["synthetic_side_hit_rate_high"],
+                    }
+                    real_side_bounds = {
+                        "real_side_hit_rate_low": row["real_heldout_side_hit_rate_low"],
+                        "real_side_hit_rate_high": row["real_heldout_side_hit_rate_high"],
+                    }
+                else:  # a table without clustered intervals: Wilson on the images judged
+                    side_bounds = _interval("side_hit_rate", side, int(row["n_synthetic_sided"]))
         record = {
             "finding": label,
             "n_prompted": int(prompted.sum()),
+            "n_prompts": len(pd.unique(syn_clusters[prompted])),
             "hit_rate": hit,
-            **_interval("hit_rate", hit, int(prompted.sum())),
+            **_clustered("hit_rate", syn_hits[prompted], syn_clusters[prompted]),
             "real_positive_rate": real_pos,
+            **_clustered("real_positive_rate", real_hits[pos], real_clusters[pos]),
+            "n_real_pos": int(pos.sum()),
+            "n_real_pos_patients": len(pd.unique(real_clusters[pos])),
+            "hit_minus_real": hit - real_pos,
+            "hit_minus_real_low": _one_sided(hit_diff, 5.0),
             "n_unprompted": int(unprompted.sum()),
+            "n_unprompted_prompts": len(pd.unique(syn_clusters[unprompted])),
             "false_finding_rate": false,
-            **_interval("false_finding_rate", false, int(unprompted.sum())),
+            **_clustered("false_finding_rate", syn_hits[unprompted], syn_clusters[unprompted]),
             "real_negative_rate": real_neg,
+            **_clustered("real_negative_rate", real_hits[neg], real_clusters[neg]),
+            "n_real_neg": int(neg.sum()),
+            "n_real_neg_patients": len(pd.unique(real_clusters[neg])),
             "matched_negative_rate": matched_neg,
-            "n_sided": int(n_sided),
+            "matched_negative_rate_low": _one_sided(matched_real_only, 2.5),
+            "matched_negative_rate_high": _one_sided(matched_real_only, 97.5),
+            "false_minus_matched": false - matched_neg,
+            "false_minus_matched_high": _one_sided(false_diff, 95.0),
+            "n_sided": n_sided,
+            "n_sided_prompts": sided_prompts,
             "side_hit_rate": side,
-            **_interval("side_hit_rate", side, n_side_judged),
+            **side_bounds,
             "real_side_hit_rate": real_side,
+            **real_side_bounds,
             "threshold": t,
             "hit_ok": _check(
                 prompted.any(), hit, targets.hit_vs_real_positive * real_pos, at_least=True

@@ -27,18 +27,24 @@ from manifests.images import load_image
 _DISPLAY = {
     "prompt_fidelity": (
         "prompt fidelity: does the oracle see the prompted finding, only it, on its side?",
-        {"finding": "finding", "n_prompted": "n prompted", "hit_rate": "hit",
-         "hit_rate_ci": "hit 95% CI", "real_positive_rate": "real pos",
-         "n_unprompted": "n unprompted", "false_finding_rate": "false finding",
-         "false_finding_rate_ci": "false 95% CI", "real_negative_rate": "real neg",
-         "matched_negative_rate": "matched", "n_sided": "n sided", "side_hit_rate": "side",
-         "side_hit_rate_ci": "side 95% CI", "real_side_hit_rate": "real side",
+        {"finding": "finding", "n_prompted": "n prompted", "n_prompts": "n prompts",
+         "hit_rate": "hit", "hit_rate_ci": "hit 95% CI", "real_positive_rate": "real pos",
+         "real_positive_rate_ci": "real pos 95% CI", "hit_minus_real_text": "hit - real pos",
+         "n_unprompted": "n unprompted", "n_unprompted_prompts": "n prompts unprompted",
+         "false_finding_rate": "false finding", "false_finding_rate_ci": "false 95% CI",
+         "real_negative_rate": "real neg", "matched_negative_rate": "matched",
+         "matched_negative_rate_ci": "matched 95% CI",
+         "false_minus_matched_text": "false - matched", "n_sided": "n sided",
+         "side_hit_rate": "side", "side_hit_rate_ci": "side 95% CI",
+         "real_side_hit_rate": "real side", "real_side_hit_rate_ci": "real side 95% CI",
          "meets_targets": "meets targets"},
     ),
     "fidelity": (
-        "fidelity: FID and KID against real train (lower is better)",
-        {"subset": "subset", "fid": "FID", "kid_x1000": "KID x1000", "kid_std_x1000": "sd",
-         "n_synthetic": "n synthetic", "n_real": "n real"},
+        "fidelity: FID and KID against real train (lower is better; FIDs compare only at "
+        "equal n)",
+        {"subset": "subset", "n_compared": "n compared", "n_reference": "n real train",
+         "fid_shown": "FID", "fid_note": "FID note", "kid_x1000": "KID x1000",
+         "kid_se_x1000": "KID SE x1000"},
     ),
     "diversity": (
         "diversity: MS-SSIM of image pairs (lower is more diverse)",
@@ -60,12 +66,40 @@ _DISPLAY = {
 }  # fmt: skip
 
 
-def _with_kid_x1000(table: pd.DataFrame) -> pd.DataFrame:
-    """KID is small (about 1e-3 for close sets): shown x1000, as papers print it."""
-    return table.assign(kid_x1000=table["kid_mean"] * 1000, kid_std_x1000=table["kid_std"] * 1000)
+def fid_header(extractor: str | None) -> str:
+    """FID's column header, named by its features: 'FID (oracle features, 512-d)'."""
+    return f"FID ({extractor})" if extractor else "FID"
 
 
-RATES_WITH_INTERVALS = ("hit_rate", "false_finding_rate", "side_hit_rate")
+def fidelity_display_rows(rows: list[dict]) -> list[dict]:
+    """FID/KID rows for people: KID and its SE x1000 (KID is about 1e-3 for close sets, as
+    papers print it); FID as 'too few images' where it was not computed for that reason."""
+    shown = []
+    for row in rows:
+        kid = row.get("kid_mean")
+        se = row.get("kid_se", row.get("kid_std"))  # documents before the bootstrap SE
+        note = row.get("fid_note") or ""
+        too_few = note.startswith("too few images")
+        shown.append(
+            row
+            | {
+                "fid_shown": "too few images" if too_few else row.get("fid"),
+                "kid_x1000": None if kid is None else kid * 1000,
+                "kid_se_x1000": None if se is None else se * 1000,
+            }
+        )
+    return shown
+
+
+RATES_WITH_INTERVALS = (
+    "hit_rate",
+    "real_positive_rate",
+    "false_finding_rate",
+    "real_negative_rate",
+    "matched_negative_rate",
+    "side_hit_rate",
+    "real_side_hit_rate",
+)
 
 
 def _interval_text(low, high) -> str:
@@ -76,13 +110,29 @@ def _interval_text(low, high) -> str:
     return f"{low:.2f}–{high:.2f}"
 
 
+def _bound_text(point, bound, sign: str) -> str:
+    """'-0.12 (≥ -0.25)': a difference and its one-sided 95% bound, or 'n/a'."""
+    if point is None or bound is None or not (math.isfinite(point) and math.isfinite(bound)):
+        return "n/a"
+    return f"{point:+.2f} ({sign} {bound:+.2f})"
+
+
 def with_interval_text(rows: list[dict]) -> list[dict]:
-    """Prompt-fidelity rows with `<rate>_ci` text beside each rate's `_low` / `_high`."""
+    """Prompt-fidelity rows with `<rate>_ci` text beside each rate's `_low` / `_high`, and
+    the differences synthetic - real with their one-sided 95% bounds as text."""
     return [
         row
         | {
             f"{name}_ci": _interval_text(row.get(f"{name}_low"), row.get(f"{name}_high"))
             for name in RATES_WITH_INTERVALS
+        }
+        | {
+            "hit_minus_real_text": _bound_text(
+                row.get("hit_minus_real"), row.get("hit_minus_real_low"), "≥"
+            ),
+            "false_minus_matched_text": _bound_text(
+                row.get("false_minus_matched"), row.get("false_minus_matched_high"), "≤"
+            ),
         }
         for row in rows
     ]
@@ -98,11 +148,14 @@ def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.Dat
     for key, (title, columns) in _DISPLAY.items():
         table = tables.get(key)
         if table is not None and len(table):
+            headers = dict(columns)
             if key == "fidelity":
-                table = _with_kid_x1000(table)
+                if "extractor" in table.columns:
+                    headers["fid_shown"] = fid_header(str(table["extractor"].iloc[0]))
+                table = pd.DataFrame(fidelity_display_rows(table.to_dict("records")))
             if key == "prompt_fidelity":
                 table = pd.DataFrame(with_interval_text(table.to_dict("records")))
-            out.append((title, table[list(columns)].rename(columns=columns)))
+            out.append((title, table.reindex(columns=list(headers)).rename(columns=headers)))
     return out
 
 
@@ -172,7 +225,8 @@ _HEADERS |= {
     "pixel_correlation": "pixel r", "feature_cosine": "feature cos",
     "nn_pixel_path": "nearest train image", "base_auroc": "base AUROC",
     "finetuned_auroc": "fine-tuned AUROC", "delta": "Δ", "delta_lo": "Δ low",
-    "delta_hi": "Δ high", "relative_pct": "rel. %",
+    "delta_hi": "Δ high", "relative_pct": "rel. %", "fid": "FID",
+    "n_synthetic": "n synthetic", "n_real": "n real",
 }  # fmt: skip
 
 
@@ -180,38 +234,51 @@ def prompt_fidelity_text(table: pd.DataFrame) -> str:
     """The prompt-fidelity table as plain text for a log, under the terminal's headers."""
     title, columns = _DISPLAY["prompt_fidelity"]
     rows = pd.DataFrame(with_interval_text(table.to_dict("records")))
-    return f"{title}\n{frame_text(rows[list(columns)].rename(columns=columns))}"
-
-
-def _kid_x1000(rows: list[dict]) -> list[dict]:
-    scaled = []
-    for row in rows:
-        kid, sd = row.get("kid_mean"), row.get("kid_std")
-        scaled.append(
-            row
-            | {
-                "kid_x1000": None if kid is None else kid * 1000,
-                "kid_std_x1000": None if sd is None else sd * 1000,
-            }
-        )
-    return scaled
+    return f"{title}\n{frame_text(rows.reindex(columns=list(columns)).rename(columns=columns))}"
 
 
 def _fidelity_blocks(fid: dict) -> list[tuple]:
-    """FID (and KID where the document has it) against real train."""
+    """FID (and KID where the document has it) against real train, named by its features."""
     if "kid" not in fid:  # written before KID was added
         return [
             ("h", "Fidelity (FID against real train; lower is better)"),
             ("table", fid["rows"], ["subset", "fid", "n_synthetic", "n_real"]),
         ]
+    label = fid.get("fid_label") or "FID"
+    text = (
+        f"{label}: Fréchet distance of the compared images' features to those of the real "
+        "train images, shown with both n. FID is biased upwards, the more the fewer the "
+        "images, so FIDs compare only at equal n: the synthetic row ('all') and the real "
+        "baseline row (real held-out images against the same train images) use the same "
+        "number of images, the larger set subsampled with the evaluation's seed."
+    )
+    if "min_fid_images" in fid:
+        text += (
+            f" Per-label FID needs at least {fid['min_fid_images']} images on each side "
+            "('too few images' otherwise)."
+        )
+    if fid.get("feature_dim"):
+        text += (
+            f" Where n is below the {fid['feature_dim']} feature dimensions the covariances "
+            "are singular and FID is biased upwards (the FID note says so)."
+        )
+    kid_text = (
+        f"KID: unbiased polynomial-kernel MMD, averaged over {fid['kid_subsets']} subsets of "
+        f"at most {fid['kid_subset_size']} images, shown x1000"
+    )
+    kid_text += (
+        ", with its bootstrap standard error (each replicate redraws both sets)."
+        if "kid_se" in fid
+        else " (sd over subsets)."
+    )
+    columns = _columns("fidelity") if "kid_se" in fid else ["subset", "fid", "kid_x1000",
+                                                            "kid_se_x1000", "n_synthetic",
+                                                            "n_real"]  # fmt: skip
     return [
-        ("h", "Fidelity (FID and KID against real train; lower is better)"),
-        (
-            "p",
-            f"KID: unbiased polynomial-kernel MMD, mean and sd over {fid['kid_subsets']} "
-            f"subsets of at most {fid['kid_subset_size']} images, shown x1000.",
-        ),
-        ("table", _kid_x1000(fid["rows"]), _columns("fidelity")),
+        ("h", f"Fidelity: {label} and KID against real train, lower is better"),
+        ("p", text),
+        ("p", kid_text),
+        ("table", fidelity_display_rows(fid["rows"]), columns, {"fid_shown": label}),
     ]
 
 
@@ -222,6 +289,10 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
     t = fidelity["targets"]
     rows = with_interval_text(fidelity["rows"])
     met = sum(bool(r["meets_targets"]) for r in rows)
+    source = fidelity.get("threshold_source")
+    intervals = fidelity.get(
+        "interval_method", "95% CI: Wilson interval of each rate (a miss inside it may be noise)"
+    )
     return [
         ("h", "Prompt fidelity"),
         (
@@ -234,17 +305,29 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
             "each group weighted by the share of those images whose prompts state the same, "
             "since the oracle reads some findings into others); side = share "
             "of sided prompts whose side the side detector finds (real side: on real "
-            f"held-out images). Targets: hit >= {t['hit_vs_real_positive']:g} x real pos, "
-            f"false finding <= matched real neg + {t['false_finding_margin']:g}, side >= "
-            f"{t['side_hit_rate']:g}; met by {met} of {len(rows)} findings. 95% CI: Wilson "
-            "interval of each rate (a miss inside it may be noise).",
+            f"held-out images). Targets, judged on the point rates: hit >= "
+            f"{t['hit_vs_real_positive']:g} x real pos, false finding <= matched real neg + "
+            f"{t['false_finding_margin']:g}, side >= {t['side_hit_rate']:g}; met by {met} of "
+            f"{len(rows)} findings.",
         ),
+        (
+            "p",
+            (
+                f"Thresholds (Youden's J) and the side detector come from {source}. "
+                if source
+                else ""
+            )
+            + intervals
+            + ". 'hit - real pos' and 'false - matched' give the "
+            "difference with its one-sided 95% bound; 'n prompts' counts distinct prompts.",
+        ),  # fmt: skip
         ("table", rows, _columns("prompt_fidelity")),
     ]
 
 
 def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
-    """The report as ('h', text) / ('p', text) / ('table', rows, columns) blocks."""
+    """The report as ('h', text) / ('p', text) / ('table', rows, columns[, headers])
+    blocks."""
     n_real = doc["n_real"]
     blocks: list[tuple] = [
         ("h", "Generator evaluation"),
@@ -325,17 +408,17 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
     return blocks
 
 
-def _md(rows: list[dict], columns: list[str]) -> str:
+def _md(rows: list[dict], columns: list[str], named: dict | None = None) -> str:
     if not rows:
         return "_none_\n"
-    headers = [_HEADERS.get(c, c) for c in columns]
+    headers = [(named or {}).get(c) or _HEADERS.get(c, c) for c in columns]
     return md_table(headers, [[cell(r.get(c)) for c in columns] for r in rows])
 
 
-def _html(rows: list[dict], columns: list[str]) -> str:
+def _html(rows: list[dict], columns: list[str], named: dict | None = None) -> str:
     if not rows:
         return "<p><em>none</em></p>"
-    headers = [_HEADERS.get(c, c) for c in columns]
+    headers = [(named or {}).get(c) or _HEADERS.get(c, c) for c in columns]
     return html_table(headers, [[cell(r.get(c)) for c in columns] for r in rows])
 
 
@@ -361,8 +444,9 @@ def render_section(
             md.append(block[1] + "\n\n")
             html.append(f"<p>{escape(block[1])}</p>")
         else:
-            md.append(_md(block[1], block[2]) + "\n")
-            html.append(_html(block[1], block[2]))
+            named = block[3] if len(block) > 3 else None  # headers of this table only
+            md.append(_md(block[1], block[2], named) + "\n")
+            html.append(_html(block[1], block[2], named))
     if samples is not None:
         title = "Real beside synthetic, per prompted finding and side"
         md.append(f"### {title}\n\nSee `{doc.get('samples', {}).get('figure', '')}` in the "

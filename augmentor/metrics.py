@@ -100,6 +100,22 @@ def polynomial_mmd(
     )
 
 
+def _kid_bootstrap_replicate(
+    k_aa: np.ndarray, k_bb: np.ndarray, k_ab: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> float:
+    """Unbiased MMD^2 of a resample drawn with replacement (`i` from a, `j` from b): the
+    within-set means leave out every pair of one original image (a drawn twice is not a
+    pair of two images), so the replicate stays unbiased."""
+    ca = np.bincount(i, minlength=len(k_aa)).astype(np.float64)
+    cb = np.bincount(j, minlength=len(k_bb)).astype(np.float64)
+
+    def within(k: np.ndarray, c: np.ndarray) -> float:
+        pairs = c.sum() ** 2 - (c**2).sum()
+        return float((c @ k @ c - (c**2 * np.diag(k)).sum()) / pairs) if pairs > 0 else 0.0
+
+    return within(k_aa, ca) + within(k_bb, cb) - 2.0 * float(ca @ k_ab @ cb) / (len(i) * len(j))
+
+
 def kid_from_features(
     a: np.ndarray,
     b: np.ndarray,
@@ -107,35 +123,135 @@ def kid_from_features(
     subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """KID between two feature sets: mean and sd of `polynomial_mmd` over random subsets.
+    """KID between two feature sets and its bootstrap standard error.
 
-    As clean-fid and torchmetrics compute it: `subsets` draws of min(`subset_size`, len(a),
-    len(b)) rows from each set without replacement, the cubic kernel with gamma = 1 / dim
-    and coef 1; the sd is over subsets (ddof 0, as torchmetrics). Unlike FID it is unbiased
-    at small sample sizes. NaN for sets of fewer than 2 rows.
+    KID: `polynomial_mmd` (cubic kernel, gamma = 1 / dim, coef 1) averaged over `subsets`
+    draws of min(`subset_size`, len) rows of each set without replacement, as clean-fid and
+    torchmetrics average it; when both sets fit in one subset every draw is the whole sets
+    and KID is their unbiased estimate. Unlike FID it is unbiased at small sample sizes.
+
+    Standard error: the standard deviation over `subsets` bootstrap replicates, each drawing
+    BOTH sets anew with replacement (min(`subset_size`, len) rows of each; pairs of one
+    original image left out of the within-set means). Up to `subset_size` images per set
+    that is the bootstrap SE of the KID reported; beyond it, the SE of a KID of
+    `subset_size` images, which is larger (conservative). NaNs for sets of fewer than 2 rows.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
+    m_a, m_b = min(subset_size, len(a)), min(subset_size, len(b))
+    if min(m_a, m_b) < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
+    whole = m_a == len(a) and m_b == len(b)
     draws = [
-        (rng.choice(len(a), m, replace=False), rng.choice(len(b), m, replace=False))
-        for _ in range(subsets)
+        (rng.choice(len(a), m_a, replace=False), rng.choice(len(b), m_b, replace=False))
+        for _ in range(1 if whole else subsets)
     ]
+    boots = [(rng.integers(0, len(a), m_a), rng.integers(0, len(b), m_b)) for _ in range(subsets)]
+    g = 1.0 / a.shape[1]
     if (len(a) + len(b)) ** 2 <= _KID_GRAM_LIMIT:
-        g = 1.0 / a.shape[1]
         k_aa, k_bb = _poly_kernel(a, a, g, 3, 1.0), _poly_kernel(b, b, g, 3, 1.0)
         k_ab = _poly_kernel(a, b, g, 3, 1.0)
-        values = np.array(
-            [
-                _unbiased_mmd(k_aa[np.ix_(i, i)], k_bb[np.ix_(j, j)], k_ab[np.ix_(i, j)])
-                for i, j in draws
-            ]
-        )
+        values = [
+            _unbiased_mmd(k_aa[np.ix_(i, i)], k_bb[np.ix_(j, j)], k_ab[np.ix_(i, j)])
+            for i, j in draws
+        ]
+        replicates = [_kid_bootstrap_replicate(k_aa, k_bb, k_ab, i, j) for i, j in boots]
     else:
-        values = np.array([polynomial_mmd(a[i], b[j]) for i, j in draws])
-    return float(values.mean()), float(values.std())
+        values = [polynomial_mmd(a[i], b[j]) for i, j in draws]
+        replicates = []
+        for i, j in boots:
+            # Kernels of the drawn rows only, indices renumbered onto them.
+            ui, ii = np.unique(i, return_inverse=True)
+            uj, jj = np.unique(j, return_inverse=True)
+            x, y = a[ui], b[uj]
+            replicates.append(
+                _kid_bootstrap_replicate(
+                    _poly_kernel(x, x, g, 3, 1.0),
+                    _poly_kernel(y, y, g, 3, 1.0),
+                    _poly_kernel(x, y, g, 3, 1.0),
+                    ii,
+                    jj,
+                )
+            )
+    se = float(np.std(replicates, ddof=1)) if len(replicates) > 1 else float("nan")
+    return float(np.mean(values)), se
+
+
+# ---------------------------------------------------------------- rates and their intervals
+
+
+def rate_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate of `successes` in `n` (NaNs for n = 0).
+
+    A rate of 80 images has a standard error of about 0.04: the interval says whether a
+    rate that misses a target by less than that could be noise. Wilson's interval keeps close
+    to its nominal coverage at small n and rates near 0 or 1, where the normal one does not
+    (Brown, Cai & DasGupta 2001). `successes` and `n` may be fractional (an effective size).
+    """
+    from scipy.stats import norm
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    p = min(max(successes / n, 0.0), 1.0)
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
+
+
+def design_effect(hits: np.ndarray, clusters: np.ndarray) -> float:
+    """How much clustering inflates the variance of a rate over independent images (>= 1).
+
+    The cluster-robust variance of the ratio estimate (sum of hits / images, clusters as the
+    units) over the binomial variance p(1 - p) / n, at least 1 (Korn & Graubard 1998 cap the
+    effective size at n). At a rate of 0 or 1 the spread between clusters cannot be seen, so
+    the design effect is the mean cluster size: each cluster then counts once (conservative).
+    """
+    y = np.asarray(hits, dtype=np.float64)
+    n = len(y)
+    codes, uniques = pd.factorize(pd.Series(clusters).astype(str))
+    k = len(uniques)
+    if n == 0 or k == n:
+        return 1.0
+    p = y.mean()
+    if p <= 0.0 or p >= 1.0 or k < 2:
+        return n / k
+    per_hits = np.bincount(codes, weights=y, minlength=k)
+    per_size = np.bincount(codes, minlength=k).astype(np.float64)
+    robust = k / (k - 1) * ((per_hits - p * per_size) ** 2).sum() / n**2
+    return float(max(robust / (p * (1 - p) / n), 1.0))
+
+
+def clustered_rate_interval(
+    hits: np.ndarray, clusters: np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """Wilson interval of a rate whose images come in correlated clusters (a prompt's images,
+    a patient's images): Wilson's at the effective size n / `design_effect` (Kish's design
+    effect). Where every cluster holds one image it is Wilson's interval itself."""
+    y = np.asarray(hits, dtype=np.float64)
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    n_eff = len(y) / design_effect(y, clusters)
+    return rate_interval(y.mean() * n_eff, n_eff, level)
+
+
+def cluster_bootstrap_weights(clusters: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, len(clusters)) weights: how often each row's cluster was drawn in each of
+    `n_boot` resamples of the clusters with replacement (the cluster bootstrap as weights;
+    a weighted mean per resample is the resampled rate)."""
+    codes, uniques = pd.factorize(pd.Series(clusters).astype(str))
+    k = len(uniques)
+    if k == 0:
+        return np.zeros((n_boot, 0))
+    counts = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=n_boot)
+    return counts[:, codes].astype(np.float32)  # small counts: exact, half the memory
+
+
+def weighted_rates(weights: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Per resample (row of `weights`): the weighted share of `hits`; NaN where no weight."""
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weights @ np.asarray(hits, np.float64) / total, np.nan)
 
 
 # ---------------------------------------------------------------- diversity: MS-SSIM
@@ -407,22 +523,6 @@ def positive_rate(scores: np.ndarray, threshold: float) -> float:
     """Share of `scores` at or above `threshold`; NaN for no scores."""
     s = np.asarray(scores, dtype=np.float64)
     return float((s >= threshold).mean()) if len(s) else float("nan")
-
-
-def rate_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial rate of `successes` in `n` (NaNs for n = 0).
-
-    A rate of 80 images has a standard error of about 0.04: the interval says whether a
-    rate that misses a target by less than that could be noise. Wilson's interval keeps close
-    to its nominal coverage at small n and rates near 0 or 1, where the normal one does not
-    (Brown, Cai & DasGupta 2001).
-    """
-    from scipy.stats import binomtest
-
-    if n <= 0:
-        return float("nan"), float("nan")
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def binary_targets(values: np.ndarray) -> np.ndarray:

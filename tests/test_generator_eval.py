@@ -162,17 +162,17 @@ def test_kid_matches_a_hand_computed_case_and_is_unbiased():
     # (1*2 + 1)^3 = 27, k_xy 1, 1, 8, 27 (mean 9.25): MMD^2 = 1 + 27 - 2 * 9.25 = 9.5.
     x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
     assert polynomial_mmd(x, y) == pytest.approx(9.5)
-    mean, sd = kid_from_features(x, y, subsets=5)  # every subset is the whole set
-    assert mean == pytest.approx(9.5) and sd == pytest.approx(0.0)
+    mean, se = kid_from_features(x, y, subsets=5)  # both sets fit: KID of the whole sets
+    assert mean == pytest.approx(9.5) and se > 0  # the bootstrap redraws both sets
     # Two dimensions, gamma 1/2: k_xx (0 + 1)^3 = 1; k_yy (2 / 2 + 1)^3 = 8;
     # k_xy: 1, 1, (1 / 2 + 1)^3 = 3.375, (2 / 2 + 1)^3 = 8 (mean 13.375 / 4).
     x2, y2 = np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[1.0, 0.0], [2.0, 2.0]])
     assert polynomial_mmd(x2, y2) == pytest.approx(1 + 8 - 2 * 13.375 / 4)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
-    same, same_sd = kid_from_features(a, b, subsets=20, subset_size=100, seed=1)
+    same, same_se = kid_from_features(a, b, subsets=20, subset_size=100, seed=1)
     shifted, _ = kid_from_features(a, b + 0.5, subsets=20, subset_size=100, seed=1)
-    assert abs(same) < 3 * same_sd + 0.01 and shifted > 10 * abs(same)
+    assert abs(same) < 3 * same_se + 0.01 and shifted > 10 * abs(same)
     assert kid_from_features(a, b, subsets=3, subset_size=50, seed=2) == kid_from_features(
         a, b, subsets=3, subset_size=50, seed=2
     )
@@ -261,11 +261,13 @@ def test_prompt_fidelity_hit_false_finding_side_and_targets():
     assert ptx.hit_rate == pytest.approx(2 / 3) and ptx.real_positive_rate == 0.5
     assert ptx.false_finding_rate == 0.25 and ptx.real_negative_rate == 0.0
     assert ptx.side_hit_rate == 1.0 and ptx.real_side_hit_rate == 0.9
-    # Each rate carries its 95% Wilson interval, on its own denominator (sides: the 2 judged).
+    # Each rate carries its 95% interval, on its own denominator (sides: the 2 judged):
+    # Wilson's where every image has its own prompt, wider where prompts repeat (the two
+    # 'Normal.' images among Cardiomegaly's unprompted four).
     assert (ptx.hit_rate_low, ptx.hit_rate_high) == pytest.approx(rate_interval(2, 3))
-    assert (card.false_finding_rate_low, card.false_finding_rate_high) == pytest.approx(
-        rate_interval(1, 4)
-    )
+    assert (ptx.n_prompts, card.n_unprompted_prompts) == (3, 3)
+    wilson = rate_interval(1, 4)
+    assert card.false_finding_rate_low < wilson[0] and card.false_finding_rate_high > wilson[1]
     assert (ptx.side_hit_rate_low, ptx.side_hit_rate_high) == pytest.approx(rate_interval(2, 2))
     assert np.isnan(card.side_hit_rate_low) and ptx.side_hit_rate_high == pytest.approx(1.0)
     assert [ptx.hit_ok, ptx.false_finding_ok, ptx.side_ok] == [True, False, True]
@@ -482,7 +484,16 @@ def test_evaluate_generator_cli_writes_report_and_drops_the_copy(
     assert doc["fidelity"]["real_baseline_fid"] is not None
     assert {r["label"] for r in doc["alignment"]["rows"]} == {"Pleural Effusion", "Pneumothorax"}
     assert "KID" in result.output and "prompt fidelity" in result.output
-    assert doc["fidelity"]["kid"] is not None and doc["fidelity"]["kid_std"] >= 0
+    assert doc["fidelity"]["kid"] is not None and doc["fidelity"]["kid_se"] >= 0
+    # FID is named by its features (the oracle run's here), with its n, at equal n.
+    fid = doc["fidelity"]
+    assert fid["extractor"] == f"oracle features, {doc['feature_extractor']['dim']}-d"
+    assert fid["feature_dim"] == doc["feature_extractor"]["dim"] and fid["min_fid_images"] == 50
+    shown = (out / "generator_eval.md").read_text()
+    assert f"FID ({fid['extractor']})" in shown and "Inception" not in shown + result.output
+    assert fid["rows"][0]["n_compared"] == fid["rows"][-1]["n_compared"]
+    # The oracle's thresholds come from its validation patients (the run records them).
+    assert "validation patients" in doc["prompt_fidelity"]["threshold_source"]
     fidelity = doc["prompt_fidelity"]
     assert fidelity["targets"] == {
         "hit_vs_real_positive": 0.8, "false_finding_margin": 0.1, "side_hit_rate": 0.85
