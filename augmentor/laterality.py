@@ -60,6 +60,8 @@ class SideDetector:
     n_fit: int
 
     def predict_left(self, halves: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        if not len(idx):  # no image to judge (e.g. no held-out real case of this label)
+            return np.zeros(0, dtype=bool)
         return self.model.predict(side_design(halves, idx, self.j)).astype(bool)
 
 

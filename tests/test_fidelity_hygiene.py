@@ -295,3 +295,17 @@ def test_kid_standard_error_comes_from_resampling_both_sets():
     ]
     _, se = kid_from_features(rng.normal(size=(60, 6)), rng.normal(0.5, 1, (60, 6)), subsets=200)
     assert 0.5 < se / np.std(fresh) < 2.0
+
+
+def test_side_detector_judges_no_image_without_calling_the_model():
+    """A label with no held-out real case of one side (small studies) gives an empty
+    judgement, not a crash in the fitted model."""
+    from augmentor.laterality import SideDetector
+
+    class Refuses:
+        def predict(self, x):
+            raise AssertionError("predict called on no images")
+
+    detector = SideDetector("Pneumothorax", 0, Refuses(), np.array([]), np.array([], int), 4)
+    out = detector.predict_left({}, np.array([], dtype=int))
+    assert out.dtype == bool and out.shape == (0,)
