@@ -108,7 +108,8 @@ def prdc(
 
     Counts per real row (inside some synthetic ball; nearest synthetic distance) and per
     synthetic row (how many real balls hold it) are accumulated block by block, so the
-    result equals the all-at-once computation of the `prdc` package.
+    result is the all-at-once computation of the `prdc` package (up to float64 rounding
+    of a distance that ties a radius).
     """
     r, f = _as_float64(real), _as_float64(fake)
     if r.shape[1] != f.shape[1]:
