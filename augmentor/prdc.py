@@ -75,6 +75,8 @@ def knn_radii(features: np.ndarray | torch.Tensor, k: int = PRDC_K, block: int =
         (n,) float64 array.
     """
     x = _as_float64(features)
+    if k < 1:
+        raise ValueError(f"k = {k}: a ball needs at least the 1st nearest neighbour")
     if len(x) <= k:
         raise ValueError(f"k = {k} nearest neighbours need more than {k} rows, got {len(x)}")
     out = torch.empty(len(x), dtype=torch.float64)

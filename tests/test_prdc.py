@@ -99,6 +99,8 @@ def test_prdc_refuses_too_few_rows_and_mismatched_features():
     rng = np.random.default_rng(4)
     with pytest.raises(ValueError, match="more than 5 rows"):
         prdc(rng.normal(size=(5, 2)), rng.normal(size=(20, 2)))
+    with pytest.raises(ValueError, match="k = 0"):
+        knn_radii(rng.normal(size=(20, 2)), k=0)
     with pytest.raises(ValueError, match="dimensions differ"):
         prdc(rng.normal(size=(20, 2)), rng.normal(size=(20, 3)))
 
