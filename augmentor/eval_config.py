@@ -17,7 +17,8 @@ from manifests.settings import REPLACE_HELP, SEED_HELP, comma_list, setting
 
 KID_SUBSETS = 100  # KID: random subsets (as clean-fid and torchmetrics) ...
 KID_SUBSET_SIZE = 1000  # ... of at most this many images each
-MIN_FID_IMAGES = 50  # per-label FID needs at least this many images on each side
+MIN_FID_IMAGES = 50  # per-label FID (and PRDC) needs at least this many images on each side
+PRDC_K = 5  # precision/recall/density/coverage: the k-th neighbour sets a ball's radius
 POOLINGS = ("mean", "eos")  # how the probe pools a report's token states
 
 
@@ -49,7 +50,8 @@ class GeneratorEvalConfig:
     The feature extractor is one of `features` (a cxraug classifier run), `features_timm`
     with `weights` (a timm model name and local weights), or `features_xrv` (a local
     torchxrayvision DenseNet-121 weights file: safetensors, or a state dict
-    `torch.load(weights_only=True)` reads). `oracle` (prompt alignment and laterality)
+    `torch.load(weights_only=True)` reads), or `features_raddino` (a local RadDINO folder,
+    `augmentor.raddino`). `oracle` (prompt alignment and laterality)
     defaults to `features` when that is a run; with `features_timm` those sections are
     skipped. `drop_memorized` writes the synthetic manifest without the flagged rows to
     `filtered_manifest` (default `<synthetic stem>.unmemorized.parquet` beside it; it must
@@ -68,6 +70,11 @@ class GeneratorEvalConfig:
         None,
         help="Or torchxrayvision DenseNet-121 weights: a local .safetensors file or state "
         "dict (RoentGen's FID features; needs the xrv extra).",
+    )
+    features_raddino: Path | None = setting(
+        None,
+        help="Or a local RadDINO folder (config.json, model.safetensors, "
+        "preprocessor_config.json, as microsoft/rad-dino): CheXGenBench's features.",
     )
     oracle: Path | None = setting(
         None, help="Classifier run for prompt alignment (default: --features)."
@@ -108,7 +115,11 @@ class GeneratorEvalConfig:
     kid_subset_size: int = setting(KID_SUBSET_SIZE, help="KID's subset size (at most).", cli=False)
     min_fid_images: int = setting(
         MIN_FID_IMAGES,
-        help="Per-label FID only with at least this many images on each side (else 'too few').",
+        help="Per-label FID and PRDC only with at least this many images on each side "
+        "(else 'too few').",
+    )
+    prdc_k: int = setting(
+        PRDC_K, help="Precision/recall/density/coverage: neighbours per ball.", cli=False
     )
     n_boot: int = setting(
         N_BOOT,
@@ -153,6 +164,7 @@ __all__ = [
     "KID_SUBSETS",
     "KID_SUBSET_SIZE",
     "MIN_FID_IMAGES",
+    "PRDC_K",
     "POOLINGS",
     "FidelityTargets",
     "GeneratorEvalConfig",

@@ -4,8 +4,9 @@
 was trained on, using a feature extractor (a cxraug classifier run trained on real data;
 local timm weights, e.g. `--features-timm inception_v3 --weights FILE`, the architecture
 FID/KID are usually reported with; the numbers match clean-fid's only with its weights and
-resizing; or torchxrayvision's DenseNet-121, `--features-xrv FILE`, RoentGen's CXR-specific
-features, matching its setup only with the published `densenet121-res224-all` weights) and,
+resizing; torchxrayvision's DenseNet-121, `--features-xrv FILE`, RoentGen's CXR-specific
+features, matching its setup only with the published `densenet121-res224-all` weights; or
+a local RadDINO folder, `--features-raddino DIR`, CheXGenBench's features) and,
 for prompt alignment, a classifier run as oracle. It writes `generator_eval.json`,
 `generator_eval.md`, `memorization.parquet` and `memorization.png` into its output folder
 through `augmentor.eval_folder`, the folder's owner (names, schema, reader, and
@@ -27,6 +28,10 @@ What each metric means, and its limits:
 - KID: unbiased polynomial-kernel MMD of the same features (averaged over random subsets, as
   clean-fid and torchmetrics), with a bootstrap standard error that redraws both sets in
   every replicate; unbiased at small sample sizes, unlike FID.
+- Precision, recall, density, coverage (Naeem et al. 2020, `augmentor.prdc`): k-nearest-
+  neighbour balls (k = 5) of the same features, beside FID and KID in the same rows, at the
+  same n and with the same per-label minimum: are synthetic images where real ones are
+  (precision, density), and is the real variety drawn (recall, coverage)?
 - Diversity: mean MS-SSIM of image pairs (lower = more diverse); synthetic pairs of one
   prompt and of one target label, against real pairs of one label and of one patient.
   Synthesized with `--images-per-prompt K`, the same-prompt row follows RoentGen's
@@ -106,6 +111,7 @@ from augmentor.generator_metrics import (
 from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
 from augmentor.laterality import laterality_table
 from augmentor.metrics import ms_ssim_scales
+from augmentor.raddino import RadDinoFeatureExtractor
 from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthetic_set import (
     check_unmemorized_path,
@@ -185,8 +191,9 @@ def _subsample_real(real: Manifest, max_real: int | None, seed: int) -> Manifest
 # ---------------------------------------------------------------- orchestration
 
 
-# What gives the features: a classifier run or timm weights, or torchxrayvision's DenseNet.
-Extractor = FeatureExtractor | XrvFeatureExtractor
+# What gives the features: a classifier run or timm weights, torchxrayvision's DenseNet or
+# a RadDINO folder.
+Extractor = FeatureExtractor | XrvFeatureExtractor | RadDinoFeatureExtractor
 
 
 def _extractors(cfg: GeneratorEvalConfig) -> tuple[Extractor, FeatureExtractor | None]:
@@ -200,6 +207,7 @@ def _extractors(cfg: GeneratorEvalConfig) -> tuple[Extractor, FeatureExtractor |
         weights=cfg.weights,
         device=cfg.device,
         xrv_weights=cfg.features_xrv,
+        raddino_dir=cfg.features_raddino,
     )
     if cfg.oracle is not None and (cfg.features is None or Path(cfg.oracle) != Path(cfg.features)):
         oracle = load_run_extractor(cfg.oracle, cfg.device, flag="--oracle")
@@ -402,13 +410,14 @@ def _evaluate(
     tables: dict[str, pd.DataFrame] = {}
     notes: list[str] = []
 
-    say("fidelity (FID, KID)")
+    say("fidelity (FID, KID, precision/recall/density/coverage)")
     dim = emb.syn_features.shape[1]
     extractor = extractor_title(features.name, dim, oracle.name if oracle else None)
     tables["fidelity"], baseline_fid = fidelity_table(
         emb.syn_features, targets, emb.real_features, real.rows, real.labels,
         min_fid_images=cfg.min_fid_images, kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size, seed=cfg.seed, extractor=extractor,
+        prdc_k=cfg.prdc_k,
     )  # fmt: skip
     first = tables["fidelity"].iloc[0]
     if min(first["n_compared"], first["n_reference"]) < dim:

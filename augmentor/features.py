@@ -8,6 +8,8 @@ An extractor is a timm model read straight from files, never from a hub:
 - any timm architecture with local weights (`timm_name` + `weights`), features only;
 - torchxrayvision's DenseNet-121 with local weights (`augmentor.xrv_features`), features
   only (RoentGen's FID features).
+- RadDINO from a local transformers folder (`augmentor.raddino`), features only
+  (CheXGenBench's features).
 
 Each image is embedded once: `embed_images` loads the images that are not yet in the cache
 (a folder per extractor, keyed by the image's content hash), runs every extractor that
@@ -32,6 +34,7 @@ import torch
 from PIL import Image
 
 from augmentor.metrics import pixel_signature
+from augmentor.raddino import RadDinoFeatureExtractor, load_raddino_extractor
 from augmentor.xrv_features import XrvFeatureExtractor, load_xrv_extractor
 from classifier import run
 from manifests.errors import UserError
@@ -243,17 +246,22 @@ def load_feature_extractor(
     image_size: int | None = None,
     device: str | None = None,
     xrv_weights: Path | None = None,
-) -> FeatureExtractor | XrvFeatureExtractor:
-    """A classifier run (`run_dir`), a timm name with local `weights`, or torchxrayvision's
-    DenseNet-121 with local `xrv_weights`; exactly one."""
-    if sum(x is not None for x in (run_dir, timm_name, xrv_weights)) != 1:
+    raddino_dir: Path | None = None,
+) -> FeatureExtractor | XrvFeatureExtractor | RadDinoFeatureExtractor:
+    """A classifier run (`run_dir`), a timm name with local `weights`, torchxrayvision's
+    DenseNet-121 with local `xrv_weights`, or a local RadDINO folder; exactly one."""
+    if sum(x is not None for x in (run_dir, timm_name, xrv_weights, raddino_dir)) != 1:
         raise UserError(
             "pass exactly one feature extractor: --features RUN (a cxraug classifier run), "
-            "--features-timm NAME --weights PATH, or --features-xrv PATH (torchxrayvision "
-            "DenseNet-121)"
+            "--features-timm NAME --weights PATH, --features-xrv PATH (torchxrayvision "
+            "DenseNet-121) or --features-raddino DIR (a local RadDINO folder)"
         )
     if run_dir is not None:
         return load_run_extractor(run_dir, device)
+    if raddino_dir is not None:
+        if weights is not None:
+            raise UserError("--weights is for --features-timm; --features-raddino takes a folder")
+        return load_raddino_extractor(raddino_dir, device)
     if xrv_weights is not None:
         if weights is not None:
             raise UserError(

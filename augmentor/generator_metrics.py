@@ -1,4 +1,4 @@
-"""The generator evaluation's tables: FID/KID, diversity, alignment, memorization, prompt
+"""The generator evaluation's tables: FID/KID/PRDC, diversity, alignment, memorization, prompt
 fidelity (laterality's is `augmentor.laterality`), and which real images calibrate the
 oracle and which judge it (`OracleHoldout`).
 
@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from augmentor.eval_config import KID_SUBSET_SIZE, KID_SUBSETS, MIN_FID_IMAGES, FidelityTargets
+from augmentor.eval_config import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    MIN_FID_IMAGES,
+    PRDC_K,
+    FidelityTargets,
+)
 from augmentor.metrics import (
     cluster_bootstrap_weights,
     clustered_rate_interval,
@@ -32,6 +38,7 @@ from augmentor.metrics import (
     whole_group_pairs,
     youden_threshold,
 )
+from augmentor.prdc import knn_radii, prdc
 from augmentor.report_text import LATERAL_LABELS, stated_side
 from classifier.config import N_BOOT
 from manifests.images import load_image
@@ -45,9 +52,9 @@ TOO_FEW = "too few images"
 
 def extractor_title(name: str, dim: int, oracle_name: str | None = None) -> str:
     """What FID's features are, for every place FID is shown: 'oracle features, 512-d',
-    'Inception, 2048-d', 'torchxrayvision DenseNet-121, 1024-d', ...
+    'Inception, 2048-d', 'torchxrayvision DenseNet-121, 1024-d', 'RadDINO, 768-d', ...
 
-    `name` is the extractor's (`run:PATH`, `timm:NAME`, `xrv:PATH`); `oracle_name` the
+    `name` is the extractor's (`run:PATH`, `timm:NAME`, `xrv:PATH`, `raddino:DIR`); `oracle_name` the
     oracle's, when there is one (a run that is also the oracle is named so).
     """
     kind, _, source = name.partition(":")
@@ -57,9 +64,25 @@ def extractor_title(name: str, dim: int, oracle_name: str | None = None) -> str:
         what = "Inception" if source.startswith("inception") else f"timm {source}"
     elif kind == "xrv":
         what = "torchxrayvision DenseNet-121"
+    elif kind == "raddino":
+        what = "RadDINO"
     else:
         what = name
     return f"{what}, {int(dim)}-d"
+
+
+PRDC_COLUMNS = ("precision", "recall", "density", "coverage")
+
+
+def _prdc_columns(
+    query: np.ndarray, ref: np.ndarray, k: int, min_n: int, ref_radii: np.ndarray | None
+) -> dict:
+    """Precision, recall, density and coverage of `query` against `ref` (`augmentor.prdc`),
+    with `prdc_note`; NaNs and 'too few images' below `min_n` (at least k + 1) on a side."""
+    least = max(min_n, k + 1)
+    if min(len(query), len(ref)) < least:
+        return {c: float("nan") for c in PRDC_COLUMNS} | {"prdc_note": f"{TOO_FEW} (< {least})"}
+    return prdc(ref, query, k, real_radii=ref_radii).as_dict() | {"prdc_note": ""}
 
 
 def _distance_row(
@@ -69,8 +92,11 @@ def _distance_row(
     ref: np.ndarray,
     kid: dict,
     min_fid: int = 2,
+    prdc_k: int = PRDC_K,
+    ref_radii: np.ndarray | None = None,
 ) -> dict:
-    """FID and KID of `query` against `ref`; FID left out (and said why) below `min_fid`."""
+    """FID, KID and PRDC of `query` against `ref`; FID and PRDC left out (and said why)
+    below `min_fid`. `ref_radii`: `knn_radii(ref, prdc_k)` where already computed."""
     dim = query.shape[1]
     n = min(len(query), len(ref))
     fid, note = float("nan"), ""
@@ -90,6 +116,8 @@ def _distance_row(
         "fid_note": note,
         "kid_mean": kid_mean,
         "kid_se": kid_se,
+        **_prdc_columns(query, ref, prdc_k, min_fid, ref_radii),
+        "prdc_k": prdc_k,
     }
 
 
@@ -109,8 +137,9 @@ def fidelity_table(
     kid_subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
     extractor: str = "",
+    prdc_k: int = PRDC_K,
 ) -> tuple[pd.DataFrame, float | None]:
-    """FID and KID of the synthetic images, all and per target label, against real train.
+    """FID, KID and PRDC of the synthetic images, all and per target label, against real train.
 
     FID is biased upwards, the more so the fewer the images, so FIDs compare only at equal n:
     the 'all' row and the real baseline row (real test, else val, images against the same
@@ -119,8 +148,12 @@ def fidelity_table(
     label; below `min_fid_images` on either side its FID is not given (`fid_note` says
     'too few images'), as it is not anywhere n is below 2. `fid_note` also says where n is
     below the feature dimension. KID (`kid_mean`, `kid_se`: `kid_from_features`) is unbiased
-    where FID is not. Every row carries `extractor` (what the features are) and its n
-    (`n_compared`, `n_reference`). Also returns the baseline FID (its row is the last).
+    where FID is not. `precision`, `recall`, `density`, `coverage` (`augmentor.prdc`, real
+    train as the real set, `prdc_k` neighbours) sit beside them, with `prdc_note` saying
+    'too few images' where FID's does (or where a side has no more than `prdc_k` rows); like
+    FID they depend on n, so they too compare at equal n. Every row carries `extractor`
+    (what the features are) and its n (`n_compared`, `n_reference`). Also returns the
+    baseline FID (its row is the last).
     """
     kid = {"subsets": kid_subsets, "subset_size": kid_subset_size, "seed": seed}
     rng = np.random.default_rng(seed)
@@ -133,7 +166,10 @@ def fidelity_table(
             break
     n_equal = len(syn_features) if held is None else min(len(syn_features), len(held[1]))
     syn_all = syn_features[_draw(len(syn_features), n_equal, rng)]
-    rows = [_distance_row("all", "synthetic", syn_all, real_features[train], kid)]
+    # The real train balls serve both the 'all' row and the baseline row: computed once.
+    train_radii = knn_radii(real_features[train], prdc_k) if train.sum() > prdc_k else None
+    whole = {"prdc_k": prdc_k, "ref_radii": train_radii}
+    rows = [_distance_row("all", "synthetic", syn_all, real_features[train], kid, **whole)]
     for label in pd.unique(syn_targets.dropna()):
         if label not in labels:
             continue
@@ -141,14 +177,19 @@ def fidelity_table(
         ref = train & (real_rows[label].to_numpy() == 1)
         rows.append(
             _distance_row(str(label), "synthetic", syn_features[syn], real_features[ref], kid,
-                          min_fid_images)
+                          min_fid_images, prdc_k)
         )  # fmt: skip
     baseline = None
     if held is not None:
         split, idx = held
         query = real_features[idx[_draw(len(idx), n_equal, rng)]]
         baseline = _distance_row(
-            f"real {split} (baseline)", f"real {split}", query, real_features[train], kid
+            f"real {split} (baseline)",
+            f"real {split}",
+            query,
+            real_features[train],
+            kid,
+            **whole,
         )
     frame = pd.DataFrame(rows + ([baseline] if baseline else []))
     frame.insert(0, "extractor", extractor)

@@ -41,10 +41,11 @@ _DISPLAY = {
     ),
     "fidelity": (
         "fidelity: FID and KID against real train (lower is better; FIDs compare only at "
-        "equal n)",
+        "equal n), precision/recall/coverage (higher is better) and density (about 1)",
         {"subset": "subset", "n_compared": "n compared", "n_reference": "n real train",
          "fid_shown": "FID", "fid_note": "FID note", "kid_x1000": "KID x1000",
-         "kid_se_x1000": "KID SE x1000"},
+         "kid_se_x1000": "KID SE x1000", "precision": "precision", "recall": "recall",
+         "density": "density", "coverage": "coverage"},
     ),
     "diversity": (
         "diversity: MS-SSIM of image pairs (lower is more diverse)",
@@ -274,12 +275,23 @@ def _fidelity_blocks(fid: dict) -> list[tuple]:
     columns = _columns("fidelity") if "kid_se" in fid else ["subset", "fid", "kid_x1000",
                                                             "kid_se_x1000", "n_synthetic",
                                                             "n_real"]  # fmt: skip
-    return [
+    blocks = [
         ("h", f"Fidelity: {label} and KID against real train, lower is better"),
         ("p", text),
         ("p", kid_text),
-        ("table", fidelity_display_rows(fid["rows"]), columns, {"fid_shown": label}),
     ]
+    prdc = ("precision", "recall", "density", "coverage")
+    if fid["rows"] and "precision" in fid["rows"][0]:
+        k = fid["rows"][0].get("prdc_k")
+        blocks.append(("p", f"Precision, recall, density, coverage (Naeem et al. 2020, k = {k}) "
+                       "on the same features against the same real images: precision and "
+                       "density say the synthetic images lie where real ones do, recall and "
+                       "coverage that they reach the real variety. For one distribution all are "
+                       "about 1 (coverage about 0.97); density above 1 means synthetic images "
+                       "crowd dense real regions. They too depend on n."))  # fmt: skip
+    else:  # a document written before PRDC was measured
+        columns = [c for c in columns if c not in prdc]
+    return blocks + [("table", fidelity_display_rows(fid["rows"]), columns, {"fid_shown": label})]
 
 
 def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:

@@ -1,4 +1,5 @@
-"""Generator metrics as plain maths on arrays: FID, KID, MS-SSIM, nearest neighbours, probes.
+"""Generator metrics as plain maths on arrays: FID (and its mergeable moments), KID,
+MS-SSIM, nearest neighbours, probes (precision/recall/density/coverage: `augmentor.prdc`).
 
 Nothing here reads files or models; `augmentor.features` turns images into arrays,
 `augmentor.generator_metrics` builds the evaluation's tables from them and
@@ -7,6 +8,9 @@ inputs (and `seed` where one is taken).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -59,6 +63,67 @@ def frechet_distance(
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     """FID between two feature sets (rows are images)."""
     return frechet_distance(*feature_stats(a), *feature_stats(b))
+
+
+# ---------------------------------------------------------------- fidelity: FID from shards
+
+
+@dataclass(frozen=True)
+class FeatureMoments:
+    """What FID's Gaussian needs from a set of feature rows, as sums that merge exactly.
+
+    Attributes:
+        n: number of rows.
+        total: (d,) sum of the rows.
+        outer: (d, d) sum of the rows' outer products x x^T.
+
+    Shards of one image set (chunks, processes, machines) each keep their own; the set's
+    moments are their sums (`merge_moments`; `torch.distributed.all_reduce` with SUM does
+    the same across processes), so mean and covariance, and FID from them, are those of the
+    whole set. An average of per-shard FIDs is not: FID is biased by each shard's small n.
+    Float64 keeps the rounding of `outer - n mean mean^T` far below FID's own noise.
+    """
+
+    n: int
+    total: np.ndarray
+    outer: np.ndarray
+
+
+def feature_moments(features: np.ndarray) -> FeatureMoments:
+    """The sums of one shard of feature rows (float64)."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (rows, dims), got shape {x.shape}")
+    return FeatureMoments(len(x), x.sum(axis=0), x.T @ x)
+
+
+def merge_moments(parts: Sequence[FeatureMoments]) -> FeatureMoments:
+    """The moments of the union of the shards (their sums)."""
+    if not parts:
+        raise ValueError("no shards to merge")
+    dims = {p.total.shape for p in parts}
+    if len(dims) != 1:
+        raise ValueError(f"shards of different feature dimensions: {sorted(dims)}")
+    return FeatureMoments(
+        sum(p.n for p in parts),
+        np.sum([p.total for p in parts], axis=0),
+        np.sum([p.outer for p in parts], axis=0),
+    )
+
+
+def moments_stats(moments: FeatureMoments) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance from the sums, as `feature_stats` gives them."""
+    n = moments.n
+    if n < 2:
+        raise ValueError(f"need at least 2 feature rows, got {n}")
+    mean = moments.total / n
+    cov = (moments.outer - n * np.outer(mean, mean)) / (n - 1)
+    return mean, (cov + cov.T) / 2
+
+
+def fid_from_moments(a: FeatureMoments, b: FeatureMoments) -> float:
+    """FID between two sets given by their (merged) moments."""
+    return frechet_distance(*moments_stats(a), *moments_stats(b))
 
 
 # ---------------------------------------------------------------- fidelity: KID
