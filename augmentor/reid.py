@@ -57,33 +57,48 @@ class ReidSettings:
     batch_patients: int = 16
     dim: int = 64
     lr: float = 2e-3
-    temperature: float = 0.1
+    temperature: float = 0.2
     seed: int = 0
 
 
 # ---------------------------------------------------------------- model
 
 
-def build_reid_model(dim: int = 64) -> torch.nn.Module:
+class ReidNet(torch.nn.Module):
     """Four strided conv blocks, a 4x4 pooled map (where anatomy lies matters) and a linear
-    head; GroupNorm, so a batch of any size behaves the same in training and scoring."""
+    head, on the image minus the mean train image (`centre`, a buffer saved with the
+    weights): chest films share one layout, and what tells patients apart is how each
+    departs from it. GroupNorm, so a batch of any size behaves the same in training and
+    scoring."""
 
-    def block(c_in: int, c_out: int) -> list[torch.nn.Module]:
-        return [
-            torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
-            torch.nn.GroupNorm(4, c_out),
-            torch.nn.ReLU(),
-        ]
+    def __init__(self, dim: int = 64, image_size: int = 64):
+        super().__init__()
 
-    return torch.nn.Sequential(
-        *block(1, 16),
-        *block(16, 32),
-        *block(32, 64),
-        *block(64, 64),
-        torch.nn.AdaptiveAvgPool2d(4),
-        torch.nn.Flatten(),
-        torch.nn.Linear(64 * 16, dim),
-    )
+        def block(c_in: int, c_out: int) -> list[torch.nn.Module]:
+            return [
+                torch.nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+                torch.nn.GroupNorm(4, c_out),
+                torch.nn.ReLU(),
+            ]
+
+        self.register_buffer("centre", torch.zeros(1, 1, image_size, image_size))
+        self.net = torch.nn.Sequential(
+            *block(1, 16),
+            *block(16, 32),
+            *block(32, 64),
+            *block(64, 64),
+            torch.nn.AdaptiveAvgPool2d(4),
+            torch.nn.Flatten(),
+            torch.nn.Linear(64 * 16, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - self.centre)
+
+
+def build_reid_model(dim: int = 64, image_size: int = 64) -> ReidNet:
+    """An untrained verification network (initialised from torch's global generator)."""
+    return ReidNet(dim, image_size)
 
 
 def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -181,15 +196,19 @@ def fit_reid(
     gen = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = build_reid_model(settings.dim)
-    model = model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        model = build_reid_model(settings.dim, settings.image_size)
     cache: dict[int, np.ndarray] = {}
 
     def image(i: int) -> np.ndarray:
         if i not in cache:  # resized once: a few thousand small images at most
             cache[i] = _resized(load_image(paths[i]), settings.image_size)
         return cache[i]
+
+    # The mean of (at most 512) train images, each standardised as the model sees them.
+    sample = rng.choice(len(paths), min(len(paths), 512), replace=False)
+    model.centre.copy_(preprocess([image(int(i)) for i in sample], settings.image_size).mean(0))
+    model = model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
 
     per_batch = min(settings.batch_patients, len(names))
     losses = []
@@ -241,7 +260,7 @@ def load_or_fit_reid(
     key = reid_key(settings, hashes, patients, studies)
     folder = Path(cache_dir) / REID_DIR / key[:16]
     weights, record_path = folder / WEIGHTS_FILE, folder / RECORD_FILE
-    model = build_reid_model(settings.dim)
+    model = build_reid_model(settings.dim, settings.image_size)
     if weights.is_file() and record_path.is_file():
         say(f"verification model: reusing {folder}")
         model.load_state_dict(load_file(str(weights)))
@@ -361,6 +380,7 @@ def verification_threshold(different: np.ndarray, false_match_rate: float) -> fl
 __all__ = [
     "ReidEmbedder",
     "ReidSettings",
+    "ReidNet",
     "build_reid_model",
     "fit_reid",
     "heldout_pairs",
