@@ -379,8 +379,10 @@ def summary_lines(doc: dict, out: Path) -> list[str]:
     if doc.get("privacy"):
         lines += privacy_lines(doc["privacy"])
     lines += [f"note: {note}" for note in doc["notes"]]
+    privacy = f", {PRIVACY_TABLE}" if doc.get("privacy") else ""
     lines.append(
         f"wrote {Path(out) / GENERATOR_EVAL_FILE}, {GENERATOR_EVAL_MD}, {MEMORIZATION_FIGURE}"
+        f"{privacy}"
     )
     return lines
 

@@ -37,7 +37,7 @@ import torch
 
 from augmentor.eval_config import GeneratorEvalConfig
 from augmentor.eval_folder import PRIVACY_IMAGES, PRIVACY_TABLE, write_privacy
-from augmentor.features import embed_images
+from augmentor.features import embed_images, embed_subset
 from augmentor.metrics import clustered_rate_interval
 from augmentor.reid import (
     ReidSettings,
@@ -233,6 +233,18 @@ def _row(table: pd.DataFrame, comparison: str) -> dict:
     return _records(table[(table["comparison"] == comparison) & (table["group"] == "all")])[0]
 
 
+def _check_settings(cfg: GeneratorEvalConfig) -> None:
+    if not 0 < cfg.false_match_rate < 1:
+        raise UserError(f"--false-match-rate: {cfg.false_match_rate}; valid: between 0 and 1")
+    for name, value in (
+        ("reid_steps", cfg.reid_steps),
+        ("reid_image_size", cfg.reid_image_size),
+        ("reid_baseline_patients", cfg.reid_baseline_patients),
+    ):
+        if value < 1:
+            raise UserError(f"{name}: {value}; must be at least 1")
+
+
 def audit_privacy(
     synthetic: Manifest,
     real: Manifest,
@@ -245,6 +257,7 @@ def audit_privacy(
     """Train (or reuse) the verification model, set its threshold on real val pairs, score
     the synthetic and real rows, and write `privacy.csv` and `privacy_images.csv` into
     `cfg.out`."""
+    _check_settings(cfg)
     rows = real.rows
     split = rows["split"].to_numpy()
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
@@ -266,7 +279,8 @@ def audit_privacy(
     syn_emb = embed_images(
         synthetic.image_paths(), syn_hashes, [embedder], cache_dir, cfg.batch_size
     )[0]["reid"]
-    real_emb = embed_images(paths, real_hashes, [embedder], cache_dir, cfg.batch_size)[0]["reid"]
+    used = np.isin(split, ("train", "val"))  # test images play no part
+    real_emb = embed_subset(real, real_hashes, used, embedder, cache_dir, cfg.batch_size)["reid"]
     same, different = heldout_pairs(real_emb[val], patients[val], studies[val])
     threshold = verification_threshold(different, cfg.false_match_rate)
     images = synthetic_scores(synthetic.rows, syn_emb, real_emb[train], patients[train])

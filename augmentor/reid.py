@@ -150,9 +150,13 @@ def pair_patients(patients: np.ndarray, studies: np.ndarray) -> dict[str, list[n
     return out
 
 
-def _groups(values: np.ndarray) -> dict[str, np.ndarray]:
-    codes, uniques = np.unique(np.asarray(values).astype(str), return_inverse=True)
-    return {str(u): np.flatnonzero(uniques == i) for i, u in enumerate(codes)}
+def _groups(values: Sequence) -> dict[str, np.ndarray]:
+    """Value -> the row indices holding it (ascending), by one sort."""
+    values = np.asarray(values).astype(str)
+    order = np.argsort(values, kind="stable")
+    uniques, starts = np.unique(values[order], return_index=True)
+    ends = np.append(starts[1:], len(values))
+    return {str(u): order[a:b] for u, a, b in zip(uniques, starts, ends, strict=True)}
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -316,14 +320,13 @@ def patient_scores(
     are left out (an image scored against the other studies of its own patient).
     """
     out = np.full(len(query), np.nan)
-    ref_patients = np.asarray(ref_patients).astype(str)
     rows_of = _groups(ref_patients)
-    targets = np.asarray([None if t is None else str(t) for t in targets], dtype=object)
-    for patient in {t for t in targets if t is not None}:
+    named = np.flatnonzero([t is not None for t in targets])
+    for patient, at in _groups([str(targets[i]) for i in named]).items():
         refs = rows_of.get(patient)
         if refs is None:
             continue
-        queries = np.flatnonzero(targets == patient)
+        queries = named[at]
         sims = query[queries] @ ref[refs].T
         if query_studies is not None and ref_studies is not None:
             own = np.asarray(query_studies).astype(str)[queries][:, None]

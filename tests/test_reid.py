@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from augmentor.card import NO_REID_AUDIT, synthesis_provenance
@@ -20,6 +21,7 @@ from augmentor.features import image_hashes
 from augmentor.privacy import SYN_NEAREST, SYN_PROMPT, TRAIN_OWN, VAL_OTHER, audit_privacy
 from augmentor.reid import (
     ReidSettings,
+    fit_reid,
     heldout_pairs,
     load_or_fit_reid,
     patient_scores,
@@ -178,6 +180,26 @@ def test_patient_scores_take_the_best_image_and_skip_the_own_study():
     assert np.isnan(patient_scores(query, [None, "z"], ref, np.array(["a", "b", "b"]))).all()
 
 
+def test_verification_model_is_deterministic_by_seed(real):
+    rows = real.rows[real.rows["split"] == "train"]
+    paths = [real.root / p for p in rows["image_path"]]
+    args = (paths, rows["patient_id"].to_numpy(), rows["study_id"].to_numpy())
+    first, losses = fit_reid(*args, ReidSettings(steps=5))
+    again, _ = fit_reid(*args, ReidSettings(steps=5))
+    other, _ = fit_reid(*args, ReidSettings(steps=5, seed=1))
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+    assert not torch.equal(first.net[0].weight, other.net[0].weight)
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    one_study = rows.drop_duplicates("patient_id")
+    with pytest.raises(UserError, match="two or more studies"):
+        fit_reid(
+            [real.root / p for p in one_study["image_path"]],
+            one_study["patient_id"].to_numpy(), one_study["study_id"].to_numpy(),
+            ReidSettings(steps=1),
+        )  # fmt: skip
+
+
 def test_audit_threshold_comes_from_val_pairs_at_the_requested_rate(
     audits, real, memorizing, phantom_manifest, cache, tmp_path
 ):
@@ -298,6 +320,11 @@ def test_cli_privacy_prints_the_table_beside_its_baseline(evaluated, memorizing)
     assert len(table) == len(privacy["rows"]) and SYN_PROMPT in set(table["comparison"])
     assert len(pd.read_csv(out / PRIVACY_IMAGES)) == len(read_manifest(memorizing))
     assert (out / "feature_cache" / "reid").is_dir()  # the model, saved for a rerun
+
+
+def test_bad_false_match_rate_is_one_line(memorizing, phantom_manifest, cache, tmp_path):
+    with pytest.raises(UserError, match="--false-match-rate: 1.5"):
+        _audit(memorizing, phantom_manifest, tmp_path, cache, false_match_rate=1.5)
 
 
 def test_evaluate_generator_help_lists_privacy():
