@@ -119,6 +119,10 @@ def _score(row: dict | None, key: str) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
 
 
+def _folder(report: str | None) -> str:
+    return f"`{Path(report).parent}`" if report else "the evaluation folder"
+
+
 def privacy_section(audit: dict | None, policy: str) -> str:
     """The card's Privacy section (Markdown): the re-identification audit's figures beside
     its real baseline when an evaluation has them, the prompt policy, and what a user must
@@ -148,7 +152,7 @@ def privacy_section(audit: dict | None, policy: str) -> str:
             f"{audit.get('n_audited', 'n/a')} of {audit.get('n_synthetic', 'n/a')} synthetic "
             "images name a prompting patient; the model's true-match rate on real val patients "
             f"is {_score(audit, 'val_true_match_rate')}. Full table: `{audit.get('table')}` "
-            f"in `{audit.get('report', 'the evaluation folder')}`'s folder.",
+            f"in {_folder(audit.get('report'))}.",
             "",
         ]
     else:
