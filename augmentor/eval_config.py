@@ -53,7 +53,8 @@ class GeneratorEvalConfig:
     `torch.load(weights_only=True)` reads), or `features_raddino` (a local RadDINO folder,
     `augmentor.raddino`). `oracle` (prompt alignment and laterality)
     defaults to `features` when that is a run; with `features_timm` those sections are
-    skipped. `drop_memorized` writes the synthetic manifest without the flagged rows to
+    skipped. `privacy` adds the re-identification audit (`augmentor.privacy`), its
+    threshold at `false_match_rate` on real val patients. `drop_memorized` writes the synthetic manifest without the flagged rows to
     `filtered_manifest` (default `<synthetic stem>.unmemorized.parquet` beside it; it must
     lie above the synthetic images, which stay put).
     """
@@ -105,6 +106,27 @@ class GeneratorEvalConfig:
     max_pairs: int = setting(20, help="MS-SSIM pairs per group.")
     max_real: int | None = setting(None, help="At most N real images per split (random).")
     thumbnails: int = setting(12, help="Pairs shown in memorization.png.", cli=False)
+    privacy: bool = setting(
+        False,
+        help="Also audit patient re-identification: score each synthetic image against the "
+        "patient whose report prompted it with a verification model trained on real train "
+        "pairs (docs/privacy.md).",
+    )
+    false_match_rate: float = setting(
+        0.01,
+        help="--privacy: the re-identification threshold's false-match rate on real val patients.",
+    )
+    reid_steps: int = setting(
+        300, help="--privacy: training steps of the verification model.", cli=False
+    )
+    reid_image_size: int = setting(
+        64, help="--privacy: side the verification model sees (px).", cli=False
+    )
+    reid_baseline_patients: int = setting(
+        10,
+        help="--privacy: train patients each real val image is scored against (baseline).",
+        cli=False,
+    )
     seed: int = setting(0, help=SEED_HELP)
     resume: bool = setting(False, help=runfolder.RESUME_HELP)
     overwrite: bool = setting(False, help=runfolder.OVERWRITE_HELP)

@@ -11,7 +11,10 @@ it. Torch-free, so those readers never load a model. The folder holds:
 * ``generator_eval.md``: the same as a report section.
 * ``memorization.parquet`` (every synthetic image's nearest train image),
   ``memorization.png`` (the closest pairs) and ``samples.png`` (real beside synthetic).
-* ``feature_cache/``: extractor features by image hash (unless `--cache-dir` says otherwise).
+* ``privacy.csv`` (the re-identification table) and ``privacy_images.csv`` (every synthetic
+  image's scores), with `--privacy` (`augmentor.privacy`).
+* ``feature_cache/``: extractor features by image hash (unless `--cache-dir` says otherwise);
+  with `--privacy` also the verification model (``feature_cache/reid/<key>/``).
 * ``text_encoder_probe.json`` and ``.csv``: the text encoder probe, when one was written here.
 """
 
@@ -38,6 +41,8 @@ MEMORIZATION_TABLE = "memorization.parquet"
 MEMORIZATION_FIGURE = "memorization.png"
 SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding and side
 FEATURE_CACHE_DIR = "feature_cache"
+PRIVACY_TABLE = "privacy.csv"
+PRIVACY_IMAGES = "privacy_images.csv"
 PROBE_SCHEMA = "cxraug.text_encoder_probe/1"
 PROBE_FILE = "text_encoder_probe.json"
 PROBE_TABLE = "text_encoder_probe.csv"
@@ -77,6 +82,13 @@ def write_memorization_table(out: Path, table: pd.DataFrame) -> Path:
     with atomic_path(path, overwrite=True) as tmp:
         table.to_parquet(tmp, index=False)
     return path
+
+
+def write_privacy(out: Path, table: pd.DataFrame, images: pd.DataFrame) -> None:
+    """Write the re-identification table and the per-image scores (`augmentor.privacy`)."""
+    for name, frame in ((PRIVACY_TABLE, table), (PRIVACY_IMAGES, images)):
+        with atomic_path(Path(out) / name, overwrite=True) as tmp:
+            frame.to_csv(tmp, index=False)
 
 
 def write_summary(out: Path, doc: dict) -> Path:
@@ -142,6 +154,7 @@ def summary_document(
     dropped_path: str | None,
     extractor: str | None = None,
     threshold_source: str | None = None,
+    privacy: dict | None = None,
 ) -> dict:
     """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`).
 
@@ -154,6 +167,7 @@ def summary_document(
         extractor: what the features are, as FID is named by them
             (`augmentor.generator_metrics.extractor_title`).
         threshold_source: where the oracle's thresholds and side detector came from.
+        privacy: the re-identification audit's summary (`augmentor.privacy`), if run.
     """
     fid, memo = tables["fidelity"], tables["memorization"]
     alignment, laterality = tables.get("alignment"), tables.get("laterality")
@@ -257,6 +271,7 @@ def summary_document(
             ),
             "dropped_manifest": dropped_path,
         },
+        "privacy": privacy,
         "notes": notes,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
     }
@@ -313,6 +328,44 @@ def memorization_audit(doc: dict) -> dict | None:
     return {k: v for k, v in memo.items() if k != "flagged"} if memo else None
 
 
+def privacy_audit(doc: dict) -> dict | None:
+    """The re-identification audit's summary (without its table rows), or None."""
+    audit = doc.get("privacy")
+    return {k: v for k, v in audit.items() if k != "rows"} if audit else None
+
+
+def _share(row: dict) -> str:
+    if row.get("share_above") is None:
+        return "n/a"
+    low, high = row.get("share_low"), row.get("share_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return f"{row['share_above']:.3f}{interval}"
+
+
+def privacy_lines(audit: dict) -> list[str]:
+    """The re-identification table as text lines, its baseline rows beside the synthetic."""
+    tmr = audit.get("val_true_match_rate")
+    lines = [
+        f"re-identification: threshold {audit['threshold']:.3f} (false-match rate "
+        f"{audit['false_match_rate']:g} on {audit['threshold_pairs']['different_patient']} "
+        f"real val pairs; true-match rate {'n/a' if tmr is None else f'{tmr:.3f}'}); "
+        f"{audit['n_audited']} of {audit['n_synthetic']} synthetic images have a prompting "
+        "patient",
+        f"  {'comparison':<42} {'group':<32} {'n':>5} {'above':>5} {'share [95% CI]':>22} "
+        f"{'mean':>6} {'max':>6}",
+    ]
+    for row in audit["rows"]:
+        mean, top = row.get("mean_score"), row.get("max_score")
+        lines.append(
+            f"  {row['comparison']:<42} {row['group'][:32]:<32} {row['n']:>5} "
+            f"{row['n_above']:>5} {_share(row):>22} "
+            f"{'n/a' if mean is None else f'{mean:.3f}':>6} "
+            f"{'n/a' if top is None else f'{top:.3f}':>6}"
+        )
+    lines += [f"note: {note}" for note in audit.get("notes", [])]
+    return lines
+
+
 def summary_lines(doc: dict, out: Path) -> list[str]:
     """What `cxraug evaluate-generator` prints after its tables."""
     memo = doc["memorization"]
@@ -323,9 +376,13 @@ def summary_lines(doc: dict, out: Path) -> list[str]:
     ]
     if memo["dropped_manifest"]:
         lines.append(f"wrote {memo['dropped_manifest']} without the flagged images")
+    if doc.get("privacy"):
+        lines += privacy_lines(doc["privacy"])
     lines += [f"note: {note}" for note in doc["notes"]]
+    privacy = f", {PRIVACY_TABLE}" if doc.get("privacy") else ""
     lines.append(
         f"wrote {Path(out) / GENERATOR_EVAL_FILE}, {GENERATOR_EVAL_MD}, {MEMORIZATION_FIGURE}"
+        f"{privacy}"
     )
     return lines
 
@@ -354,6 +411,8 @@ __all__ = [
     "FORMAT",
     "GENERATOR_EVAL_FILE",
     "GENERATOR_EVAL_SCHEMA",
+    "PRIVACY_IMAGES",
+    "PRIVACY_TABLE",
     "PROBE_SCHEMA",
     "audited",
     "evaluated_manifest",
@@ -361,12 +420,15 @@ __all__ = [
     "generator_section",
     "load_summary",
     "memorization_audit",
+    "privacy_audit",
+    "privacy_lines",
     "probe_path",
     "read_generator_eval",
     "similarity_stats",
     "summary_document",
     "summary_lines",
     "write_memorization_table",
+    "write_privacy",
     "write_probe",
     "write_summary",
 ]

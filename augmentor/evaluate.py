@@ -54,6 +54,9 @@ What each metric means, and its limits:
   the oracle's held-out calibration images with known side (phantom ground truth, else the
   report's side word), scored on real test images (its own accuracy, the ceiling) and on
   synthetic images against the side the prompt states.
+- Re-identification (`--privacy`, `augmentor.privacy`): a patient-verification model
+  trained on real train pairs scores each synthetic image against the patient whose report
+  prompted it, beside real val images scored against train patients (docs/privacy.md).
 - Memorization: every synthetic image's nearest real train image by cosine of extractor
   features and by pixel correlation of 32x32 thumbnails; pairs at or above either
   threshold are flagged, exact byte copies always. The same search from real test images
@@ -111,6 +114,7 @@ from augmentor.generator_metrics import (
 from augmentor.generator_report import plot_memorization, plot_samples, sample_rows
 from augmentor.laterality import laterality_table
 from augmentor.metrics import ms_ssim_scales
+from augmentor.privacy import audit_privacy
 from augmentor.raddino import RadDinoFeatureExtractor
 from augmentor.report_text import LATERAL_LABELS
 from augmentor.synthetic_set import (
@@ -470,11 +474,19 @@ def _evaluate(
         else:
             dropped_path = str(write_unmemorized_manifest(kept, filtered_path, cfg.overwrite))
 
+    privacy = None
+    if cfg.privacy:
+        say("re-identification audit")
+        privacy = audit_privacy(
+            synthetic, real, emb.syn_hashes, emb.real_hashes, cache_dir, cfg, say
+        )
+        tables["privacy"] = privacy.table
     summary = summary_document(
         asdict(cfg), synthetic, real, features, oracle, tables, size,
         max(1, ms_ssim_scales(size, size)), dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
         extractor=extractor, threshold_source=threshold_source,
+        privacy=privacy.summary if privacy else None,
     )  # fmt: skip
     write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)

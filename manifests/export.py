@@ -194,7 +194,7 @@ def dataset_card(
         counts: images per split folder.
         provenance: for synthetic sets, what made them (see `augmentor.card`): keys
             `generator`, `synthesis`, `prompt_policy`, `training_datasets`,
-            `memorization` (each optional).
+            `memorization`, `privacy` (Markdown of the Privacy section) (each optional).
         name: the card's title.
     """
     provenance = dict(provenance or {})
@@ -283,6 +283,8 @@ def dataset_card(
                 "Images may reproduce training images; audit before sharing.",
                 "",
             ]
+    if provenance.get("privacy"):
+        out += ["## Privacy", "", str(provenance["privacy"]), ""]
     out += ["## Licence and terms of use", ""]
     if upstream:
         out += [
