@@ -397,6 +397,38 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
                 ],
             )
         )
+    audit = doc.get("privacy")
+    if audit:
+        tmr = audit.get("val_true_match_rate")
+        blocks += [
+            ("h", "Re-identification audit"),
+            (
+                "p",
+                f"A patient-verification model trained on real train pairs scores each "
+                f"synthetic image against the patient whose report prompted it and against "
+                f"its nearest train patient; a match is a score above {fmt(audit['threshold'])}, "
+                f"the threshold at a false-match rate of {audit['false_match_rate']:g} on real "
+                f"val pairs (true-match rate on val patients: {fmt(tmr)}). The real rows are "
+                "the baseline: real val images, whose patients are not in train, scored the "
+                "same way. A low share says the model found no link at its power, not that "
+                "none exists.",
+            ),
+            (
+                "table",
+                audit["rows"],
+                [
+                    "comparison",
+                    "group",
+                    "n",
+                    "n_above",
+                    "share_above",
+                    "share_low",
+                    "share_high",
+                    "mean_score",
+                    "max_score",
+                ],
+            ),  # fmt: skip
+        ]
     if probe:
         blocks += [
             ("h", "Text encoder probe (held-out reports, linear probe AUROC)"),

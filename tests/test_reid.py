@@ -320,6 +320,13 @@ def test_cli_privacy_prints_the_table_beside_its_baseline(evaluated, memorizing)
     assert len(table) == len(privacy["rows"]) and SYN_PROMPT in set(table["comparison"])
     assert len(pd.read_csv(out / PRIVACY_IMAGES)) == len(read_manifest(memorizing))
     assert (out / "feature_cache" / "reid").is_dir()  # the model, saved for a rerun
+    # the report's generator section (cxraug report, cxraug study) carries the audit
+    from augmentor.eval_folder import generator_section
+
+    section = generator_section(out)
+    for fragment in (section["md"], section["html"]):
+        assert "Re-identification audit" in fragment and SYN_PROMPT in fragment
+        assert VAL_OTHER in fragment
 
 
 def test_bad_false_match_rate_is_one_line(memorizing, phantom_manifest, cache, tmp_path):
