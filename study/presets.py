@@ -235,7 +235,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "paper",
             "RoentGen's arms, 3 generators and a 4-size sweep on phantoms",
-            "about 90 minutes on 2 CPU cores",
+            "about 100 minutes on 2 CPU cores",
             paper_preset,
         ),
         Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),
