@@ -14,6 +14,9 @@ The names (``<m>``, ``<k>`` and ``<q>`` printed with ``:g``):
 * ``real``: mix 0. ``synthetic``: mix 1, as many synthetic images as real train images.
 * ``synthetic-x<k>``: mix 1, k times as many synthetic images as real train images.
 * ``mix<m>``: synthetic fraction m (0 < m < 1).
+* ``mix<m>-balanced``: the same, its synthetic set balanced over label x demographic
+  subgroup cells (`augmentor.synthesize`'s ``balance_by``) instead of the real set's
+  prevalence; it shares its prevalence-matched twin's step-matched controls (same steps).
 * ``real-steps-<arm>``: a real-only control trained for as many optimizer steps as
   ``<arm>`` (its `matched_to`; ``<arm>`` carries its own real size).
 * ``real-oversample-<arm>``: the same control with its real positives drawn more often, to
@@ -23,8 +26,9 @@ The names (``<m>``, ``<k>`` and ``<q>`` printed with ``:g``):
 * a suffix ``-n<N>`` (``-f<q>``): trained on a nested subset of N real train images (a
   fraction q of them), e.g. ``real-n80``, ``mix0.5-n80``.
 
-Two facts have no field of their own in config.json and are read from the recorded name:
-the factor k of ``synthetic-x<k>`` and the pretrain run's role. A run recorded under a
+Three facts have no field of their own in config.json and are read from the recorded
+name: the factor k of ``synthetic-x<k>``, the pretrain run's role and a mixed arm's
+subgroup-balanced set. A run recorded under a
 name these facts do not print (``train-classifier --arm``) keeps that name
 (`Arm.given_name`): runs are grouped by name, ordered and paired by their facts.
 """
@@ -46,6 +50,7 @@ OTHER = "other"  # a name outside the grammar, read without its config
 
 CONTROL_PREFIX = "real-steps-"
 OVERSAMPLE_PREFIX = "real-oversample-"
+BALANCED_SUFFIX = "-balanced"
 _SIZE_TAG = re.compile(r"-(n\d+|f[0-9.]+)$")
 
 
@@ -73,6 +78,7 @@ class Arm:
     init_from_run: bool = False  # started from another classifier run
     pretrain: bool = False  # the synthetic-only run another arm starts from
     oversample: bool = False  # a control drawing real positives to its matched arm's balance
+    balanced: bool = False  # a mixed arm whose synthetic set is balanced over subgroups
     given_name: str | None = None  # the run's own name, when the facts print another one
 
     # -------------------------------------------------------------------- printing
@@ -111,7 +117,7 @@ class Arm:
             return f"{prefix}{self.matched_to}"
         base = {
             REAL: "real",
-            MIX: f"mix{self.mix:g}",
+            MIX: f"mix{self.mix:g}" + (BALANCED_SUFFIX if self.balanced else ""),
             SYNTHETIC: "synthetic"
             if self.synthetic_scale is None
             else f"synthetic-x{self.synthetic_scale:g}",
@@ -149,8 +155,14 @@ class Arm:
 
     def control(self, oversample: bool = False) -> Arm:
         """The step-matched real-only control of this arm (`oversample`: the one that
-        also draws real positives to this arm's label balance)."""
-        return Arm(mix=0.0, real_size=self.real_size, matched_to=self.name, oversample=oversample)
+        also draws real positives to this arm's label balance); a balanced arm's is its
+        prevalence-matched twin's (the same steps)."""
+        matched = self.twin().name if self.balanced else self.name
+        return Arm(mix=0.0, real_size=self.real_size, matched_to=matched, oversample=oversample)
+
+    def twin(self) -> Arm:
+        """A subgroup-balanced arm's prevalence-matched twin (itself when not balanced)."""
+        return replace(self, balanced=False, given_name=None) if self.balanced else self
 
     def sort_key(self) -> tuple:
         """Report order: the whole train split first, then each real size (ascending);
@@ -165,7 +177,7 @@ class Arm:
             matched = Arm.parse(str(self.matched_to))
             rank = (1, matched.mix if matched.kind == MIX else math.inf, float(self.oversample))
         elif kind == MIX:
-            rank = (2, float(self.mix))
+            rank = (2, float(self.mix), float(self.balanced))
         elif kind == SYNTHETIC:
             rank = (3, self.synthetic_scale or 1.0)
         elif kind == PRETRAIN_FINETUNE:
@@ -218,9 +230,11 @@ class Arm:
             if scale is not None and scale > 0:
                 return cls(mix=1.0, real_size=real_size, synthetic_scale=scale)
         elif base.startswith("mix"):
-            mix = _fraction(base[len("mix") :])
-            if mix is not None:
-                return cls(mix=mix, real_size=real_size)
+            balanced = base.endswith(BALANCED_SUFFIX)
+            text = base[len("mix") : len(base) - len(BALANCED_SUFFIX) if balanced else None]
+            mix = _fraction(text)
+            if mix is not None and (not balanced or 0 < mix < 1):
+                return cls(mix=mix, real_size=real_size, balanced=balanced)
         return cls(mix=None, real_size=real_size, given_name=name)
 
     @classmethod
@@ -241,6 +255,7 @@ class Arm:
                 config["init_from"] is not None if "init_from" in config else parsed.init_from_run
             ),
             pretrain=parsed.pretrain,
+            balanced=parsed.balanced and mix is not None and 0 < mix < 1,
             oversample=bool(config.get("oversample_to")) or parsed.oversample,
         )
         if arm.mix is None:  # no recorded mix and a name outside the grammar
@@ -249,6 +264,7 @@ class Arm:
 
 
 __all__ = [
+    "BALANCED_SUFFIX",
     "CONTROL",
     "CONTROL_PREFIX",
     "MIX",

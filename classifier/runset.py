@@ -151,13 +151,17 @@ def matched_controls(runs: Sequence[Run], oversample: bool = False) -> dict[str,
     ``real-steps-<arm>``); a ``real-steps-<arm>`` run without it matches `<arm>` by name.
     With `oversample`, the positives-matched controls instead (``"oversample": true``,
     ``real-oversample-<arm>``: as many steps, and real positives drawn to the arm's label
-    balance).
+    balance). A subgroup-balanced arm (``mix<m>-balanced``) gets its prevalence-matched
+    twin's controls: they took as many steps.
     """
     out: dict[str, str] = {}
-    for run in runs:
-        arm = Arm.from_config(run.config, run.arm)
+    arms = [Arm.from_config(run.config, run.arm) for run in runs]
+    for run, arm in zip(runs, arms, strict=True):
         if arm.matched_to and arm.oversample == oversample:
             out.setdefault(str(arm.matched_to), run.arm)
+    for arm in arms:  # a subgroup-balanced arm shares its twin's controls (same steps)
+        if arm.balanced and arm.twin().name in out:
+            out.setdefault(arm.name, out[arm.twin().name])
     return out
 
 

@@ -8,7 +8,8 @@ DESIGN.md's flow; there is no second code path:
   -> `data/manifest.parquet`
 * finetune: `augmentor.finetune.finetune` (`cxraug finetune`) -> `generator/`
 * synthesize: `augmentor.synthesize.synthesize` (`cxraug synthesize`)
-  -> `synthetic/manifest.parquet`
+  -> `synthetic/manifest.parquet` (and `synthetic-balanced/`, the same counts balanced over
+  label x subgroup cells, when `synthesis.balanced_set` names subgroup columns)
 * train: `classifier.train.train_classifier` (`cxraug train-classifier`), per arm and seed
   -> `runs/<arm>-seed<k>/`
 * evaluate-generator (optional): `augmentor.evaluate.evaluate_generator`
@@ -281,8 +282,9 @@ def stage_train(
 def stage_generator(
     cfg: StudyConfig, layout: StudyLayout, stages: Stages, unit, real_manifest, counts, log
 ) -> Path:
-    """Fine-tune one of the study's generators and draw its synthetic set (each a stage
-    of its own, skipped when done); returns the set's manifest."""
+    """Fine-tune one of the study's generators and draw its synthetic set, and its
+    subgroup-balanced set when the study has one (each a stage of its own, skipped when
+    done); returns {balanced: the set's manifest}."""
     from augmentor.synthetic_set import manifest_path
     from manifests.io import write_manifest
     from manifests.mixing import subset_real_train
@@ -303,20 +305,26 @@ def stage_generator(
             cfg.generator, prompts, generator, log, **finetune_settings(cfg.generator, unit)
         )
         stages.finish(f"finetune{suffix}", start)
-    folder = layout.synthetic_of(unit)
-    synthetic = manifest_path(folder)
-    if not stages.done(f"synthesize{suffix}", synthetic):
+    needed = (
+        synthetic_needed(cfg.classifier, counts[(unit.real_size, unit.seed)])
+        if unit.per_size
+        else None
+    )
+    changes = synthesis_settings(cfg.synthesis, unit, needed)
+    sets = {False: manifest_path(layout.synthetic_of(unit))}
+    if cfg.synthesis.balanced_set and not unit.per_size:
+        sets[True] = manifest_path(layout.synthetic_of(unit, balanced=True))
+    for balanced, synthetic in sets.items():
+        name = f"synthesize{'-balanced' if balanced else ''}{suffix}"
+        if stages.done(name, synthetic):
+            continue
         start = time.perf_counter()
-        needed = (
-            synthetic_needed(cfg.classifier, counts[(unit.real_size, unit.seed)])
-            if unit.per_size
-            else None
-        )
-        changes = synthesis_settings(cfg.synthesis, unit, needed)
+        folder = synthetic.parent
+        extra = {"balance_by": tuple(cfg.synthesis.balanced_set)} if balanced else {}
         log(f"synthesize {changes.get('labels', cfg.synthesis.value('labels'))} -> {folder}")
-        stage_synthesize(cfg.synthesis, generator, prompts, folder, log, **changes)
-        stages.finish(f"synthesize{suffix}", start)
-    return synthetic
+        stage_synthesize(cfg.synthesis, generator, prompts, folder, log, **changes, **extra)
+        stages.finish(name, start)
+    return sets
 
 
 def check_primary(cfg: StudyConfig, out: Path) -> None:
@@ -331,7 +339,9 @@ def check_primary(cfg: StudyConfig, out: Path) -> None:
     sizes = [None, *c.real_sizes]
     counts = {(size, seed): 1 for size in sizes for seed in c.seeds}  # names only
     units = plan_generators(cfg.generator, c)
-    trained = {run.arm.name for run in plan_runs(c, out, 1, counts, units) if run.report}
+    balanced = bool(cfg.synthesis.balanced_set)
+    planned = plan_runs(c, out, 1, counts, units, balanced=balanced)
+    trained = {run.arm.name for run in planned if run.report}
     for arm in parse_comparison(declared, flag="study: report.primary")[:2]:
         if arm not in trained:
             raise UserError(
@@ -375,16 +385,23 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
     real_manifest = read_manifest(real)
     counts = real_train_counts(cfg.classifier, real_manifest)
     units = plan_generators(cfg.generator, cfg.classifier)
-    synthetic_sets = {}
+    synthetic_sets = {}  # (unit, balanced) -> manifest
     for unit in units:
-        synthetic_sets[unit] = stage_generator(
-            cfg, layout, stages, unit, real_manifest, counts, log
-        )
-    synthetic = synthetic_sets[units[0]]
+        sets = stage_generator(cfg, layout, stages, unit, real_manifest, counts, log)
+        synthetic_sets.update({(unit, balanced): path for balanced, path in sets.items()})
+    synthetic = synthetic_sets[(units[0], False)]
 
     n_synthetic = len(read_manifest(synthetic, columns=[], validate=False).rows)
     oracle_manifest = layout.oracle_manifest if cfg.data.has_oracle else None
-    plan = plan_runs(cfg.classifier, out, n_synthetic, counts, units, oracle_manifest)
+    plan = plan_runs(
+        cfg.classifier,
+        out,
+        n_synthetic,
+        counts,
+        units,
+        oracle_manifest,
+        balanced=bool(cfg.synthesis.balanced_set),
+    )
     train_start = time.perf_counter()
     for run in plan:
         name = f"train {run.out.relative_to(out)}"
@@ -394,7 +411,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
             continue
         start = time.perf_counter()
         log(f"{name}: arm {run.arm.name}, seed {run.seed}")
-        unit_set = synthetic_sets.get(run.generator) if run.generator is not None else None
+        unit_set = synthetic_sets.get((run.generator, run.arm.balanced))
         stage_train(cfg.classifier, real, unit_set, run, log)
         stages.seconds[name] = time.perf_counter() - start
     runs = [run.out for run in plan if run.report]

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from augmentor.config import FinetuneConfig, SynthesisConfig
 from classifier.config import ReportConfig, TrainConfig, parse_comparison
 from classifier.training.records import jsonable
+from manifests.demographics import check_balance_columns
 from manifests.errors import UserError
 from manifests.settings import field_default, setting
 
@@ -176,6 +177,12 @@ class SynthesisStageConfig(Section):
 
     settings: dict[str, Any] = field(
         default_factory=lambda: {"labels": "pleural_effusion:100,pneumothorax:100"}
+    )
+    balanced_set: list[str] = setting(
+        default_factory=list,
+        help="subgroup columns (sex, age_group) of a second synthetic set per whole-split "
+        "generator, the same counts balanced over label x subgroup cells (balance_by); every "
+        "mixed arm those generators serve gets a twin mix<m>-balanced on it (empty: none)",
     )
 
 
@@ -507,6 +514,10 @@ def check_config(cfg: StudyConfig) -> None:
         raise UserError(
             "study: data.oracle_images must be 0 or more and data.oracle_fraction in [0, 1)"
         )
+    if cfg.synthesis.balanced_set:
+        check_balance_columns(cfg.synthesis.balanced_set, flag="study: synthesis.balanced_set")
+        if not c.mixes:
+            raise UserError("study: synthesis.balanced_set needs classifier.mixes (its arms mix)")
     if cfg.report.value("primary") is not None:
         parse_comparison(cfg.report.value("primary"), flag="study: report.primary")
 

@@ -11,7 +11,8 @@ A study folder (`cxraug study --out`) holds:
   study's val and test), when the study reserves patients for it; ``data/subsets/``: the
   nested real subsets per-size generators are fine-tuned on.
 * ``generator/``: the fine-tuned generator (`augmentor.generator`'s folder).
-* ``synthetic/``: the synthetic set (`augmentor.synthetic_set`'s folder).
+* ``synthetic/``: the synthetic set (`augmentor.synthetic_set`'s folder);
+  ``synthetic-balanced/`` its subgroup-balanced twin (`synthesis.balanced_set`).
 * ``generators/<key>/generator/`` and ``generators/<key>/synthetic/``: every further
   generator and its set (`study.generators.GeneratorUnit.key`).
 * ``runs/<arm>-seed<k>/``: one classifier run per arm and seed (`classifier.run`'s folder;
@@ -93,11 +94,11 @@ class StudyLayout:
             self.generator if not unit.key else self.out / GENERATORS_DIR / unit.key / GENERATOR_DIR
         )
 
-    def synthetic_of(self, unit) -> Path:
-        """A generator's synthetic set folder."""
-        return (
-            self.synthetic if not unit.key else self.out / GENERATORS_DIR / unit.key / SYNTHETIC_DIR
-        )
+    def synthetic_of(self, unit, balanced: bool = False) -> Path:
+        """A generator's synthetic set folder (`balanced`: its subgroup-balanced set,
+        `synthetic-balanced/` beside it)."""
+        name = SYNTHETIC_DIR + ("-balanced" if balanced else "")
+        return self.out / name if not unit.key else self.out / GENERATORS_DIR / unit.key / name
 
     @property
     def generator(self) -> Path:

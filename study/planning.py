@@ -17,6 +17,8 @@ step-matched controls and the larger synthetic arms. Arms (names from `classifie
 * ``real-oversample-mix<m>...`` (`oversample_controls`): a second control per mixed arm,
   as many steps, its real positives drawn to the label balance the mixed arm's runs of the
   same seed realised (read from their config.json when it trains: `balance_from`);
+* ``mix<m>-balanced`` (`synthesis.balanced_set`): each mixed arm served by whole-split
+  generators again, on their subgroup-balanced sets; it shares the mixed arm's controls;
 * ``oracle`` (when the study reserves patients for it): the fidelity oracle, trained on
   those patients alone; no arm of the report.
 
@@ -27,7 +29,7 @@ A run that uses synthetic images is planned once per generator it draws from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from classifier.arms import Arm
@@ -61,6 +63,7 @@ def plan_runs(
     real_counts: dict | None = None,
     units: list[GeneratorUnit] | None = None,
     oracle: Path | None = None,
+    balanced: bool = False,
 ) -> list[ArmRun]:
     """Arms x seeds (x generators), in training order (a run before any run that starts
     from it or matches its label balance).
@@ -68,7 +71,8 @@ def plan_runs(
     `real_counts[(size, seed)]` is the number of real train images a run at `size` gets
     (None: the whole split); it sizes step-matched controls and larger synthetic arms.
     `units`: the study's generators (default: one); `oracle`: the oracle's manifest, when
-    the study trains one (first, on the first seed).
+    the study trains one (first, on the first seed); `balanced`: every mixed arm that
+    whole-split generators serve gets its subgroup-balanced twin.
     """
     layout = StudyLayout(Path(out))
     real_counts = real_counts or {}
@@ -97,6 +101,8 @@ def plan_runs(
             for m in sorted(cfg.mixes) if size is not None or cfg.full_size_mixes else ():
                 mixed = Arm(mix=m, real_size=size)
                 mixed_runs = add_synthetic(mixed, seed)
+                if balanced and not any(r.generator.per_size for r in mixed_runs):
+                    add_synthetic(replace(mixed, balanced=True), seed)
                 if n_size is None:
                     continue
                 plan = plan_mix(n_size, n_synthetic, m)

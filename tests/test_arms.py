@@ -111,3 +111,44 @@ def test_oversample_control_names_parses_and_sorts_after_the_plain_control():
     assert Arm.from_config(config).oversample
     order = sorted([over, mixed, mixed.control()], key=Arm.sort_key)
     assert [a.name for a in order] == ["real-steps-mix0.5-n80", over.name, "mix0.5-n80"]
+
+
+def test_balanced_twin_prints_parses_sorts_and_shares_its_twins_controls(tmp_path):
+    from classifier.runset import matched_controls
+
+    balanced = Arm(mix=0.5, real_size=80, balanced=True)
+    assert balanced.name == "mix0.5-balanced-n80" and balanced.family == "mix0.5-balanced"
+    assert Arm.parse(balanced.name) == balanced
+    assert Arm.from_config({"arm": balanced.name, "mix": 0.5, "real_size": 80.0}) == balanced
+    assert balanced.twin() == Arm(mix=0.5, real_size=80)
+    assert balanced.control().name == "real-steps-mix0.5-n80"  # the same steps as its twin
+    assert Arm.parse("mix1-balanced").kind == OTHER  # only a mixed arm has a balanced twin
+    order = sorted([balanced, balanced.twin(), balanced.control()], key=Arm.sort_key)
+    assert [a.name for a in order] == ["real-steps-mix0.5-n80", "mix0.5-n80", balanced.name]
+
+    class _Run:
+        def __init__(self, arm: Arm) -> None:
+            self.arm, self.config = arm.name, {"arm": arm.name, "matched_to": arm.matched_to}
+
+    runs = [_Run(a) for a in (balanced.twin(), balanced, balanced.control())]
+    assert matched_controls(runs) == {
+        "mix0.5-n80": "real-steps-mix0.5-n80",
+        "mix0.5-balanced-n80": "real-steps-mix0.5-n80",
+    }
+
+
+def test_balanced_twins_are_planned_only_where_whole_split_generators_serve(tmp_path):
+    from study.generators import GeneratorUnit
+
+    cfg = load_study_config("smoke").classifier
+    cfg.seeds, cfg.mixes, cfg.real_sizes, cfg.full_size_mixes = [0], [0.5], [20, 40], False
+    cfg.pretrain_finetune = cfg.synthetic_arm = False
+    counts = {(None, 0): 60, (20, 0): 20, (40, 0): 40}
+    units = [GeneratorUnit(), GeneratorUnit(real_size=40.0, seed=0)]
+    plan = plan_runs(cfg, tmp_path, 100, counts, units, balanced=True)
+    names = [run.arm.name for run in plan]
+    assert "mix0.5-balanced-n20" in names and "mix0.5-balanced-n40" not in names
+    assert "real-steps-mix0.5-balanced-n20" not in names  # it shares its twin's control
+    twin = next(r for r in plan if r.arm.name == "mix0.5-balanced-n20")
+    assert twin.generator == GeneratorUnit() and twin.out.name == "mix0.5-balanced-n20-seed0"
+    assert len(plan_runs(cfg, tmp_path, 100, counts, units)) == len(plan) - 1
