@@ -192,14 +192,29 @@ def demo_data(cfg: DemoDataConfig) -> None:
 
 
 @manifest_app.command("summary")
-def manifest_summary(manifest: ManifestArg) -> None:
-    """Rows per split and source, and label prevalence."""
+def manifest_summary(
+    manifest: ManifestArg,
+    age_groups: Annotated[
+        str | None,
+        typer.Option(
+            "--age-groups",
+            help="Age-group edges in years for the subgroup tables (default 40,65: <40, "
+            "40-64, 65+).",
+        ),
+    ] = None,
+) -> None:
+    """Rows per split and source, label prevalence, and positive images (patients) per
+    label x subgroup (sex, age group; 'unknown' where the manifest has no value)."""
+    from manifests.demographics import parse_age_edges
     from manifests.io import read_manifest
     from manifests.summary import summarize
 
-    summary = summarize(read_manifest(manifest), where=str(manifest))
+    edges = parse_age_edges(age_groups)
+    summary = summarize(read_manifest(manifest), where=str(manifest), age_edges=edges)
     print_frame(summary.counts, f"{manifest}: images and patients", out=console)
     print_frame(summary.prevalence, "label prevalence (positive / uncertain share)", out=console)
+    for group, table in summary.subgroup_tables.items():
+        print_frame(table, f"{group}: positive images (patients) per subgroup", out=console)
     if summary.not_labelled:
         console.print(
             f"not labelled by the source ({len(summary.not_labelled)}, all NaN; not counted "
@@ -300,9 +315,26 @@ def import_mimic_cmd(
     label_set: ImportLabelSet = None,
     frontal_only: FrontalOnly = False,
     check_images: CheckImages = False,
+    patients: Annotated[
+        Path | None,
+        typer.Option(
+            "--patients",
+            help="MIMIC-IV hosp/patients.csv(.gz): sex (gender) and age at each study "
+            "(anchor_age + StudyDate year - anchor_year). Without it sex and age are null.",
+        ),
+    ] = None,
+    admissions: Annotated[
+        Path | None,
+        typer.Option(
+            "--admissions",
+            help="MIMIC-IV hosp/admissions.csv(.gz): a `race` column, each patient's most "
+            "frequent stated race (ties: the latest admission).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """MIMIC-CXR-JPG: files/, mimic-cxr-2.0.0-{metadata,chexpert|negbio,split}.csv(.gz)."""
+    """MIMIC-CXR-JPG: files/, mimic-cxr-2.0.0-{metadata,chexpert|negbio,split}.csv(.gz);
+    demographics from MIMIC-IV (joined on subject_id)."""
     _import(
         "mimic-cxr",
         out,
@@ -313,6 +345,8 @@ def import_mimic_cmd(
         label_set=label_set,
         frontal_only=frontal_only,
         check_images=check_images,
+        patients=patients,
+        admissions=admissions,
     )
 
 

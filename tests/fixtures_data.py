@@ -30,6 +30,33 @@ MIMIC_METADATA_COLUMNS = (
     "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 )
+# MIMIC-IV v2.2 hosp/patients.csv and hosp/admissions.csv headers, in the published order.
+MIMIC_IV_PATIENTS_COLUMNS = (
+    "subject_id",
+    "gender",
+    "anchor_age",
+    "anchor_year",
+    "anchor_year_group",
+    "dod",
+)
+MIMIC_IV_ADMISSIONS_COLUMNS = (
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "admission_type",
+    "admit_provider_id",
+    "admission_location",
+    "discharge_location",
+    "insurance",
+    "language",
+    "marital_status",
+    "race",
+    "edregtime",
+    "edouttime",
+    "hospital_expire_flag",
+)
 # mimic-cxr-2.0.0-chexpert.csv / -negbio.csv order (alphabetical labels).
 MIMIC_LABEL_COLUMNS = ("subject_id", "study_id", *sorted(CHEXPERT_LABELS))
 CHEXPERT_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
@@ -90,6 +117,51 @@ MIMIC_NEGBIO = {
     "53189527": {"Pleural Effusion": "1.0", "Atelectasis": "1.0"},
     "57375967": {"Cardiomegaly": "1.0", "Edema": "0.0"},
     "51111111": {"Pneumonia": "-1.0"},
+}
+# StudyDate (YYYYMMDD, shifted like the patient's anchor_year); 51111111 has none.
+MIMIC_STUDY_DATES = {
+    "50414267": "21800506",
+    "53189527": "21830101",
+    "57375967": "21321102",
+    "51111111": "",
+    "52222222": "21900101",
+}
+# MIMIC-IV patients: (subject_id, gender, anchor_age, anchor_year, anchor_year_group, dod).
+# 12000000 is missing; 19999999 has no chest X-ray.
+MIMIC_IV_PATIENTS = (
+    ("10000032", "F", 52, 2180, "2014 - 2016", "2180-09-09"),
+    ("10000764", "M", 86, 2132, "2014 - 2016", ""),
+    ("11000011", "F", 30, 2150, "2008 - 2010", ""),
+    ("19999999", "M", 60, 2170, "2017 - 2019", ""),
+)
+# Ages the importer derives per study: anchor_age + StudyDate year - anchor_year.
+MIMIC_EXPECTED_AGES = {
+    "50414267": 52.0,
+    "53189527": 55.0,
+    "57375967": 86.0,
+    "51111111": 30.0,  # no StudyDate: anchor_age
+}
+# MIMIC-IV admissions: (subject_id, hadm_id, admittime, race).
+MIMIC_IV_ADMISSIONS = (
+    # Two WHITE, three UNKNOWN: WHITE.
+    ("10000032", "22595853", "2180-05-06 22:23:00", "WHITE"),
+    ("10000032", "22841357", "2180-06-26 18:27:00", "UNKNOWN"),
+    ("10000032", "25742920", "2180-08-05 23:44:00", "UNKNOWN"),
+    ("10000032", "29079034", "2180-07-23 12:35:00", "WHITE"),
+    ("10000032", "29079035", "2180-07-25 12:35:00", "UNKNOWN"),
+    # One each: the latest admission's race wins the tie.
+    ("10000764", "27897940", "2132-10-14 23:31:00", "BLACK/AFRICAN AMERICAN"),
+    ("10000764", "27897941", "2132-12-01 08:00:00", "WHITE"),
+    # Nothing stated.
+    ("11000011", "21111111", "2150-03-01 10:00:00", "UNABLE TO OBTAIN"),
+    ("11000011", "21111112", "2150-04-01 10:00:00", "PATIENT DECLINED TO ANSWER"),
+    ("19999999", "29999999", "2170-01-01 10:00:00", "ASIAN"),
+)
+MIMIC_EXPECTED_RACES = {
+    "10000032": "WHITE",
+    "10000764": "WHITE",
+    "11000011": None,
+    "12000000": None,
 }
 MIMIC_SPLIT = {"10000032": "train", "10000764": "validate", "11000011": "test", "12000000": "train"}
 MIMIC_REPORTS = {
@@ -162,7 +234,7 @@ def make_mimic(tmp: Path) -> tuple[Path, Path]:
                 view,
                 3056,
                 2544,
-                21800506,
+                MIMIC_STUDY_DATES[study],
                 213014.531,
                 "CHEST (PA AND LAT)",
                 "postero-anterior" if view == "PA" else "lateral",
@@ -190,6 +262,21 @@ def make_mimic(tmp: Path) -> tuple[Path, Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(MIMIC_REPORTS[study])
     return root, reports
+
+
+def make_mimic_iv(tmp: Path) -> tuple[Path, Path]:
+    """MIMIC-IV hosp/patients.csv.gz and hosp/admissions.csv for `make_mimic`'s subjects."""
+    hosp = tmp / "mimiciv" / "2.2" / "hosp"
+    patients = write_csv(
+        hosp / "patients.csv.gz", MIMIC_IV_PATIENTS_COLUMNS, [list(p) for p in MIMIC_IV_PATIENTS]
+    )
+    rows = [
+        [subject, hadm, admit, "", "", "EW EMER.", "P874LG", "EMERGENCY ROOM", "HOME"]
+        + ["Other", "ENGLISH", "WIDOWED", race, "", "", "0"]
+        for subject, hadm, admit, race in MIMIC_IV_ADMISSIONS
+    ]
+    admissions = write_csv(hosp / "admissions.csv", MIMIC_IV_ADMISSIONS_COLUMNS, rows)
+    return patients, admissions
 
 
 # ------------------------------------------------------------------ CheXpert

@@ -31,11 +31,16 @@ from manifests.splits import check_leakage, split_by_patient
 from manifests.summary import summarize
 from tests.fixtures_data import (
     CHEXPERT_COLUMNS,
+    MIMIC_EXPECTED_AGES,
+    MIMIC_EXPECTED_RACES,
     MIMIC_EXPECTED_REPORTS,
+    MIMIC_IV_ADMISSIONS_COLUMNS,
+    MIMIC_IV_PATIENTS_COLUMNS,
     NIH_ROWS,
     make_chexpert,
     make_folder,
     make_mimic,
+    make_mimic_iv,
     make_nih,
     write_csv,
     write_dicom,
@@ -178,7 +183,54 @@ def test_mimic_import(tmp_path):
     assert any("1 study(ies) have no report file" in n for n in notes)
     assert rows["view"].tolist()[:3] == ["PA", "LATERAL", "AP"] and rows["view"].iloc[6] is None
     assert rows["dicom_id"].iloc[0] == "0a1b2c3d-00000001"
-    assert rows["sex"].isna().all() and rows["age"].isna().all()
+    # No --patients: no demographics, and a note says where they are.
+    assert rows["sex"].isna().all() and rows["age"].isna().all() and "race" not in rows
+    assert any("no --patients file" in n and "patients.csv" in n for n in notes)
+
+
+def test_mimic_demographics_from_mimic_iv(tmp_path):
+    root, _ = make_mimic(tmp_path)
+    patients, admissions = make_mimic_iv(tmp_path)
+    m = import_mimic_cxr(root, patients=patients, admissions=admissions)
+    rows = m.rows
+    by_study = rows.groupby("study_id")
+    # Sex is gender; age is anchor_age + (StudyDate year - anchor_year), else anchor_age.
+    assert by_study["sex"].first().dropna().to_dict() == {
+        "50414267": "F",
+        "53189527": "F",
+        "57375967": "M",
+        "51111111": "F",
+    }
+    assert by_study["age"].first().dropna().to_dict() == MIMIC_EXPECTED_AGES
+    assert rows.loc[rows["study_id"] == "53189527", "age"].tolist() == [55.0]  # 2183 - 2180 + 52
+    # 12000000 is not in patients.csv: null sex and age, counted in a note.
+    absent = rows["patient_id"] == "12000000"
+    assert rows.loc[absent, "sex"].isna().all() and rows.loc[absent, "age"].isna().all()
+    notes = manifest_notes(m)
+    assert any("1 patient(s) (1 image(s)) are not in patients.csv.gz" in n for n in notes)
+    assert any("3 of 4 patient(s) found" in n and "anchor_age for 2 image(s)" in n for n in notes)
+    # Race: the most frequent stated race (UNKNOWN ignored), ties to the latest admission.
+    race = rows.groupby("patient_id")["race"].first()
+    assert {p: (None if pd.isna(r) else r) for p, r in race.items()} == MIMIC_EXPECTED_RACES
+    assert any("race from admissions.csv: stated for 2 of 4 patient(s)" in n for n in notes)
+    # The demographics survive a write and read; race is an optional string column.
+    back = read_manifest(write_manifest(m, tmp_path / "out" / "m.parquet"))
+    assert back.rows["race"].tolist()[:4] == ["WHITE", "WHITE", "WHITE", "WHITE"]
+    assert pd.isna(back.rows["race"].iloc[4]) and back.rows["age"].iloc[3] == 86.0
+    provenance = json.loads(m.metadata["cxraug.import"])
+    assert provenance["patients"].endswith("patients.csv.gz")
+    assert provenance["admissions"].endswith("admissions.csv")
+
+
+def test_mimic_iv_fixtures_use_published_headers(tmp_path):
+    patients, admissions = make_mimic_iv(tmp_path)
+    with gzip.open(patients, "rt") as f:
+        assert (
+            f.readline().strip() == "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod"
+        )
+    assert tuple(admissions.read_text().splitlines()[0].split(",")) == MIMIC_IV_ADMISSIONS_COLUMNS
+    assert MIMIC_IV_PATIENTS_COLUMNS[:4] == ("subject_id", "gender", "anchor_age", "anchor_year")
+    assert "race" in MIMIC_IV_ADMISSIONS_COLUMNS and "ethnicity" not in MIMIC_IV_ADMISSIONS_COLUMNS
 
 
 def test_mimic_negbio_frontal_only_and_nih_labels(tmp_path):
@@ -350,7 +402,17 @@ def test_folder_split_column_becomes_official_split(tmp_path):
 def _cli_args(kind: str, tmp_path: Path) -> list[str]:
     if kind == "mimic-cxr":
         root, reports = make_mimic(tmp_path)
-        return ["--root", str(root), "--reports", str(reports)]
+        patients, admissions = make_mimic_iv(tmp_path)
+        return [
+            "--root",
+            str(root),
+            "--reports",
+            str(reports),
+            "--patients",
+            str(patients),
+            "--admissions",
+            str(admissions),
+        ]
     if kind == "chexpert":
         return ["--root", str(make_chexpert(tmp_path))]
     if kind == "nih":
@@ -478,6 +540,62 @@ def _mimic_bad_split(tmp):
     with gzip.open(path, "wt") as f:
         f.write(text)
     return ["mimic-cxr", "--root", str(root)], ["split.csv.gz line 5", "'holdout'", "validate"]
+
+
+def _mimic_iv_args(tmp, patients=None, admissions=None):
+    root, _ = make_mimic(tmp)
+    default_patients, default_admissions = make_mimic_iv(tmp)
+    return [
+        "mimic-cxr",
+        "--root",
+        str(root),
+        "--patients",
+        str(patients or default_patients),
+        "--admissions",
+        str(admissions or default_admissions),
+    ]
+
+
+def _mimic_patients_missing_column(tmp):
+    args = _mimic_iv_args(tmp)
+    _drop_first_line_column(Path(args[4]), "anchor_year")
+    return args, ["patients.csv.gz", "'anchor_year'"]
+
+
+def _mimic_admissions_missing_column(tmp):
+    args = _mimic_iv_args(tmp)
+    _drop_first_line_column(Path(args[6]), "race")
+    return args, ["admissions.csv", "'race'"]
+
+
+def _mimic_patients_not_a_file(tmp):
+    return _mimic_iv_args(tmp, patients=tmp / "hosp"), ["--patients", "hosp", "not a file"]
+
+
+def _mimic_patients_unreadable(tmp):
+    bad = tmp / "patients.csv.gz"
+    bad.write_bytes(b"not gzip at all")
+    return _mimic_iv_args(tmp, patients=bad), ["patients.csv.gz", "unreadable"]
+
+
+def _mimic_patients_bad_age(tmp):
+    args = _mimic_iv_args(tmp)
+    path = Path(args[4])
+    with gzip.open(path, "rt") as f:
+        text = f.read().replace(",M,86,", ",M,eighty,")
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+    return args, ["patients.csv.gz line 3", "'anchor_age'", "'eighty'"]
+
+
+def _mimic_bad_study_date(tmp):
+    args = _mimic_iv_args(tmp)
+    path = Path(args[2]) / "mimic-cxr-2.0.0-metadata.csv.gz"
+    with gzip.open(path, "rt") as f:
+        text = f.read().replace(",21321102,", ",2132-11-02,")
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+    return args, ["metadata.csv.gz line 5", "'StudyDate'", "YYYYMMDD"]
 
 
 def _chexpert_missing_first_image(tmp):
@@ -623,6 +741,12 @@ BAD_INPUTS = [
     _mimic_bad_labeler,
     _mimic_no_csv,
     _mimic_bad_split,
+    _mimic_patients_missing_column,
+    _mimic_admissions_missing_column,
+    _mimic_patients_not_a_file,
+    _mimic_patients_unreadable,
+    _mimic_patients_bad_age,
+    _mimic_bad_study_date,
     _chexpert_missing_first_image,
     _chexpert_missing_later_image,
     _chexpert_escaping_path,

@@ -8,9 +8,17 @@ Layout (as PhysioNet ships it)::
     ROOT/mimic-cxr-2.0.0-negbio.csv(.gz)     same columns, NegBio labeler
     ROOT/mimic-cxr-2.0.0-split.csv(.gz)      dicom_id, study_id, subject_id, split
     REPORTS/files/pXX/pSUBJECT/sSTUDY.txt    free-text reports (MIMIC-CXR, optional)
+    MIMIC-IV hosp/patients.csv(.gz)          subject_id, gender, anchor_age, anchor_year, ...
+    MIMIC-IV hosp/admissions.csv(.gz)        subject_id, hadm_id, admittime, ..., race, ...
 
 Labels are per study (1, 0, -1 uncertain, blank -> NaN); a study without a label row gets
 NaN everywhere. The official split (train/validate/test) is kept in `official_split`.
+
+MIMIC-CXR-JPG has no demographics; MIMIC-IV has them, keyed by the same `subject_id`
+(both optional). Sex is `gender`. Age at a study is `anchor_age + (study year -
+anchor_year)`: MIMIC shifts every date of a patient by one offset, the same in the
+metadata's `StudyDate` and in `anchor_year`, so the difference of years is real. Race
+(column `race`) is a patient's most frequent stated race over their admissions.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from manifests.importers.common import (
     find_table,
     finish_import,
     import_request,
+    normalize_sex,
     normalize_view,
     official_split,
+    parse_age,
     parse_label_values,
     read_csv_checked,
     relabel,
@@ -46,6 +56,12 @@ LABELERS = ("chexpert", "negbio")
 PREFIX = "mimic-cxr-2.0.0"
 _DIGITS = re.compile(r"^\d+$")
 _DICOM_ID = re.compile(r"^[0-9A-Za-z.-]+$")
+# MIMIC-CXR's StudyDate is YYYYMMDD (a re-saved CSV may write it as a float: 21800506.0).
+_STUDY_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:\.0*)?$")
+# MIMIC-IV race values that say nothing about the patient's race.
+UNKNOWN_RACES = ("UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER")
+PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year")
+ADMISSIONS_COLUMNS = ("subject_id", "admittime", "race")
 
 
 def _check_ids(frame: pd.DataFrame, columns: tuple[str, ...], where: list[str]) -> None:
@@ -108,6 +124,162 @@ def read_reports(reports: Path, studies: pd.DataFrame) -> tuple[pd.Series, str, 
     )
 
 
+# ------------------------------------------------------------------ MIMIC-IV demographics
+
+
+def _mimic_iv_table(path: Path, flag: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """A MIMIC-IV hosp table given by `flag` (.csv or .csv.gz), its ids checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: not a file; valid: MIMIC-IV's hosp/{flag[2:]}.csv(.gz)")
+    frame = read_csv_checked(path, list(required))
+    frame[WHERE] = where_lines(path, len(frame))
+    _check_ids(frame, ("subject_id",), frame[WHERE].tolist())
+    return frame
+
+
+def _parse_year(values: pd.Series, where: list[str], column: str) -> np.ndarray:
+    """Whole years as floats (blank -> NaN); anything else is a UserError naming the row."""
+    text = values.astype("string").str.strip()
+    years = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = (text.fillna("") != "").to_numpy() & np.isnan(years)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{where[i]}: column {column!r}: {values.iloc[i]!r} is not a year")
+    return years
+
+
+def read_patients(path: Path) -> pd.DataFrame:
+    """MIMIC-IV patients.csv(.gz) as subject_id -> sex ('F'/'M'/None), anchor_age, anchor_year."""
+    frame = _mimic_iv_table(path, "--patients", PATIENTS_COLUMNS)
+    where = frame[WHERE].tolist()
+    repeated = frame["subject_id"].duplicated().to_numpy()
+    if repeated.any():
+        i = int(np.flatnonzero(repeated)[0])
+        raise UserError(f"{where[i]}: subject {frame['subject_id'].iloc[i]} is listed twice")
+    return pd.DataFrame(
+        {
+            "sex": normalize_sex(frame["gender"]).to_numpy(dtype=object),
+            "anchor_age": parse_age(frame["anchor_age"], where, "anchor_age"),
+            "anchor_year": _parse_year(frame["anchor_year"], where, "anchor_year"),
+        },
+        index=pd.Index(frame["subject_id"].to_numpy(dtype=object), name="subject_id"),
+    )
+
+
+def read_races(path: Path) -> pd.Series:
+    """subject_id -> race from MIMIC-IV admissions.csv(.gz): the patient's most frequent
+    stated race (not blank, not one of `UNKNOWN_RACES`); a tie goes to the race of the
+    latest admission. Patients with no stated race are absent."""
+    frame = _mimic_iv_table(path, "--admissions", ADMISSIONS_COLUMNS)
+    race = frame["race"].astype("string").str.strip()
+    stated = (race.fillna("") != "") & ~race.str.upper().isin(UNKNOWN_RACES).fillna(False)
+    admit_text = frame["admittime"].astype("string").str.strip()
+    admit = pd.to_datetime(admit_text, errors="coerce", format="ISO8601")
+    bad = (admit_text.fillna("") != "").to_numpy() & admit.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(
+            f"{frame[WHERE].iloc[i]}: column 'admittime': {frame['admittime'].iloc[i]!r} is "
+            "not a date and time (YYYY-MM-DD HH:MM:SS)"
+        )
+    rows = pd.DataFrame({"subject_id": frame["subject_id"], "race": race, "admit": admit})
+    counts = (
+        rows[stated.to_numpy(dtype=bool)]
+        .groupby(["subject_id", "race"])
+        .agg(n=("admit", "size"), last=("admit", "max"))
+        .reset_index()
+    )
+    counts = counts.sort_values(
+        ["subject_id", "n", "last", "race"],
+        ascending=[True, False, False, True],
+        na_position="last",
+        kind="stable",
+    )
+    best = counts.drop_duplicates("subject_id")
+    return pd.Series(
+        best["race"].astype(object).to_numpy(), index=best["subject_id"].to_numpy(dtype=object)
+    )
+
+
+def study_years(meta: pd.DataFrame) -> np.ndarray:
+    """The (shifted) year of each metadata row's StudyDate; NaN where it is blank or absent."""
+    if "StudyDate" not in meta.columns:
+        return np.full(len(meta), np.nan)
+    text = meta["StudyDate"].astype("string").str.strip()
+    parts = text.str.extract(_STUDY_DATE)
+    years = pd.to_numeric(parts[0], errors="coerce").to_numpy(dtype=np.float64)
+    bad = (text.fillna("") != "").to_numpy() & np.isnan(years)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(
+            f"{meta[WHERE].iloc[i]}: column 'StudyDate': {meta['StudyDate'].iloc[i]!r} is not "
+            "a date; valid: YYYYMMDD"
+        )
+    return years
+
+
+def add_demographics(rows: pd.DataFrame, patients: Path | None, notes: list[str]) -> None:
+    """Fill `sex` and `age` (in place) from MIMIC-IV patients.csv, age at each study's year.
+
+    `rows` needs subject_id and a `study_year` column (NaN where the date is unknown). Without
+    `patients` both stay null and a note says where they are.
+    """
+    rows["sex"] = None
+    rows["age"] = np.nan
+    if patients is None:
+        notes.append(
+            "no --patients file: sex and age are null (MIMIC-CXR-JPG has none; they are in "
+            "MIMIC-IV's hosp/patients.csv(.gz))"
+        )
+        return
+    table = read_patients(patients)
+    found = rows["subject_id"].isin(table.index).to_numpy()
+    known = table.reindex(rows["subject_id"].to_numpy(dtype=object))
+    rows["sex"] = known["sex"].astype(object).where(known["sex"].notna(), None).to_numpy()
+    anchor_age = known["anchor_age"].to_numpy(dtype=np.float64)
+    shift = rows["study_year"].to_numpy(dtype=np.float64) - known["anchor_year"].to_numpy(
+        dtype=np.float64
+    )
+    dated = ~np.isnan(shift)
+    age = np.where(dated, anchor_age + shift, anchor_age)
+    negative = age < 0  # NaN compares False
+    rows["age"] = np.where(negative, np.nan, age)
+    name = Path(patients).name
+    n_patients = rows["subject_id"].nunique()
+    at_study = int((dated & ~np.isnan(anchor_age)).sum())
+    anchored = int((~dated & ~np.isnan(anchor_age)).sum())
+    notes.append(
+        f"sex and age from {name}: {rows.loc[found, 'subject_id'].nunique()} of {n_patients} "
+        f"patient(s) found; age at the study (anchor_age + StudyDate year - anchor_year) for "
+        f"{at_study} image(s), anchor_age for {anchored} image(s) without a StudyDate (or "
+        "anchor_year)"
+    )
+    if not found.all():
+        notes.append(
+            f"{rows.loc[~found, 'subject_id'].nunique()} patient(s) ({int((~found).sum())} "
+            f"image(s)) are not in {name}: their sex and age are null"
+        )
+    if negative.any():
+        notes.append(
+            f"{int(negative.sum())} image(s) dated before their patient's birth year "
+            f"(StudyDate vs {name}): their age is null"
+        )
+
+
+def add_races(rows: pd.DataFrame, admissions: Path, notes: list[str]) -> None:
+    """Fill a `race` column (in place) from MIMIC-IV admissions.csv (`read_races`)."""
+    races = read_races(admissions)
+    race = rows["subject_id"].map(races)
+    rows["race"] = race.astype(object).where(race.notna(), None)
+    known = rows.loc[race.notna(), "subject_id"].nunique()
+    notes.append(
+        f"race from {Path(admissions).name}: stated for {known} of "
+        f"{rows['subject_id'].nunique()} patient(s) (the most frequent over their admissions; "
+        f"{', '.join(UNKNOWN_RACES)} count as unknown)"
+    )
+
+
 def import_mimic_cxr(
     root: Path,
     reports: Path | None = None,
@@ -115,6 +287,8 @@ def import_mimic_cxr(
     label_set: str | None = None,
     frontal_only: bool = False,
     check_images: bool = False,
+    patients: Path | None = None,
+    admissions: Path | None = None,
 ) -> Manifest:
     """Import MIMIC-CXR-JPG into a manifest (image paths absolute).
 
@@ -125,6 +299,8 @@ def import_mimic_cxr(
         label_set: `chexpert` (default) or `nih` (labels mapped where names correspond).
         frontal_only: keep PA/AP images only.
         check_images: decode every image (slow); otherwise only check that files exist.
+        patients: MIMIC-IV hosp/patients.csv(.gz) for sex and age; optional.
+        admissions: MIMIC-IV hosp/admissions.csv(.gz) for race (column `race`); optional.
     """
     root = Path(root)
     if not root.is_dir():
@@ -140,6 +316,7 @@ def import_mimic_cxr(
     meta = read_csv_checked(meta_csv, ["dicom_id", "subject_id", "study_id", "ViewPosition"])
     meta[WHERE] = where_lines(meta_csv, len(meta))
     _check_ids(meta, ("dicom_id", "subject_id", "study_id"), meta[WHERE].tolist())
+    meta["study_year"] = study_years(meta) if patients is not None else np.nan
 
     label_csv = find_table(root, f"{PREFIX}-{labeler}")
     label_rows = read_csv_checked(label_csv, ["subject_id", "study_id", *CHEXPERT_LABELS])
@@ -187,8 +364,9 @@ def import_mimic_cxr(
     ]
     rows["patient_id"] = rows["subject_id"]
     rows["view"] = normalize_view(rows["ViewPosition"])
-    rows["sex"] = None  # MIMIC-CXR-JPG has no demographics (they live in MIMIC-IV)
-    rows["age"] = np.nan
+    add_demographics(rows, patients, notes)
+    if admissions is not None:
+        add_races(rows, admissions, notes)
     rows["report"] = None
     if reports is not None:
         studies = rows[["subject_id", "study_id"]].drop_duplicates()
@@ -205,6 +383,9 @@ def import_mimic_cxr(
     sources = {
         "reports": str(Path(reports).absolute()) if reports is not None else None,
         "labeler": labeler,
+        "patients": str(Path(patients).absolute()) if patients is not None else None,
+        "admissions": str(Path(admissions).absolute()) if admissions is not None else None,
     }
     labels = rows[list(target)]
-    return finish_import(request, rows, labels, notes, sources, extra=["dicom_id"])
+    extra = ["dicom_id", *(["race"] if admissions is not None else [])]
+    return finish_import(request, rows, labels, notes, sources, extra=extra)
