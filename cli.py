@@ -509,6 +509,13 @@ def synthesize_cmd(
             f"wrote {result.manifest} ({counts}; generated {result.generated}, "
             f"skipped {result.skipped} already done)"
         )
+        if len(result.cells):
+            print_frame(
+                result.cells,
+                "images per label x subgroup cell (stated: prompts stating the cell's "
+                "demographics, from other patients' reports)",
+                out=console,
+            )
         if kept is not None:
             print_frame(
                 kept.counts,

@@ -37,6 +37,10 @@ PROMPT_POLICY = (
     "positive report falls back to a template prompt (`prompt_source` = template). "
     "Negatives come from 'No Finding' reports."
 )
+UNRECORDED_DEMOGRAPHICS = (
+    "not recorded (a set made before demographic prompts and subgroup balance: its prompts "
+    "are the reports, unbalanced by subgroup, and its rows carry no sex or age)"
+)
 UNRECORDED_HYGIENE = (
     "not recorded (a set made before prompt policies: its prompts are the reports as written)"
 )
@@ -95,6 +99,48 @@ def prompt_hygiene(manifest: Manifest) -> str:
         return f"Prompt hygiene: {UNRECORDED_HYGIENE}."
     line = describe(hygiene["policy"], hygiene.get("removed"), hygiene.get("report_prompts"))
     return f"Prompt hygiene: {line}"
+
+
+def demographics_section(manifest: Manifest) -> str:
+    """The card's lines on demographics (Markdown): whether prompts stated each image's sex
+    and age, and a subgroup-balanced set's cells with the images per label x cell, from
+    the provenance's `demographics` (`augmentor.prompts.demographics_record`)."""
+    record = (provenance.read_record(manifest) or {}).get("demographics")
+    if not isinstance(record, dict):
+        return f"Demographics: {UNRECORDED_DEMOGRAPHICS}."
+    if record.get("demographic_prompts"):
+        prompts = (
+            "Demographic prompts: on: each prompt opens with the sex and age of its patient "
+            '(or of its balanced cell), e.g. "72-year-old woman.", replacing a header the '
+            "report had (`augmentor.prompts`); each row's `sex` and `age` are the ones stated."
+        )
+    else:
+        prompts = (
+            "Demographic prompts: off: prompts are the reports; each row's `sex` and `age` "
+            "are those of the patient whose report prompted it."
+        )
+    columns = record.get("balance_by") or []
+    if not columns:
+        return f"{prompts}\n\nSubgroup balance: none (label-balanced only)."
+    edges = record.get("age_edges")
+    groups = f" (age-group edges {', '.join(f'{e:g}' for e in edges)})" if edges else ""
+    cells = record.get("cells") or []
+    lines = [
+        prompts,
+        "",
+        f"Subgroup balance over {' x '.join(columns)}{groups}: each label's count split "
+        f"exactly over {len(cells)} cells ({'; '.join(cells)}), the remainder to the first; "
+        "`stated`: images whose cell had no report of its own patients, prompted by other "
+        "patients' reports (or the template) with the cell's demographics stated.",
+        "",
+        "| target label | cell | images | stated |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [
+        f"| {c.get('target_label')} | {c.get('cell')} | {c.get('images')} | {c.get('stated')} |"
+        for c in record.get("counts") or []
+    ]
+    return "\n".join(lines)
 
 
 def set_prompt_policy(manifest: Manifest) -> str:
@@ -171,7 +217,8 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
 
     Returns:
         keys `synthesis` (sampler settings, seeds, digests), `generator` (base, training-data
-        digest, steps, ...), `prompt_policy` (how prompts are drawn, then `prompt_hygiene`),
+        digest, steps, ...), `prompt_policy` (how prompts are drawn, then `prompt_hygiene`
+        and `demographics_section`),
         `training_datasets` (datasets that trained the generator or gave the prompts),
         `memorization` (the audit's summary), `privacy` (the card's Privacy section,
         `privacy_section`), when known.
@@ -180,7 +227,10 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
     manifest = read_manifest(manifest_path, columns=["source"], validate=False)
     if not (manifest.rows["source"] == "synthetic").any():
         return {}
-    out: dict = {"prompt_policy": f"{PROMPT_POLICY}\n\n{prompt_hygiene(manifest)}"}
+    out: dict = {
+        "prompt_policy": f"{PROMPT_POLICY}\n\n{prompt_hygiene(manifest)}\n\n"
+        f"{demographics_section(manifest)}"
+    }
     identity = manifest.metadata.get("cxraug.synthesis")
     record = _read_json(manifest_path.parent / SYNTHESIS_FILE) or {}
     synthesis = dict(json.loads(identity)) if identity else {}
@@ -221,7 +271,9 @@ __all__ = [
     "NO_REID_AUDIT",
     "PROMPT_POLICY",
     "SHARING",
+    "UNRECORDED_DEMOGRAPHICS",
     "UNRECORDED_HYGIENE",
+    "demographics_section",
     "privacy_section",
     "prompt_hygiene",
     "set_prompt_policy",

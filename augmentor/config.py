@@ -8,6 +8,7 @@ or diffusers, so a default lives in one place (the study overrides the same fiel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from augmentor.label_spec import split_label_counts
 from augmentor.prompt_policy import DEFAULT_POLICY, POLICIES, check_policy
 from classifier.training.tracking import check_report_to
 from manifests import runfolder
+from manifests.demographics import DEFAULT_AGE_EDGES, check_balance_columns, parse_age_edges
 from manifests.errors import UserError
-from manifests.settings import REPORT_TO_HELP, SEED_HELP, setting
+from manifests.settings import REPORT_TO_HELP, SEED_HELP, comma_list, setting
 
 LR_SCHEDULERS = (
     "constant",
@@ -223,6 +225,11 @@ def resolved_caption_dropout(cfg: FinetuneConfig) -> float:
     return 0.1 if cfg.base == "tiny" else 0.0
 
 
+def _balance_columns(text: str | None) -> tuple[str, ...]:
+    """`--balance-by sex,age_group` -> ('sex', 'age_group'); no text -> () (no balance)."""
+    return comma_list(text) or ()
+
+
 @dataclass
 class SynthesisConfig:
     """Everything a synthesis run needs (`cxraug synthesize`); saved as `OUT/synthesis.json`.
@@ -235,7 +242,10 @@ class SynthesisConfig:
     (`augmentor.grain`; only generators fine-tuned from `tiny` have one). `prompt_policy`
     says what of each report becomes its prompt (`augmentor.prompt_policy`): `clean` drops
     de-identification markers, dates, times, names and result-communication sentences,
-    `raw` keeps the report as written (RoentGen).
+    `raw` keeps the report as written (RoentGen). `demographic_prompts` opens each prompt
+    with its patient's sex and age ("72-year-old woman."), and `balance_by` splits each
+    label's count exactly over the sex x age-group cells (`age_edges`); both are described
+    in `augmentor.prompts`.
     """
 
     model: str = setting(help="Generator directory (diffusers pipeline folder).")
@@ -256,6 +266,23 @@ class SynthesisConfig:
         1,
         help="Images per drawn prompt, each with its own seed (RoentGen's MS-SSIM "
         "diversity: 4); label counts stay exact.",
+    )
+    demographic_prompts: bool = setting(
+        False,
+        help="Open each prompt with its patient's sex and age ('72-year-old woman.'); only "
+        "for a generator fine-tuned on reports that carry such headers.",
+    )
+    balance_by: tuple[str, ...] = setting(
+        (),
+        parse=_balance_columns,
+        help="sex, age_group or sex,age_group: split each label's count exactly over these "
+        "subgroup cells, prompting each cell with its own patients' reports.",
+    )
+    age_edges: tuple[float, ...] = setting(
+        DEFAULT_AGE_EDGES,
+        flag="--age-groups",
+        parse=parse_age_edges,
+        help="Age-group edges in years for --balance-by age_group (40,65: <40, 40-64, 65+).",
     )
     seed: int = setting(0, help=SEED_HELP)
     scheduler: str = setting(DEFAULT_SCHEDULER, help=", ".join(SCHEDULERS) + ".")
@@ -302,7 +329,26 @@ def check_synthesis_config(config: SynthesisConfig) -> None:
         raise UserError(f"--guidance-scale: {config.guidance_scale}; it must be 0 or more")
     if config.negatives < 0:
         raise UserError(f"--negatives: {config.negatives}; it must be 0 or more")
+    check_demographic_settings(config)
     runfolder.check_resume_overwrite(config.resume, config.overwrite)
+
+
+def check_demographic_settings(config: SynthesisConfig) -> None:
+    """Normalise `balance_by` and `age_edges` (a study's TOML gives lists) or raise a
+    UserError naming the flag; `--age-groups` other than the default needs
+    `--balance-by age_group`."""
+    given = config.balance_by
+    columns = _balance_columns(given) if isinstance(given, str) else tuple(given or ())
+    config.balance_by = check_balance_columns(columns) if columns else ()
+    edges = parse_age_edges(config.age_edges)
+    if not all(math.isfinite(e) for e in edges):
+        raise UserError(f"--age-groups: {config.age_edges!r}: edges must be finite ages in years")
+    config.age_edges = edges
+    if edges != DEFAULT_AGE_EDGES and "age_group" not in config.balance_by:
+        raise UserError(
+            "--age-groups: only with --balance-by age_group (or sex,age_group); "
+            "without it no age group is used"
+        )
 
 
 @dataclass

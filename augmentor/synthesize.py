@@ -3,7 +3,11 @@
 The plan (`augmentor.prompts.balanced_prompts`) fixes every image's prompt, labels and seed
 before anything is generated; its prompts are the reports under `--prompt-policy`
 (`augmentor.prompt_policy`), recorded on every row (`prompt_policy`) and, with what it
-removed per rule over the drawn prompts, in the manifest's provenance (`cxraug.provenance`). Rows are then generated in batches with one
+removed per rule over the drawn prompts, in the manifest's provenance (`cxraug.provenance`).
+A synthetic row's `sex` and `age` are the demographics its prompt came from or stated (the
+prompt patient's, or its balanced cell's; `augmentor.prompts`); the provenance's
+`demographics` records whether prompts state them and the label x cell counts of a
+subgroup-balanced set. Rows are then generated in batches with one
 `torch.Generator` per row, so an image depends on its row's seed only, never on its batch
 mates. Each batch's PNGs are written first and its manifest rows are committed afterwards
 as an atomic Parquet shard (`shards/shard-<rank>-<k>.parquet`): a row is done exactly when
@@ -42,6 +46,9 @@ from augmentor.prompt_policy import RAW, describe
 from augmentor.prompts import (
     PLAN_COLUMNS,
     balanced_prompts,
+    cell_counts,
+    cell_notes,
+    demographics_record,
     parse_label_counts,
     removed_by_policy,
     template_notes,
@@ -67,6 +74,8 @@ class SynthesisResult:
     skipped: int  # rows already committed by an earlier (interrupted) run
     notes: list[str] = field(default_factory=list)
     is_main_process: bool = True
+    # Images per target label x cell of a subgroup-balanced set (`augmentor.prompts.cell_counts`).
+    cells: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def generator_digest(model_dir: Path) -> str:
@@ -201,6 +210,9 @@ def _identity(
         "negative_prompt": config.negative_prompt,
         "precision": config.precision,
         "film_grain": grain is not None,
+        "demographic_prompts": config.demographic_prompts,
+        "balance_by": list(config.balance_by),
+        "age_edges": list(config.age_edges) if "age_group" in config.balance_by else None,
     }
     return json.loads(json.dumps(identity))
 
@@ -228,8 +240,8 @@ def _manifest_rows(
             "study_id": names,
             "split": "train",
             "view": None,
-            "sex": None,
-            "age": np.nan,
+            "sex": plan_rows["prompt_sex"].to_numpy(dtype=object),
+            "age": plan_rows["prompt_age"].to_numpy(dtype=np.float64),
             "report": plan_rows["prompt"].to_numpy(),
         }
     )
@@ -248,10 +260,34 @@ def _manifest_rows(
     rows["prompt_group"] = plan_rows["prompt_group"].to_numpy(dtype=np.int64)
     rows["prompt_source"] = plan_rows["prompt_source"].to_numpy()
     rows["prompt_policy"] = config.prompt_policy
+    rows["demographic_prompt"] = bool(config.demographic_prompts)
+    rows["cell"] = plan_rows["cell"].to_numpy(dtype=object)
+    rows["demographics_source"] = plan_rows["demographics_source"].to_numpy(dtype=object)
     rows["prompt_study_id"] = plan_rows["prompt_study_id"].to_numpy()
     rows[provenance.PROMPT_PATIENT_COLUMN] = plan_rows["prompt_patient_id"].to_numpy()
     rows["negative_prompt"] = config.negative_prompt
     return rows
+
+
+def _folder_mode(out: Path, config: SynthesisConfig, identity: dict) -> str:
+    """The output folder's state (`manifests.runfolder`); a resume or a finished set whose
+    saved identity differs from this run's is refused."""
+    mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
+    if mode in (runfolder.RESUME, runfolder.FINISHED):
+        # A folder from before --images-per-prompt drew one image per prompt, without grain;
+        # one from before --prompt-policy prompted with the reports as written; one from
+        # before demographics neither stated them nor balanced over subgroups.
+        saved = {
+            "images_per_prompt": 1,
+            "film_grain": False,
+            "prompt_policy": RAW,
+            "demographic_prompts": False,
+            "balance_by": [],
+            "age_edges": None,
+            **sset.read_record(out).get("identity", {}),
+        }
+        runfolder.check_resume_config(saved, identity, set(), out)
+    return mode
 
 
 def synthesize(
@@ -273,6 +309,13 @@ def synthesize(
     provenance.require_patient_split(prompts, where)
     targets = parse_label_counts(config.labels, prompts.labels)
     check_pipeline_dir(model)
+    digest = generator_digest(model)
+    grain = film_grain_of(model, config.film_grain)
+    identity = _identity(config, targets, digest, grain)
+    state = PartialState(cpu=cpu_only())
+    # Every rank decides the folder's state before anyone writes, so they all agree; a
+    # resume under other settings is refused before any plan is drawn.
+    mode = _folder_mode(out, config, identity)
     plan = balanced_prompts(
         prompts,
         targets,
@@ -281,9 +324,11 @@ def synthesize(
         where=where,
         images_per_prompt=config.images_per_prompt,
         prompt_policy=config.prompt_policy,
+        demographic_prompts=config.demographic_prompts,
+        balance_by=config.balance_by,
+        age_edges=config.age_edges,
     )
     labels = tuple(prompts.labels)
-    digest = generator_digest(model)
     base = (generator_record_or_none(model) or {}).get("base")
     generator_patients = _generator_patients(model)
     if generator_patients is not None:  # a generator that cannot say is marked foreign below
@@ -302,31 +347,19 @@ def synthesize(
         "report_prompts": drawn,
         "removed": removed,
     }
+    record["demographics"] = demographics_record(
+        plan, config.demographic_prompts, config.balance_by, config.age_edges
+    )
     notes = [
         *template_notes(plan),
+        *cell_notes(plan),
         f"prompt policy {describe(config.prompt_policy, removed, drawn)}",
     ]
-    grain = film_grain_of(model, config.film_grain)
-    identity = _identity(config, targets, digest, grain)
     metadata = {
         GENERATOR_DIGEST_KEY: digest,
         "cxraug.synthesis": json.dumps(identity, sort_keys=True),
         provenance.PROVENANCE_KEY: json.dumps(record, sort_keys=True),
     }
-
-    state = PartialState(cpu=cpu_only())
-    # Every rank decides the folder's state before anyone writes, so they all agree.
-    mode = runfolder.folder_state(out, sset.FORMAT, config.resume, config.overwrite)
-    if mode in (runfolder.RESUME, runfolder.FINISHED):
-        # A folder from before --images-per-prompt drew one image per prompt, without grain;
-        # one from before --prompt-policy prompted with the reports as written.
-        saved = {
-            "images_per_prompt": 1,
-            "film_grain": False,
-            "prompt_policy": RAW,
-            **sset.read_record(out).get("identity", {}),
-        }
-        runfolder.check_resume_config(saved, identity, set(), out)
     # Rows done before this run, read before any rank commits new shards.
     done = sset.committed_rows(out) if mode == runfolder.RESUME else set()
     # Loading checks the whole generator (configs, weights, parts that fit) before any write.
@@ -359,6 +392,7 @@ def synthesize(
         skipped=len(done),
         notes=notes,
         is_main_process=state.is_main_process,
+        cells=cell_counts(plan),
     )
 
 
