@@ -18,6 +18,7 @@ follows the common adult split into young, middle-aged and older patients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -46,7 +47,7 @@ def parse_age_edges(spec: str | Sequence[float] | None, flag: str = "--age-group
         raise UserError(
             f"{flag}: {spec!r} is not a list of ages; valid: increasing ages in years, e.g. 40,65"
         ) from None
-    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in pairwise(edges)):
+    if not edges or any(not math.isfinite(e) or e <= 0 for e in edges) or any(b <= a for a, b in pairwise(edges)):
         raise UserError(
             f"{flag}: {spec!r}: edges must be positive and strictly increasing, e.g. 40,65"
         )

@@ -29,7 +29,7 @@ def test_default_age_groups_are_half_open():
 def test_age_edges_parse_and_refuse():
     assert parse_age_edges("30, 60,80") == (30.0, 60.0, 80.0)
     assert parse_age_edges(None) == (40.0, 65.0)
-    for bad in ("65,40", "x", "0,10", ""):
+    for bad in ("65,40", "x", "0,10", "", "40,nan", "40,inf"):
         with pytest.raises(UserError, match="--age-groups"):
             parse_age_edges(bad)
 
