@@ -183,8 +183,9 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     )
     first = time.perf_counter() - start
     assert result.exit_code == 0, result.output
-    arms = {"real", "synthetic", "mix0.5", "real-steps-mix0.5", "pretrain-finetune"}
-    for folder in ("data", "generator", "synthetic", "report"):
+    arms = {"real", "synthetic", "mix0.5", "mix0.5-balanced", "real-steps-mix0.5"}
+    arms |= {"pretrain-finetune"}
+    for folder in ("data", "generator", "synthetic", "synthetic-balanced", "report"):
         assert (out / folder).is_dir(), folder
     assert (out / "study.toml").is_file()
     assert {p.name for p in (out / "runs").iterdir()} == {f"{a}-seed0" for a in arms}
@@ -230,7 +231,12 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     start = time.perf_counter()
     again = runner.invoke(app, ["study", "--out", str(out), "--resume"], env={"COLUMNS": "160"})
     assert again.exit_code == 0, again.output
-    for stage in ("data", "finetune", "synthesize", "evaluate-generator", "report"):
+    balanced = pd.read_parquet(out / "synthetic-balanced" / "manifest.parquet")
+    assert balanced.groupby(["target_label", "sex"]).size().to_dict() == {
+        (label, sex): 3 for label in ("Pleural Effusion", "Pneumothorax") for sex in "FM"
+    }
+    assert balanced["report"].str.match(r"\d+-year-old (woman|man)\. ").all()
+    for stage in ("data", "finetune", "synthesize", "synthesize-balanced", "report"):
         assert f"skip {stage}" in again.output
     assert again.output.count("skip train") == len(arms)
     assert time.perf_counter() - start < min(10.0, first)
