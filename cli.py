@@ -543,23 +543,39 @@ def train_classifier_cmd(cfg: TrainConfig) -> None:
     train_classifier(cfg, log=console.print)
 
 
-@config_command(app, "report", ReportConfig)
-def report_cmd(cfg: ReportConfig) -> None:
+@config_command(
+    app,
+    "report",
+    ReportConfig,
+    extra_option(
+        "age_groups",
+        str | None,
+        None,
+        "Age-group edges of the Subgroups section, in years (default 40,65: <40, 40-64, 65+).",
+    ),
+)
+def report_cmd(cfg: ReportConfig, age_groups: str | None = None) -> None:
     """AUROC per arm and label over seeds; deltas vs real-only with paired bootstrap CIs.
 
     Writes report.md, report.csv, report.json and a self-contained report.html (ROC curves,
-    synthetic samples). Runs must share one label set and one test set.
+    synthetic samples, subgroups: AUROC per sex and age group, underdiagnosis gaps), and
+    fairness.csv / fairness_gaps.csv. Runs must share one label set and one test set.
     """
-    from classifier.report_render import make_report, print_report
+    from classifier.report_render import make_report, print_fairness, print_report
+    from manifests.demographics import parse_age_edges
 
+    edges = parse_age_edges(age_groups)
     sections = []
     if cfg.generator_eval is not None:
         from augmentor.eval_folder import generator_section
 
         sections.append(generator_section(cfg.generator_eval))
-    report, paths = make_report(cfg, sections)
+    report, paths = make_report(cfg, sections, edges)
     print_report(report, out=console)
-    console.print(f"wrote {paths['report.html']} (and report.md, report.csv, report.json)")
+    print_fairness(report, out=console)
+    console.print(
+        f"wrote {paths['report.html']} (and report.md, report.csv, report.json, fairness.csv)"
+    )
 
 
 @app.command("study")

@@ -3,8 +3,11 @@
 
 Run outputs (beside the run's `config.json`):
 
-* `predictions.parquet`: `image_path` (absolute), `patient_id`, `study_id`, then per label
-  `true.<label>` (the raw manifest value: 1, 0, -1 or NaN) and `prob.<label>` (sigmoid).
+* `predictions.parquet`: `image_path` (absolute), `patient_id`, `study_id`, `sex` and `age`
+  (the manifest row's; null where unknown or the manifest has no such column), then per
+  label `true.<label>` (the raw manifest value: 1, 0, -1 or NaN) and `prob.<label>`
+  (sigmoid). A run written by `classifier.train` also holds `val_predictions.parquet`, the
+  same table for its real val rows (`classifier.run`).
 * `metrics.json`: see :func:`compute_metrics`; NaN is written as null.
 """
 
@@ -153,12 +156,17 @@ def predict(
 
 
 def predictions_frame(rows: pd.DataFrame, labels: Sequence[str], probs: np.ndarray) -> pd.DataFrame:
-    """The predictions table: ids, then `true.<label>` (raw) and `prob.<label>` per label."""
+    """The predictions table: ids, the rows' `sex` and `age` (None / NaN where unknown, for
+    the fairness report's subgroups), then `true.<label>` (raw) and `prob.<label>` per label."""
+    missing = pd.Series([None] * len(rows), index=rows.index, dtype=object)
+    sex, age = rows.get("sex", missing), rows.get("age", missing)
     frame = pd.DataFrame(
         {
             "image_path": rows["image_path"].astype(str).to_numpy(),
             "patient_id": rows["patient_id"].astype(str).to_numpy(),
             "study_id": rows["study_id"].astype(str).to_numpy(),
+            "sex": np.where(sex.notna(), sex.astype(object), None),
+            "age": pd.to_numeric(age, errors="coerce").to_numpy(dtype=np.float64),
         }
     )
     for j, label in enumerate(labels):

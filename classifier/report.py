@@ -56,6 +56,9 @@ The statistics, and why:
   the worth-in-real-images crossing and the share of the full-data gain.
 * **Relative change**: 100 x delta / baseline mean AUROC (the CI is for the absolute delta);
   undefined (NaN, shown as n/a) where the baseline's mean AUROC is 0.
+* **Subgroups**: AUROC per label x subgroup (sex, age group, their intersections) and the
+  underdiagnosis gap, on this report's patient resamples and paired as its deltas are, are
+  `classifier.fairness`'s (it builds on this module's arm data).
 * **Primary and secondary**: one delta is the primary endpoint (declared, or the default
   rule's); every other is secondary, with its p-value and a Holm-adjusted interval beside
   the unadjusted one (`classifier.endpoints`).
@@ -162,6 +165,9 @@ class Report:
     # generators), columns (*labels, macro): `classifier.efficiency`'s intervals. Not in
     # report.json; a report read back has none.
     draws: dict[str, np.ndarray] = field(default_factory=dict)
+    # the Subgroups section, a `classifier.fairness.Fairness` (set by `make_report`, which
+    # computes it from the runs and this report; None without it)
+    fairness: object | None = None
 
 
 TABLE_COLUMNS = [

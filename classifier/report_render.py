@@ -3,15 +3,18 @@
 `cxraug report RUN...` and the last stage of `cxraug study` call :func:`make_report`, which
 runs, in order, :func:`classifier.runset.collect_runs` (read and check the run directories),
 :func:`classifier.report_notes.check_provenance`, :func:`classifier.report.summarize_arms` (the
-statistics) and :func:`write_report` (report.md, report.csv, report.json, report.html).
+statistics), :func:`classifier.fairness.summarize_fairness` (the Subgroups section) and
+:func:`write_report` (report.md, report.csv, report.json, report.html, fairness.csv,
+fairness_gaps.csv).
 
 This module owns the report folder: it writes those files (report.json last: its presence
 means done) and reads report.json back (:func:`load_report`). The statistics themselves, and
 why they are what they are, are `classifier.report`'s. A report opens with its primary
 endpoint (`classifier.endpoints`), then the macro table, the comparisons (every Δ, the
 secondary ones with their Holm-adjusted intervals and what the two arms' data differ in),
-what each arm saw (`classifier.budget`), the per-label table, and the runs with their
-realised steps and scored epochs (`classifier.steps`).
+what each arm saw (`classifier.budget`), the per-label table, the subgroups (AUROC per label x
+subgroup and underdiagnosis gaps, `classifier.fairness`), and the runs with their realised
+steps and scored epochs (`classifier.steps`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from classifier.efficiency import (
     worth_text,
 )
 from classifier.endpoints import comparisons_table
+from classifier.fairness import GAP_COLUMNS, SUBGROUP_COLUMNS, Fairness, summarize_fairness
 from classifier.report import (
     FPR_GRID,
     TABLE_COLUMNS,
@@ -51,19 +55,31 @@ from classifier.report_tables import (
     budget_rows,
     comparison_rows,
     display_rows,
+    fairness_text,
+    gap_rows,
+    gap_summary,
     method_text,
     missing,
     primary_text,
     runs_rows,
+    subgroup_rows,
 )
 from classifier.runset import collect_runs
 from classifier.tables import fmt, html_table, md_table, print_table
+from manifests.demographics import DEFAULT_AGE_EDGES
 from manifests.errors import UserError
 from manifests.files import atomic_path, check_output_folder, write_json
 from manifests.io import read_manifest
 
-REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
-REPORT_VERSION = 4
+REPORT_FILES = (
+    "report.md",
+    "report.csv",
+    "report.json",
+    "report.html",
+    "fairness.csv",  # per arm x label x subgroup (classifier.fairness.SUBGROUP_COLUMNS)
+    "fairness_gaps.csv",  # the underdiagnosis gaps (classifier.fairness.GAP_COLUMNS)
+)
+REPORT_VERSION = 5  # 5: the Subgroups section (report.json `fairness`, fairness*.csv)
 
 
 # ------------------------------------------------------------------------------ display
@@ -82,6 +98,30 @@ def print_report(report, title: str = "AUROC per arm", out=None) -> None:
     )
     out.print(primary_text(report))
     for note in report.notes:
+        out.print(f"note: {note}")
+
+
+def print_fairness(report: Report, out=None) -> None:
+    """The Subgroups summary: AUROC and FNR per arm, label and sex or age group, the gap
+    table, and which gap deltas' intervals exclude 0 (intersections: in the files)."""
+    from rich.console import Console
+
+    out = out or Console(soft_wrap=True)
+    f = report.fairness
+    if f is None or f.unavailable:
+        out.print(fairness_text(report))
+        return
+    headers, rows = subgroup_rows(report, intersections=False)
+    numbers = set(range(3, len(headers)))
+    print_table(
+        headers, rows, "AUROC per subgroup", right=numbers, no_wrap=numbers, keys=3, out=out
+    )
+    headers, rows = gap_rows(report)
+    numbers = set(range(4, len(headers)))
+    title = "underdiagnosis gap (FNR at the val threshold, subgroup − reference)"
+    print_table(headers, rows, title, right=numbers, no_wrap=numbers, keys=4, out=out)
+    out.print(gap_summary(report))
+    for note in f.notes:
         out.print(f"note: {note}")
 
 
@@ -209,6 +249,7 @@ def _report_json(report: Report) -> dict:
         "rows": table.to_dict(orient="records"),
         "runs": runs.to_dict(orient="records"),
         "synthetic": report.synthetic,
+        "fairness": report.fairness.to_json() if report.fairness is not None else None,
         "data_efficiency": {
             "rows": efficiency_table(report).to_dict(orient="records"),
             # a crossing past the largest measured size is written as BEYOND, NaN as null
@@ -239,6 +280,39 @@ def _json_ready(record: dict | None) -> dict | None:
     return {k: (None if missing(v) else v) for k, v in record.items()}
 
 
+def _subgroups_md(report: Report) -> list[str]:
+    """The Subgroups section in Markdown (nothing for a report without it)."""
+    if report.fairness is None:
+        return []
+    md = ["\n## Subgroups\n\n", fairness_text(report) + "\n\n"]
+    if report.fairness.unavailable:
+        return md
+    md += [f"- note: {n}\n" for n in report.fairness.notes]
+    md += ["\n", md_table(*subgroup_rows(report))]
+    md += ["\n### Underdiagnosis gaps\n\n", gap_summary(report) + "\n\n"]
+    md.append(md_table(*gap_rows(report)))
+    return md
+
+
+def _subgroups_html(report: Report) -> list[str]:
+    """The Subgroups section in HTML (nothing for a report without it)."""
+    if report.fairness is None:
+        return []
+    parts = ["<h2>Subgroups</h2>", f"<p class='method'>{html.escape(fairness_text(report))}</p>"]
+    if report.fairness.unavailable:
+        return parts
+    if report.fairness.notes:
+        parts.append(
+            "<ul class='notes'>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in report.fairness.notes)
+            + "</ul>"
+        )
+    parts.append(html_table(*subgroup_rows(report), "subgroups"))
+    parts += ["<h3>Underdiagnosis gaps</h3>", f"<p>{html.escape(gap_summary(report))}</p>"]
+    parts.append(html_table(*gap_rows(report), "gaps"))
+    return parts
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -252,7 +326,8 @@ def write_report(
     overwrite: bool = False,
     title: str = "cxraug augmentation study",
 ) -> dict[str, Path]:
-    """Write report.md, report.csv, report.json and a self-contained report.html.
+    """Write report.md, report.csv, report.json, a self-contained report.html, and the
+    Subgroups tables fairness.csv and fairness_gaps.csv (headers only without them).
 
     Args:
         report: from :func:`summarize_arms`.
@@ -310,6 +385,7 @@ def write_report(
             for r in efficiency.itertuples(index=False)
         ]  # fmt: skip
         md.append(md_table(["arm", "label", "real train", "AUROC", "95% CI"], eff_rows))
+    md += _subgroups_md(report)
     md += ["\n## Runs\n\n", md_table(run_headers, run_rows)]
     if synthetic:
         md.append(f"\nSynthetic samples: {synthetic} (grid in report.html).\n")
@@ -365,6 +441,7 @@ def write_report(
         parts += [f"<p>{html.escape(worth_text(w))}</p>" for w in worth]
         parts += [f"<p>{html.escape(share_text(s))}</p>" for s in shares]
         parts.append(f"<img class='grid' alt='data efficiency' src='data:image/png;base64,{png}'/>")
+    parts += _subgroups_html(report)
     parts += ["<h2>Runs</h2>", html_table(run_headers, run_rows, "runs")]
     parts += [s["html"] for s in sections if s.get("html")]
     parts.append("</body></html>\n")
@@ -372,6 +449,14 @@ def write_report(
     paths = {name: out / name for name in REPORT_FILES}
     with atomic_path(paths["report.csv"], overwrite=True) as tmp:
         report.table.to_csv(tmp, index=False, float_format="%.6g")
+    f = report.fairness
+    for name, frame, columns in (
+        ("fairness.csv", f.subgroups if f else None, SUBGROUP_COLUMNS),
+        ("fairness_gaps.csv", f.gaps if f else None, GAP_COLUMNS),
+    ):
+        with atomic_path(paths[name], overwrite=True) as tmp:
+            frame = pd.DataFrame(columns=columns) if frame is None else frame
+            frame.to_csv(tmp, index=False, float_format="%.6g")
     _write_text(paths["report.md"], "".join(md))
     _write_text(paths["report.html"], "".join(parts))
     write_json(paths["report.json"], _report_json(report))  # last: its presence means done
@@ -415,16 +500,21 @@ def load_report(out: Path) -> Report:
         primary=doc.get("primary"),
         n_secondary=int(doc.get("n_secondary") or 0),
         arm_info={arm: Arm.parse(arm) for arm in doc["arms"]},  # report.json keeps names only
+        fairness=Fairness.from_json(doc["fairness"]) if doc.get("fairness") else None,
     )
 
 
 def make_report(
-    cfg: ReportConfig, sections: Sequence[dict[str, str]] = ()
+    cfg: ReportConfig,
+    sections: Sequence[dict[str, str]] = (),
+    age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
 ) -> tuple[Report, dict[str, Path]]:
-    """collect_runs -> provenance check -> summarize_arms -> write_report (CLI and study).
+    """collect_runs -> provenance check -> summarize_arms -> summarize_fairness ->
+    write_report (CLI and study).
 
     `sections` are extra report sections ({'md', 'html'}), e.g. the generator evaluation's;
     `cfg.generator_eval` is read by the caller, which owns that folder's reader.
+    `age_edges` are the Subgroups section's age-group edges.
     """
     check_output_folder(cfg.out, "--out")  # before any work
     if cfg.primary is not None:
@@ -440,11 +530,13 @@ def make_report(
         primary=cfg.primary,
     )
     report.notes[:0] = foreign  # the header says so first
+    report.fairness = summarize_fairness(runset, report, age_edges)
     return report, write_report(report, cfg.out, cfg.synthetic, sections, cfg.overwrite)
 
 
 __all__ = [
     "display_rows",
+    "print_fairness",
     "load_report",
     "make_report",
     "roc_figure",

@@ -1,6 +1,6 @@
 """The report's tables and texts as cells: one row list per table for Markdown, HTML and the
-terminal alike (`classifier.tables` draws them), and the method, primary-endpoint and
-information-budget texts. Pure functions of a `classifier.report.Report`; the files and
+terminal alike (`classifier.tables` draws them), and the method, primary-endpoint,
+information-budget and subgroup texts. Pure functions of a `classifier.report.Report`; the files and
 figures are written by `classifier.report_render`.
 """
 
@@ -12,11 +12,13 @@ import pandas as pd
 
 from classifier.config import BASELINE_ARM
 from classifier.endpoints import DEFAULT_RULE, PRIMARY, comparisons_table
+from classifier.fairness import BOTH, MEASURE_NAMES, THRESHOLD_RULE
 from classifier.report import (
     MACRO,
     Report,
 )
 from classifier.tables import fmt
+from manifests.demographics import age_group_names
 
 BUDGET_TEXT = (
     "A synthetic image carries information about the real images and reports its generator "
@@ -399,3 +401,153 @@ def runs_rows(report: Report) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return headers, rows
+
+
+# ------------------------------------------------------------------------------ subgroups
+
+
+def fairness_text(report: Report) -> str:
+    """How the Subgroups section's numbers are made (or why there are none)."""
+    f = report.fairness
+    if f is None:
+        return "No subgroup analysis in this report."
+    if f.unavailable:
+        return f"No subgroup analysis: {f.unavailable}."
+    pct = int(round(f.ci_level * 100))
+    edges = ", ".join(f"{e:g}" for e in f.age_edges)
+    return (
+        "Subgroups: sex (F, M), age groups (edges "
+        f"{edges} years: {', '.join(age_group_names(f.age_edges))}) and their intersections; "
+        "an image of unknown sex or age is in no subgroup of that kind. AUROC per label and "
+        "subgroup on the subgroup's test images, its "
+        f"{pct}% CI over test patients and seeds as the arm's AUROC (the same patient "
+        "resamples as the report's deltas). A cell with fewer than "
+        f"{f.min_positive_patients} positive or negative test patients is too small and shows "
+        f"no number. Threshold: {THRESHOLD_RULE}. FNR: the share of the subgroup's positive "
+        "test images called negative, mean over the arm's runs. Gap: FNR(subgroup) − "
+        "FNR(reference), the reference the subgroup of its kind with the most test patients; "
+        "positive means the subgroup's findings are missed more often (underdiagnosis). With "
+        "No Finding among the labels, also No Finding's FPR (images with a finding called "
+        "No Finding) and its gap. Δ gap: the arm's gap minus that of its real-only baseline "
+        "or its step-matched control, paired over test patients and by seed as the AUROC "
+        "deltas are. Intervals are not adjusted for multiplicity."
+    )
+
+
+def _ci_cell(value: float, lo: float, hi: float) -> str:
+    if missing(value):
+        return "n/a"
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def subgroup_rows(report: Report, intersections: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The subgroup table: per arm, label and subgroup its patients, AUROC with CI, FNR at
+    the val threshold, valid resamples; "too small" cells show no number. Without
+    `intersections`, the sex and age-group subgroups only (the terminal's summary)."""
+    f = report.fairness
+    pct = int(round(report.ci_level * 100))
+    headers = ["arm", "label", "subgroup", "positive / negative patients"]
+    headers += [f"AUROC [{pct}% CI]", "FNR (val threshold)", "valid resamples"]
+    if f is None or f.unavailable:
+        return headers, []
+    rows = []
+    for r in f.subgroups.itertuples(index=False):
+        if not intersections and r.kind == BOTH:
+            continue
+        patients = f"{int(r.n_positive_patients)} / {int(r.n_negative_patients)}"
+        if r.too_small:
+            rows.append([r.arm, r.label, r.subgroup, patients, "too small", "too small", ""])
+            continue
+        valid = "" if missing(r.n_valid) else f"{int(r.n_valid)}/{report.n_boot}"
+        auroc = _ci_cell(r.auroc_mean, r.auroc_lo, r.auroc_hi)
+        rows.append([r.arm, r.label, r.subgroup, patients, auroc, fmt(r.fnr), valid])
+    return headers, rows
+
+
+def _yes_no(value) -> str:
+    return "" if value is None or missing(value) else ("yes" if bool(value) else "no")
+
+
+def gap_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The gap table: per arm, label, measure and subgroup, its gap against the reference
+    with CI, and the gap's Δ against the real-only baseline and the step-matched control
+    with CIs and whether each CI excludes 0."""
+    f = report.fairness
+    pct = int(round(report.ci_level * 100))
+    base = report.baseline or BASELINE_ARM
+    headers = ["arm", "label", "measure", "subgroup − reference", f"gap [{pct}% CI]"]
+    headers += [f"Δ gap vs {base} [{pct}% CI]", "excludes 0"]
+    if report.matched:
+        headers += [f"Δ gap vs step-matched [{pct}% CI]", "excludes 0"]
+    if f is None or f.unavailable:
+        return headers, []
+    rows = []
+    for r in f.gaps.itertuples(index=False):
+        measure = MEASURE_NAMES.get(r.measure, r.measure)
+        who = f"{r.subgroup} − {r.reference}"
+        if r.too_small:
+            cells = [r.arm, r.label, measure, who, "too small", "too small", ""]
+            if report.matched:
+                cells += ["too small" if r.arm in report.matched else "", ""]
+            rows.append(cells)
+            continue
+        gap = _delta_cell(_float(r.gap), _float(r.gap_lo), _float(r.gap_hi))
+        if missing(r.baseline):
+            vs_base = "(baseline)" if r.arm == base else ""
+        else:
+            vs_base = _delta_cell(
+                _float(r.delta_vs_baseline),
+                _float(r.delta_vs_baseline_lo),
+                _float(r.delta_vs_baseline_hi),
+            )
+        cells = [r.arm, r.label, measure, who, gap, vs_base, _yes_no(r.excludes_0_vs_baseline)]
+        if report.matched:
+            vs_matched = ""
+            if r.arm in report.matched:
+                vs_matched = _delta_cell(
+                    _float(r.delta_vs_matched),
+                    _float(r.delta_vs_matched_lo),
+                    _float(r.delta_vs_matched_hi),
+                )
+            cells += [vs_matched, _yes_no(r.excludes_0_vs_matched)]
+        rows.append(cells)
+    return headers, rows
+
+
+def gap_summary(report: Report) -> str:
+    """Which gap deltas' CIs exclude 0 and how many include it (every one, whatever it
+    says)."""
+    f = report.fairness
+    if f is None or f.unavailable:
+        return ""
+    pct = int(round(report.ci_level * 100))
+    excluding, including = [], 0
+    for r in f.gaps.itertuples(index=False):
+        for prefix, other in (("vs_baseline", r.baseline), ("vs_matched", r.matched_arm)):
+            flag = getattr(r, f"excludes_0_{prefix}")
+            if flag is None or missing(flag):
+                continue
+            if not bool(flag):
+                including += 1
+                continue
+            d = _delta_cell(
+                _float(getattr(r, f"delta_{prefix}")),
+                _float(getattr(r, f"delta_{prefix}_lo")),
+                _float(getattr(r, f"delta_{prefix}_hi")),
+            )
+            measure = MEASURE_NAMES.get(r.measure, r.measure)
+            excluding.append(
+                f"{r.arm} vs {other}, {r.label} {measure}, {r.subgroup} − {r.reference}: {d}"
+            )
+    total = len(excluding) + including
+    if not total:
+        return (
+            "No gap delta has an interval (no baseline or step-matched control among the "
+            "arms, cells too small, or no val thresholds)."
+        )
+    text = (
+        f"Gap deltas ({pct}% CI, not adjusted): {len(excluding)} of {total} exclude 0"
+        + (": " + "; ".join(excluding) if excluding else "")
+        + f"; {including} include 0."
+    )
+    return text

@@ -7,8 +7,12 @@ A run folder holds:
   ``mean``/``std`` (input normalisation), uncertain policy, mix, seed, arm, train counts,
   input digests.
 * ``model.safetensors``: the weights of the best validation epoch.
-* ``predictions.parquet``: ``image_path``, ``patient_id``, ``study_id``, then per label
-  ``true.<label>`` (raw 1/0/-1/NaN) and ``prob.<label>``.
+* ``predictions.parquet``: ``image_path``, ``patient_id``, ``study_id``, ``sex``, ``age``,
+  then per label ``true.<label>`` (raw 1/0/-1/NaN) and ``prob.<label>`` (runs from before
+  demographics lack ``sex`` and ``age``).
+* ``val_predictions.parquet``: the same table for the real val rows, from the weights that
+  are scored on test; the fairness report fixes its decision thresholds on it (runs from
+  before it was written have none).
 * ``training_patients.json``: what the run's weights saw (`manifests.provenance.SeenPatients`):
   the patients whose images or reports trained it (its real train rows, its synthetic set's
   prompt, generator and oracle filter patients, its ``--init-from`` run's), their digest,
@@ -37,6 +41,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
+VAL_PREDICTIONS_FILE = "val_predictions.parquet"
 PATIENTS_FILE = "training_patients.json"
 FORMAT = FolderFormat(kind="classifier run", started_file=CONFIG_FILE, done_file=METRICS_FILE)
 RUN_KEYS = ("labels", "seed")  # what every reader relies on (report, oracle)
@@ -100,12 +105,27 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     write_json(Path(run_dir) / METRICS_FILE, metrics)
 
 
-def write_predictions(run_dir: Path, frame: pd.DataFrame) -> Path:
-    """Write the predictions table atomically (Parquet)."""
-    path = Path(run_dir) / PREDICTIONS_FILE
+def _write_table(path: Path, frame: pd.DataFrame) -> Path:
     with atomic_path(path, overwrite=True) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{path}: not a readable Parquet file ({e.__class__.__name__})") from None
+
+
+def write_predictions(run_dir: Path, frame: pd.DataFrame) -> Path:
+    """Write the (test) predictions table atomically (Parquet)."""
+    return _write_table(Path(run_dir) / PREDICTIONS_FILE, frame)
+
+
+def write_val_predictions(run_dir: Path, frame: pd.DataFrame) -> Path:
+    """Write the val predictions table (the layout of `predictions.parquet`) atomically."""
+    return _write_table(Path(run_dir) / VAL_PREDICTIONS_FILE, frame)
 
 
 def read_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -113,12 +133,15 @@ def read_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: no {PREDICTIONS_FILE}; the run has not finished")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise UserError(f"{path}: not a readable Parquet file ({e.__class__.__name__})") from None
+    frame = _read_table(path)
     labels = [c[len("prob.") :] for c in frame.columns if c.startswith("prob.")]
     return frame, labels
+
+
+def read_val_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """A run's val predictions table; None for a run from before it was written."""
+    path = Path(run_dir) / VAL_PREDICTIONS_FILE
+    return _read_table(path) if path.is_file() else None
 
 
 def model_path(run_dir: Path) -> Path:
@@ -209,6 +232,7 @@ __all__ = [
     "MODEL_FILE",
     "PATIENTS_FILE",
     "PREDICTIONS_FILE",
+    "VAL_PREDICTIONS_FILE",
     "find_runs",
     "is_finished",
     "is_run",
@@ -218,9 +242,11 @@ __all__ = [
     "read_metrics",
     "read_predictions",
     "read_seen_patients",
+    "read_val_predictions",
     "save_model",
     "write_config",
     "write_metrics",
     "write_predictions",
+    "write_val_predictions",
     "write_seen_patients",
 ]

@@ -13,6 +13,8 @@ A run directory holds:
 * ``model.safetensors``: the weights of the best validation epoch.
 * ``metrics.json`` and ``predictions.parquet``: the test evaluation (see `evaluate.py`);
   ``metrics.json`` is written last, so its presence means the run is finished.
+* ``val_predictions.parquet``: the scored weights' predictions on the real val rows (where
+  the fairness report fixes its thresholds).
 * ``checkpoints/checkpoint-N/``: the training state after epoch N, for ``--resume``
   (safetensors + JSON, never pickles).
 
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 
 from classifier.config import TrainConfig, check_train_config, default_arm
 from classifier.data import augment_batch, make_loader, normalize
-from classifier.evaluate import finish_evaluation, macro_auroc, predict
+from classifier.evaluate import finish_evaluation, macro_auroc, predict, predictions_frame
 from classifier.models import (
     build_model,
     check_backbone,
@@ -55,6 +57,7 @@ from classifier.run import (
     save_model,
     write_config,
     write_seen_patients,
+    write_val_predictions,
 )
 from classifier.run_data import RunData, prepare_data, split_dataset
 from classifier.training.accelerator import build_accelerator
@@ -327,12 +330,23 @@ class TrainingSession:
             self.say(f"early stop: no val improvement for {cfg.patience} epochs")
 
     def finish(self) -> None:
-        """Score the best weights on the real test split; write predictions and metrics."""
+        """Score the best weights on real val and test; write predictions and metrics."""
         acc, data, cfg, state = self.accelerator, self.data, self.cfg, self.state
         acc.wait_for_everyone()
         if acc.is_main_process:
             best = acc.unwrap_model(self.model)
             best.load_state_dict(load_state_dict(self.out))
+            # The scored weights' val predictions: the fairness report fixes its decision
+            # thresholds on them, never on test.
+            val_probs = predict(
+                best,
+                data.images[data.val["_pos"].to_numpy()],
+                self.mean,
+                self.std,
+                cfg.eval_batch_size,
+                acc.device,
+            )
+            write_val_predictions(self.out, predictions_frame(data.val, data.labels, val_probs))
             probs = predict(
                 best,
                 data.images[data.test["_pos"].to_numpy()],

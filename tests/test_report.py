@@ -181,7 +181,14 @@ def test_no_baseline_means_no_deltas(tmp_path):
 def test_report_files_have_every_arm_and_label(three_arms, tmp_path):
     report = summarize_arms(collect_runs(three_arms), n_boot=100)
     paths = write_report(report, tmp_path / "report")
-    assert sorted(paths) == ["report.csv", "report.html", "report.json", "report.md"]
+    assert sorted(paths) == [
+        "fairness.csv",  # the Subgroups tables: headers only without demographics
+        "fairness_gaps.csv",
+        "report.csv",
+        "report.html",
+        "report.json",
+        "report.md",
+    ]
     csv = pd.read_csv(paths["report.csv"])
     assert set(zip(csv.arm, csv.label, strict=True)) == {
         (arm, label) for arm in ("real", "mix0.5", "synthetic") for label in (*LABELS, "macro")
