@@ -598,7 +598,7 @@ def study_cmd(
     With --resume and no --preset or --config, the folder's saved study.toml is used; a new
     folder without either runs the demo preset.
     """
-    from classifier.report_render import print_report
+    from classifier.report_render import print_fairness, print_report
     from manifests.files import check_output_folder
     from study import study
 
@@ -609,6 +609,7 @@ def study_cmd(
         title=f"study {result.name!r}: AUROC per arm (real test split)",
         out=console,
     )
+    print_fairness(result.report, out=console)
     console.print(f"report: {result.report_files['report.html']}")
 
 

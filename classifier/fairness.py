@@ -34,7 +34,9 @@ definitions (docs/statistics.md, Subgroups):
   difference (`classifier.stats.seed_interval` with ``delta=True``); a gap's delta against
   the real-only arm and against the step-matched control by
   `classifier.report.delta_interval`, paired over test patients and by seed exactly as the
-  report's AUROC deltas. None is adjusted for multiplicity.
+  report's AUROC deltas; a subgroup-balanced arm's (``mix<m>-balanced``) also against its
+  prevalence-matched twin (same generator, seeds and steps: what balancing did to the
+  gap). None is adjusted for multiplicity.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from classifier import run as run_folder
+from classifier.arms import Arm
 from classifier.config import MIN_POSITIVE_PATIENTS
 from classifier.report import Report, _ArmData, arm_interval, delta_interval
 from classifier.runset import Run, RunSet
@@ -120,6 +123,11 @@ GAP_COLUMNS = [
     "delta_vs_matched_lo",
     "delta_vs_matched_hi",
     "excludes_0_vs_matched",
+    "twin_arm",  # a subgroup-balanced arm's prevalence-matched twin
+    "delta_vs_twin",  # gap(balanced arm) - gap(twin): what balancing did to the gap
+    "delta_vs_twin_lo",
+    "delta_vs_twin_hi",
+    "excludes_0_vs_twin",
     "note",
 ]
 
@@ -590,6 +598,13 @@ def _gap_rows(report, data, columns, cells, groups, refs, labels, base, level, m
             if columns.gap and control in data
             else None
         )
+        parsed = Arm.parse(arm)
+        twin = parsed.twin().name if parsed.balanced else None
+        vs_twin = (
+            delta_interval(gaps, data[twin]["gap"], level)[0]
+            if columns.gap and twin in data
+            else None
+        )
         for m, j, label in measures:
             for g in groups:
                 if g.kind not in refs or g.name == refs[g.kind]:
@@ -605,6 +620,7 @@ def _gap_rows(report, data, columns, cells, groups, refs, labels, base, level, m
                     "too_small": (m, j, g.name) not in at,
                     "baseline": other if other != arm else None,
                     "matched_arm": control,
+                    "twin_arm": twin if twin in data else None,
                     "note": "",
                 }
                 if row["too_small"]:
@@ -623,6 +639,7 @@ def _gap_rows(report, data, columns, cells, groups, refs, labels, base, level, m
                     row["note"] = "no val threshold for some runs (no val predictions)"
                 row.update(_delta_fields(vs_base, k, "vs_baseline"))
                 row.update(_delta_fields(vs_matched, k, "vs_matched"))
+                row.update(_delta_fields(vs_twin, k, "vs_twin"))
                 rows.append(row)
     return rows
 

@@ -52,6 +52,7 @@ from classifier.report import (
 from classifier.report_notes import MIN_SEEDS, check_provenance
 from classifier.report_tables import (
     BUDGET_TEXT,
+    balance_summary,
     budget_rows,
     comparison_rows,
     display_rows,
@@ -121,6 +122,8 @@ def print_fairness(report: Report, out=None) -> None:
     title = "underdiagnosis gap (FNR at the val threshold, subgroup − reference)"
     print_table(headers, rows, title, right=numbers, no_wrap=numbers, keys=4, out=out)
     out.print(gap_summary(report))
+    if balance_summary(report):
+        out.print(balance_summary(report))
     for note in f.notes:
         out.print(f"note: {note}")
 
@@ -290,6 +293,8 @@ def _subgroups_md(report: Report) -> list[str]:
     md += [f"- note: {n}\n" for n in report.fairness.notes]
     md += ["\n", md_table(*subgroup_rows(report))]
     md += ["\n### Underdiagnosis gaps\n\n", gap_summary(report) + "\n\n"]
+    if balance_summary(report):
+        md.append(balance_summary(report) + "\n\n")
     md.append(md_table(*gap_rows(report)))
     return md
 
@@ -309,6 +314,8 @@ def _subgroups_html(report: Report) -> list[str]:
         )
     parts.append(html_table(*subgroup_rows(report), "subgroups"))
     parts += ["<h3>Underdiagnosis gaps</h3>", f"<p>{html.escape(gap_summary(report))}</p>"]
+    if balance_summary(report):
+        parts.append(f"<p><b>{html.escape(balance_summary(report))}</b></p>")
     parts.append(html_table(*gap_rows(report), "gaps"))
     return parts
 

@@ -479,6 +479,9 @@ def gap_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     headers += [f"Δ gap vs {base} [{pct}% CI]", "excludes 0"]
     if report.matched:
         headers += [f"Δ gap vs step-matched [{pct}% CI]", "excludes 0"]
+    twins = f is not None and not f.unavailable and f.gaps["twin_arm"].notna().any()
+    if twins:
+        headers += [f"Δ gap vs prevalence-matched twin [{pct}% CI]", "excludes 0"]
     if f is None or f.unavailable:
         return headers, []
     rows = []
@@ -489,6 +492,8 @@ def gap_rows(report: Report) -> tuple[list[str], list[list[str]]]:
             cells = [r.arm, r.label, measure, who, "too small", "too small", ""]
             if report.matched:
                 cells += ["too small" if r.arm in report.matched else "", ""]
+            if twins:
+                cells += ["too small" if not missing(r.twin_arm) else "", ""]
             rows.append(cells)
             continue
         gap = _delta_cell(_float(r.gap), _float(r.gap_lo), _float(r.gap_hi))
@@ -510,8 +515,59 @@ def gap_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                     _float(r.delta_vs_matched_hi),
                 )
             cells += [vs_matched, _yes_no(r.excludes_0_vs_matched)]
+        if twins:
+            vs_twin = ""
+            if not missing(r.twin_arm):
+                vs_twin = _delta_cell(
+                    _float(r.delta_vs_twin), _float(r.delta_vs_twin_lo), _float(r.delta_vs_twin_hi)
+                )
+            cells += [vs_twin, _yes_no(r.excludes_0_vs_twin)]
         rows.append(cells)
     return headers, rows
+
+
+def balance_summary(report: Report) -> str:
+    """Did balancing the synthetic set over subgroups narrow the gap? Per subgroup-balanced
+    arm, label and subgroup with an interval: its gap's delta against its prevalence-matched
+    twin, read against the twin's own gap (narrowed: the interval lies wholly on the side
+    that moves the gap toward 0; widened: wholly on the other; else not shown either way)."""
+    f = report.fairness
+    if f is None or f.unavailable or not f.gaps["twin_arm"].notna().any():
+        return ""
+    pct = int(round(report.ci_level * 100))
+    gaps = f.gaps.set_index(["arm", "label", "measure", "subgroup"])
+    verdicts: dict[str, list[str]] = {"narrowed": [], "widened": [], "neither": []}
+    for r in f.gaps.itertuples(index=False):
+        if missing(r.twin_arm) or missing(_float(r.delta_vs_twin)):
+            continue
+        key = (r.twin_arm, r.label, r.measure, r.subgroup)
+        twin_gap = _float(gaps.loc[key, "gap"]) if key in gaps.index else math.nan
+        lo, hi = _float(r.delta_vs_twin_lo), _float(r.delta_vs_twin_hi)
+        toward_zero = -1.0 if twin_gap > 0 else 1.0 if twin_gap < 0 else 0.0
+        if toward_zero and (lo > 0 or hi < 0) and (lo * toward_zero > 0):
+            verdict = "narrowed"
+        elif toward_zero and (lo > 0 or hi < 0):
+            verdict = "widened"
+        else:
+            verdict = "neither"
+        d = _delta_cell(_float(r.delta_vs_twin), lo, hi)
+        measure = MEASURE_NAMES.get(r.measure, r.measure)
+        verdicts[verdict].append(
+            f"{r.arm}, {r.label} {measure}, {r.subgroup} − {r.reference}: twin's gap "
+            f"{fmt(twin_gap) if not missing(twin_gap) else 'n/a'}, Δ {d}"
+        )
+    total = sum(len(v) for v in verdicts.values())
+    if not total:
+        return "Balancing: no gap of a balanced arm has an interval (cells too small)."
+    parts = [
+        f"Did balancing the synthetic set over subgroups narrow the gap ({pct}% CI, not "
+        f"adjusted)? Of {total} gaps, narrowed: {len(verdicts['narrowed'])}, widened: "
+        f"{len(verdicts['widened'])}, neither shown: {len(verdicts['neither'])}."
+    ]
+    for verdict in ("narrowed", "widened"):
+        if verdicts[verdict]:
+            parts.append(f"{verdict.capitalize()}: " + "; ".join(verdicts[verdict]) + ".")
+    return " ".join(parts)
 
 
 def gap_summary(report: Report) -> str:
@@ -523,7 +579,11 @@ def gap_summary(report: Report) -> str:
     pct = int(round(report.ci_level * 100))
     excluding, including = [], 0
     for r in f.gaps.itertuples(index=False):
-        for prefix, other in (("vs_baseline", r.baseline), ("vs_matched", r.matched_arm)):
+        for prefix, other in (
+            ("vs_baseline", r.baseline),
+            ("vs_matched", r.matched_arm),
+            ("vs_twin", r.twin_arm),
+        ):
             flag = getattr(r, f"excludes_0_{prefix}")
             if flag is None or missing(flag):
                 continue
