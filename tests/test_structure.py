@@ -49,7 +49,9 @@ CONFIG_COMMANDS = {
     ("probe-text-encoder",): ProbeConfig,
 }
 # Options that are not config fields, by design.
-EXTRA_OPTIONS = {("synthesize",): {"fast", "filter_with", "min_prob"}}
+EXTRA_OPTIONS = {
+    ("synthesize",): {"fast", "filter_with", "min_prob", "filter_demographics", "age_tolerance"}
+}
 
 
 def _click(words: tuple[str, ...]):
