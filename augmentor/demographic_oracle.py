@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from classifier.config import AugmentConfig
 from classifier.data import augment_batch, decode_images, normalize
@@ -154,11 +155,11 @@ def _subset(rows: pd.DataFrame, max_images: int, seed: int) -> np.ndarray:
 
 
 def _check_settings(settings: DemographicSettings) -> None:
-    for name in ("image_size", "steps", "batch_size", "max_images"):
-        if getattr(settings, name) < 1:
-            raise UserError(f"demographic oracle {name}: {getattr(settings, name)}; at least 1")
-    if settings.image_size < 16:
-        raise UserError(f"demographic oracle image_size: {settings.image_size}; at least 16")
+    for name, least in (("image_size", 16), ("steps", 1), ("batch_size", 1), ("max_images", 1)):
+        if getattr(settings, name) < least:
+            raise UserError(
+                f"demographic oracle {name}: {getattr(settings, name)}; at least {least}"
+            )
 
 
 # ---------------------------------------------------------------- training
@@ -399,13 +400,12 @@ class DemographicEmbedder:
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
-    """`classifier.data.decode_resized`'s resize (PIL bilinear) of a decoded image."""
-    from PIL import Image
-
+    """The resize the oracles trained with (`classifier.data.decode_resized`: PIL bilinear)."""
     image = np.asarray(image, dtype=np.uint8)
     if image.shape == (size, size):
         return image
-    return np.asarray(Image.fromarray(image, mode="L").resize((size, size), Image.BILINEAR))
+    resized = Image.fromarray(image, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
 
 
 def predict_demographics(
