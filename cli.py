@@ -19,7 +19,13 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from augmentor.config import FAST_SAMPLER, FinetuneConfig, OracleFilterConfig, SynthesisConfig
+from augmentor.config import (
+    FAST_SAMPLER,
+    DemographicFilterConfig,
+    FinetuneConfig,
+    OracleFilterConfig,
+    SynthesisConfig,
+)
 from augmentor.eval_config import GeneratorEvalConfig, ProbeConfig
 from classifier.config import ReportConfig, TrainConfig
 from classifier.tables import print_frame
@@ -471,6 +477,20 @@ FAST_HELP = (
         None,
         f"Oracle probability to keep an image (default {OracleFilterConfig.min_prob:g}).",
     ),
+    extra_option(
+        "filter_demographics",
+        Path | None,
+        None,
+        "Demographic filter: keep only images these sex and age oracles (an "
+        "evaluate-generator OUT/demographic_oracle folder) see as the prompt's sex and age.",
+    ),
+    extra_option(
+        "age_tolerance",
+        float | None,
+        None,
+        "Years a predicted age may differ from the prompt's "
+        f"(default {DemographicFilterConfig.age_tolerance:g}, RoentGen-v2).",
+    ),
 )
 def synthesize_cmd(
     cfg: SynthesisConfig,
@@ -478,6 +498,8 @@ def synthesize_cmd(
     fast: bool,
     filter_with: Path | None,
     min_prob: float | None,
+    filter_demographics: Path | None,
+    age_tolerance: float | None,
 ) -> None:
     """Label-balanced synthetic CXRs prompted by real train reports (runs under accelerate launch)."""
     from augmentor.config import check_synthesis_config
@@ -497,10 +519,12 @@ def synthesize_cmd(
             )
         cfg.scheduler, cfg.num_inference_steps, cfg.guidance_scale = name, steps, guidance
     check_synthesis_config(cfg)  # a typo answers before torch loads
-    from augmentor.oracle_filter import oracle_filter_config, synthesize_and_filter
+    from augmentor.demographic_filter import demographic_filter_config, synthesize_with_filters
+    from augmentor.oracle_filter import oracle_filter_config
 
     oracle_filter = oracle_filter_config(filter_with, min_prob)
-    result, kept = synthesize_and_filter(cfg, oracle_filter)
+    demographic = demographic_filter_config(filter_demographics, age_tolerance)
+    result, kept, judged = synthesize_with_filters(cfg, oracle_filter, demographic)
     if result.is_main_process:
         for note in result.notes:
             console.print(f"note: {note}")
@@ -527,6 +551,15 @@ def synthesize_cmd(
                     kept.rejected, "rejected by the oracle (images stay on disk)", out=console
                 )
             console.print(f"kept rows in {kept.manifest}; every row's score in {kept.scores}")
+        if judged is not None:
+            print_frame(
+                judged.counts,
+                f"demographic filter ({filter_demographics}, age tolerance "
+                f"{judged.age_tolerance:g} y): {judged.n_rejected} rejected, "
+                f"{judged.n_unchecked} unchecked",
+                out=console,
+            )
+            console.print(f"kept rows in {judged.manifest}; every row's verdict in {judged.scores}")
 
 
 # ---------------------------------------------------------------- classifier, report, study

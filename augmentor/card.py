@@ -26,6 +26,7 @@ from augmentor.eval_folder import (
 from augmentor.generator import RECORD_FILE as RUN_FILE
 from augmentor.prompt_policy import DESCRIPTIONS, POLICIES, RAW, describe
 from augmentor.synthetic_set import RECORD_FILE as SYNTHESIS_FILE
+from augmentor.synthetic_set import read_demographic_filter
 from manifests import provenance
 from manifests.errors import UserError
 from manifests.io import Manifest, read_manifest
@@ -152,6 +153,32 @@ def set_prompt_policy(manifest: Manifest) -> str:
     return RAW
 
 
+def demographic_filter_text(manifest: Manifest) -> str | None:
+    """The card's paragraph on the demographic filter (`synthesize --filter-demographics`):
+    its rule and its reject rate per target label x sex x age group cell; None without one."""
+    record = read_demographic_filter(manifest)
+    if not record:
+        return None
+    lines = [
+        f"Demographic filter: sex and age oracles (`{record.get('oracle')}`, trained on real "
+        "train images) kept an image when its predicted sex was its prompt's and its "
+        f"predicted age within {float(record['age_tolerance']):g} years of its prompt's. "
+        f"{record.get('n_rejected', 0)} of {record.get('n_checked', 0)} checked images were "
+        f"rejected; {record.get('n_unchecked', 0)} state no sex or age and were kept unchecked.",
+        "",
+        "| target label | sex | age group | images | checked | rejected | reject rate |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for cell in record.get("cells", []):
+        rate = cell.get("reject_rate")
+        lines.append(
+            f"| {cell['target_label']} | {cell['sex']} | {cell['age_group']} | {cell['n']} "
+            f"| {cell['n_checked']} | {cell['n_rejected']} "
+            f"| {'n/a' if rate is None else f'{rate:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def _share(row: dict | None) -> str:
     if not row or row.get("share_above") is None:
         return "n/a"
@@ -231,6 +258,9 @@ def synthesis_provenance(manifest_path: Path, generator_eval: Path | None = None
         "prompt_policy": f"{PROMPT_POLICY}\n\n{prompt_hygiene(manifest)}\n\n"
         f"{demographics_section(manifest)}"
     }
+    demographic = demographic_filter_text(manifest)
+    if demographic:
+        out["prompt_policy"] += f"\n\n{demographic}"
     identity = manifest.metadata.get("cxraug.synthesis")
     record = _read_json(manifest_path.parent / SYNTHESIS_FILE) or {}
     synthesis = dict(json.loads(identity)) if identity else {}
@@ -274,6 +304,7 @@ __all__ = [
     "UNRECORDED_DEMOGRAPHICS",
     "UNRECORDED_HYGIENE",
     "demographics_section",
+    "demographic_filter_text",
     "privacy_section",
     "prompt_hygiene",
     "set_prompt_policy",

@@ -1,5 +1,5 @@
 """Configurations of the generator's commands (`finetune`, `synthesize` and its oracle
-filter): defaults, help texts and flag checks.
+and demographic filters): defaults, help texts and flag checks.
 
 Torch-free on purpose: the CLI builds its options from these dataclasses' fields
 (`manifests.settings`) and checks a config (a typo answers at once) before it imports torch
@@ -365,5 +365,26 @@ class OracleFilterConfig:
 
     run: Path
     min_prob: float = 0.5
+    cache_dir: Path | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class DemographicFilterConfig:
+    """The demographic filter's inputs and defaults (RoentGen-v2's rule).
+
+    Attributes:
+        oracle: a demographic oracle folder (`augmentor.demographic_oracle`), trained on
+            real train data.
+        age_tolerance: keep an image whose predicted age lies within this many years of
+            its prompt's (and whose predicted sex is its prompt's).
+        age_edges: the age groups its reject counts are kept by.
+        cache_dir: prediction cache (default `<manifest folder>/feature_cache`).
+        batch_size: images per forward pass.
+    """
+
+    oracle: Path
+    age_tolerance: float = 16.0
+    age_edges: tuple[float, ...] = DEFAULT_AGE_EDGES
     cache_dir: Path | None = None
     batch_size: int = 64

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from classifier.config import N_BOOT
 from manifests import runfolder
+from manifests.demographics import DEFAULT_AGE_EDGES, parse_age_edges
 from manifests.settings import REPLACE_HELP, SEED_HELP, comma_list, setting
 
 KID_SUBSETS = 100  # KID: random subsets (as clean-fid and torchmetrics) ...
@@ -54,7 +55,10 @@ class GeneratorEvalConfig:
     `augmentor.raddino`). `oracle` (prompt alignment and laterality)
     defaults to `features` when that is a run; with `features_timm` those sections are
     skipped. `privacy` adds the re-identification audit (`augmentor.privacy`), its
-    threshold at `false_match_rate` on real val patients. `drop_memorized` writes the synthetic manifest without the flagged rows to
+    threshold at `false_match_rate` on real val patients. `demographics` adds demographic
+    fidelity (`augmentor.demographic_fidelity`) per prompted sex and age group (`age_edges`),
+    with oracles from `demographic_oracle` or trained in `OUT/demographic_oracle`.
+    `drop_memorized` writes the synthetic manifest without the flagged rows to
     `filtered_manifest` (default `<synthetic stem>.unmemorized.parquet` beside it; it must
     lie above the synthetic images, which stay put).
     """
@@ -126,6 +130,29 @@ class GeneratorEvalConfig:
         10,
         help="--privacy: train patients each real val image is scored against (baseline).",
         cli=False,
+    )
+    demographics: bool = setting(
+        False,
+        help="Also judge demographic fidelity: sex and age oracles trained on real train "
+        "images score each synthetic image against its prompt's sex and age, per subgroup, "
+        "beside real test images (docs/generator.md).",
+    )
+    demographic_oracle: Path | None = setting(
+        None,
+        help="--demographics: oracles saved before (an OUT/demographic_oracle folder) "
+        "instead of training them in OUT/demographic_oracle.",
+    )
+    age_edges: tuple[float, ...] = setting(
+        DEFAULT_AGE_EDGES,
+        flag="--age-groups",
+        parse=parse_age_edges,
+        help="--demographics: age-group edges in years, e.g. 40,65 (<40, 40-64, 65+).",
+    )
+    demographic_steps: int = setting(
+        300, help="--demographics: training steps of the oracles.", cli=False
+    )
+    demographic_image_size: int = setting(
+        64, help="--demographics: side the oracles see (px).", cli=False
     )
     seed: int = setting(0, help=SEED_HELP)
     resume: bool = setting(False, help=runfolder.RESUME_HELP)

@@ -13,6 +13,9 @@ it. Torch-free, so those readers never load a model. The folder holds:
   ``memorization.png`` (the closest pairs) and ``samples.png`` (real beside synthetic).
 * ``privacy.csv`` (the re-identification table) and ``privacy_images.csv`` (every synthetic
   image's scores), with `--privacy` (`augmentor.privacy`).
+* ``demographics.csv`` (the demographic fidelity table) and ``demographic_oracle/`` (the
+  sex and age oracles trained for it, `augmentor.demographic_oracle`), with
+  `--demographics` (`augmentor.demographic_fidelity`).
 * ``feature_cache/``: extractor features by image hash (unless `--cache-dir` says otherwise);
   with `--privacy` also the verification model (``feature_cache/reid/<key>/``).
 * ``text_encoder_probe.json`` and ``.csv``: the text encoder probe, when one was written here.
@@ -43,6 +46,8 @@ SAMPLES_FIGURE = "samples.png"  # real beside synthetic, per prompted finding an
 FEATURE_CACHE_DIR = "feature_cache"
 PRIVACY_TABLE = "privacy.csv"
 PRIVACY_IMAGES = "privacy_images.csv"
+DEMOGRAPHICS_TABLE = "demographics.csv"
+DEMOGRAPHIC_ORACLE_DIR = "demographic_oracle"
 PROBE_SCHEMA = "cxraug.text_encoder_probe/1"
 PROBE_FILE = "text_encoder_probe.json"
 PROBE_TABLE = "text_encoder_probe.csv"
@@ -89,6 +94,13 @@ def write_privacy(out: Path, table: pd.DataFrame, images: pd.DataFrame) -> None:
     for name, frame in ((PRIVACY_TABLE, table), (PRIVACY_IMAGES, images)):
         with atomic_path(Path(out) / name, overwrite=True) as tmp:
             frame.to_csv(tmp, index=False)
+
+
+def write_demographics(out: Path, table: pd.DataFrame) -> Path:
+    """Write the demographic fidelity table (`augmentor.demographic_fidelity`)."""
+    with atomic_path(Path(out) / DEMOGRAPHICS_TABLE, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(out) / DEMOGRAPHICS_TABLE
 
 
 def write_summary(out: Path, doc: dict) -> Path:
@@ -155,6 +167,7 @@ def summary_document(
     extractor: str | None = None,
     threshold_source: str | None = None,
     privacy: dict | None = None,
+    demographics: dict | None = None,
 ) -> dict:
     """The `generator_eval.json` document (schema `GENERATOR_EVAL_SCHEMA`).
 
@@ -168,6 +181,7 @@ def summary_document(
             (`augmentor.generator_metrics.extractor_title`).
         threshold_source: where the oracle's thresholds and side detector came from.
         privacy: the re-identification audit's summary (`augmentor.privacy`), if run.
+        demographics: the demographic fidelity summary (`augmentor.demographic_fidelity`).
     """
     fid, memo = tables["fidelity"], tables["memorization"]
     alignment, laterality = tables.get("alignment"), tables.get("laterality")
@@ -272,6 +286,7 @@ def summary_document(
             "dropped_manifest": dropped_path,
         },
         "privacy": privacy,
+        "demographics": demographics,
         "notes": notes,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
     }
@@ -380,6 +395,8 @@ def summary_lines(doc: dict, out: Path) -> list[str]:
         lines += privacy_lines(doc["privacy"])
     lines += [f"note: {note}" for note in doc["notes"]]
     privacy = f", {PRIVACY_TABLE}" if doc.get("privacy") else ""
+    privacy += f", {DEMOGRAPHICS_TABLE}" if doc.get("demographics") else ""
+    lines += [f"note: {note}" for note in (doc.get("demographics") or {}).get("notes", [])]
     lines.append(
         f"wrote {Path(out) / GENERATOR_EVAL_FILE}, {GENERATOR_EVAL_MD}, {MEMORIZATION_FIGURE}"
         f"{privacy}"
@@ -408,6 +425,8 @@ def generator_section(path: Path) -> dict[str, str]:
 
 
 __all__ = [
+    "DEMOGRAPHICS_TABLE",
+    "DEMOGRAPHIC_ORACLE_DIR",
     "FORMAT",
     "GENERATOR_EVAL_FILE",
     "GENERATOR_EVAL_SCHEMA",
@@ -427,6 +446,7 @@ __all__ = [
     "similarity_stats",
     "summary_document",
     "summary_lines",
+    "write_demographics",
     "write_memorization_table",
     "write_privacy",
     "write_probe",

@@ -57,6 +57,10 @@ What each metric means, and its limits:
 - Re-identification (`--privacy`, `augmentor.privacy`): a patient-verification model
   trained on real train pairs scores each synthetic image against the patient whose report
   prompted it, beside real val images scored against train patients (docs/privacy.md).
+- Demographic fidelity (`--demographics`, `augmentor.demographic_fidelity`): sex and age
+  oracles trained on real train images; per prompted sex and age group, the share of
+  synthetic images whose predicted sex is the prompt's and their age error, beside the
+  same oracles on real test images.
 - Memorization: every synthetic image's nearest real train image by cosine of extractor
   features and by pixel correlation of 32x32 thumbnails; pairs at or above either
   threshold are flagged, exact byte copies always. The same search from real test images
@@ -76,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor.demographic_fidelity import audit_demographics, check_demographics
 from augmentor.eval_config import GeneratorEvalConfig
 from augmentor.eval_folder import (
     FORMAT,
@@ -390,6 +395,7 @@ def evaluate_generator(
         say(f"{out}: already evaluated; nothing to do")
         return GeneratorEval(summary=read_generator_eval(out)[0], tables={}, out=out)
     synthetic, real = _check_inputs(cfg)
+    check_demographics(cfg, real)
     with runfolder.run_folder(out, state, fmt=FORMAT):
         return _evaluate(cfg, synthetic, real, say)
 
@@ -481,12 +487,20 @@ def _evaluate(
             synthetic, real, emb.syn_hashes, emb.real_hashes, cache_dir, cfg, say
         )
         tables["privacy"] = privacy.table
+    demographics = None
+    if cfg.demographics:
+        say("demographic fidelity")
+        demographics = audit_demographics(
+            synthetic, real, emb.syn_hashes, emb.real_hashes, cache_dir, cfg, say
+        )
+        tables["demographics"] = demographics.table
     summary = summary_document(
         asdict(cfg), synthetic, real, features, oracle, tables, size,
         max(1, ms_ssim_scales(size, size)), dim, notes,
         baseline_fid=baseline_fid, baseline_flag=baseline_flag, dropped_path=dropped_path,
         extractor=extractor, threshold_source=threshold_source,
         privacy=privacy.summary if privacy else None,
+        demographics=demographics.summary if demographics else None,
     )  # fmt: skip
     write_summary(out, summary)
     return GeneratorEval(summary=summary, tables=tables, out=out)

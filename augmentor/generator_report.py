@@ -64,6 +64,16 @@ _DISPLAY = {
          "n_synthetic_sided": "n syn", "real_heldout_side_hit_rate": "real held-out",
          "n_real_heldout_sided": "n real"},
     ),
+    "demographics": (
+        "demographic fidelity: do the oracles see the prompted sex and age? (real test: "
+        "the same oracles against the patients' own)",
+        {"subgroup": "prompted subgroup", "n_sex": "n syn (sex)",
+         "sex_match_ci": "sex match [95% CI]", "real_n_sex": "n real (sex)",
+         "real_sex_match_ci": "real sex match [95% CI]", "n_age": "n syn (age)",
+         "age_mae_ci": "age MAE, y [95% CI]", "age_bias": "age bias, y",
+         "real_n_age": "n real (age)", "real_age_mae_ci": "real age MAE, y [95% CI]",
+         "real_age_bias": "real age bias, y"},
+    ),
 }  # fmt: skip
 
 
@@ -139,6 +149,34 @@ def with_interval_text(rows: list[dict]) -> list[dict]:
     ]
 
 
+def _estimate_text(point, low, high, digits: int) -> str:
+    """'0.91 [0.84, 0.95]', the point without an interval where there is none, or 'n/a'."""
+    if point is None or not math.isfinite(point):
+        return "n/a"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{point:.{digits}f}"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def demographic_display_rows(rows: list[dict]) -> list[dict]:
+    """Demographic fidelity rows with each figure and its interval as one text column
+    (`sex_match_ci`, `age_mae_ci` and their `real_` twins); ages in years, 1 decimal."""
+    out = []
+    for row in rows:
+        shown = dict(row)
+        for prefix in ("", "real_"):
+            sex = [row.get(f"{prefix}sex_match{s}") for s in ("", "_low", "_high")]
+            age = [row.get(f"{prefix}age_mae{s}") for s in ("", "_low", "_high")]
+            shown[f"{prefix}sex_match_ci"] = _estimate_text(*sex, digits=2)
+            shown[f"{prefix}age_mae_ci"] = _estimate_text(*age, digits=1)
+            bias = row.get(f"{prefix}age_bias")
+            shown[f"{prefix}age_bias"] = (
+                f"{bias:+.1f}" if bias is not None and math.isfinite(bias) else "n/a"
+            )
+        out.append(shown)
+    return out
+
+
 def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) pairs for a terminal: the main columns under short headers.
 
@@ -156,6 +194,8 @@ def display_tables(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, pd.Dat
                 table = pd.DataFrame(fidelity_display_rows(table.to_dict("records")))
             if key == "prompt_fidelity":
                 table = pd.DataFrame(with_interval_text(table.to_dict("records")))
+            if key == "demographics":
+                table = pd.DataFrame(demographic_display_rows(table.to_dict("records")))
             out.append((title, table.reindex(columns=list(headers)).rename(columns=headers)))
     return out
 
@@ -337,6 +377,37 @@ def _prompt_fidelity_blocks(doc: dict) -> list[tuple]:
     ]
 
 
+def _demographic_blocks(audit: dict | None) -> list[tuple]:
+    """The demographic fidelity section (`evaluate-generator --demographics`), if run."""
+    if not audit:
+        return []
+    oracle = audit.get("oracle") or {}
+    settings = oracle.get("settings") or {}
+    groups = ", ".join(audit.get("age_groups", []))
+    text = (
+        f"Sex and age oracles ({settings.get('backbone', 'n/a')} at "
+        f"{settings.get('image_size', 'n/a')} px, trained on "
+        f"{oracle.get('n_train_images', 'n/a')} real train images of "
+        f"{oracle.get('n_train_patients', 'n/a')} patients) look at every synthetic image. "
+        "Per prompted subgroup (the sex and age its prompt stated; age groups "
+        f"{groups}): the share whose predicted sex (female probability >= "
+        f"{audit.get('sex_threshold', 0.5):g}) is the prompt's, and the mean absolute "
+        "error of the predicted age in years with its mean signed error (bias; positive: "
+        "the images look older than prompted). The real columns are the baseline: the same "
+        "oracles on real test images against the patients' own sex and age. "
+        f"{audit.get('n_sex_stated', 0)} of {audit.get('n_synthetic', 0)} synthetic images "
+        f"state a sex, {audit.get('n_age_stated', 0)} an age. "
+        f"{audit.get('interval_method', '')}."
+    )
+    columns = list(_DISPLAY["demographics"][1])
+    blocks: list[tuple] = [
+        ("h", "Demographic fidelity"),
+        ("p", text),
+        ("table", demographic_display_rows(audit["rows"]), columns),
+    ]
+    return blocks + [("p", f"Note: {note}") for note in audit.get("notes", [])]
+
+
 def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
     """The report as ('h', text) / ('p', text) / ('table', rows, columns[, headers])
     blocks."""
@@ -429,6 +500,7 @@ def _section_blocks(doc: dict, probe: dict | None) -> list[tuple]:
                 ],
             ),  # fmt: skip
         ]
+    blocks += _demographic_blocks(doc.get("demographics"))
     if probe:
         blocks += [
             ("h", "Text encoder probe (held-out reports, linear probe AUROC)"),

@@ -13,6 +13,10 @@ A synthetic set folder holds:
   the rows it keeps (:func:`write_filtered_manifest`; the set stays finished).
 * ``oracle_scores.parquet``: every row with the oracle's score, rejected rows included
   (:func:`write_oracle_scores`), and ``feature_cache/``, the oracle's image features.
+* ``demographic_scores.parquet``: every row with the demographic oracles' predictions and
+  the demographic filter's verdict (`augmentor.demographic_filter`,
+  :func:`write_demographic_scores`); the manifest it leaves holds the filter's reject
+  counts per cell in its metadata (`DEMOGRAPHIC_FILTER_KEY`, :func:`read_demographic_filter`).
 
 Beside a synthetic manifest, `cxraug evaluate-generator --drop-memorized` writes it without
 the flagged near-copies, by default as ``<stem>.unmemorized.parquet``
@@ -22,6 +26,7 @@ functions only.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,6 +44,8 @@ MANIFEST_FILE = "manifest.parquet"
 IMAGES_DIR = "images"
 SHARDS_DIR = "shards"
 SCORES_FILE = "oracle_scores.parquet"
+DEMOGRAPHIC_SCORES_FILE = "demographic_scores.parquet"
+DEMOGRAPHIC_FILTER_KEY = "cxraug.demographic_filter"  # manifest metadata: the filter's counts
 FEATURE_CACHE_DIR = "feature_cache"
 UNMEMORIZED_SUFFIX = ".unmemorized.parquet"
 ROW_COLUMN = "plan_row"
@@ -136,6 +143,25 @@ def write_oracle_scores(manifest_path: Path, rows: pd.DataFrame) -> Path:
     return path
 
 
+def write_demographic_scores(manifest_path: Path, rows: pd.DataFrame) -> Path:
+    """Every row the demographic filter judged, rejected ones included, beside the manifest."""
+    path = Path(manifest_path).parent / DEMOGRAPHIC_SCORES_FILE
+    with atomic_path(path, overwrite=True) as tmp:
+        rows.to_parquet(tmp, index=False)
+    return path
+
+
+def read_demographic_filter(manifest: Manifest) -> dict | None:
+    """The demographic filter's record in a manifest's metadata (rule, counts per cell), or
+    None when no demographic filter chose its rows."""
+    raw = manifest.metadata.get(DEMOGRAPHIC_FILTER_KEY)
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def feature_cache_dir(manifest_path: Path) -> Path:
     """The oracle filter's default feature cache, beside the manifest."""
     return Path(manifest_path).parent / FEATURE_CACHE_DIR
@@ -176,6 +202,8 @@ def write_unmemorized_manifest(kept: Manifest, path: Path, overwrite: bool) -> P
 
 
 __all__ = [
+    "DEMOGRAPHIC_FILTER_KEY",
+    "DEMOGRAPHIC_SCORES_FILE",
     "FEATURE_CACHE_DIR",
     "FORMAT",
     "IMAGES_DIR",
@@ -193,9 +221,11 @@ __all__ = [
     "manifest_path",
     "merge_shards",
     "next_shard_path",
+    "read_demographic_filter",
     "read_record",
     "shard_paths",
     "unmemorized_path",
+    "write_demographic_scores",
     "write_filtered_manifest",
     "write_oracle_scores",
     "write_record",

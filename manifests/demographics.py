@@ -47,11 +47,10 @@ def parse_age_edges(spec: str | Sequence[float] | None, flag: str = "--age-group
         raise UserError(
             f"{flag}: {spec!r} is not a list of ages; valid: increasing ages in years, e.g. 40,65"
         ) from None
-    if (
-        not edges
-        or any(not math.isfinite(e) or e <= 0 for e in edges)
-        or any(b <= a for a, b in pairwise(edges))
-    ):
+    infinite = [e for e in edges if not math.isfinite(e)]
+    if infinite:
+        raise UserError(f"{flag}: {infinite[0]}; it must be a finite number")
+    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in pairwise(edges)):
         raise UserError(
             f"{flag}: {spec!r}: edges must be positive and strictly increasing, e.g. 40,65"
         )

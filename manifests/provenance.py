@@ -3,7 +3,8 @@
 A generator folder records the patients whose images and reports trained it; a synthetic
 manifest records, in its Parquet metadata (`cxraug.provenance`), its generator's digest and
 training patients, the digest of its prompt manifest's patient -> split map and, once an
-oracle filter chose its rows, what that classifier run saw (`filter`); per row the study
+oracle filter chose its rows, what that classifier run saw (`filter`), and once the
+demographic filter did, what its oracles saw (`demographic_filter`); per row the study
 and patient whose report prompted it (`prompt_study_id`, `prompt_patient_id`).
 
 `check_synthetic` is run by every consumer (train-classifier, study, report) against the
@@ -36,6 +37,12 @@ PROMPT_PATIENT_COLUMN = "prompt_patient_id"
 CHECKED = "checked"
 FOREIGN = "foreign (unchecked)"
 HELD_OUT = ("val", "test")
+# The filters that may choose a synthetic set's rows: their key in the provenance record ->
+# (what, the flag that applies it, what it is).
+FILTERS = {
+    "filter": ("oracle filter", "--filter-with", "a classifier"),
+    "demographic_filter": ("demographic filter", "--filter-demographics", "oracles"),
+}
 
 
 def patients_digest(patients: Iterable[str]) -> str:
@@ -217,17 +224,20 @@ def synthetic_seen(synthetic: Manifest) -> SeenPatients:
     if record is None or record.get("generator_patients") is None or prompted is None:
         return SeenPatients(complete=False)
     seen = SeenPatients.of([*record["generator_patients"], *prompted.dropna().astype(str)])
-    oracle = record.get("filter")
-    return seen.union(SeenPatients.from_dict(oracle, PROVENANCE_KEY)) if oracle else seen
+    for key in FILTERS:
+        if record.get(key):
+            seen = seen.union(SeenPatients.from_dict(record[key], PROVENANCE_KEY))
+    return seen
 
 
-def with_filter(synthetic: Manifest, run: str, seen: SeenPatients) -> Manifest:
-    """The synthetic set with what its oracle filter (the classifier run `run`) saw in its
-    provenance record; a set without one is returned as is (it is foreign already)."""
+def with_filter(synthetic: Manifest, run: str, seen: SeenPatients, key: str = "filter") -> Manifest:
+    """The synthetic set with what its filter (`key` of `FILTERS`: the oracle classifier run,
+    or the demographic oracles' folder `run`) saw in its provenance record; a set without
+    one is returned as is (it is foreign already)."""
     record = read_record(synthetic)
     if record is None:
         return synthetic
-    record["filter"] = {"run": run, **seen.to_dict()}
+    record[key] = {"run": run, **seen.to_dict()}
     metadata = {**synthetic.metadata, PROVENANCE_KEY: json.dumps(record, sort_keys=True)}
     return replace(synthetic, metadata=metadata)
 
@@ -273,15 +283,19 @@ def check_synthetic(
             f"real manifest (e.g. patient {leaked[0]}, {held[leaked[0]]}); fine-tune on the "
             "train split of the same split manifest"
         )
-    oracle = record.get("filter")
-    if not oracle:
-        return CHECKED
-    return check_seen(
-        dict(held.items()),
-        SeenPatients.from_dict(oracle, f"{where} ({PROVENANCE_KEY})"),
-        where=f"{where}: its oracle filter (--filter-with {oracle.get('run')})",
-        source="the real manifest",
-        hint="filter with a classifier trained on the train split of the same split manifest",
-        allow_incomplete=allow_foreign,
-        allow_flag="--allow-foreign-synthetic",
-    )
+    status = CHECKED
+    for key, (what, flag, model) in FILTERS.items():
+        oracle = record.get(key)
+        if not oracle:
+            continue
+        found = check_seen(
+            dict(held.items()),
+            SeenPatients.from_dict(oracle, f"{where} ({PROVENANCE_KEY})"),
+            where=f"{where}: its {what} ({flag} {oracle.get('run')})",
+            source="the real manifest",
+            hint=f"filter with {model} trained on the train split of the same split manifest",
+            allow_incomplete=allow_foreign,
+            allow_flag="--allow-foreign-synthetic",
+        )
+        status = FOREIGN if found == FOREIGN else status
+    return status

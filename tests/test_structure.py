@@ -50,7 +50,7 @@ CONFIG_COMMANDS = {
 }
 # Options that are not config fields, by design.
 EXTRA_OPTIONS = {
-    ("synthesize",): {"fast", "filter_with", "min_prob"},
+    ("synthesize",): {"fast", "filter_with", "min_prob", "filter_demographics", "age_tolerance"},
     ("report",): {"age_groups"},
 }
 
