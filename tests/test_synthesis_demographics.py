@@ -289,15 +289,15 @@ def test_bad_balance_settings_are_user_errors(tmp_path):
 
 
 def test_cli_parses_the_flags_and_refuses_bad_values(tmp_path, monkeypatch):
-    import augmentor.oracle_filter as oracle_filter
+    import augmentor.demographic_filter as demographic_filter
 
     seen = {}
 
-    def capture(cfg, oracle):
+    def capture(cfg, *filters, **kw):
         seen["cfg"] = cfg
         raise UserError("captured")
 
-    monkeypatch.setattr(oracle_filter, "synthesize_and_filter", capture)
+    monkeypatch.setattr(demographic_filter, "synthesize_with_filters", capture)
     args = ["synthesize", "--model", "G", "--prompts-from", "M", "--labels", "x:1"]
     args += ["--out", str(tmp_path / "o")]
     result = runner.invoke(
