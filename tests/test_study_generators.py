@@ -206,8 +206,12 @@ def test_study_with_generator_replicates_reports_generators_as_units(tmp_path):
     out = tmp_path / "study"
     run_study(cfg, out, log=lambda _: None)
     names = sorted(p.name for p in (out / "runs").iterdir())
-    assert names == ["mix0.5-g0-seed0", "mix0.5-g1-seed0", "real-seed0", "real-steps-mix0.5-seed0"]
+    assert names == [
+        "mix0.5-balanced-g0-seed0", "mix0.5-balanced-g1-seed0", "mix0.5-g0-seed0",
+        "mix0.5-g1-seed0", "real-seed0", "real-steps-mix0.5-seed0",
+    ]  # fmt: skip
     assert (out / "generators" / "full-g1" / "generator").is_dir()
+    assert (out / "generators" / "full-g1" / "synthetic-balanced" / "manifest.parquet").is_file()
     digests = {
         json.loads((out / "runs" / n / "config.json").read_text())["synthetic_digest"]
         for n in names[:2]
