@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from augmentor.base import tiny_tokenizer
 from cli import app
 from manifests.errors import UserError
 from manifests.images import load_image
@@ -185,8 +186,10 @@ def test_reports_say_explicit_negatives(reports):
             assert re.search(r"normal|no cardiomegaly", text), impression
     phrasings = {impression for _, impression, _, _ in reports}
     assert len(phrasings) > 200  # varied phrasing, not one template
-    # impressions are prompts: they fit CLIP's 77 tokens (about 1.7 tokens per word here)
-    assert max(len(impression.split()) for impression in phrasings) <= 42
+    # impressions are prompts: they fit CLIP's 77 tokens, a demographic header included
+    tokenizer = tiny_tokenizer()
+    longest = max(len(tokenizer(impression).input_ids) for impression in phrasings)
+    assert longest <= tokenizer.model_max_length, longest
 
 
 def _region_mean(image: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:

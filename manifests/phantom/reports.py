@@ -2,12 +2,15 @@
 
 Positive findings in varied phrasing, hedged ones ("possible small left effusion"), and the
 four main findings always stated, positively or as an explicit negative ("No pneumothorax.").
+A study marked `header` starts its impression with the patient's age and sex
+("72-year-old woman."), as real reports do.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from manifests.demographics import demographic_phrase
 from manifests.phantom.findings import PATHOLOGIES, Study
 
 NAMES = {"central venous catheter": "central line"}  # short names for device lists
@@ -245,6 +248,8 @@ def study_report(study: Study, rng: np.random.Generator) -> tuple[str, str]:
             ),
         )
     impression += negatives
+    if study.header:
+        impression.insert(0, demographic_phrase(study.patient.sex, study.age))
     view = "Portable AP" if study.view == "AP" else "PA"
     findings = " ".join(
         [f"{view} view of the chest.", *positives, *negatives, "No acute osseous abnormality."]
