@@ -151,7 +151,7 @@ def _breasts(L, Y, right, p: Patient) -> np.ndarray:
     grow = np.where(right, np.float32(1 + p.breast_asymmetry), np.float32(1 - p.breast_asymmetry))
     scale = np.float32(p.breast) * grow  # (1, S): per side
     u = (L - 0.52) / (0.3 * scale)
-    v = (Y - np.float32(0.16 + p.breast_drop)) / np.float32(0.25 * p.breast)
+    v = (Y - np.float32(0.16 + p.breast_drop)) / np.float32(0.25 * p.breast)  # |v| < 1 here
     r2 = u * u + v * v
     edge = np.clip((1 - r2) / 0.2, 0, 1)  # the rim: a ramp a few pixels wide
     edge = edge * edge * (3 - 2 * edge)
@@ -160,7 +160,7 @@ def _breasts(L, Y, right, p: Patient) -> np.ndarray:
     return (0.28 * scale) * edge * (0.4 + 0.6 * dome) * (fade * fade * (3 - 2 * fade))
 
 
-def _cartilage(L, Y, ant_p, afrac, p: Patient) -> np.ndarray:
+def _cartilage(L, ant_p, afrac, p: Patient) -> np.ndarray:
     """Calcified costal cartilage: flecks along the cartilages medial to the anterior rib
     ends, along their margins in men and central in women."""
     rib = np.floor(ant_p)
@@ -208,8 +208,12 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     body = _soft(half_w - L, px)
     chord = np.sqrt(np.clip(1 - (L / (half_w + 0.03)) ** 2, 0, 1))
     A = body * (0.35 + 0.95 * chord)
-    if p.breast > 0:
-        A = A + body * _breasts(L, Y, right, p)
+    if p.breast > 0:  # computed only on the rows the shadows can reach
+        cy, ry = 0.16 + p.breast_drop, 0.25 * p.breast
+        rows = np.flatnonzero(np.abs(Y[:, 0] - cy) < ry)
+        if rows.size:
+            rows = slice(rows[0], rows[-1] + 1)
+            A[rows] += body[rows] * _breasts(L, Y[rows], right, p)
 
     # Lungs and their markings.
     lung_d = _lung_distance(L, Y, dome)
@@ -297,8 +301,9 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     above = _soft(_dome_y(L, dome) + 0.03 - Y, 3 * px)  # the heart sits on the diaphragm
     A = A + (0.08 * central + 0.12 * depth) * above + (0.06 * a) * knob
     if a * p.cartilage > 0.05:  # a calcified rim along the top of an old knob
-        rim = np.exp(-(((knob_r - 1.0) / 0.07) ** 2)) * np.clip(-(Y - ky) / 0.06, 0, 1)
-        A = A + (0.3 * a * p.cartilage) * rim
+        rows = slice(*np.searchsorted(Y[:, 0], (ky - 0.12, ky)))  # Y grows down the image
+        rim = np.exp(-(((knob_r[rows] - 1.0) / 0.07) ** 2)) * np.clip(-(Y[rows] - ky) / 0.06, 0, 1)
+        A[rows] += (0.3 * a * p.cartilage) * rim
 
     # Trachea: an air column in the mediastinum down to the carina.
     trachea = _soft(0.028 - np.abs(X - 0.0), px) * _soft(-0.3 - Y, px)
@@ -327,8 +332,10 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     bone = p.bone_density  # thinner bone with age: fainter ribs and clavicles
     A = A + (0.25 * (0.5 + 0.5 * bone)) * spine + bone * (0.09 * ribs + 0.05 * anterior)
     A = A + (0.5 * bone) * clavicle
-    if p.cartilage > 0.02:
-        A = A + (0.3 * p.cartilage) * _cartilage(L, Y, ant_p, afrac, p) * chest
+    if p.cartilage > 0.02:  # computed only on the columns of the cartilages
+        cols = np.flatnonzero((L[0] > 0.12) & (L[0] < 0.34))
+        flecks = _cartilage(L[:, cols], ant_p[:, cols], afrac[:, cols], p)
+        A[:, cols] += (0.3 * p.cartilage) * flecks * chest[:, cols]
 
     # Lung air darkens; vessels and parenchyma put back a little density.
     A = A - 0.95 * air + (0.16 * tissue + 0.45 * vessels * tissue) * lung
