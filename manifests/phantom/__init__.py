@@ -43,11 +43,12 @@ the drawing as they change a radiograph, and the findings' prevalences.
       (over 0.5), so labels and drawings agree: a healthy heart is 0.37-0.45 at base and
       stays under 0.5 at any age; an enlarged one is borderline (0.50-0.52, hedged) or
       0.54-0.63 at base. Per-study jitter never crosses 0.5. The aorta unfolds (a larger,
-      more lateral knob and a bulging ascending aorta) from 40, fully at 80; bones (ribs,
-      clavicles, spine) lose density from 35, faster in women from 50 (to about 0.7 of the
-      young density in men and 0.5 in women at 88); costal cartilage calcifies from 35
-      (faint flecks at the anterior rib ends: along the cartilage margins in men, central
-      in women, as on real films).
+      more lateral knob and a bulging ascending aorta) from 40, fully at 80; bones (ribs
+      and clavicles; the spine half as much) lose density from 35, faster in women from
+      50 (to about 0.7 of the young density in men and 0.5 in women at 88); costal
+      cartilage calcifies from 35 (faint flecks at the anterior rib ends: along the
+      cartilage margins in men, central in women, as on real films), and an unfolded,
+      calcifying aorta shows a faint rim along the top of its knob.
     * Prevalences: each finding's probability is ``PREVALENCE * risk / mean risk`` where
       the relative risk is ``per_decade ** ((age - 60) / 10)``, times ``women`` for women
       (`SUBGROUP_RISK`), and the mean is over the default demographics, so the overall
