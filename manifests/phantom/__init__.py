@@ -58,8 +58,10 @@ the drawing as they change a radiograph, and the findings' prevalences.
       Probabilities are capped at 0.9.
     * Reports state the demographics as real ones do: `HEADER_SHARE` = 0.5 of studies
       (decided per study, deterministically in the seed) start their impression with
-      ``manifests.demographics.demographic_phrase`` (``"72-year-old woman."``); the
-      findings text never carries it.
+      ``manifests.demographics.demographic_phrase`` (``"72-year-old woman."``), except
+      the rare impression too long to take it within CLIP's 77 tokens (over
+      `reports.HEADER_MAX_WORDS` = 40 words: about 1 in 4000); the findings text never
+      carries it.
 
 Manifest (`write_phantom_dataset`): manifest v1 rows (source 'real', dataset 'phantom',
 split 'train', view PA or AP) with `report` = the impression and extra columns
