@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from manifests.phantom import (
+    PHANTOM_DESIGN,
     draw_phantom,
     encode_png,
     phantom_studies,
@@ -64,7 +65,7 @@ def main() -> None:
     wall, cpu = bench_write(args.n, args.size, args.seed)
     load = os.getloadavg()[0]
     print(
-        f"phantoms {args.n} x {args.size}px: {wall:.0f} images/s wall, {cpu:.0f} images per "
+        f"phantoms (design {PHANTOM_DESIGN}) {args.n} x {args.size}px: {wall:.0f} images/s wall, {cpu:.0f} images per "
         f"CPU-second (one process; draw + PNG + reports + manifest; {os.cpu_count()} CPUs, "
         f"load average {load:.1f})"
     )

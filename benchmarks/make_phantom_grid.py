@@ -2,8 +2,10 @@
 
     python benchmarks/make_phantom_grid.py [--out docs/phantom_grid.png] [--size 128] [--seed 0]
 
-The grid picks normal studies and examples of every finding (each side and severity the
-generator draws), with a short caption under each image: finding, patient side, severity;
+The grid's first row shows who the patients are: normal studies of a young and an old woman
+and man (breast shadows, heart size, aortic knob, bone density change with sex and age).
+Then normal studies and examples of every finding (each side and severity the generator
+draws). Each image has a short caption: sex and age, then finding, patient side, severity;
 '?' marks a hedged (label -1) finding.
 """
 
@@ -24,7 +26,9 @@ SHORT = {
     "Support Devices": "Dev",
 }
 ABBREV = {"small": "sm", "moderate": "mod", "large": "lg", "severe": "sev"}
-# What the grid shows, in order: (finding, side, severity) or None for a normal study.
+# The first row: normal PA studies of (sex, youngest age, oldest age).
+PEOPLE = [("F", 20, 40), ("F", 70, 90), ("M", 20, 40), ("M", 70, 90)]
+# Then, in order: (finding, side, severity) or None for a normal study.
 WANTED = [
     None,
     None,
@@ -56,13 +60,27 @@ def caption(study: Study) -> str:
         elif "severity" in info and name != "Consolidation":
             text += " " + ABBREV.get(info["severity"], info["severity"])
         parts.append(text + ("?" if info.get("uncertain") else ""))
-    return ", ".join(parts) if parts else f"normal {study.view}"
+    who = f"{study.patient.sex}{int(study.age)} "
+    return who + (", ".join(parts) if parts else f"normal {study.view}")
 
 
 def pick_studies(seed: int = 0, pool: int = 3000) -> list[Study]:
-    """One study per WANTED entry, preferring studies with that finding alone."""
+    """One study per PEOPLE entry, then per WANTED entry (preferring studies with that
+    finding alone)."""
     studies = phantom_studies(pool, seed=seed)
     chosen: list[Study] = []
+    for sex, young, old in PEOPLE:
+        chosen.append(
+            next(
+                s
+                for s in studies
+                if not s.findings
+                and s.view == "PA"
+                and s.patient.sex == sex
+                and young <= s.age < old
+                and s.patient.patient_id not in {c.patient.patient_id for c in chosen}
+            )
+        )
     for want in WANTED:
         for study in sorted(studies, key=lambda s: len(s.findings)):
             if study in chosen:

@@ -1,4 +1,5 @@
-"""The embedded phantom dataset: determinism, manifest, reports, labels, looks, learnability."""
+"""The embedded phantom dataset: determinism, manifest, reports, labels, looks, learnability,
+demographics."""
 
 from __future__ import annotations
 
@@ -10,19 +11,31 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from augmentor.base import tiny_tokenizer
+from augmentor.prompt_policy import apply_policy_many
 from cli import app
+from manifests.demographics import age_groups, demographic_phrase
 from manifests.errors import UserError
 from manifests.images import load_image
 from manifests.io import read_manifest
 from manifests.phantom import (
+    AGE_BETA,
+    AGE_RANGE,
+    FEMALE_SHARE,
+    HEADER_SHARE,
     IMAGE_HALF,
     MODELLED_LABELS,
+    PHANTOM_DESIGN,
+    PREVALENCE,
     draw_phantom,
+    finding_probability,
     phantom_studies,
+    sample_patient,
     study_labels,
     study_report,
     write_phantom_dataset,
 )
+from manifests.phantom.reports import HEADER_MAX_WORDS
 from manifests.schema import CHEXPERT_LABELS
 
 runner = CliRunner()
@@ -185,8 +198,10 @@ def test_reports_say_explicit_negatives(reports):
             assert re.search(r"normal|no cardiomegaly", text), impression
     phrasings = {impression for _, impression, _, _ in reports}
     assert len(phrasings) > 200  # varied phrasing, not one template
-    # impressions are prompts: they fit CLIP's 77 tokens (about 1.7 tokens per word here)
-    assert max(len(impression.split()) for impression in phrasings) <= 42
+    # impressions are prompts: they fit CLIP's 77 tokens, a demographic header included
+    tokenizer = tiny_tokenizer()
+    longest = max(len(tokenizer(impression).input_ids) for impression in phrasings)
+    assert longest <= tokenizer.model_max_length, longest
 
 
 def _region_mean(image: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:
@@ -308,3 +323,156 @@ def test_all_modelled_findings_are_learnable_from_more_images():
     labels += ("Consolidation", "Lung Opacity", "No Finding")
     aurocs = _learnability(1500, 64, seed=12, labels=labels)
     assert all(v > 0.9 for v in aurocs.values()), aurocs
+
+
+# ---------------------------------------------------------------------- demographics
+
+
+def _patient_box(image: np.ndarray, study, x0: float, x1: float, y0: float, y1: float):
+    """The pixels of a box given in the patient's body coordinates (before shift and zoom)."""
+    size = image.shape[0]
+    p = study.patient
+
+    def idx(v, scale, shift):
+        return int(round((v * scale * study.zoom + shift + 1) / 2 * size))
+
+    rows = slice(idx(y0, p.body_height, study.shift_y), idx(y1, p.body_height, study.shift_y))
+    cols = slice(idx(x0, p.body_width, study.shift_x), idx(x1, p.body_width, study.shift_x))
+    return image[rows, cols]
+
+
+def _as_man(patient):
+    """The same anatomy without what sex changes in the drawing (breast shadows)."""
+    return replace(patient, sex="M", breast=0.0, breast_drop=0.0, breast_asymmetry=0.0)
+
+
+def test_women_are_brighter_in_the_lower_zones_than_the_same_anatomy_as_a_man():
+    studies = [s for s in phantom_studies(300, seed=6) if s.patient.sex == "F" and not s.findings]
+    studies = studies[:8]
+    assert len(studies) == 8
+    lower, upper = [], []
+    for study in studies:
+        woman = draw_phantom(replace(study, noise=0.0), 128).astype(float)
+        man = draw_phantom(replace(study, noise=0.0, patient=_as_man(study.patient)), 128)
+        diff = woman - man.astype(float)
+        for x0 in (-0.75, 0.3):  # both lower zones, lateral to the heart
+            lower.append(_patient_box(diff, study, x0, x0 + 0.45, 0.05, 0.35).mean())
+        upper.append(_patient_box(diff, study, -0.6, 0.6, -0.7, -0.4).mean())
+    assert min(lower) > 8 and np.mean(lower) > 15, lower  # in every woman, on both sides
+    assert max(np.abs(upper)) < 1, upper  # the upper zones are untouched
+
+
+def test_older_patients_have_larger_hearts_unfolded_aortas_and_fainter_ribs():
+    patients = [sample_patient(0, i) for i in range(1500)]
+    ages = np.array([p.age for p in patients])
+    ctr = np.array([p.ctr for p in patients])
+    young, old = ages < 40, ages >= 65
+    healthy = ctr < 0.5
+    assert ctr[old].mean() > ctr[young].mean() + 0.03  # more cardiomegaly and the age term
+    assert ctr[old & healthy].mean() > ctr[young & healthy].mean() + 0.015
+    assert ctr[healthy].max() < 0.5  # a healthy heart never crosses 0.5 with age
+    bone = np.array([p.bone_density for p in patients])
+    assert bone[old].mean() < bone[young].mean() - 0.15
+    assert np.array([p.aorta for p in patients])[young].max() == 0
+    assert np.array([p.cartilage for p in patients])[old].min() > 0.3
+    # The drawing: the same chest with young and old bones, aorta and cartilage.
+    study = next(s for s in phantom_studies(60, seed=2) if not s.findings and s.view == "PA")
+    p = study.patient
+    young_p = replace(p, age=25.0, bone_density=1.0, cartilage=0.0, aorta=0.0)
+    old_p = replace(p, age=80.0, bone_density=0.65, cartilage=0.8, aorta=0.9)
+    images = [
+        draw_phantom(replace(study, noise=0.0, patient=q), 128).astype(float)
+        for q in (young_p, old_p)
+    ]
+    # ribs are horizontal stripes: vertical differences in the lateral lungs
+    contrast = [
+        np.mean(
+            [
+                np.abs(
+                    np.diff(_patient_box(image, study, x0, x0 + 0.3, -0.45, 0.05), axis=0)
+                ).mean()
+                for x0 in (-0.65, 0.35)
+            ]
+        )
+        for image in images
+    ]
+    assert contrast[1] < 0.85 * contrast[0], contrast
+    # the unfolded knob reaches further into the left upper lung (image right)
+    knob = [_patient_box(image, study, 0.19, 0.22, -0.36, -0.3).mean() for image in images]
+    assert knob[1] > knob[0] + 20, knob
+
+
+def test_default_draw_has_few_women_and_prevalences_differ_by_subgroup():
+    studies = phantom_studies(2000, seed=0)
+    patients = {s.patient.index: s.patient for s in studies}.values()
+    assert len(patients) == 666
+    assert sum(p.sex == "F" for p in patients) == 206  # FEMALE_SHARE = 0.3
+    ages = np.array([p.age for p in patients])
+    assert AGE_RANGE[0] <= ages.min() and ages.max() <= AGE_RANGE[1]
+    assert 55 < ages.mean() < 64 and 0.08 < np.mean(ages < 40) < 0.2
+    # Each finding's probability averages to PREVALENCE over the default demographics.
+    rng = np.random.default_rng(0)
+    sexes = np.where(rng.random(40000) < FEMALE_SHARE, "F", "M")
+    draws = AGE_RANGE[0] + (AGE_RANGE[1] - AGE_RANGE[0]) * rng.beta(*AGE_BETA, size=40000)
+    for finding, prevalence in PREVALENCE.items():
+        mean = np.mean(
+            [finding_probability(finding, s, a) for s, a in zip(sexes, draws, strict=True)]
+        )
+        assert abs(mean - prevalence) < 0.006, (finding, mean)
+    # And in a large draw, per subgroup, as designed.
+    studies = phantom_studies(9000, seed=1)
+    sex = np.array([s.patient.sex for s in studies])
+    group = age_groups([s.age for s in studies])
+    drawn = {k: np.array([k in s.findings for s in studies]) for k in PREVALENCE}
+    for finding, prevalence in PREVALENCE.items():
+        assert abs(drawn[finding].mean() - prevalence) < 0.03, finding
+    old, young = group == "65+", group == "<40"
+    assert drawn["Cardiomegaly"][old].mean() > 3 * drawn["Cardiomegaly"][young].mean()
+    assert drawn["Pleural Effusion"][old].mean() > 2 * drawn["Pleural Effusion"][young].mean()
+    ptx = drawn["Pneumothorax"]
+    assert ptx[young & (sex == "M")].mean() > 0.3  # commonest in young men
+    assert ptx[sex == "M"].mean() > 2 * ptx[sex == "F"].mean()
+    assert ptx[young].mean() > 2 * ptx[old].mean()
+
+
+HEADER = re.compile(r"^(\d+)-year-old (woman|man)\. ")
+
+
+def test_a_stated_share_of_impressions_starts_with_the_patients_age_and_sex(reports, small):
+    with_header = [study for study, impression, _, _ in reports if HEADER.match(impression)]
+    assert abs(len(with_header) / len(reports) - HEADER_SHARE) < 0.05
+    for study, impression, findings_text, _ in reports:
+        has = bool(HEADER.match(impression))
+        assert has <= study.header  # only on studies marked for it, and on every one of them
+        assert has or not study.header or len(impression.split()) > HEADER_MAX_WORDS  # but long
+        assert not HEADER.search(findings_text) and "year-old" not in findings_text
+        if has:
+            assert impression.startswith(demographic_phrase(study.patient.sex, study.age) + " ")
+    # In the manifest, the header agrees with the row's own sex and age.
+    rows = small.rows
+    matches = rows["report"].str.extract(HEADER.pattern)
+    has = matches[0].notna()
+    assert 5 <= has.sum() <= 25
+    assert (matches.loc[has, 0].astype(int) == rows.loc[has, "age"].astype(int)).all()
+    words = rows.loc[has, "sex"].map({"F": "woman", "M": "man"})
+    assert (matches.loc[has, 1] == words).all()
+    # The clean prompt policy keeps it (ages under 90 are not identifiers).
+    cleaned, _ = apply_policy_many(rows["report"].tolist(), "clean")
+    assert cleaned == rows["report"].tolist()
+
+
+def test_demographics_are_deterministic_and_recorded(tmp_path, small):
+    assert json.loads(small.metadata["cxraug.phantom"])["design"] == PHANTOM_DESIGN
+    first, again = phantom_studies(60, seed=9), phantom_studies(60, seed=9)
+    assert first == again and [s.header for s in first] == [s.header for s in again]
+    assert sample_patient(9, 4) == sample_patient(9, 4) != sample_patient(10, 4)
+    old_woman = next(s for s in first if s.patient.sex == "F" and s.patient.age > 60)
+    assert old_woman.patient.breast > 0 and old_woman.patient.cartilage > 0
+    assert draw_phantom(old_woman, 64).tobytes() == draw_phantom(old_woman, 64).tobytes()
+    # A patient's demographic anatomy is the same in every one of its studies.
+    by_patient: dict[str, set] = {}
+    for s in first:
+        p = s.patient
+        key = (p.sex, p.age, p.ctr, p.breast, p.bone_density, p.cartilage, p.aorta)
+        by_patient.setdefault(p.patient_id, set()).add(key)
+    assert all(len(keys) == 1 for keys in by_patient.values())

@@ -15,7 +15,13 @@ from manifests.errors import UserError
 from manifests.files import check_output_folder
 from manifests.io import Manifest, write_manifest
 from manifests.phantom.drawing import draw_phantom
-from manifests.phantom.findings import Study, phantom_studies, study_ctr, study_labels
+from manifests.phantom.findings import (
+    PHANTOM_DESIGN,
+    Study,
+    phantom_studies,
+    study_ctr,
+    study_labels,
+)
 from manifests.phantom.reports import study_report
 from manifests.schema import CHEXPERT_LABELS
 
@@ -108,6 +114,7 @@ def write_phantom_dataset(
                 "seed": seed,
                 "patients": len({s.patient.index for s in studies}),
                 "first_patient": first_patient,
+                "design": PHANTOM_DESIGN,
             }
         ),
     }

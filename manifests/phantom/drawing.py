@@ -1,8 +1,9 @@
 """Phantom drawing: a study as a frontal chest radiograph, vectorised numpy.
 
-Body outline, lungs with vascular markings, heart and mediastinum, diaphragm domes, ribs,
-clavicles and spine, then the study's findings and devices, on a normalised coordinate grid.
-The patient's right is on the image's left (clinical display).
+Body outline (with breast shadows in women), lungs with vascular markings, heart and
+mediastinum (with the aorta unfolding with age), diaphragm domes, ribs, clavicles and spine
+(less dense with age, costal cartilage calcifying), then the study's findings and devices, on
+a normalised coordinate grid. The patient's right is on the image's left (clinical display).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-from manifests.phantom.findings import Study, study_ctr
+from manifests.phantom.findings import Patient, Study, study_ctr
 
 # Where each of the patient's sides lies on the image (clinical display convention).
 IMAGE_HALF = {"right": "left", "left": "right"}
@@ -144,6 +145,38 @@ def _vessels(L, Y, right, rng) -> np.ndarray:
     return vessels * np.clip(r / 0.04, 0, 1) + 0.7 * hilum
 
 
+def _breasts(L, Y, right, p: Patient) -> np.ndarray:
+    """Breast soft tissue (attenuation) over each lower zone: a rounded mound whose
+    inferior-lateral edge is a soft curve and whose upper-medial part fades out."""
+    grow = np.where(right, np.float32(1 + p.breast_asymmetry), np.float32(1 - p.breast_asymmetry))
+    scale = np.float32(p.breast) * grow  # (1, S): per side
+    u = (L - 0.52) / (0.3 * scale)
+    v = (Y - np.float32(0.16 + p.breast_drop)) / np.float32(0.25 * p.breast)  # |v| < 1 here
+    r2 = u * u + v * v
+    edge = np.clip((1 - r2) / 0.2, 0, 1)  # the rim: a ramp a few pixels wide
+    edge = edge * edge * (3 - 2 * edge)
+    dome = np.sqrt(np.clip(1 - r2, 0, 1))  # thickest in the middle
+    fade = np.clip((0.6 * u + 0.8 * v + 1.1) / 1.3, 0, 1)  # thin toward the upper-medial side
+    return (0.28 * scale) * edge * (0.4 + 0.6 * dome) * (fade * fade * (3 - 2 * fade))
+
+
+def _cartilage(L, ant_p, afrac, p: Patient) -> np.ndarray:
+    """Calcified costal cartilage: flecks along the cartilages medial to the anterior rib
+    ends, along their margins in men and central in women."""
+    rib = np.floor(ant_p)
+    beads = np.cos(L * np.float32(2 * math.pi / 0.08) + 2.4 * rib + p.anatomy_phase)
+    beads = np.clip(beads, 0, 1)
+    beads *= beads
+    amount = 0.5 + 0.5 * np.sin(3.7 * rib + 1.3 * p.anatomy_phase)  # some cartilages more
+    off = np.abs(afrac - 0.5)
+    if p.sex == "F":
+        where = np.exp(-((off / 0.09) ** 2))
+    else:
+        where = np.exp(-(((off - 0.13) / 0.05) ** 2))
+    span = np.clip((0.34 - L) / 0.03, 0, 1) * np.clip((L - 0.12) / 0.05, 0, 1)
+    return beads * amount * where * (span * ((ant_p > 0.5) & (ant_p < 5)))
+
+
 def draw_phantom(study: Study, size: int) -> np.ndarray:
     """Draw one study as a 2-D uint8 image of `size` x `size` pixels.
 
@@ -175,8 +208,12 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     body = _soft(half_w - L, px)
     chord = np.sqrt(np.clip(1 - (L / (half_w + 0.03)) ** 2, 0, 1))
     A = body * (0.35 + 0.95 * chord)
-    if p.sex == "F":
-        A = A + 0.18 * np.exp(-(((L - 0.55) / 0.22) ** 2) - ((Y - 0.45) / 0.16) ** 2)
+    if p.breast > 0:  # computed only on the rows the shadows can reach
+        cy, ry = 0.16 + p.breast_drop, 0.25 * p.breast
+        rows = np.flatnonzero(np.abs(Y[:, 0] - cy) < ry)
+        if rows.size:
+            rows = slice(rows[0], rows[-1] + 1)
+            A[rows] += body[rows] * _breasts(L, Y[rows], right, p)
 
     # Lungs and their markings.
     lung_d = _lung_distance(L, Y, dome)
@@ -250,12 +287,23 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     depth = np.sqrt(np.maximum(1 - radius * radius, 0))  # thicker in the middle
     med_w = 0.1 + 0.03 * np.clip(Y1 + 0.3, 0, 1)
     mediastinum = _soft(med_w - np.abs(X - 0.01), px) * _soft(0.35 - Y, px)
-    knob = _soft((1 - np.hypot((X - 0.1) / 0.075, (Y + 0.33) / 0.09)) * 0.075, px)
-    central = np.maximum(np.maximum(heart, mediastinum), knob)
+    # The aorta unfolds with age: a larger, more lateral knob, a bulging ascending aorta.
+    a = p.aorta
+    kx, ky, kr = 0.1 + 0.035 * a, -0.33 - 0.02 * a, 0.075 * (1 + 0.3 * a)
+    knob_r = np.hypot((X - kx) / kr, (Y - ky) / (0.09 * (1 + 0.15 * a)))
+    knob = _soft((1 - knob_r) * kr, px)
+    ascending = _soft(
+        (1 - np.hypot((X + 0.06 + 0.02 * a) / (0.04 + 0.05 * a), (Y + 0.12) / 0.14)) * 0.04, px
+    )
+    central = np.maximum(np.maximum(np.maximum(heart, mediastinum), knob), ascending)
     air = air * (1 - 0.9 * central)
     vessels = vessels * (1 - 0.8 * central)
     above = _soft(_dome_y(L, dome) + 0.03 - Y, 3 * px)  # the heart sits on the diaphragm
-    A = A + (0.08 * central + 0.12 * depth) * above
+    A = A + (0.08 * central + 0.12 * depth) * above + (0.06 * a) * knob
+    if a * p.cartilage > 0.05:  # a calcified rim along the top of an old knob
+        rows = slice(*np.searchsorted(Y[:, 0], (ky - 0.12, ky)))  # Y grows down the image
+        rim = np.exp(-(((knob_r[rows] - 1.0) / 0.07) ** 2)) * np.clip(-(Y[rows] - ky) / 0.06, 0, 1)
+        A[rows] += (0.3 * a * p.cartilage) * rim
 
     # Trachea: an air column in the mediastinum down to the carina.
     trachea = _soft(0.028 - np.abs(X - 0.0), px) * _soft(-0.3 - Y, px)
@@ -281,7 +329,13 @@ def draw_phantom(study: Study, size: int) -> np.ndarray:
     anterior = anterior * _soft(L - 0.3, 6 * px) * chest
     clav_y = -0.56 - 0.42 * (L - 0.08) + 0.3 * (L - 0.08) ** 2 - (0.05 if ap else 0.0)
     clavicle = _soft(0.034 - np.abs(Y - clav_y), px) * _soft(0.72 - L, px) * _soft(L - 0.07, px)
-    A = A + 0.25 * spine + 0.09 * ribs + 0.05 * anterior + 0.5 * clavicle
+    bone = p.bone_density  # thinner bone with age: fainter ribs and clavicles
+    A = A + (0.25 * (0.5 + 0.5 * bone)) * spine + bone * (0.09 * ribs + 0.05 * anterior)
+    A = A + (0.5 * bone) * clavicle
+    if p.cartilage > 0.02:  # computed only on the columns of the cartilages
+        cols = np.flatnonzero((L[0] > 0.12) & (L[0] < 0.34))
+        flecks = _cartilage(L[:, cols], ant_p[:, cols], afrac[:, cols], p)
+        A[:, cols] += (0.3 * p.cartilage) * flecks * chest[:, cols]
 
     # Lung air darkens; vessels and parenchyma put back a little density.
     A = A - 0.95 * air + (0.16 * tissue + 0.45 * vessels * tissue) * lung

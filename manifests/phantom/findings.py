@@ -1,11 +1,14 @@
-"""Phantom findings: a patient's stable anatomy, each study's findings, and their labels.
+"""Phantom findings: a patient's demographics and stable anatomy, each study's findings,
+and their labels.
 
 Deterministic in the dataset seed; see `manifests.phantom` for the conventions (patient's
-sides, hedged findings labelled -1, No Finding as in CheXpert).
+sides, hedged findings labelled -1, No Finding as in CheXpert) and the demographics design.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +26,8 @@ MODELLED_LABELS = (
     "Support Devices",
 )
 PATHOLOGIES = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation")
-# Share of studies with each finding (positive or hedged).
+# Share of studies with each finding (positive or hedged) in the default draw; it varies by
+# subgroup (`SUBGROUP_RISK`).
 PREVALENCE = {
     "Cardiomegaly": 0.22,  # a patient trait: drawn per patient
     "Pleural Effusion": 0.24,
@@ -37,6 +41,23 @@ LOBES = {
     "left": ("left upper lobe", "left lower lobe"),
 }
 DEVICES = ("endotracheal tube", "enteric tube", "central venous catheter", "pacemaker")
+
+# Demographics (the design in `manifests.phantom`; its version is recorded with every draw).
+PHANTOM_DESIGN = 2
+FEMALE_SHARE = 0.3  # women: the under-represented subgroup
+AGE_RANGE = (20.0, 88.0)
+AGE_BETA = (2.2, 1.6)  # age = low + (high - low) * Beta(a, b): mean about 59 years
+CTR_PER_YEAR = 0.0006  # the heart grows with age: ctr gains this per year over AGE_RANGE[0]
+# Relative risk per finding: (factor per decade of age around 60, factor for women).
+SUBGROUP_RISK = {
+    "Cardiomegaly": (1.45, 0.8),
+    "Pleural Effusion": (1.3, 1.0),
+    "Pneumothorax": (0.8, 0.4),  # commoner in young men
+    "Consolidation": (1.15, 0.9),
+    "Support Devices": (1.15, 0.9),
+}
+MAX_PROBABILITY = 0.9
+HEADER_SHARE = 0.5  # share of impressions starting with "72-year-old woman."
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,13 @@ class Patient:
     rib_spacing: float
     right_dome: float  # height of the right hemidiaphragm (y, lower is larger)
     left_dome: float
+    breast: float = 0.0  # size of the breast shadows (0: none)
+    breast_drop: float = 0.0  # how far below their usual place they sit (grows with age)
+    breast_asymmetry: float = 0.0  # right larger than left when positive
+    bone_density: float = 1.0  # scales ribs, clavicles and spine (falls with age)
+    cartilage: float = 0.0  # costal cartilage calcification, 0 to 1 (rises with age)
+    aorta: float = 0.0  # aortic unfolding, 0 to 1 (rises with age)
+    anatomy_phase: float = 0.0  # where along the cartilages the calcified flecks lie
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,7 @@ class Study:
     contrast: float = 1.0
     noise: float = 0.02
     draw_seed: int = 0
+    header: bool = False  # the impression starts with the patient's age and sex
 
 
 # ---------------------------------------------------------------------- sampling studies
@@ -82,26 +111,86 @@ def _patient_counts(n: int, patients: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(patients)]
 
 
+def _age_density(ages: np.ndarray) -> np.ndarray:
+    """The default draw's age density (unnormalised) at `ages`: a scaled Beta."""
+    low, high = AGE_RANGE
+    t = np.clip((ages - low) / (high - low), 0.0, 1.0)
+    a, b = AGE_BETA
+    return t ** (a - 1) * (1 - t) ** (b - 1)
+
+
+def relative_risk(finding: str, sex: str, age: float) -> float:
+    """A finding's relative risk for a patient of `sex` and `age` (`SUBGROUP_RISK`)."""
+    per_decade, women = SUBGROUP_RISK[finding]
+    return per_decade ** ((age - 60.0) / 10.0) * (women if sex == "F" else 1.0)
+
+
+@functools.cache
+def _mean_risk(finding: str) -> float:
+    """The mean relative risk over the default draw's sexes and ages (midpoint rule)."""
+    low, high = AGE_RANGE
+    ages = low + (np.arange(2000) + 0.5) / 2000 * (high - low)
+    weight = _age_density(ages)
+    per_decade, women = SUBGROUP_RISK[finding]
+    by_age = float(np.sum(weight * per_decade ** ((ages - 60.0) / 10.0)) / np.sum(weight))
+    return by_age * (FEMALE_SHARE * women + 1 - FEMALE_SHARE)
+
+
+def finding_probability(finding: str, sex: str, age: float) -> float:
+    """The chance that a study (Cardiomegaly: a patient) of `sex` and `age` has `finding`.
+
+    Averaged over the default draw's demographics it is `PREVALENCE[finding]`.
+    """
+    p = PREVALENCE[finding] * relative_risk(finding, sex, age) / _mean_risk(finding)
+    return min(p, MAX_PROBABILITY)
+
+
+def age_ctr(age: float) -> float:
+    """What age adds to the cardiothoracic ratio (0 at AGE_RANGE[0])."""
+    return CTR_PER_YEAR * max(age - AGE_RANGE[0], 0.0)
+
+
+def _ramp(age: float, start: float, full: float) -> float:
+    return min(max((age - start) / (full - start), 0.0), 1.0)
+
+
 def sample_patient(seed: int, index: int) -> Patient:
-    """A patient's stable anatomy (deterministic in `seed` and `index`)."""
+    """A patient's demographics and stable anatomy (deterministic in `seed` and `index`)."""
     rng = np.random.default_rng([seed, index, 0])
-    cardiomegaly = rng.random() < PREVALENCE["Cardiomegaly"]
-    if cardiomegaly:
-        ctr = float(rng.choice([rng.uniform(0.5, 0.52), rng.uniform(0.54, 0.66)], p=[0.2, 0.8]))
+    sex = "F" if rng.random() < FEMALE_SHARE else "M"
+    low, high = AGE_RANGE
+    age = float(round(low + (high - low) * rng.beta(*AGE_BETA), 1))
+    # Heart size: the label is decided on the ctr with the age term already in it.
+    borderline = rng.uniform(0.5, 0.52)
+    enlarged = rng.uniform(0.54, 0.63) + age_ctr(age)
+    healthy = rng.uniform(0.37, 0.45) + age_ctr(age)  # under 0.5 at any age
+    if rng.random() < finding_probability("Cardiomegaly", sex, age):
+        ctr = float(borderline if rng.random() < 0.2 else enlarged)
     else:
-        ctr = float(rng.uniform(0.38, 0.46))
-    sex = str(rng.choice(["M", "F"]))
+        rng.random()  # the same number of draws either way
+        ctr = float(healthy)
+    woman = sex == "F"
+    breast = rng.uniform(0.75, 1.25)
+    breast_drop = 0.08 * _ramp(age, 25, 75) + rng.uniform(-0.03, 0.03)
+    bone_loss = 0.006 * max(age - 35, 0) + (0.005 * max(age - 50, 0) if woman else 0.0)
     return Patient(
         index=index,
         patient_id=f"phantom-p{index:05d}",
         sex=sex,
-        age=float(round(rng.uniform(20, 88), 1)),
-        body_width=float(rng.uniform(0.9, 1.02) * (1.0 if sex == "M" else 0.96)),
+        age=age,
+        body_width=float(rng.uniform(0.9, 1.02) * (0.96 if woman else 1.0)),
         body_height=float(rng.uniform(0.92, 1.04)),
         ctr=ctr,
         rib_spacing=float(rng.uniform(0.105, 0.125)),
         right_dome=float(rng.uniform(0.34, 0.42)),
         left_dome=float(rng.uniform(0.4, 0.47)),
+        breast=float(breast if woman else 0.0),
+        breast_drop=float(breast_drop if woman else 0.0),
+        breast_asymmetry=float(rng.uniform(-0.06, 0.06) if woman else 0.0),
+        bone_density=float(np.clip(1 - bone_loss + rng.uniform(-0.04, 0.04), 0.45, 1.05)),
+        cartilage=float(_ramp(age, 35, 75) * rng.uniform(0.6, 1.0)),
+        aorta=float(_ramp(age, 40, 80) * rng.uniform(0.6, 1.0)),
+        anatomy_phase=float(rng.uniform(0, 2 * math.pi)),
     )
 
 
@@ -115,15 +204,16 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
     """One study of `patient`: findings, view and acquisition jitter."""
     rng = np.random.default_rng([seed, patient.index, study_index + 1])
     findings: dict[str, dict] = {}
+    age = round(patient.age + 0.7 * study_index, 1)
     if patient.ctr > 0.5:
-        ctr = patient.ctr + rng.uniform(-0.005, 0.005)
+        ctr = max(patient.ctr + rng.uniform(-0.005, 0.005), 0.501)  # jitter keeps the label
         hedged = ctr < 0.525
         findings["Cardiomegaly"] = {
             "ctr": round(float(ctr), 3),
             "severity": "mild" if hedged else _severity_word("Cardiomegaly", ctr),
             "uncertain": bool(hedged),
         }
-    if rng.random() < PREVALENCE["Pleural Effusion"]:
+    if rng.random() < finding_probability("Pleural Effusion", patient.sex, age):
         hedged = rng.random() < HEDGE_RATE
         side = str(rng.choice(["right", "left", "both"], p=[0.4, 0.35, 0.25]))
         height = rng.uniform(0.07, 0.1) if hedged else rng.uniform(0.12, 0.55)
@@ -133,7 +223,7 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
             "height": round(float(height), 3),
             "uncertain": bool(hedged),
         }
-    if rng.random() < PREVALENCE["Pneumothorax"]:
+    if rng.random() < finding_probability("Pneumothorax", patient.sex, age):
         hedged = rng.random() < HEDGE_RATE
         side = str(rng.choice(["right", "left"]))
         large = (not hedged) and rng.random() < 0.45
@@ -152,7 +242,7 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
             ),
             "uncertain": bool(hedged),
         }
-    if rng.random() < PREVALENCE["Consolidation"]:
+    if rng.random() < finding_probability("Consolidation", patient.sex, age):
         hedged = rng.random() < HEDGE_RATE
         side = str(rng.choice(["right", "left"]))
         lobe = str(rng.choice(LOBES[side]))
@@ -163,7 +253,7 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
             "uncertain": bool(hedged),
         }
     devices: list[str] = []
-    if rng.random() < PREVALENCE["Support Devices"]:
+    if rng.random() < finding_probability("Support Devices", patient.sex, age):
         k = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
         devices = sorted(rng.choice(DEVICES, size=k, replace=False).tolist())
         entry: dict = {"devices": devices}
@@ -176,7 +266,7 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
         study_index=study_index,
         study_id=f"{patient.patient_id}-s{study_index}",
         view=view,
-        age=round(patient.age + 0.7 * study_index, 1),
+        age=age,
         findings=findings,
         shift_x=float(rng.uniform(-0.05, 0.05)),
         shift_y=float(rng.uniform(-0.04, 0.04)),
@@ -185,6 +275,7 @@ def sample_study(patient: Patient, study_index: int, seed: int) -> Study:
         contrast=float(rng.uniform(0.92, 1.08)),
         noise=float(rng.uniform(0.01, 0.03)),
         draw_seed=int(rng.integers(0, 2**31 - 1)),
+        header=bool(rng.random() < HEADER_SHARE),
     )
 
 

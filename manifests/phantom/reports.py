@@ -2,15 +2,22 @@
 
 Positive findings in varied phrasing, hedged ones ("possible small left effusion"), and the
 four main findings always stated, positively or as an explicit negative ("No pneumothorax.").
+A study marked `header` starts its impression with the patient's age and sex
+("72-year-old woman."), as real reports do, unless the impression is too long to take it
+within CLIP's 77 tokens (`HEADER_MAX_WORDS`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from manifests.demographics import demographic_phrase
 from manifests.phantom.findings import PATHOLOGIES, Study
 
 NAMES = {"central venous catheter": "central line"}  # short names for device lists
+# The header ("72-year-old woman.", about 8 CLIP tokens) goes only on impressions of at most
+# this many words, so that every prompt fits CLIP's 77 tokens (it skips about 1 in 4000).
+HEADER_MAX_WORDS = 40
 
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
@@ -245,6 +252,8 @@ def study_report(study: Study, rng: np.random.Generator) -> tuple[str, str]:
             ),
         )
     impression += negatives
+    if study.header and sum(len(s.split()) for s in impression) <= HEADER_MAX_WORDS:
+        impression.insert(0, demographic_phrase(study.patient.sex, study.age))
     view = "Portable AP" if study.view == "AP" else "PA"
     findings = " ".join(
         [f"{view} view of the chest.", *positives, *negatives, "No acute osseous abnormality."]
