@@ -251,7 +251,8 @@ def _synthetic_set(root: Path, real: Manifest, n: int = 8) -> Path:
     (root / "images").mkdir(parents=True)
     train = real.rows["split"].to_numpy() == "train"
     women, men = (np.flatnonzero(train & (real.rows["sex"] == s).to_numpy()) for s in "FM")
-    train = np.concatenate([women[: n // 2], men[: n - n // 2]])
+    women = women[: n // 2]  # as many as the split has, up to half
+    train = np.concatenate([women, men[: n - len(women)]])
     rows = []
     for k, i in enumerate(train):
         target = root / "images" / f"{k:04d}.png"
@@ -345,10 +346,28 @@ def _one_line(result, message: str) -> None:
     assert len(lines) == 1 and message in lines[0], result.output
 
 
-def test_synthesize_filter_demographics(tmp_path, phantom_manifest, tiny_generator_dir, oracle_dir):
+def test_synthesize_filter_demographics(
+    tmp_path, phantom_manifest, tiny_generator_dir, oracle_dir, monkeypatch
+):
+    import augmentor.demographic_filter as demographic_filter
     from cli import app
 
+    predict = demographic_filter.predict_demographics
+
+    def agreeing_on_even_rows(oracle, paths, hashes, cache, *args):
+        """The oracles' predictions, with every even row's sex made the prompt's: a
+        3-step oracle on noise images may call every image one sex."""
+        out = predict(oracle, paths, hashes, cache, *args)
+        stated = read_manifest(out_path).rows
+        even = np.arange(len(out)) % 2 == 0
+        out.loc[even, "pred_sex"] = stated.loc[even, "sex"].to_numpy()
+        out.loc[even, "pred_age"] = stated.loc[even, "age"].to_numpy()
+        return out
+
+    monkeypatch.setattr(demographic_filter, "predict_demographics", agreeing_on_even_rows)
+
     out = tmp_path / "synth"
+    out_path = out / "manifest.parquet"
     args = ["synthesize", "--model", str(tiny_generator_dir), "--labels",
             "pleural_effusion:2,pneumothorax:2", "--prompts-from", str(phantom_manifest),
             "--out", str(out), "--num-inference-steps", "2"]  # fmt: skip
