@@ -13,7 +13,8 @@ DESIGN.md's flow; there is no second code path:
 * train: `classifier.train.train_classifier` (`cxraug train-classifier`), per arm and seed
   -> `runs/<arm>-seed<k>/`
 * evaluate-generator (optional): `augmentor.evaluate.evaluate_generator`
-  (`cxraug evaluate-generator`) -> `generator_eval/`
+  (`cxraug evaluate-generator`, with the re-identification audit and, where the real
+  manifest has sex and age, demographic fidelity) -> `generator_eval/`
 * report: `classifier.report_render.make_report` (`cxraug report`)
   -> `report/report.{html,md,csv,json}`
 
@@ -209,22 +210,44 @@ def stage_synthesize(
 
 
 def stage_evaluate_generator(
-    real: Path, synthetic: Path, oracle: Path, out: Path, log: Callable[[str], None]
+    real: Path,
+    synthetic: Path,
+    oracle: Path,
+    out: Path,
+    log: Callable[[str], None],
+    privacy: bool = False,
+    demographics: bool = False,
 ) -> Path:
-    """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator)."""
+    """Generator metrics (augmentor.evaluate.evaluate_generator, cxraug evaluate-generator;
+    `privacy`: --privacy, `demographics`: --demographics)."""
     from augmentor.eval_config import GeneratorEvalConfig
     from augmentor.evaluate import evaluate_generator
     from augmentor.generator_report import prompt_fidelity_text
 
     result = evaluate_generator(
         GeneratorEvalConfig(
-            synthetic=synthetic, real=real, out=out, features=oracle, overwrite=True
+            synthetic=synthetic,
+            real=real,
+            out=out,
+            features=oracle,
+            overwrite=True,
+            privacy=privacy,
+            demographics=demographics,
         ),
         progress=lambda text: log(f"  {text}"),
     )
     if len(result.tables.get("prompt_fidelity", [])):
         log(prompt_fidelity_text(result.tables["prompt_fidelity"]))
     return out
+
+
+def has_demographics(manifest) -> bool:
+    """The manifest's train split has images of both sexes and ages (what the demographic
+    oracles need)."""
+    rows = manifest.rows[manifest.rows["split"] == "train"]
+    if "sex" not in rows or "age" not in rows:
+        return False
+    return set(rows["sex"].dropna()) >= {"F", "M"} and bool(rows["age"].notna().any())
 
 
 def oversample_target(runs: tuple[Path, ...], labels) -> str | None:
@@ -427,7 +450,15 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] | None = N
             start = time.perf_counter()
             oracle = next(r.out for r in plan if r.arm in (ORACLE_ARM, Arm()))
             log(f"evaluate-generator (features and oracle: {oracle.relative_to(out)})")
-            stage_evaluate_generator(real, synthetic, oracle, evaluation, log)
+            stage_evaluate_generator(
+                real,
+                synthetic,
+                oracle,
+                evaluation,
+                log,
+                privacy=cfg.report.privacy_audit,
+                demographics=cfg.report.demographic_fidelity and has_demographics(real_manifest),
+            )
             stages.finish("evaluate-generator", start)
         sections.append(generator_section(evaluation))
 

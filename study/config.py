@@ -251,6 +251,15 @@ class ReportStageConfig(Section):
         help="evaluate the generator (prompt fidelity, FID/KID, diversity, memorization), the "
         "first real-only run as oracle",
     )
+    privacy_audit: bool = setting(
+        True,
+        help="with generator_eval: the re-identification audit (evaluate-generator --privacy)",
+    )
+    demographic_fidelity: bool = setting(
+        True,
+        help="with generator_eval: sex and age oracles judge who the synthetic patients are "
+        "(evaluate-generator --demographics; needs sex and age in the real manifest)",
+    )
 
 
 @dataclass

@@ -215,7 +215,10 @@ def smoke_preset() -> StudyConfig:
                 "primary": against_its_control(Arm(mix=0.5)),
                 "n_boot": 100,
                 "min_positive_patients": 1,
-            }
+            },
+            # their own tests train them; at toy size they would only cost time
+            privacy_audit=False,
+            demographic_fidelity=False,
         ),
     )
 
