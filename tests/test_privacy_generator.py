@@ -5,7 +5,9 @@ prompted with that patient's reports, its images are linked to the patient far a
 baseline. The same recipe on a patient outside the real set, prompted with the same
 reports, stays within the baseline. `benchmarks/privacy_memorization.py` builds both
 (`run_experiment`) and prints the table; docs/privacy.md ("How the audit is tested") has
-the numbers. About a minute on one CPU thread, so marked slow (`-m slow` runs it).
+the numbers. About a minute and a half on one CPU thread; it runs in the default suite,
+because the audit's one claim, that it flags a generator that redraws its patients, rests
+on it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import pytest
 from augmentor.generator import training_patients
 from augmentor.privacy import SYN_PROMPT, VAL_OTHER
 from benchmarks.privacy_memorization import GeneratorResult, Recipe, run_experiment
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
