@@ -46,6 +46,15 @@ def _delta_cell(delta: float, lo: float, hi: float) -> str:
     return f"{_signed(delta)} [{_signed(lo)}, {_signed(hi)}]"
 
 
+def _controlled(matched: dict[str, str]) -> dict[str, str]:
+    """{control: the arms it controls, comma-joined}: a subgroup-balanced arm shares its
+    twin's control, so one control may serve two arms."""
+    out: dict[str, list[str]] = {}
+    for arm, control in matched.items():
+        out.setdefault(control, []).append(arm)
+    return {c: ", ".join(arms) for c, arms in out.items()}
+
+
 def display_rows(
     report: Report, macro_only: bool = False, compact: bool = False
 ) -> tuple[list[str], list[list[str]]]:
@@ -59,8 +68,8 @@ def display_rows(
     """
     pct = int(round(report.ci_level * 100))
     base = report.baseline or BASELINE_ARM
-    controls = {c: a for a, c in report.matched.items()}
-    positives = {c: a for a, c in report.oversampled.items()}
+    controls = _controlled(report.matched)
+    positives = _controlled(report.oversampled)
     headers = [
         "arm",
         "label",

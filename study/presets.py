@@ -242,14 +242,14 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset(
             "demo",
-            "phantoms and the tiny base: the generator's prompt fidelity, real vs mixed at 80 images",
-            "about 17 minutes on 2 CPU cores",
+            "phantoms and the tiny base: prompt fidelity, real vs mixed at 80 images, subgroups",
+            "20-50 minutes on 2 CPU cores, by machine",
             demo_preset,
         ),
         Preset(
             "paper",
             "RoentGen's arms, 3 generators and a 4-size sweep on phantoms",
-            "about 100 minutes on 2 CPU cores",
+            "100 minutes on a fast 2-core CPU, about 3x on a slow one",
             paper_preset,
         ),
         Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),
