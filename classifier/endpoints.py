@@ -29,10 +29,20 @@ from classifier.stats import SeedInterval, SeedTerm, holm, seed_interval
 from manifests.errors import UserError
 
 MACRO = "macro"
-BASELINE, MATCHED, OVERSAMPLE = "baseline", "matched", "oversample"
+BASELINE, MATCHED, OVERSAMPLE, TWIN = "baseline", "matched", "oversample", "twin"
 # the table's columns of each kind, and the column naming the arm compared with
-PREFIX = {BASELINE: "delta", MATCHED: "delta_vs_matched", OVERSAMPLE: "delta_vs_oversample"}
-OTHER_COLUMN = {BASELINE: "baseline", MATCHED: "matched_arm", OVERSAMPLE: "oversample_arm"}
+PREFIX = {
+    BASELINE: "delta",
+    MATCHED: "delta_vs_matched",
+    OVERSAMPLE: "delta_vs_oversample",
+    TWIN: "delta_vs_twin",
+}
+OTHER_COLUMN = {
+    BASELINE: "baseline",
+    MATCHED: "matched_arm",
+    OVERSAMPLE: "oversample_arm",
+    TWIN: "twin_arm",
+}
 PRIMARY, SECONDARY = "primary", "secondary"
 DEFAULT_RULE = (
     "the first mixed arm at the smallest real size against its step-matched control, macro AUROC"
@@ -45,7 +55,7 @@ class Comparison:
 
     arm: str
     other: str
-    kind: str  # BASELINE, MATCHED or OVERSAMPLE
+    kind: str  # BASELINE, MATCHED, OVERSAMPLE or TWIN
     terms: list[SeedTerm]  # what `seed_interval` is computed from (paired as it could be)
     interval: SeedInterval
     p: np.ndarray  # per column, the p-value the interval inverts
@@ -199,6 +209,7 @@ __all__ = [
     "DEFAULT_RULE",
     "MATCHED",
     "OVERSAMPLE",
+    "TWIN",
     "PRIMARY",
     "SECONDARY",
     "Comparison",

@@ -84,6 +84,7 @@ from classifier.endpoints import (
     MATCHED,
     OVERSAMPLE,
     PREFIX,
+    TWIN,
     Comparison,
     Primary,
     endpoint_columns,
@@ -168,6 +169,9 @@ class Report:
     # the Subgroups section, a `classifier.fairness.Fairness` (set by `make_report`, which
     # computes it from the runs and this report; None without it)
     fairness: object | None = None
+    # a subgroup-balanced arm (mix<m>-balanced) -> its prevalence-matched twin, if among
+    # the runs
+    twins: dict[str, str] = field(default_factory=dict)
 
 
 TABLE_COLUMNS = [
@@ -215,6 +219,14 @@ TABLE_COLUMNS = [
     "relative_vs_oversample_pct",
     *endpoint_columns((OVERSAMPLE,)),
     "information_vs_oversample",
+    # Added in report version 5: a subgroup-balanced arm against its prevalence-matched twin
+    "twin_arm",
+    "delta_vs_twin",
+    "delta_vs_twin_lo",
+    "delta_vs_twin_hi",
+    "relative_vs_twin_pct",
+    *endpoint_columns((TWIN,)),
+    "information_vs_twin",
 ]
 
 
@@ -440,6 +452,9 @@ def summarize_arms(
         for a, c in matched_controls(runset.runs, oversample=True).items()
         if a in arms and c in arms
     }
+    twins = {
+        a: info[a].twin().name for a in arms if info[a].balanced and info[a].twin().name in arms
+    }
     draw_rng = np.random.default_rng([seed, 1])  # the units drawn in each patient resample
     draws = {arm: data[arm].draws(draw_rng) for arm in arms}
     reasons = {
@@ -464,6 +479,8 @@ def summarize_arms(
             comparisons[(arm, OVERSAMPLE)] = _compare(
                 arm, oversampled[arm], OVERSAMPLE, data, level
             )
+        if arm in twins:
+            comparisons[(arm, TWIN)] = _compare(arm, twins[arm], TWIN, data, level)
     primary_cell = resolve_primary(primary, {a: info[a] for a in arms}, comparisons, names)
     budgets = arm_budgets(arms)
     information = {
@@ -478,6 +495,7 @@ def summarize_arms(
         vs_base = comparisons.get((arm, BASELINE))
         vs_matched = comparisons.get((arm, MATCHED))
         vs_oversample = comparisons.get((arm, OVERSAMPLE))
+        vs_twin = comparisons.get((arm, TWIN))
         own_mean = own.mean
         for k, name in enumerate(names):
             v = own.values[:, k]
@@ -510,6 +528,8 @@ def summarize_arms(
                 "interval_units": "generators" if own.by_generator else "seeds",
                 "oversample_arm": oversampled.get(arm),
                 "information_vs_oversample": information.get((arm, OVERSAMPLE)),
+                "twin_arm": twins.get(arm),
+                "information_vs_twin": information.get((arm, TWIN)),
             }
             if not finite:
                 rows.append(row)
@@ -543,6 +563,16 @@ def summarize_arms(
                         k,
                         "delta_vs_oversample",
                         "relative_vs_oversample_pct",
+                    )
+                )
+            if vs_twin:
+                row.update(
+                    _delta_fields(
+                        vs_twin.interval,
+                        data[twins[arm]].mean,
+                        k,
+                        "delta_vs_twin",
+                        "relative_vs_twin_pct",
                     )
                 )
             rows.append(row)
@@ -585,6 +615,7 @@ def summarize_arms(
         arm_info={arm: info[arm] for arm in arms},
         oversampled=oversampled,
         draws=draws,
+        twins=twins,
     )
 
 

@@ -80,7 +80,7 @@ REPORT_FILES = (
     "fairness.csv",  # per arm x label x subgroup (classifier.fairness.SUBGROUP_COLUMNS)
     "fairness_gaps.csv",  # the underdiagnosis gaps (classifier.fairness.GAP_COLUMNS)
 )
-REPORT_VERSION = 5  # 5: the Subgroups section (report.json `fairness`, fairness*.csv)
+REPORT_VERSION = 5  # 5: Subgroups (report.json `fairness`, fairness*.csv), balanced arms vs twins
 
 
 # ------------------------------------------------------------------------------ display
@@ -242,6 +242,7 @@ def _report_json(report: Report) -> dict:
         "notes": report.notes,
         "matched": report.matched,
         "oversampled": report.oversampled,
+        "twins": report.twins,
         "min_seeds": MIN_SEEDS,
         "min_positive_patients": report.min_positive_patients,
         "macro_labels": list(report.macro_labels),
@@ -501,6 +502,7 @@ def load_report(out: Path) -> Report:
         synthetic=doc.get("synthetic"),
         matched=dict(doc.get("matched") or {}),
         oversampled=dict(doc.get("oversampled") or {}),
+        twins=dict(doc.get("twins") or {}),
         min_positive_patients=doc.get("min_positive_patients", 1),
         macro_labels=tuple(doc.get("macro_labels", doc["labels"])),
         per_arm=dict(doc.get("per_arm") or {}),

@@ -84,6 +84,8 @@ def display_rows(
         headers.append(f"Δ vs step-matched [{pct}% CI]")
     if report.oversampled:
         headers.append(f"Δ vs positives-matched [{pct}% CI]")
+    if report.twins:
+        headers.append(f"Δ vs prevalence-matched twin [{pct}% CI]")
     headers.append("valid resamples")
     out = []
     for row in report.table.itertuples(index=False):
@@ -136,6 +138,13 @@ def display_rows(
                 cells.append(f"(positives-matched control of {positives[row.arm]})")
             else:
                 cells.append("")
+        if report.twins:
+            cells.append(
+                _delta_cell(row.delta_vs_twin, row.delta_vs_twin_lo, row.delta_vs_twin_hi)
+                + f" vs {report.twins[row.arm]}"
+                if row.arm in report.twins
+                else ""
+            )
         out.append([*cells, valid])
     if compact:
         wanted = [0, 1, 3, 6, 7] + list(range(8, len(headers) - 1))
@@ -173,6 +182,12 @@ def method_text(report: Report) -> str:
             " Δ vs positives-matched: the arm minus its second control, real-only, trained for "
             "the same number of optimizer steps with its real positives drawn more often, to "
             "the arm's label balance (a secondary comparison)."
+        )
+    if report.twins:
+        text += (
+            " Δ vs prevalence-matched twin: a subgroup-balanced arm minus the arm trained the "
+            "same way on its generator's prevalence-matched synthetic set (same seeds and "
+            "steps: what balancing did; a secondary comparison)."
         )
     text += " " + units_text(report)
     alpha = 1.0 - report.ci_level

@@ -451,3 +451,17 @@ def test_a_balanced_arm_is_compared_with_its_prevalence_matched_twin(tmp_path):
     headers, rows = gap_rows(report)
     assert any("prevalence-matched twin" in h for h in headers)
     assert all(len(r) == len(headers) for r in rows)
+    # AUROC: the balanced arm against its twin, a secondary comparison paired by seed
+    from classifier.endpoints import comparisons_table
+    from classifier.report_tables import display_rows
+
+    assert report.twins == {"mix0.5-balanced": "mix0.5"}
+    macro = report.table.set_index(["arm", "label"]).loc[("mix0.5-balanced", "macro")]
+    assert macro.twin_arm == "mix0.5" and macro.delta_vs_twin > 0 and macro.delta_vs_twin_lo > 0
+    assert macro.delta_vs_twin_role == "secondary"
+    twin_rows = [c for c in comparisons_table(report.table) if c["kind"] == "twin"]
+    assert {c["arm"] for c in twin_rows} == {"mix0.5-balanced"} and twin_rows[0]["vs"] == "mix0.5"
+    headers, rows = display_rows(report)
+    assert "Δ vs prevalence-matched twin [95% CI]" in headers
+    column = headers.index("Δ vs prevalence-matched twin [95% CI]")
+    assert any(r[0] == "mix0.5-balanced" and r[column].endswith("vs mix0.5") for r in rows)
