@@ -243,13 +243,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "demo",
             "phantoms and the tiny base: prompt fidelity, real vs mixed at 80 images, subgroups",
-            "20-50 minutes on 2 CPU cores, by machine",
+            "about 20 minutes on 2 CPU cores, alone",
             demo_preset,
         ),
         Preset(
             "paper",
             "RoentGen's arms, 3 generators and a 4-size sweep on phantoms",
-            "100 minutes on a fast 2-core CPU, about 3x on a slow one",
+            "about 100 minutes on 2 CPU cores",
             paper_preset,
         ),
         Preset("smoke", "every stage at toy size, for tests", "under a minute", smoke_preset),
