@@ -493,9 +493,6 @@ def summarize_arms(
         mean_ci = arm_interval(own, level)
         base = baseline_for(info[arm], baseline, arms)
         vs_base = comparisons.get((arm, BASELINE))
-        vs_matched = comparisons.get((arm, MATCHED))
-        vs_oversample = comparisons.get((arm, OVERSAMPLE))
-        vs_twin = comparisons.get((arm, TWIN))
         own_mean = own.mean
         for k, name in enumerate(names):
             v = own.values[:, k]
@@ -545,36 +542,12 @@ def summarize_arms(
                     )
             elif arm == base:
                 row["note"] = row["note"] or "baseline"
-            if vs_matched:
-                row.update(
-                    _delta_fields(
-                        vs_matched.interval,
-                        data[matched[arm]].mean,
-                        k,
-                        "delta_vs_matched",
-                        "relative_vs_matched_pct",
-                    )
-                )
-            if vs_oversample:
-                row.update(
-                    _delta_fields(
-                        vs_oversample.interval,
-                        data[oversampled[arm]].mean,
-                        k,
-                        "delta_vs_oversample",
-                        "relative_vs_oversample_pct",
-                    )
-                )
-            if vs_twin:
-                row.update(
-                    _delta_fields(
-                        vs_twin.interval,
-                        data[twins[arm]].mean,
-                        k,
-                        "delta_vs_twin",
-                        "relative_vs_twin_pct",
-                    )
-                )
+            for kind in (MATCHED, OVERSAMPLE, TWIN):  # the arm against each of its controls
+                c = comparisons.get((arm, kind))
+                if c:
+                    prefix = PREFIX[kind]
+                    relative = prefix.replace("delta", "relative") + "_pct"
+                    row.update(_delta_fields(c.interval, data[c.other].mean, k, prefix, relative))
             rows.append(row)
     n_secondary = label_endpoints(rows, comparisons, primary_cell, names, 1.0 - level)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
